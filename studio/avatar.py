@@ -1,0 +1,151 @@
+"""The `Avatar` API: open a trained project and render it from slider values.
+
+The CLI, the GUI viewer, evaluation and export all go through this. Engines ("pvp" for the
+StyleGAN engine, "nerf" for LatentAvatar) register a loader with `register_engine`; the
+loader gets the project and returns an `AvatarEngine`. `Avatar` wraps one engine and adds
+what every engine shares: control names, range clamping, and telling the caller about it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol
+
+import numpy as np
+
+from .errors import ProjectError
+
+
+class AvatarEngine(Protocol):
+    name: str
+    """"pvp" or "nerf"."""
+    size: int
+    """Side of rendered images in pixels."""
+    control_names: list[str]
+    """["yaw", "pitch", *expression names] — the order of `controls` vectors."""
+    ranges: dict[str, tuple[float, float]]
+    """Range of each control seen in training."""
+
+    def render_controls(self, controls: np.ndarray, edits: Any = None) -> np.ndarray:
+        """(B, 2+E) float32 controls → (B, S, S, 3) uint8 RGB images."""
+        ...
+
+
+@dataclass
+class Render:
+    image: np.ndarray
+    """(S, S, 3) uint8 RGB."""
+    clamped: list[str] = field(default_factory=list)
+    """Controls that were outside the trained range and were clamped to it."""
+    controls: np.ndarray | None = None
+    """The control vector actually rendered (after clamping)."""
+
+
+ENGINE_LOADERS: dict[str, Callable[[Any], AvatarEngine]] = {}
+
+
+def register_engine(name: str, loader: Callable[[Any], AvatarEngine]) -> None:
+    ENGINE_LOADERS[name] = loader
+
+
+def trained_engines(project) -> list[str]:
+    from .pipeline import stage_state
+    from .stages import ENGINES
+
+    out = []
+    for eng, stages in ENGINES.items():
+        if stages and all(stage_state(project, s) == "done" for s in stages) and eng in ENGINE_LOADERS:
+            out.append(eng)
+    return out
+
+
+class Avatar:
+    """A trained avatar. ``Avatar.open(project).render(yaw=10, expression={"jaw_open": 0.8})``."""
+
+    def __init__(self, engine: AvatarEngine):
+        self.engine = engine
+
+    @classmethod
+    def open(cls, project, engine: str | None = None) -> "Avatar":
+        _load_builtin_engines()
+        engines = trained_engines(project)
+        if engine is None:
+            if not engines:
+                raise ProjectError(f"project {project.name} has no trained avatar yet",
+                                   "run `avatar-studio run` on it to train one")
+            engine = engines[0]
+        if engine not in ENGINE_LOADERS:
+            raise ProjectError(f"unknown engine '{engine}'", f"engines: {', '.join(ENGINE_LOADERS) or 'none'}")
+        if engine not in engines:
+            raise ProjectError(f"the {engine} engine is not trained in project {project.name}",
+                               f"train it with `avatar-studio run {project.root} --engine {engine}`")
+        return cls(ENGINE_LOADERS[engine](project))
+
+    @property
+    def name(self) -> str:
+        return self.engine.name
+
+    @property
+    def size(self) -> int:
+        return self.engine.size
+
+    @property
+    def control_names(self) -> list[str]:
+        return list(self.engine.control_names)
+
+    @property
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        return dict(self.engine.ranges)
+
+    def neutral(self) -> np.ndarray:
+        """Controls of a frontal, neutral face (0 for every slider, clamped into range)."""
+        return self.clamp(np.zeros(len(self.control_names), np.float32))[0]
+
+    def controls_from(self, yaw: float = 0.0, pitch: float = 0.0,
+                      expression: Mapping[str, float] | np.ndarray | None = None) -> np.ndarray:
+        names = self.control_names
+        c = np.zeros(len(names), np.float32)
+        c[0], c[1] = yaw, pitch
+        if expression is None:
+            pass
+        elif isinstance(expression, Mapping):
+            for k, v in expression.items():
+                if k not in names[2:]:
+                    raise ValueError(f"unknown expression '{k}'; known: {', '.join(names[2:])}")
+                c[names.index(k)] = float(v)
+        else:
+            c[2:] = np.asarray(expression, np.float32)
+        return c
+
+    def clamp(self, controls: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """Clamp controls into the trained ranges; return the names that moved."""
+        c = np.array(controls, np.float32, copy=True)
+        moved = []
+        for i, n in enumerate(self.control_names):
+            lo, hi = self.engine.ranges.get(n, (-np.inf, np.inf))
+            col = c[..., i]
+            if np.any(col < lo - 1e-6) or np.any(col > hi + 1e-6):
+                moved.append(n)
+            c[..., i] = np.clip(col, lo, hi)
+        return c, moved
+
+    def render(self, yaw: float = 0.0, pitch: float = 0.0,
+               expression: Mapping[str, float] | np.ndarray | None = None, edits: Any = None) -> Render:
+        c, moved = self.clamp(self.controls_from(yaw, pitch, expression))
+        img = self.engine.render_controls(c[None], edits=edits)[0]
+        return Render(image=img, clamped=moved, controls=c)
+
+    def render_batch(self, controls: np.ndarray, edits: Any = None) -> tuple[np.ndarray, list[str]]:
+        c, moved = self.clamp(controls)
+        return self.engine.render_controls(c, edits=edits), moved
+
+
+def _load_builtin_engines() -> None:
+    """Import the engine modules so they register (each is optional until trained)."""
+    import importlib
+
+    for mod in ("studio.engines.pvp", "studio.engines.nerf"):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise

@@ -1,0 +1,1 @@
+"""Avatar engines: load a trained project and render controls to images."""

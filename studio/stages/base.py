@@ -1,0 +1,72 @@
+"""What a stage is: a config dataclass, presets, and a run function that yields `Progress`.
+
+A stage module registers itself with `register(StageSpec(...))`. The run function has the
+signature ``run(ctx: StageContext, cfg: Config) -> Generator[Progress, None, dict]``: it yields
+progress events and returns a result dict with ``outputs`` (name -> project-relative path) and
+``summary`` (plain numbers and strings the user sees in `status` and the GUI).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Generator
+
+from ..progress import Control, Progress
+from ..project import Project
+
+StageRun = Callable[["StageContext", Any], Generator[Progress, None, dict]]
+
+
+@dataclass
+class StageSpec:
+    name: str
+    """Short id used in the manifest and the CLI (e.g. "track")."""
+    title: str
+    """Human title for the GUI and status table."""
+    config_cls: type
+    """The stage's config dataclass."""
+    presets: dict[str, Any]
+    """Named config instances: at least "preview" and "quality"."""
+    run: StageRun
+    """The stage function."""
+    depends_on: tuple[str, ...] = ()
+    """Stages whose outputs this one reads."""
+    engine: str = "common"
+    """"common", "pvp" (StyleGAN engine) or "nerf" (LatentAvatar engine)."""
+    description: str = ""
+    """One paragraph for the user."""
+
+    def preset(self, name: str) -> Any:
+        base = self.presets.get(name) or self.presets.get("preview") or self.config_cls()
+        return dataclasses.replace(base)
+
+
+@dataclass
+class StageContext:
+    project: Project
+    """The open project."""
+    stage: str
+    """This stage's name."""
+    workdir: Path
+    """Folder for this stage's outputs and checkpoints (inside the project)."""
+    device: str = "cpu"
+    """"cpu" or "cuda"."""
+    control: Control = field(default_factory=Control)
+    """Pause/cancel control; stages call `ctx.check()` between steps."""
+    resumed: bool = False
+    """True when the workdir holds checkpoints from an interrupted run with the same config."""
+
+    def check(self) -> None:
+        self.control.checkpoint()
+
+    def progress(self, step: int, total: int, **kw: Any) -> Progress:
+        return Progress(stage=self.stage, step=step, total=total, **kw)
+
+
+REGISTRY: dict[str, StageSpec] = {}
+
+
+def register(spec: StageSpec) -> StageSpec:
+    REGISTRY[spec.name] = spec
+    return spec

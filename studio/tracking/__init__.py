@@ -1,0 +1,1 @@
+"""Face tracking: mediapipe face mesh, head pose, named expressions, alignment, mattes."""
