@@ -1,0 +1,57 @@
+"""Start the window: `studio.gui.app.main(argv)`, `python -m studio.gui [PROJECT]`, `avatar-studio gui`."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="avatar-studio gui", description="Open the Avatar Studio window.")
+    p.add_argument("project", nargs="?", help="project folder to open (default: the last one)")
+    p.add_argument("--new", metavar="VIDEO", help="start a new project from this video")
+    p.add_argument("--fresh", action="store_true", help="do not reopen the last project")
+    p.add_argument("--screenshot", metavar="PNG", help=argparse.SUPPRESS)  # smoke checks: grab and quit
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from .theme import apply_theme
+
+    app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "avatar-studio"])
+    app.setApplicationName("Avatar Studio")
+    app.setOrganizationName("avatar-studio")
+    apply_theme(app)
+    from .main_window import MainWindow
+    from .workers import Failure
+
+    win = MainWindow()
+
+    def excepthook(etype, value, tb):  # a bug in a slot: a dialog, not a crash
+        traceback.print_exception(etype, value, tb)
+        err = value.with_traceback(tb) if value is not None else etype()
+        win.show_error("Unexpected error", Failure.from_exception(err))
+
+    sys.excepthook = excepthook
+    win.show()
+    if args.project:
+        win.open_project(args.project)
+    elif args.new:
+        win.new_project(video=os.path.abspath(args.new))
+    elif not args.fresh and win.settings.last_project:
+        win.open_project(win.settings.last_project)
+    if args.screenshot:
+        def grab():
+            win.grab().save(args.screenshot)
+            win.close()
+        QTimer.singleShot(1500, grab)
+    return app.exec()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

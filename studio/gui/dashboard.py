@@ -1,0 +1,279 @@
+"""The training dashboard: loss curves (raw and smoothed), previews, progress with ETA and it/s."""
+from __future__ import annotations
+
+import collections
+import math
+import time
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (QCheckBox, QGridLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSplitter,
+                               QVBoxLayout, QWidget)
+
+from .imaging import ImageView
+from .theme import COLORS, CURVE_COLORS, icon
+from .workers import ProgressBatch
+
+N_THUMBS = 6
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "–"
+    s = int(round(seconds))
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def ema(values: np.ndarray, alpha: float) -> np.ndarray:
+    """Exponential moving average, debiased at the start (as TensorBoard's smoothing)."""
+    values = np.asarray(values, np.float64)
+    if len(values) == 0:
+        return values
+    try:
+        from scipy.signal import lfilter
+    except ImportError:  # pragma: no cover
+        out, acc = np.empty_like(values), 0.0
+        for i, v in enumerate(values):
+            acc = alpha * acc + (1 - alpha) * v
+            out[i] = acc
+    else:
+        out = lfilter([1 - alpha], [1, -alpha], values)
+    return out / (1.0 - alpha ** np.arange(1, len(values) + 1))
+
+
+class RateMeter:
+    """Steps per second over the last few seconds of wall time."""
+
+    def __init__(self, window: float = 5.0):
+        self.window = window
+        self.samples: collections.deque[tuple[float, int]] = collections.deque()
+
+    def reset(self) -> None:
+        self.samples.clear()
+
+    def add(self, t: float, step: int) -> None:
+        if self.samples and step < self.samples[-1][1]:
+            self.samples.clear()  # a new part restarted its step count
+        self.samples.append((t, step))
+        while len(self.samples) > 2 and t - self.samples[0][0] > self.window:
+            self.samples.popleft()
+
+    def rate(self) -> float | None:
+        if len(self.samples) < 2:
+            return None
+        (t0, s0), (t1, s1) = self.samples[0], self.samples[-1]
+        return (s1 - s0) / (t1 - t0) if t1 > t0 and s1 > s0 else None
+
+
+class Dashboard(QWidget):
+    """Shows one run. Feed it `ProgressBatch`es; it redraws curves at most ~6 times a second."""
+
+    pause_clicked = Signal()
+    resume_clicked = Signal()
+    cancel_clicked = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(8)
+
+        head = QHBoxLayout()
+        self.title = QLabel("No run yet")
+        self.title.setStyleSheet("font-weight: bold; font-size: 11pt;")
+        self.message = QLabel("")
+        self.message.setObjectName("Dim")
+        head.addWidget(self.title)
+        head.addWidget(self.message, 1)
+        self.pause_btn = QPushButton(icon("pause"), "Pause")
+        self.resume_btn = QPushButton(icon("run"), "Resume")
+        self.cancel_btn = QPushButton(icon("cancel"), "Cancel")
+        self.cancel_btn.setObjectName("Danger")
+        for b in (self.pause_btn, self.resume_btn, self.cancel_btn):
+            head.addWidget(b)
+        self.pause_btn.clicked.connect(self.pause_clicked)
+        self.resume_btn.clicked.connect(self.resume_clicked)
+        self.cancel_btn.clicked.connect(self.cancel_clicked)
+        lay.addLayout(head)
+
+        bar = QHBoxLayout()
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 1000)
+        self.bar.setValue(0)
+        self.bar.setFormat("%p%")
+        self.stats = QLabel("")
+        self.stats.setObjectName("Stat")
+        self.stats.setMinimumWidth(330)
+        bar.addWidget(self.bar, 1)
+        bar.addWidget(self.stats)
+        lay.addLayout(bar)
+
+        split = QSplitter(Qt.Horizontal)
+        plot_box = QWidget()
+        pl = QVBoxLayout(plot_box)
+        pl.setContentsMargins(0, 0, 0, 0)
+        self.plot = pg.PlotWidget()
+        self.plot.setMinimumSize(280, 200)
+        self.plot.showGrid(x=True, y=True, alpha=0.15)
+        self.plot.setLabel("bottom", "step")
+        self.plot.setLabel("left", "loss")
+        self.legend = self.plot.addLegend(offset=(-10, 10), labelTextColor=COLORS["text"])
+        pl.addWidget(self.plot, 1)
+        opts = QHBoxLayout()
+        self.raw_box = QCheckBox("Raw")
+        self.raw_box.setChecked(True)
+        self.smooth_box = QCheckBox("Smoothed")
+        self.smooth_box.setChecked(True)
+        self.log_box = QCheckBox("Log scale")
+        for b in (self.raw_box, self.smooth_box, self.log_box):
+            b.toggled.connect(self._options_changed)
+            opts.addWidget(b)
+        opts.addStretch(1)
+        pl.addLayout(opts)
+        split.addWidget(plot_box)
+
+        prev_box = QWidget()
+        pv = QVBoxLayout(prev_box)
+        pv.setContentsMargins(0, 0, 0, 0)
+        self.preview = ImageView("Previews appear here while a stage runs", min_side=200)
+        pv.addWidget(self.preview, 1)
+        grid = QGridLayout()
+        grid.setSpacing(4)
+        self.thumbs: list[ImageView] = []
+        for i in range(N_THUMBS):
+            t = ImageView("", min_side=56)
+            t.setToolTip("earlier preview")
+            self.thumbs.append(t)
+            grid.addWidget(t, 0, i)
+        pv.addLayout(grid)
+        split.addWidget(prev_box)
+        split.setSizes([520, 360])
+        lay.addWidget(split, 1)
+
+        self._redraw = QTimer(self)
+        self._redraw.setInterval(160)
+        self._redraw.timeout.connect(self._draw_curves)
+        self.reset("")
+        self.set_running(False)
+
+    # ------------------------------------------------------------------ state
+    def reset(self, stage: str) -> None:
+        self.stage = stage
+        self.x = 0
+        self.series: dict[str, tuple[list[int], list[float]]] = {}
+        self.curves: dict[str, tuple[pg.PlotDataItem, pg.PlotDataItem]] = {}
+        self.plot.clear()
+        self.legend.clear()
+        self.part = None
+        self.rate = RateMeter()
+        self.started = time.perf_counter()
+        self.last_batch: ProgressBatch | None = None
+        self.preview_count = 0
+        self._history: list = []
+        self._dirty = False
+        self.preview.set_image(None)
+        for t in self.thumbs:
+            t.set_image(None)
+        self.bar.setValue(0)
+        self.stats.setText("")
+        self.message.setText("")
+        self.title.setText(f"Running {stage}" if stage else "No run yet")
+
+    def set_running(self, running: bool, paused: bool = False) -> None:
+        self.pause_btn.setEnabled(running and not paused)
+        self.resume_btn.setEnabled(running and paused)
+        self.cancel_btn.setEnabled(running)
+        if running:
+            self._redraw.start()
+        else:
+            self._redraw.stop()
+            self._draw_curves()
+
+    def set_title(self, text: str) -> None:
+        self.title.setText(text)
+
+    def add_batch(self, b: ProgressBatch) -> None:
+        if b.part != self.part:
+            if self.part is not None:
+                line = pg.InfiniteLine(pos=self.x, angle=90, pen=pg.mkPen(COLORS["border"], width=1),
+                                       label=b.part, labelOpts={"color": COLORS["dim"], "position": 0.95})
+                self.plot.addItem(line)
+            self.part = b.part
+            self.rate.reset()
+        for losses in b.losses:
+            self.x += 1
+            for k, v in losses.items():
+                if not math.isfinite(v):
+                    continue
+                xs, ys = self.series.setdefault(k, ([], []))
+                xs.append(self.x)
+                ys.append(v)
+        if b.losses:
+            self._dirty = True
+        self.rate.add(b.time, b.step)
+        self.last_batch = b
+        if b.preview is not None:
+            self.preview_count += 1
+            if self.preview.image() is not None and (not self._history or self.preview_count % 4 == 0):
+                self._history.insert(0, self.preview.image())
+                del self._history[N_THUMBS:]
+                for t, img in zip(self.thumbs, self._history + [None] * N_THUMBS):
+                    t.set_image(img)
+            self.preview.set_image(b.preview)
+        self._update_stats()
+
+    def _update_stats(self) -> None:
+        b = self.last_batch
+        if b is None:
+            return
+        self.bar.setValue(int(1000 * min(1.0, b.step / b.total)) if b.total else 0)
+        self.bar.setFormat(f"{b.part + ': ' if b.part else ''}{b.step}/{b.total}  (%p%)" if b.total else b.part)
+        rate = self.rate.rate()
+        eta = (b.total - b.step) / rate if rate and b.total else None
+        rate_s = f"{rate:.2f} it/s" if rate and rate < 10 else (f"{rate:.0f} it/s" if rate else "– it/s")
+        self.stats.setText(f"{rate_s}   ETA {fmt_duration(eta)}   elapsed "
+                           f"{fmt_duration(time.perf_counter() - self.started)}")
+        self.message.setText(b.message)
+        last = {k: ys[-1] for k, (xs, ys) in self.series.items() if ys}
+        if last:
+            self.message.setText((b.message + "   " if b.message else "") +
+                                 "  ".join(f"{k} {v:.4g}" for k, v in list(last.items())[:4]))
+
+    def eta_text(self) -> str:
+        return self.stats.text()
+
+    # ------------------------------------------------------------------ curves
+    def _options_changed(self) -> None:
+        self.plot.setLogMode(y=self.log_box.isChecked())
+        self._dirty = True
+        self._draw_curves()
+
+    def _draw_curves(self) -> None:
+        if not self._dirty:
+            return
+        self._dirty = False
+        show_raw, show_smooth = self.raw_box.isChecked(), self.smooth_box.isChecked()
+        for i, (k, (xs, ys)) in enumerate(self.series.items()):
+            color = CURVE_COLORS[i % len(CURVE_COLORS)]
+            if k not in self.curves:
+                raw = self.plot.plot([], [], pen=pg.mkPen(pg.mkColor(color).lighter(80), width=1))
+                raw.setOpacity(0.35)
+                smooth = self.plot.plot([], [], pen=pg.mkPen(color, width=2), name=k)
+                for c in (raw, smooth):
+                    c.setDownsampling(auto=True, method="mean")
+                    c.setClipToView(True)
+                self.curves[k] = (raw, smooth)
+            raw, smooth = self.curves[k]
+            x = np.asarray(xs, np.float64)
+            y = np.asarray(ys, np.float64)
+            if self.log_box.isChecked():
+                keep = y > 0
+                x, y = x[keep], y[keep]
+            raw.setData(x, y)
+            raw.setVisible(show_raw)
+            alpha = min(0.98, 1.0 - 10.0 / max(20, len(y)))  # heavier smoothing on longer runs
+            smooth.setData(x, ema(y, alpha) if len(y) else y)
+            smooth.setVisible(show_smooth)

@@ -1,0 +1,142 @@
+"""Small dialogs: errors (message + hint + details), new project."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
+                               QLineEdit, QMessageBox, QPushButton, QVBoxLayout, QWidget)
+
+from .theme import icon
+from .workers import Failure
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm")
+
+
+def error_box(parent: QWidget | None, title: str, failure: Failure) -> QMessageBox:
+    """A non-blocking error dialog; returns it (already shown) so callers and tests can inspect it."""
+    box = QMessageBox(parent)
+    box.setIcon(QMessageBox.Warning)
+    box.setWindowTitle(title)
+    msg = failure.message[:1].upper() + failure.message[1:]
+    box.setText(msg if msg.endswith((".", "!", "?")) else msg + ".")
+    if failure.hint:
+        hint = failure.hint[:1].upper() + failure.hint[1:]
+        box.setInformativeText(hint if hint.endswith((".", "!", "?")) else hint + ".")
+    if failure.details:
+        box.setDetailedText(failure.details)
+    box.setStandardButtons(QMessageBox.Ok)
+    box.setWindowModality(Qt.WindowModal)
+    box.setAttribute(Qt.WA_DeleteOnClose)
+    box.open()
+    return box
+
+
+class PathField(QWidget):
+    """A line edit with a Browse… button."""
+
+    def __init__(self, placeholder: str, pick, parent: QWidget | None = None):
+        super().__init__(parent)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.edit = QLineEdit()
+        self.edit.setPlaceholderText(placeholder)
+        self.button = QPushButton(icon("folder"), "Browse…")
+        self.button.clicked.connect(lambda: pick(self))
+        lay.addWidget(self.edit, 1)
+        lay.addWidget(self.button)
+
+    def text(self) -> str:
+        return self.edit.text().strip()
+
+    def setText(self, t: str) -> None:  # noqa: N802 (Qt style)
+        self.edit.setText(t)
+
+
+class NewProjectDialog(QDialog):
+    """Video + folder + name + preset. `accepted_values()` gives what to create."""
+
+    def __init__(self, parent: QWidget | None = None, video: str = "", folder: str = ""):
+        super().__init__(parent)
+        self.setWindowTitle("New avatar project")
+        self.setMinimumWidth(560)
+        lay = QVBoxLayout(self)
+        lay.setSpacing(12)
+        intro = QLabel("Pick a video of one person's head: a phone clip of 10–60 seconds, turning the head "
+                       "and making faces, works best. The project keeps a link to the video, not a copy.")
+        intro.setWordWrap(True)
+        intro.setObjectName("Dim")
+        lay.addWidget(intro)
+        form = QFormLayout()
+        form.setHorizontalSpacing(14)
+        form.setVerticalSpacing(10)
+        self.video = PathField("a video file (.mp4, .mov, …)", self._pick_video)
+        self.folder = PathField("where the project folder goes", self._pick_folder)
+        self.name = QLineEdit()
+        self.name.setPlaceholderText("project name")
+        self.preset = QComboBox()
+        self.preset.addItem("Preview — fast, for a CPU", "preview")
+        self.preset.addItem("Quality — slower, for a GPU", "quality")
+        form.addRow("Video", self.video)
+        form.addRow("Folder", self.folder)
+        form.addRow("Name", self.name)
+        form.addRow("Preset", self.preset)
+        lay.addLayout(form)
+        self.problem = QLabel("")
+        self.problem.setObjectName("Warning")
+        self.problem.setWordWrap(True)
+        self.problem.hide()
+        lay.addWidget(self.problem)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.Cancel)
+        self.create_btn = self.buttons.addButton("Create project", QDialogButtonBox.AcceptRole)
+        self.create_btn.setObjectName("Primary")
+        self.buttons.accepted.connect(self._try_accept)
+        self.buttons.rejected.connect(self.reject)
+        lay.addWidget(self.buttons)
+        self.video.edit.textChanged.connect(self._video_changed)
+        self.folder.setText(folder or str(Path.home() / "AvatarStudio"))
+        if video:
+            self.video.setText(video)
+
+    def _pick_video(self, field: PathField) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a video", field.text(),
+                                              "Videos (" + " ".join(f"*{e}" for e in VIDEO_EXTENSIONS) + ")")
+        if path:
+            field.setText(path)
+
+    def _pick_folder(self, field: PathField) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Where to put the project", field.text())
+        if path:
+            field.setText(path)
+
+    def _video_changed(self, text: str) -> None:
+        stem = Path(text.strip()).stem
+        if stem and (not self.name.text() or self.name.property("auto")):
+            self.name.setText(stem)
+            self.name.setProperty("auto", True)
+
+    def values(self) -> dict:
+        return {"video": self.video.text(), "root": str(Path(self.folder.text()).expanduser() / self.name.text().strip()),
+                "preset": self.preset.currentData()}
+
+    def validate(self) -> str:
+        v = self.values()
+        if not self.video.text():
+            return "Choose a video file."
+        if not Path(v["video"]).is_file():
+            return f"There is no video at {v['video']}."
+        if not self.name.text().strip():
+            return "Give the project a name."
+        if not self.folder.text():
+            return "Choose a folder for the project."
+        root = Path(v["root"])
+        if root.exists() and any(root.iterdir()):
+            return f"{root} already exists and is not empty: choose another name."
+        return ""
+
+    def _try_accept(self) -> None:
+        problem = self.validate()
+        self.problem.setText(problem)
+        self.problem.setVisible(bool(problem))
+        if not problem:
+            self.accept()

@@ -1,0 +1,695 @@
+"""The studio window: projects, the stage list, stage pages with the dashboard, tracking, viewer."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QByteArray, QSize, Qt, QTimer
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
+                               QMainWindow, QMessageBox, QPushButton, QSizePolicy, QStackedWidget, QToolBar, QVBoxLayout, QWidget)
+
+from .. import __version__
+from ..errors import StudioError
+from .dialogs import VIDEO_EXTENSIONS, NewProjectDialog, error_box
+from .model_files import ModelFiles
+from .settings import AppSettings
+from .stage_page import StagePage
+from .theme import icon
+from .tracking_view import TrackingView
+from .viewer import ViewerPanel
+from .workers import Failure, ProgressBatch, StageRunner, run_job
+
+ROLE = Qt.UserRole
+
+
+class WelcomePage(QWidget):
+    def __init__(self, window: "MainWindow"):
+        super().__init__()
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(60, 50, 60, 40)
+        lay.setSpacing(14)
+        t = QLabel("Avatar Studio")
+        t.setObjectName("PageTitle")
+        t.setStyleSheet("font-size: 22pt;")
+        sub = QLabel("Turn one video of a face into an avatar you can pose and animate. "
+                     "Start a project from a video, or open one you made before.")
+        sub.setObjectName("Dim")
+        sub.setWordWrap(True)
+        lay.addWidget(t)
+        lay.addWidget(sub)
+        row = QHBoxLayout()
+        self.new_btn = QPushButton(icon("new"), "New project from a video…")
+        self.new_btn.setObjectName("Primary")
+        self.open_btn = QPushButton(icon("open"), "Open project…")
+        for b in (self.new_btn, self.open_btn):
+            b.setIconSize(QSize(20, 20))
+            b.setMinimumHeight(40)
+            row.addWidget(b)
+        row.addStretch(1)
+        lay.addLayout(row)
+        drop = QLabel("…or drop a video file (or a project folder) onto this window.")
+        drop.setObjectName("Hint")
+        lay.addWidget(drop)
+        rt = QLabel("RECENT PROJECTS")
+        rt.setObjectName("SectionTitle")
+        lay.addSpacing(12)
+        lay.addWidget(rt)
+        self.recent = QListWidget()
+        self.recent.setMaximumWidth(720)
+        lay.addWidget(self.recent, 1)
+        self.new_btn.clicked.connect(lambda: window.new_project())
+        self.open_btn.clicked.connect(lambda: window.open_project_dialog())
+        self.recent.itemActivated.connect(lambda it: window.open_project(it.data(ROLE)))
+        self.recent.itemClicked.connect(lambda it: window.open_project(it.data(ROLE)))
+
+    def set_recent(self, paths: list[str]) -> None:
+        self.recent.clear()
+        for p in paths:
+            it = QListWidgetItem(icon("folder"), f"{Path(p).name}    —    {p}")
+            it.setData(ROLE, p)
+            self.recent.addItem(it)
+        if not paths:
+            it = QListWidgetItem("No recent projects yet.")
+            it.setFlags(Qt.NoItemFlags)
+            self.recent.addItem(it)
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: AppSettings | None = None):
+        super().__init__()
+        self.settings = settings or AppSettings()
+        self.project = None
+        self.runner: StageRunner | None = None
+        self.error_dialog = None
+        self.new_dialog: NewProjectDialog | None = None
+        self.models_dialog = None
+        self.gpu_available = False
+        self.setWindowTitle("Avatar Studio")
+        self.setWindowIcon(icon("app"))
+        self.resize(1360, 860)
+        self.setMinimumSize(1000, 660)
+        self.setAcceptDrops(True)
+        self._build_actions()
+        self._build_toolbar()
+        self._build_menus()
+        self._build_body()
+        self.statusBar().showMessage("Ready")
+        self._poll = QTimer(self)
+        self._poll.setInterval(1000)
+        self._poll.timeout.connect(self.refresh_stages)
+        geo = self.settings.get("geometry")
+        if geo:
+            self.restoreGeometry(QByteArray.fromBase64(geo.encode()))
+        self.set_project(None)
+        run_job(_cuda_available, self._gpu_detected, lambda _f: None)
+
+    # ------------------------------------------------------------------ building
+    def _build_actions(self) -> None:
+        def act(text, ico, slot, shortcut=None, tip=""):
+            a = QAction(icon(ico), text, self)
+            a.triggered.connect(slot)
+            if shortcut:
+                a.setShortcut(QKeySequence(shortcut))
+            a.setToolTip(tip or text)
+            return a
+
+        self.act_new = act("New", "new", lambda: self.new_project(), QKeySequence.New, "New project from a video (Ctrl+N)")
+        self.act_open = act("Open", "open", lambda: self.open_project_dialog(), QKeySequence.Open,
+                            "Open a project folder (Ctrl+O)")
+        self.act_close = act("Close project", "folder", lambda: self.set_project(None))
+        self.act_run = act("Run", "run", lambda: self.run_selected(), "Ctrl+R", "Run the selected stage (Ctrl+R)")
+        self.act_run_all = act("Run all", "run", lambda: self.run_all(), "Ctrl+Shift+R",
+                               "Run every stage that is not done yet (Ctrl+Shift+R)")
+        self.act_pause = act("Pause", "pause", lambda: self.pause(), None, "Pause the running stage")
+        self.act_resume = act("Resume", "run", lambda: self.resume(), None, "Resume the paused stage")
+        self.act_cancel = act("Cancel", "cancel", lambda: self.cancel(), "Ctrl+.", "Cancel the running stage")
+        self.act_models = act("Models", "models", lambda: self.show_models(), None,
+                              "Optional weight files (StyleGAN2, CLIP, ArcFace, LPIPS, FLAME)")
+        self.act_quit = act("Quit", "cancel", self.close, QKeySequence.Quit)
+
+    def _build_toolbar(self) -> None:
+        tb = QToolBar("Main")
+        tb.setMovable(False)
+        tb.setIconSize(QSize(18, 18))
+        tb.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+        self.addToolBar(tb)
+        for a in (self.act_new, self.act_open):
+            tb.addAction(a)
+        tb.addSeparator()
+        for a in (self.act_run, self.act_run_all, self.act_pause, self.act_resume, self.act_cancel):
+            tb.addAction(a)
+        tb.addSeparator()
+        tb.addWidget(QLabel("Preset"))
+        self.preset_box = QComboBox()
+        self.preset_box.addItem("Preview (CPU)", "preview")
+        self.preset_box.addItem("Quality (GPU)", "quality")
+        self.preset_box.setToolTip("Default settings of every stage not run yet: quick previews, or full quality")
+        self.preset_box.currentIndexChanged.connect(self._preset_changed)
+        tb.addWidget(self.preset_box)
+        tb.addWidget(QLabel("Device"))
+        self.device_box = QComboBox()
+        self.device_box.addItem("Auto", "auto")
+        self.device_box.addItem("CPU", "cpu")
+        self.device_box.addItem("GPU (CUDA)", "cuda")
+        self.device_box.model().item(2).setEnabled(False)
+        self.device_box.setToolTip("Where stages compute. GPU is offered when a CUDA GPU is found.")
+        self.device_box.currentIndexChanged.connect(self._device_changed)
+        tb.addWidget(self.device_box)
+        spacer = QWidget()
+        spacer.setObjectName("Spacer")
+        spacer.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
+        tb.addWidget(spacer)
+        tb.addAction(self.act_models)
+        self.toolbar = tb
+
+    def _build_menus(self) -> None:
+        mb = self.menuBar()
+        f = mb.addMenu("&File")
+        f.addAction(self.act_new)
+        f.addAction(self.act_open)
+        self.recent_menu = f.addMenu("Open recent")
+        f.addAction(self.act_close)
+        f.addSeparator()
+        f.addAction(self.act_quit)
+        s = mb.addMenu("&Stage")
+        for a in (self.act_run, self.act_run_all, self.act_pause, self.act_resume, self.act_cancel):
+            s.addAction(a)
+        v = mb.addMenu("&View")
+        self.act_show_tracking = v.addAction(icon("tracking"), "Tracking", lambda: self.show_view("tracking"))
+        self.act_show_viewer = v.addAction(icon("viewer"), "Viewer", lambda: self.show_view("viewer"))
+        self.act_show_tracking.setShortcut("Ctrl+T")
+        self.act_show_viewer.setShortcut("Ctrl+E")
+        t = mb.addMenu("&Tools")
+        t.addAction(self.act_models)
+        h = mb.addMenu("&Help")
+        h.addAction("About Avatar Studio", self.about)
+
+    def _build_body(self) -> None:
+        body = QWidget()
+        lay = QHBoxLayout(body)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(0)
+        side = QFrame()
+        side.setObjectName("Sidebar")
+        side.setFixedWidth(250)
+        sl = QVBoxLayout(side)
+        sl.setContentsMargins(0, 8, 0, 8)
+        sl.setSpacing(2)
+        self.project_label = QLabel("")
+        self.project_label.setStyleSheet("font-weight: bold; font-size: 11pt; padding: 4px 12px; background: transparent;")
+        self.project_label.setWordWrap(True)
+        self.source_label = QLabel("")
+        self.source_label.setObjectName("Hint")
+        self.source_label.setStyleSheet("padding: 0 12px;")
+        self.source_label.setWordWrap(True)
+        sl.addWidget(self.project_label)
+        sl.addWidget(self.source_label)
+        t1 = QLabel("STAGES")
+        t1.setObjectName("SectionTitle")
+        sl.addWidget(t1)
+        self.stage_list = QListWidget()
+        self.stage_list.setIconSize(QSize(18, 18))
+        self.stage_list.currentItemChanged.connect(self._stage_selected)
+        sl.addWidget(self.stage_list, 3)
+        t2 = QLabel("RESULTS")
+        t2.setObjectName("SectionTitle")
+        sl.addWidget(t2)
+        self.view_list = QListWidget()
+        self.view_list.setIconSize(QSize(18, 18))
+        for key, ico, text in (("tracking", "tracking", "Tracking curves"), ("viewer", "viewer", "Viewer")):
+            it = QListWidgetItem(icon(ico), text)
+            it.setData(ROLE, key)
+            self.view_list.addItem(it)
+        self.view_list.setFixedHeight(84)
+        self.view_list.currentItemChanged.connect(self._view_selected)
+        sl.addWidget(self.view_list)
+        sl.addStretch(1)
+        self.sidebar = side
+        lay.addWidget(side)
+
+        self.pages = QStackedWidget()
+        self.welcome = WelcomePage(self)
+        self.stage_page = StagePage()
+        self.tracking_view = TrackingView()
+        self.viewer = ViewerPanel()
+        for w in (self.welcome, self.stage_page, self.tracking_view, self.viewer):
+            self.pages.addWidget(w)
+        lay.addWidget(self.pages, 1)
+        self.setCentralWidget(body)
+        sp = self.stage_page
+        sp.run_clicked.connect(self.run_stage)
+        sp.config_edited.connect(self._config_edited)
+        sp.reset_clicked.connect(self._reset_config)
+        sp.show_models.connect(self.show_models)
+        sp.dashboard.pause_clicked.connect(self.pause)
+        sp.dashboard.resume_clicked.connect(self.resume)
+        sp.dashboard.cancel_clicked.connect(self.cancel)
+        self.viewer.show_models.connect(self.show_models)
+
+    # ------------------------------------------------------------------ projects
+    def set_project(self, project) -> None:
+        if self.runner is not None and self.runner.isRunning():
+            self.show_error("A stage is running", Failure("a stage is still running in this project",
+                                                          "cancel it first, then switch projects"))
+            return
+        self.project = project
+        has = project is not None
+        self.sidebar.setVisible(has)
+        for a in (self.act_run, self.act_run_all, self.act_close):
+            a.setEnabled(has)
+        self.preset_box.setEnabled(has)
+        self.device_box.setEnabled(has)
+        self._update_run_actions()
+        self._fill_recent()
+        if not has:
+            self.setWindowTitle("Avatar Studio")
+            self.welcome.set_recent(self.settings.recent)
+            self.pages.setCurrentWidget(self.welcome)
+            self.viewer.set_project(None)
+            return
+        self.setWindowTitle(f"{project.name} — Avatar Studio")
+        self.project_label.setText(project.name)
+        src = (project.manifest.get("source") or {}).get("path")
+        self.source_label.setText(Path(src).name if src else "no video")
+        self.source_label.setToolTip(src or "")
+        for box, value in ((self.preset_box, project.preset), (self.device_box, project.device)):
+            box.blockSignals(True)
+            i = box.findData(value if value != "gpu" else "cuda")
+            box.setCurrentIndex(max(0, i))
+            box.blockSignals(False)
+        self._fill_stages()
+        self.settings.add_recent(project.root)
+        self._fill_recent()
+        from ..pipeline import stage_state
+        from ..stages import REGISTRY
+
+        first = next((n for n in REGISTRY if stage_state(project, n) != "done"), next(iter(REGISTRY), None))
+        self.tracking_view.set_project(project)
+        self.viewer.set_project(project)
+        if first:
+            self.select_stage(first)
+        self.statusBar().showMessage(f"Opened {project.root}", 5000)
+
+    def open_project(self, path: str | Path) -> bool:
+        from ..project import Project
+
+        try:
+            proj = Project.open(path)
+        except StudioError as exc:
+            self.show_error("Cannot open the project", Failure.from_exception(exc))
+            return False
+        self.set_project(proj)
+        return self.project is proj
+
+    def open_project_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open an avatar project", str(Path.home()))
+        if path:
+            self.open_project(path)
+
+    def new_project(self, video: str = "") -> NewProjectDialog:
+        """Show the New project dialog (non-blocking); returns it."""
+        last = self.settings.get("project_folder") or ""
+        dlg = NewProjectDialog(self, video=video, folder=last)
+        dlg.accepted.connect(lambda: self.create_project(**dlg.values()))
+        dlg.setAttribute(Qt.WA_DeleteOnClose)
+        self.new_dialog = dlg
+        dlg.open()
+        return dlg
+
+    def create_project(self, video: str, root: str, preset: str = "preview") -> bool:
+        from ..project import Project
+
+        try:
+            proj = Project.create(root, source_video=video, preset=preset, device="auto")
+        except StudioError as exc:
+            self.show_error("Cannot create the project", Failure.from_exception(exc))
+            return False
+        except OSError as exc:
+            self.show_error("Cannot create the project", Failure(f"cannot write {root}: {exc.strerror or exc}",
+                                                                 "choose a folder you can write to"))
+            return False
+        self.settings.set("project_folder", str(Path(root).parent))
+        self.set_project(proj)
+        self.statusBar().showMessage(f"Created {proj.root}. Press Run to start with the first stage.", 8000)
+        return True
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for p in self.settings.recent:
+            self.recent_menu.addAction(icon("folder"), p, lambda p=p: self.open_project(p))
+        if self.settings.recent:
+            self.recent_menu.addSeparator()
+            self.recent_menu.addAction("Clear list", lambda: (self.settings.clear_recent(), self._fill_recent()))
+        self.recent_menu.setEnabled(bool(self.settings.recent))
+
+    # ------------------------------------------------------------------ stages list
+    def _fill_stages(self) -> None:
+        from ..stages import REGISTRY
+
+        cur = self.selected_stage()
+        self.stage_list.blockSignals(True)
+        self.stage_list.clear()
+        for name, spec in REGISTRY.items():
+            it = QListWidgetItem(spec.title)
+            it.setData(ROLE, name)
+            self.stage_list.addItem(it)
+        self.stage_list.blockSignals(False)
+        self.refresh_stages()
+        if cur:
+            self.select_stage(cur, show=False)
+
+    def refresh_stages(self) -> None:
+        if self.project is None:
+            return
+        from ..pipeline import stage_state
+        from ..stages import REGISTRY
+
+        running = self.runner.current if self.runner is not None and self.runner.isRunning() else None
+        for i in range(self.stage_list.count()):
+            it = self.stage_list.item(i)
+            name = it.data(ROLE)
+            if name not in REGISTRY:
+                continue
+            st = "running" if name == running else stage_state(self.project, name)
+            if st == "running" and name != running:
+                st = "cancelled"  # a run that was killed (the app closed) is resumable, like a cancel
+            if running and name == running and self.runner.paused:
+                st_text = "paused"
+            else:
+                st_text = st
+            it.setIcon(icon(f"status-{st}"))
+            it.setText(f"{REGISTRY[name].title}")
+            it.setToolTip(f"{REGISTRY[name].title}: {st_text}")
+            it.setData(ROLE + 1, st)
+        if self.pages.currentWidget() is self.stage_page and self.stage_page.stage:
+            self.stage_page.refresh(self.project, running)
+
+    def selected_stage(self) -> str | None:
+        it = self.stage_list.currentItem()
+        return it.data(ROLE) if it is not None else None
+
+    def select_stage(self, name: str, show: bool = True) -> None:
+        for i in range(self.stage_list.count()):
+            if self.stage_list.item(i).data(ROLE) == name:
+                self.stage_list.setCurrentRow(i)
+                if show:
+                    self._stage_selected(self.stage_list.item(i))
+                return
+
+    def stage_status(self, name: str) -> str:
+        from ..pipeline import stage_state
+
+        return stage_state(self.project, name)
+
+    def _stage_selected(self, item, _prev=None) -> None:
+        if item is None or self.project is None:
+            return
+        self.view_list.blockSignals(True)
+        self.view_list.setCurrentRow(-1)
+        self.view_list.blockSignals(False)
+        running = self.runner.current if self.runner is not None and self.runner.isRunning() else None
+        self.stage_page.show_stage(self.project, item.data(ROLE), running)
+        self.pages.setCurrentWidget(self.stage_page)
+
+    def _view_selected(self, item, _prev=None) -> None:
+        if item is not None:
+            self.show_view(item.data(ROLE))
+
+    def show_view(self, key: str) -> None:
+        if self.project is None:
+            return
+        self.stage_page.commit_edits()
+        self.stage_list.blockSignals(True)
+        self.stage_list.setCurrentRow(-1)
+        self.stage_list.blockSignals(False)
+        for i in range(self.view_list.count()):
+            if self.view_list.item(i).data(ROLE) == key:
+                self.view_list.blockSignals(True)
+                self.view_list.setCurrentRow(i)
+                self.view_list.blockSignals(False)
+        page = self.tracking_view if key == "tracking" else self.viewer
+        self.pages.setCurrentWidget(page)
+        page.setFocus()
+
+    # ------------------------------------------------------------------ settings
+    def _config_edited(self, name: str, values: dict) -> None:
+        from ..pipeline import set_stage_config
+
+        if self.project is None:
+            return
+        try:
+            set_stage_config(self.project, name, values)
+        except StudioError as exc:
+            self.statusBar().showMessage(f"Not saved: {exc}", 8000)
+            return
+        self.refresh_stages()
+
+    def _reset_config(self, name: str) -> None:
+        rec = self.project.manifest["stages"].get(name)
+        if rec and "config" in rec and rec.get("status") != "running":
+            rec.pop("config")
+            self.project.save()
+        self.stage_page.show_stage(self.project, name)
+        self.refresh_stages()
+
+    def _preset_changed(self) -> None:
+        if self.project is None:
+            return
+        preset = self.preset_box.currentData()
+        self.project.manifest["preset"] = preset
+        for name, rec in self.project.manifest["stages"].items():
+            if rec.get("status") not in ("done", "running") and "config" in rec:
+                rec.pop("config")  # stages not run yet follow the new preset
+        self.project.save()
+        if self.stage_page.stage:
+            self.stage_page.show_stage(self.project, self.stage_page.stage)
+        self.refresh_stages()
+        self.statusBar().showMessage(f"Preset {preset}: stages not run yet use its settings; finished stages "
+                                     "keep theirs (Reset to preset on a stage to switch it).", 8000)
+
+    def _device_changed(self) -> None:
+        if self.project is not None:
+            self.project.manifest["device"] = self.device_box.currentData()
+            self.project.save()
+
+    def _gpu_detected(self, available: bool) -> None:
+        self.gpu_available = bool(available)
+        self.device_box.model().item(2).setEnabled(self.gpu_available)
+        if not self.gpu_available:
+            self.device_box.setItemText(2, "GPU (none found)")
+
+    # ------------------------------------------------------------------ running
+    def chain_for(self, name: str) -> list[str]:
+        """`name` and every upstream stage that is not done, in run order."""
+        from ..pipeline import stage_state
+        from ..stages import REGISTRY
+
+        need: set[str] = set()
+
+        def visit(n: str) -> None:
+            for up in REGISTRY[n].depends_on:
+                if up in REGISTRY and stage_state(self.project, up) != "done" and up not in need:
+                    need.add(up)
+                    visit(up)
+
+        visit(name)
+        return [n for n in REGISTRY if n in need] + [name]
+
+    def run_selected(self) -> None:
+        name = self.stage_page.stage if self.pages.currentWidget() is self.stage_page else None
+        name = name or self.selected_stage()
+        if name:
+            self.run_stage(name)
+
+    def run_all(self) -> None:
+        from ..pipeline import stage_state
+        from ..stages import REGISTRY
+
+        if self.project is None:
+            return
+        todo = [n for n in REGISTRY if stage_state(self.project, n) != "done"]
+        if not todo:
+            self.statusBar().showMessage("Every stage is done.", 5000)
+            return
+        self.start_run(todo, force=())
+
+    def run_stage(self, name: str) -> StageRunner | None:
+        if self.project is None:
+            return None
+        overrides = {}
+        if self.stage_page.stage == name and name in self.stage_page.forms:
+            overrides[name] = self.stage_page.forms[name].values()
+        force = (name,) if self.stage_status(name) == "done" else ()
+        return self.start_run(self.chain_for(name), overrides, force)
+
+    def start_run(self, stages: list[str], overrides: dict | None = None, force=()) -> StageRunner | None:
+        if self.runner is not None and self.runner.isRunning():
+            self.statusBar().showMessage("A stage is already running.", 5000)
+            return None
+        runner = StageRunner(self.project, stages, overrides, device=self.device_box.currentData(), force=force)
+        runner.stage_started.connect(self._run_started)
+        runner.progress.connect(self._run_progress)
+        runner.stage_finished.connect(self._run_stage_done)
+        runner.failed.connect(self._run_failed)
+        runner.cancelled.connect(self._run_cancelled)
+        runner.finished.connect(self._run_finished)
+        self.runner = runner
+        self.stage_page.dashboard.reset(stages[0])
+        self.stage_page.dashboard.set_running(True)
+        if self.pages.currentWidget() is not self.stage_page:
+            self.select_stage(stages[-1])
+        runner.start()
+        self._poll.start()
+        self._update_run_actions()
+        self.refresh_stages()
+        return runner
+
+    def _run_started(self, name: str) -> None:
+        from ..stages import REGISTRY
+
+        d = self.stage_page.dashboard
+        d.reset(name)
+        d.set_running(True)
+        d.set_title(f"Running: {REGISTRY[name].title}")
+        self.statusBar().showMessage(f"Running {REGISTRY[name].title}…")
+        self.refresh_stages()
+
+    def _run_progress(self, b: ProgressBatch) -> None:
+        self.stage_page.dashboard.add_batch(b)
+        pct = f" {100 * b.step / b.total:.0f}%" if b.total else ""
+        self.statusBar().showMessage(f"{b.stage}{' · ' + b.part if b.part else ''}{pct}  {b.message}")
+
+    def _run_stage_done(self, name: str, result: dict) -> None:
+        from ..stages import REGISTRY
+
+        self.statusBar().showMessage(f"{REGISTRY[name].title} finished.", 8000)
+        self.refresh_stages()
+        if name == "track" or "track" in REGISTRY[name].depends_on:
+            self.tracking_view.reload()
+        self.viewer.set_project(self.project)
+
+    def _run_failed(self, name: str, f: Failure) -> None:
+        self.show_error(f"The stage '{name}' stopped", f)
+
+    def _run_cancelled(self, name: str) -> None:
+        self.statusBar().showMessage(f"Cancelled {name}. Run it again to resume.", 8000)
+
+    def _run_finished(self) -> None:
+        self._poll.stop()
+        d = self.stage_page.dashboard
+        d.set_running(False)
+        outcome = self.runner.outcome if self.runner else ""
+        d.set_title({"done": "Finished", "cancelled": "Cancelled", "failed": "Failed"}.get(outcome, "Stopped") +
+                    (f": {self.runner.current}" if self.runner and self.runner.current else ""))
+        self._update_run_actions()
+        self.refresh_stages()
+
+    def pause(self) -> None:
+        if self.runner is not None and self.runner.isRunning():
+            self.runner.pause()
+            self.stage_page.dashboard.set_running(True, paused=True)
+            self.stage_page.dashboard.set_title(f"Paused: {self.runner.current}")
+            self._update_run_actions()
+
+    def resume(self) -> None:
+        if self.runner is not None and self.runner.isRunning():
+            self.runner.resume()
+            self.stage_page.dashboard.set_running(True, paused=False)
+            self.stage_page.dashboard.set_title(f"Running: {self.runner.current}")
+            self._update_run_actions()
+
+    def cancel(self) -> None:
+        if self.runner is not None and self.runner.isRunning():
+            self.runner.cancel()
+            self.stage_page.dashboard.set_title(f"Cancelling {self.runner.current}…")
+            self.statusBar().showMessage("Cancelling after the current step…")
+
+    def is_running(self) -> bool:
+        return self.runner is not None and self.runner.isRunning()
+
+    def _update_run_actions(self) -> None:
+        running = self.is_running()
+        paused = running and self.runner.paused
+        has = self.project is not None
+        self.act_run.setEnabled(has and not running)
+        self.act_run_all.setEnabled(has and not running)
+        self.act_pause.setEnabled(running and not paused)
+        self.act_resume.setEnabled(running and paused)
+        self.act_cancel.setEnabled(running)
+        self.act_new.setEnabled(not running)
+        self.act_open.setEnabled(not running)
+        self.preset_box.setEnabled(has and not running)
+        self.device_box.setEnabled(has and not running)
+
+    # ------------------------------------------------------------------ dialogs
+    def show_error(self, title: str, failure: Failure) -> QMessageBox:
+        self.error_dialog = error_box(self, title, failure)
+        return self.error_dialog
+
+    def show_models(self):
+        from .models_dialog import ModelsDialog
+
+        dlg = ModelsDialog(self, ModelFiles())
+        dlg.finished.connect(lambda _r: self.project is not None and self.viewer.set_project(self.project)
+                             if self.pages.currentWidget() is self.viewer else None)
+        dlg.setAttribute(Qt.WA_DeleteOnClose)
+        self.models_dialog = dlg
+        dlg.open()
+        return dlg
+
+    def about(self) -> None:
+        box = QMessageBox(self)
+        box.setWindowTitle("About Avatar Studio")
+        box.setText(f"Avatar Studio {__version__}")
+        box.setInformativeText("Personal, controllable head avatars from one video.")
+        box.setAttribute(Qt.WA_DeleteOnClose)
+        self.about_box = box
+        box.open()
+
+    # ------------------------------------------------------------------ drag and drop
+    def dragEnterEvent(self, ev) -> None:  # noqa: N802
+        if self._dropped_path(ev.mimeData()) is not None and not self.is_running():
+            ev.acceptProposedAction()
+        else:
+            ev.ignore()
+
+    def dropEvent(self, ev) -> None:  # noqa: N802
+        path = self._dropped_path(ev.mimeData())
+        if path is None:
+            return
+        ev.acceptProposedAction()
+        self.handle_dropped(path)
+
+    def handle_dropped(self, path: Path) -> None:
+        if path.is_dir():
+            self.open_project(path)
+        else:
+            self.new_project(video=str(path))
+
+    @staticmethod
+    def _dropped_path(mime) -> Path | None:
+        if not mime.hasUrls():
+            return None
+        for url in mime.urls():
+            p = Path(url.toLocalFile())
+            if p.is_dir() and (p / "project.json").exists():
+                return p
+            if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS:
+                return p
+        return None
+
+    # ------------------------------------------------------------------ closing
+    def closeEvent(self, ev) -> None:  # noqa: N802
+        if self.is_running():
+            self.runner.cancel()
+            self.runner.wait(10000)
+        self.stage_page.commit_edits()
+        self.viewer.shutdown()
+        self.settings.set("geometry", bytes(self.saveGeometry().toBase64()).decode())
+        super().closeEvent(ev)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())

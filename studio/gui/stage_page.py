@@ -1,0 +1,171 @@
+"""One stage's page: what it does, its status and results, its settings form, and the dashboard."""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPushButton, QScrollArea, QSplitter, QStackedWidget,
+                               QVBoxLayout, QWidget)
+
+from .config_form import ConfigForm
+from .dashboard import Dashboard
+from .theme import COLORS, icon
+
+STATUS_TEXT = {"pending": "not run yet", "running": "running", "cancelled": "cancelled — run again to resume",
+               "failed": "failed", "stale": "out of date — settings or an earlier stage changed", "done": "done"}
+STATUS_COLOR = {"pending": COLORS["dim"], "running": COLORS["accent"], "cancelled": COLORS["orange"],
+                "failed": COLORS["bad"], "stale": COLORS["warn"], "done": COLORS["good"]}
+
+
+def models_used(spec) -> tuple[str, ...]:
+    """Optional weight files a stage can use: `spec.models` or `config_cls.models` (keys of model_files)."""
+    m = getattr(spec, "models", None) or getattr(spec.config_cls, "models", None) or ()
+    return tuple(m)
+
+
+def format_summary(summary: dict) -> str:
+    parts = []
+    for k, v in (summary or {}).items():
+        if isinstance(v, dict):
+            v = ", ".join(f"{a}: {b}" for a, b in v.items()) or "none"
+        elif isinstance(v, (list, tuple)):
+            v = " … ".join(map(str, v)) if len(v) == 2 else ", ".join(map(str, v))
+        elif isinstance(v, float):
+            v = f"{v:.4g}"
+        parts.append(f"{k.replace('_', ' ')}: <b>{v}</b>")
+    return " &nbsp;·&nbsp; ".join(parts)
+
+
+class StagePage(QWidget):
+    run_clicked = Signal(str)
+    config_edited = Signal(str, dict)
+    reset_clicked = Signal(str)
+    show_models = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.stage: str | None = None
+        self.forms: dict[str, ConfigForm] = {}
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(16, 12, 16, 12)
+        lay.setSpacing(8)
+        head = QHBoxLayout()
+        self.title = QLabel("")
+        self.title.setObjectName("PageTitle")
+        self.status = QLabel("")
+        self.status.setTextFormat(Qt.RichText)
+        head.addWidget(self.title)
+        head.addSpacing(10)
+        head.addWidget(self.status)
+        head.addStretch(1)
+        self.reset_btn = QPushButton(icon("reset"), "Reset to preset")
+        self.reset_btn.setToolTip("Put every setting of this stage back to the project's preset")
+        self.run_btn = QPushButton(icon("run"), "Run")
+        self.run_btn.setObjectName("Primary")
+        self.run_btn.setMinimumWidth(110)
+        head.addWidget(self.reset_btn)
+        head.addWidget(self.run_btn)
+        lay.addLayout(head)
+        self.description = QLabel("")
+        self.description.setObjectName("Dim")
+        self.description.setWordWrap(True)
+        lay.addWidget(self.description)
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+        self.summary.setTextFormat(Qt.RichText)
+        lay.addWidget(self.summary)
+        self.warning = QLabel("")
+        self.warning.setObjectName("Warning")
+        self.warning.setWordWrap(True)
+        self.warning.setTextFormat(Qt.RichText)
+        self.warning.linkActivated.connect(lambda _l: self.show_models.emit())
+        self.warning.hide()
+        lay.addWidget(self.warning)
+
+        split = QSplitter(Qt.Horizontal)
+        self.form_stack = QStackedWidget()
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(self.form_stack)
+        scroll.setMinimumWidth(340)
+        split.addWidget(scroll)
+        self.dashboard = Dashboard()
+        split.addWidget(self.dashboard)
+        split.setSizes([380, 760])
+        split.setStretchFactor(1, 1)
+        lay.addWidget(split, 1)
+
+        self.run_btn.clicked.connect(lambda: self.stage and self.run_clicked.emit(self.stage))
+        self.reset_btn.clicked.connect(lambda: self.stage and self.reset_clicked.emit(self.stage))
+        self._debounce = QTimer(self)
+        self._debounce.setSingleShot(True)
+        self._debounce.setInterval(400)
+        self._debounce.timeout.connect(self.commit_edits)
+
+    def form(self, name: str) -> ConfigForm:
+        from ..stages import REGISTRY
+
+        if name not in self.forms:
+            f = ConfigForm(REGISTRY[name].config_cls)
+            f.changed.connect(self._debounce.start)
+            self.forms[name] = f
+            self.form_stack.addWidget(f)
+        return self.forms[name]
+
+    def commit_edits(self) -> None:
+        self._debounce.stop()
+        if self.stage and self.stage in self.forms:
+            self.config_edited.emit(self.stage, self.forms[self.stage].values())
+
+    def show_stage(self, project, name: str, running: str | None = None) -> None:
+        from ..pipeline import stage_config, stage_state
+        from ..stages import REGISTRY
+        from .model_files import ModelFiles
+
+        if self.stage and self.stage != name and self._debounce.isActive():
+            self.commit_edits()
+        spec = REGISTRY[name]
+        self.stage = name
+        self.title.setText(spec.title)
+        self.description.setText(spec.description + (f"  Needs: {', '.join(REGISTRY[d].title for d in spec.depends_on if d in REGISTRY)}."
+                                                     if spec.depends_on else ""))
+        f = self.form(name)
+        f.set_config(stage_config(project, name))
+        self.form_stack.setCurrentWidget(f)
+        self.refresh(project, running)
+        missing = []
+        mf = ModelFiles()
+        for key in models_used(spec):
+            e = mf.entry(key)
+            if not e.ok:
+                missing.append(f"{e.spec.title} ({e.status})")
+        if missing:
+            self.warning.setText("This stage works better with optional files that are missing: "
+                                 f"{'; '.join(missing)}. <a href='models' style='color:{COLORS['accent']}'>"
+                                 "Open Models…</a>")
+        self.warning.setVisible(bool(missing))
+
+    def refresh(self, project, running: str | None = None) -> None:
+        from ..pipeline import stage_state
+
+        if not self.stage:
+            return
+        st = stage_state(project, self.stage)
+        text = STATUS_TEXT.get(st, st)
+        rec = project.record(self.stage)
+        if st == "done" and rec.get("seconds") is not None:
+            text += f" in {rec['seconds']:.1f} s"
+        if st == "failed" and rec.get("error"):
+            text += f": {rec['error']}"
+        self.status.setText(f"<span style='color:{STATUS_COLOR.get(st, COLORS['dim'])}'>● {text}</span>")
+        res = rec.get("result") or {}
+        summ = format_summary(res.get("summary") or {}) if st in ("done", "stale") else ""
+        warns = res.get("warnings") or []
+        if warns and st in ("done", "stale"):
+            summ += "<br><span style='color:%s'>%s</span>" % (COLORS["warn"], "<br>".join(f"⚠ {w}" for w in warns))
+        self.summary.setText(summ)
+        self.summary.setVisible(bool(summ))
+        busy = running is not None
+        self.run_btn.setEnabled(not busy)
+        self.run_btn.setText("Run again" if st == "done" else ("Resume" if st == "cancelled" else "Run"))
+        self.reset_btn.setEnabled(not busy)
+        if self.stage in self.forms:
+            self.forms[self.stage].set_editable(not busy)

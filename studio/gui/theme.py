@@ -1,0 +1,58 @@
+"""Look and feel: the dark palette, the stylesheet in resources/theme, icons in resources/icons."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from PySide6.QtGui import QColor, QIcon, QPalette
+from PySide6.QtWidgets import QApplication
+
+RESOURCES = Path(__file__).resolve().parents[2] / "resources"
+
+COLORS = {
+    "base": "#20242c", "panel": "#272c36", "raised": "#313744", "border": "#3b4252",
+    "text": "#d8dee9", "dim": "#8a93a6", "accent": "#88c0d0", "good": "#a3be8c",
+    "warn": "#ebcb8b", "bad": "#bf616a", "orange": "#d08770", "purple": "#b48ead",
+}
+CURVE_COLORS = ["#88c0d0", "#a3be8c", "#ebcb8b", "#b48ead", "#d08770", "#bf616a", "#5e81ac", "#8fbcbb"]
+
+
+@lru_cache(maxsize=None)
+def icon(name: str) -> QIcon:
+    """An icon from resources/icons/<name>.svg (an empty icon when the file is missing)."""
+    path = RESOURCES / "icons" / f"{name}.svg"
+    return QIcon(str(path)) if path.exists() else QIcon()
+
+
+def stylesheet() -> str:
+    path = RESOURCES / "theme" / "dark.qss"
+    return path.read_text("utf-8") if path.exists() else ""
+
+
+def apply_theme(app: QApplication) -> None:
+    app.setStyle("Fusion")
+    pal = QPalette()
+    c = {k: QColor(v) for k, v in COLORS.items()}
+    pal.setColor(QPalette.Window, c["base"])
+    pal.setColor(QPalette.WindowText, c["text"])
+    pal.setColor(QPalette.Base, QColor("#15181e"))
+    pal.setColor(QPalette.AlternateBase, c["panel"])
+    pal.setColor(QPalette.Text, c["text"])
+    pal.setColor(QPalette.Button, c["raised"])
+    pal.setColor(QPalette.ButtonText, c["text"])
+    pal.setColor(QPalette.Highlight, QColor("#3f5f6e"))
+    pal.setColor(QPalette.HighlightedText, QColor("#eceff4"))
+    pal.setColor(QPalette.ToolTipBase, c["raised"])
+    pal.setColor(QPalette.ToolTipText, c["text"])
+    pal.setColor(QPalette.PlaceholderText, c["dim"])
+    pal.setColor(QPalette.Disabled, QPalette.Text, QColor("#5d6577"))
+    pal.setColor(QPalette.Disabled, QPalette.ButtonText, QColor("#5d6577"))
+    app.setPalette(pal)
+    app.setStyleSheet(stylesheet())
+    app.setWindowIcon(icon("app"))
+    try:
+        import pyqtgraph as pg
+
+        pg.setConfigOptions(background=COLORS["base"], foreground=COLORS["dim"], antialias=True)
+    except ImportError:  # pragma: no cover
+        pass

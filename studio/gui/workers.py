@@ -1,0 +1,297 @@
+"""Background work for the window: stage runs, avatar renders, one-off jobs.
+
+The GUI thread never runs torch. Stages run through `studio.pipeline.run_stage` in a
+`StageRunner` thread; its progress reaches the GUI as queued signals, batched (at most one
+signal per `emit_interval`) with previews throttled and already converted to `QImage`.
+Renders go to a `RenderWorker` that keeps only the newest request and drops stale ones.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+from PySide6.QtCore import QObject, QThread, Signal
+
+from ..errors import Cancelled, StudioError
+from ..progress import Control, Progress
+from .imaging import to_qimage
+
+
+@dataclass
+class Failure:
+    """An error on its way to a dialog: what happened, what to do, details for a bug report."""
+
+    message: str
+    hint: str = ""
+    details: str = ""
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> "Failure":
+        if isinstance(exc, StudioError):
+            return cls(exc.message, exc.hint)
+        return cls(f"Something went wrong: {type(exc).__name__}: {exc}",
+                   "This is a bug in Avatar Studio. Your project is intact; the details below help fix it.",
+                   "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+
+
+@dataclass
+class ProgressBatch:
+    """Progress events since the last batch, as the dashboard needs them."""
+
+    stage: str
+    part: str
+    step: int
+    total: int
+    message: str
+    time: float
+    """time.perf_counter() of the newest event."""
+    losses: list[dict[str, float]] = field(default_factory=list)
+    """Loss dicts of every event in the batch, oldest first (none dropped)."""
+    preview: Any = None
+    """QImage of the newest preview, or None when none arrived (or throttled)."""
+    elapsed: float = 0.0
+
+
+class StageRunner(QThread):
+    """Runs stages one after another with `run_stage`; pause/resume/cancel through `control`."""
+
+    stage_started = Signal(str)
+    progress = Signal(object)          # ProgressBatch
+    stage_finished = Signal(str, object)  # name, result dict
+    failed = Signal(str, object)       # name, Failure
+    cancelled = Signal(str)
+
+    def __init__(self, project, stages: list[str], overrides: dict[str, dict] | None = None,
+                 device: str | None = None, force: tuple[str, ...] = (), emit_interval: float = 0.05,
+                 preview_interval: float = 0.25,
+                 parent: QObject | None = None):
+        super().__init__(parent)
+        self.project = project
+        self.stages = list(stages)
+        self.overrides = overrides or {}
+        self.device = device
+        self.force = set(force)
+        self.control = Control()
+        self.emit_interval = emit_interval
+        self.preview_interval = preview_interval
+        self.current: str | None = None
+        self.outcome: str = ""
+        """"done", "failed" or "cancelled" once the thread ends."""
+        self._reset_batch()
+
+    def _reset_batch(self) -> None:
+        self._losses: list[dict[str, float]] = []
+        self._last: Progress | None = None
+        self._preview = None
+        self._last_emit = 0.0
+        self._last_preview = 0.0
+
+    # -------------------------------------------------------------- worker thread
+    def _on_progress(self, ev: Progress) -> None:
+        now = time.perf_counter()
+        if ev.losses:
+            self._losses.append({k: float(v) for k, v in ev.losses.items()})
+        self._last = ev
+        if ev.preview is not None and now - self._last_preview >= self.preview_interval:
+            try:
+                self._preview = to_qimage(ev.preview)
+                self._last_preview = now
+            except (ValueError, TypeError):
+                pass  # an odd preview must never stop a run
+        if now - self._last_emit >= self.emit_interval:
+            self._flush(now)
+
+    def _flush(self, now: float | None = None) -> None:
+        ev = self._last
+        if ev is None:
+            return
+        now = now or time.perf_counter()
+        self.progress.emit(ProgressBatch(stage=ev.stage, part=ev.part, step=ev.step, total=ev.total,
+                                         message=ev.message, time=now, losses=self._losses,
+                                         preview=self._preview, elapsed=ev.elapsed))
+        self._losses, self._preview, self._last_emit = [], None, now
+
+    def run(self) -> None:  # noqa: D401 (QThread API)
+        from ..pipeline import run_stage
+
+        self.outcome = "done"
+        for name in self.stages:
+            self.current = name
+            self._reset_batch()
+            self.stage_started.emit(name)
+            try:
+                result = run_stage(self.project, name, self.overrides.get(name), control=self.control,
+                                   on_progress=self._on_progress, device=self.device,
+                                   force=name in self.force)
+            except Cancelled:
+                self._flush()
+                self.outcome = "cancelled"
+                self.cancelled.emit(name)
+                return
+            except BaseException as exc:  # noqa: BLE001 — every error becomes a dialog
+                self._flush()
+                self.outcome = "failed"
+                self.failed.emit(name, Failure.from_exception(exc))
+                return
+            self._flush()
+            self.stage_finished.emit(name, result)
+
+    # -------------------------------------------------------------- GUI thread
+    def pause(self) -> None:
+        self.control.pause()
+
+    def resume(self) -> None:
+        self.control.resume()
+
+    def cancel(self) -> None:
+        self.control.cancel()
+
+    @property
+    def paused(self) -> bool:
+        return self.control.paused
+
+
+class RenderWorker(QThread):
+    """Renders avatar controls in the background; only the newest request is rendered.
+
+    `request(controls)` never blocks: it replaces any request not yet started. `load(project,
+    engine)` opens the avatar (in this thread) before the next render.
+    """
+
+    loaded = Signal(object)          # dict: engine, control_names, ranges, size, has_tracking
+    rendered = Signal(object)        # dict: seq, image (QImage), clamped, ms, nearest (QImage|None), row
+    failed = Signal(object)          # Failure
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self._cond = threading.Condition()
+        self._pending: tuple | None = None   # (seq, controls, want_nearest)
+        self._load: tuple | None = None      # (project, engine)
+        self._stop = False
+        self._seq = 0
+        self.rendered_count = 0
+        self.dropped_count = 0
+        self.avatar = None
+        self._tracking = None
+
+    # GUI thread
+    def load(self, project, engine: str | None) -> None:
+        with self._cond:
+            self._load = (project, engine)
+            self._pending = None
+            self._cond.notify()
+
+    def request(self, controls: np.ndarray, nearest: bool = False) -> int:
+        with self._cond:
+            self._seq += 1
+            if self._pending is not None:
+                self.dropped_count += 1
+            self._pending = (self._seq, np.asarray(controls, np.float32).copy(), nearest)
+            self._cond.notify()
+            return self._seq
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        self.wait(5000)
+
+    # worker thread
+    def run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stop and self._pending is None and self._load is None:
+                    self._cond.wait()
+                if self._stop:
+                    return
+                load, self._load = self._load, None
+                job, self._pending = (self._pending, None) if load is None else (None, self._pending)
+            try:
+                if load is not None:
+                    self._do_load(*load)
+                elif job is not None:
+                    self._do_render(*job)
+            except BaseException as exc:  # noqa: BLE001
+                self.failed.emit(Failure.from_exception(exc))
+
+    def _do_load(self, project, engine) -> None:
+        from ..avatar import Avatar
+
+        self.avatar = None
+        self.avatar = Avatar.open(project, engine)
+        self._tracking = None
+        try:
+            from ..tracking.data import TrackingData
+
+            td = TrackingData.from_project(project)
+            train, _ = td.split()
+            ctrl = td.controls(train)
+            names = self.avatar.control_names
+            if ctrl.shape[1] == len(names):
+                self._tracking = (td, train, ctrl)
+        except (StudioError, OSError, KeyError, ValueError):
+            self._tracking = None
+        self.loaded.emit({"engine": self.avatar.name, "control_names": self.avatar.control_names,
+                          "ranges": self.avatar.ranges, "size": self.avatar.size,
+                          "has_tracking": self._tracking is not None})
+
+    def _do_render(self, seq: int, controls: np.ndarray, want_nearest: bool) -> None:
+        if self.avatar is None:
+            return
+        t0 = time.perf_counter()
+        imgs, clamped = self.avatar.render_batch(controls[None])
+        image = to_qimage(imgs[0])
+        nearest, row = None, None
+        if want_nearest and self._tracking is not None:
+            td, train, ctrl = self._tracking
+            span = np.array([max(1e-3, hi - lo) for lo, hi in (self.avatar.ranges.get(n, (-1, 1))
+                                                                for n in self.avatar.control_names)], np.float32)
+            d = (((ctrl - controls[None]) / span) ** 2).sum(1)
+            row = int(train[int(np.argmin(d))])
+            try:
+                nearest = to_qimage(td.crop(row))
+            except FileNotFoundError:
+                nearest = None
+        self.rendered_count += 1
+        self.rendered.emit({"seq": seq, "image": image, "clamped": clamped, "nearest": nearest, "row": row,
+                            "ms": (time.perf_counter() - t0) * 1000.0, "controls": controls})
+
+
+class Job(QThread):
+    """Run one function in the background; `done(result)` or `failed(Failure)` on the GUI thread."""
+
+    done = Signal(object)
+    failed = Signal(object)
+
+    def __init__(self, fn: Callable[[], Any], parent: QObject | None = None):
+        super().__init__(parent)
+        self.fn = fn
+
+    def run(self) -> None:
+        try:
+            out = self.fn()
+        except BaseException as exc:  # noqa: BLE001
+            self.failed.emit(Failure.from_exception(exc))
+            return
+        self.done.emit(out)
+
+
+_JOBS: set[Job] = set()
+
+
+def run_job(fn: Callable[[], Any], on_done: Callable[[Any], None] | None = None,
+            on_error: Callable[[Failure], None] | None = None, parent: QObject | None = None) -> Job:
+    """Start `fn` in a thread; callbacks run on the GUI thread. Keeps the job alive until it ends."""
+    job = Job(fn, parent)
+    if on_done:
+        job.done.connect(on_done)
+    if on_error:
+        job.failed.connect(on_error)
+    _JOBS.add(job)
+    job.finished.connect(lambda: _JOBS.discard(job))
+    job.start()
+    return job
