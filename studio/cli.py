@@ -1,0 +1,380 @@
+"""`avatar-studio` command line. Every command drives the same stage functions as the GUI.
+
+Errors reach the user as one line (what is wrong and what to do) with a non-zero exit code;
+unexpected bugs leave their traceback in the project's logs/ folder, not on the screen.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import Cancelled, InputError, StudioError
+from .progress import Progress
+
+
+# ----------------------------------------------------------------------------- progress display
+class ProgressPrinter:
+    """Prints stage progress as a bar with ETA on a terminal, or as sparse lines in a log."""
+
+    def __init__(self, stream=None, min_interval: float = 0.2):
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.min_interval = min_interval if self.tty else 5.0
+        self._last = 0.0
+        self._key = None
+        self._t0 = time.perf_counter()
+        self._open_line = False
+
+    def __call__(self, ev: Progress) -> None:
+        key = (ev.stage, ev.part)
+        now = time.perf_counter()
+        if key != self._key:
+            self._finish_line()
+            self._key, self._t0 = key, now
+            self._last = 0.0
+        done = ev.total and ev.step >= ev.total
+        if now - self._last < self.min_interval and not done:
+            return
+        self._last = now
+        elapsed = ev.elapsed or (now - self._t0)
+        name = f"{ev.stage}" + (f"/{ev.part}" if ev.part else "")
+        if ev.total:
+            frac = min(1.0, ev.step / ev.total)
+            bar = "#" * int(frac * 24) + "-" * (24 - int(frac * 24))
+            eta = elapsed / ev.step * (ev.total - ev.step) if ev.step else None
+            eta_s = f" ETA {_fmt_s(eta)}" if eta is not None and not done else f" {_fmt_s(elapsed)}"
+            head = f"{name:<18} [{bar}] {ev.step}/{ev.total}{eta_s}"
+        else:
+            head = f"{name:<18} {ev.step}"
+        losses = "  " + " ".join(f"{k}={v:.4g}" for k, v in list(ev.losses.items())[:4]) if ev.losses else ""
+        msg = f"  {ev.message}" if ev.message and not losses else ""
+        line = (head + losses + msg)[:150]
+        if self.tty:
+            self.stream.write("\r" + line.ljust(110))
+            self._open_line = True
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def _finish_line(self) -> None:
+        if self._open_line:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open_line = False
+
+    def close(self) -> None:
+        self._finish_line()
+
+
+def _fmt_s(s: float | None) -> str:
+    if s is None:
+        return "?"
+    s = int(round(s))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def _say(*lines: str) -> None:
+    for line in lines:
+        print(line, flush=True)
+
+
+# ----------------------------------------------------------------------------- commands
+def _ingest_overrides(args) -> dict:
+    o = {}
+    for k in ("start", "end", "fps", "max_frames"):
+        v = getattr(args, k, None)
+        if v is not None:
+            o[k] = v
+    return o
+
+
+def _print_warnings(result: dict) -> None:
+    for w in result.get("warnings", []) or []:
+        _say(f"note: {w}")
+
+
+def cmd_new(args) -> int:
+    from .pipeline import run_stage
+    from .project import Project
+    from .video import probe
+
+    video = Path(args.video)
+    probe(video)  # bad files fail here, before any folder is made
+    root = Path(args.project)
+    created = not root.exists()
+    project = Project.create(root, video, preset=args.preset, device=args.device)
+    printer = ProgressPrinter()
+    try:
+        r1 = run_stage(project, "ingest", _ingest_overrides(args), on_progress=printer)
+        track_over = {"crop_size": args.crop_size} if args.crop_size else None
+        r2 = run_stage(project, "track", track_over, on_progress=printer)
+    except BaseException:
+        printer.close()
+        if created:
+            shutil.rmtree(root, ignore_errors=True)
+        raise
+    printer.close()
+    _print_warnings(r1)
+    _print_warnings(r2)
+    s = r2["summary"]
+    _say(f"created project {root}",
+         f"tracked {s['tracked']}/{s['frames']} frames; yaw {s['yaw_range'][0]}..{s['yaw_range'][1]}°, "
+         f"pitch {s['pitch_range'][0]}..{s['pitch_range'][1]}°",
+         f"report: {root / r2['outputs']['contact_sheet']} and {root / r2['outputs']['curves']}",
+         f"next: avatar-studio status {root}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from .pipeline import next_stage, stage_state
+    from .project import Project
+    from .stages import ENGINES, REGISTRY
+
+    project = Project.open(args.project)
+    src = project.manifest.get("source") or {}
+    _say(f"project   {project.root}", f"video     {src.get('path', '-')}",
+         f"preset    {project.preset}    device {project.device}", "")
+    _say(f"{'stage':<10} {'status':<10} {'time':>8}  summary")
+    for name, spec in REGISTRY.items():
+        rec = project.record(name)
+        st = stage_state(project, name)
+        secs = rec.get("seconds")
+        summ = (rec.get("result") or {}).get("summary") or {}
+        short = ", ".join(f"{k}={v}" for k, v in list(summ.items())[:4]) if st in ("done", "stale") else \
+            (rec.get("error") or "")
+        _say(f"{name:<10} {st:<10} {(_fmt_s(secs) if secs else ''):>8}  {short}"[:160])
+    _say("")
+    for eng in ENGINES:
+        nxt = next_stage(project, eng)
+        label = {"pvp": "StyleGAN avatar", "nerf": "NeRF avatar"}.get(eng, eng)
+        if nxt is None and ENGINES[eng]:
+            _say(f"{label}: trained")
+        elif ENGINES[eng]:
+            _say(f"{label}: next → avatar-studio run-stage {project.root} {nxt}")
+    return 0
+
+
+def cmd_run_stage(args) -> int:
+    from .config import parse_overrides
+    from .pipeline import run_stage
+    from .project import Project
+
+    project = Project.open(args.project)
+    printer = ProgressPrinter()
+    try:
+        res = run_stage(project, args.stage, parse_overrides(args.set), on_progress=printer, force=args.force,
+                        device=args.device)
+    finally:
+        printer.close()
+    _print_warnings(res)
+    summ = res.get("summary") or {}
+    _say(f"{args.stage}: done" + ("; " + ", ".join(f"{k}={v}" for k, v in summ.items()) if summ else ""))
+    return 0
+
+
+def cmd_config(args) -> int:
+    import dataclasses
+
+    from .config import parse_overrides, to_dict
+    from .pipeline import set_stage_config, spec, stage_config
+    from .project import Project
+
+    project = Project.open(args.project)
+    s = spec(args.stage)
+    if args.set:
+        cfg = set_stage_config(project, args.stage, parse_overrides(args.set))
+        _say(f"saved; stage '{args.stage}' and the stages after it will rerun")
+    else:
+        cfg = stage_config(project, args.stage)
+    for f in dataclasses.fields(s.config_cls):
+        _say(f"{f.name:<22} = {to_dict(cfg)[f.name]!s:<10}  {f.metadata.get('help', '')}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .pipeline import run_pipeline
+    from .project import Project, is_project
+    from .stages import ENGINES
+    from .video import probe
+
+    target = Path(args.target)
+    created = False
+    if is_project(target):
+        project = Project.open(target)
+    else:
+        probe(target)
+        root = Path(args.project or target.with_suffix("").name + "_avatar")
+        if root.exists() and is_project(root):
+            project = Project.open(root)
+        else:
+            created = not root.exists()
+            project = Project.create(root, target, preset=args.preset, device=args.device)
+    engines = ["pvp", "nerf"] if args.engine == "both" else [args.engine]
+    stages: list[str] = []
+    for e in engines:
+        for s in ENGINES.get(e, []):
+            if s not in stages:
+                stages.append(s)
+    missing = [e for e in engines if len(ENGINES.get(e, [])) <= 2]
+    if missing:
+        raise StudioError(f"the {', '.join(missing)} engine is not available in this version",
+                          "use --engine " + " or ".join(e for e in ENGINES if len(ENGINES[e]) > 2) if any(
+                              len(v) > 2 for v in ENGINES.values()) else "update Avatar Studio")
+    printer = ProgressPrinter()
+    try:
+        results = run_pipeline(project, stages, on_progress=printer, device=args.device)
+    except BaseException:
+        printer.close()
+        if created and project.record("track").get("status") != "done":
+            shutil.rmtree(project.root, ignore_errors=True)
+        raise
+    printer.close()
+    for r in results.values():
+        _print_warnings(r)
+    _say(f"avatar ready in {project.root}")
+    if not args.no_eval:
+        from .evaluation import evaluate, format_table
+
+        for e in engines:
+            rep = evaluate(project, e, on_progress=printer)
+            printer.close()
+            _say(format_table(rep))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .evaluation import evaluate, format_table
+    from .project import Project
+
+    project = Project.open(args.project)
+    printer = ProgressPrinter()
+    try:
+        rep = evaluate(project, args.engine, on_progress=printer)
+    finally:
+        printer.close()
+    _say(format_table(rep))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    if args.what == "track":
+        from .benchmarks.tracking import main as bench_main
+
+        return bench_main([args.video] + (["--max-frames", str(args.max_frames)] if args.max_frames else []))
+    if args.what == "generator":
+        from .benchmarks.generator import main as bench_main
+
+        return bench_main([])
+    raise InputError(f"unknown benchmark {args.what}")
+
+
+def cmd_gui(args) -> int:
+    from .gui.app import main as gui_main
+
+    return gui_main([args.project] if args.project else [])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="avatar-studio", description="Personal, controllable head avatars from one "
+                                "phone video.")
+    p.add_argument("--version", action="version", version=f"avatar-studio {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(sp, preset=True):
+        if preset:
+            sp.add_argument("--preset", default="preview", choices=("preview", "quality"),
+                            help="preview: sized for a laptop CPU; quality: for a CUDA GPU")
+        sp.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="where to compute (auto: the GPU when there is one)")
+
+    sp = sub.add_parser("new", help="create a project from a video: decode, track and align the face")
+    sp.add_argument("project", help="folder to create for the project")
+    sp.add_argument("--video", required=True, help="the subject's video (MP4/MOV from a phone)")
+    sp.add_argument("--start", type=float, help="trim: start second")
+    sp.add_argument("--end", type=float, help="trim: end second")
+    sp.add_argument("--fps", type=float, help="decode at this frame rate (default: the video's)")
+    sp.add_argument("--max-frames", type=int, help="use at most this many frames")
+    sp.add_argument("--crop-size", type=int, choices=(128, 256, 512, 1024), help="aligned crop size")
+    common(sp)
+    sp.set_defaults(func=cmd_new)
+
+    sp = sub.add_parser("status", help="what is done in a project and what comes next")
+    sp.add_argument("project")
+    sp.set_defaults(func=cmd_status)
+
+    sp = sub.add_parser("run", help="make an avatar from a video (or finish a project): every stage, then eval")
+    sp.add_argument("target", help="a video file, or an existing project folder")
+    sp.add_argument("--project", help="project folder to create (default: <video name>_avatar)")
+    sp.add_argument("--engine", default="pvp", choices=("pvp", "nerf", "both"),
+                    help="pvp: StyleGAN engine; nerf: LatentAvatar 3D engine")
+    sp.add_argument("--no-eval", action="store_true", help="skip the evaluation at the end")
+    common(sp)
+    sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("run-stage", help="run (or resume) one stage of a project")
+    sp.add_argument("project")
+    sp.add_argument("stage")
+    sp.add_argument("--set", action="append", metavar="NAME=VALUE", help="change a setting of the stage")
+    sp.add_argument("--force", action="store_true", help="run even if it is up to date")
+    sp.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"))
+    sp.set_defaults(func=cmd_run_stage)
+
+    sp = sub.add_parser("config", help="show or change a stage's settings")
+    sp.add_argument("project")
+    sp.add_argument("stage")
+    sp.add_argument("--set", action="append", metavar="NAME=VALUE")
+    sp.set_defaults(func=cmd_config)
+
+    sp = sub.add_parser("eval", help="measure a trained avatar: held-out quality, control accuracy, speed")
+    sp.add_argument("project")
+    sp.add_argument("--engine", default=None, choices=("pvp", "nerf"))
+    sp.set_defaults(func=cmd_eval)
+
+    sp = sub.add_parser("bench", help="benchmarks that print figures")
+    sp.add_argument("what", choices=("track", "generator"))
+    sp.add_argument("video", nargs="?", help="video for the tracking benchmark")
+    sp.add_argument("--max-frames", type=int)
+    sp.set_defaults(func=cmd_bench)
+
+    sp = sub.add_parser("gui", help="open the studio window")
+    sp.add_argument("project", nargs="?")
+    sp.set_defaults(func=cmd_gui)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except Cancelled as exc:
+        print(f"\ncancelled — {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("\ncancelled — run the same command again to resume", file=sys.stderr)
+        return 130
+    except StudioError as exc:
+        msg = exc.message.rstrip(".")
+        print(f"error: {msg}." + (f" {exc.hint[0].upper()}{exc.hint[1:]}." if exc.hint else ""), file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:  # a bug: one line on screen, traceback in a log file
+        import tempfile
+        import traceback
+
+        log = Path(tempfile.gettempdir()) / f"avatar-studio-crash-{os.getpid()}.log"
+        log.write_text(traceback.format_exc())
+        print(f"error: unexpected problem ({type(exc).__name__}: {exc}). Details were saved to {log}; please "
+              f"include it in a bug report.", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

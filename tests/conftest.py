@@ -1,0 +1,56 @@
+"""Shared fixtures: where ../shared is, small clips made with the bundled ffmpeg, and one
+tracked project of subject_turns_d3.mp4 reused by the tracking tests."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("AVATAR_STUDIO_SHARED", REPO.parent / "shared"))
+VIDEOS = SHARED / "data" / "videos"
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("AVATAR_STUDIO_CONFIG_DIR", str(REPO / "test-output" / "config"))
+
+
+def shared_video(name: str) -> Path:
+    path = VIDEOS / name
+    if not path.exists():
+        pytest.skip(f"needs the shared test video {path} (../shared beside the repo, or set AVATAR_STUDIO_SHARED)")
+    return path
+
+
+def ffmpeg(*args: str) -> None:
+    from studio.video import ffmpeg_exe
+
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+@pytest.fixture(scope="session")
+def d3_video() -> Path:
+    return shared_video("subject_turns_d3.mp4")
+
+
+@pytest.fixture(scope="session")
+def tracked_d3(tmp_path_factory, d3_video):
+    """A project with ingest + track done on the whole subject_turns_d3.mp4 (about 10 s)."""
+    from studio.pipeline import run_stage
+    from studio.project import Project
+
+    root = tmp_path_factory.mktemp("projects") / "d3"
+    proj = Project.create(root, d3_video)
+    run_stage(proj, "ingest")
+    run_stage(proj, "track")
+    return proj
+
+
+@pytest.fixture(scope="session")
+def short_clip(tmp_path_factory, d3_video) -> Path:
+    """40 frames of the subject at 256x256 with audio: fast to track."""
+    out = tmp_path_factory.mktemp("clips") / "short.mp4"
+    ffmpeg("-i", str(d3_video), "-frames:v", "40", "-t", "1.34", "-vf", "scale=256:256", "-c:v", "libx264", "-crf", "16", "-c:a", "aac",
+           str(out))
+    return out

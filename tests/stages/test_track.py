@@ -1,0 +1,106 @@
+"""Tracking on the real subject video: every frame, pose range, jaw-open, roll, stability."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from studio.pipeline import run_stage
+from studio.project import Project
+from studio.tracking.data import TrackingData
+from studio.tracking.tracker import ImageTracker
+from tests.conftest import ffmpeg
+
+
+@pytest.fixture(scope="module")
+def trk(tracked_d3):
+    return TrackingData.from_project(tracked_d3)
+
+
+def test_every_frame_tracked_and_report(tracked_d3, trk):
+    s = tracked_d3.result("track")["summary"]
+    assert s["frames"] == 354 and s["tracked"] == 354
+    assert s["yaw_range"][1] - s["yaw_range"][0] > 20  # she turns her head
+    assert s["pitch_range"][1] - s["pitch_range"][0] > 10
+    for key in ("contact_sheet", "curves", "pose_scatter"):
+        p = tracked_d3.output("track", key)
+        img = cv2.imread(str(p))
+        assert img is not None and img.shape[0] > 200
+    assert trk.crop(0).shape == (256, 256, 3)
+    m = trk.matte(100)
+    assert m.shape == (256, 256) and m[128, 128] > 0.9 and m[5, 5] < 0.5  # face in, corner background out
+    train, held = trk.split()
+    assert len(held) == 354 - round(354 * 0.85) and train.max() < held.min()
+
+
+def test_jaw_open_surprise_vs_closed(trk):
+    jaw = trk.expr[:, trk.expression_names.index("jaw_open")]
+    surprise = (trk.time > 10.3) & (trk.time < 11.7)  # open-mouth surprise at the end of the clip
+    closed = (trk.time > 3.0) & (trk.time < 9.5)
+    assert jaw[surprise].min() > 0.5
+    assert jaw[closed].max() < 0.2
+
+
+def test_roll_recovered_from_in_plane_rotation(tracked_d3, trk):
+    tr = ImageTracker.from_tracking(trk)
+    reader_rows = [120, 200, 300]
+    from studio.video import DecodeSettings, FrameReader
+    import json
+
+    video = json.loads(tracked_d3.output("ingest", "video").read_text())
+    frames = {}
+    for i, fr in enumerate(FrameReader(tracked_d3.source_video, DecodeSettings(**video["decode"]))):
+        if i in reader_rows:
+            frames[i] = fr.copy()
+    errs = []
+    try:
+        for r, fr in frames.items():
+            base = tr(fr)
+            assert base is not None
+            h, w = fr.shape[:2]
+            for angle in (-30, -12, 8, 25):
+                M = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)  # counter-clockwise for angle > 0
+                rot = cv2.warpAffine(fr, M, (w, h), borderMode=cv2.BORDER_REPLICATE)
+                got = tr(rot)
+                assert got is not None
+                errs.append(abs((got["pose"][2] - base["pose"][2]) - angle))
+    finally:
+        tr.close()
+    assert max(errs) < 2.0, errs
+
+
+def test_still_head_eye_corners_stable(trk):
+    pose = trk.pose
+    speed = np.abs(np.diff(pose[:, :2], axis=0)).sum(1)
+    # longest stretch where the head is still (< 0.35 degrees per frame)
+    best, start, cur = (0, 0), 0, 0
+    for i, s in enumerate(speed):
+        if s < 0.35:
+            cur += 1
+            if cur > best[0]:
+                best = (cur, i - cur + 1)
+        else:
+            cur = 0
+    n, s0 = best
+    assert n >= 8, "no still stretch found"
+    rows = np.arange(s0, s0 + n + 1)
+    pts = np.stack([trk.crop_landmarks(r)[[33, 263]] for r in rows])  # (n, 2, 2) crop pixels at 256
+    step = np.linalg.norm(np.diff(pts, axis=0), axis=-1)
+    assert step.max() < 1.0, step.max()
+
+
+def test_portrait_with_rotation_tag_is_tracked_upright(tmp_path, d3_video):
+    portrait = tmp_path / "portrait.mp4"
+    ffmpeg("-ss", "3", "-i", str(d3_video), "-t", "1.2", "-vf", "crop=320:512:96:0", "-c:v", "libx264", "-crf", "16",
+           str(portrait))
+    land = tmp_path / "land.mp4"
+    ffmpeg("-i", str(portrait), "-vf", "transpose=1", "-c:v", "libx264", "-crf", "16", str(land))
+    tagged = tmp_path / "tagged.mov"
+    ffmpeg("-display_rotation", "90", "-i", str(land), "-c", "copy", str(tagged))
+    proj = Project.create(tmp_path / "p", tagged)
+    run_stage(proj, "ingest")
+    res = run_stage(proj, "track", {"min_frames": 10})
+    t = TrackingData.from_project(proj)
+    assert res["summary"]["tracked"] == res["summary"]["frames"] >= 30
+    assert tuple(t.frame_size) == (320, 512)  # upright portrait
+    assert np.abs(t.pose[:, 2]).max() < 15  # roll near 0: the face is upright, not on its side

@@ -1,0 +1,127 @@
+"""Project folder: atomic manifest, relative paths, up-to-date checks, staleness, errors."""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+
+import pytest
+
+from studio import atomic
+from studio.config import opt
+from studio.errors import ProjectError, StudioError
+from studio.pipeline import run_stage, set_stage_config, stage_state
+from studio.project import Project
+from studio.stages.base import REGISTRY, StageSpec
+
+
+@dataclass
+class _Cfg:
+    value: int = opt(1, "a number")
+
+
+CALLS: list[str] = []
+
+
+def _make_stage(name, depends=()):
+    def run(ctx, cfg):
+        CALLS.append(name)
+        yield ctx.progress(1, 1)
+        (ctx.workdir / "out.txt").write_text(str(cfg.value))
+        return {"outputs": {"out": f"{name}/out.txt"}, "summary": {"value": cfg.value}}
+
+    return StageSpec(name=name, title=name, config_cls=_Cfg, presets={"preview": _Cfg()}, run=run, depends_on=depends)
+
+
+@pytest.fixture
+def fake_stages():
+    specs = [_make_stage("t_a"), _make_stage("t_b", ("t_a",)), _make_stage("t_c", ("t_b",))]
+    for s in specs:
+        REGISTRY[s.name] = s
+    CALLS.clear()
+    yield
+    for s in specs:
+        REGISTRY.pop(s.name, None)
+
+
+def test_manifest_roundtrip_and_relative_paths(tmp_path, fake_stages):
+    proj = Project.create(tmp_path / "p")
+    run_stage(proj, "t_a")
+    data = json.loads((tmp_path / "p" / "project.json").read_text())
+    assert data["schema"] == 1
+    assert data["stages"]["t_a"]["outputs"]["out"] == "t_a/out.txt"  # relative
+    shutil.move(str(tmp_path / "p"), str(tmp_path / "moved"))
+    moved = Project.open(tmp_path / "moved")
+    assert moved.output("t_a", "out").read_text() == "1"
+    assert stage_state(moved, "t_a") == "done"
+
+
+def test_rerun_same_config_does_nothing_and_change_marks_later_stale(tmp_path, fake_stages):
+    proj = Project.create(tmp_path / "p")
+    for s in ("t_a", "t_b", "t_c"):
+        run_stage(proj, s)
+    assert CALLS == ["t_a", "t_b", "t_c"]
+    run_stage(proj, "t_a")
+    assert CALLS == ["t_a", "t_b", "t_c"], "an up-to-date stage must not rerun"
+    set_stage_config(proj, "t_a", {"value": "5"})
+    assert [stage_state(proj, s) for s in ("t_a", "t_b", "t_c")] == ["stale", "stale", "stale"]
+    run_stage(proj, "t_a")
+    assert stage_state(proj, "t_a") == "done"
+    assert stage_state(proj, "t_b") == "stale" and stage_state(proj, "t_c") == "stale"
+    with pytest.raises(ProjectError):
+        run_stage(proj, "t_c")  # its input is stale: says to run t_b first
+    run_stage(proj, "t_b")
+    run_stage(proj, "t_c")
+    assert stage_state(proj, "t_c") == "done"
+
+
+def test_atomic_write_keeps_old_file_when_writer_dies(tmp_path):
+    path = tmp_path / "m.json"
+    atomic.write_json(path, {"v": 1})
+
+    def dying(tmp):
+        tmp.write_text('{"v": 2, "half')
+        raise KeyboardInterrupt  # the process is killed mid-write
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic.write_with(path, dying)
+    assert json.loads(path.read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"], "no temp file left behind"
+
+
+def test_disk_full_is_a_plain_error(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(StudioError, match="disk is full"):
+        atomic.write_json(tmp_path / "x.json", {"a": 1})
+
+
+def test_open_errors(tmp_path):
+    with pytest.raises(ProjectError, match="no project"):
+        Project.open(tmp_path / "nothing")
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "project.json").write_text("{broken")
+    with pytest.raises(ProjectError, match="cannot be read"):
+        Project.open(tmp_path / "p")
+
+
+def test_unexpected_error_is_logged_not_raised_raw(tmp_path):
+    def boom(ctx, cfg):
+        yield ctx.progress(0, 1)
+        raise ZeroDivisionError("oops")
+
+    REGISTRY["t_boom"] = StageSpec(name="t_boom", title="b", config_cls=_Cfg, presets={}, run=boom)
+    try:
+        proj = Project.create(tmp_path / "p")
+        with pytest.raises(StudioError, match="unexpected error") as ei:
+            run_stage(proj, "t_boom")
+        assert "logs/" in ei.value.hint
+        assert Project.open(tmp_path / "p").record("t_boom")["status"] == "failed"
+        assert list((tmp_path / "p" / "logs").glob("t_boom-*.log"))
+    finally:
+        REGISTRY.pop("t_boom")
