@@ -1,0 +1,112 @@
+"""The smaller networks of LatentAvatar: expression encoder, expression mapper, point decoder,
+and the super-resolution U-Net."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _act() -> nn.Module:
+    return nn.LeakyReLU(0.2, inplace=True)
+
+
+CODE_LIMIT = 3.0
+"""Codes are soft-clipped to (-CODE_LIMIT, CODE_LIMIT) so encoder and mapper share a bounded space."""
+
+
+def soft_clip(x: torch.Tensor, limit: float = CODE_LIMIT) -> torch.Tensor:
+    return limit * torch.tanh(x / limit)
+
+
+class ExpressionEncoder(nn.Module):
+    """Face region (B, 3, e, e) in [-1, 1] → person-specific expression code θ (B, D)."""
+
+    def __init__(self,
+                 code_dim: int,          # D
+                 in_res: int = 64,       # e, a power of two ≥ 16
+                 base_channels: int = 32):
+        super().__init__()
+        layers, c, res = [nn.Conv2d(3, base_channels, 3, 1, 1), _act()], base_channels, in_res
+        while res > 4:
+            cout = min(c * 2, 256)
+            layers += [nn.Conv2d(c, cout, 4, 2, 1), _act()]
+            c, res = cout, res // 2
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(c * 16, code_dim)
+        self.in_res = in_res
+
+    def forward(self, face: torch.Tensor) -> torch.Tensor:
+        assert face.ndim == 4 and face.shape[1:] == (3, self.in_res, self.in_res), face.shape
+        return soft_clip(self.head(self.body(face).flatten(1)))
+
+
+class ExpressionMapper(nn.Module):
+    """Tracked expression controls (B, E) (jaw_open first) → θ (B, D); a small MLP."""
+
+    def __init__(self, n_expr: int, code_dim: int, hidden: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_expr, hidden), _act(), nn.Linear(hidden, hidden), _act(),
+                                 nn.Linear(hidden, code_dim))
+
+    def forward(self, expr: torch.Tensor) -> torch.Tensor:
+        return soft_clip(self.net(expr))
+
+
+class PointDecoder(nn.Module):
+    """Summed tri-plane features (B, P, C) → density σ (B, P) and a feature vector (B, P, F).
+
+    The first three feature channels are the colour in [0, 1] (sigmoid with a small margin, as in
+    EG3D); σ = density_scale · softplus(raw + density_bias). The negative bias starts training from
+    a mostly transparent volume, so the mask can grow into the matte rather than erode from a solid
+    block.
+    """
+
+    def __init__(self, in_channels: int, feature_dim: int, hidden: int = 64, density_scale: float = 10.0,
+                 density_bias: float = -4.0):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_channels, hidden), nn.Softplus(), nn.Linear(hidden, hidden),
+                                 nn.Softplus(), nn.Linear(hidden, 1 + feature_dim))
+        self.density_scale, self.density_bias = density_scale, density_bias
+
+    def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.net(feats)
+        sigma = self.density_scale * F.softplus(out[..., 0] + self.density_bias)
+        rgb = torch.sigmoid(out[..., 1:4]) * 1.002 - 0.001
+        return sigma, torch.cat([rgb, out[..., 4:]], dim=-1)
+
+
+class SuperResolution(nn.Module):
+    """U-Net: low-res colour + features + mask (B, 3+F'+1, r, r) → image (B, 3, s, s), s = r·2^k.
+
+    One down/up level with a skip at the input resolution, then k (upsample + 2 convs) stages; the
+    output is a residual on the bilinearly upsampled low-res colour.
+    """
+
+    def __init__(self, in_channels: int, low_res: int, out_res: int, channels: int = 64, min_channels: int = 16):
+        super().__init__()
+        assert out_res % low_res == 0 and (out_res // low_res) & (out_res // low_res - 1) == 0, (low_res, out_res)
+        c = channels
+        self.inc = nn.Sequential(nn.Conv2d(in_channels, c, 3, 1, 1), _act())
+        self.down = nn.Sequential(nn.Conv2d(c, c, 4, 2, 1), _act(), nn.Conv2d(c, c, 3, 1, 1), _act())
+        self.merge = nn.Sequential(nn.Conv2d(2 * c, c, 3, 1, 1), _act())
+        ups = []
+        res = low_res
+        while res < out_res:
+            cout = max(min_channels, c // 2)
+            ups.append(nn.Sequential(nn.Conv2d(c, cout, 3, 1, 1), _act(), nn.Conv2d(cout, cout, 3, 1, 1), _act()))
+            c, res = cout, res * 2
+        self.ups = nn.ModuleList(ups)
+        self.to_rgb = nn.Conv2d(c, 3, 3, 1, 1)
+        nn.init.zeros_(self.to_rgb.bias)
+        self.to_rgb.weight.data.mul_(0.1)
+        self.out_res = out_res
+
+    def forward(self, x: torch.Tensor, low_rgb: torch.Tensor) -> torch.Tensor:
+        h = self.inc(x)
+        d = F.interpolate(self.down(h), size=h.shape[-2:], mode="bilinear", align_corners=False)
+        h = self.merge(torch.cat([h, d], 1))
+        for up in self.ups:
+            h = up(F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False))
+        base = F.interpolate(low_rgb, size=(self.out_res, self.out_res), mode="bilinear", align_corners=False)
+        return base + self.to_rgb(h)

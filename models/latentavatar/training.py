@@ -1,0 +1,94 @@
+"""Losses and one optimisation step of LatentAvatar (no file paths, no project knowledge).
+
+A batch is a dict of tensors::
+
+    image  (B, 3, s, s) aligned crops in [0, 1] at the output size
+    face   (B, 3, e, e) encoder input (see `model.face_region`)
+    matte  (B, 1, r, r) foreground matte at the low resolution, in [0, 1]
+    yaw, pitch (B,) tracked head pose in degrees
+    expr   (B, E) tracked expression controls
+
+Encoder and decoder train jointly on the encoder's codes. On a random share of the samples
+(`mapper_share`) the code comes from the expression mapper instead, so the decoder also
+renders well from mapped codes and pose cannot hide in θ (the mapper never sees pose: the
+camera must explain the head turn). The mapper also regresses the encoder's codes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .model import LatentAvatar
+
+
+@dataclass
+class LossWeights:
+    perceptual: float = 0.3
+    """λ of the perceptual loss on the final image."""
+    low: float = 0.5
+    """λ of the L1 loss on the low-resolution (volume-rendered) image."""
+    mask: float = 0.3
+    """λ of the L1 loss between the accumulated opacity and the matte."""
+    code: float = 0.1
+    """λ of the mapper's regression onto the (detached) encoder codes."""
+    code_reg: float = 1e-3
+    """λ of an L2 penalty keeping the encoder's codes small."""
+
+
+def compute_losses(model: LatentAvatar, batch: dict[str, torch.Tensor], perceptual: torch.nn.Module | None,
+                   weights: LossWeights, mapper_share: float = 0.5, stratified: bool = True
+                   ) -> tuple[torch.Tensor, dict[str, float], dict[str, torch.Tensor]]:
+    """Total loss, its parts as floats, and the render outputs."""
+    image = batch["image"]
+    b = image.shape[0]
+    code_enc = model.encode(batch["face"])
+    code_map = model.map_expression(batch["expr"])
+    use_map = (torch.rand(b, device=image.device) < mapper_share)[:, None]
+    code = torch.where(use_map, code_map, code_enc)
+    out = model(code, batch["yaw"], batch["pitch"], stratified=stratified)
+    r = out["low"].shape[-1]
+    target_low = F.interpolate(image, size=(r, r), mode="area")
+    parts = {
+        "l1": (out["image"] - image).abs().mean(),
+        "low": (out["low"] - target_low).abs().mean(),
+        "mask": (out["mask"] - batch["matte"]).abs().mean(),
+        "code": F.mse_loss(code_map, code_enc.detach()),
+        "code_reg": code_enc.pow(2).mean(),
+    }
+    total = parts["l1"] + weights.low * parts["low"] + weights.mask * parts["mask"] \
+        + weights.code * parts["code"] + weights.code_reg * parts["code_reg"]
+    if perceptual is not None and weights.perceptual > 0:
+        parts["perceptual"] = perceptual(out["image"] * 2 - 1, image * 2 - 1)
+        total = total + weights.perceptual * parts["perceptual"]
+    floats = {k: float(v.detach()) for k, v in parts.items()}
+    floats["total"] = float(total.detach())
+    return total, floats, out
+
+
+def train_step(model: LatentAvatar, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
+               perceptual: torch.nn.Module | None, weights: LossWeights, mapper_share: float = 0.5,
+               stratified: bool = True) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    total, floats, out = compute_losses(model, batch, perceptual, weights, mapper_share, stratified)
+    total.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    optimizer.step()
+    return floats, out
+
+
+def fit_mapper(model: LatentAvatar, expr: torch.Tensor, codes: torch.Tensor, steps: int = 500,
+               lr: float = 1e-3, batch: int = 64, generator: torch.Generator | None = None) -> float:
+    """Fit the expression mapper to encoder codes (N, E) → (N, D); returns the final MSE."""
+    opt = torch.optim.Adam(model.mapper.parameters(), lr=lr)
+    n = len(expr)
+    for _ in range(steps):
+        idx = torch.randint(0, n, (min(batch, n),), generator=generator)
+        loss = F.mse_loss(model.mapper(expr[idx]), codes[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return float(F.mse_loss(model.mapper(expr), codes))
