@@ -261,6 +261,35 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    import dataclasses
+
+    from .config import from_dict
+    from .export import ExportConfig, export
+    from .project import Project
+
+    project = Project.open(args.project)
+    over = {f.name: getattr(args, f.name) for f in dataclasses.fields(ExportConfig)
+            if getattr(args, f.name, None) is not None}
+    cfg = from_dict(ExportConfig, over)
+    printer = ProgressPrinter()
+    gen = export(project, cfg, args.out)
+    try:
+        while True:
+            try:
+                printer(next(gen))
+            except StopIteration as stop:
+                res = stop.value
+                break
+    finally:
+        printer.close()
+    for n in res.get("notes", []):
+        _say(f"note: {n}")
+    _say(f"wrote {res['path']}: {res['frames']} frames at {res['fps']:g} fps ({res['seconds']:.1f} s), "
+         f"{res['size'][0]}x{res['size'][1]}" + (", with audio" if res["audio"] else ""))
+    return 0
+
+
 def cmd_bench(args) -> int:
     if args.what == "track":
         from .benchmarks.tracking import main as bench_main
@@ -334,6 +363,25 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("project")
     sp.add_argument("--engine", default=None, choices=("pvp", "nerf"))
     sp.set_defaults(func=cmd_eval)
+
+    sp = sub.add_parser("export", help="render a clip: turntable, the subject's own motion, a driver video, or a "
+                        "keyframed timeline")
+    sp.add_argument("project")
+    sp.add_argument("--out", "-o", required=True, help="output file (.mp4, .gif) or folder (PNG frames)")
+    sp.add_argument("--source", choices=("turntable", "self", "driver", "timeline"))
+    sp.add_argument("--frames", choices=("heldout", "train", "all"), help="source=self: which frames")
+    sp.add_argument("--driver", help="source=driver: the driving video")
+    sp.add_argument("--timeline", help="source=timeline: JSON keyframes")
+    sp.add_argument("--duration", type=float, help="source=turntable: seconds")
+    sp.add_argument("--expression", help="source=turntable: e.g. smile_left=0.8,jaw_open=0.3")
+    sp.add_argument("--fps", type=float)
+    sp.add_argument("--format", choices=("mp4", "gif", "png"))
+    sp.add_argument("--crf", type=int, help="MP4 quality (lower = better), default 18")
+    sp.add_argument("--side-by-side", action="store_true", default=None)
+    sp.add_argument("--paste-back", action="store_true", default=None)
+    sp.add_argument("--no-audio", dest="audio", action="store_false", default=None)
+    sp.add_argument("--engine", choices=("pvp", "nerf"))
+    sp.set_defaults(func=cmd_export)
 
     sp = sub.add_parser("bench", help="benchmarks that print figures")
     sp.add_argument("what", choices=("track", "generator"))

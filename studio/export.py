@@ -1,0 +1,351 @@
+"""Export rendered clips: MP4 (H.264), GIF or a PNG sequence, with audio, side-by-side with
+the source, or pasted back into the original frames.
+
+Frames are rendered and encoded one small batch at a time (memory does not grow with the
+clip's length). The clip is written under a temporary name beside the target and renamed
+only when complete, so a cancelled or failed export never leaves a broken file at the
+output path. `export()` is a generator of `Progress` events, driven by the CLI and the GUI.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from .config import opt
+from .errors import Cancelled, InputError, StudioError
+from .progress import Control, Progress
+from .video import ffmpeg_exe
+
+FORMATS = ("mp4", "gif", "png")
+SOURCES = ("turntable", "self", "driver", "timeline")
+
+
+@dataclass
+class ExportConfig:
+    source: str = opt("turntable", "Where the motion comes from: turntable (yaw/pitch orbit), self (the subject's "
+                                   "own performance), driver (another person's video), timeline (keyframed sliders).",
+                      choices=SOURCES)
+    frames: str = opt("heldout", "For source=self: which frames (heldout, train, all).",
+                      choices=("heldout", "train", "all"))
+    driver: str | None = opt(None, "For source=driver: the driving video (or an already tracked project folder).")
+    timeline: str | None = opt(None, "For source=timeline: a JSON file of keys {t, slider: value}.")
+    duration: float = opt(10.0, "For source=turntable: length in seconds.", minimum=0.1, maximum=3600)
+    expression: str = opt("", "For source=turntable: fixed expression, e.g. 'smile_left=0.8,jaw_open=0.3'.")
+    fps: float | None = opt(None, "Frame rate (empty = the source's; 25 for turntable).", minimum=1, maximum=120)
+    format: str | None = opt(None, "mp4, gif or png (empty = from the output name).", choices=(None,) + FORMATS)
+    crf: int = opt(18, "MP4 quality: lower is better and larger (H.264 CRF, 0-51).", minimum=0, maximum=51)
+    side_by_side: bool = opt(False, "Put the source frames beside the render (self and driver sources).")
+    paste_back: bool = opt(False, "Paste the render back into the original video frames (source=self).")
+    audio: bool = opt(True, "Include the subject's or driver's audio, trimmed to the clip (MP4 only).")
+    engine: str | None = opt(None, "Which avatar engine renders (pvp or nerf; empty = the trained one).")
+    batch: int = opt(4, "Frames rendered per batch.", minimum=1, maximum=64, advanced=True)
+    overwrite: bool = opt(True, "Replace an existing file at the output path (only once the new one is complete).")
+
+
+# ----------------------------------------------------------------------------- writer
+class ClipWriter:
+    """Streams RGB frames to ffmpeg (MP4/GIF) or PNG files under a temporary name.
+
+    `finish()` renames the result into place; `abort()` removes every trace of it.
+    """
+
+    def __init__(self, path: Path, fmt: str, width: int, height: int, fps: float, crf: int = 18,
+                 audio: Path | None = None, audio_offset: float = 0.0, duration: float | None = None):
+        self.path, self.fmt, self.fps = path, fmt, fps
+        self.width, self.height = width, height
+        self.count = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        token = hashlib.sha1(f"{path}{time.time()}{os.getpid()}".encode()).hexdigest()[:8]
+        self.tmp = path.with_name(f".{path.stem}.{token}.partial{path.suffix}")
+        self._proc = None
+        if fmt == "png":
+            self.tmp.mkdir()
+            return
+        cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
+               "-s", f"{width}x{height}", "-r", f"{fps}", "-i", "pipe:0"]
+        if fmt == "mp4":
+            if audio is not None:
+                cmd += ["-ss", f"{audio_offset:.3f}", "-i", str(audio)]
+            cmd += ["-map", "0:v:0"]
+            if audio is not None:
+                cmd += ["-map", "1:a:0", "-c:a", "aac", "-b:a", "160k"]
+            if duration is not None:
+                cmd += ["-t", f"{duration:.3f}"]
+            cmd += ["-c:v", "libx264", "-preset", "medium", "-crf", str(crf), "-pix_fmt", "yuv420p",
+                    "-movflags", "+faststart", "-f", "mp4", str(self.tmp)]
+        elif fmt == "gif":
+            cmd += ["-filter_complex", "[0:v]split[a][b];[a]palettegen=stats_mode=diff[p];[b][p]paletteuse=dither=bayer",
+                    "-loop", "0", "-f", "gif", str(self.tmp)]
+        else:
+            raise InputError(f"unknown format '{fmt}'", f"use one of {', '.join(FORMATS)}")
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def write(self, frame: np.ndarray) -> None:
+        assert frame.shape == (self.height, self.width, 3), frame.shape
+        if self.fmt == "png":
+            ok = cv2.imwrite(str(self.tmp / f"{self.count:06d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            if not ok:
+                raise StudioError(f"could not write frame {self.count} of {self.path.name}", "check the disk")
+        else:
+            try:
+                self._proc.stdin.write(np.ascontiguousarray(frame, np.uint8).tobytes())
+            except BrokenPipeError:
+                err = self._proc.stderr.read().decode(errors="replace").strip().splitlines()
+                raise StudioError(f"the encoder stopped while writing {self.path.name}: "
+                                  f"{err[-1] if err else 'unknown reason'}", "check the disk space and output path")
+        self.count += 1
+
+    def finish(self, overwrite: bool = True) -> Path:
+        if self._proc is not None:
+            self._proc.stdin.close()
+            err = self._proc.stderr.read().decode(errors="replace")
+            if self._proc.wait() != 0:
+                self.abort()
+                last = err.strip().splitlines()[-1] if err.strip() else "unknown reason"
+                if "No space left" in err:
+                    raise StudioError(f"the disk is full while writing {self.path.name}",
+                                      "free some space and export again")
+                raise StudioError(f"the encoder failed for {self.path.name}: {last}", "try another format")
+        if self.path.exists():
+            if not overwrite:
+                self.abort()
+                raise InputError(f"{self.path} already exists", "choose another name or allow overwriting")
+            if self.path.is_dir() and self.fmt == "png":
+                old = self.path.with_name(f".{self.path.name}.old")
+                os.replace(self.path, old)
+                os.replace(self.tmp, self.path)
+                shutil.rmtree(old, ignore_errors=True)
+                return self.path
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        if self.tmp.is_dir():
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- compositing
+def feather_mask(size: int, feather: float = 0.08) -> np.ndarray:
+    """(S, S) float32 mask: 1 inside, linear fade to 0 over the border `feather` share."""
+    ramp = np.clip(np.minimum(np.arange(size) + 0.5, size - np.arange(size) - 0.5) / (feather * size), 0, 1)
+    return np.minimum(ramp[:, None], ramp[None, :]).astype(np.float32)
+
+
+def paste_back(frame: np.ndarray, render: np.ndarray, transform: np.ndarray, crop_size: int,
+               mask: np.ndarray | None = None) -> np.ndarray:
+    """Warp a render (aligned-crop space) back into the original frame with a soft mask.
+
+    transform: (2, 3) frame → crop affine at `crop_size` (as stored by tracking).
+    """
+    s = render.shape[0] / crop_size
+    A = transform.astype(np.float64) * s  # frame → render pixels
+    h, w = frame.shape[:2]
+    inv = cv2.invertAffineTransform(A)
+    warped = cv2.warpAffine(render, inv, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    m = mask if mask is not None else feather_mask(render.shape[0])
+    mw = cv2.warpAffine(m, inv, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)[..., None]
+    return (frame.astype(np.float32) * (1 - mw) + warped.astype(np.float32) * mw + 0.5).astype(np.uint8)
+
+
+def _even(x: int) -> int:
+    return x + (x % 2)
+
+
+def _pad_even(img: np.ndarray) -> np.ndarray:
+    h, w = img.shape[:2]
+    if h % 2 == 0 and w % 2 == 0:
+        return img
+    return cv2.copyMakeBorder(img, 0, _even(h) - h, 0, _even(w) - w, cv2.BORDER_REPLICATE)
+
+
+# ----------------------------------------------------------------------------- driver tracking
+def track_driver(project, driver: str | Path, on_progress=None) -> "object":
+    """Track a driver video once into <project>/drivers/<name>-<hash>/ and return its project."""
+    from .pipeline import run_stage
+    from .project import Project, is_project
+
+    driver = Path(driver)
+    if is_project(driver):
+        return Project.open(driver)
+    if not driver.exists():
+        raise InputError(f"the driver video {driver} does not exist")
+    st = driver.stat()
+    key = hashlib.sha1(f"{driver.resolve()}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:8]
+    root = project.root / "drivers" / f"{driver.stem}-{key}"
+    if is_project(root):
+        dproj = Project.open(root)
+    else:
+        if root.exists():
+            shutil.rmtree(root)
+        dproj = Project.create(root, driver)
+    try:
+        run_stage(dproj, "ingest", on_progress=on_progress)
+        run_stage(dproj, "track", {"crop_size": project.result("track").get("summary", {}).get("crop_size", 256),
+                                   "min_frames": 5}, on_progress=on_progress)
+    except StudioError as exc:
+        raise StudioError(f"the driver video could not be tracked: {exc.message}", exc.hint) from exc
+    return dproj
+
+
+# ----------------------------------------------------------------------------- export
+def build_motion(project, cfg: ExportConfig, avatar, on_progress=None):
+    from . import motion as mo
+    from .tracking.data import TrackingData
+
+    subject = TrackingData.from_project(project)
+    names = avatar.control_names
+    if cfg.source == "self":
+        m = mo.subject_motion(project, subject, cfg.frames)
+    elif cfg.source == "driver":
+        if not cfg.driver:
+            raise InputError("source=driver needs a driver video", "give --driver path/to/video.mp4")
+        dproj = track_driver(project, cfg.driver, on_progress)
+        dtrk = TrackingData.from_project(dproj)
+        audio_rel = (dproj.record("ingest").get("outputs") or {}).get("audio")
+        m = mo.driver_motion(project, subject, dtrk, dproj.path(audio_rel) if audio_rel else None)
+    elif cfg.source == "timeline":
+        if not cfg.timeline:
+            raise InputError("source=timeline needs a timeline file", "give --timeline keys.json")
+        m = mo.timeline_motion(cfg.timeline, names, cfg.fps)
+    elif cfg.source == "turntable":
+        expr = {}
+        for item in [s for s in cfg.expression.split(",") if s.strip()]:
+            if "=" not in item:
+                raise InputError(f"cannot read expression '{item}'", "write name=value, e.g. smile_left=0.8")
+            k, v = item.split("=", 1)
+            expr[k.strip()] = float(v)
+        m = mo.turntable_motion(names, avatar.ranges, cfg.duration, cfg.fps or 25.0, expr)
+    else:
+        raise InputError(f"unknown source '{cfg.source}'", f"use one of {', '.join(SOURCES)}")
+    if cfg.fps and m.rows is not None and abs(cfg.fps - m.fps) > 1e-3:
+        # resample a tracked performance to the requested rate (nearest source frame)
+        t = np.arange(int(len(m) * cfg.fps / m.fps)) / cfg.fps
+        pick = np.minimum((t * m.fps + 1e-6).astype(int), len(m) - 1)
+        m.controls, m.rows, m.fps = m.controls[pick], m.rows[pick], cfg.fps
+    return m
+
+
+def _source_frames(motion, project):
+    """Yield the original video frame for each motion row (self / driver), streamed."""
+    import json
+
+    from .project import Project
+    from .video import DecodeSettings, FrameReader
+
+    proj = project if motion.name == "self" else Project.open(motion.source.root.parent)
+    video = json.loads(proj.output("ingest", "video").read_text("utf-8"))
+    reader = FrameReader(proj.source_video, DecodeSettings(**video["decode"]))
+    frames = enumerate(reader)
+    cur_i, cur = -1, None
+    try:
+        for r in motion.rows:  # non-decreasing
+            while cur_i < r:
+                nxt = next(frames, None)
+                if nxt is None:
+                    return
+                cur_i, cur = nxt
+            yield int(r), cur
+    finally:
+        reader.close()
+
+
+def export(project, cfg: ExportConfig, out: str | Path, control: Control | None = None,
+           avatar=None) -> Iterator[Progress]:
+    """Render and encode a clip; yields Progress; returns {"path", "frames", "fps", "seconds", ...}."""
+    from .avatar import Avatar
+
+    control = control or Control()
+    out = Path(out)
+    fmt = cfg.format or {".mp4": "mp4", ".mov": "mp4", ".m4v": "mp4", ".gif": "gif"}.get(out.suffix.lower(),
+                                                                                      "png" if not out.suffix else None)
+    if fmt is None:
+        raise InputError(f"cannot tell the format from '{out.name}'", "end the name with .mp4 or .gif, or give a "
+                         "folder name (no extension) for PNG frames")
+    if out.exists() and not cfg.overwrite:
+        raise InputError(f"{out} already exists", "choose another name")
+    avatar = avatar or Avatar.open(project, cfg.engine)
+
+    yield Progress(stage="export", step=0, total=1, part="prepare", message=f"preparing {cfg.source} motion")
+    motion = build_motion(project, cfg, avatar)
+    if len(motion) == 0:
+        raise InputError("the chosen motion has no frames")
+    needs_frames = cfg.side_by_side or cfg.paste_back
+    if needs_frames and motion.rows is None:
+        raise InputError(f"side-by-side and paste-back need a video source, not {cfg.source}",
+                         "use source self or driver")
+    if cfg.paste_back and motion.name != "self":
+        raise InputError("paste-back works with the subject's own video (source self)",
+                         "use --side-by-side for a driver")
+    S = avatar.size
+    src_trk = motion.source
+    if cfg.paste_back:
+        fw, fh = src_trk.frame_size
+        width, height = fw, fh
+    else:
+        width, height = S, S
+    if cfg.side_by_side:
+        width *= 2
+    width, height = _even(width), _even(height)
+    audio = motion.audio if (cfg.audio and fmt == "mp4") else None
+    writer = ClipWriter(out, fmt, width, height, motion.fps, cfg.crf, audio, motion.audio_offset, motion.duration)
+    frames_it = _source_frames(motion, project) if needs_frames else None
+    mask = feather_mask(S)
+    clamped: set[str] = set()
+    t0 = time.perf_counter()
+    total = len(motion)
+    done = 0
+    try:
+        for start, ctrl in motion.chunks(cfg.batch):
+            control.checkpoint()
+            imgs, moved = avatar.render_batch(ctrl)
+            clamped.update(moved)
+            for k, img in enumerate(imgs):
+                frame = img
+                if needs_frames:
+                    row, src = next(frames_it)
+                    if cfg.paste_back:
+                        frame = paste_back(src, img, src_trk.transforms[row], src_trk.crop_size, mask) \
+                            if src_trk.valid[row] else src
+                        left = src
+                    else:
+                        left = cv2.resize(src_trk.crop(row), (S, S), interpolation=cv2.INTER_AREA) \
+                            if src_trk.valid[row] else np.zeros((S, S, 3), np.uint8)
+                    if cfg.side_by_side:
+                        frame = np.concatenate([left, frame], axis=1)
+                writer.write(_pad_even(frame))
+                done += 1
+            el = time.perf_counter() - t0
+            yield Progress(stage="export", step=done, total=total, part="render", elapsed=el,
+                           message=f"{done}/{total} frames", preview=frame if done % 25 < cfg.batch else None)
+        control.checkpoint()
+        path = writer.finish(cfg.overwrite)
+    except BaseException as exc:
+        writer.abort()
+        if isinstance(exc, (KeyboardInterrupt,)):
+            raise Cancelled("export cancelled", "no file was written; start the export again") from None
+        if isinstance(exc, Cancelled):
+            raise Cancelled("export cancelled", "no file was written; start the export again") from None
+        raise
+    finally:
+        if frames_it is not None:
+            frames_it.close()
+    notes = list(motion.notes)
+    if clamped:
+        notes.append(f"some slider values were outside the trained range and were clamped: {', '.join(sorted(clamped))}")
+    return {"path": str(path), "frames": done, "fps": motion.fps, "seconds": done / motion.fps,
+            "size": [width, height], "audio": audio is not None, "format": fmt, "notes": notes,
+            "render_seconds": time.perf_counter() - t0}
