@@ -115,5 +115,7 @@ def default_impl(impl):
 
 
 def current_stream(tensor):
-    """Raw cudaStream_t (as int) of the current stream on the tensor's device."""
+    """Raw cudaStream_t (as int) of the current stream on the tensor's device (0 off the GPU)."""
+    if tensor.device.type != 'cuda':
+        return 0
     return torch.cuda.current_stream(tensor.device).cuda_stream
