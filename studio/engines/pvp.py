@@ -1,0 +1,55 @@
+"""The StyleGAN (PVP) avatar engine: tuned generator + pose mapper + expression mapper."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from ..avatar import register_engine
+
+
+class PVPEngine:
+    name = "pvp"
+
+    def __init__(self, project, device: str = "cpu"):
+        from models.pvp_mappers import ExpressionMapper, PoseMapper
+
+        from ..stages.mappers import load_personal_generator
+
+        self.device = torch.device(device)
+        G, pivots, _ = load_personal_generator(project, self.device)
+        meta = json.loads(project.output("mappers", "meta").read_text("utf-8"))
+        state = torch.load(project.output("mappers", "mappers"), map_location=self.device, weights_only=True)
+        self.pose_map = PoseMapper(pivots, hidden=meta["hidden"], beta=meta["beta"]).to(self.device)
+        self.pose_map.load_state_dict(state["pose"])
+        self.expr_map = ExpressionMapper(meta["n_expr"], meta["w_dim"], meta["num_ws"], n_layers=meta["n_expr_layers"],
+                                         hidden=meta["hidden"]).to(self.device)
+        self.expr_map.load_state_dict(state["expr"])
+        for m in (self.pose_map, self.expr_map):
+            m.eval().requires_grad_(False)
+        self.G = G
+        self.size = int(G.img_resolution)
+        self.control_names = list(meta["control_names"])
+        self.ranges = {k: (float(v[0]), float(v[1])) for k, v in meta["ranges"].items()}
+
+    def latents(self, controls: np.ndarray) -> torch.Tensor:
+        c = torch.from_numpy(np.asarray(controls, np.float32)).to(self.device)
+        return self.pose_map(c[:, :2]) + self.expr_map(c[:, 2:])
+
+    @torch.no_grad()
+    def render_controls(self, controls: np.ndarray, edits=None) -> np.ndarray:
+        ws = self.latents(controls)
+        if edits is not None:
+            ws = edits.apply(ws) if hasattr(edits, "apply") else ws
+        img = self.G.synthesis(ws, noise_mode="const")
+        return img.clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _load(project) -> PVPEngine:
+    from ..pipeline import resolve_device
+
+    return PVPEngine(project, resolve_device(project.device))
+
+
+register_engine("pvp", _load)

@@ -1,0 +1,281 @@
+"""Stage `mappers` (PVP): a pose mapper that blends the pivot latents and an expression mapper
+that offsets the early latents, trained on every training frame with the tuned generator frozen.
+
+Losses (weights in the preset): L2 + perceptual + identity (ArcFace, when its weights are
+present) on the training frames; on renders whose expression inputs are randomly perturbed,
+an expression-matching and a pose-consistency loss read back through a small differentiable
+estimator trained on this video's own crops (PVP used DECA, which is not available offline),
+an RGB consistency loss outside the eyes and mouth, and a small latent regulariser.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ..atomic import atomic_path, write_json
+from ..config import opt, to_dict
+from ..errors import ProjectError
+from ..tracking.data import TrackingData
+from .base import StageContext, StageSpec, register
+
+
+@dataclass
+class MappersConfig:
+    steps: int = opt(900, "Mapper training steps.", minimum=1)
+    batch: int = opt(8, "Frames per step.", minimum=1, maximum=64)
+    lr: float = opt(2e-3, "Learning rate (Adam).", minimum=1e-6, maximum=1.0, advanced=True)
+    hidden: int = opt(128, "Width of the mapper MLPs.", minimum=16, maximum=1024, advanced=True)
+    beta: float = opt(0.05, "Hull dilation β of the pose mapper: how far outside the pivots' convex hull it may go.",
+                      minimum=0.0, maximum=1.0, advanced=True)
+    estimator_steps: int = opt(400, "Training steps of the pose/expression read-back network.", minimum=0)
+    perturb: float = opt(0.6, "Std of the random expression perturbation (slider units).", minimum=0.0, maximum=3.0,
+                         advanced=True)
+    w_l2: float = opt(1.0, "Weight of the L2 reconstruction loss.", advanced=True)
+    w_perceptual: float = opt(0.5, "Weight of the perceptual loss.", advanced=True)
+    w_identity: float = opt(0.1, "Weight of the identity loss (ArcFace).", advanced=True)
+    w_expression: float = opt(0.05, "Weight of the expression-matching loss on perturbed renders.", advanced=True)
+    w_pose: float = opt(0.05, "Weight of the pose-consistency loss on perturbed renders.", advanced=True)
+    w_rgb: float = opt(0.5, "Weight of the RGB consistency outside eyes and mouth on perturbed renders.",
+                       advanced=True)
+    w_reg: float = opt(1e-3, "Weight of the latent offset regulariser.", advanced=True)
+    checkpoint_every_s: float = opt(45.0, "Seconds between checkpoints.", minimum=5, advanced=True)
+    seed: int = opt(0, "Random seed.", advanced=True)
+
+
+PRESETS = {"preview": MappersConfig(),
+           "quality": MappersConfig(steps=20000, batch=16, estimator_steps=4000, checkpoint_every_s=120)}
+
+
+# ----------------------------------------------------------------------------- inputs
+def load_personal_generator(project, device="cpu"):
+    """(G, pivot ws (K, L, D) tensor, pivot rows (K,)) from the finished `pti` stage."""
+    from models.stylegan2.checkpoint import load_generator
+
+    G, gcfg = load_generator(project.output("pti", "generator"), device=device)
+    with np.load(project.output("pti", "latents")) as z:
+        ws = torch.from_numpy(z["ws"]).float().to(device)
+        rows = z["rows"].astype(int)
+    if ws.ndim == 2:
+        ws = ws[:, None, :].repeat(1, G.num_ws, 1)
+    return G, ws, rows
+
+
+def region_mask(tracking: TrackingData, rows, size: int) -> np.ndarray:
+    """(S, S) float32: 0 over the eyes, brows and mouth of the mean aligned face, 1 elsewhere."""
+    lm = np.mean([tracking.crop_landmarks(int(r)) for r in rows[:: max(1, len(rows) // 50)]], axis=0)
+    lm = lm * (size / tracking.crop_size)
+    m = np.zeros((size, size), np.uint8)
+    eye_r = [33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246, 70, 63, 105, 66, 107]
+    eye_l = [263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466, 300, 293, 334, 296, 336]
+    mouth = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185]
+    for idx in (eye_r, eye_l, mouth):
+        hull = cv2.convexHull(lm[idx].astype(np.float32)).astype(np.int32)
+        cv2.fillConvexPoly(m, hull, 1)
+    k = max(3, size // 24) | 1
+    m = cv2.dilate(m, np.ones((k, k), np.uint8))
+    m = cv2.GaussianBlur(m.astype(np.float32), (k, k), 0)
+    return (1.0 - np.clip(m, 0, 1)).astype(np.float32)
+
+
+def _to_tensor(imgs: np.ndarray, device) -> torch.Tensor:
+    return torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(device)
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    return (x.detach().clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
+
+
+def _face112(x: torch.Tensor) -> torch.Tensor:
+    """Central face region of FFHQ-aligned images, resized to 112 for ArcFace."""
+    s = x.shape[-1]
+    a, b = int(s * 0.19), int(s * 0.81)
+    return F.interpolate(x[..., a + int(s * 0.03): b + int(s * 0.03), a:b], size=(112, 112), mode="bilinear",
+                         align_corners=False, antialias=True)
+
+
+def load_identity_net(device="cpu"):
+    """ArcFace MobileFaceNet when its weights are available, else None."""
+    try:
+        from models.arcface import load_arcface
+        from ..model_files import arcface_path
+    except ImportError:
+        return None
+    path = arcface_path()
+    if path is None:
+        return None
+    return load_arcface(path, device)
+
+
+# ----------------------------------------------------------------------------- stage
+def run(ctx: StageContext, cfg: MappersConfig):
+    from models.perceptual import PerceptualLoss
+    from models.pvp_mappers import ControlEstimator, ExpressionMapper, PoseMapper
+
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    dev = torch.device(ctx.device)
+    proj = ctx.project
+    trk = TrackingData.from_project(proj)
+    train, held = trk.split()
+    G, pivots, pivot_rows = load_personal_generator(proj, dev)
+    res = G.img_resolution
+    yield ctx.progress(0, 1, part="data", message=f"loading {len(train)} training crops at {res}px")
+    imgs = _to_tensor(trk.crops(train, size=res), "cpu")
+    ctrl_all = torch.from_numpy(trk.controls(train))
+    lo = ctrl_all.quantile(0.01, dim=0)
+    hi = ctrl_all.quantile(0.99, dim=0)
+    c_mean, c_std = ctrl_all.mean(0), ctrl_all.std(0).clamp_min(1e-3)
+    keep = torch.from_numpy(region_mask(trk, train, res))[None, None].to(dev)
+    n_expr = ctrl_all.shape[1] - 2
+
+    est = ControlEstimator(ctrl_all.shape[1], resolution=min(res, 128)).to(dev)
+    est.out_mean.copy_(c_mean)
+    est.out_std.copy_(c_std)
+    pose_map = PoseMapper(pivots, hidden=cfg.hidden, beta=cfg.beta, pose_mean=c_mean[:2].to(dev),
+                          pose_std=c_std[:2].to(dev)).to(dev)
+    expr_map = ExpressionMapper(n_expr, pivots.shape[2], G.num_ws, hidden=cfg.hidden).to(dev)
+    opt_est = torch.optim.Adam(est.parameters(), lr=1e-3)
+    opt_map = torch.optim.Adam(list(pose_map.parameters()) + list(expr_map.parameters()), lr=cfg.lr)
+    perceptual = PerceptualLoss(None).to(dev) if cfg.w_perceptual > 0 else None
+    if perceptual is not None:
+        from ..model_files import lpips_path
+
+        lp = lpips_path()
+        if lp is not None:
+            perceptual = PerceptualLoss(str(lp)).to(dev)
+    idnet = load_identity_net(dev) if cfg.w_identity > 0 else None
+
+    ckpt_path = ctx.workdir / "train.ckpt"
+    est_step = map_step = 0
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location=dev, weights_only=True)
+        est.load_state_dict(ck["est"])
+        pose_map.load_state_dict(ck["pose"])
+        expr_map.load_state_dict(ck["expr"])
+        opt_est.load_state_dict(ck["opt_est"])
+        opt_map.load_state_dict(ck["opt_map"])
+        est_step, map_step = int(ck["est_step"]), int(ck["map_step"])
+        yield ctx.progress(map_step, cfg.steps, part="resume", message=f"resumed at estimator step {est_step}, "
+                           f"mapper step {map_step}")
+
+    def save_ckpt():
+        with atomic_path(ckpt_path) as tmp:
+            torch.save({"est": est.state_dict(), "pose": pose_map.state_dict(), "expr": expr_map.state_dict(),
+                        "opt_est": opt_est.state_dict(), "opt_map": opt_map.state_dict(),
+                        "est_step": est_step, "map_step": map_step}, tmp)
+
+    last_save = time.perf_counter()
+    t0 = time.perf_counter()
+    # ---- part 1: the read-back estimator on real crops
+    est.train()
+    while est_step < cfg.estimator_steps:
+        idx = torch.from_numpy(rng.integers(0, len(train), size=min(16, len(train))))
+        x = imgs[idx].to(dev)
+        # light augmentation: brightness/contrast jitter and a 1-3 px shift
+        x = (x * (1 + 0.1 * torch.randn(len(idx), 1, 1, 1, device=dev)) + 0.05 * torch.randn(len(idx), 1, 1, 1,
+                                                                                            device=dev)).clamp(-1, 1)
+        sh = [int(v) for v in rng.integers(-3, 4, size=2)]
+        x = torch.roll(x, shifts=sh, dims=(2, 3))
+        y = ctrl_all[idx].to(dev)
+        loss = F.smooth_l1_loss((est(x) - est.out_mean) / est.out_std, (y - est.out_mean) / est.out_std)
+        opt_est.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_est.step()
+        est_step += 1
+        if time.perf_counter() - last_save > cfg.checkpoint_every_s:
+            save_ckpt()
+            last_save = time.perf_counter()
+        if est_step % 10 == 0 or est_step == cfg.estimator_steps:
+            yield ctx.progress(est_step, cfg.estimator_steps, part="estimator", losses={"readback": float(loss)},
+                               elapsed=time.perf_counter() - t0)
+    est.eval().requires_grad_(False)
+    est_quality = {}
+    if len(held):
+        with torch.no_grad():
+            xh = _to_tensor(trk.crops(held, size=res), dev)
+            pred = est(xh).cpu().numpy()
+        truth = trk.controls(held)
+        est_quality = {"estimator_yaw_mae": float(np.abs(pred[:, 0] - truth[:, 0]).mean()),
+                       "estimator_jaw_corr": float(np.corrcoef(pred[:, 2], truth[:, 2])[0, 1])}
+
+    # ---- part 2: the mappers
+    t1 = time.perf_counter()
+    lo_d, hi_d = lo.to(dev), hi.to(dev)
+    while map_step < cfg.steps:
+        idx = torch.from_numpy(rng.integers(0, len(train), size=min(cfg.batch, len(train))))
+        target = imgs[idx].to(dev)
+        c = ctrl_all[idx].to(dev)
+        pose, expr = c[:, :2], c[:, 2:]
+        w_pose = pose_map(pose)
+        off = expr_map(expr)
+        out = G.synthesis(w_pose + off, noise_mode="const")
+        l2 = F.mse_loss(out, target)
+        loss = cfg.w_l2 * l2
+        logs = {"l2": float(l2)}
+        if perceptual is not None:
+            lp = perceptual(out, target)
+            loss = loss + cfg.w_perceptual * lp
+            logs["perceptual"] = float(lp)
+        if idnet is not None:
+            e1 = F.normalize(idnet(_face112(out)), dim=1)
+            e2 = F.normalize(idnet(_face112(target)), dim=1)
+            lid = (1 - (e1 * e2).sum(1)).mean()
+            loss = loss + cfg.w_identity * lid
+            logs["identity"] = float(lid)
+        reg = off[:, : expr_map.n_layers].pow(2).mean()
+        loss = loss + cfg.w_reg * reg
+        if cfg.perturb > 0 and (cfg.w_expression > 0 or cfg.w_pose > 0 or cfg.w_rgb > 0):
+            h = max(1, len(idx) // 2)
+            e2 = expr[:h] + cfg.perturb * torch.randn_like(expr[:h]) * c_std[2:].to(dev)
+            e2 = torch.max(torch.min(e2, hi_d[2:]), lo_d[2:])
+            out2 = G.synthesis(w_pose[:h] + expr_map(e2), noise_mode="const")
+            read = est(out2)
+            std = est.out_std
+            lexp = F.smooth_l1_loss(read[:, 2:] / std[2:], e2 / std[2:])
+            lpose = F.smooth_l1_loss(read[:, :2] / std[:2], pose[:h] / std[:2])
+            keep_r = F.interpolate(keep, size=out2.shape[-2:], mode="bilinear", align_corners=False)
+            lrgb = (keep_r * (out2 - out[:h].detach()).abs()).mean()
+            loss = loss + cfg.w_expression * lexp + cfg.w_pose * lpose + cfg.w_rgb * lrgb
+            logs.update(expression=float(lexp), pose=float(lpose), rgb=float(lrgb))
+        opt_map.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_map.step()
+        map_step += 1
+        if time.perf_counter() - last_save > cfg.checkpoint_every_s:
+            save_ckpt()
+            last_save = time.perf_counter()
+        preview = None
+        if map_step % 50 == 0 or map_step == cfg.steps:
+            k = min(4, len(idx))
+            preview = np.concatenate([np.concatenate(list(_to_uint8(target[:k])), 1),
+                                      np.concatenate(list(_to_uint8(out[:k])), 1)], 0)
+        yield ctx.progress(map_step, cfg.steps, part="mappers", losses=logs, preview=preview,
+                           elapsed=time.perf_counter() - t1)
+    save_ckpt()
+    # ---- final files
+    final = ctx.workdir / "mappers.pt"
+    with atomic_path(final) as tmp:
+        torch.save({"pose": pose_map.state_dict(), "expr": expr_map.state_dict(), "est": est.state_dict()}, tmp)
+    names = ["yaw", "pitch"] + trk.expression_names
+    meta = {"format": "avatar-studio/pvp-mappers", "version": 1, "k": int(pivots.shape[0]),
+            "num_ws": int(G.num_ws), "w_dim": int(pivots.shape[2]), "n_expr": n_expr, "hidden": cfg.hidden,
+            "beta": cfg.beta, "n_expr_layers": expr_map.n_layers, "control_names": names,
+            "ranges": {n: [float(a), float(b)] for n, a, b in zip(names, lo.tolist(), hi.tolist())},
+            "resolution": int(res), "config": to_dict(cfg)}
+    write_json(ctx.workdir / "mappers.json", meta)
+    seconds = time.perf_counter() - t0
+    return {"outputs": {"mappers": f"{ctx.stage}/mappers.pt", "meta": f"{ctx.stage}/mappers.json"},
+            "summary": {"steps": map_step, "final_l2": round(logs["l2"], 5), "minutes": round(seconds / 60, 1),
+                        **{k: round(v, 3) for k, v in est_quality.items()}}}
+
+
+register(StageSpec(name="mappers", title="Pose & expression control", config_cls=MappersConfig, presets=PRESETS,
+                   run=run, depends_on=("track", "pti"), engine="pvp",
+                   description="Trains the pose mapper (blends pivot latents) and the expression mapper "
+                               "(offsets early latents), so sliders move the avatar."))
