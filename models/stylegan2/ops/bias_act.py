@@ -88,6 +88,12 @@ def _bias_act_ref(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=N
         shape = [1] * x.ndim
         shape[dim] = -1
         x = x + b.to(x.dtype).reshape(shape)
+        if act == 'lrelu' and not (torch.is_grad_enabled() and x.requires_grad):
+            # Inference fast path: work in place on the fresh tensor from the bias add.
+            x = F.leaky_relu_(x, alpha)
+            if gain != 1:
+                x = x.mul_(gain)
+            return x.clamp_(-clamp, clamp) if clamp >= 0 else x
     x = spec.fn(x, alpha)
     if gain != 1:
         x = x * gain

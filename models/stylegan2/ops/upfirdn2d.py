@@ -120,14 +120,17 @@ def _upfirdn2d_ref(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1):
 
     if upx == 1 and upy == 1:
         # Pad (negative pads crop), correlate with the flipped filter; downsample through the stride.
-        if any(p != 0 for p in (padx0, padx1, pady0, pady1)):
+        conv_pad = 0
+        if padx0 == padx1 and pady0 == pady1 and padx0 >= 0 and pady0 >= 0:
+            conv_pad = (pady0, padx0)      # symmetric: let the convolution pad, saving a copy
+        elif any(p != 0 for p in (padx0, padx1, pady0, pady1)):
             x = F.pad(x, [padx0, padx1, pady0, pady1])
-        w = (f if flip_filter else f.flip([0, 1]))[None, None].expand(num_channels, 1, fh, fw)
-        return F.conv2d(x, w, groups=num_channels, stride=(downy, downx))
+        w = (f if flip_filter else f.flip([0, 1]))[None, None].expand(num_channels, 1, fh, fw).contiguous()
+        return F.conv2d(x, w, groups=num_channels, stride=(downy, downx), padding=conv_pad)
 
     # Upsampling: zero insertion followed by a convolution is a strided transposed convolution
     # with the unflipped filter; its output t satisfies y[o] = t[o + f - 1 - pad0].
-    w = (f.flip([0, 1]) if flip_filter else f)[None, None].expand(num_channels, 1, fh, fw)
+    w = (f.flip([0, 1]) if flip_filter else f)[None, None].expand(num_channels, 1, fh, fw).contiguous()
     t = F.conv_transpose2d(x, w, stride=(upy, upx), groups=num_channels)
     out_h = in_height * upy + pady0 + pady1 - fh + 1
     out_w = in_width * upx + padx0 + padx1 - fw + 1
