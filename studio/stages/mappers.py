@@ -192,7 +192,7 @@ def run(ctx: StageContext, cfg: MappersConfig):
             save_ckpt()
             last_save = time.perf_counter()
         if est_step % 10 == 0 or est_step == cfg.estimator_steps:
-            yield ctx.progress(est_step, cfg.estimator_steps, part="estimator", losses={"readback": float(loss)},
+            yield ctx.progress(est_step, cfg.estimator_steps, part="estimator", losses={"readback": loss.item()},
                                elapsed=time.perf_counter() - t0)
     est.eval().requires_grad_(False)
     est_quality = {}
