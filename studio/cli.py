@@ -290,6 +290,34 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_models(args) -> int:
+    from .model_files import ModelFiles, SPECS
+
+    mf = ModelFiles()
+    if args.action == "add":
+        if not args.key or not args.path:
+            raise InputError("models add needs a name and a file", f"e.g. avatar-studio models add lpips vgg16.pth; "
+                             f"names: {', '.join(SPECS)}")
+        e = mf.set(args.key, args.path)
+        _say(f"{e.spec.title}: {e.path} (sha256 {e.sha256[:16]}…)")
+        return 0
+    if args.action == "remove":
+        if args.key not in SPECS:
+            raise InputError(f"unknown model file '{args.key}'", f"names: {', '.join(SPECS)}")
+        mf.remove(args.key)
+        _say(f"{SPECS[args.key].title}: removed from the settings (the file itself was not deleted)")
+        return 0
+    _say(f"settings file: {mf.file}", "")
+    for e in mf.entries():
+        _say(f"{e.key:<10} {e.spec.title:<34} {e.status}")
+        if e.path is not None:
+            _say(f"{'':<10} {e.path}" + (f"  sha256 {e.sha256[:16]}…" if e.sha256 else ""))
+        else:
+            _say(f"{'':<10} needed for: {e.spec.purpose}", f"{'':<10} get: {e.spec.how_to_get}",
+                 f"{'':<10} add: avatar-studio models add {e.key} /path/to/file")
+    return 0
+
+
 def cmd_bench(args) -> int:
     if args.what == "track":
         from .benchmarks.tracking import main as bench_main
@@ -382,6 +410,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-audio", dest="audio", action="store_false", default=None)
     sp.add_argument("--engine", choices=("pvp", "nerf"))
     sp.set_defaults(func=cmd_export)
+
+    sp = sub.add_parser("models", help="optional weight files (StyleGAN2, CLIP, ArcFace, LPIPS, FLAME): list, add, "
+                        "remove")
+    sp.add_argument("action", nargs="?", default="list", choices=("list", "add", "remove"))
+    sp.add_argument("key", nargs="?", help="stylegan2, clip, arcface, lpips or flame")
+    sp.add_argument("path", nargs="?", help="the file (for add)")
+    sp.set_defaults(func=cmd_models)
 
     sp = sub.add_parser("bench", help="benchmarks that print figures")
     sp.add_argument("what", choices=("track", "generator"))
