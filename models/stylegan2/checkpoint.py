@@ -78,20 +78,16 @@ def load_generator(path, device='cpu'):
     return G.eval().requires_grad_(False).to(device), cfg
 
 
-def _build_and_fill(cfg, state_dict, what, strict=True):
+def _build_and_fill(cfg, state_dict, what):
     try:
         G = Generator.from_config(cfg)
     except (AssertionError, ValueError, TypeError) as e:
         raise CheckpointError(f'{what}: unsupported generator configuration {cfg}: {e}') from e
     state_dict = {k: (v.detach().float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in state_dict.items()}
     try:
-        result = G.load_state_dict(state_dict, strict=strict)
+        G.load_state_dict(state_dict, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f'{what}: tensors do not match a StyleGAN2 generator of the stated shape: {e}') from e
-    if not strict:
-        missing = [k for k in result.missing_keys if not k.endswith('resample_filter')]
-        if missing or result.unexpected_keys:
-            raise CheckpointError(f'{what}: missing {missing[:8]}, unexpected {result.unexpected_keys[:8]}')
     return G
 
 
@@ -155,7 +151,7 @@ def _load_torch(path):
         return _load_rosinality(path, data)
     if isinstance(data, dict) and data.get('format') == FORMAT_NAME:
         cfg = _read_config(path, data.get('config'))
-        return _build_and_fill(cfg, data['state_dict'], path, strict=False), cfg
+        return _build_and_fill(cfg, data['state_dict'], path), cfg
     keys = sorted(map(str, data))[:10] if isinstance(data, dict) else type(data).__name__
     raise CheckpointError(f"{path}: torch file holds {keys}, expected a dict with 'g_ema' (rosinality) "
                           f"or format={FORMAT_NAME!r} (Avatar Studio); expected {EXPECTED}")
@@ -195,7 +191,7 @@ def _load_safetensors(path):
         raise CheckpointError(f'{path}: unreadable safetensors file ({e}); expected {EXPECTED}') from e
     embedded = json.loads(meta['config']) if 'config' in meta else None
     cfg = _read_config(path, embedded)
-    return _build_and_fill(cfg, state, path, strict=False), cfg
+    return _build_and_fill(cfg, state, path), cfg
 
 
 def _read_config(path, embedded):
