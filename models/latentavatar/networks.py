@@ -11,12 +11,14 @@ def _act() -> nn.Module:
     return nn.LeakyReLU(0.2, inplace=True)
 
 
-CODE_LIMIT = 3.0
-"""Codes are soft-clipped to (-CODE_LIMIT, CODE_LIMIT) so encoder and mapper share a bounded space."""
+def normalize_code(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Scale codes to unit RMS (the sphere of radius √D), as StyleGAN normalises its latents.
 
-
-def soft_clip(x: torch.Tensor, limit: float = CODE_LIMIT) -> torch.Tensor:
-    return limit * torch.tanh(x / limit)
+    Encoder and mapper then share a bounded space without saturating: a tanh bound was tried and
+    the encoder drove every unit into saturation, where the gradient dies and θ stops carrying
+    the expression.
+    """
+    return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)
 
 
 class ExpressionEncoder(nn.Module):
@@ -38,7 +40,7 @@ class ExpressionEncoder(nn.Module):
 
     def forward(self, face: torch.Tensor) -> torch.Tensor:
         assert face.ndim == 4 and face.shape[1:] == (3, self.in_res, self.in_res), face.shape
-        return soft_clip(self.head(self.body(face).flatten(1)))
+        return normalize_code(self.head(self.body(face).flatten(1)))
 
 
 class ExpressionMapper(nn.Module):
@@ -50,7 +52,7 @@ class ExpressionMapper(nn.Module):
                                  nn.Linear(hidden, code_dim))
 
     def forward(self, expr: torch.Tensor) -> torch.Tensor:
-        return soft_clip(self.net(expr))
+        return normalize_code(self.net(expr))
 
 
 class PointDecoder(nn.Module):

@@ -33,8 +33,8 @@ class LossWeights:
     """λ of the L1 loss between the accumulated opacity and the matte."""
     code: float = 0.1
     """λ of the mapper's regression onto the (detached) encoder codes."""
-    code_reg: float = 1e-3
-    """λ of an L2 penalty keeping the encoder's codes small."""
+    code_reg: float = 0.0
+    """λ of an L2 penalty on the encoder's codes (0: the codes are already normalised to unit RMS)."""
 
 
 def compute_losses(model: LatentAvatar, batch: dict[str, torch.Tensor], perceptual: torch.nn.Module | None,

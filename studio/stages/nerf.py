@@ -1,0 +1,325 @@
+"""Stage `nerf`: train the LatentAvatar engine (issue #6) on the tracked crops.
+
+Part "train": encoder, tri-plane generator, point decoder and super-resolution train jointly
+(L1 + λ·perceptual on the final image, λ·L1 on the volume-rendered low-res image, λ·mask loss
+against the matte). The camera of each frame comes from its tracked yaw/pitch (see
+`models.latentavatar.camera`). Checkpoints are written atomically every `checkpoint_every_s`
+seconds; a killed or cancelled run resumes from the last one.
+
+Part "mapper": the expression mapper (tracked expression controls → θ) is fitted to the
+encoder's codes of the training frames. It was already co-trained in part "train" (on a share of
+the samples the decoder renders from its codes), so this is a short refinement.
+
+Outputs (inside ``<project>/nerf/``): ``model.safetensors`` (state_dict) and ``avatar.json``
+(model config, control names and ranges, training figures), read by `studio.engines.nerf`.
+Held-out frames (the last 15 % of the clip) are never trained on; the summary reports their PSNR.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..atomic import atomic_path, write_json
+from ..config import opt
+from ..errors import InputError
+from .base import StageContext, StageSpec, register
+
+FORMAT = "latentavatar-1"
+
+
+@dataclass
+class NerfConfig:
+    size: int = opt(128, "Side of the rendered avatar in pixels (the super-resolution output).",
+                    choices=(16, 32, 64, 128, 256, 512))
+    low_res: int = opt(32, "Side of the volume-rendered image that super-resolution upsamples.",
+                       choices=(8, 16, 32, 64, 128))
+    samples: int = opt(24, "Samples per camera ray.", minimum=4, maximum=256)
+    code_dim: int = opt(64, "Size of the latent expression code θ.", minimum=4, maximum=512)
+    encoder_res: int = opt(64, "Side of the face region the encoder sees.", choices=(16, 32, 64, 128))
+    plane_res: int = opt(64, "Side of each tri-plane.", choices=(16, 32, 64, 128, 256))
+    plane_channels: int = opt(16, "Channels of each tri-plane.", minimum=2, maximum=96)
+    steps: int = opt(7000, "Training steps (batches).", minimum=1)
+    time_budget_min: float = opt(28.0, "Stop training after this many minutes even if steps remain "
+                                       "(0 = no limit). Keeps the preview preset inside its time goal.",
+                                 minimum=0.0)
+    batch: int = opt(4, "Frames per training step.", minimum=1, maximum=64)
+    lr: float = opt(1.5e-3, "Adam learning rate (cosine-decayed to a tenth).", minimum=1e-6, maximum=1e-1)
+    perceptual_weight: float = opt(0.3, "Weight of the perceptual loss on the final image.", minimum=0.0)
+    low_weight: float = opt(0.5, "Weight of the L1 loss on the low-resolution image.", minimum=0.0)
+    mask_weight: float = opt(0.3, "Weight of the mask loss against the matte.", minimum=0.0)
+    mapper_share: float = opt(0.5, "Share of training samples rendered from the expression mapper's code "
+                                   "instead of the encoder's.", minimum=0.0, maximum=1.0, advanced=True)
+    mapper_steps: int = opt(600, "Steps of the final mapper fit onto the encoder codes (0 = skip).", minimum=0,
+                            advanced=True)
+    backbone: str = opt("", "VGG16/AlexNet torchvision .pth for an LPIPS perceptual loss; empty = the LPIPS "
+                            "backbone set in the Models settings, else the no-download substitute.")
+    threads: int = opt(0, "CPU threads for training (CPU only); 0 = auto: the cores other programs leave free, "
+                          "re-checked as training runs (oversubscribed threads spin and slow down badly).",
+                       minimum=0, maximum=256, advanced=True)
+    checkpoint_every_s: float = opt(45.0, "Seconds between resumable checkpoints.", minimum=0.0, advanced=True)
+    preview_every: int = opt(200, "Steps between preview images.", minimum=1, advanced=True)
+    seed: int = opt(0, "Random seed.", advanced=True)
+
+
+PRESETS = {
+    "preview": NerfConfig(),
+    "quality": NerfConfig(size=512, low_res=128, samples=48, code_dim=128, encoder_res=128, plane_res=128,
+                          plane_channels=32, steps=150_000, time_budget_min=0.0, batch=8, lr=1e-3,
+                          checkpoint_every_s=300.0, preview_every=1000),
+}
+
+
+def model_config(cfg: NerfConfig, n_expr: int):
+    from models.latentavatar import LatentAvatarConfig
+
+    return LatentAvatarConfig(code_dim=cfg.code_dim, encoder_res=cfg.encoder_res, n_expr=n_expr,
+                              plane_res=cfg.plane_res, plane_channels=cfg.plane_channels,
+                              gen_max_channels=128 if cfg.plane_res <= 64 else 256,
+                              gen_min_channels=32 if cfg.plane_res <= 64 else 64,
+                              low_res=cfg.low_res, out_res=cfg.size, n_samples=cfg.samples,
+                              sr_channels=64 if cfg.size <= 256 else 128)
+
+
+class FrameSet:
+    """Training tensors held in memory (uint8 where large): crops, face regions, mattes, controls."""
+
+    def __init__(self, tracking, rows: np.ndarray, mcfg, device: str):
+        import torch
+        import torch.nn.functional as F
+
+        from models.latentavatar import face_region
+
+        self.rows = np.asarray(rows)
+        crops = tracking.crops(self.rows)                                          # (N, C, C, 3) uint8
+        full = torch.from_numpy(crops).permute(0, 3, 1, 2)
+        faces, images = [], []
+        for i in range(0, len(full), 32):
+            x = full[i:i + 32].float() / 255
+            faces.append((face_region(x, mcfg) * 255).round().to(torch.uint8))
+            images.append((F.interpolate(x, size=(mcfg.out_res, mcfg.out_res), mode="area") * 255)
+                          .round().to(torch.uint8) if x.shape[-1] != mcfg.out_res else full[i:i + 32])
+        self.face = torch.cat(faces).to(device)                                    # (N, 3, e, e) uint8
+        self.image = torch.cat(images).to(device)                                  # (N, 3, s, s) uint8
+        self.matte = torch.from_numpy(tracking.mattes(self.rows, size=mcfg.low_res))[:, None].to(device)
+        self.pose = torch.from_numpy(tracking.pose[self.rows, :2].astype(np.float32)).to(device)
+        self.expr = torch.from_numpy(tracking.expr[self.rows].astype(np.float32)).to(device)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def batch(self, idx) -> dict:
+        return {"image": self.image[idx].float() / 255, "face": self.face[idx].float() / 255,
+                "matte": self.matte[idx], "yaw": self.pose[idx, 0], "pitch": self.pose[idx, 1],
+                "expr": self.expr[idx]}
+
+
+def background_logits(data: FrameSet, low_res: int):
+    """Initial background: the mean colour of the crops outside the mattes, as sigmoid logits."""
+    import torch
+    import torch.nn.functional as F
+
+    img = F.interpolate(data.image[:64].float() / 255, size=(low_res, low_res), mode="area")
+    w = (1 - data.matte[:64]).clamp_min(0)
+    mean = (img * w).sum(dim=(0, 2, 3)) / w.sum(dim=(0, 2, 3)).clamp_min(1e-3)
+    mean = mean.clamp(0.02, 0.98)
+    return torch.log(mean / (1 - mean)).view(1, 3, 1, 1).expand(1, 3, low_res, low_res).clone()
+
+
+def render_rows(model, data: FrameSet, idx, use_mapper: bool = True):
+    """Render frames `idx` of `data` from their tracked controls (mapper) or their crops (encoder)."""
+    import torch
+
+    with torch.no_grad():
+        b = data.batch(idx)
+        code = model.map_expression(b["expr"]) if use_mapper else model.encode(b["face"])
+        return model(code, b["yaw"], b["pitch"])["image"].clamp(0, 1), b["image"]
+
+
+def psnr_tensor(a, b) -> float:
+    import torch
+
+    mse = torch.mean((a - b) ** 2, dim=(1, 2, 3)).clamp_min(1e-10)
+    return float(torch.mean(10 * torch.log10(1.0 / mse)))
+
+
+def to_uint8(x) -> np.ndarray:
+    """(B, 3, H, W) float [0, 1] tensor → (B, H, W, 3) uint8."""
+    return (x.detach().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def pick_threads(requested: int, current: int) -> int:
+    """Threads to use: `requested`, or with 0 the cores not busy with other programs (at least 1)."""
+    cores = os.cpu_count() or 1
+    if requested > 0:
+        return max(1, min(requested, cores))
+    try:
+        others = os.getloadavg()[0] - current  # our own running threads count in the load average
+    except OSError:
+        return cores
+    return max(1, min(cores, int(math.floor(cores - others + 0.5))))
+
+
+def run(ctx: StageContext, cfg: NerfConfig):
+    import torch
+
+    from models.latentavatar import LatentAvatar, LossWeights, train_step
+    from models.perceptual import PerceptualLoss
+
+    from ..tracking.data import TrackingData
+
+    threads_before = torch.get_num_threads()
+    if ctx.device == "cpu":
+        torch.set_num_threads(pick_threads(cfg.threads, 0))
+    try:
+        tracking = TrackingData.from_project(ctx.project)
+        train_rows, held_rows = tracking.split()
+        if len(train_rows) < 8:
+            raise InputError(f"only {len(train_rows)} tracked frames are available for training",
+                             "use a longer clip with the face visible most of the time")
+        if cfg.size % cfg.low_res or (cfg.size // cfg.low_res) & (cfg.size // cfg.low_res - 1):
+            raise InputError(f"size {cfg.size} is not low_res {cfg.low_res} times a power of two",
+                             "pick low_res so that size / low_res is 1, 2, 4, 8 ...")
+        backbone = cfg.backbone.strip() or None
+        if backbone is None:
+            from ..model_files import lpips_path
+
+            found = lpips_path()
+            backbone = str(found) if found and found.exists() else None
+        if backbone and not os.path.exists(backbone):
+            raise InputError(f"the perceptual backbone file {backbone} does not exist",
+                             "set backbone to a torchvision VGG16/AlexNet .pth, or leave it empty")
+        torch.manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        mcfg = model_config(cfg, len(tracking.expression_names))
+        yield ctx.progress(0, cfg.steps, part="load", message=f"loading {len(train_rows)} training frames")
+        data = FrameSet(tracking, train_rows, mcfg, ctx.device)
+        held = FrameSet(tracking, held_rows, mcfg, ctx.device) if len(held_rows) else None
+        model = LatentAvatar(mcfg).to(ctx.device)
+        with torch.no_grad():
+            model.background.copy_(background_logits(data, mcfg.low_res))
+        perceptual = PerceptualLoss(backbone).to(ctx.device)
+        weights = LossWeights(perceptual=cfg.perceptual_weight, low=cfg.low_weight, mask=cfg.mask_weight)
+        optim = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+
+        # -------------------------------------------------------------- resume
+        ckpt_path = ctx.workdir / "train.ckpt"
+        step, trained_s, ema = 0, 0.0, {}
+        resumed_from = 0
+        if ckpt_path.exists():
+            ck = torch.load(ckpt_path, map_location=ctx.device, weights_only=True)
+            model.load_state_dict(ck["model"])
+            optim.load_state_dict(ck["optim"])
+            step, trained_s, ema = int(ck["step"]), float(ck["trained_s"]), dict(ck["ema"])
+            torch.set_rng_state(ck["torch_rng"])
+            rng = np.random.default_rng([cfg.seed, step])
+            resumed_from = step
+            yield ctx.progress(step, cfg.steps, part="train", message=f"resuming from step {step}")
+
+        def save_checkpoint():
+            with atomic_path(ckpt_path) as tmp:
+                torch.save({"model": model.state_dict(), "optim": optim.state_dict(), "step": step,
+                            "trained_s": trained_s, "ema": ema, "torch_rng": torch.get_rng_state()}, tmp)
+
+        # -------------------------------------------------------------- train
+        budget_s = cfg.time_budget_min * 60.0
+        t_last = time.perf_counter()
+        last_ckpt = t_last
+        preview_idx = np.linspace(0, len(held or data) - 1, 2).astype(int)
+        while step < cfg.steps and (budget_s <= 0 or trained_s < budget_s):
+            frac = max(step / cfg.steps, trained_s / budget_s if budget_s > 0 else 0.0)
+            for g in optim.param_groups:
+                g["lr"] = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+            idx = torch.from_numpy(rng.choice(len(data), size=min(cfg.batch, len(data)), replace=False))
+            losses, _ = train_step(model, optim, data.batch(idx), perceptual, weights, cfg.mapper_share)
+            step += 1
+            now = time.perf_counter()
+            trained_s += now - t_last
+            t_last = now
+            ema = {k: v if k not in ema else 0.95 * ema[k] + 0.05 * v for k, v in losses.items()}
+            preview = None
+            if step % cfg.preview_every == 0 or step == 1:
+                model.eval()
+                src = held or data
+                img, gt = render_rows(model, src, preview_idx)
+                preview = np.concatenate([np.concatenate(list(to_uint8(gt)), 1),
+                                          np.concatenate(list(to_uint8(img)), 1)], 0)
+                t_last = time.perf_counter()  # preview time is not training time
+            if now - last_ckpt >= cfg.checkpoint_every_s:  # before the yield: a cancel there keeps this step
+                save_checkpoint()
+                last_ckpt = time.perf_counter()
+                t_last = last_ckpt
+            if ctx.device == "cpu" and cfg.threads == 0 and step % 100 == 0:
+                torch.set_num_threads(pick_threads(0, torch.get_num_threads()))
+            if step % 10 == 0 or preview is not None:
+                left = f", {max(0.0, budget_s - trained_s) / 60:.1f} min left in the budget" if budget_s > 0 else ""
+                yield ctx.progress(step, cfg.steps, part="train", losses={k: round(v, 5) for k, v in ema.items()},
+                                   preview=preview, message=f"step {step}{left}")
+                t_last = time.perf_counter()  # time paused by the caller is not training time
+        save_checkpoint()
+
+        # -------------------------------------------------------------- mapper
+        model.eval()
+        with torch.no_grad():
+            codes = torch.cat([model.encode(data.batch(torch.arange(i, min(i + 32, len(data))))["face"])
+                               for i in range(0, len(data), 32)])
+        mapper_mse = float("nan")
+        if cfg.mapper_steps > 0:
+            mopt = torch.optim.Adam(model.mapper.parameters(), lr=3e-4)
+            gen = torch.Generator().manual_seed(cfg.seed)
+            for s in range(cfg.mapper_steps):
+                bi = torch.randint(0, len(data), (min(64, len(data)),), generator=gen)
+                loss = torch.nn.functional.mse_loss(model.mapper(data.expr[bi]), codes[bi])
+                mopt.zero_grad(set_to_none=True)
+                loss.backward()
+                mopt.step()
+                if (s + 1) % 100 == 0 or s + 1 == cfg.mapper_steps:
+                    yield ctx.progress(s + 1, cfg.mapper_steps, part="mapper", losses={"code": loss.item()})
+        model.eval()
+        with torch.no_grad():
+            mapper_mse = float(torch.nn.functional.mse_loss(model.mapper(data.expr), codes))
+
+        # -------------------------------------------------------------- measure + save
+        yield ctx.progress(0, 1, part="save", message="measuring held-out frames and saving")
+        figures = {"steps": step, "train_minutes": round(trained_s / 60, 2), "resumed_from": resumed_from,
+                   "mapper_mse": round(mapper_mse, 5), "perceptual": perceptual.kind,
+                   "threads_at_end": torch.get_num_threads(),
+                   "losses": {k: round(v, 5) for k, v in ema.items()}}
+        sub = torch.from_numpy(np.linspace(0, len(data) - 1, min(len(data), 48)).astype(int))
+        figures["train_psnr_mapper"] = round(psnr_tensor(*render_rows(model, data, sub)), 3)
+        figures["train_psnr_encoder"] = round(psnr_tensor(*render_rows(model, data, sub, use_mapper=False)), 3)
+        if held is not None:
+            ps = [psnr_tensor(*render_rows(model, held, torch.arange(i, min(i + 16, len(held)))))
+                  for i in range(0, len(held), 16)]
+            figures["heldout_psnr"] = round(float(np.mean(ps)), 3)
+            figures["heldout_psnr_encoder"] = round(psnr_tensor(*render_rows(
+                model, held, torch.arange(len(held)), use_mapper=False)), 3)
+        from safetensors.torch import save_file
+
+        model_path = ctx.workdir / "model.safetensors"
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        with atomic_path(model_path) as tmp:
+            save_file(state, str(tmp))
+        names = ["yaw", "pitch"] + tracking.expression_names
+        meta = {"format": FORMAT, "model": mcfg.to_dict(), "control_names": names,
+                "ranges": tracking.control_ranges(), "expression_names": tracking.expression_names,
+                "training": figures}
+        write_json(ctx.workdir / "avatar.json", meta)
+        yield ctx.progress(1, 1, part="save", message="saved")
+        proj = ctx.project
+        return {"outputs": {"model": proj.rel(model_path), "config": proj.rel(ctx.workdir / "avatar.json")},
+                "summary": figures}
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+register(StageSpec(
+    name="nerf", title="LatentAvatar (tri-plane NeRF)", config_cls=NerfConfig, presets=PRESETS, run=run,
+    depends_on=("track",), engine="nerf",
+    description="Trains a 3D head whose expression is a learned latent code: a tri-plane NeRF rendered "
+                "from the tracked camera, refined by super-resolution. Yaw and pitch move a real camera; "
+                "the expression sliders drive the code through a small mapper; a face image or video "
+                "can drive it through the encoder."))
