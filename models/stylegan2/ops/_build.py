@@ -33,10 +33,11 @@ def cache_root():
 
 
 def source_digest(sources):
-    """sha256 over the sources' names and bytes plus the torch / CUDA versions they build against."""
+    """sha256 over the sources' (and shared headers') names and bytes plus the torch / CUDA versions."""
     h = hashlib.sha256()
     h.update(f'torch={torch.__version__};cuda={torch.version.cuda}'.encode())
-    for name in sources:
+    headers = sorted(n for n in os.listdir(_SRC_DIR) if n.endswith(('.h', '.cuh')))
+    for name in list(sources) + headers:
         with open(os.path.join(_SRC_DIR, name), 'rb') as f:
             h.update(name.encode() + b'\0' + f.read() + b'\0')
     return h.hexdigest()

@@ -229,3 +229,19 @@ def test_default_impl_context():
     with pytest.raises(ValueError):
         with default_impl('nope'):
             pass
+
+
+def test_kernel_build_is_lazy_and_fails_clearly_without_cuda(monkeypatch):
+    from models.stylegan2.ops import _build
+    digest = _build.source_digest(['upfirdn2d.cpp', 'upfirdn2d.cu'])
+    assert len(digest) == 64
+    if torch.cuda.is_available():
+        pytest.skip('this machine has CUDA')
+    monkeypatch.setattr(_build, '_plugins', {})
+    with pytest.raises(RuntimeError, match='Could not build the CUDA kernels.*CUDA is not available'):
+        _build.get_plugin('stylegan2_upfirdn2d', ['upfirdn2d.cpp', 'upfirdn2d.cu'])
+    # impl='auto' on CPU tensors quietly uses the reference.
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert _build.select_plugin('upfirdn2d', 'auto', torch.zeros(1), 'stylegan2_upfirdn2d', []) is None
