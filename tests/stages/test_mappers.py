@@ -35,7 +35,7 @@ def pvp_project(tracked_d3, tmp_path_factory):
     shutil.copytree(tracked_d3.root, root)
     proj = Project.open(root)
     torch.manual_seed(0)
-    cfg = GeneratorConfig.small(64)
+    cfg = GeneratorConfig(z_dim=64, w_dim=64, img_resolution=64, mapping_layers=2, channel_base=1024, channel_max=64)
     G = cfg.build().eval()
     (root / "pti").mkdir()
     save_generator(G, cfg, root / "pti" / "generator.safetensors")
