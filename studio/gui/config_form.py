@@ -10,6 +10,7 @@ import math
 import typing
 from typing import Any
 
+from . import _qtfix  # noqa: F401  (PySide6 emit refcount bug)
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QLineEdit,
                                QSpinBox, QVBoxLayout, QWidget, QAbstractSpinBox)

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import (QCheckBox, QGridLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSplitter,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QGridLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSizePolicy,
+                               QSplitter, QVBoxLayout, QWidget)
 
 from .imaging import ImageView
 from .theme import COLORS, CURVE_COLORS, icon
@@ -29,18 +29,15 @@ def fmt_duration(seconds: float | None) -> str:
 
 def ema(values: np.ndarray, alpha: float) -> np.ndarray:
     """Exponential moving average, debiased at the start (as TensorBoard's smoothing)."""
-    values = np.asarray(values, np.float64)
-    if len(values) == 0:
-        return values
-    try:
-        from scipy.signal import lfilter
-    except ImportError:  # pragma: no cover
-        out, acc = np.empty_like(values), 0.0
-        for i, v in enumerate(values):
-            acc = alpha * acc + (1 - alpha) * v
-            out[i] = acc
-    else:
-        out = lfilter([1 - alpha], [1, -alpha], values)
+    x = np.asarray(values, np.float64)
+    out = np.empty_like(x)
+    prev, chunk = 0.0, 256
+    for s in range(0, len(x), chunk):  # closed form per chunk: a^-k stays finite for k < 256
+        part = x[s:s + chunk]
+        k = np.arange(1, len(part) + 1)
+        ak = alpha ** k
+        out[s:s + chunk] = ak * prev + (1 - alpha) * ak * np.cumsum(part / ak)
+        prev = out[s + len(part) - 1]
     return out / (1.0 - alpha ** np.arange(1, len(values) + 1))
 
 
@@ -86,6 +83,7 @@ class Dashboard(QWidget):
         self.title.setStyleSheet("font-weight: bold; font-size: 11pt;")
         self.message = QLabel("")
         self.message.setObjectName("Dim")
+        self.message.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)  # changing text: no relayout
         head.addWidget(self.title)
         head.addWidget(self.message, 1)
         self.pause_btn = QPushButton(icon("pause"), "Pause")
@@ -106,7 +104,7 @@ class Dashboard(QWidget):
         self.bar.setFormat("%p%")
         self.stats = QLabel("")
         self.stats.setObjectName("Stat")
-        self.stats.setMinimumWidth(330)
+        self.stats.setFixedWidth(340)
         bar.addWidget(self.bar, 1)
         bar.addWidget(self.stats)
         lay.addLayout(bar)
@@ -120,6 +118,7 @@ class Dashboard(QWidget):
         self.plot.showGrid(x=True, y=True, alpha=0.15)
         self.plot.setLabel("bottom", "step")
         self.plot.setLabel("left", "loss")
+        self.plot.getAxis("left").setWidth(60)  # fixed: a wider tick label must not relayout the plot
         self.legend = self.plot.addLegend(offset=(-10, 10), labelTextColor=COLORS["text"])
         pl.addWidget(self.plot, 1)
         opts = QHBoxLayout()
@@ -154,7 +153,7 @@ class Dashboard(QWidget):
         lay.addWidget(split, 1)
 
         self._redraw = QTimer(self)
-        self._redraw.setInterval(160)
+        self._redraw.setInterval(250)
         self._redraw.timeout.connect(self._draw_curves)
         self.reset("")
         self.set_running(False)
@@ -259,7 +258,7 @@ class Dashboard(QWidget):
         for i, (k, (xs, ys)) in enumerate(self.series.items()):
             color = CURVE_COLORS[i % len(CURVE_COLORS)]
             if k not in self.curves:
-                raw = self.plot.plot([], [], pen=pg.mkPen(pg.mkColor(color).lighter(80), width=1))
+                raw = self.plot.plot([], [], pen=pg.mkPen(pg.mkColor(color).lighter(80), width=1), antialias=False)
                 raw.setOpacity(0.35)
                 smooth = self.plot.plot([], [], pen=pg.mkPen(color, width=2), name=k)
                 for c in (raw, smooth):

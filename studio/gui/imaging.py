@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+from . import _qtfix  # noqa: F401  (PySide6 emit refcount bug)
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import QLabel, QSizePolicy

@@ -96,12 +96,15 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("Ready")
         self._poll = QTimer(self)
         self._poll.setInterval(1000)
-        self._poll.timeout.connect(self.refresh_stages)
+        self._poll.timeout.connect(lambda: (self.reload_manifest(), self.refresh_stages()))
         geo = self.settings.get("geometry")
         if geo:
             self.restoreGeometry(QByteArray.fromBase64(geo.encode()))
         self.set_project(None)
         run_job(_cuda_available, self._gpu_detected, lambda _f: None)
+        from .stage_process import warm_up
+
+        run_job(warm_up)  # the first Run starts sooner and does not fork from the GUI thread
 
     # ------------------------------------------------------------------ building
     def _build_actions(self) -> None:
@@ -544,6 +547,17 @@ class MainWindow(QMainWindow):
         self.refresh_stages()
         return runner
 
+    def reload_manifest(self) -> None:
+        """Read back what the stage process wrote (the GUI does not write while a stage runs)."""
+        from ..project import Project
+
+        if self.project is None:
+            return
+        try:
+            self.project.manifest = Project.open(self.project.root).manifest
+        except StudioError:
+            pass  # keep what we have; the next poll tries again
+
     def _run_started(self, name: str) -> None:
         from ..stages import REGISTRY
 
@@ -557,25 +571,31 @@ class MainWindow(QMainWindow):
     def _run_progress(self, b: ProgressBatch) -> None:
         self.stage_page.dashboard.add_batch(b)
         pct = f" {100 * b.step / b.total:.0f}%" if b.total else ""
-        self.statusBar().showMessage(f"{b.stage}{' · ' + b.part if b.part else ''}{pct}  {b.message}")
+        text = f"{b.stage}{' · ' + b.part if b.part else ''}{pct}  {b.message}"
+        if text != self.statusBar().currentMessage():
+            self.statusBar().showMessage(text)
 
     def _run_stage_done(self, name: str, result: dict) -> None:
         from ..stages import REGISTRY
 
         self.statusBar().showMessage(f"{REGISTRY[name].title} finished.", 8000)
+        self.reload_manifest()
         self.refresh_stages()
         if name == "track" or "track" in REGISTRY[name].depends_on:
             self.tracking_view.reload()
         self.viewer.set_project(self.project)
 
     def _run_failed(self, name: str, f: Failure) -> None:
+        self.reload_manifest()
         self.show_error(f"The stage '{name}' stopped", f)
 
     def _run_cancelled(self, name: str) -> None:
+        self.reload_manifest()
         self.statusBar().showMessage(f"Cancelled {name}. Run it again to resume.", 8000)
 
     def _run_finished(self) -> None:
         self._poll.stop()
+        self.reload_manifest()
         d = self.stage_page.dashboard
         d.set_running(False)
         outcome = self.runner.outcome if self.runner else ""
@@ -682,7 +702,9 @@ class MainWindow(QMainWindow):
     def closeEvent(self, ev) -> None:  # noqa: N802
         if self.is_running():
             self.runner.cancel()
-            self.runner.wait(10000)
+            if not self.runner.wait(10000):
+                self.runner.kill()
+                self.runner.wait(3000)
         self.stage_page.commit_edits()
         self.viewer.shutdown()
         self.settings.set("geometry", bytes(self.saveGeometry().toBase64()).decode())

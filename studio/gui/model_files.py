@@ -34,14 +34,10 @@ def config_dir() -> Path:
 
 
 def shared_dir() -> Path | None:
-    """The read-only `shared/` folder beside the repository, when present (development machines)."""
+    """The read-only `shared/` folder ($AVATAR_STUDIO_SHARED, else beside the repository), when present."""
     env = os.environ.get("AVATAR_STUDIO_SHARED")
-    cands = [Path(env).expanduser()] if env else []
-    cands.append(Path(__file__).resolve().parents[2].parent / "shared")
-    for c in cands:
-        if c.is_dir():
-            return c
-    return None
+    path = Path(env).expanduser() if env else Path(__file__).resolve().parents[2].parent / "shared"
+    return path if path.is_dir() else None
 
 
 @dataclass(frozen=True)

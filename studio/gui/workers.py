@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
+from . import _qtfix  # noqa: F401  (PySide6 emit refcount bug)
 from PySide6.QtCore import QObject, QThread, Signal
 
 from ..errors import Cancelled, StudioError
-from ..progress import Control, Progress
+from ..progress import Control
 from .imaging import to_qimage
 
 
@@ -57,7 +58,12 @@ class ProgressBatch:
 
 
 class StageRunner(QThread):
-    """Runs stages one after another with `run_stage`; pause/resume/cancel through `control`."""
+    """Runs stages one after another with `run_stage` in a child process (see `stage_process`).
+
+    This QThread only relays the child's messages as signals; pause/resume/cancel set events
+    the child's `Control` reads between steps. With `in_process=True` the stages run in this
+    thread instead (simpler to debug; the GUI then shares the GIL with the stage).
+    """
 
     stage_started = Signal(str)
     progress = Signal(object)          # ProgressBatch
@@ -66,78 +72,124 @@ class StageRunner(QThread):
     cancelled = Signal(str)
 
     def __init__(self, project, stages: list[str], overrides: dict[str, dict] | None = None,
-                 device: str | None = None, force: tuple[str, ...] = (), emit_interval: float = 0.05,
-                 preview_interval: float = 0.25,
+                 device: str | None = None, force: tuple[str, ...] = (), in_process: bool = False,
                  parent: QObject | None = None):
         super().__init__(parent)
+        from .stage_process import context
+
         self.project = project
         self.stages = list(stages)
         self.overrides = overrides or {}
         self.device = device
         self.force = set(force)
-        self.control = Control()
-        self.emit_interval = emit_interval
-        self.preview_interval = preview_interval
+        self.in_process = in_process
         self.current: str | None = None
         self.outcome: str = ""
         """"done", "failed" or "cancelled" once the thread ends."""
-        self._reset_batch()
+        if in_process:
+            self.control = Control()
+        else:
+            ctx = context()
+            self.control = Control()
+            self.control._cancel, self.control._running = ctx.Event(), ctx.Event()
+            self.control._running.set()
+        self.process = None
 
-    def _reset_batch(self) -> None:
-        self._losses: list[dict[str, float]] = []
-        self._last: Progress | None = None
-        self._preview = None
-        self._last_emit = 0.0
-        self._last_preview = 0.0
-
-    # -------------------------------------------------------------- worker thread
-    def _on_progress(self, ev: Progress) -> None:
-        now = time.perf_counter()
-        if ev.losses:
-            self._losses.append({k: float(v) for k, v in ev.losses.items()})
-        self._last = ev
-        if ev.preview is not None and now - self._last_preview >= self.preview_interval:
-            try:
-                self._preview = to_qimage(ev.preview)
-                self._last_preview = now
-            except (ValueError, TypeError):
-                pass  # an odd preview must never stop a run
-        if now - self._last_emit >= self.emit_interval:
-            self._flush(now)
-
-    def _flush(self, now: float | None = None) -> None:
-        ev = self._last
-        if ev is None:
-            return
-        now = now or time.perf_counter()
-        self.progress.emit(ProgressBatch(stage=ev.stage, part=ev.part, step=ev.step, total=ev.total,
-                                         message=ev.message, time=now, losses=self._losses,
-                                         preview=self._preview, elapsed=ev.elapsed))
-        self._losses, self._preview, self._last_emit = [], None, now
+    # -------------------------------------------------------------- relay thread
+    def _handle(self, msg: tuple) -> None:
+        kind = msg[0]
+        if kind == "started":
+            self.current = msg[1]
+            self.stage_started.emit(msg[1])
+        elif kind == "progress":
+            b = msg[1]
+            preview = None
+            if b["preview"] is not None:
+                try:
+                    preview = to_qimage(b["preview"])
+                except (ValueError, TypeError):
+                    preview = None  # an odd preview must never stop a run
+            self.progress.emit(ProgressBatch(stage=b["stage"], part=b["part"], step=b["step"], total=b["total"],
+                                             message=b["message"], time=time.perf_counter(), losses=b["losses"],
+                                             preview=preview, elapsed=b["elapsed"]))
+        elif kind == "done":
+            self.stage_finished.emit(msg[1], msg[2])
+        elif kind == "failed":
+            self.outcome = "failed"
+            self.failed.emit(msg[1], Failure(msg[2], msg[3], msg[4]))
+        elif kind == "cancelled":
+            self.outcome = "cancelled"
+            self.cancelled.emit(msg[1])
 
     def run(self) -> None:  # noqa: D401 (QThread API)
-        from ..pipeline import run_stage
-
         self.outcome = "done"
+        if self.in_process:
+            self._run_here()
+            return
+        import queue as _queue
+
+        from ..stages import REGISTRY
+        from .stage_process import child_main, context
+
+        ctx = context()
+        q = ctx.Queue()
+        specs = {n: REGISTRY[n] for n in self.stages if n in REGISTRY}
+        root = str(self.project.root)
+        self.process = ctx.Process(target=child_main, name="avatar-studio-stage", daemon=True,
+                                   args=(root, self.stages, self.overrides, self.device, sorted(self.force), specs,
+                                         q, self.control._cancel, self.control._running))
+        try:
+            self.process.start()
+        except Exception as exc:  # noqa: BLE001
+            self.outcome = "failed"
+            self.failed.emit(self.stages[0], Failure.from_exception(exc))
+            return
+        ended = False
+        while not ended:
+            try:
+                msg = q.get(timeout=0.2)
+            except _queue.Empty:
+                if not self.process.is_alive():
+                    try:  # the child may have sent its last words just before exiting
+                        msg = q.get(timeout=0.5)
+                    except _queue.Empty:
+                        break
+                else:
+                    continue
+            if msg[0] == "end":
+                ended = True
+            else:
+                self._handle(msg)
+        self.process.join(5)
+        if not ended:
+            self.outcome = "failed"
+            code = self.process.exitcode
+            self.failed.emit(self.current or self.stages[0],
+                             Failure(f"the worker process stopped unexpectedly (exit code {code})",
+                                     "it may have run out of memory: choose the preview preset or a smaller size, "
+                                     "close other programs, and run the stage again to resume"))
+
+    def _run_here(self) -> None:
+        from ..pipeline import run_stage
+        from .stage_process import Batcher
+
+        batcher = Batcher(lambda b: self._handle(("progress", b)))
         for name in self.stages:
-            self.current = name
-            self._reset_batch()
-            self.stage_started.emit(name)
+            batcher.reset()
+            self._handle(("started", name))
             try:
                 result = run_stage(self.project, name, self.overrides.get(name), control=self.control,
-                                   on_progress=self._on_progress, device=self.device,
-                                   force=name in self.force)
+                                   on_progress=batcher, device=self.device, force=name in self.force)
             except Cancelled:
-                self._flush()
-                self.outcome = "cancelled"
-                self.cancelled.emit(name)
+                batcher.flush()
+                self._handle(("cancelled", name))
                 return
             except BaseException as exc:  # noqa: BLE001 — every error becomes a dialog
-                self._flush()
-                self.outcome = "failed"
-                self.failed.emit(name, Failure.from_exception(exc))
+                batcher.flush()
+                f = Failure.from_exception(exc)
+                self._handle(("failed", name, f.message, f.hint, f.details))
                 return
-            self._flush()
+            batcher.flush()
             self.stage_finished.emit(name, result)
 
     # -------------------------------------------------------------- GUI thread
@@ -149,6 +201,11 @@ class StageRunner(QThread):
 
     def cancel(self) -> None:
         self.control.cancel()
+
+    def kill(self) -> None:
+        """Last resort (the window is closing and the stage does not stop)."""
+        if self.process is not None and self.process.is_alive():
+            self.process.terminate()
 
     @property
     def paused(self) -> bool:

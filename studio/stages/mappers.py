@@ -217,17 +217,17 @@ def run(ctx: StageContext, cfg: MappersConfig):
         out = G.synthesis(w_pose + off, noise_mode="const")
         l2 = F.mse_loss(out, target)
         loss = cfg.w_l2 * l2
-        logs = {"l2": float(l2)}
+        logs = {"l2": l2.item()}
         if perceptual is not None:
             lp = perceptual(out, target)
             loss = loss + cfg.w_perceptual * lp
-            logs["perceptual"] = float(lp)
+            logs["perceptual"] = lp.item()
         if idnet is not None:
             e1 = F.normalize(idnet(_face112(out)), dim=1)
             e2 = F.normalize(idnet(_face112(target)), dim=1)
             lid = (1 - (e1 * e2).sum(1)).mean()
             loss = loss + cfg.w_identity * lid
-            logs["identity"] = float(lid)
+            logs["identity"] = lid.item()
         reg = off[:, : expr_map.n_layers].pow(2).mean()
         loss = loss + cfg.w_reg * reg
         if cfg.perturb > 0 and (cfg.w_expression > 0 or cfg.w_pose > 0 or cfg.w_rgb > 0):
@@ -242,7 +242,7 @@ def run(ctx: StageContext, cfg: MappersConfig):
             keep_r = F.interpolate(keep, size=out2.shape[-2:], mode="bilinear", align_corners=False)
             lrgb = (keep_r * (out2 - out[:h].detach()).abs()).mean()
             loss = loss + cfg.w_expression * lexp + cfg.w_pose * lpose + cfg.w_rgb * lrgb
-            logs.update(expression=float(lexp), pose=float(lpose), rgb=float(lrgb))
+            logs.update(expression=lexp.item(), pose=lpose.item(), rgb=lrgb.item())
         opt_map.zero_grad(set_to_none=True)
         loss.backward()
         opt_map.step()
