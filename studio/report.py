@@ -44,7 +44,7 @@ def grid(images: list[np.ndarray], cols: int, pad: int = 2, bg: int = 24) -> np.
     return out
 
 
-def contact_sheet(tracking, path: Path, count: int = 24, thumb: int = 160) -> Path:
+def contact_sheet(tracking, path: Path, count: int = 24, thumb: int = 176) -> Path:
     rows = np.flatnonzero(tracking.valid)
     pick = rows[np.linspace(0, len(rows) - 1, min(count, len(rows))).astype(int)]
     names = tracking.expression_names
@@ -56,8 +56,8 @@ def contact_sheet(tracking, path: Path, count: int = 24, thumb: int = 160) -> Pa
         im = cv2.resize(tracking.crop(int(r)), (thumb, thumb), interpolation=cv2.INTER_AREA)
         y, p, ro = tracking.pose[r]
         e = tracking.expr[r]
-        tiles.append(label(im, [f"#{r}  t={tracking.time[r]:.1f}s", f"yaw {y:+.0f} pitch {p:+.0f} roll {ro:+.0f}",
-                                f"jaw {e[ji]:.2f} smile {e[si]:.2f} blink {e[bi]:.2f}"]))
+        tiles.append(label(im, [f"#{r}  {tracking.time[r]:.1f}s", f"yaw {y:+.0f} pitch {p:+.0f} roll {ro:+.0f}",
+                                f"jaw {e[ji]:.2f} smile {e[si]:.2f}", f"blink {e[bi]:.2f}"], scale=0.36))
     sheet = grid(tiles, cols=6)
     save_png(path, sheet)
     return path
