@@ -1,0 +1,34 @@
+"""The settings form generated from a config dataclass."""
+from __future__ import annotations
+
+from gui_fakes import FakeTrainConfig
+
+from studio.config import from_dict
+from studio.gui.config_form import ConfigForm
+
+
+def test_form_covers_every_field_and_round_trips(qtbot):
+    form = ConfigForm(FakeTrainConfig)
+    qtbot.addWidget(form)
+    assert set(form.editors) == {"steps", "step_seconds", "learning_rate", "size", "torch_work", "note", "clip"}
+    cfg = FakeTrainConfig(steps=123, learning_rate=0.0005, size=128, torch_work=False, note="hi", clip=2.5)
+    form.set_config(cfg)
+    back = from_dict(FakeTrainConfig, form.values())
+    assert back == cfg
+    # help text is shown as the tooltip; advanced fields are folded away
+    assert "Adam" in form.editors["learning_rate"].toolTip()
+    assert form.advanced_box.isVisibleTo(form) and not form.advanced_inner.isVisibleTo(form)
+    # choices become a drop-down, min/max limit spin boxes
+    assert form.editors["size"].count() == 3
+    assert form.editors["steps"].minimum() == 1 and form.editors["steps"].maximum() == 100000
+
+
+def test_editing_emits_changed_once_loaded(qtbot):
+    form = ConfigForm(FakeTrainConfig)
+    qtbot.addWidget(form)
+    form.set_config(FakeTrainConfig())  # loading does not count as an edit
+    with qtbot.waitSignal(form.changed, timeout=1000):
+        form.editors["steps"].setValue(77)
+    assert form.values()["steps"] == 77
+    form.editors["clip"].setText("")
+    assert from_dict(FakeTrainConfig, form.values()).clip is None
