@@ -16,6 +16,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def open_initial(win, project: str | None, new: str | None, fresh: bool) -> None:
+    """What the window shows first: the given project, a new one from a video, or the last one."""
+    if project:
+        win.open_project(project)
+    elif new:
+        win.new_project(video=os.path.abspath(new))
+    elif not fresh and win.settings.last_project:
+        win.open_project(win.settings.last_project)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     from PySide6.QtCore import QTimer
@@ -39,12 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.excepthook = excepthook
     win.show()
-    if args.project:
-        win.open_project(args.project)
-    elif args.new:
-        win.new_project(video=os.path.abspath(args.new))
-    elif not args.fresh and win.settings.last_project:
-        win.open_project(win.settings.last_project)
+    open_initial(win, args.project, args.new, args.fresh)
     if args.screenshot:
         def grab():
             win.grab().save(args.screenshot)

@@ -1,0 +1,169 @@
+"""The main window as a new user meets it: welcome, new/open, recent and last project, drop, Models."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QMimeData, QPoint, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+
+from studio.project import Project
+
+
+def _video(tmp_path) -> Path:
+    """Any small file with a video name: the dialog and drop only look at the path."""
+    p = tmp_path / "clip.mp4"
+    p.write_bytes(b"\x00" * 16)
+    return p
+
+
+def test_welcome_screen(window, screenshot):
+    assert window.pages.currentWidget() is window.welcome
+    assert not window.sidebar.isVisible()
+    assert not window.act_run.isEnabled() and not window.act_cancel.isEnabled()
+    screenshot(window, "welcome")
+
+
+def test_new_project_dialog_creates_and_opens(window, tmp_path, qtbot, screenshot):
+    video = _video(tmp_path)
+    window.welcome.new_btn.click()
+    dlg = window.new_dialog
+    assert dlg is not None and dlg.isVisible()
+    dlg.video.setText(str(video))
+    assert dlg.name.text() == "clip"
+    dlg.folder.setText(str(tmp_path / "projects"))
+    screenshot(dlg, "new_project_dialog")
+    dlg.create_btn.click()
+    assert window.project is not None and window.project.root == (tmp_path / "projects" / "clip").resolve()
+    assert window.sidebar.isVisible() and window.pages.currentWidget() is window.stage_page
+    screenshot(window, "project_opened")
+
+
+def test_new_project_dialog_explains_problems(window, tmp_path):
+    dlg = window.new_project()
+    dlg.create_btn.click()
+    assert dlg.isVisible() and "video" in dlg.problem.text().lower()
+    dlg.video.setText(str(tmp_path / "nope.mp4"))
+    dlg.create_btn.click()
+    assert "no video" in dlg.problem.text().lower()
+    dlg.reject()
+
+
+def test_open_errors_are_dialogs(window, tmp_path):
+    assert not window.open_project(tmp_path / "missing")
+    assert "no project" in window.error_dialog.text().lower()
+    window.error_dialog.close()
+
+
+def test_recent_projects_and_last_project_reopened(qtbot, themed, tmp_path):
+    from studio.gui.app import open_initial
+    from studio.gui.main_window import MainWindow
+
+    a = Project.create(tmp_path / "a")
+    b = Project.create(tmp_path / "b")
+    w1 = MainWindow()
+    qtbot.addWidget(w1)
+    w1.open_project(a.root)
+    w1.open_project(b.root)
+    w1.close()
+    w2 = MainWindow()
+    qtbot.addWidget(w2)
+    assert w2.settings.recent[:2] == [str(b.root), str(a.root)]
+    open_initial(w2, project=None, new=None, fresh=False)
+    assert w2.project is not None and w2.project.root == b.root, "the last project is reopened on start"
+    assert [a_.text() for a_ in w2.recent_menu.actions()][:2] == [str(b.root), str(a.root)]
+    w2.set_project(None)
+    assert w2.welcome.recent.count() == 2
+    w2.welcome.recent.item(1).setSelected(True)
+    w2.welcome.recent.itemClicked.emit(w2.welcome.recent.item(1))
+    assert w2.project.root == a.root
+    w2.viewer.shutdown()
+    w1.viewer.shutdown()
+
+
+def _drop(window, path: Path):
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    enter = QDragEnterEvent(QPoint(50, 50), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    window.dragEnterEvent(enter)
+    drop = QDropEvent(QPoint(50, 50), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    window.dropEvent(drop)
+    return enter.isAccepted()
+
+
+def test_drop_a_video_or_a_project(window, tmp_path):
+    video = _video(tmp_path)
+    assert _drop(window, video)
+    assert window.new_dialog.isVisible() and window.new_dialog.video.text() == str(video)
+    window.new_dialog.reject()
+    proj = Project.create(tmp_path / "dropped")
+    assert _drop(window, proj.root)
+    assert window.project is not None and window.project.root == proj.root
+    txt = tmp_path / "notes.txt"
+    txt.write_text("x")
+    assert not _drop(window, txt)
+
+
+def test_models_dialog(window, tmp_path, qtbot, screenshot):
+    import torch
+
+    dlg = window.show_models()
+    qtbot.waitUntil(lambda: len(dlg.entries) == 5 and not dlg.busy, timeout=10000)
+    assert dlg.table.rowCount() == 5
+    screenshot(dlg, "models_dialog")
+    f = tmp_path / "vgg16.pth"
+    torch.save({"w": torch.zeros(2)}, f)
+    dlg.table.selectRow(3)  # LPIPS backbone
+    assert "LPIPS" in dlg.about.text()
+    dlg.add_clicked(str(f))
+    qtbot.waitUntil(lambda: not dlg.busy and dlg.entries[3].source == "configured", timeout=10000)
+    assert dlg.table.item(3, 1).text() == "configured"
+    assert dlg.table.item(3, 2).toolTip() == dlg.entries[3].sha256
+    assert dlg.remove_btn.isEnabled()
+    dlg.copy_btn.click()
+    dlg.remove_clicked()
+    qtbot.waitUntil(lambda: not dlg.busy and dlg.entries[3].source == "missing", timeout=10000)
+    bad = tmp_path / "generic_model.pkl"
+    bad.write_text("text")
+    dlg.table.selectRow(4)
+    dlg.add_clicked(str(bad))
+    qtbot.waitUntil(lambda: getattr(dlg, "refresh_error", None) is not None, timeout=10000)
+    assert "not a pickle" in dlg.refresh_error.text()
+    dlg.refresh_error.close()
+    dlg.close_btn.click()
+
+
+def test_every_toolbar_and_page_button_once(window, tmp_path, qtbot, fake_stages, screenshot):
+    """Press each button of the main screens once with a project open; nothing may raise."""
+    from gui_fakes import FAKE_TRAIN
+
+    proj = Project.create(tmp_path / "buttons")
+    window.open_project(proj.root)
+    window.select_stage(FAKE_TRAIN)
+    window.stage_page.forms[FAKE_TRAIN].editors["steps"].setValue(400)
+    window.act_run.trigger()
+    qtbot.waitUntil(lambda: window.act_pause.isEnabled(), timeout=5000)
+    window.act_pause.trigger()
+    window.act_resume.trigger()
+    window.act_cancel.trigger()
+    qtbot.waitUntil(lambda: not window.is_running(), timeout=20000)
+    window.stage_page.reset_btn.click()
+    d = window.stage_page.dashboard
+    for box in (d.raw_box, d.smooth_box, d.log_box):
+        box.click()
+    window.stage_page.form(FAKE_TRAIN).advanced_box.setChecked(True)
+    screenshot(window, "stage_settings_advanced")
+    window.act_show_tracking.trigger()
+    assert window.pages.currentWidget() is window.tracking_view
+    window.act_show_viewer.trigger()
+    assert window.pages.currentWidget() is window.viewer
+    window.viewer.reset_btn.click()
+    window.about()
+    window.about_box.close()
+    window.act_models.trigger()
+    window.models_dialog.close()
+    window.act_run_all.trigger()  # runs every stage not done; cancel it straight away
+    window.act_cancel.trigger()
+    qtbot.waitUntil(lambda: not window.is_running(), timeout=30000)
+    window.act_close.trigger()
+    assert window.pages.currentWidget() is window.welcome

@@ -1,0 +1,117 @@
+"""Viewer and tracking view on a small synthetic project.
+
+The project's tracking files are synthetic and its avatar engines are fakes that draw a disc
+from the controls (tests/gui/gui_fakes.py): these tests check the viewer's plumbing (sliders,
+newest-request rendering, engine switch, nearest frame) and the tracking view, not a model.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+
+from gui_fakes import synthetic_tracked_project
+from studio.gui.imaging import qimage_to_array
+
+
+@pytest.fixture
+def tracked(tmp_path):
+    from studio.stages import REGISTRY
+
+    if "track" not in REGISTRY or "ingest" not in REGISTRY:
+        pytest.skip("needs the ingest and track stages")
+    return synthetic_tracked_project(tmp_path / "synthetic")
+
+
+def _open_viewer(window, tracked, qtbot):
+    window.open_project(tracked.root)
+    window.show_view("viewer")
+    qtbot.waitUntil(lambda: window.viewer.last_render is not None, timeout=10000)
+    return window.viewer
+
+
+def test_slider_changes_the_image_within_200ms(window, tracked, fake_engines, qtbot, screenshot):
+    v = _open_viewer(window, tracked, qtbot)
+    names = [s.name for s in v.sliders]
+    assert names[:2] == ["yaw", "pitch"] and "jaw_open" in names
+    before = qimage_to_array(v.last_render["image"])
+    first_seq = v.last_render["seq"]
+    t0 = time.perf_counter()
+    v.sliders[0].slider.setValue(190)  # turn the head
+    qtbot.waitUntil(lambda: v.last_render["seq"] > first_seq, timeout=2000)
+    elapsed = time.perf_counter() - t0
+    after = qimage_to_array(v.last_render["image"])
+    assert np.abs(after.astype(int) - before.astype(int)).mean() > 1.0
+    assert elapsed < 0.200, f"the new image took {elapsed * 1000:.0f} ms"
+    screenshot(window, "viewer")
+
+
+def test_only_the_newest_slider_state_is_rendered(window, tracked, fake_engines, qtbot):
+    v = _open_viewer(window, tracked, qtbot)
+    fake_engines["fake"].delay = 0.05
+    start = v.worker.rendered_count
+    for pos in range(0, 200, 4):  # a fast drag: 50 states while each render takes 50 ms
+        v.sliders[2].slider.setValue(pos)
+    qtbot.waitUntil(lambda: abs(v.last_render["controls"][2] - v.sliders[2].value()) < 1e-6, timeout=5000)
+    rendered = v.worker.rendered_count - start
+    assert rendered < 10, f"{rendered} renders for 50 requests: stale requests were not dropped"
+    assert v.worker.dropped_count > 30
+
+
+def test_reset_shortcuts_engine_switch_nearest_frame(window, tracked, fake_engines, qtbot, screenshot):
+    v = _open_viewer(window, tracked, qtbot)
+    assert v.engine_box.count() == 2 and v.engine_box.isEnabled()
+    v.sliders[0].slider.setValue(200)
+    v.sliders[0].reset_btn.click()
+    assert v.sliders[0].value() == pytest.approx(0.0, abs=0.5)
+    v.setFocus()
+    qtbot.keyClick(v, Qt.Key_D)
+    assert v.sliders[0].value() > 0
+    qtbot.keyClick(v, Qt.Key_R)
+    assert v.sliders[0].value() == pytest.approx(0.0, abs=0.5)
+    v.nearest_box.setChecked(True)
+    qtbot.waitUntil(lambda: v.last_render.get("nearest") is not None, timeout=5000)
+    assert v.nearest_view.isVisible() and v.last_render["row"] is not None
+    seq = v.last_render["seq"]
+    v.engine_box.setCurrentIndex(1)
+    qtbot.waitUntil(lambda: "fake2" in fake_engines and v.last_render["seq"] != seq, timeout=5000)
+    assert fake_engines["fake2"].calls > 0
+    assert "FLAME" in v.flame_label.text() and v.flame_note.isVisibleTo(v)
+    screenshot(window, "viewer_nearest")
+
+
+def test_viewer_without_a_trained_avatar_says_so(window, tracked, qtbot, screenshot):
+    window.open_project(tracked.root)
+    window.show_view("viewer")
+    assert "No trained avatar" in window.viewer.render_view.text()
+    screenshot(window, "viewer_untrained")
+
+
+def test_tracking_view_curves_pivots_and_scrubbing(window, tracked, qtbot, screenshot):
+    tracked.update_record("pivots", status="done", result={"rows": [3, 20, 33]})
+    window.open_project(tracked.root)
+    window.show_view("tracking")
+    tv = window.tracking_view
+    qtbot.waitUntil(lambda: tv.data is not None, timeout=10000)
+    assert tv.pivots == [3, 20, 33]
+    assert len(tv.pose_plot.plotItem.listDataItems()) >= 3 + 1  # yaw/pitch/roll + pivot markers
+    assert len(tv.expr_plot.plotItem.listDataItems()) >= 12
+    assert tv.sheet_view.image() is not None
+    tv.set_frame(10)
+    tv.setFocus()
+    qtbot.keyClick(tv, Qt.Key_Right)
+    assert tv.frame == 11 and "frame 11/" in tv.frame_info.text()
+    tv.next_btn.click()
+    tv.prev_btn.click()
+    tv.prev_btn.click()
+    assert tv.frame == 10
+    tv.lines[0].setValue(20)
+    assert tv.frame == 20 and "pivot" in tv.frame_info.text()
+    tv.set_frame(5)
+    assert "no usable face" in tv.frame_view.text()
+    tv.set_frame(20)
+    screenshot(window, "tracking_curves")
+    tv.tabs.setCurrentIndex(1)
+    screenshot(window, "tracking_contact_sheet")
