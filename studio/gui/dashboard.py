@@ -119,7 +119,8 @@ class Dashboard(QWidget):
         self.plot.setLabel("bottom", "step")
         self.plot.setLabel("left", "loss")
         self.plot.getAxis("left").setWidth(60)  # fixed: a wider tick label must not relayout the plot
-        self.legend = self.plot.addLegend(offset=(-10, 10), labelTextColor=COLORS["text"])
+        self.legend = self.plot.addLegend(offset=(-10, 10), labelTextColor=COLORS["text"],
+                                          brush=pg.mkBrush(32, 36, 44, 210))
         pl.addWidget(self.plot, 1)
         opts = QHBoxLayout()
         self.raw_box = QCheckBox("Raw")
@@ -166,6 +167,9 @@ class Dashboard(QWidget):
         self.curves: dict[str, tuple[pg.PlotDataItem, pg.PlotDataItem]] = {}
         self.plot.clear()
         self.legend.clear()
+        self.plot.setXRange(0, 100, padding=0)  # an empty plot shows steps, not a ±400 default
+        self.plot.setYRange(0, 1, padding=0)
+        self.plot.enableAutoRange()
         self.part = None
         self.rate = RateMeter()
         self.started = time.perf_counter()

@@ -59,7 +59,7 @@ class NewProjectDialog(QDialog):
     def __init__(self, parent: QWidget | None = None, video: str = "", folder: str = ""):
         super().__init__(parent)
         self.setWindowTitle("New avatar project")
-        self.setMinimumWidth(560)
+        self.setMinimumWidth(720)
         lay = QVBoxLayout(self)
         lay.setSpacing(12)
         intro = QLabel("Pick a video of one person's head: a phone clip of 10–60 seconds, turning the head "

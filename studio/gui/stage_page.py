@@ -148,7 +148,7 @@ class StagePage(QWidget):
 
         if not self.stage:
             return
-        st = stage_state(project, self.stage)
+        st = "running" if running == self.stage else stage_state(project, self.stage)
         text = STATUS_TEXT.get(st, st)
         rec = project.record(self.stage)
         if st == "done" and rec.get("seconds") is not None:

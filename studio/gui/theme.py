@@ -27,7 +27,9 @@ def icon(name: str) -> QIcon:
 
 def stylesheet() -> str:
     path = RESOURCES / "theme" / "dark.qss"
-    return path.read_text("utf-8") if path.exists() else ""
+    if not path.exists():
+        return ""
+    return path.read_text("utf-8").replace("url(resources/", f"url({RESOURCES.as_posix()}/")
 
 
 def apply_theme(app: QApplication) -> None:

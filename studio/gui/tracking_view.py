@@ -149,7 +149,8 @@ class TrackingView(QWidget):
         for p, label in ((self.pose_plot, "degrees"), (self.expr_plot, "expression")):
             p.showGrid(x=True, y=True, alpha=0.15)
             p.setLabel("left", label)
-            p.addLegend(offset=(-10, 6), labelTextColor=COLORS["text"], colCount=3 if p is self.expr_plot else 1)
+            p.addLegend(offset=(-10, 6), labelTextColor=COLORS["text"], colCount=3 if p is self.expr_plot else 1,
+                        brush=pg.mkBrush(32, 36, 44, 215))
             cl.addWidget(p, 1)
         self.expr_plot.setXLink(self.pose_plot)
         self.expr_plot.setLabel("bottom", "frame")

@@ -85,6 +85,7 @@ class ViewerPanel(QWidget):
         super().__init__(parent)
         self.project = None
         self.sliders: list[ControlSlider] = []
+        self._titles: list[QLabel] = []
         self.last_render: dict | None = None
         self.worker = RenderWorker(self)
         self.worker.loaded.connect(self._loaded)
@@ -211,10 +212,10 @@ class ViewerPanel(QWidget):
             self.worker.load(self.project, e)
 
     def _clear_sliders(self) -> None:
-        for s in self.sliders:
-            s.setParent(None)
-            s.deleteLater()
-        self.sliders = []
+        for w in [*self.sliders, *self._titles]:
+            w.setParent(None)
+            w.deleteLater()
+        self.sliders, self._titles = [], []
         self._set_enabled(False)
 
     def _set_enabled(self, on: bool) -> None:
@@ -225,17 +226,17 @@ class ViewerPanel(QWidget):
         self._clear_sliders()
         self._has_tracking = info["has_tracking"]
         for i, name in enumerate(info["control_names"]):
+            if i in (0, 2):
+                t = QLabel("HEAD POSE" if i == 0 else "EXPRESSION")
+                t.setObjectName("SectionTitle")
+                self.grid.addWidget(t)
+                self._titles.append(t)
             lo, hi = info["ranges"].get(name, (-1.0, 1.0))
             neutral = float(np.clip(0.0, lo, hi))
             s = ControlSlider(name, lo, hi, neutral, "°" if i < 2 else "")
             s.moved.connect(self.request_render)
             self.grid.addWidget(s)
             self.sliders.append(s)
-            if i == 1 and len(info["control_names"]) > 2:
-                sep = QLabel("Expression")
-                sep.setObjectName("SectionTitle")
-                self.grid.addWidget(sep)
-                self.sliders_sep = sep
         self._set_enabled(True)
         self.nearest_box.setToolTip("" if self._has_tracking else "needs the Tracking stage's results")
         self.info.setText(f"{ENGINE_TITLES.get(info['engine'], info['engine'])} avatar, {info['size']} px")

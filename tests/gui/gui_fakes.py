@@ -58,7 +58,7 @@ def fake_train_run(ctx, cfg: FakeTrainConfig):
             opt_.zero_grad()
             loss.backward()
             opt_.step()
-            lv = float(loss)
+            lv = float(loss.detach())
             img = (out[0].detach().permute(1, 2, 0).numpy() * 255).astype(np.uint8)
         else:
             lv, img = 1.0 / step, np.full((s, s, 3), step % 255, np.uint8)
