@@ -55,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
             win.grab().save(args.screenshot)
             win.close()
         QTimer.singleShot(1500, grab)
-    return app.exec()
+    code = app.exec()
+    from .workers import wait_for_jobs
+
+    wait_for_jobs()
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -352,3 +352,9 @@ def run_job(fn: Callable[[], Any], on_done: Callable[[Any], None] | None = None,
     job.finished.connect(lambda: _JOBS.discard(job))
     job.start()
     return job
+
+
+def wait_for_jobs(timeout_ms: int = 30000) -> None:
+    """Let background jobs finish before the app exits (a QThread must not die running)."""
+    for job in list(_JOBS):
+        job.wait(timeout_ms)
