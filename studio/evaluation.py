@@ -5,7 +5,8 @@ Every engine is measured the same way, through `studio.avatar.Avatar`:
 1. held-out quality: the held-out frames (the last 15 % of the clip, never trained on) are
    rendered from their tracked controls and compared with the real crops: PSNR, SSIM, ArcFace
    identity similarity (when the weights are configured), LPIPS (only when a VGG/AlexNet
-   backbone is configured);
+   backbone is configured); PSNR/SSIM also with the controls clamped to the slider ranges, as
+   the `Avatar` API renders them;
 2. control accuracy: sweeps of yaw, pitch and each expression slider over its trained range
    (the other controls neutral) are rendered and re-tracked with the project's own tracker:
    yaw/pitch mean absolute error in degrees, per-expression Pearson correlation of commanded
@@ -16,7 +17,8 @@ Every engine is measured the same way, through `studio.avatar.Avatar`:
    yaw against the commanded yaw.
 
 Results go to ``<project>/eval/<engine>/eval.json`` with a contact sheet ``heldout.png``
-(ground truth above, render below) and ``sweeps.png``; `format_table` prints one or more
+(rows: ground truth, render from the tracked controls, render with the controls clamped to the
+slider ranges), ``sweeps.png`` and, for free-camera engines, ``multiview.png``; `format_table` prints one or more
 reports side by side.
 """
 from __future__ import annotations
@@ -98,13 +100,20 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
                     "heldout_frames": int(len(held))}
 
     # 1 -------------------------------------------------------------- held-out frames
+    # Rendered from the tracked controls as they are (the engine's own render_controls), and a
+    # second time through `Avatar.render_batch`, which clamps every control into its slider range
+    # (1st..99th percentile of training): held-out frames often go past it (here: a wider open
+    # mouth than in any training frame), so both figures are reported.
     yield Progress(stage=STAGE, step=0, total=max(1, len(held)), part="heldout", message=f"{name}: held-out frames")
     controls = tracking.controls(held)
-    renders = []
+    renders, clamped_renders = [], []
     for i in range(0, len(held), 8):
-        renders.append(avatar.render_batch(controls[i:i + 8])[0])
+        renders.append(avatar.engine.render_controls(controls[i:i + 8]))
+        clamped_renders.append(avatar.render_batch(controls[i:i + 8])[0])
         yield Progress(stage=STAGE, step=min(i + 8, len(held)), total=len(held), part="heldout")
-    renders = np.concatenate(renders) if renders else np.zeros((0, avatar.size, avatar.size, 3), np.uint8)
+    empty = np.zeros((0, avatar.size, avatar.size, 3), np.uint8)
+    renders = np.concatenate(renders) if renders else empty
+    clamped_renders = np.concatenate(clamped_renders) if clamped_renders else empty
     truth = tracking.crops(held, size=avatar.size)
     heldout: dict = {"psnr": None, "ssim": None, "identity": None, "lpips": None}
     if len(held):
@@ -114,8 +123,17 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
         heldout["identity"] = None if ident is None else round(ident, 4)
         lp = metrics.lpips(renders, truth)
         heldout["lpips"] = None if lp is None else round(lp, 4)
+        heldout["psnr_clamped"] = round(metrics.psnr(clamped_renders, truth), 3)
+        heldout["ssim_clamped"] = round(metrics.ssim(clamped_renders, truth), 4)
+        outside = {}
+        for j, cname in enumerate(avatar.control_names):
+            lo, hi = avatar.ranges.get(cname, (-np.inf, np.inf))
+            share = float(np.mean((controls[:, j] < lo - 1e-6) | (controls[:, j] > hi + 1e-6)))
+            if share > 0:
+                outside[cname] = round(share, 3)
+        heldout["outside_slider_range"] = outside
         pick = np.linspace(0, len(held) - 1, min(sheet_frames, len(held))).astype(int)
-        _write_png(out_dir / "heldout.png", _sheet([truth[pick], renders[pick]]))
+        _write_png(out_dir / "heldout.png", _sheet([truth[pick], renders[pick], clamped_renders[pick]]))
     report["heldout"] = heldout
 
     # 2 -------------------------------------------------------------- control sweeps
@@ -225,6 +243,7 @@ def _get(rep: dict, *path):
 
 ROWS = [
     ("held-out PSNR (dB)", ("heldout", "psnr"), ".2f", 1.0),
+    ("held-out PSNR, controls clamped (dB)", ("heldout", "psnr_clamped"), ".2f", 1.0),
     ("held-out SSIM", ("heldout", "ssim"), ".3f", 1.0),
     ("held-out identity (ArcFace cos)", ("heldout", "identity"), ".3f", 1.0),
     ("held-out LPIPS", ("heldout", "lpips"), ".3f", 1.0),
@@ -244,7 +263,7 @@ def format_table(reports: dict | list[dict], per_expression: bool = True) -> str
     """One column per report (engine), one row per figure; "—" where a figure does not apply."""
     reps = [reports] if isinstance(reports, dict) else list(reports)
     heads = [f"{r.get('engine', '?')} ({r.get('size', '?')} px)" for r in reps]
-    label_w = 34
+    label_w = 38
     col_w = max(14, *(len(h) + 2 for h in heads))
     lines = [f"{'':<{label_w}}" + "".join(f"{h:>{col_w}}" for h in heads)]
     for label, path, spec, scale in ROWS:
