@@ -43,7 +43,7 @@ class NerfConfig:
     plane_res: int = opt(64, "Side of each tri-plane.", choices=(16, 32, 64, 128, 256))
     plane_channels: int = opt(16, "Channels of each tri-plane.", minimum=2, maximum=96)
     steps: int = opt(7000, "Training steps (batches).", minimum=1)
-    time_budget_min: float = opt(28.0, "Stop training after this many minutes even if steps remain "
+    time_budget_min: float = opt(34.0, "Stop training after this many minutes even if steps remain "
                                        "(0 = no limit). Keeps the preview preset inside its time goal.",
                                  minimum=0.0)
     batch: int = opt(4, "Frames per training step.", minimum=1, maximum=64)
@@ -51,7 +51,7 @@ class NerfConfig:
     perceptual_weight: float = opt(0.3, "Weight of the perceptual loss on the final image.", minimum=0.0)
     low_weight: float = opt(0.5, "Weight of the L1 loss on the low-resolution image.", minimum=0.0)
     mask_weight: float = opt(0.3, "Weight of the mask loss against the matte.", minimum=0.0)
-    mapper_share: float = opt(0.5, "Share of training samples rendered from the expression mapper's code "
+    mapper_share: float = opt(0.7, "Share of training samples rendered from the expression mapper's code "
                                    "instead of the encoder's.", minimum=0.0, maximum=1.0, advanced=True)
     mapper_steps: int = opt(600, "Steps of the final mapper fit onto the encoder codes (0 = skip).", minimum=0,
                             advanced=True)
@@ -292,9 +292,9 @@ def run(ctx: StageContext, cfg: NerfConfig):
         figures["train_psnr_mapper"] = round(psnr_tensor(*render_rows(model, data, sub)), 3)
         figures["train_psnr_encoder"] = round(psnr_tensor(*render_rows(model, data, sub, use_mapper=False)), 3)
         if held is not None:
-            ps = [psnr_tensor(*render_rows(model, held, torch.arange(i, min(i + 16, len(held)))))
-                  for i in range(0, len(held), 16)]
-            figures["heldout_psnr"] = round(float(np.mean(ps)), 3)
+            chunks = [torch.arange(i, min(i + 16, len(held))) for i in range(0, len(held), 16)]
+            ps = [psnr_tensor(*render_rows(model, held, c)) * len(c) for c in chunks]  # per-frame mean
+            figures["heldout_psnr"] = round(float(np.sum(ps) / len(held)), 3)
             figures["heldout_psnr_encoder"] = round(psnr_tensor(*render_rows(
                 model, held, torch.arange(len(held)), use_mapper=False)), 3)
         from safetensors.torch import save_file
