@@ -38,8 +38,11 @@ class ProgressPrinter:
             self._key, self._t0 = key, now
             self._last = 0.0
         done = ev.total and ev.step >= ev.total
-        if now - self._last < self.min_interval and not done:
+        news = bool(ev.message) and not ev.losses and ev.message != getattr(self, "_last_msg", None)
+        if now - self._last < self.min_interval and not done and not news:
             return
+        if news:
+            self._last_msg = ev.message
         self._last = now
         elapsed = ev.elapsed or (now - self._t0)
         name = f"{ev.stage}" + (f"/{ev.part}" if ev.part else "")

@@ -1,0 +1,1 @@
+"""Shared pieces of the PVP (StyleGAN) engine's stages: data loading, losses, latent helpers."""

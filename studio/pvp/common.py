@@ -1,0 +1,67 @@
+"""Helpers shared by the pivots / prior / pti / mappers stages."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..tracking.data import TrackingData
+
+
+def to_tensor(imgs: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 → (N, 3, H, W) float in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(imgs)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) in [-1, 1] → (N, H, W, 3) uint8."""
+    return x.detach().clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def psnr_each(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB of images in [-1, 1] (computed on the [0, 1] scale)."""
+    mse = ((a.clamp(-1, 1) - b.clamp(-1, 1)) / 2).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
+
+
+def preview_grid(targets: torch.Tensor, outputs: torch.Tensor, k: int = 6) -> np.ndarray:
+    """Two rows: targets over reconstructions, uint8."""
+    k = min(k, len(targets))
+    top = np.concatenate(list(to_uint8(targets[:k])), axis=1)
+    bot = np.concatenate(list(to_uint8(outputs[:k])), axis=1)
+    return np.concatenate([top, bot], axis=0)
+
+
+def load_frames(tracking: TrackingData, rows, resolution: int) -> torch.Tensor:
+    return to_tensor(tracking.crops(rows, size=resolution))
+
+
+def perceptual_loss(device):
+    """LPIPS when a backbone file is configured, else the no-download substitute (see models.perceptual)."""
+    from models.perceptual import PerceptualLoss
+
+    from ..model_files import lpips_path
+
+    p = lpips_path()
+    return PerceptualLoss(str(p) if p else None).to(device).eval().requires_grad_(False)
+
+
+def set_threads(device: str, current: int = 0) -> int:
+    """Use the CPU cores other programs leave free (at least one).
+
+    Two torch threads on two cores that another program also uses are many times slower than
+    one (measured: 0.85 s vs 9 s per prior step), so this looks at the load average. Call it
+    again now and then with the threads in use (`current`) to follow changes in load.
+    """
+    import os
+
+    if device != "cpu":
+        return torch.get_num_threads()
+    cores = os.cpu_count() or 1
+    try:
+        others = os.getloadavg()[0] - current
+    except OSError:
+        others = 0.0
+    n = max(1, min(cores, int(cores - others + 0.5)))
+    if n != torch.get_num_threads():
+        torch.set_num_threads(n)
+    return n

@@ -1,0 +1,219 @@
+"""Stage `prior` (PVP): the StyleGAN2 generator that PTI starts from.
+
+- With a pretrained StyleGAN2 configured (Models dialog / `avatar-studio models add stylegan2`,
+  or the `pretrained` setting), it is imported (NVIDIA pkl, rosinality pt or our format) and used
+  as is.
+- Otherwise — the default, needing no download — a *subject prior* is trained from the video's
+  own aligned training frames: a small StyleGAN2 synthesis network and an image→W encoder are
+  trained jointly to reconstruct every training frame (L1 + perceptual), with Gaussian noise
+  on the encoded latents so that the neighbourhood of each latent decodes to similar faces.
+  That is what makes pivot blending, interpolation and PTI's locality regulariser meaningful.
+  The generator's w_avg is set to the mean latent. Why not a GAN: on a 2-core CPU a GAN does not
+  converge to a usable face in the ~15 minutes the preview preset allows, while reconstruction
+  does; the held-out PSNR of the encoder's reconstructions is reported as the measure.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ..atomic import atomic_path
+from ..config import opt
+from ..errors import InputError, StudioError
+from ..pvp.common import load_frames, perceptual_loss, preview_grid, psnr_each, set_threads
+from ..tracking.data import TrackingData
+from .base import StageContext, StageSpec, register
+
+
+@dataclass
+class PriorConfig:
+    resolution: int = opt(128, "Image size of the generator (the avatar's size).", choices=(64, 128, 256, 512, 1024))
+    pretrained: str | None = opt(None, "A pretrained StyleGAN2 file to start from instead of training a subject prior "
+                                       "(empty = the one in the Models settings, if any).")
+    steps: int = opt(1600, "Training steps of the subject prior.", minimum=1)
+    batch: int = opt(8, "Frames per step.", minimum=1, maximum=64)
+    time_budget_min: float = opt(15.0, "Stop training after this many minutes even if steps remain (0 = no limit).",
+                                 minimum=0.0)
+    channel_max: int = opt(128, "Widest layer of the subject-prior generator.", choices=(64, 128, 256, 512),
+                           advanced=True)
+    w_dim: int = opt(256, "Latent (W) size of the subject prior.", choices=(64, 128, 256, 512), advanced=True)
+    lr: float = opt(1e-3, "Learning rate (Adam).", minimum=1e-6, maximum=0.1, advanced=True)
+    latent_noise: float = opt(0.15, "Std of the noise added to encoded latents during training (x latent std).",
+                              minimum=0.0, maximum=2.0, advanced=True)
+    w_perceptual: float = opt(1.0, "Weight of the perceptual loss.", minimum=0.0, advanced=True)
+    checkpoint_every_s: float = opt(45.0, "Seconds between checkpoints.", minimum=1.0, advanced=True)
+    seed: int = opt(0, "Random seed.", advanced=True)
+
+
+PRESETS = {
+    "preview": PriorConfig(),
+    "quality": PriorConfig(resolution=256, steps=40000, batch=16, time_budget_min=0.0, channel_max=512, w_dim=512,
+                           checkpoint_every_s=120.0),
+}
+
+
+def _generator_config(cfg: PriorConfig):
+    from models.stylegan2.networks import GeneratorConfig
+
+    g = GeneratorConfig.small(cfg.resolution)
+    g.w_dim = g.z_dim = cfg.w_dim
+    g.channel_max = cfg.channel_max
+    g.channel_base = max(4096, cfg.channel_max * 32)
+    return g
+
+
+def _pretrained_path(cfg: PriorConfig):
+    if cfg.pretrained:
+        return cfg.pretrained
+    from ..model_files import stylegan2_path
+
+    p = stylegan2_path()
+    return str(p) if p else None
+
+
+def run(ctx: StageContext, cfg: PriorConfig):
+    from models.encoders import LatentEncoder
+    from models.stylegan2.checkpoint import CheckpointError, load_generator, save_generator
+
+    threads = set_threads(ctx.device)
+    dev = torch.device(ctx.device)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    trk = TrackingData.from_project(ctx.project)
+    train, held = trk.split()
+    gen_path = ctx.workdir / "generator.safetensors"
+
+    pre = _pretrained_path(cfg)
+    if pre:
+        yield ctx.progress(0, 1, part="import", message=f"importing {pre}")
+        try:
+            G, gcfg = load_generator(pre)
+        except CheckpointError as exc:
+            raise InputError(f"the pretrained StyleGAN2 file cannot be used: {exc}",
+                             "choose an NVIDIA .pkl, a rosinality .pt or an Avatar Studio generator") from exc
+        except FileNotFoundError:
+            raise InputError(f"the pretrained StyleGAN2 file {pre} does not exist") from None
+        save_generator(G, gcfg, gen_path)
+        yield ctx.progress(1, 1, part="import")
+        return {"outputs": {"generator": f"{ctx.stage}/generator.safetensors"},
+                "summary": {"source": "pretrained", "file": str(pre), "resolution": gcfg.img_resolution}}
+
+    if len(train) < 4:
+        raise InputError("too few training frames to learn a subject prior", "use a longer video")
+    gcfg = _generator_config(cfg)
+    G = gcfg.build().train().to(dev)
+    E = LatentEncoder(cfg.resolution, gcfg.w_dim, channel_max=max(128, cfg.channel_max)).to(dev)
+    opt = torch.optim.Adam([{"params": G.synthesis.parameters()}, {"params": E.parameters()}], lr=cfg.lr,
+                           betas=(0.9, 0.99))
+    yield ctx.progress(0, cfg.steps, part="prior", message=f"loading {len(train)} training frames")
+    imgs = load_frames(trk, train, cfg.resolution)
+    held_imgs = load_frames(trk, held[:: max(1, len(held) // 16)], cfg.resolution) if len(held) else imgs[:8]
+    perc = perceptual_loss(dev) if cfg.w_perceptual > 0 else None
+
+    ckpt = ctx.workdir / "train.ckpt"
+    step, spent = 0, 0.0
+    if ckpt.exists():
+        ck = torch.load(ckpt, map_location=dev, weights_only=True)
+        G.load_state_dict(ck["G"])
+        E.load_state_dict(ck["E"])
+        opt.load_state_dict(ck["opt"])
+        step, spent = int(ck["step"]), float(ck["seconds"])
+        yield ctx.progress(step, cfg.steps, part="prior", message=f"resumed from step {step}")
+
+    def save_ckpt():
+        with atomic_path(ckpt) as tmp:
+            torch.save({"G": G.state_dict(), "E": E.state_dict(), "opt": opt.state_dict(), "step": step,
+                        "seconds": spent + time.perf_counter() - t0}, tmp)
+
+    t0 = time.perf_counter()
+    last = t0
+    budget = cfg.time_budget_min * 60.0
+    w_std = torch.ones(1, device=dev)
+    stopped_early = False
+    ema, skipped = None, 0
+    while step < cfg.steps:
+        if budget and spent + time.perf_counter() - t0 > budget:
+            stopped_early = True
+            break
+        idx = torch.from_numpy(rng.integers(0, len(train), size=min(cfg.batch, len(train))))
+        x = imgs[idx].to(dev)
+        if rng.random() < 0.5:  # horizontal flips double the data without changing identity much
+            x = x.flip(3)
+        w = E(x)
+        w_std = w.detach().std(0).mean().clamp_min(1e-3)
+        wn = w + cfg.latent_noise * w_std * torch.randn_like(w)
+        out = G.synthesis(wn[:, None, :].expand(-1, G.num_ws, -1), noise_mode="const")
+        l1 = F.l1_loss(out, x)
+        loss = l1
+        logs = {"l1": l1.item()}
+        if perc is not None:
+            lp = perc(out, x)
+            loss = loss + cfg.w_perceptual * lp
+            logs["perceptual"] = lp.item()
+        loss = loss + 1e-3 * w.pow(2).mean()  # keeps encoded latents from drifting to huge styles
+        opt.zero_grad(set_to_none=True)
+        lv = loss.item()
+        if not np.isfinite(lv) or (ema is not None and lv > 4.0 * ema):
+            skipped += 1  # a runaway batch: skip the update rather than let it wreck the network
+            if skipped > 20:
+                raise StudioError("the subject prior diverged (its loss exploded)",
+                                  "lower its learning rate with --set lr=0.0005 and run again")
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(list(G.synthesis.parameters()) + list(E.parameters()), 1.0)
+            opt.step()
+            ema = lv if ema is None else 0.98 * ema + 0.02 * lv
+            skipped = 0
+        step += 1
+        if step % 50 == 0:
+            threads = set_threads(ctx.device, threads)
+        now = time.perf_counter()
+        if now - last > cfg.checkpoint_every_s:
+            save_ckpt()
+            last = now
+        preview = preview_grid(x, out) if step % 100 == 0 else None
+        yield ctx.progress(step, cfg.steps, part="prior", losses=logs, preview=preview, elapsed=now - t0)
+    seconds = spent + time.perf_counter() - t0
+    save_ckpt()
+
+    # ---- finish: latent statistics, w_avg, held-out quality of the encoder's reconstructions
+    G.eval()
+    E.eval()
+    with torch.no_grad():
+        lat = torch.cat([E(imgs[i: i + 32].to(dev)) for i in range(0, len(imgs), 32)])
+        G.mapping.w_avg.copy_(lat.mean(0))
+        rec = G.synthesis(E(held_imgs.to(dev))[:, None].expand(-1, G.num_ws, -1), noise_mode="const")
+        held_psnr = float(psnr_each(rec, held_imgs.to(dev)).mean())
+    save_generator(G.cpu(), gcfg, gen_path)
+    with atomic_path(ctx.workdir / "encoder.pt") as tmp:
+        torch.save({"state_dict": E.cpu().state_dict(), "resolution": cfg.resolution, "w_dim": gcfg.w_dim,
+                    "channel_max": max(128, cfg.channel_max)}, tmp)
+    with atomic_path(ctx.workdir / "latents.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, rows=train, ws=lat.cpu().numpy())
+    notes = [f"training stopped at step {step} of {cfg.steps} to stay within {cfg.time_budget_min:g} minutes"] \
+        if stopped_early else []
+    return {"outputs": {"generator": f"{ctx.stage}/generator.safetensors", "encoder": f"{ctx.stage}/encoder.pt",
+                        "latents": f"{ctx.stage}/latents.npz"},
+            "warnings": notes,
+            "summary": {"source": "subject prior", "steps": step, "minutes": round(seconds / 60, 1),
+                        "heldout_psnr_encoder": round(held_psnr, 2), "resolution": cfg.resolution}}
+
+
+def load_encoder(project, device="cpu"):
+    from models.encoders import LatentEncoder
+
+    ck = torch.load(project.output("prior", "encoder"), map_location=device, weights_only=True)
+    E = LatentEncoder(ck["resolution"], ck["w_dim"], channel_max=ck["channel_max"]).to(device)
+    E.load_state_dict(ck["state_dict"])
+    return E.eval().requires_grad_(False)
+
+
+register(StageSpec(name="prior", title="Subject prior", config_cls=PriorConfig, presets=PRESETS, run=run,
+                   depends_on=("track",), engine="pvp",
+                   description="The StyleGAN2 generator PTI starts from: a pretrained one if configured, otherwise "
+                               "one trained on your video's own frames (no download needed)."))

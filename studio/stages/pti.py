@@ -1,0 +1,286 @@
+"""Stage `pti` (PVP): pivotal tuning (Roich et al.) of the prior generator on the pivot frames.
+
+1. Inversion: every pivot is projected into W (W+ as an option) by optimisation from the prior's
+   encoder latent (or w_avg for an imported generator), with L2 + perceptual loss. The constant
+   noise maps the avatar renders with are optimised jointly for all pivots under the StyleGAN2
+   projector's noise regulariser (no spatial autocorrelation at any scale) and renormalised
+   after each step, so a still pose still gives a still image.
+2. Tuning: the generator is fine-tuned on all pivots jointly with L2 + perceptual loss, plus the
+   locality regulariser: latents sampled between each pivot and random latents of the subject's
+   latent distribution must render as the untuned generator renders them. Tuning stops early
+   when the mean pivot PSNR reaches the target, or at the step cap of the preset.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ..atomic import atomic_path, write_json
+from ..config import opt
+from ..pvp.common import load_frames, perceptual_loss, preview_grid, psnr_each, set_threads, to_uint8
+from ..tracking.data import TrackingData
+from .base import StageContext, StageSpec, register
+
+
+@dataclass
+class PTIConfig:
+    invert_steps: int = opt(60, "Optimisation steps of the pivot inversion.", minimum=0)
+    invert_lr: float = opt(0.03, "Learning rate of the inversion.", minimum=1e-5, maximum=1.0, advanced=True)
+    wplus: bool = opt(False, "Invert into W+ (one latent per layer) instead of W.")
+    optimize_noise: bool = opt(True, "Optimise the constant noise maps during inversion (with noise regularisation).",
+                               advanced=True)
+    noise_reg: float = opt(1e4, "Weight of the noise regulariser.", minimum=0.0, advanced=True)
+    tune_steps: int = opt(500, "Step cap of the generator tuning.", minimum=0)
+    tune_batch: int = opt(8, "Pivots per tuning step.", minimum=1, maximum=64)
+    tune_lr: float = opt(3e-4, "Learning rate of the tuning (PTI uses 3e-4).", minimum=1e-6, maximum=0.1,
+                         advanced=True)
+    w_perceptual: float = opt(1.0, "Weight of the perceptual loss.", minimum=0.0, advanced=True)
+    locality_weight: float = opt(0.1, "Weight of the locality regulariser (PTI: 0.1).", minimum=0.0, advanced=True)
+    locality_every: int = opt(4, "Apply the locality regulariser every N steps.", minimum=1, advanced=True)
+    locality_alpha: float = opt(0.3, "How far towards a random latent the regularised latents lie (0..1).",
+                                minimum=0.0, maximum=1.0, advanced=True)
+    target_psnr: float = opt(31.0, "Stop tuning once the mean pivot PSNR reaches this (dB).", minimum=10.0,
+                             maximum=60.0)
+    checkpoint_every_s: float = opt(45.0, "Seconds between checkpoints.", minimum=1.0, advanced=True)
+    seed: int = opt(0, "Random seed.", advanced=True)
+
+
+PRESETS = {"preview": PTIConfig(),
+           "quality": PTIConfig(invert_steps=500, tune_steps=3000, tune_batch=8, target_psnr=33.0,
+                                checkpoint_every_s=120.0)}
+
+
+def noise_buffers(G) -> list[torch.Tensor]:
+    return [b for n, b in G.synthesis.named_buffers() if n.endswith("noise_const")]
+
+
+def noise_regularizer(noises: list[torch.Tensor]) -> torch.Tensor:
+    """StyleGAN2 projector's regulariser: squared autocorrelation at lag 1, over a pyramid."""
+    loss = torch.zeros(())
+    for n in noises:
+        x = n[None, None]
+        while True:
+            loss = loss + (x * torch.roll(x, 1, dims=3)).mean() ** 2 + (x * torch.roll(x, 1, dims=2)).mean() ** 2
+            if x.shape[2] <= 8:
+                break
+            x = F.avg_pool2d(x, 2)
+    return loss
+
+
+def _broadcast(w: torch.Tensor, num_ws: int) -> torch.Tensor:
+    return w if w.ndim == 3 else w[:, None, :].expand(-1, num_ws, -1)
+
+
+def run(ctx: StageContext, cfg: PTIConfig):
+    from models.stylegan2.checkpoint import load_generator, save_generator
+
+    from ..metrics import ssim_each
+    from .prior import load_encoder
+
+    threads = set_threads(ctx.device)
+    dev = torch.device(ctx.device)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    proj = ctx.project
+    trk = TrackingData.from_project(proj)
+    rows = np.array(proj.result("pivots")["rows"], int)
+    G, gcfg = load_generator(proj.output("prior", "generator"), device=dev)
+    res = G.img_resolution
+    targets = load_frames(trk, rows, res).to(dev)
+    k = len(rows)
+    perc = perceptual_loss(dev) if cfg.w_perceptual > 0 else None
+    prior_latents = None
+    if "latents" in (proj.record("prior").get("outputs") or {}):
+        with np.load(proj.output("prior", "latents")) as z:
+            prior_latents = torch.from_numpy(z["ws"]).float().to(dev)
+
+    # initial latents
+    with torch.no_grad():
+        if "encoder" in (proj.record("prior").get("outputs") or {}):
+            w0 = load_encoder(proj, dev)(targets)
+        else:
+            w0 = G.mapping.w_avg[None].repeat(k, 1)
+    if cfg.wplus:
+        w0 = w0[:, None, :].repeat(1, G.num_ws, 1)
+    ws = w0.clone().requires_grad_(True)
+    noises = noise_buffers(G)
+    G_tuned = None
+    opt_t = None
+    phase, inv_step, tune_step = "invert", 0, 0
+    ckpt = ctx.workdir / "train.ckpt"
+    if ckpt.exists():
+        ck = torch.load(ckpt, map_location=dev, weights_only=True)
+        phase, inv_step, tune_step = ck["phase"], int(ck["inv_step"]), int(ck["tune_step"])
+        with torch.no_grad():
+            ws.copy_(ck["ws"])
+            for n, v in zip(noises, ck["noises"]):
+                n.copy_(v)
+        if phase == "tune":
+            G_tuned = copy.deepcopy(G).train().requires_grad_(False)
+            G_tuned.synthesis.requires_grad_(True)
+            G_tuned.load_state_dict(ck["G_tuned"])
+            opt_t = torch.optim.Adam(G_tuned.synthesis.parameters(), lr=cfg.tune_lr)
+            opt_t.load_state_dict(ck["opt_t"])
+        yield ctx.progress(inv_step if phase == "invert" else tune_step, cfg.invert_steps if phase == "invert"
+                           else cfg.tune_steps, part=phase, message=f"resumed in {phase} at step "
+                           f"{inv_step if phase == 'invert' else tune_step}")
+
+    def save_ckpt():
+        state = {"phase": phase, "inv_step": inv_step, "tune_step": tune_step, "ws": ws.detach(),
+                 "noises": [n.detach().clone() for n in noises]}
+        if G_tuned is not None:
+            state["G_tuned"] = G_tuned.state_dict()
+            state["opt_t"] = opt_t.state_dict()
+        with atomic_path(ckpt) as tmp:
+            torch.save(state, tmp)
+
+    t0 = time.perf_counter()
+    last = t0
+    # ---------------------------------------------------------------- 1. inversion
+    if phase == "invert":
+        params = [ws]
+        if cfg.optimize_noise:
+            for n in noises:
+                n.requires_grad_(True)
+            params += noises
+        opt_i = torch.optim.Adam(params, lr=cfg.invert_lr, betas=(0.9, 0.999))
+        while inv_step < cfg.invert_steps:
+            frac = inv_step / max(1, cfg.invert_steps)
+            lr = cfg.invert_lr * min(1.0, (1 - frac) / 0.25) * min(1.0, frac / 0.05 + 0.05)  # warm-up, ramp-down
+            for g in opt_i.param_groups:
+                g["lr"] = lr
+            out = G.synthesis(_broadcast(ws, G.num_ws), noise_mode="const")
+            l2 = F.mse_loss(out, targets)
+            loss = l2
+            logs = {"l2": l2.item()}
+            if perc is not None:
+                lp = perc(out, targets)
+                loss = loss + cfg.w_perceptual * lp
+                logs["perceptual"] = lp.item()
+            if cfg.optimize_noise and cfg.noise_reg > 0:
+                nr = noise_regularizer(noises)
+                loss = loss + cfg.noise_reg * nr
+                logs["noise_reg"] = nr.item()
+            opt_i.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_i.step()
+            if cfg.optimize_noise:
+                with torch.no_grad():
+                    for n in noises:
+                        n.sub_(n.mean()).div_(n.std().clamp_min(1e-8))
+            inv_step += 1
+            if inv_step % 50 == 0:
+                threads = set_threads(ctx.device, threads)
+            now = time.perf_counter()
+            if now - last > cfg.checkpoint_every_s:
+                save_ckpt()
+                last = now
+            preview = preview_grid(targets, out) if inv_step % 25 == 0 else None
+            yield ctx.progress(inv_step, cfg.invert_steps, part="invert", losses=logs, preview=preview,
+                               elapsed=now - t0)
+        for n in noises:
+            n.requires_grad_(False)
+        with torch.no_grad():
+            inv_psnr = float(psnr_each(G.synthesis(_broadcast(ws, G.num_ws), noise_mode="const"), targets).mean())
+        phase = "tune"
+        G_tuned = copy.deepcopy(G).train().requires_grad_(False)
+        G_tuned.synthesis.requires_grad_(True)
+        for n in noise_buffers(G_tuned):
+            n.requires_grad_(False)
+        opt_t = torch.optim.Adam(G_tuned.synthesis.parameters(), lr=cfg.tune_lr)
+        save_ckpt()
+    else:
+        inv_psnr = float("nan")
+    t_inv = time.perf_counter() - t0
+
+    # ---------------------------------------------------------------- 2. tuning
+    G.requires_grad_(False).eval()
+    w_piv = ws.detach()
+    lat_src = prior_latents if prior_latents is not None else w_piv.reshape(k, -1, w_piv.shape[-1])[:, 0]
+    lat_mu, lat_sd = lat_src.mean(0), lat_src.std(0).clamp_min(1e-4)
+    t1 = time.perf_counter()
+    mean_psnr = None
+
+    def pivot_psnr() -> torch.Tensor:
+        with torch.no_grad():
+            out = torch.cat([G_tuned.synthesis(_broadcast(w_piv[i: i + 16], G.num_ws), noise_mode="const")
+                             for i in range(0, k, 16)])
+        return psnr_each(out, targets)
+
+    while tune_step < cfg.tune_steps:
+        idx = torch.from_numpy(rng.choice(k, size=min(cfg.tune_batch, k), replace=False))
+        wb = _broadcast(w_piv[idx], G.num_ws)
+        out = G_tuned.synthesis(wb, noise_mode="const")
+        l2 = F.mse_loss(out, targets[idx])
+        loss = l2
+        logs = {"l2": l2.item()}
+        if perc is not None:
+            lp = perc(out, targets[idx])
+            loss = loss + cfg.w_perceptual * lp
+            logs["perceptual"] = lp.item()
+        if cfg.locality_weight > 0 and tune_step % cfg.locality_every == 0:
+            z = lat_mu + lat_sd * torch.randn(len(idx), lat_mu.shape[-1], device=dev)
+            wz = _broadcast(z, G.num_ws)
+            wr = wb + cfg.locality_alpha * (wz - wb)
+            with torch.no_grad():
+                ref = G.synthesis(wr, noise_mode="const")
+            got = G_tuned.synthesis(wr, noise_mode="const")
+            lloc = F.mse_loss(got, ref) + (perc(got, ref) if perc is not None else 0.0)
+            loss = loss + cfg.locality_weight * lloc
+            logs["locality"] = lloc.item()
+        opt_t.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_t.step()
+        tune_step += 1
+        if tune_step % 50 == 0:
+            threads = set_threads(ctx.device, threads)
+        now = time.perf_counter()
+        if now - last > cfg.checkpoint_every_s:
+            save_ckpt()
+            last = now
+        preview = None
+        if tune_step % 25 == 0 or tune_step == cfg.tune_steps:
+            p = pivot_psnr()
+            mean_psnr = float(p.mean())
+            logs["pivot_psnr"] = mean_psnr
+            preview = preview_grid(targets[idx], out)
+        yield ctx.progress(tune_step, cfg.tune_steps, part="tune", losses=logs, preview=preview, elapsed=now - t1)
+        if mean_psnr is not None and mean_psnr >= cfg.target_psnr:
+            break
+    save_ckpt()
+    t_tune = time.perf_counter() - t1
+
+    # ---------------------------------------------------------------- results
+    G_tuned.eval().requires_grad_(False)
+    with torch.no_grad():
+        recon = torch.cat([G_tuned.synthesis(_broadcast(w_piv[i: i + 16], G.num_ws), noise_mode="const")
+                           for i in range(0, k, 16)])
+    p = psnr_each(recon, targets).cpu().numpy()
+    s = ssim_each(to_uint8(recon), to_uint8(targets))
+    save_generator(G_tuned.cpu(), gcfg, ctx.workdir / "generator.safetensors")
+    with atomic_path(ctx.workdir / "latents.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, ws=_broadcast(w_piv, G.num_ws).cpu().numpy(), rows=rows)
+    from ..report import grid, save_png
+
+    tiles = [np.concatenate([a, b], axis=0) for a, b in zip(to_uint8(targets), to_uint8(recon))]
+    save_png(ctx.workdir / "pivots_recon.png", grid(tiles, cols=min(12, k)))
+    write_json(ctx.workdir / "pivots_metrics.json", {"rows": rows.tolist(), "psnr": p.round(3).tolist(),
+                                                      "ssim": np.asarray(s).round(4).tolist()})
+    return {"outputs": {"generator": f"{ctx.stage}/generator.safetensors", "latents": f"{ctx.stage}/latents.npz",
+                        "recon": f"{ctx.stage}/pivots_recon.png", "metrics": f"{ctx.stage}/pivots_metrics.json"},
+            "summary": {"pivots": k, "pivot_psnr": round(float(p.mean()), 2), "pivot_psnr_min": round(float(p.min()), 2),
+                        "pivot_ssim": round(float(np.mean(s)), 4), "inversion_psnr": round(inv_psnr, 2),
+                        "tune_steps": tune_step, "invert_min": round(t_inv / 60, 1),
+                        "tune_min": round(t_tune / 60, 1)}}
+
+
+register(StageSpec(name="pti", title="Pivotal tuning", config_cls=PTIConfig, presets=PRESETS, run=run,
+                   depends_on=("pivots", "prior"), engine="pvp",
+                   description="Inverts each pivot frame and tunes the generator on all pivots, so it reproduces "
+                               "this person closely."))
