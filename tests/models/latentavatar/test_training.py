@@ -1,6 +1,7 @@
 """LatentAvatar end to end on tiny data: shapes, a training step lowers the loss, mapper fit."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from models.latentavatar import LatentAvatar, LatentAvatarConfig, LossWeights, compute_losses, fit_mapper, \
@@ -10,6 +11,15 @@ from models.perceptual import PerceptualLoss
 TINY = LatentAvatarConfig(code_dim=8, encoder_res=16, n_expr=3, plane_res=16, plane_channels=4, gen_max_channels=32,
                           gen_min_channels=8, feature_dim=6, decoder_hidden=16, low_res=8, out_res=16,
                           sr_channels=16, n_samples=8)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is fastest, and two spin badly on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _batch(b: int = 3) -> dict[str, torch.Tensor]:
