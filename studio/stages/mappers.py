@@ -27,8 +27,10 @@ from .base import StageContext, StageSpec, register
 
 @dataclass
 class MappersConfig:
-    steps: int = opt(900, "Mapper training steps.", minimum=1)
-    batch: int = opt(8, "Frames per step.", minimum=1, maximum=64)
+    steps: int = opt(1200, "Mapper training steps.", minimum=1)
+    batch: int = opt(4, "Frames per step.", minimum=1, maximum=64)
+    time_budget_min: float = opt(12.0, "Stop training after this many minutes even if steps remain (0 = no limit).",
+                                 minimum=0.0)
     lr: float = opt(2e-3, "Learning rate (Adam).", minimum=1e-6, maximum=1.0, advanced=True)
     hidden: int = opt(128, "Width of the mapper MLPs.", minimum=16, maximum=1024, advanced=True)
     beta: float = opt(0.05, "Hull dilation β of the pose mapper: how far outside the pivots' convex hull it may go.",
@@ -49,7 +51,8 @@ class MappersConfig:
 
 
 PRESETS = {"preview": MappersConfig(),
-           "quality": MappersConfig(steps=20000, batch=16, estimator_steps=4000, checkpoint_every_s=120)}
+           "quality": MappersConfig(steps=20000, batch=16, estimator_steps=4000, checkpoint_every_s=120,
+                                    time_budget_min=0.0)}
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -117,6 +120,9 @@ def run(ctx: StageContext, cfg: MappersConfig):
     from models.perceptual import PerceptualLoss
     from models.pvp_mappers import ControlEstimator, ExpressionMapper, PoseMapper
 
+    from ..pvp.common import set_threads
+
+    threads = set_threads(ctx.device)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     dev = torch.device(ctx.device)
@@ -128,8 +134,8 @@ def run(ctx: StageContext, cfg: MappersConfig):
     yield ctx.progress(0, 1, part="data", message=f"loading {len(train)} training crops at {res}px")
     imgs = _to_tensor(trk.crops(train, size=res), "cpu")
     ctrl_all = torch.from_numpy(trk.controls(train))
-    lo = ctrl_all.quantile(0.01, dim=0)
-    hi = ctrl_all.quantile(0.99, dim=0)
+    lo = ctrl_all.min(dim=0).values  # the range seen in training: sliders are clamped to it
+    hi = ctrl_all.max(dim=0).values
     c_mean, c_std = ctrl_all.mean(0), ctrl_all.std(0).clamp_min(1e-3)
     keep = torch.from_numpy(region_mask(trk, train, res))[None, None].to(dev)
     n_expr = ctrl_all.shape[1] - 2
@@ -207,7 +213,12 @@ def run(ctx: StageContext, cfg: MappersConfig):
     # ---- part 2: the mappers
     t1 = time.perf_counter()
     lo_d, hi_d = lo.to(dev), hi.to(dev)
+    budget = cfg.time_budget_min * 60.0
+    stopped_early = False
     while map_step < cfg.steps:
+        if budget and time.perf_counter() - t0 > budget:
+            stopped_early = True
+            break
         idx = torch.from_numpy(rng.integers(0, len(train), size=min(cfg.batch, len(train))))
         target = imgs[idx].to(dev)
         c = ctrl_all[idx].to(dev)
@@ -247,6 +258,8 @@ def run(ctx: StageContext, cfg: MappersConfig):
         loss.backward()
         opt_map.step()
         map_step += 1
+        if map_step % 50 == 0:
+            threads = set_threads(ctx.device, threads)
         if time.perf_counter() - last_save > cfg.checkpoint_every_s:
             save_ckpt()
             last_save = time.perf_counter()
@@ -270,7 +283,9 @@ def run(ctx: StageContext, cfg: MappersConfig):
             "resolution": int(res), "config": to_dict(cfg)}
     write_json(ctx.workdir / "mappers.json", meta)
     seconds = time.perf_counter() - t0
-    return {"outputs": {"mappers": f"{ctx.stage}/mappers.pt", "meta": f"{ctx.stage}/mappers.json"},
+    notes = [f"training stopped at step {map_step} of {cfg.steps} to stay within {cfg.time_budget_min:g} minutes"] \
+        if stopped_early else []
+    return {"outputs": {"mappers": f"{ctx.stage}/mappers.pt", "meta": f"{ctx.stage}/mappers.json"}, "warnings": notes,
             "summary": {"steps": map_step, "final_l2": round(logs["l2"], 5), "minutes": round(seconds / 60, 1),
                         **{k: round(v, 3) for k, v in est_quality.items()}}}
 

@@ -149,9 +149,9 @@ class TrackingData:
         return np.concatenate([self.pose[rows, :2], self.expr[rows]], axis=1).astype(np.float32)
 
     def control_ranges(self) -> dict[str, tuple[float, float]]:
-        """Range (1st..99th percentile) of each control over the training rows."""
+        """Range (min..max) of each control over the training rows: the range seen in training."""
         train, _ = self.split()
         names = ["yaw", "pitch"] + self.expression_names
         vals = self.controls(train)
-        lo, hi = np.percentile(vals, 1, axis=0), np.percentile(vals, 99, axis=0)
+        lo, hi = vals.min(axis=0), vals.max(axis=0)
         return {n: (float(a), float(b)) for n, a, b in zip(names, lo, hi)}
