@@ -330,6 +330,12 @@ def cmd_bench(args) -> int:
         from .benchmarks.generator import main as bench_main
 
         return bench_main([])
+    if args.what == "export":
+        from .benchmarks.export import main as bench_main
+
+        if not args.video:
+            raise InputError("bench export needs a project with a trained avatar", "avatar-studio bench export PROJECT")
+        return bench_main([args.video])
     raise InputError(f"unknown benchmark {args.what}")
 
 
@@ -422,8 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_models)
 
     sp = sub.add_parser("bench", help="benchmarks that print figures")
-    sp.add_argument("what", choices=("track", "generator"))
-    sp.add_argument("video", nargs="?", help="video for the tracking benchmark")
+    sp.add_argument("what", choices=("track", "generator", "export"))
+    sp.add_argument("video", nargs="?", help="video for the tracking benchmark (project for the export one)")
     sp.add_argument("--max-frames", type=int)
     sp.set_defaults(func=cmd_bench)
 

@@ -316,7 +316,11 @@ def export(project, cfg: ExportConfig, out: str | Path, control: Control | None 
             for k, img in enumerate(imgs):
                 frame = img
                 if needs_frames:
-                    row, src = next(frames_it)
+                    nxt = next(frames_it, None)
+                    if nxt is None:  # (a bare StopIteration here would surface as a RuntimeError)
+                        raise StudioError(f"the source video ended before frame {done + 1} of {total}",
+                                          "track the video again (`avatar-studio run-stage PROJECT track`)")
+                    row, src = nxt
                     if cfg.paste_back:
                         frame = paste_back(src, img, src_trk.transforms[row], src_trk.crop_size, mask) \
                             if src_trk.valid[row] else src

@@ -168,17 +168,25 @@ def timeline_motion(path: str | Path, control_names: list[str], fps: float | Non
 def turntable_motion(control_names: list[str], ranges: dict[str, tuple[float, float]], duration: float = 10.0,
                      fps: float = 25.0, expression: dict[str, float] | None = None, reach: float = 0.9,
                      turns: float = 1.0) -> Motion:
-    """A yaw/pitch orbit at a fixed expression: yaw sweeps the trained range as a sine, pitch
-    follows a half-amplitude cosine, so the head traces a loop that starts and ends facing forward."""
+    """A yaw/pitch orbit at a fixed expression that starts and ends facing forward.
+
+    Forward is yaw = pitch = 0 (the subject's frontal pose), or the nearest trained pose when
+    0 is outside a range. Yaw sweeps as a sine to `reach` of the trained range on each side of
+    forward (the sides need not be equal: a subject who turned further one way is shown further
+    that way); pitch follows a cosine to half of `reach` towards the side of its range with more
+    room, so the head traces a loop through forward.
+    """
     if duration <= 0:
         raise InputError("the turntable must last longer than 0 seconds")
     t = np.arange(int(round(duration * fps))) / fps
     ctrl = np.zeros((len(t), len(control_names)), np.float32)
     (y0, y1), (p0, p1) = ranges.get("yaw", (-20, 20)), ranges.get("pitch", (-10, 10))
-    yc, ya = (y0 + y1) / 2, (y1 - y0) / 2 * reach
-    pc, pa = (p0 + p1) / 2, (p1 - p0) / 2 * reach
+    yc, pc = float(np.clip(0.0, y0, y1)), float(np.clip(0.0, p0, p1))
     phase = 2 * np.pi * turns * t / duration
-    ctrl[:, 0] = yc + ya * np.sin(phase)
+    s = np.sin(phase)
+    ctrl[:, 0] = yc + reach * np.where(s >= 0, (y1 - yc) * s, (yc - y0) * s)
+    up, down = p1 - pc, pc - p0
+    pa = 0.5 * reach * (up if up >= down else -down)  # half the room: a gentle nod, not the extreme
     ctrl[:, 1] = pc + pa * 0.5 * (1 - np.cos(phase))
     for k, v in (expression or {}).items():
         if k not in control_names:

@@ -140,3 +140,62 @@ def test_paste_back_puts_render_where_the_face_was():
     render = np.full((64, 64, 3), 255, np.uint8)
     out = paste_back(frame, render, A, 128, feather_mask(64))
     assert out[52, 82].min() > 240 and out[150, 250].max() == 0
+
+
+def test_turntable_starts_and_ends_facing_forward_with_lopsided_ranges():
+    from studio.motion import turntable_motion
+
+    names = ["yaw", "pitch", "jaw_open"]
+    ranges = {"yaw": (-16.0, 23.3), "pitch": (-16.0, 4.2), "jaw_open": (0.0, 0.8)}  # as tracked on d3
+    m = turntable_motion(names, ranges, duration=10.0, fps=25.0, expression={"jaw_open": 0.3})
+    c = m.controls
+    assert len(m) == 250
+    assert abs(c[0, 0]) < 1e-4 and abs(c[0, 1]) < 1e-4  # frontal, not the middle of a lopsided range
+    assert abs(c[-1, 0]) < 1.0 and abs(c[-1, 1]) < 0.1
+    assert c[:, 0].max() == pytest.approx(0.9 * 23.3, rel=1e-3)  # each side to 90 % of its own extent
+    assert c[:, 0].min() == pytest.approx(-0.9 * 16.0, rel=1e-3)
+    assert c[:, 1].min() == pytest.approx(-0.45 * 16.0, rel=1e-3) and c[:, 1].max() <= 1e-6  # nods the roomy way
+    assert np.all(c[:, 2] == np.float32(0.3))
+    # forward outside the trained range: start at the nearest trained pose
+    m = turntable_motion(names, {"yaw": (5.0, 30.0), "pitch": (-10.0, 10.0)}, duration=2.0, fps=10.0)
+    assert m.controls[0, 0] == pytest.approx(5.0) and m.controls[:, 0].min() >= 5.0 - 1e-4
+
+
+def test_cli_export_end_to_end(tracked_d3, avatar, tmp_path, monkeypatch, capsys):
+    """The `export` command as a user types it (the avatar is the test engine: nothing is trained)."""
+    from studio import avatar as avatar_mod
+    from studio.cli import main
+
+    monkeypatch.setattr(avatar_mod.Avatar, "open", classmethod(lambda cls, project, engine=None: avatar))
+    out = tmp_path / "turn.mp4"
+    assert main(["export", str(tracked_d3.root), "--source", "turntable", "--duration", "2", "-o", str(out)]) == 0
+    d = media_duration(out)
+    assert d["frames"] == 50 and d["fps"] == 25 and d["audio_seconds"] is None
+    assert "wrote" in capsys.readouterr().out
+    out = tmp_path / "self.mp4"
+    assert main(["export", str(tracked_d3.root), "--source", "self", "--frames", "heldout", "--paste-back",
+                 "--side-by-side", "-o", str(out)]) == 0
+    trk = TrackingData.from_project(tracked_d3)
+    d = media_duration(out)
+    assert d["frames"] == len(trk.split()[1]) and probe(out).display_size == (1024, 512)
+    assert d["audio_seconds"] == pytest.approx(d["video_seconds"], abs=0.1)
+    # a bad request is one line and a non-zero exit code, with no file left behind
+    assert main(["export", str(tracked_d3.root), "--source", "turntable", "--paste-back",
+                 "-o", str(tmp_path / "bad.mp4")]) != 0
+    assert "error:" in capsys.readouterr().err and not (tmp_path / "bad.mp4").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["self.mp4", "turn.mp4"]
+
+
+def test_export_benchmark_reports_both_lengths(tracked_d3, avatar, monkeypatch, capsys):
+    """The benchmark's table and ratio, with the per-length subprocess replaced by a fake."""
+    from studio.benchmarks import export as bench
+
+    def fake(project, duration, fps, engine, tmp):
+        n = int(duration * fps)
+        return {"duration": duration, "frames": n, "seconds": n / 30, "render_seconds": n / 31, "size": [128, 128],
+                "peak_mb": 400.0 + duration / 60, "ffmpeg_peak_mb": 50.0, "bytes": 1000 * n}
+
+    monkeypatch.setattr(bench, "run_length", fake)
+    assert bench.main([str(tracked_d3.root)]) == 0
+    text = capsys.readouterr().out
+    assert "memory ratio       1.002" in text and "ok" in text
