@@ -165,7 +165,9 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor, scales: int = 3) -> torch.Tensor:
         vals.append(ssim if s == scales - 1 else cs)
         if s < scales - 1:
             x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
-    vals_t = torch.stack(vals, dim=1).clamp_min(1e-6)  # (B, scales)
+    # Floor at 0.01: the gradient of v**w grows like v**(w-1) as v -> 0 (about 1e4 at 1e-6), which
+    # blew up generator training whenever a scale's contrast-structure term neared zero.
+    vals_t = torch.stack(vals, dim=1).clamp_min(1e-2)  # (B, scales)
     return torch.prod(vals_t ** w, dim=1)
 
 

@@ -154,10 +154,9 @@ def run(ctx: StageContext, cfg: PriorConfig):
             lp = perc(out, x)
             loss = loss + cfg.w_perceptual * lp
             logs["perceptual"] = lp.item()
-        loss = loss + 1e-3 * w.pow(2).mean()  # keeps encoded latents from drifting to huge styles
         opt.zero_grad(set_to_none=True)
         lv = loss.item()
-        if not np.isfinite(lv) or (ema is not None and lv > 4.0 * ema):
+        if not np.isfinite(lv) or (step > 100 and ema is not None and lv > 4.0 * ema):
             skipped += 1  # a runaway batch: skip the update rather than let it wreck the network
             if skipped > 20:
                 raise StudioError("the subject prior diverged (its loss exploded)",
