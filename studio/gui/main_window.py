@@ -1,4 +1,4 @@
-"""The studio window: projects, the stage list, stage pages with the dashboard, tracking, viewer."""
+"""The studio window: projects, the stage list, stage pages with the dashboard, tracking, viewer, export."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QFrame, QHBoxLayout, QLab
 from .. import __version__
 from ..errors import StudioError
 from .dialogs import VIDEO_EXTENSIONS, NewProjectDialog, error_box
+from .export_panel import ExportPanel
 from .model_files import ModelFiles
 from .settings import AppSettings
 from .stage_page import StagePage
@@ -83,6 +84,7 @@ class MainWindow(QMainWindow):
         self.error_dialog = None
         self.new_dialog: NewProjectDialog | None = None
         self.models_dialog = None
+        self.engine_dialog = None
         self.gpu_available = False
         self.setWindowTitle("Avatar Studio")
         self.setWindowIcon(icon("app"))
@@ -122,7 +124,8 @@ class MainWindow(QMainWindow):
         self.act_close = act("Close project", "folder", lambda: self.set_project(None))
         self.act_run = act("Run", "run", lambda: self.run_selected(), "Ctrl+R", "Run the selected stage (Ctrl+R)")
         self.act_run_all = act("Run all", "run", lambda: self.run_all(), "Ctrl+Shift+R",
-                               "Run every stage that is not done yet (Ctrl+Shift+R)")
+                               "Train an avatar: every stage of the engine you pick that is not done yet "
+                               "(Ctrl+Shift+R)")
         self.act_pause = act("Pause", "pause", lambda: self.pause(), None, "Pause the running stage")
         self.act_resume = act("Resume", "run", lambda: self.resume(), None, "Resume the paused stage")
         self.act_cancel = act("Cancel", "cancel", lambda: self.cancel(), "Ctrl+.", "Cancel the running stage")
@@ -180,8 +183,10 @@ class MainWindow(QMainWindow):
         v = mb.addMenu("&View")
         self.act_show_tracking = v.addAction(icon("tracking"), "Tracking", lambda: self.show_view("tracking"))
         self.act_show_viewer = v.addAction(icon("viewer"), "Viewer", lambda: self.show_view("viewer"))
+        self.act_show_export = v.addAction(icon("export"), "Export", lambda: self.show_view("export"))
         self.act_show_tracking.setShortcut("Ctrl+T")
         self.act_show_viewer.setShortcut("Ctrl+E")
+        self.act_show_export.setShortcut("Ctrl+Shift+E")
         t = mb.addMenu("&Tools")
         t.addAction(self.act_models)
         h = mb.addMenu("&Help")
@@ -219,11 +224,12 @@ class MainWindow(QMainWindow):
         sl.addWidget(t2)
         self.view_list = QListWidget()
         self.view_list.setIconSize(QSize(18, 18))
-        for key, ico, text in (("tracking", "tracking", "Tracking curves"), ("viewer", "viewer", "Viewer")):
+        for key, ico, text in (("tracking", "tracking", "Tracking curves"), ("viewer", "viewer", "Viewer"),
+                               ("export", "export", "Export")):
             it = QListWidgetItem(icon(ico), text)
             it.setData(ROLE, key)
             self.view_list.addItem(it)
-        self.view_list.setFixedHeight(84)
+        self.view_list.setFixedHeight(124)
         self.view_list.currentItemChanged.connect(self._view_selected)
         sl.addWidget(self.view_list)
         sl.addStretch(1)
@@ -235,7 +241,8 @@ class MainWindow(QMainWindow):
         self.stage_page = StagePage()
         self.tracking_view = TrackingView()
         self.viewer = ViewerPanel()
-        for w in (self.welcome, self.stage_page, self.tracking_view, self.viewer):
+        self.export_panel = ExportPanel()
+        for w in (self.welcome, self.stage_page, self.tracking_view, self.viewer, self.export_panel):
             self.pages.addWidget(w)
         lay.addWidget(self.pages, 1)
         self.setCentralWidget(body)
@@ -248,6 +255,7 @@ class MainWindow(QMainWindow):
         sp.dashboard.resume_clicked.connect(self.resume)
         sp.dashboard.cancel_clicked.connect(self.cancel)
         self.viewer.show_models.connect(self.show_models)
+        self.export_panel.busy_changed.connect(lambda _b: self._update_run_actions())
 
     # ------------------------------------------------------------------ projects
     def set_project(self, project) -> None:
@@ -255,6 +263,16 @@ class MainWindow(QMainWindow):
             self.show_error("A stage is running", Failure("a stage is still running in this project",
                                                           "cancel it first, then switch projects"))
             return
+        if self.export_panel.is_running():
+            self.show_error("An export is running", Failure("an export is still running in this project",
+                                                            "cancel it first, then switch projects"))
+            return
+        if self.engine_dialog is not None:
+            try:
+                self.engine_dialog.reject()  # it was about another project
+            except RuntimeError:
+                pass  # already closed and deleted
+            self.engine_dialog = None
         self.project = project
         has = project is not None
         self.sidebar.setVisible(has)
@@ -269,6 +287,7 @@ class MainWindow(QMainWindow):
             self.welcome.set_recent(self.settings.recent)
             self.pages.setCurrentWidget(self.welcome)
             self.viewer.set_project(None)
+            self.export_panel.set_project(None)
             return
         self.setWindowTitle(f"{project.name} — Avatar Studio")
         self.project_label.setText(project.name)
@@ -289,6 +308,7 @@ class MainWindow(QMainWindow):
         first = next((n for n in REGISTRY if stage_state(project, n) != "done"), next(iter(REGISTRY), None))
         self.tracking_view.set_project(project)
         self.viewer.set_project(project)
+        self.export_panel.set_project(project)
         if first:
             self.select_stage(first)
         self.statusBar().showMessage(f"Opened {project.root}", 5000)
@@ -430,7 +450,7 @@ class MainWindow(QMainWindow):
                 self.view_list.blockSignals(True)
                 self.view_list.setCurrentRow(i)
                 self.view_list.blockSignals(False)
-        page = self.tracking_view if key == "tracking" else self.viewer
+        page = {"tracking": self.tracking_view, "export": self.export_panel}.get(key, self.viewer)
         self.pages.setCurrentWidget(page)
         page.setFocus()
 
@@ -504,17 +524,29 @@ class MainWindow(QMainWindow):
         if name:
             self.run_stage(name)
 
-    def run_all(self) -> None:
-        from ..pipeline import stage_state
-        from ..stages import REGISTRY
+    def run_all(self, engine: str | None = None):
+        """Train an avatar: ask which engine (a non-blocking dialog, returned), or run `engine`'s
+        stages that are not done ("pvp", "nerf" or "both")."""
+        from .engine_dialog import EngineDialog, stages_for
 
         if self.project is None:
-            return
-        todo = [n for n in REGISTRY if stage_state(self.project, n) != "done"]
+            return None
+        if engine is None:
+            if not any(stages_for(self.project, k) for k in ("pvp", "nerf")):
+                self.statusBar().showMessage("Both engines are trained: every stage is done.", 5000)
+                return None
+            dlg = EngineDialog(self.project, self, default=self.settings.get("run_all_engine") or "pvp")
+            dlg.accepted.connect(lambda: dlg.choice() and self.run_all(dlg.choice()))
+            dlg.setAttribute(Qt.WA_DeleteOnClose)
+            self.engine_dialog = dlg
+            dlg.open()
+            return dlg
+        self.settings.set("run_all_engine", engine)
+        todo = stages_for(self.project, engine)
         if not todo:
-            self.statusBar().showMessage("Every stage is done.", 5000)
-            return
-        self.start_run(todo, force=())
+            self.statusBar().showMessage("That engine is trained: every stage it needs is done.", 5000)
+            return None
+        return self.start_run(todo, force=())
 
     def run_stage(self, name: str) -> StageRunner | None:
         if self.project is None:
@@ -584,6 +616,7 @@ class MainWindow(QMainWindow):
         if name == "track" or "track" in REGISTRY[name].depends_on:
             self.tracking_view.reload()
         self.viewer.set_project(self.project)
+        self.export_panel.refresh()
 
     def _run_failed(self, name: str, f: Failure) -> None:
         self.reload_manifest()
@@ -636,8 +669,9 @@ class MainWindow(QMainWindow):
         self.act_pause.setEnabled(running and not paused)
         self.act_resume.setEnabled(running and paused)
         self.act_cancel.setEnabled(running)
-        self.act_new.setEnabled(not running)
-        self.act_open.setEnabled(not running)
+        exporting = self.export_panel.is_running()
+        self.act_new.setEnabled(not running and not exporting)
+        self.act_open.setEnabled(not running and not exporting)
         self.preset_box.setEnabled(has and not running)
         self.device_box.setEnabled(has and not running)
 
@@ -707,6 +741,7 @@ class MainWindow(QMainWindow):
                 self.runner.wait(3000)
         self.stage_page.commit_edits()
         self.viewer.shutdown()
+        self.export_panel.shutdown()
         self.settings.set("geometry", bytes(self.saveGeometry().toBase64()).decode())
         super().closeEvent(ev)
 

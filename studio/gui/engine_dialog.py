@@ -1,0 +1,94 @@
+""""Run all" asks which avatar engine to train: StyleGAN (PVP), NeRF, or both.
+
+The stages of each engine come from `studio.stages.ENGINES`; the dialog lists, for each
+choice, the stages that would run (those not done yet, in run order).
+"""
+from __future__ import annotations
+
+from PySide6.QtWidgets import (QButtonGroup, QDialog, QDialogButtonBox, QLabel, QLayout, QRadioButton, QVBoxLayout,
+                               QWidget)
+
+CHOICES = (("pvp", "StyleGAN (PVP)", "Sliders on a fine-tuned StyleGAN2: sharp faces, fast to render."),
+           ("nerf", "NeRF (LatentAvatar)", "A tri-plane NeRF head: consistent under large head turns, slower."),
+           ("both", "Both", "Train both engines, one after the other, to compare them in the viewer."))
+
+RADIO_STYLE = """
+QRadioButton { font-weight: bold; spacing: 8px; }
+QRadioButton::indicator { width: 14px; height: 14px; border: 1px solid #5d6577; border-radius: 8px; background: #15181e; }
+QRadioButton::indicator:hover { border-color: #88c0d0; }
+QRadioButton::indicator:checked { border-color: #88c0d0; background: qradialgradient(cx:0.5, cy:0.5, radius:0.5,
+    fx:0.5, fy:0.5, stop:0 #88c0d0, stop:0.45 #88c0d0, stop:0.55 #15181e, stop:1 #15181e); }
+QRadioButton::indicator:disabled { border-color: #3b4252; background: #20242c; }
+"""
+"""Radio buttons are not in the theme's stylesheet yet: without this they are near invisible."""
+
+
+def stages_for(project, choice: str) -> list[str]:
+    """Stages of `choice` ("pvp", "nerf" or "both") not done yet in `project`, in run order."""
+    from ..pipeline import stage_state
+    from ..stages import ENGINES, REGISTRY
+
+    wanted = set()
+    for eng in (ENGINES if choice == "both" else (choice,)):
+        wanted.update(ENGINES.get(eng, ()))
+    return [n for n in REGISTRY if n in wanted and stage_state(project, n) != "done"]
+
+
+class EngineDialog(QDialog):
+    """Pick an engine for Run all; `choice()` is "pvp", "nerf" or "both"."""
+
+    def __init__(self, project, parent: QWidget | None = None, default: str = "pvp"):
+        from ..stages import REGISTRY
+
+        super().__init__(parent)
+        self.setWindowTitle("Run all: which avatar?")
+        self.setMinimumWidth(560)
+        self.setStyleSheet(RADIO_STYLE)
+        lay = QVBoxLayout(self)
+        lay.setSpacing(4)
+        lay.setSizeConstraint(QLayout.SetFixedSize)
+        intro = QLabel("Run every stage one avatar engine needs that is not done yet.")
+        intro.setObjectName("Dim")
+        intro.setWordWrap(True)
+        lay.addWidget(intro)
+        lay.addSpacing(8)
+        self.group = QButtonGroup(self)
+        self.buttons: dict[str, QRadioButton] = {}
+        self.plans: dict[str, list[str]] = {}
+        first_enabled = None
+        for key, title, help_ in CHOICES:
+            todo = stages_for(project, key)
+            self.plans[key] = todo
+            rb = QRadioButton(title)
+            rb.setEnabled(bool(todo))
+            plan = " → ".join(REGISTRY[n].title for n in todo) if todo else "already trained: nothing to run"
+            note = QLabel(f"{help_}<br><span style='color:#8a93a6'>Runs: {plan}</span>")
+            note.setWordWrap(True)
+            note.setObjectName("Hint")
+            note.setContentsMargins(24, 0, 0, 10)
+            note.setFixedWidth(540)
+            self.group.addButton(rb)
+            self.buttons[key] = rb
+            lay.addWidget(rb)
+            lay.addWidget(note)
+            if todo and first_enabled is None:
+                first_enabled = key
+        pick = default if self.plans.get(default) else first_enabled
+        if pick:
+            self.buttons[pick].setChecked(True)
+        self.box = QDialogButtonBox(QDialogButtonBox.Cancel)
+        self.run_btn = self.box.addButton("Run", QDialogButtonBox.AcceptRole)
+        self.run_btn.setObjectName("Primary")
+        self.run_btn.setEnabled(pick is not None)
+        self.box.accepted.connect(self.accept)
+        self.box.rejected.connect(self.reject)
+        lay.addWidget(self.box)
+
+    def choice(self) -> str | None:
+        for key, rb in self.buttons.items():
+            if rb.isChecked():
+                return key
+        return None
+
+    def set_choice(self, key: str) -> None:
+        self.buttons[key].setChecked(True)

@@ -1,0 +1,217 @@
+"""The Export page: a turntable exported from the page (in the export child process), cancel
+half-way (no file left), errors as dialogs, the no-avatar notice, and Run all's engine choice.
+
+The avatar engine is a fake that draws a disc from the controls (tests/gui/gui_fakes.py): these
+tests check the page's plumbing, not a model. Its loaders are module-level functions so they
+reach the export's child process by reference, as the real engines' loaders do.
+"""
+from __future__ import annotations
+
+import pytest
+
+from gui_fakes import FakeTrackedEngine, synthetic_tracked_project
+
+FAST_DELAY = 0.002
+SLOW_DELAY = 0.12
+"""Seconds per batch of 4 frames: 100 frames take about 3 s, time to cancel half-way."""
+
+
+def load_fast(project):
+    return FakeTrackedEngine("fake", size=96, delay=FAST_DELAY)
+
+
+def load_slow(project):
+    return FakeTrackedEngine("fake", size=96, delay=SLOW_DELAY)
+
+
+@pytest.fixture
+def tracked(tmp_path):
+    from studio.stages import REGISTRY
+
+    if "track" not in REGISTRY or "ingest" not in REGISTRY:
+        pytest.skip("needs the ingest and track stages")
+    return synthetic_tracked_project(tmp_path / "synthetic")
+
+
+def use_engine(monkeypatch, loader):
+    """Register `loader` as the engine "fake", trained once `track` is done."""
+    from studio import avatar
+    from studio.stages import ENGINES
+
+    monkeypatch.setitem(ENGINES, "fake", ["track"])
+    monkeypatch.setitem(avatar.ENGINE_LOADERS, "fake", loader)
+
+
+def open_export(window, project):
+    assert window.open_project(project.root)
+    window.show_view("export")
+    assert window.pages.currentWidget() is window.export_panel
+    return window.export_panel
+
+
+def set_turntable(panel, out, seconds: float) -> None:
+    f = panel.form.editors
+    f["source"].setCurrentIndex(f["source"].findData("turntable"))
+    f["duration"].setValue(seconds)
+    f["fps"].setText("25")
+    panel.set_output(out)
+
+
+def partials(folder):
+    return [p.name for p in folder.iterdir() if ".partial" in p.name] if folder.exists() else []
+
+
+def test_turntable_from_the_panel(window, tracked, monkeypatch, qtbot, tmp_path, screenshot):
+    from PySide6.QtGui import QDesktopServices
+
+    from studio.video import media_duration
+
+    use_engine(monkeypatch, load_fast)
+    panel = open_export(window, tracked)
+    assert panel.engines() == ["fake"] and not panel.notice.isVisible()
+    # defaults: <project>/exports/<source>.mp4, following the source until the user picks a path
+    assert panel.output.text() == str(tracked.root / "exports" / "turntable.mp4")
+    src = panel.form.editors["source"]
+    src.setCurrentIndex(src.findData("self"))
+    assert panel.output.text().endswith("self.mp4")
+    assert not panel.driver.isVisibleTo(panel) and not panel.form.editors["duration"].isVisibleTo(panel)
+    src.setCurrentIndex(src.findData("driver"))
+    assert panel.driver.isVisibleTo(panel)
+
+    out = tmp_path / "out" / "turn.mp4"
+    set_turntable(panel, out, 2.0)
+    assert panel.form.editors["duration"].isVisibleTo(panel) and not panel.driver.isVisibleTo(panel)
+    runner = panel.start()
+    assert runner is not None and not runner.in_process  # the engine's loader went to the child process
+    assert window.is_running() is False and not window.act_open.isEnabled()  # no project switch mid-export
+    qtbot.waitUntil(lambda: not panel.is_running(), timeout=60000)
+    assert runner.outcome == "done", panel.error_dialog and panel.error_dialog.text()
+    assert out.is_file() and media_duration(out)["frames"] == 50
+    assert partials(out.parent) == []
+    res = panel.result
+    assert res["frames"] == 50 and res["fps"] == 25 and res["audio"] is False
+    text = panel.result_label.text()
+    assert str(out) in text and "50 frames at 25 fps" in text and "no audio" in text
+    assert panel.result_box.isVisible() and panel.progress.value() == 50
+    assert panel.preview.image() is not None  # the newest frame was shown
+    opened = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url.toLocalFile()))
+    panel.open_btn.click()
+    assert opened == [str(out.parent)]
+    assert window.act_open.isEnabled()
+    screenshot(window, "export_panel")
+
+
+def test_cancel_half_way_leaves_no_file(window, tracked, monkeypatch, qtbot, tmp_path, screenshot):
+    use_engine(monkeypatch, load_slow)
+    panel = open_export(window, tracked)
+    out = tmp_path / "out" / "cancelled.mp4"
+    set_turntable(panel, out, 4.0)  # 100 frames
+    runner = panel.start()
+    qtbot.waitUntil(lambda: panel.progress.maximum() == 100 and panel.progress.value() >= 40, timeout=60000)
+    assert panel.cancel_btn.isEnabled() and "ETA" in panel.status.text()
+    screenshot(window, "export_panel_running")
+    panel.cancel_btn.click()
+    qtbot.waitUntil(lambda: not panel.is_running(), timeout=30000)
+    assert runner.outcome == "cancelled"
+    assert not out.exists() and partials(out.parent) == []
+    assert "no file was written" in panel.status.text()
+    assert panel.error_dialog is None and not panel.result_box.isVisible()
+
+
+def test_injected_avatar_runs_in_a_thread(window, tracked, qtbot, tmp_path):
+    from studio.avatar import Avatar
+
+    panel = open_export(window, tracked)
+    assert panel.notice.isVisible() and not panel.export_btn.isEnabled()
+    panel.avatar_override = Avatar(FakeTrackedEngine("fake", size=64, delay=0.0))
+    panel.refresh()
+    assert not panel.notice.isVisible() and panel.export_btn.isEnabled()
+    fmt = panel.form.editors["format"]
+    fmt.setCurrentIndex(fmt.findData("gif"))
+    assert panel.output.text().endswith("turntable.gif")
+    panel.form.editors["duration"].setValue(0.4)
+    runner = panel.start()
+    assert runner.in_process
+    qtbot.waitUntil(lambda: not panel.is_running(), timeout=30000)
+    assert runner.outcome == "done" and panel.result["frames"] == 10
+    assert (tracked.root / "exports" / "turntable.gif").is_file()
+
+
+def test_errors_become_readable_dialogs(window, tracked, monkeypatch, qtbot, tmp_path):
+    use_engine(monkeypatch, load_fast)
+    panel = open_export(window, tracked)
+    src = panel.form.editors["source"]
+    src.setCurrentIndex(src.findData("driver"))
+    assert panel.start() is None  # no driver chosen: said before anything runs
+    assert "driver video" in panel.error_dialog.text()
+    panel.error_dialog.close()
+    src.setCurrentIndex(src.findData("turntable"))
+    panel.set_output(tmp_path / "clip.xyz")  # a StudioError raised by export() in the child
+    runner = panel.start()
+    qtbot.waitUntil(lambda: not panel.is_running(), timeout=60000)
+    assert runner.outcome == "failed"
+    box = panel.error_dialog
+    assert "Cannot tell the format" in box.text() and ".mp4" in box.informativeText()
+    assert not box.detailedText()  # a StudioError is no bug report
+    box.close()
+
+
+def test_no_avatar_notice(window, tmp_path, screenshot):
+    from studio.project import Project
+
+    panel = open_export(window, Project.create(tmp_path / "untrained"))
+    assert panel.notice.isVisible()
+    assert "train the StyleGAN or NeRF engine first" in panel.notice.text()
+    assert not panel.export_btn.isEnabled() and panel.engines() == []
+    screenshot(window, "export_panel_no_avatar")
+
+
+def test_run_all_asks_which_engine(window, tmp_path, qtbot, monkeypatch, screenshot):
+    from studio.gui.engine_dialog import stages_for
+    from studio.project import Project
+    from studio.stages import ENGINES
+
+    proj = Project.create(tmp_path / "fresh")
+    window.open_project(proj.root)
+    dlg = window.run_all()
+    assert dlg is not None and dlg.isVisible() and not window.is_running()
+    for key in ("pvp", "nerf"):
+        assert dlg.plans[key] == stages_for(proj, key) == ENGINES[key]
+    assert set(dlg.plans["both"]) == set(ENGINES["pvp"]) | set(ENGINES["nerf"])
+    screenshot(dlg, "run_all_engine")
+    started = []
+    monkeypatch.setattr(window, "start_run", lambda stages, overrides=None, force=(): started.append(stages))
+    dlg.set_choice("nerf")
+    dlg.run_btn.click()
+    assert started == [ENGINES["nerf"]]
+    assert window.settings.get("run_all_engine") == "nerf"
+    dlg2 = window.run_all()
+    assert dlg2.choice() == "nerf"  # remembered
+    dlg2.reject()
+
+
+def test_self_export_of_a_real_clip_with_audio(window, short_clip, monkeypatch, qtbot, tmp_path):
+    """source=self on a real tracked clip (needs ../shared): the subject's audio comes along."""
+    from studio.pipeline import run_stage
+    from studio.project import Project
+    from studio.video import media_duration
+
+    proj = Project.create(tmp_path / "real", short_clip)
+    run_stage(proj, "ingest")
+    run_stage(proj, "track", {"min_frames": 5})
+    use_engine(monkeypatch, load_fast)
+    panel = open_export(window, proj)
+    f = panel.form.editors
+    f["source"].setCurrentIndex(f["source"].findData("self"))
+    f["frames"].setCurrentIndex(f["frames"].findData("all"))
+    f["side_by_side"].setChecked(True)
+    out = tmp_path / "self.mp4"
+    panel.set_output(out)
+    runner = panel.start()
+    qtbot.waitUntil(lambda: not panel.is_running(), timeout=120000)
+    assert runner.outcome == "done", panel.error_dialog and panel.error_dialog.text()
+    d = media_duration(out)
+    assert d["frames"] == panel.result["frames"] and panel.result["audio"] is True
+    assert d["audio_seconds"] == pytest.approx(d["video_seconds"], abs=0.15)
+    assert "with audio" in panel.result_label.text()
