@@ -145,6 +145,15 @@ def feather_mask(size: int, feather: float = 0.08) -> np.ndarray:
     return np.minimum(ramp[:, None], ramp[None, :]).astype(np.float32)
 
 
+def face_mask(size: int, feather: float = 0.12) -> np.ndarray:
+    """(S, S) float32 soft ellipse over the face of an FFHQ-aligned crop (forehead to chin, ear to
+    ear); outside it the original frame shows, so hair and background stay sharp when pasting."""
+    yy, xx = (np.mgrid[0:size, 0:size] + 0.5) / size
+    cx, cy, rx, ry = 0.5, 0.58, 0.28, 0.36
+    d = np.sqrt(((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2)  # 1 on the ellipse
+    return np.clip((1.0 - d) / feather + 0.5, 0.0, 1.0).astype(np.float32)
+
+
 def paste_back(frame: np.ndarray, render: np.ndarray, transform: np.ndarray, crop_size: int,
                mask: np.ndarray | None = None) -> np.ndarray:
     """Warp a render (aligned-crop space) back into the original frame with a soft mask.
@@ -303,7 +312,7 @@ def export(project, cfg: ExportConfig, out: str | Path, control: Control | None 
     audio = motion.audio if (cfg.audio and fmt == "mp4") else None
     writer = ClipWriter(out, fmt, width, height, motion.fps, cfg.crf, audio, motion.audio_offset, motion.duration)
     frames_it = _source_frames(motion, project) if needs_frames else None
-    mask = feather_mask(S)
+    mask = face_mask(S)
     clamped: set[str] = set()
     t0 = time.perf_counter()
     total = len(motion)

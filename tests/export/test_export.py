@@ -199,3 +199,10 @@ def test_export_benchmark_reports_both_lengths(tracked_d3, avatar, monkeypatch, 
     assert bench.main([str(tracked_d3.root)]) == 0
     text = capsys.readouterr().out
     assert "memory ratio       1.002" in text and "ok" in text
+
+
+def test_face_mask_keeps_the_surroundings():
+    from studio.export import face_mask
+
+    m = face_mask(128)
+    assert m[74, 64] == 1.0 and m[2, 2] == 0.0 and m[64, 2] == 0.0 and m[2, 64] == 0.0
