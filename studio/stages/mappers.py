@@ -27,7 +27,7 @@ from .base import StageContext, StageSpec, register
 
 @dataclass
 class MappersConfig:
-    steps: int = opt(1200, "Mapper training steps.", minimum=1)
+    steps: int = opt(2400, "Mapper training steps.", minimum=1)
     batch: int = opt(4, "Frames per step.", minimum=1, maximum=64)
     time_budget_min: float = opt(12.0, "Stop training after this many minutes even if steps remain (0 = no limit).",
                                  minimum=0.0)
