@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -90,13 +91,15 @@ def run(ctx: StageContext, cfg: PriorConfig):
     pre = _pretrained_path(cfg)
     if pre:
         yield ctx.progress(0, 1, part="import", message=f"importing {pre}")
+        if not Path(pre).expanduser().is_file():
+            raise InputError(f"the pretrained StyleGAN2 file {pre} does not exist",
+                             "fix the path in the Models settings or the `pretrained` setting, or clear it to "
+                             "train a subject prior from the video")
         try:
-            G, gcfg = load_generator(pre)
+            G, gcfg = load_generator(Path(pre).expanduser())
         except CheckpointError as exc:
             raise InputError(f"the pretrained StyleGAN2 file cannot be used: {exc}",
                              "choose an NVIDIA .pkl, a rosinality .pt or an Avatar Studio generator") from exc
-        except FileNotFoundError:
-            raise InputError(f"the pretrained StyleGAN2 file {pre} does not exist") from None
         save_generator(G, gcfg, gen_path)
         yield ctx.progress(1, 1, part="import")
         return {"outputs": {"generator": f"{ctx.stage}/generator.safetensors"},
