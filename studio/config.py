@@ -31,7 +31,8 @@ def to_dict(cfg: Any) -> dict:
 
 
 def config_hash(cfg: Any) -> str:
-    blob = json.dumps(to_dict(cfg), sort_keys=True, default=str).encode()
+    """Short hash of a config dataclass (or of its dict)."""
+    blob = json.dumps(cfg if isinstance(cfg, dict) else to_dict(cfg), sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 

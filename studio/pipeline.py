@@ -55,6 +55,20 @@ def stage_config(project: Project, name: str, overrides: dict | None = None, pre
     return cfg
 
 
+def same_config(rec: dict, cfg: Any) -> bool:
+    """Whether `cfg` is the config the stage last ran with (the record's hash). Settings that a
+    newer version of the app added are not differences: the hash is also compared over only the
+    settings the record knows, so an upgrade does not make a trained project stale and throw
+    away its checkpoints. (After `set_stage_config` the record knows every setting.)"""
+    new = to_dict(cfg)
+    if rec.get("config_hash") == config_hash(new):
+        return True
+    old = rec.get("config")
+    if not isinstance(old, dict) or not old.keys() < new.keys():
+        return False
+    return rec.get("config_hash") == config_hash({k: new[k] for k in old})
+
+
 def stage_state(project: Project, name: str, _seen: frozenset = frozenset()) -> str:
     """One of: pending, running, cancelled, failed, stale, done.
 
@@ -64,7 +78,7 @@ def stage_state(project: Project, name: str, _seen: frozenset = frozenset()) -> 
     status = rec.get("status", "pending")
     if status != "done":
         return status
-    if rec.get("config") and rec.get("config_hash") != config_hash(stage_config(project, name)):
+    if rec.get("config") and not same_config(rec, stage_config(project, name)):
         return "stale"
     for up, run_id in (rec.get("upstream") or {}).items():
         if up in _seen:
@@ -99,13 +113,13 @@ def run_stage(project: Project, name: str, overrides: dict | None = None, *, con
     chash = config_hash(cfg)
     rec = project.record(name)
     upstream = {up: project.record(up).get("run_id") for up in s.depends_on}
-    if not force and stage_state(project, name) == "done" and rec.get("config_hash") == chash:
+    if not force and stage_state(project, name) == "done" and same_config(rec, cfg):
         if on_progress:
             on_progress(Progress(stage=name, step=1, total=1, message="already up to date"))
         return rec.get("result") or {}
 
     workdir = project.stage_dir(name)
-    resumed = rec.get("status") in ("running", "cancelled", "failed") and rec.get("config_hash") == chash \
+    resumed = rec.get("status") in ("running", "cancelled", "failed") and same_config(rec, cfg) \
         and rec.get("upstream") == upstream and not force
     if not resumed:
         # different config or upstream: partial checkpoints of the old run must not be resumed

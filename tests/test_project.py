@@ -75,6 +75,26 @@ def test_rerun_same_config_does_nothing_and_change_marks_later_stale(tmp_path, f
     assert stage_state(proj, "t_c") == "done"
 
 
+@dataclass
+class _CfgV2:  # the same stage's config after an app upgrade added a setting
+    value: int = opt(1, "a number")
+    extra: float = opt(0.5, "a setting added later")
+
+
+def test_setting_added_by_an_upgrade_does_not_make_a_trained_stage_stale(tmp_path, fake_stages):
+    proj = Project.create(tmp_path / "p")
+    run_stage(proj, "t_a")
+    run_stage(proj, "t_b")
+    for name in ("t_a", "t_b"):
+        REGISTRY[name].config_cls = _CfgV2
+        REGISTRY[name].presets = {"preview": _CfgV2()}
+    assert stage_state(proj, "t_a") == "done" and stage_state(proj, "t_b") == "done"
+    run_stage(proj, "t_b")
+    assert CALLS == ["t_a", "t_b"], "an upgrade must not retrain a finished stage"
+    set_stage_config(proj, "t_a", {"extra": "0.7"})  # a real change of the new setting still counts
+    assert stage_state(proj, "t_a") == "stale" and stage_state(proj, "t_b") == "stale"
+
+
 def test_atomic_write_keeps_old_file_when_writer_dies(tmp_path):
     path = tmp_path / "m.json"
     atomic.write_json(path, {"v": 1})

@@ -8,15 +8,14 @@ generator.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 
 from ..avatar import register_engine
 from ..errors import ProjectError
+from .threads import FreeCpuThreads
 
 FORMAT = "latentavatar-1"
 
@@ -35,34 +34,7 @@ class NerfEngine:
         self.ranges = {k: (float(v[0]), float(v[1])) for k, v in meta["ranges"].items()}
         self._cache_key: bytes | None = None
         self._cache_planes = None
-        self._threads, self._threads_checked = 1, -1e9
-
-    @contextlib.contextmanager
-    def _cpu_threads(self):
-        """Render with the CPU threads other programs leave free (re-checked every 2 s).
-
-        On a busy 2-core machine two OpenMP threads spin against each other: one 128 px frame
-        took ~900 ms with 2 threads and ~35 ms with 1 under the same load.
-        """
-        import torch
-
-        if self.device != "cpu":
-            yield
-            return
-        from ..stages.nerf import pick_threads
-
-        now = time.monotonic()
-        if now - self._threads_checked > 2.0:
-            self._threads, self._threads_checked = pick_threads(0, 0), now
-        before = torch.get_num_threads()
-        n = max(1, min(before, self._threads))
-        if n != before:
-            torch.set_num_threads(n)
-        try:
-            yield
-        finally:
-            if n != before:
-                torch.set_num_threads(before)
+        self._cpu_threads = FreeCpuThreads(device)
 
     # ------------------------------------------------------------------ loading
     @classmethod

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from ..avatar import register_engine
+from .threads import FreeCpuThreads
 
 
 class PVPEngine:
@@ -32,6 +33,7 @@ class PVPEngine:
         self.size = int(G.img_resolution)
         self.control_names = list(meta["control_names"])
         self.ranges = {k: (float(v[0]), float(v[1])) for k, v in meta["ranges"].items()}
+        self._cpu_threads = FreeCpuThreads(str(self.device))
 
     def latents(self, controls: np.ndarray) -> torch.Tensor:
         c = torch.from_numpy(np.asarray(controls, np.float32)).to(self.device)
@@ -39,10 +41,11 @@ class PVPEngine:
 
     @torch.no_grad()
     def render_controls(self, controls: np.ndarray, edits=None) -> np.ndarray:
-        ws = self.latents(controls)
-        if edits is not None:
-            ws = edits.apply(ws) if hasattr(edits, "apply") else ws
-        img = self.G.synthesis(ws, noise_mode="const")
+        with self._cpu_threads():
+            ws = self.latents(controls)
+            if edits is not None:
+                ws = edits.apply(ws) if hasattr(edits, "apply") else ws
+            img = self.G.synthesis(ws, noise_mode="const")
         return img.clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 

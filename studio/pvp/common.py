@@ -65,3 +65,38 @@ def set_threads(device: str, current: int = 0) -> int:
     if n != torch.get_num_threads():
         torch.set_num_threads(n)
     return n
+
+
+def pca_latents(imgs: torch.Tensor, dim: int, seed: int = 0) -> torch.Tensor:
+    """(N, 3, R, R) -> (N, dim) initial per-frame latents for GLO: PCA coefficients of 32x32
+    thumbnails, scaled to unit mean square (so similar frames start with similar latents)."""
+    x = torch.nn.functional.adaptive_avg_pool2d(imgs, 32).flatten(1)
+    x = x - x.mean(0)
+    u, s, _ = torch.linalg.svd(x, full_matrices=False)
+    z = (u * s)[:, :dim]
+    if z.shape[1] < dim:
+        g = torch.Generator().manual_seed(seed)
+        z = torch.cat([z, 0.01 * torch.randn(len(z), dim - z.shape[1], generator=g)], 1)
+    return z / z.square().mean().sqrt().clamp_min(1e-8)
+
+
+def nearest_latents(x: torch.Tensor, frames: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    """For each image in `x` (B, 3, R, R), the latent of the frame in `frames` (N, 3, R', R') that
+    is nearest in 32x32 pixels -> (B, D). Starting point for inverting frames never trained on."""
+    a = torch.nn.functional.adaptive_avg_pool2d(x, 32).flatten(1)
+    b = torch.nn.functional.adaptive_avg_pool2d(frames.to(x.device), 32).flatten(1)
+    return latents.to(x.device)[torch.cdist(a, b).argmin(1)]
+
+
+def invert_w(G, x: torch.Tensor, w0: torch.Tensor, steps: int, perc=None, lr: float = 0.03) -> torch.Tensor:
+    """Fit one W latent per image of (B, 3, R, R) `x` to the frozen generator G, from (B, D) `w0`,
+    with Adam on L2 (+ perceptual); returns (B, D). Used to place held-out frames for evaluation."""
+    w = w0.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([w], lr=lr)
+    for _ in range(steps):
+        rec = G.synthesis(w[:, None, :].expand(-1, G.num_ws, -1), noise_mode="const")
+        loss = (rec - x).square().mean() + (perc(rec, x) if perc is not None else 0.0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return w.detach()

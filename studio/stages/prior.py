@@ -2,15 +2,26 @@
 
 - With a pretrained StyleGAN2 configured (Models dialog / `avatar-studio models add stylegan2`,
   or the `pretrained` setting), it is imported (NVIDIA pkl, rosinality pt or our format) and used
-  as is.
+  as is; PTI then starts from w_avg and samples its locality latents through the mapping network.
 - Otherwise — the default, needing no download — a *subject prior* is trained from the video's
-  own aligned training frames: a small StyleGAN2 synthesis network and an image→W encoder are
-  trained jointly to reconstruct every training frame (L1 + perceptual), with Gaussian noise
-  on the encoded latents so that the neighbourhood of each latent decodes to similar faces.
-  That is what makes pivot blending, interpolation and PTI's locality regulariser meaningful.
-  The generator's w_avg is set to the mean latent. Why not a GAN: on a 2-core CPU a GAN does not
-  converge to a usable face in the ~15 minutes the preview preset allows, while reconstruction
-  does; the held-out PSNR of the encoder's reconstructions is reported as the measure.
+  own aligned training frames by reconstruction (L1 + perceptual), with Gaussian noise on the
+  latents so that the neighbourhood of each latent decodes to similar faces (what makes pivot
+  interpolation smooth and PTI's locality regulariser meaningful). The latents are either
+  - ``glo``: one learned W latent per training frame (Bojanowski et al., "Optimizing the
+    latent space of generative networks"), PCA-initialised, or
+  - ``encoder`` (default): an image→W encoder (models/encoders.py) trained with the generator.
+  The generator's w_avg is set to the mean latent; the latents are saved for PTI.
+
+Why this objective (measured with `python -m studio.pvp.prior_compare`, subject_turns_d3,
+128 px, batch 8, 2-core CPU shared with other jobs; held-out = 16 of the last 15 % of frames,
+placed by a 30-step W inversion): encoder 250 steps / 342 s → 20.03 dB, SSIM 0.599; encoder +
+light non-saturating GAN (0.05) + lazy R1, 250 steps / 444 s → 20.32 dB, 0.602; GLO 250 steps /
+131 s → 18.77 dB, 0.542; GLO 650 steps / 386 s → 21.55 dB, 0.640. GLO costs 0.5 s per step
+against 1.4 s (no encoder forward/backward), so in the same minutes it trains ~2.6x more steps
+and ends ahead; the GAN term bought +0.3 dB for +30 % time and the instability a GAN brings, so
+it is left out. A GAN alone does not give a usable face in the ~15 CPU minutes of the preview.
+The default stays ``encoder`` because the whole chain (prior → PTI → mappers → eval) has been
+measured with it; GLO's better held-out inversion has not yet been carried through the mappers.
 """
 from __future__ import annotations
 
@@ -25,7 +36,7 @@ from torch.nn import functional as F
 from ..atomic import atomic_path
 from ..config import opt
 from ..errors import InputError, StudioError
-from ..pvp.common import load_frames, perceptual_loss, preview_grid, psnr_each, set_threads
+from ..pvp.common import load_frames, pca_latents, perceptual_loss, preview_grid, psnr_each, set_threads
 from ..tracking.data import TrackingData
 from .base import StageContext, StageSpec, register
 
@@ -33,6 +44,9 @@ from .base import StageContext, StageSpec, register
 @dataclass
 class PriorConfig:
     resolution: int = opt(128, "Image size of the generator (the avatar's size).", choices=(64, 128, 256, 512, 1024))
+    method: str = opt("encoder", "How the subject prior learns its latents: 'glo' = one learned latent per training frame "
+                             "(cheaper per step; better held-out quality in the same time, measured), 'encoder' = an "
+                             "image-to-W encoder trained with the generator.", choices=("glo", "encoder"))
     pretrained: str | None = opt(None, "A pretrained StyleGAN2 file to start from instead of training a subject prior "
                                        "(empty = the one in the Models settings, if any).")
     steps: int = opt(1600, "Training steps of the subject prior.", minimum=1)
@@ -43,6 +57,8 @@ class PriorConfig:
                            advanced=True)
     w_dim: int = opt(256, "Latent (W) size of the subject prior.", choices=(64, 128, 256, 512), advanced=True)
     lr: float = opt(1e-3, "Learning rate (Adam).", minimum=1e-6, maximum=0.1, advanced=True)
+    latent_lr: float = opt(1e-2, "Learning rate of the per-frame latents (method 'glo').", minimum=1e-6, maximum=1.0,
+                           advanced=True)
     latent_noise: float = opt(0.15, "Std of the noise added to encoded latents during training (x latent std).",
                               minimum=0.0, maximum=2.0, advanced=True)
     w_perceptual: float = opt(1.0, "Weight of the perceptual loss.", minimum=0.0, advanced=True)
@@ -109,11 +125,17 @@ def run(ctx: StageContext, cfg: PriorConfig):
         raise InputError("too few training frames to learn a subject prior", "use a longer video")
     gcfg = _generator_config(cfg)
     G = gcfg.build().train().to(dev)
-    E = LatentEncoder(cfg.resolution, gcfg.w_dim, channel_max=max(128, cfg.channel_max)).to(dev)
-    opt = torch.optim.Adam([{"params": G.synthesis.parameters()}, {"params": E.parameters()}], lr=cfg.lr,
-                           betas=(0.9, 0.99))
     yield ctx.progress(0, cfg.steps, part="prior", message=f"loading {len(train)} training frames")
     imgs = load_frames(trk, train, cfg.resolution)
+    E = table = None
+    if cfg.method == "encoder":
+        E = LatentEncoder(cfg.resolution, gcfg.w_dim, channel_max=max(128, cfg.channel_max)).to(dev)
+        groups = [{"params": list(G.synthesis.parameters())}, {"params": list(E.parameters())}]
+    else:  # GLO: one free latent per training frame, PCA-initialised
+        table = torch.nn.Parameter(pca_latents(imgs, gcfg.w_dim, cfg.seed).to(dev))
+        groups = [{"params": list(G.synthesis.parameters())}, {"params": [table], "lr": cfg.latent_lr}]
+    trained = [p for g in groups for p in g["params"]]
+    opt = torch.optim.Adam(groups, lr=cfg.lr, betas=(0.9, 0.99))
     held_imgs = load_frames(trk, held[:: max(1, len(held) // 16)], cfg.resolution) if len(held) else imgs[:8]
     perc = perceptual_loss(dev) if cfg.w_perceptual > 0 else None
 
@@ -122,15 +144,18 @@ def run(ctx: StageContext, cfg: PriorConfig):
     if ckpt.exists():
         ck = torch.load(ckpt, map_location=dev, weights_only=True)
         G.load_state_dict(ck["G"])
-        E.load_state_dict(ck["E"])
+        if E is not None:
+            E.load_state_dict(ck["E"])
+        else:
+            table.data.copy_(ck["table"])
         opt.load_state_dict(ck["opt"])
         step, spent = int(ck["step"]), float(ck["seconds"])
         yield ctx.progress(step, cfg.steps, part="prior", message=f"resumed from step {step}")
 
     def save_ckpt():
         with atomic_path(ckpt) as tmp:
-            torch.save({"G": G.state_dict(), "E": E.state_dict(), "opt": opt.state_dict(), "step": step,
-                        "seconds": spent + time.perf_counter() - t0}, tmp)
+            torch.save({"G": G.state_dict(), **({"E": E.state_dict()} if E is not None else {"table": table.detach()}),
+                        "opt": opt.state_dict(), "step": step, "seconds": spent + time.perf_counter() - t0}, tmp)
 
     t0 = time.perf_counter()
     last = t0
@@ -144,9 +169,9 @@ def run(ctx: StageContext, cfg: PriorConfig):
             break
         idx = torch.from_numpy(rng.integers(0, len(train), size=min(cfg.batch, len(train))))
         x = imgs[idx].to(dev)
-        if rng.random() < 0.5:  # horizontal flips double the data without changing identity much
+        if E is not None and rng.random() < 0.5:  # flips double the encoder's data (a GLO latent is per frame)
             x = x.flip(3)
-        w = E(x)
+        w = E(x) if E is not None else table[idx.to(dev)]
         w_std = w.detach().std(0).mean().clamp_min(1e-3)
         wn = w + cfg.latent_noise * w_std * torch.randn_like(w)
         out = G.synthesis(wn[:, None, :].expand(-1, G.num_ws, -1), noise_mode="const")
@@ -166,7 +191,7 @@ def run(ctx: StageContext, cfg: PriorConfig):
                                   "lower its learning rate with --set lr=0.0005 and run again")
         else:
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(list(G.synthesis.parameters()) + list(E.parameters()), 1.0)
+            torch.nn.utils.clip_grad_norm_(trained, 1.0)
             opt.step()
             ema = lv if ema is None else 0.98 * ema + 0.02 * lv
             skipped = 0
@@ -184,26 +209,31 @@ def run(ctx: StageContext, cfg: PriorConfig):
 
     # ---- finish: latent statistics, w_avg, held-out quality of the encoder's reconstructions
     G.eval()
-    E.eval()
+    summary_held = {}
     with torch.no_grad():
-        lat = torch.cat([E(imgs[i: i + 32].to(dev)) for i in range(0, len(imgs), 32)])
+        if E is not None:
+            E.eval()
+            lat = torch.cat([E(imgs[i: i + 32].to(dev)) for i in range(0, len(imgs), 32)])
+            rec = G.synthesis(E(held_imgs.to(dev))[:, None].expand(-1, G.num_ws, -1), noise_mode="const")
+            summary_held["heldout_psnr_encoder"] = round(float(psnr_each(rec, held_imgs.to(dev)).mean()), 2)
+        else:
+            lat = table.detach()
         G.mapping.w_avg.copy_(lat.mean(0))
-        rec = G.synthesis(E(held_imgs.to(dev))[:, None].expand(-1, G.num_ws, -1), noise_mode="const")
-        held_psnr = float(psnr_each(rec, held_imgs.to(dev)).mean())
     save_generator(G.cpu(), gcfg, gen_path)
-    with atomic_path(ctx.workdir / "encoder.pt") as tmp:
-        torch.save({"state_dict": E.cpu().state_dict(), "resolution": cfg.resolution, "w_dim": gcfg.w_dim,
-                    "channel_max": max(128, cfg.channel_max)}, tmp)
+    outputs = {"generator": f"{ctx.stage}/generator.safetensors", "latents": f"{ctx.stage}/latents.npz"}
+    if E is not None:
+        with atomic_path(ctx.workdir / "encoder.pt") as tmp:
+            torch.save({"state_dict": E.cpu().state_dict(), "resolution": cfg.resolution, "w_dim": gcfg.w_dim,
+                        "channel_max": max(128, cfg.channel_max)}, tmp)
+        outputs["encoder"] = f"{ctx.stage}/encoder.pt"
     with atomic_path(ctx.workdir / "latents.npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, rows=train, ws=lat.cpu().numpy())
     notes = [f"training stopped at step {step} of {cfg.steps} to stay within {cfg.time_budget_min:g} minutes"] \
         if stopped_early else []
-    return {"outputs": {"generator": f"{ctx.stage}/generator.safetensors", "encoder": f"{ctx.stage}/encoder.pt",
-                        "latents": f"{ctx.stage}/latents.npz"},
-            "warnings": notes,
-            "summary": {"source": "subject prior", "steps": step, "minutes": round(seconds / 60, 1),
-                        "heldout_psnr_encoder": round(held_psnr, 2), "resolution": cfg.resolution}}
+    return {"outputs": outputs, "warnings": notes,
+            "summary": {"source": "subject prior", "method": cfg.method, "steps": step,
+                        "minutes": round(seconds / 60, 1), **summary_held, "resolution": cfg.resolution}}
 
 
 def load_encoder(project, device="cpu"):

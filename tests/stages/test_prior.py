@@ -12,6 +12,7 @@ import torch
 from studio.errors import StudioError
 from studio.pipeline import run_stage
 from studio.project import Project
+from studio.tracking.data import TrackingData
 
 
 def tiny_generator(path, resolution=32, seed=0):
@@ -53,7 +54,7 @@ def test_pretrained_generator_is_imported_and_tuned(proj, tmp_path):
                                   "locality_every": 1, "w_perceptual": 0.5})
     s = res["summary"]
     assert s["pivot_psnr"] > s["inversion_psnr"] + 0.5, s
-    assert "heldout_psnr" not in s  # no encoder to place held-out frames with an imported generator
+    assert "heldout_psnr" in s and "heldout_psnr_direct" not in s  # held-out placed by inversion from w_avg
     with np.load(proj.output("pti", "latents")) as z:
         assert z["ws"].shape == (6, G1.num_ws, 32)
 
@@ -65,3 +66,22 @@ def test_unusable_pretrained_file_is_a_plain_error(proj, tmp_path):
         run_stage(proj, "prior", {"pretrained": str(bad)})
     with pytest.raises(StudioError, match="does not exist"):
         run_stage(proj, "prior", {"pretrained": str(tmp_path / "missing.pkl")})
+
+
+def test_glo_subject_prior_learns_and_pti_starts_from_its_latents(proj):
+    losses = []
+    res = run_stage(proj, "prior", {"method": "glo", "resolution": 64, "steps": 60, "batch": 4, "channel_max": 64,
+                                    "w_dim": 64, "time_budget_min": 0},
+                    on_progress=lambda e: e.part == "prior" and e.losses and losses.append(e.losses["l1"]))
+    assert np.mean(losses[-10:]) < 0.95 * np.mean(losses[:10]), "the GLO prior must learn"
+    assert "encoder" not in res["outputs"]
+    with np.load(proj.output("prior", "latents")) as z:
+        ws, rows = z["ws"], z["rows"]
+    train, _ = TrackingData.from_project(proj).split()
+    assert ws.shape == (len(train), 64) and np.array_equal(rows, train)
+    res = run_stage(proj, "pti", {"invert_steps": 0, "tune_steps": 0, "heldout_invert_steps": 3})
+    with np.load(proj.output("pti", "latents")) as z:  # no inversion: the pivots keep their prior latents
+        piv = z["ws"][:, 0]
+    pivot_rows = proj.result("pivots")["rows"]
+    assert np.allclose(piv, ws[np.searchsorted(rows, pivot_rows)], atol=1e-6)
+    assert {"heldout_psnr", "heldout_ssim", "interp_max_over_mean"} <= set(res["summary"])
