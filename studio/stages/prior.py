@@ -12,7 +12,7 @@
   - ``encoder`` (default): an image→W encoder (models/encoders.py) trained with the generator.
   The generator's w_avg is set to the mean latent; the latents are saved for PTI.
 
-Why this objective (measured with `python -m studio.pvp.prior_compare`, subject_turns_d3,
+Why this objective (measured with `python -m studio.benchmarks.prior_compare`, subject_turns_d3,
 128 px, batch 8, 2-core CPU shared with other jobs; held-out = 16 of the last 15 % of frames,
 placed by a 30-step W inversion): encoder 250 steps / 342 s → 20.03 dB, SSIM 0.599; encoder +
 light non-saturating GAN (0.05) + lazy R1, 250 steps / 444 s → 20.32 dB, 0.602; GLO 250 steps /
