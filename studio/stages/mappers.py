@@ -9,6 +9,7 @@ an RGB consistency loss outside the eyes and mouth, and a small latent regularis
 """
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import dataclass
@@ -29,9 +30,19 @@ from .base import StageContext, StageSpec, register
 class MappersConfig:
     steps: int = opt(2400, "Mapper training steps.", minimum=1)
     batch: int = opt(4, "Frames per step.", minimum=1, maximum=64)
-    time_budget_min: float = opt(12.0, "Stop training after this many minutes even if steps remain (0 = no limit).",
+    time_budget_min: float = opt(14.0, "Stop training after this many minutes even if steps remain (0 = no limit).",
                                  minimum=0.0)
     lr: float = opt(2e-3, "Learning rate (Adam).", minimum=1e-6, maximum=1.0, advanced=True)
+    lr_final: float = opt(0.1, "Learning rate at the end, as a fraction of `lr` (cosine decay over the steps or the "
+                               "time budget, whichever ends first).", minimum=0.0, maximum=1.0, advanced=True)
+    ema: float = opt(0.995, "Decay of the moving average of the mapper weights that is saved (0 = save the raw "
+                            "weights).", minimum=0.0, maximum=0.9999, advanced=True)
+    mix_expressions: float = opt(0.5, "Share of the perturbed renders whose expression is taken from another random "
+                                      "training frame (new pose/expression combinations), instead of jittered.",
+                                 minimum=0.0, maximum=1.0, advanced=True)
+    input_noise: float = opt(0.05, "Std of the noise added to the pose/expression inputs of the reconstruction "
+                                   "pass (x their spread in the video), for smoother sliders.", minimum=0.0,
+                             maximum=1.0, advanced=True)
     hidden: int = opt(128, "Width of the mapper MLPs.", minimum=16, maximum=1024, advanced=True)
     beta: float = opt(0.05, "Hull dilation β of the pose mapper: how far outside the pivots' convex hull it may go.",
                       minimum=0.0, maximum=1.0, advanced=True)
@@ -148,6 +159,7 @@ def run(ctx: StageContext, cfg: MappersConfig):
     expr_map = ExpressionMapper(n_expr, pivots.shape[2], G.num_ws, hidden=cfg.hidden).to(dev)
     opt_est = torch.optim.Adam(est.parameters(), lr=1e-3)
     opt_map = torch.optim.Adam(list(pose_map.parameters()) + list(expr_map.parameters()), lr=cfg.lr)
+    ema_pose, ema_expr = copy.deepcopy(pose_map).requires_grad_(False), copy.deepcopy(expr_map).requires_grad_(False)
     perceptual = PerceptualLoss(None).to(dev) if cfg.w_perceptual > 0 else None
     if perceptual is not None:
         from ..model_files import lpips_path
@@ -166,6 +178,9 @@ def run(ctx: StageContext, cfg: MappersConfig):
         expr_map.load_state_dict(ck["expr"])
         opt_est.load_state_dict(ck["opt_est"])
         opt_map.load_state_dict(ck["opt_map"])
+        if "ema_pose" in ck:
+            ema_pose.load_state_dict(ck["ema_pose"])
+            ema_expr.load_state_dict(ck["ema_expr"])
         est_step, map_step = int(ck["est_step"]), int(ck["map_step"])
         yield ctx.progress(map_step, cfg.steps, part="resume", message=f"resumed at estimator step {est_step}, "
                            f"mapper step {map_step}")
@@ -174,6 +189,7 @@ def run(ctx: StageContext, cfg: MappersConfig):
         with atomic_path(ckpt_path) as tmp:
             torch.save({"est": est.state_dict(), "pose": pose_map.state_dict(), "expr": expr_map.state_dict(),
                         "opt_est": opt_est.state_dict(), "opt_map": opt_map.state_dict(),
+                        "ema_pose": ema_pose.state_dict(), "ema_expr": ema_expr.state_dict(),
                         "est_step": est_step, "map_step": map_step}, tmp)
 
     last_save = time.perf_counter()
@@ -215,16 +231,24 @@ def run(ctx: StageContext, cfg: MappersConfig):
     lo_d, hi_d = lo.to(dev), hi.to(dev)
     budget = cfg.time_budget_min * 60.0
     stopped_early = False
+    c_std_d = c_std.to(dev)
     while map_step < cfg.steps:
         if budget and time.perf_counter() - t0 > budget:
             stopped_early = True
             break
+        # cosine learning-rate decay over the steps or the remaining time, whichever ends first
+        frac = map_step / cfg.steps
+        if budget:
+            frac = max(frac, (time.perf_counter() - t1) / max(1.0, budget - (t1 - t0)))
+        for g in opt_map.param_groups:
+            g["lr"] = cfg.lr * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + np.cos(np.pi * min(1.0, frac))))
         idx = torch.from_numpy(rng.integers(0, len(train), size=min(cfg.batch, len(train))))
         target = imgs[idx].to(dev)
         c = ctrl_all[idx].to(dev)
         pose, expr = c[:, :2], c[:, 2:]
-        w_pose = pose_map(pose)
-        off = expr_map(expr)
+        c_in = c + cfg.input_noise * c_std_d * torch.randn_like(c) if cfg.input_noise > 0 else c
+        w_pose = pose_map(c_in[:, :2])
+        off = expr_map(c_in[:, 2:])
         out = G.synthesis(w_pose + off, noise_mode="const")
         l2 = F.mse_loss(out, target)
         loss = cfg.w_l2 * l2
@@ -244,6 +268,11 @@ def run(ctx: StageContext, cfg: MappersConfig):
         if cfg.perturb > 0 and (cfg.w_expression > 0 or cfg.w_pose > 0 or cfg.w_rgb > 0):
             h = max(1, len(idx) // 2)
             e2 = expr[:h] + cfg.perturb * torch.randn_like(expr[:h]) * c_std[2:].to(dev)
+            if cfg.mix_expressions > 0:  # another frame's whole expression on this frame's pose
+                other = ctrl_all[torch.from_numpy(rng.integers(0, len(train), size=h)), 2:].to(dev)
+                other = other + 0.1 * torch.randn_like(other) * c_std[2:].to(dev)
+                pick = torch.from_numpy(rng.random(h) < cfg.mix_expressions).to(dev)[:, None]
+                e2 = torch.where(pick, other, e2)
             e2 = torch.max(torch.min(e2, hi_d[2:]), lo_d[2:])
             out2 = G.synthesis(w_pose[:h] + expr_map(e2), noise_mode="const")
             read = est(out2)
@@ -257,6 +286,11 @@ def run(ctx: StageContext, cfg: MappersConfig):
         opt_map.zero_grad(set_to_none=True)
         loss.backward()
         opt_map.step()
+        with torch.no_grad():
+            d = cfg.ema if map_step > 0 else 0.0
+            for src, dst in ((pose_map, ema_pose), (expr_map, ema_expr)):
+                for a, b in zip(src.parameters(), dst.parameters()):
+                    b.lerp_(a, 1.0 - d)
         map_step += 1
         if map_step % 50 == 0:
             threads = set_threads(ctx.device, threads)
@@ -274,7 +308,8 @@ def run(ctx: StageContext, cfg: MappersConfig):
     # ---- final files
     final = ctx.workdir / "mappers.pt"
     with atomic_path(final) as tmp:
-        torch.save({"pose": pose_map.state_dict(), "expr": expr_map.state_dict(), "est": est.state_dict()}, tmp)
+        saved = (ema_pose, ema_expr) if cfg.ema > 0 else (pose_map, expr_map)
+        torch.save({"pose": saved[0].state_dict(), "expr": saved[1].state_dict(), "est": est.state_dict()}, tmp)
     names = ["yaw", "pitch"] + trk.expression_names
     meta = {"format": "avatar-studio/pvp-mappers", "version": 1, "k": int(pivots.shape[0]),
             "num_ws": int(G.num_ws), "w_dim": int(pivots.shape[2]), "n_expr": n_expr, "hidden": cfg.hidden,
