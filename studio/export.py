@@ -182,8 +182,9 @@ def _pad_even(img: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- driver tracking
-def track_driver(project, driver: str | Path, on_progress=None) -> "object":
-    """Track a driver video once into <project>/drivers/<name>-<hash>/ and return its project."""
+def track_driver(project, driver: str | Path, on_progress=None, control: Control | None = None) -> "object":
+    """Track a driver video once into <project>/drivers/<name>-<hash>/ and return its project.
+    `control` cancels it (the next export resumes or redoes the driver's stages)."""
     from .pipeline import run_stage
     from .project import Project, is_project
 
@@ -202,16 +203,18 @@ def track_driver(project, driver: str | Path, on_progress=None) -> "object":
             shutil.rmtree(root)
         dproj = Project.create(root, driver)
     try:
-        run_stage(dproj, "ingest", on_progress=on_progress)
+        run_stage(dproj, "ingest", on_progress=on_progress, control=control)
         run_stage(dproj, "track", {"crop_size": project.result("track").get("summary", {}).get("crop_size", 256),
-                                   "min_frames": 5}, on_progress=on_progress)
+                                   "min_frames": 5}, on_progress=on_progress, control=control)
+    except Cancelled:
+        raise
     except StudioError as exc:
         raise StudioError(f"the driver video could not be tracked: {exc.message}", exc.hint) from exc
     return dproj
 
 
 # ----------------------------------------------------------------------------- export
-def build_motion(project, cfg: ExportConfig, avatar, on_progress=None):
+def build_motion(project, cfg: ExportConfig, avatar, on_progress=None, control: Control | None = None):
     from . import motion as mo
     from .tracking.data import TrackingData
 
@@ -222,7 +225,7 @@ def build_motion(project, cfg: ExportConfig, avatar, on_progress=None):
     elif cfg.source == "driver":
         if not cfg.driver:
             raise InputError("source=driver needs a driver video", "give --driver path/to/video.mp4")
-        dproj = track_driver(project, cfg.driver, on_progress)
+        dproj = track_driver(project, cfg.driver, on_progress, control)
         dtrk = TrackingData.from_project(dproj)
         audio_rel = (dproj.record("ingest").get("outputs") or {}).get("audio")
         m = mo.driver_motion(project, subject, dtrk, dproj.path(audio_rel) if audio_rel else None)
@@ -246,6 +249,38 @@ def build_motion(project, cfg: ExportConfig, avatar, on_progress=None):
         pick = np.minimum((t * m.fps + 1e-6).astype(int), len(m) - 1)
         m.controls, m.rows, m.fps = m.controls[pick], m.rows[pick], cfg.fps
     return m
+
+
+def _driver_motion(project, cfg: ExportConfig, avatar, control: Control):
+    """build_motion for a driver video, run in a thread so that the tracking stages' progress comes
+    out of this generator as `Progress(part="driver")`; returns the motion, re-raises its error."""
+    import queue
+    import threading
+
+    events: queue.Queue = queue.Queue()
+    box: dict = {}
+
+    def work():
+        try:
+            box["motion"] = build_motion(project, cfg, avatar, events.put, control)
+        except BaseException as exc:  # handed to the caller below
+            box["error"] = exc
+        finally:
+            events.put(None)
+
+    worker = threading.Thread(target=work, name="driver-tracking", daemon=True)
+    worker.start()
+    try:
+        while (ev := events.get()) is not None:
+            yield Progress(stage="export", step=ev.step, total=ev.total, part="driver",
+                           message=f"tracking the driver video ({ev.stage}{': ' + ev.message if ev.message else ''})")
+    finally:
+        if worker.is_alive():  # the consumer stopped early: stop the tracking too
+            control.cancel()
+        worker.join()
+    if "error" in box:
+        raise box["error"]
+    return box["motion"]
 
 
 def _source_frames(motion, project):
@@ -289,7 +324,10 @@ def export(project, cfg: ExportConfig, out: str | Path, control: Control | None 
     avatar = avatar or Avatar.open(project, cfg.engine)
 
     yield Progress(stage="export", step=0, total=1, part="prepare", message=f"preparing {cfg.source} motion")
-    motion = build_motion(project, cfg, avatar)
+    if cfg.source == "driver":  # tracking a new driver takes a while: report it and let it be cancelled
+        motion = yield from _driver_motion(project, cfg, avatar, control)
+    else:
+        motion = build_motion(project, cfg, avatar)
     if len(motion) == 0:
         raise InputError("the chosen motion has no frames")
     needs_frames = cfg.side_by_side or cfg.paste_back

@@ -82,8 +82,9 @@ def test_self_reenactment_pasted_back_with_audio(tracked_d3, avatar, tmp_path):
 def test_driver_reenactment_side_by_side(tracked_d3, avatar, tmp_path):
     driver = shared_video("driver_tps.mp4")
     out = tmp_path / "driven.mp4"
-    res, _ = run_export(tracked_d3, ExportConfig(source="driver", driver=str(driver), side_by_side=True), out,
-                        avatar=avatar)
+    res, events = run_export(tracked_d3, ExportConfig(source="driver", driver=str(driver), side_by_side=True), out,
+                             avatar=avatar)
+    assert any(ev.part == "driver" for ev in events), "driver tracking must report progress"
     d = media_duration(out)
     assert d["frames"] == 169 and probe(out).fps == 25
     assert probe(out).display_size == (192, 96)
@@ -110,6 +111,29 @@ def test_cancel_half_way_leaves_no_file(tracked_d3, avatar, tmp_path):
                 ctl.cancel()
     assert not out.exists()
     assert list(tmp_path.iterdir()) == [], "no partial file may be left"
+
+
+def test_cancel_while_tracking_the_driver(tracked_d3, avatar, tmp_path):
+    import shutil
+
+    from studio.pipeline import stage_state
+    from studio.project import Project
+
+    driver = tmp_path / "drv.mp4"  # a new path: tracked from scratch, not the cached driver
+    shutil.copy(shared_video("driver_tps.mp4"), driver)
+    out = tmp_path / "driven.mp4"
+    ctl = Control()
+    seen = []
+    gen = export(tracked_d3, ExportConfig(source="driver", driver=str(driver)), out, control=ctl, avatar=avatar)
+    with pytest.raises(Cancelled):
+        for ev in gen:
+            seen.append(ev)
+            if ev.part == "driver" and "(track" in ev.message and ev.step > 0:
+                ctl.cancel()
+    assert any(ev.part == "driver" for ev in seen), "tracking the driver must report progress"
+    assert not out.exists()
+    (droot,) = [p for p in (tracked_d3.root / "drivers").iterdir() if p.name.startswith("drv-")]
+    assert stage_state(Project.open(droot), "track") == "cancelled", "the cancel must stop the tracking itself"
 
 
 def test_timeline_interpolates(tmp_path):
