@@ -41,6 +41,21 @@ def test_jaw_open_surprise_vs_closed(trk):
     assert jaw[closed].max() < 0.2
 
 
+def test_opening_the_mouth_does_not_zoom_the_crop(trk):
+    """The crop is placed from eyes and nose base, so the face keeps its size in the aligned image
+    when the mouth opens (with the mouth corners it shrank by ~11 % in the surprise)."""
+    def eye_distance(rows):
+        return np.mean([np.linalg.norm(trk.crop_landmarks(int(r))[33, :2] - trk.crop_landmarks(int(r))[263, :2])
+                        for r in rows])
+
+    frontal = np.abs(trk.pose[:, 0]) < 6
+    surprise = frontal & (trk.time > 10.3)
+    closed = frontal & (trk.time > 3.0) & (trk.time < 9.5)
+    assert surprise.sum() > 10 and closed.sum() > 10
+    ratio = eye_distance(np.flatnonzero(surprise)) / eye_distance(np.flatnonzero(closed))
+    assert abs(ratio - 1) < 0.04, ratio
+
+
 def test_roll_recovered_from_in_plane_rotation(tracked_d3, trk):
     tr = ImageTracker.from_tracking(trk)
     reader_rows = [120, 200, 300]
