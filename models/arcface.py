@@ -35,6 +35,8 @@ INPUT_SIZE = 112
 EMBEDDING_DIM = 128
 ALIGNED_FACE_FRACTION = 0.8
 """Side of the centre square of an FFHQ-aligned crop that is used as the ArcFace input."""
+FEATURE_TAPS = (4, 11, 14)
+"""Indices into `features` whose outputs `feature_maps` returns (the ends of the 28, 14 and 7 px stages)."""
 
 _SETTINGS = [  # (expansion t, channels c, repeats n, stride s)
     (2, 64, 5, 2),
@@ -130,6 +132,27 @@ class MobileFaceNet(nn.Module):
         x = self.conv2(self.features(x))
         x = self.conv3(self.gdconv(x))            # (B, 128, 1, 1)
         return self.bn(x.flatten(1))              # (B, 128)
+
+    def feature_maps(self, x: torch.Tensor, taps: tuple[int, ...] = FEATURE_TAPS) -> list[torch.Tensor]:
+        """Intermediate activations for perceptual distances: (B, 3, 112, 112) RGB in [0, 1] →
+        [after `dw_conv` (B, 64, 56, 56)] + [after `features[i]` for i in `taps`].
+
+        With the default taps: (B, 64, 28, 28), (B, 128, 14, 14), (B, 128, 7, 7) — the ends of
+        the stride-2 stages. Stops after the last tap, so the embedding head is not run.
+        """
+        if x.ndim != 4 or x.shape[1] != 3 or x.shape[2:] != (INPUT_SIZE, INPUT_SIZE):
+            raise ValueError(f"MobileFaceNet expects (B, 3, 112, 112), got {tuple(x.shape)}")
+        if any(not 0 <= t < len(self.features) for t in taps):
+            raise ValueError(f"feature taps must lie in 0..{len(self.features) - 1}, got {taps}")
+        x = (x - self.mean) / self.std
+        x = self.dw_conv(self.conv1(x))           # (B, 64, 56, 56)
+        out = [x]
+        last = max(taps, default=-1)
+        for i, block in enumerate(self.features[:last + 1]):
+            x = block(x)
+            if i in taps:
+                out.append(x)
+        return out
 
 
 def load_arcface(path: str | os.PathLike, device: str | torch.device = "cpu") -> MobileFaceNet:

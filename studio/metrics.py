@@ -1,9 +1,19 @@
-"""Image metrics shared by the engines' evaluation: PSNR, SSIM, identity similarity, LPIPS.
+"""Image metrics shared by the engines' evaluation and the training stages.
 
-Images are (H, W, 3) or (B, H, W, 3) arrays, uint8 (0..255) or float (0..1). Batches give the
-mean of the per-image values. Identity similarity uses the ArcFace weights configured in the
-Models settings (`studio.model_files.arcface_path`) and is None when they are absent; LPIPS is
-None unless a VGG16/AlexNet backbone is configured.
+Numpy measures take (H, W, 3) or (B, H, W, 3) arrays, uint8 (0..255) or float (0..1); batches give
+the mean of the per-image values (the `*_each` functions give them image by image):
+
+- PSNR, SSIM — reward a blurred mean face, so they are never reported alone;
+- sharpness ratio — high-frequency energy of the face region of a render over that of the real
+  crop (1.0 = as sharp as the video), at the render's resolution (`sharpness_ratio_each`);
+- identity — ArcFace cosine similarity; None when no ArcFace file is configured;
+- ArcFace feature distance — a perceptual distance on the intermediate feature maps of the same
+  ArcFace network, a stand-in for LPIPS that needs no download (`feature_distance_each`); None
+  without the ArcFace file;
+- LPIPS — only when a VGG16/AlexNet backbone is configured.
+
+Torch helpers used across the app: `psnr_tensor`, `to_uint8`, `from_uint8` (one set of
+converters between (B, 3, H, W) float tensors and (B, H, W, 3) uint8 images).
 """
 from __future__ import annotations
 
@@ -152,3 +162,204 @@ def lpips(a: np.ndarray, b: np.ndarray, backbone: str | Path | None = None) -> f
     loss = _lpips(str(path))
     with torch.no_grad():
         return float(np.mean([float(loss(tx[i:i + 1], ty[i:i + 1])) for i in range(len(tx))]))
+
+
+# ------------------------------------------------------------------ torch converters
+
+def _check_range(value_range) -> tuple[float, float]:
+    lo, hi = (float(v) for v in value_range)
+    if not hi > lo:
+        raise ValueError(f"value_range must be (low, high) with high > low, got {value_range}")
+    return lo, hi
+
+
+def to_uint8(x, value_range=(-1, 1)) -> np.ndarray:
+    """(B, 3, H, W) float tensor with values in `value_range` → (B, H, W, 3) uint8 numpy (clamped, rounded)."""
+    import torch
+
+    lo, hi = _check_range(value_range)
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"to_uint8 expects a (B, 3, H, W) tensor, got {tuple(x.shape)}")
+    y = (x.detach().float() - lo) * (255.0 / (hi - lo))
+    return y.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def from_uint8(imgs, value_range=(-1, 1), device=None):
+    """(B, H, W, 3) or (H, W, 3) uint8 images (numpy or tensor) → (B, 3, H, W) float32 tensor in `value_range`."""
+    import torch
+
+    lo, hi = _check_range(value_range)
+    t = imgs if isinstance(imgs, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(imgs))
+    if t.dtype != torch.uint8:
+        raise ValueError(f"from_uint8 expects uint8 images, got {t.dtype}")
+    if t.ndim == 3:
+        t = t[None]
+    if t.ndim != 4 or t.shape[-1] != 3:
+        raise ValueError(f"from_uint8 expects (B, H, W, 3) images, got {tuple(t.shape)}")
+    t = t.to(device) if device is not None else t
+    return t.permute(0, 3, 1, 2).float() * ((hi - lo) / 255.0) + lo
+
+
+def psnr_tensor(a, b, value_range=(-1, 1), max_db: float = 100.0):
+    """Per-image PSNR in dB, (B,), of (B, C, H, W) tensors with values in `value_range`.
+
+    Both are clamped to the range and measured on its width (peak 1 on the [0, 1] scale), so the
+    figure equals `psnr_each` on the same images as uint8. Capped at `max_db` for identical images.
+    """
+    import torch
+
+    lo, hi = _check_range(value_range)
+    if a.shape != b.shape or a.ndim != 4:
+        raise ValueError(f"psnr_tensor expects two (B, C, H, W) tensors of one shape, got {tuple(a.shape)}, "
+                         f"{tuple(b.shape)}")
+    d = (a.clamp(lo, hi) - b.clamp(lo, hi)) / (hi - lo)
+    mse = d.pow(2).flatten(1).mean(1)
+    return (10 * torch.log10(1.0 / mse.clamp_min(10 ** (-max_db / 10)))).clamp_max(max_db)
+
+
+# ------------------------------------------------------------------ sharpness
+
+def luminance(img: np.ndarray) -> np.ndarray:
+    """(H, W, 3) RGB → (H, W) float64 luma in [0, 1] (Rec. 601 weights)."""
+    x = as_float(img)
+    return x[..., 0] * 0.299 + x[..., 1] * 0.587 + x[..., 2] * 0.114
+
+
+def face_mask(size: int, landmarks: np.ndarray | None = None) -> np.ndarray:
+    """(size, size) bool face region of an aligned crop.
+
+    `landmarks`: (K, 2) face landmarks in this crop's pixels (e.g. the tracked mesh scaled to
+    `size`): their convex hull. Without them, or when they are degenerate (hull under 5 % of the
+    crop), an ellipse over the face of an FFHQ-aligned crop (centre at 0.5, 0.52 of the side,
+    semi-axes 0.30 and 0.38 of the side).
+    """
+    mask = np.zeros((size, size), np.uint8)
+    if landmarks is not None and len(landmarks) >= 3 and np.all(np.isfinite(landmarks)):
+        hull = cv2.convexHull(np.round(np.asarray(landmarks, np.float64)[:, :2]).astype(np.int32))
+        cv2.fillConvexPoly(mask, hull, 1)
+        if mask.sum() >= 0.05 * size * size:
+            return mask.astype(bool)
+        mask[:] = 0
+    centre = (int(round(0.5 * size)), int(round(0.52 * size)))
+    axes = (max(1, int(round(0.30 * size))), max(1, int(round(0.38 * size))))
+    cv2.ellipse(mask, centre, axes, 0, 0, 360, 1, -1)
+    return mask.astype(bool)
+
+
+def laplacian_energy(img: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Variance of the 3x3 Laplacian of the luminance of `img` (H, W, 3) over `mask` (H, W) bool
+    (whole image when None). Image borders are excluded (one pixel)."""
+    lap = cv2.Laplacian(luminance(img), cv2.CV_64F, ksize=1)
+    keep = np.zeros(lap.shape, bool)
+    keep[1:-1, 1:-1] = True
+    if mask is not None:
+        if mask.shape != lap.shape:
+            raise ValueError(f"mask {mask.shape} does not match the image {lap.shape}")
+        keep &= mask.astype(bool)
+    vals = lap[keep]
+    return float(vals.var()) if vals.size else float("nan")
+
+
+def _to_size(img: np.ndarray, size: int) -> np.ndarray:
+    if img.shape[0] == size and img.shape[1] == size:
+        return img
+    return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def sharpness_ratio_each(renders: np.ndarray, reals: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
+    """Per-image sharpness ratio, (B,): Laplacian energy of the face region of each render over
+    that of its real crop (`laplacian_energy`). 1.0 = as sharp as the video; a blur gives < 1.
+
+    Resolution-fair: a 128 px render is not compared with a 256 px crop (which holds four times
+    the fine detail). The larger of the two images is area-downscaled to the smaller one's size
+    first — normally the real crop down to the render's size — and both are measured there.
+    `masks`: (B, S, S) bool face regions at that size (see `face_mask`); the default ellipse when
+    None. A real crop without any high-frequency energy gives NaN.
+    """
+    r, t = np.asarray(renders), np.asarray(reals)
+    if r.ndim == 3:
+        r, t = r[None], t[None]
+    if r.ndim != 4 or t.ndim != 4 or len(r) != len(t) or r.shape[1] != r.shape[2] or t.shape[1] != t.shape[2]:
+        raise ValueError(f"expected two (B, S, S, 3) batches of square crops, got {r.shape} and {t.shape}")
+    size = min(r.shape[1], t.shape[1])
+    out = np.full(len(r), np.nan)
+    default = face_mask(size) if masks is None else None
+    for i in range(len(r)):
+        m = default if masks is None else np.asarray(masks[i]).astype(bool)
+        e_true = laplacian_energy(_to_size(t[i], size), m)
+        if e_true > 1e-12:
+            out[i] = laplacian_energy(_to_size(r[i], size), m) / e_true
+    return out
+
+
+def sharpness_summary(ratios: np.ndarray) -> dict:
+    """{"median", "mean"} of per-image sharpness ratios (NaNs left out; None when all are NaN)."""
+    v = np.asarray(ratios, np.float64)
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return {"median": None, "mean": None}
+    return {"median": float(np.median(v)), "mean": float(np.mean(v))}
+
+
+# ------------------------------------------------------------------ ArcFace feature distance
+
+def feature_distance_tensor(net, x, y, aligned: bool = True):
+    """ArcFace feature distance (a stand-in for LPIPS, not LPIPS), per image, (B,); differentiable.
+
+    x, y: (B, 3, H, W) RGB in [0, 1]; with `aligned` they are FFHQ-aligned crops and the ArcFace
+    face square is cut out first (as for identity), otherwise they are resized to 112.
+    `net`: a `models.arcface.MobileFaceNet`. Its feature maps after `dw_conv` and at the ends of
+    the 28, 14 and 7 px stages (`MobileFaceNet.feature_maps`) are unit-normalised over channels at
+    every position, as LPIPS does, and compared: d = 1 − cos(x̂, ŷ) = ½‖x̂ − ŷ‖², averaged over
+    positions, then over the four layers with equal weight (LPIPS learns per-channel weights on
+    VGG/AlexNet features; neither the backbone nor the weights are available offline, so this uses
+    a network trained on faces, unweighted). Range 0 (identical) .. 2.
+    """
+    import torch
+    import torch.nn.functional as F
+    from models.arcface import INPUT_SIZE, face_region_from_aligned
+
+    if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected two (B, 3, H, W) tensors of one shape, got {tuple(x.shape)}, {tuple(y.shape)}")
+
+    def prep(t):
+        if aligned:
+            return face_region_from_aligned(t)
+        if t.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
+            return F.interpolate(t, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False,
+                                 antialias=True)
+        return t
+
+    n = len(x)
+    feats = net.feature_maps(prep(torch.cat([x, y], 0)))
+    per_layer = []
+    for f in feats:
+        f = F.normalize(f, dim=1, eps=1e-10)
+        a, b = f[:n], f[n:]
+        per_layer.append((1.0 - (a * b).sum(1)).flatten(1).mean(1))  # (B,)
+    return sum(per_layer) / len(per_layer)
+
+
+def feature_distance_each(a: np.ndarray, b: np.ndarray, aligned: bool = True, batch: int = 32) -> np.ndarray | None:
+    """ArcFace feature distance (`feature_distance_tensor`), image by image (B,); None without the
+    ArcFace file. a, b: (B, H, W, 3) uint8 (or float in [0, 1]) crops of one shape."""
+    path = arcface_weights()
+    if path is None:
+        return None
+    import torch
+
+    x, y = _batch(a, b)
+    net = _arcface(str(path))
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            tx = torch.from_numpy(x[i:i + batch]).permute(0, 3, 1, 2).float()
+            ty = torch.from_numpy(y[i:i + batch]).permute(0, 3, 1, 2).float()
+            out.append(feature_distance_tensor(net, tx, ty, aligned).numpy())
+    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+
+
+def feature_distance(a: np.ndarray, b: np.ndarray, aligned: bool = True) -> float | None:
+    """Mean ArcFace feature distance over paired images; None without the ArcFace file."""
+    d = feature_distance_each(a, b, aligned)
+    return None if d is None else float(np.mean(d))

@@ -97,3 +97,23 @@ def test_same_person_more_similar_than_across():
     # the pairwise helper agrees with the matrix
     a = emb[names[0]]
     assert torch.allclose(identity_similarity(a, a), torch.ones(len(a)), atol=1e-5)
+
+
+def test_feature_maps_shapes_and_agree_with_forward():
+    from models.arcface import FEATURE_TAPS
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    net = MobileFaceNet().eval()
+    x = torch.rand(2, 3, 112, 112)
+    maps = net.feature_maps(x)
+    assert [tuple(m.shape) for m in maps] == [(2, 64, 56, 56), (2, 64, 28, 28), (2, 128, 14, 14), (2, 128, 7, 7)]
+    assert FEATURE_TAPS[-1] == len(net.features) - 1
+    # the last map is the input of the embedding head: finishing the network from it gives forward()
+    head = net.bn(net.conv3(net.gdconv(net.conv2(maps[-1]))).flatten(1))
+    assert torch.allclose(head, net(x), atol=1e-5)
+    assert len(net.feature_maps(x, taps=(0,))) == 2
+    with pytest.raises(ValueError):
+        net.feature_maps(torch.rand(1, 3, 64, 64))
+    with pytest.raises(ValueError):
+        net.feature_maps(x, taps=(99,))
