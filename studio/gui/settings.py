@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from ..atomic import write_json
-from .model_files import config_dir
+from ..model_files import config_dir
 
 MAX_RECENT = 10
 

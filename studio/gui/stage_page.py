@@ -10,8 +10,10 @@ from .dashboard import Dashboard
 from .theme import COLORS, icon
 
 STATUS_TEXT = {"pending": "not run yet", "running": "running", "cancelled": "cancelled — run again to resume",
+               "interrupted": "interrupted — run again to resume",
                "failed": "failed", "stale": "out of date — settings or an earlier stage changed", "done": "done"}
 STATUS_COLOR = {"pending": COLORS["dim"], "running": COLORS["accent"], "cancelled": COLORS["orange"],
+                "interrupted": COLORS["orange"],
                 "failed": COLORS["bad"], "stale": COLORS["warn"], "done": COLORS["good"]}
 
 
@@ -118,7 +120,7 @@ class StagePage(QWidget):
     def show_stage(self, project, name: str, running: str | None = None) -> None:
         from ..pipeline import stage_config, stage_state
         from ..stages import REGISTRY
-        from .model_files import ModelFiles
+        from ..model_files import ModelFiles
 
         if self.stage and self.stage != name and self._debounce.isActive():
             self.commit_edits()
@@ -155,6 +157,10 @@ class StagePage(QWidget):
             text += f" in {rec['seconds']:.1f} s"
         if st == "failed" and rec.get("error"):
             text += f": {rec['error']}"
+        if st == "interrupted":
+            from ..pipeline import interruption
+
+            text = interruption(project, self.stage)
         self.status.setText(f"<span style='color:{STATUS_COLOR.get(st, COLORS['dim'])}'>● {text}</span>")
         res = rec.get("result") or {}
         summ = format_summary(res.get("summary") or {}) if st in ("done", "stale") else ""
@@ -165,7 +171,7 @@ class StagePage(QWidget):
         self.summary.setVisible(bool(summ))
         busy = running is not None
         self.run_btn.setEnabled(not busy)
-        self.run_btn.setText("Run again" if st == "done" else ("Resume" if st == "cancelled" else "Run"))
+        self.run_btn.setText("Run again" if st == "done" else ("Resume" if st in ("cancelled", "interrupted") else "Run"))
         self.reset_btn.setEnabled(not busy)
         if self.stage in self.forms:
             self.forms[self.stage].set_editable(not busy)

@@ -104,35 +104,6 @@ def test_drop_a_video_or_a_project(window, tmp_path):
     assert not _drop(window, txt)
 
 
-def test_models_dialog(window, tmp_path, qtbot, screenshot):
-    import torch
-
-    dlg = window.show_models()
-    qtbot.waitUntil(lambda: len(dlg.entries) == 5 and not dlg.busy, timeout=10000)
-    assert dlg.table.rowCount() == 5
-    screenshot(dlg, "models_dialog")
-    f = tmp_path / "vgg16.pth"
-    torch.save({"w": torch.zeros(2)}, f)
-    dlg.table.selectRow(3)  # LPIPS backbone
-    assert "LPIPS" in dlg.about.text()
-    dlg.add_clicked(str(f))
-    qtbot.waitUntil(lambda: not dlg.busy and dlg.entries[3].source == "configured", timeout=10000)
-    assert dlg.table.item(3, 1).text() == "configured"
-    assert dlg.table.item(3, 2).toolTip() == dlg.entries[3].sha256
-    assert dlg.remove_btn.isEnabled()
-    dlg.copy_btn.click()
-    dlg.remove_clicked()
-    qtbot.waitUntil(lambda: not dlg.busy and dlg.entries[3].source == "missing", timeout=10000)
-    bad = tmp_path / "generic_model.pkl"
-    bad.write_text("text")
-    dlg.table.selectRow(4)
-    dlg.add_clicked(str(bad))
-    qtbot.waitUntil(lambda: getattr(dlg, "refresh_error", None) is not None, timeout=10000)
-    assert "not a pickle" in dlg.refresh_error.text()
-    dlg.refresh_error.close()
-    dlg.close_btn.click()
-
-
 def test_every_toolbar_and_page_button_once(window, tmp_path, qtbot, fake_stages, screenshot):
     """Press each button of the main screens once with a project open; nothing may raise."""
     from gui_fakes import FAKE_TRAIN
