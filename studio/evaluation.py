@@ -3,10 +3,17 @@
 Every engine is measured the same way, through `studio.avatar.Avatar`:
 
 1. held-out quality: the held-out frames (the last 15 % of the clip, never trained on) are
-   rendered from their tracked controls and compared with the real crops: PSNR, SSIM, ArcFace
-   identity similarity (when the weights are configured), LPIPS (only when a VGG/AlexNet
+   rendered from their tracked controls and compared with the real crops (area-downscaled to
+   the render's size): PSNR, SSIM, ArcFace identity similarity and the ArcFace feature distance
+   (a stand-in for LPIPS; both when the ArcFace file is configured), the sharpness ratio of the
+   face region (median and mean; 1.0 = as sharp as the video), LPIPS (only when a VGG/AlexNet
    backbone is configured); PSNR/SSIM also with the controls clamped to the slider ranges, as
-   the `Avatar` API renders them;
+   the `Avatar` API renders them. PSNR and SSIM reward a blurred mean face; sharpness, identity
+   and the feature distance do not;
+   **retrieval baseline**: for each held-out frame the training crop whose tracked controls are
+   nearest (`retrieval_rows`) is scored with the same measures, and `beats_retrieval` says, per
+   measure, whether the engine does better. An engine that does not beat retrieval on identity
+   and feature distance is not yet an avatar: showing a real training frame would be better;
 2. control accuracy: sweeps of yaw, pitch and each expression slider over its trained range
    (the other controls neutral) are rendered and re-tracked with the project's own tracker:
    yaw/pitch mean absolute error in degrees, per-expression Pearson correlation of commanded
@@ -17,9 +24,10 @@ Every engine is measured the same way, through `studio.avatar.Avatar`:
    yaw against the commanded yaw.
 
 Results go to ``<project>/eval/<engine>/eval.json`` with a contact sheet ``heldout.png``
-(rows: ground truth, render from the tracked controls, render with the controls clamped to the
-slider ranges), ``sweeps.png`` and, for free-camera engines, ``multiview.png``; `format_table` prints one or more
-reports side by side.
+(rows: real crop, retrieval, render from the tracked controls, render with the controls clamped
+to the slider ranges; each retrieval and render cell captioned with its sharpness ratio),
+``sweeps.png`` and, for free-camera engines, ``multiview.png``; `format_table` prints one or
+more reports side by side with the retrieval column beside them.
 """
 from __future__ import annotations
 
@@ -48,15 +56,37 @@ def _render_all(avatar, controls: np.ndarray, batch: int = 8) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, avatar.size, avatar.size, 3), np.uint8)
 
 
-def _sheet(rows: list[np.ndarray], cell: int = 128) -> np.ndarray:
-    """Stack rows of images (each (n, S, S, 3) uint8) into one RGB sheet with cells of `cell` px."""
+def _sheet(rows: list[np.ndarray], cell: int = 128, labels: list[str] | None = None,
+           captions: list[list[str] | None] | None = None) -> np.ndarray:
+    """Stack rows of images (each (n, S, S, 3) uint8) into one RGB sheet with cells of `cell` px.
+
+    `labels`: one name per row, written in a left margin; `captions`: per row None or one short
+    text per cell, written into the cell's bottom-left corner.
+    """
     width = max(len(r) for r in rows)
+    margin = 84 if labels else 0
     lines = []
-    for r in rows:
+    for k, r in enumerate(rows):
         cells = [cv2.resize(im, (cell, cell), interpolation=cv2.INTER_AREA) for im in r]
+        cap = captions[k] if captions and k < len(captions) else None
+        if cap:
+            for im, text in zip(cells, cap):
+                if text:
+                    _put_text(im, text, (3, cell - 5))
         cells += [np.zeros((cell, cell, 3), np.uint8)] * (width - len(cells))
-        lines.append(np.concatenate(cells, 1))
+        line = np.concatenate(cells, 1)
+        if labels:
+            left = np.zeros((cell, margin, 3), np.uint8)
+            _put_text(left, labels[k] if k < len(labels) else "", (4, cell // 2 + 4))
+            line = np.concatenate([left, line], 1)
+        lines.append(line)
     return np.concatenate(lines, 0)
+
+
+def _put_text(img: np.ndarray, text: str, org: tuple[int, int]) -> None:
+    """White text with a dark outline, in place."""
+    for colour, thick in (((0, 0, 0), 3), ((255, 255, 255), 1)):
+        cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, thick, cv2.LINE_AA)
 
 
 def _write_png(path, rgb: np.ndarray) -> None:
@@ -81,6 +111,79 @@ def _pose_errors(commanded: np.ndarray, tracked: list[dict | None], axis: int) -
             "bias_deg": round(float(np.mean(err)), 3), "found": round(len(found) / len(tracked), 4),
             "commanded": [round(float(v), 2) for v in commanded],
             "measured": [None if t is None else round(float(t["pose"][axis]), 2) for t in tracked]}
+
+
+RETRIEVAL_POSE_WEIGHT = 2.0
+"""Weight of standardised yaw and pitch against each standardised expression in the retrieval
+baseline's distance (the weighting the pivot clustering uses)."""
+
+
+def retrieval_rows(train_controls: np.ndarray, query_controls: np.ndarray,
+                   pose_weight: float = RETRIEVAL_POSE_WEIGHT) -> np.ndarray:
+    """For each query (n, 2 + E) [yaw, pitch, expr...], the index into `train_controls` (N, 2 + E)
+    of the nearest training frame: Euclidean distance after standardising every control with the
+    training frames' mean and std, yaw and pitch multiplied by `pose_weight`. (n,) int."""
+    train = np.asarray(train_controls, np.float64)
+    query = np.asarray(query_controls, np.float64)
+    if train.ndim != 2 or query.ndim != 2 or train.shape[1] != query.shape[1] or not len(train):
+        raise ValueError(f"expected (N, C) training and (n, C) query controls, got {train.shape}, {query.shape}")
+    mean, std = train.mean(0), np.maximum(train.std(0), 1e-6)
+    w = np.ones(train.shape[1])
+    w[:2] = pose_weight
+    a, b = (train - mean) / std * w, (query - mean) / std * w
+    d = (b ** 2).sum(1)[:, None] - 2 * b @ a.T + (a ** 2).sum(1)[None]   # (n, N)
+    return np.argmin(d, axis=1)
+
+
+def face_masks(tracking, rows, size: int) -> np.ndarray:
+    """(n, size, size) bool face regions of the given rows: the convex hull of the tracked mesh
+    in crop pixels, scaled to `size` (the FFHQ face ellipse where the mesh is missing)."""
+    out = []
+    for r in rows:
+        lm = tracking.crop_landmarks(int(r)) * (size / float(tracking.crop_size))
+        out.append(metrics.face_mask(size, lm))
+    return np.stack(out) if out else np.zeros((0, size, size), bool)
+
+
+def score_images(images: np.ndarray, truth: np.ndarray, masks: np.ndarray | None = None) -> dict:
+    """The held-out measures of `images` against the real crops `truth` (both (n, S, S, 3) uint8, same S):
+    PSNR, SSIM, identity, ArcFace feature distance (None without the ArcFace file), sharpness
+    ratio of the face region (`masks`) — median, mean and per frame."""
+    ident = metrics.identity_similarity(images, truth)
+    feat = metrics.feature_distance(images, truth)
+    sharp = metrics.sharpness_ratio_each(images, truth, masks)
+    summary = metrics.sharpness_summary(sharp)
+    rnd = lambda v, n: None if v is None else round(float(v), n)  # noqa: E731
+    return {"psnr": rnd(metrics.psnr(images, truth), 3), "ssim": rnd(metrics.ssim(images, truth), 4),
+            "identity": rnd(ident, 4), "feature_distance": rnd(feat, 5),
+            "sharpness_median": rnd(summary["median"], 4), "sharpness_mean": rnd(summary["mean"], 4),
+            "sharpness_each": [None if not np.isfinite(v) else round(float(v), 4) for v in sharp]}
+
+
+BETTER = {"psnr": "higher", "ssim": "higher", "identity": "higher", "feature_distance": "lower",
+          "sharpness_median": "nearer 1", "sharpness_mean": "nearer 1"}
+"""How each held-out measure compares: which way is better ("nearer 1": a sharpness ratio above
+1 is noise or ringing, not detail, so |log ratio| decides)."""
+
+
+def beats_retrieval(heldout: dict | None, retrieval: dict | None) -> dict:
+    """Per measure in `BETTER`: True/False whether the engine's held-out figure is better than
+    the retrieval baseline's (None when either is missing), and "avatar": True only when it beats
+    retrieval on both identity and feature distance."""
+    out: dict = {}
+    for key, how in BETTER.items():
+        a, b = _get(heldout or {}, key), _get(retrieval or {}, key)
+        if a is None or b is None:
+            out[key] = None
+        elif how == "higher":
+            out[key] = bool(a > b)
+        elif how == "lower":
+            out[key] = bool(a < b)
+        else:
+            out[key] = bool(abs(np.log(max(a, 1e-9))) < abs(np.log(max(b, 1e-9))))
+    must = (out["identity"], out["feature_distance"])
+    out["avatar"] = None if None in must else bool(all(must))
+    return out
 
 
 def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, latency_frames: int = 20,
@@ -114,13 +217,13 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
     empty = np.zeros((0, avatar.size, avatar.size, 3), np.uint8)
     renders = np.concatenate(renders) if renders else empty
     clamped_renders = np.concatenate(clamped_renders) if clamped_renders else empty
-    truth = tracking.crops(held, size=avatar.size)
-    heldout: dict = {"psnr": None, "ssim": None, "identity": None, "lpips": None}
+    truth = tracking.crops(held, size=avatar.size)   # real crops, area-downscaled to the render size
+    masks = face_masks(tracking, held, avatar.size)
+    heldout: dict = {"psnr": None, "ssim": None, "identity": None, "feature_distance": None,
+                     "sharpness_median": None, "sharpness_mean": None, "lpips": None}
+    train, retrieval = tracking.split()[0], None
     if len(held):
-        heldout["psnr"] = round(metrics.psnr(renders, truth), 3)
-        heldout["ssim"] = round(metrics.ssim(renders, truth), 4)
-        ident = metrics.identity_similarity(renders, truth)
-        heldout["identity"] = None if ident is None else round(ident, 4)
+        heldout.update(score_images(renders, truth, masks))
         lp = metrics.lpips(renders, truth)
         heldout["lpips"] = None if lp is None else round(lp, 4)
         heldout["psnr_clamped"] = round(metrics.psnr(clamped_renders, truth), 3)
@@ -132,9 +235,27 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
             if share > 0:
                 outside[cname] = round(share, 3)
         heldout["outside_slider_range"] = outside
+        yield Progress(stage=STAGE, step=0, total=1, part="retrieval",
+                       message=f"{name}: retrieval baseline (nearest training frame)")
+        if len(train):
+            pick_rows = train[retrieval_rows(tracking.controls(train), controls)]
+            retrieved = tracking.crops(pick_rows, size=avatar.size)
+            retrieval = {"method": "nearest training frame by standardised tracked controls",
+                         "pose_weight": RETRIEVAL_POSE_WEIGHT, "rows": [int(r) for r in pick_rows],
+                         **score_images(retrieved, truth, masks)}
+        yield Progress(stage=STAGE, step=1, total=1, part="retrieval")
         pick = np.linspace(0, len(held) - 1, min(sheet_frames, len(held))).astype(int)
-        _write_png(out_dir / "heldout.png", _sheet([truth[pick], renders[pick], clamped_renders[pick]]))
+        sharp_caption = lambda vals: [  # noqa: E731
+            "" if vals[i] is None else f"sharp {vals[i]:.2f}" for i in pick]
+        rows = [truth[pick]] + ([retrieved[pick]] if retrieval else []) + [renders[pick], clamped_renders[pick]]
+        labels = ["real"] + (["retrieval"] if retrieval else []) + [name, f"{name} clamp"]
+        caps = [None] + ([sharp_caption(retrieval["sharpness_each"])] if retrieval else []) + \
+            [sharp_caption(heldout["sharpness_each"]), None]
+        _write_png(out_dir / "heldout.png", _sheet(rows, cell=max(128, min(256, avatar.size)), labels=labels,
+                                                   captions=caps))
     report["heldout"] = heldout
+    report["retrieval"] = retrieval
+    report["beats_retrieval"] = beats_retrieval(heldout, retrieval)
 
     # 2 -------------------------------------------------------------- control sweeps
     names, ranges = avatar.control_names, avatar.ranges
@@ -246,6 +367,9 @@ ROWS = [
     ("held-out PSNR, controls clamped (dB)", ("heldout", "psnr_clamped"), ".2f", 1.0),
     ("held-out SSIM", ("heldout", "ssim"), ".3f", 1.0),
     ("held-out identity (ArcFace cos)", ("heldout", "identity"), ".3f", 1.0),
+    ("held-out ArcFace feature distance", ("heldout", "feature_distance"), ".4f", 1.0),
+    ("held-out sharpness ratio (median)", ("heldout", "sharpness_median"), ".3f", 1.0),
+    ("held-out sharpness ratio (mean)", ("heldout", "sharpness_mean"), ".3f", 1.0),
     ("held-out LPIPS", ("heldout", "lpips"), ".3f", 1.0),
     ("yaw error (° MAE)", ("controls", "yaw_mae_deg"), ".2f", 1.0),
     ("pitch error (° MAE)", ("controls", "pitch_mae_deg"), ".2f", 1.0),
@@ -258,16 +382,43 @@ ROWS = [
     ("multi-view face found (%)", ("multiview", "face_found"), ".1f", 100.0),
 ]
 
+LEGEND = [
+    "retrieval: the training crop whose tracked controls are nearest each held-out frame's (no avatar).",
+    "✓ / ✗: the engine beats / does not beat retrieval on that measure (sharpness: nearer 1.0 is better).",
+    "sharpness ratio: Laplacian energy of the face region, render over real crop, both at the render's",
+    "  size (1.0 = as sharp as the video; a blur scores far below 1).",
+    "ArcFace feature distance: 1 − cos of channel-normalised MobileFaceNet feature maps, averaged over",
+    "  positions and 4 layers; a stand-in for LPIPS that needs no download (0 = identical, lower is closer).",
+]
+
+
+def _mark(rep: dict, path: tuple) -> str:
+    """" ✓" / " ✗" when `path` is a held-out measure and the report has a retrieval baseline."""
+    if path[0] != "heldout" or path[1] not in BETTER or not rep.get("retrieval"):
+        return ""
+    b = beats_retrieval(rep.get("heldout"), rep.get("retrieval")).get(path[1])
+    return "" if b is None else (" ✓" if b else " ✗")
+
 
 def format_table(reports: dict | list[dict], per_expression: bool = True) -> str:
-    """One column per report (engine), one row per figure; "—" where a figure does not apply."""
+    """One column per report (engine), then one retrieval-baseline column per render size; one row
+    per figure; "—" where a figure does not apply. Each engine's held-out figure is marked ✓/✗ for
+    whether it beats retrieval, and a last row says whether it beats retrieval on both identity
+    and the ArcFace feature distance (the least an avatar must do)."""
     reps = [reports] if isinstance(reports, dict) else list(reports)
     heads = [f"{r.get('engine', '?')} ({r.get('size', '?')} px)" for r in reps]
-    label_w = 38
-    col_w = max(14, *(len(h) + 2 for h in heads))
-    lines = [f"{'':<{label_w}}" + "".join(f"{h:>{col_w}}" for h in heads)]
+    base: list[tuple[str, dict]] = []   # (heading, retrieval dict) per distinct size
+    for r in reps:
+        head = f"retrieval ({r.get('size', '?')} px)"
+        if r.get("retrieval") and head not in [h for h, _ in base]:
+            base.append((head, r["retrieval"]))
+    label_w = 40
+    col_w = max(16, *(len(h) + 2 for h in heads + [h for h, _ in base]))
+    lines = [f"{'':<{label_w}}" + "".join(f"{h:>{col_w}}" for h in heads + [h for h, _ in base])]
     for label, path, spec, scale in ROWS:
-        lines.append(f"{label:<{label_w}}" + "".join(f"{_fmt(_get(r, *path), spec, scale):>{col_w}}" for r in reps))
+        cells = [_fmt(_get(r, *path), spec, scale) + _mark(r, path) for r in reps]
+        cells += [_fmt(_get(b, path[1]), spec, scale) if path[0] == "heldout" else "—" for _, b in base]
+        lines.append(f"{label:<{label_w}}" + "".join(f"{c:>{col_w}}" for c in cells))
     if per_expression:
         names: list[str] = []
         for r in reps:
@@ -279,4 +430,12 @@ def format_table(reports: dict | list[dict], per_expression: bool = True) -> str
                 f"{_fmt(_get(r, 'controls', 'expression_pearson', k), '.3f'):>{col_w}}" for r in reps))
     lines.append(f"{'held-out frames':<{label_w}}" + "".join(f"{str(r.get('heldout_frames', '—')):>{col_w}}"
                                                              for r in reps))
+    if base:
+        verdict = []
+        for r in reps:
+            v = beats_retrieval(r.get("heldout"), r.get("retrieval"))["avatar"] if r.get("retrieval") else None
+            verdict.append("—" if v is None else ("yes" if v else "NO"))
+        lines.append(f"{'beats retrieval (identity + feature)':<{label_w}}" + "".join(f"{v:>{col_w}}"
+                                                                                      for v in verdict))
+        lines += [""] + LEGEND
     return "\n".join(lines)

@@ -1,0 +1,205 @@
+"""studio.evaluation: the retrieval baseline, the blur-punishing measures, the table and the sheets.
+
+The end-to-end test evaluates a constructed engine on a tiny synthetic project (no training):
+the engine "renders" the real held-out crop, blurred — the blurred mean face that PSNR rewards —
+so the report must show it beating retrieval on PSNR and losing on sharpness.
+"""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from studio import evaluation, metrics
+from studio.evaluation import beats_retrieval, format_table, retrieval_rows
+from studio.project import Project
+from studio.tracking.data import EXPRESSION_NAMES, TrackingData
+
+N_FRAMES, CROP, RENDER = 40, 64, 32
+
+
+# ------------------------------------------------------------------ retrieval
+
+def test_retrieval_picks_the_nearest_standardised_controls():
+    rng = np.random.default_rng(0)
+    train = rng.normal(0, 1, (50, 14)).astype(np.float32)
+    train[:, 0] *= 20                                   # yaw in degrees: a large raw scale
+    train[:, 2:] *= 0.3
+    query = train[[7, 31, 2]] + rng.normal(0, 0.01, (3, 14)) * train.std(0)
+    assert retrieval_rows(train, query).tolist() == [7, 31, 2]
+    # standardised: a 10° yaw difference is small next to a whole-range expression difference
+    t2 = np.zeros((3, 14), np.float32)
+    t2[:, 0] = [-30.0, 0.0, 30.0]
+    t2[:, 2] = [0.0, 1.0, 0.0]
+    q = np.zeros((1, 14), np.float32)
+    q[0, 0], q[0, 2] = 10.0, 1.0                        # yaw 10°, jaw open
+    assert retrieval_rows(t2, q).tolist() == [1]
+    # yaw and pitch weigh `pose_weight` times more than an expression
+    t3 = np.zeros((2, 14), np.float32)
+    t3[:, 0] = [0.0, 1.0]
+    t3[:, 3] = [1.0, 0.0]
+    q3 = np.zeros((1, 14), np.float32)
+    q3[0, 0], q3[0, 3] = 0.0, 0.0
+    assert retrieval_rows(t3, q3, pose_weight=1.0).tolist() in ([0], [1])   # a tie
+    assert retrieval_rows(t3, q3, pose_weight=2.0).tolist() == [0]
+    assert retrieval_rows(t3, q3, pose_weight=0.5).tolist() == [1]
+    with pytest.raises(ValueError):
+        retrieval_rows(t3, q3[:, :5])
+
+
+def test_beats_retrieval_directions():
+    eng = {"psnr": 22.0, "ssim": 0.70, "identity": 0.80, "feature_distance": 0.10,
+           "sharpness_median": 0.5, "sharpness_mean": 1.5}
+    ret = {"psnr": 20.0, "ssim": 0.75, "identity": 0.90, "feature_distance": 0.20,
+           "sharpness_median": 0.9, "sharpness_mean": 0.8}
+    b = beats_retrieval(eng, ret)
+    assert b["psnr"] is True and b["ssim"] is False and b["identity"] is False
+    assert b["feature_distance"] is True                 # lower is better
+    assert b["sharpness_median"] is False                # 0.5 is farther from 1 than 0.9
+    assert b["sharpness_mean"] is False                  # |log 1.5| > |log 0.8|
+    assert b["avatar"] is False                          # must beat both identity and feature distance
+    assert beats_retrieval({**eng, "identity": 0.95}, ret)["avatar"] is True
+    assert beats_retrieval({**eng, "identity": None}, ret)["avatar"] is None
+    assert beats_retrieval(eng, None)["psnr"] is None
+
+
+# ------------------------------------------------------------------ the table
+
+def _report(engine: str, size: int, **heldout) -> dict:
+    base = {"psnr": 21.0, "ssim": 0.70, "identity": 0.52, "feature_distance": 0.031,
+            "sharpness_median": 0.21, "sharpness_mean": 0.25}
+    ret = {"psnr": 17.4, "ssim": 0.66, "identity": 0.92, "feature_distance": 0.012,
+           "sharpness_median": 1.02, "sharpness_mean": 1.05, "rows": [1, 2]}
+    h = {**base, **heldout}
+    return {"engine": engine, "size": size, "heldout": h, "retrieval": ret,
+            "beats_retrieval": beats_retrieval(h, ret), "heldout_frames": 2}
+
+
+def test_format_table_shows_new_rows_retrieval_column_and_marks():
+    reps = [_report("pvp", 128), _report("nerf", 128, identity=0.95, feature_distance=0.010)]
+    table = format_table(reps)
+    lines = table.splitlines()
+    assert "retrieval (128 px)" in lines[0] and lines[0].count("retrieval") == 1   # one column per size
+    row = {ln[:40].strip(): ln[40:].split() for ln in lines if ln[:40].strip()}
+    assert row["held-out PSNR (dB)"] == ["21.00", "✓", "21.00", "✓", "17.40"]
+    assert row["held-out identity (ArcFace cos)"] == ["0.520", "✗", "0.950", "✓", "0.920"]
+    assert row["held-out ArcFace feature distance"] == ["0.0310", "✗", "0.0100", "✓", "0.0120"]
+    assert row["held-out sharpness ratio (median)"] == ["0.210", "✗", "0.210", "✗", "1.020"]
+    assert row["held-out sharpness ratio (mean)"][-1] == "1.050"
+    assert row["yaw error (° MAE)"] == ["—", "—", "—"]
+    assert row["beats retrieval (identity + feature)"] == ["NO", "yes"]
+    assert "stand-in for LPIPS" in table
+    # engines at two sizes: one retrieval column each; an old report without retrieval still prints
+    two = format_table([_report("pvp", 128), _report("nerf", 256), {"engine": "old", "size": 64}])
+    assert "retrieval (128 px)" in two and "retrieval (256 px)" in two
+    assert "old (64 px)" in two
+    assert "retrieval" not in format_table({"engine": "old", "size": 64, "heldout": {"psnr": 20.0}})
+
+
+# ------------------------------------------------------------------ end to end on a tiny project
+
+def _frame(i: int, yaw: float, jaw: float) -> np.ndarray:
+    """A textured disc 'face' whose eyes slide with yaw and whose mouth opens with jaw."""
+    rng = np.random.default_rng(i)
+    img = np.full((CROP, CROP, 3), (200, 190, 170), np.uint8)
+    c = CROP // 2
+    cv2.circle(img, (c, c), 22, (190, 140, 120), -1)
+    grain = cv2.GaussianBlur(rng.normal(0, 1, (CROP, CROP)), (0, 0), 1.0)[..., None]  # skin texture, new each frame
+    skin = 120 * grain * (np.hypot(*np.mgrid[-c:c, -c:c]) < 22)[..., None]
+    img = np.clip(img + skin, 0, 255).astype(np.uint8)
+    dx = int(round(10 * np.sin(np.radians(yaw))))
+    for ex in (-8, 8):
+        cv2.circle(img, (c + ex + dx, c - 6), 3, (40, 30, 30), -1)
+    cv2.ellipse(img, (c + dx, c + 10), (8, 1 + int(6 * jaw)), 0, 0, 360, (120, 40, 40), -1)
+    return img
+
+
+def make_project(root) -> Project:
+    proj = Project.create(root)
+    track = proj.stage_dir("track")
+    (track / "crops").mkdir()
+    (track / "mattes").mkdir()
+    rng = np.random.default_rng(0)
+    yaw = 25 * np.sin(np.linspace(0, 5 * np.pi, N_FRAMES))
+    pitch = 5 * np.cos(np.linspace(0, 3 * np.pi, N_FRAMES))
+    expr = rng.uniform(0, 1, (N_FRAMES, len(EXPRESSION_NAMES))).astype(np.float32)
+    ang = np.linspace(0, 2 * np.pi, 478, endpoint=False)
+    ring = np.stack([CROP / 2 + 22 * np.cos(ang), CROP / 2 + 22 * np.sin(ang), np.zeros(478)], 1)  # the disc
+    for i in range(N_FRAMES):
+        cv2.imwrite(str(track / "crops" / f"{i:06d}.png"), _frame(i, yaw[i], expr[i, 0])[..., ::-1])
+        cv2.imwrite(str(track / "mattes" / f"{i:06d}.png"), np.full((CROP, CROP), 255, np.uint8))
+    pose = np.stack([yaw, pitch, np.zeros(N_FRAMES)], 1).astype(np.float32)
+    np.savez(track / "tracking.npz", time=np.arange(N_FRAMES, dtype=np.float32) / 25, valid=np.ones(N_FRAMES, bool),
+             pose=pose, expr=expr, landmarks=np.repeat(ring[None], N_FRAMES, 0).astype(np.float32),
+             transforms=np.tile(np.eye(2, 3, dtype=np.float32), (N_FRAMES, 1, 1)))
+    (track / "tracking.json").write_text(json.dumps({"fps": 25, "frame_size": [CROP, CROP], "crop_size": CROP,
+                                                     "expression_names": EXPRESSION_NAMES}))
+    proj.update_record("ingest", status="done", run_id="ingest0", upstream={})
+    proj.update_record("track", status="done", run_id="track0", upstream={"ingest": "ingest0"},
+                       outputs={"tracking": "track/tracking.npz"})
+    return proj
+
+
+class BlurredTruthEngine:
+    """Test engine, not a model: shows the real crop of the frame whose controls it is given,
+    downscaled to `size` and blurred — a stand-in for a blurry avatar that knows the answer."""
+
+    name = "blurry"
+
+    def __init__(self, tracking: TrackingData, size: int = RENDER, sigma: float = 1.2):
+        self.size, self.sigma = size, sigma
+        self.ctrl = tracking.controls()
+        self.crops = tracking.crops(np.arange(tracking.n_frames), size=size)
+        self.control_names = ["yaw", "pitch"] + tracking.expression_names
+        self.ranges = tracking.control_ranges()
+
+    def render_controls(self, controls, edits=None):
+        idx = ((controls[:, None, :] - self.ctrl[None]) ** 2).sum(-1).argmin(1)
+        return np.stack([cv2.GaussianBlur(self.crops[i], (0, 0), self.sigma) for i in idx])
+
+
+def test_evaluate_reports_retrieval_sharpness_and_sheet(tmp_path, monkeypatch):
+    import studio.tracking.tracker as tracker
+    from studio.avatar import Avatar
+
+    proj = make_project(tmp_path / "proj")
+    trk = TrackingData.from_project(proj)
+    monkeypatch.setattr(Avatar, "open", classmethod(lambda cls, project, engine=None: cls(BlurredTruthEngine(trk))))
+    monkeypatch.setattr(metrics, "arcface_weights", lambda: None)
+    monkeypatch.setattr(tracker, "track_images", lambda images, tracking: [None] * len(images))  # 32 px discs
+
+    events = []
+    rep = evaluation.evaluate(proj, on_progress=events.append, sweep_points=3, latency_frames=2)
+    assert "retrieval" in {e.part for e in events}
+    on_disk = json.loads((proj.root / "eval" / "blurry" / "eval.json").read_text("utf-8"))
+    assert on_disk["retrieval"] == rep["retrieval"] and on_disk["beats_retrieval"] == rep["beats_retrieval"]
+
+    train, held = trk.split()
+    expected = train[retrieval_rows(trk.controls(train), trk.controls(held))]
+    ret, h = rep["retrieval"], rep["heldout"]
+    assert ret["rows"] == expected.tolist() and set(ret["rows"]) <= set(train.tolist())
+    # the blurred truth wins on PSNR (what PSNR rewards) and loses on sharpness (what it should not)
+    assert h["psnr"] > ret["psnr"] + 3
+    assert h["sharpness_median"] < 0.5 < ret["sharpness_median"] < 2.0
+    assert len(h["sharpness_each"]) == len(held)
+    assert h["sharpness_mean"] == pytest.approx(np.mean(h["sharpness_each"]), abs=1e-3)
+    b = rep["beats_retrieval"]
+    assert b["psnr"] is True and b["sharpness_median"] is False
+    assert h["identity"] is None and h["feature_distance"] is None and b["avatar"] is None   # no ArcFace file
+    # the figures are the metric functions' on the real crops area-downscaled to the render size
+    truth = trk.crops(held, size=RENDER)
+    masks = evaluation.face_masks(trk, held, RENDER)
+    assert not masks[0, 0, 0] and masks[0, RENDER // 2, RENDER // 2]
+    ratios = metrics.sharpness_ratio_each(BlurredTruthEngine(trk).render_controls(trk.controls(held)), truth, masks)
+    assert h["sharpness_median"] == pytest.approx(float(np.median(ratios)), abs=1e-4)
+
+    sheet = cv2.imread(str(proj.root / "eval" / "blurry" / "heldout.png"))
+    n = min(8, len(held))
+    assert sheet.shape[:2] == (4 * 128, 84 + n * 128)           # real | retrieval | render | clamped
+    real_cell = cv2.resize(truth[0], (128, 128), interpolation=cv2.INTER_AREA)[..., ::-1]
+    assert np.abs(sheet[:100, 84:84 + 128].astype(int) - real_cell[:100]).mean() < 1.0   # row 1 is the real crop
+
+    table = format_table(rep)
+    assert "retrieval (32 px)" in table and "held-out sharpness ratio (median)" in table
