@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import __version__
 from .atomic import write_json
@@ -25,6 +25,83 @@ from .errors import ProjectError
 
 SCHEMA_VERSION = 1
 MANIFEST = "project.json"
+
+
+# ----------------------------------------------------------------------------- schema migrations
+# A manifest written by an older version is upgraded in memory when the project opens, one version at
+# a time, by MIGRATIONS[v] (v -> v + 1). The file on disk is rewritten only on the first save, after
+# the original is kept as project.schema<v>.json. A manifest from a newer version is refused with a
+# message, never half-read. To change the schema: bump SCHEMA_VERSION, add MIGRATIONS[old], keep a
+# small project of the old version under tests/fixtures/ and a test that opens it.
+
+def _relative_output(value: Any, old_root: str | None) -> Any:
+    """An absolute path a version-0 manifest kept for an output, made relative to the project root."""
+    if not isinstance(value, str) or not os.path.isabs(value):
+        return value
+    posix = Path(value).as_posix()
+    if old_root and posix.startswith(Path(old_root).as_posix().rstrip("/") + "/"):
+        return posix[len(Path(old_root).as_posix().rstrip("/")) + 1:]
+    return value  # outside the project (or unknown root): keep it, `output()` still resolves it
+
+
+def _migrate_0_to_1(manifest: dict, root: Path) -> dict:
+    """Version 0 (manifests without a "schema" field): the project's absolute root was stored as
+    "root", stage outputs as absolute paths under it (so a moved project lost its files), and the
+    source video as a bare path string. Version 1 keeps paths relative and the source as
+    {path, size, mtime} (size/mtime from the file when it is still there)."""
+    old_root = manifest.pop("root", None)
+    for rec in (manifest.get("stages") or {}).values():
+        for holder in (rec, rec.get("result") or {}):
+            outs = holder.get("outputs")
+            if isinstance(outs, dict):
+                holder["outputs"] = {k: _relative_output(v, old_root) for k, v in outs.items()}
+    src = manifest.get("source")
+    if isinstance(src, str):
+        try:
+            st = Path(src).stat()
+            manifest["source"] = {"path": src, "size": st.st_size, "mtime": int(st.st_mtime)}
+        except OSError:
+            manifest["source"] = {"path": src, "size": None, "mtime": None}
+    manifest.setdefault("name", Path(old_root).name if old_root else root.name)
+    manifest.setdefault("preset", "preview")
+    manifest.setdefault("device", "auto")
+    manifest.setdefault("stages", {})
+    return manifest
+
+
+MIGRATIONS: dict[int, Callable[[dict, Path], dict]] = {0: _migrate_0_to_1}
+"""MIGRATIONS[v](manifest, project root) turns a version-v manifest into version v + 1."""
+
+
+def manifest_schema(manifest: dict) -> int:
+    """The schema version of a manifest; 0 for the unversioned first layout."""
+    schema = manifest.get("schema", 0)
+    if isinstance(schema, bool) or not isinstance(schema, int) or schema < 0:
+        raise ProjectError(f"the project manifest has an unreadable schema version ({schema!r})",
+                           "restore project.json from a backup; the stage folders are still intact")
+    return schema
+
+
+def migrate(manifest: dict, root: Path) -> tuple[dict, int]:
+    """(the manifest upgraded to SCHEMA_VERSION, the version it had). Refuses newer versions."""
+    found = manifest_schema(manifest)
+    if found > SCHEMA_VERSION:
+        made_by = manifest.get("app_version")
+        raise ProjectError(f"the project {root} was made by a newer Avatar Studio"
+                           + (f" ({made_by})" if made_by else "")
+                           + f": project format {found}, this version {__version__} reads formats up to "
+                           f"{SCHEMA_VERSION}", "update Avatar Studio to open it; the project was not changed")
+    version = found
+    manifest = json.loads(json.dumps(manifest))  # a deep copy: the caller's dict stays the original
+    while version < SCHEMA_VERSION:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise ProjectError(f"the project {root} has format {version}, which this version cannot upgrade",
+                               "open it once with an older Avatar Studio that reads it, or start a new project")
+        manifest = step(manifest, root)
+        version += 1
+        manifest["schema"] = version
+    return manifest, found
 
 
 def now_iso() -> str:
@@ -80,14 +157,26 @@ class Project:
         except (OSError, ValueError) as exc:
             raise ProjectError(f"the project manifest {path} cannot be read ({exc})",
                                "restore it from a backup; the stage folders are still intact") from exc
-        schema = manifest.get("schema")
-        if not isinstance(schema, int) or schema > SCHEMA_VERSION:
-            raise ProjectError(f"project {root} was made by a newer Avatar Studio (schema {schema})",
-                               "update Avatar Studio to open it")
-        return cls(root, manifest)
+        if not isinstance(manifest, dict):
+            raise ProjectError(f"the project manifest {path} is not a JSON object",
+                               "restore it from a backup; the stage folders are still intact")
+        upgraded, found = migrate(manifest, root)
+        proj = cls(root, upgraded)
+        if found != SCHEMA_VERSION:
+            proj.migrated_from = (found, manifest)
+        return proj
 
     # ----------------------------------------------------------------- basics
+    migrated_from: tuple[int, dict] | None = None
+    """(old schema version, the manifest as it was on disk) when `open` upgraded it and it is not saved yet."""
+
     def save(self) -> None:
+        if self.migrated_from is not None:  # keep the old manifest before the upgraded one replaces it
+            version, original = self.migrated_from
+            backup = self.root / f"project.schema{version}.json"
+            if not backup.exists():
+                write_json(backup, original)
+            self.migrated_from = None
         write_json(self.root / MANIFEST, self.manifest)
 
     @property

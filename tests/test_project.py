@@ -145,3 +145,82 @@ def test_unexpected_error_is_logged_not_raised_raw(tmp_path):
         assert list((tmp_path / "p" / "logs").glob("t_boom-*.log"))
     finally:
         REGISTRY.pop("t_boom")
+
+
+# ----------------------------------------------------------------------------- compatibility across schema versions
+FIXTURES = __import__("pathlib").Path(__file__).resolve().parent / "fixtures"
+
+
+def _copy_fixture(tmp_path, name="project_v0", to="moved_avatar"):
+    dst = tmp_path / to
+    shutil.copytree(FIXTURES / name, dst)
+    return dst
+
+
+def test_version0_project_opens_and_status_works(tmp_path, capsys):
+    from studio import project as project_mod
+    from studio.cli import main
+
+    root = _copy_fixture(tmp_path)
+    on_disk = (root / "project.json").read_text()
+    assert "schema" not in json.loads(on_disk)
+    proj = Project.open(root)
+    assert proj.manifest["schema"] == project_mod.SCHEMA_VERSION and "root" not in proj.manifest
+    assert proj.manifest["source"] == {"path": "/home/artist/videos/old_clip.mp4", "size": None, "mtime": None}
+    assert proj.record("track")["outputs"]["meta"] == "track/tracking.json"  # was absolute under the old root
+    assert proj.output("track", "meta") == root.resolve() / "track" / "tracking.json"
+    assert json.loads(proj.output("track", "meta").read_text())["crop_size"] == 128
+    assert stage_state(proj, "ingest") in ("done", "stale") and stage_state(proj, "track") in ("done", "stale")
+    assert main(["status", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "/home/artist/videos/old_clip.mp4" in out
+    assert [line.split()[0] for line in out.splitlines() if line.startswith(("ingest ", "track "))] == \
+        ["ingest", "track"]
+    assert (root / "project.json").read_text() == on_disk, "opening and status must not rewrite the project"
+    proj.update_record("track", note="touched")  # the first save writes format 1 and keeps the old manifest
+    assert json.loads((root / "project.json").read_text())["schema"] == project_mod.SCHEMA_VERSION
+    assert json.loads((root / "project.schema0.json").read_text()) == json.loads(on_disk)
+    again = Project.open(root)
+    assert again.migrated_from is None and again.record("track")["note"] == "touched"
+
+
+def test_project_from_a_newer_version_gets_a_clear_message(tmp_path, capsys):
+    from studio.cli import main
+    from studio.project import SCHEMA_VERSION
+
+    root = tmp_path / "future"
+    root.mkdir()
+    text = json.dumps({"schema": SCHEMA_VERSION + 1, "app_version": "9.0.0", "name": "future", "stages": {},
+                       "new_thing": {"a": 1}})
+    (root / "project.json").write_text(text)
+    with pytest.raises(ProjectError) as ei:
+        Project.open(root)
+    assert "made by a newer Avatar Studio (9.0.0)" in ei.value.message and "update Avatar Studio" in ei.value.hint
+    assert main(["status", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the project") and err.count("\n") == 1 and "Traceback" not in err
+    assert (root / "project.json").read_text() == text
+    (root / "project.json").write_text(json.dumps({"schema": "one", "stages": {}}))
+    with pytest.raises(ProjectError, match="unreadable schema version"):
+        Project.open(root)
+
+
+def test_migrations_run_one_version_at_a_time(tmp_path, monkeypatch):
+    from studio import project as project_mod
+
+    seen = []
+
+    def step(v):
+        def run(manifest, root):
+            seen.append((v, manifest["schema"] if "schema" in manifest else 0))
+            manifest.setdefault("history", []).append(v)
+            return manifest
+        return run
+
+    monkeypatch.setattr(project_mod, "SCHEMA_VERSION", 3)
+    monkeypatch.setattr(project_mod, "MIGRATIONS", {0: project_mod._migrate_0_to_1, 1: step(1), 2: step(2)})
+    up, found = project_mod.migrate({"schema": 1, "stages": {}}, tmp_path)
+    assert found == 1 and up["schema"] == 3 and up["history"] == [1, 2] and seen == [(1, 1), (2, 2)]
+    monkeypatch.setattr(project_mod, "MIGRATIONS", {0: project_mod._migrate_0_to_1, 2: step(2)})
+    with pytest.raises(ProjectError, match="format 1, which this version cannot upgrade"):
+        project_mod.migrate({"schema": 1, "stages": {}}, tmp_path)
