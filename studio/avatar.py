@@ -1,14 +1,14 @@
 """The `Avatar` API: open a trained project and render it from slider values.
 
-The CLI, the GUI viewer, evaluation and export all go through this. Engines ("pvp" for the
-StyleGAN engine, "nerf" for LatentAvatar) register a loader with `register_engine`; the
-loader gets the project and returns an `AvatarEngine`. `Avatar` wraps one engine and adds
-what every engine shares: control names, range clamping, and telling the caller about it.
+The CLI, the GUI viewer, evaluation and export all go through this. Which engines exist and
+how each is loaded is said in `studio.engines.ENGINES`; an engine's loader gets the project and
+returns an `AvatarEngine`. `Avatar` wraps one engine and adds what every engine shares: control
+names, range clamping, and telling the caller about it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Mapping, Protocol
 
 import numpy as np
 
@@ -40,45 +40,38 @@ class Render:
     """The control vector actually rendered (after clamping)."""
 
 
-ENGINE_LOADERS: dict[str, Callable[[Any], AvatarEngine]] = {}
-
-
-def register_engine(name: str, loader: Callable[[Any], AvatarEngine]) -> None:
-    ENGINE_LOADERS[name] = loader
-
-
 def trained_engines(project) -> list[str]:
+    """Engines whose every stage is done in `project`, in registry order."""
+    from .engines import ENGINES, chain
     from .pipeline import stage_state
-    from .stages import ENGINES
 
-    out = []
-    for eng, stages in ENGINES.items():
-        if stages and all(stage_state(project, s) == "done" for s in stages) and eng in ENGINE_LOADERS:
-            out.append(eng)
-    return out
+    return [name for name in ENGINES if all(stage_state(project, s) == "done" for s in chain(name))]
 
 
 class Avatar:
     """A trained avatar. ``Avatar.open(project).render(yaw=10, expression={"jaw_open": 0.8})``."""
 
-    def __init__(self, engine: AvatarEngine):
+    def __init__(self, engine: AvatarEngine, spec=None):
         self.engine = engine
+        self.spec = spec
+        """The engine's `studio.engines.EngineSpec` (title, capabilities), when opened from a project."""
 
     @classmethod
     def open(cls, project, engine: str | None = None) -> "Avatar":
-        _load_builtin_engines()
+        from .engines import ENGINES
+
         engines = trained_engines(project)
         if engine is None:
             if not engines:
                 raise ProjectError(f"project {project.name} has no trained avatar yet",
                                    "run `avatar-studio run` on it to train one")
             engine = engines[0]
-        if engine not in ENGINE_LOADERS:
-            raise ProjectError(f"unknown engine '{engine}'", f"engines: {', '.join(ENGINE_LOADERS) or 'none'}")
+        if engine not in ENGINES:
+            raise ProjectError(f"unknown engine '{engine}'", f"engines: {', '.join(ENGINES)}")
         if engine not in engines:
             raise ProjectError(f"the {engine} engine is not trained in project {project.name}",
                                f"train it with `avatar-studio run {project.root} --engine {engine}`")
-        return cls(ENGINE_LOADERS[engine](project))
+        return cls(ENGINES[engine].load(project), ENGINES[engine])
 
     @property
     def name(self) -> str:
@@ -137,15 +130,3 @@ class Avatar:
     def render_batch(self, controls: np.ndarray, edits: Any = None) -> tuple[np.ndarray, list[str]]:
         c, moved = self.clamp(controls)
         return self.engine.render_controls(c, edits=edits), moved
-
-
-def _load_builtin_engines() -> None:
-    """Import the engine modules so they register (each is optional until trained)."""
-    import importlib
-
-    for mod in ("studio.engines.pvp", "studio.engines.nerf"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise

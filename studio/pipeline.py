@@ -5,6 +5,7 @@ The CLI and the GUI both call `run_stage` / `run_pipeline`; neither runs a stage
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 import traceback
 import uuid
@@ -16,6 +17,8 @@ from .progress import Control, Progress
 from .project import Project, now_iso
 from .stages import REGISTRY, StageContext, StageSpec
 from .atomic import write_text
+from .compute import resolve_device
+from .lock import is_busy, project_lock
 
 ProgressFn = Callable[[Progress], None]
 
@@ -25,19 +28,6 @@ def spec(name: str) -> StageSpec:
         return REGISTRY[name]
     except KeyError:
         raise ProjectError(f"unknown stage '{name}'", f"stages: {', '.join(REGISTRY)}") from None
-
-
-def resolve_device(requested: str) -> str:
-    """"auto" → "cuda" when a CUDA GPU is usable, else "cpu"."""
-    import torch
-
-    if requested in ("auto", "gpu", "cuda"):
-        if torch.cuda.is_available():
-            return "cuda"
-        if requested != "auto":
-            raise StudioError("no CUDA GPU is available on this machine", "use --device cpu (or auto)")
-        return "cpu"
-    return "cpu"
 
 
 def stage_config(project: Project, name: str, overrides: dict | None = None, preset: str | None = None) -> Any:
@@ -70,12 +60,16 @@ def same_config(rec: dict, cfg: Any) -> bool:
 
 
 def stage_state(project: Project, name: str, _seen: frozenset = frozenset()) -> str:
-    """One of: pending, running, cancelled, failed, stale, done.
+    """One of: pending, running, interrupted, cancelled, failed, stale, done.
 
     "stale" means it finished once but its own config or an upstream stage changed since.
+    "interrupted" means the manifest says running but no process holds the project's lock: the
+    run died (killed, crashed, power cut); rerunning resumes from its last checkpoint.
     """
     rec = project.record(name)
     status = rec.get("status", "pending")
+    if status == "running" and not is_busy(project.root):
+        return "interrupted"
     if status != "done":
         return status
     if rec.get("config") and not same_config(rec, stage_config(project, name)):
@@ -101,7 +95,15 @@ def set_stage_config(project: Project, name: str, overrides: dict) -> Any:
 
 def run_stage(project: Project, name: str, overrides: dict | None = None, *, control: Control | None = None,
               on_progress: ProgressFn | None = None, force: bool = False, device: str | None = None) -> dict:
-    """Run one stage (if it is not already up to date) and return its result dict."""
+    """Run one stage (if it is not already up to date) and return its result dict. Holds the
+    project's lock: a second process gets a clear "busy" error instead of a corrupted project."""
+    with project_lock(project.root, f"stage {name}"):
+        return _run_stage(project, name, overrides, control=control, on_progress=on_progress, force=force,
+                          device=device)
+
+
+def _run_stage(project: Project, name: str, overrides: dict | None, *, control: Control | None,
+               on_progress: ProgressFn | None, force: bool, device: str | None) -> dict:
     s = spec(name)
     control = control or Control()
     for up in s.depends_on:
@@ -119,7 +121,7 @@ def run_stage(project: Project, name: str, overrides: dict | None = None, *, con
         return rec.get("result") or {}
 
     workdir = project.stage_dir(name)
-    resumed = rec.get("status") in ("running", "cancelled", "failed") and same_config(rec, cfg) \
+    resumed = rec.get("status") in ("running", "interrupted", "cancelled", "failed") and same_config(rec, cfg) \
         and rec.get("upstream") == upstream and not force
     if not resumed:
         # different config or upstream: partial checkpoints of the old run must not be resumed
@@ -128,7 +130,8 @@ def run_stage(project: Project, name: str, overrides: dict | None = None, *, con
     ctx = StageContext(project=project, stage=name, workdir=workdir, device=resolve_device(device or project.device),
                        control=control, resumed=resumed)
     project.update_record(name, status="running", config=to_dict(cfg), config_hash=chash, upstream=upstream,
-                          started=now_iso(), error=None)
+                          started=now_iso(), error=None, pid=os.getpid(), warnings=[],
+                          **({} if resumed else {"progress": {}}))
     t0 = time.perf_counter()
     try:
         gen = s.run(ctx, dataclasses.replace(cfg))
@@ -163,24 +166,34 @@ def run_stage(project: Project, name: str, overrides: dict | None = None, *, con
                           f"details are in {project.rel(log)}; the project is intact, run again to retry") from exc
     seconds = round(time.perf_counter() - t0, 2)
     project.update_record(name, status="done", run_id=uuid.uuid4().hex[:12], finished=now_iso(), seconds=seconds,
-                          outputs=result.get("outputs", {}), result=result)
+                          outputs=result.get("outputs", {}), result=result, warnings=list(result.get("warnings") or []))
     return result
 
 
 def run_pipeline(project: Project, stages: Iterable[str], *, overrides: dict[str, dict] | None = None,
                  control: Control | None = None, on_progress: ProgressFn | None = None,
-                 device: str | None = None) -> dict[str, dict]:
+                 device: str | None = None, force: Iterable[str] = ()) -> dict[str, dict]:
     out = {}
-    for name in stages:
-        out[name] = run_stage(project, name, (overrides or {}).get(name), control=control,
-                              on_progress=on_progress, device=device)
+    force = set(force)
+    stages = list(stages)
+    with project_lock(project.root, "stages " + ", ".join(stages)):
+        for name in stages:
+            out[name] = run_stage(project, name, (overrides or {}).get(name), control=control,
+                                  on_progress=on_progress, device=device, force=name in force)
     return out
 
 
 def next_stage(project: Project, engine: str = "pvp") -> str | None:
-    from .stages import ENGINES
+    from .engines import chain
 
-    for name in ENGINES.get(engine, []):
+    for name in chain(engine):
         if stage_state(project, name) != "done":
             return name
     return None
+
+
+def interruption(project: Project, name: str) -> str:
+    """A sentence for a stage whose run died: how far it got and what to do."""
+    steps = project.record(name).get("progress") or {}
+    where = ", ".join(f"{part} step {n}" for part, n in steps.items()) if steps else "its start"
+    return f"interrupted at {where} — run the same command to resume"

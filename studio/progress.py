@@ -31,7 +31,9 @@ class Progress:
     preview: Any = None
     """Optional preview image, HxWx3 uint8 numpy array."""
     elapsed: float = 0.0
-    """Seconds since the part started (filled by the stage runner when left at 0)."""
+    """Seconds of work in the current part in this run (pauses excluded)."""
+    rate: float = 0.0
+    """Steps per second in this run (0 while unknown)."""
 
     @property
     def fraction(self) -> float:
@@ -39,7 +41,11 @@ class Progress:
 
     def eta(self) -> float | None:
         """Seconds left at the current rate, or None while unknown."""
-        if not self.total or self.step <= 0 or self.elapsed <= 0:
+        if not self.total or self.step <= 0:
+            return None
+        if self.rate > 0:
+            return max(0, self.total - self.step) / self.rate
+        if self.elapsed <= 0:
             return None
         return self.elapsed / self.step * max(0, self.total - self.step)
 

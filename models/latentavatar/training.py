@@ -79,6 +79,16 @@ def train_step(model: LatentAvatar, optimizer: torch.optim.Optimizer, batch: dic
     return floats, out
 
 
+def mapper_step(model: LatentAvatar, optimizer: torch.optim.Optimizer, expr: torch.Tensor,
+                codes: torch.Tensor) -> float:
+    """One step of fitting the expression mapper to encoder codes: expr (B, E) → codes (B, D)."""
+    loss = F.mse_loss(model.mapper(expr), codes)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
 def fit_mapper(model: LatentAvatar, expr: torch.Tensor, codes: torch.Tensor, steps: int = 500,
                lr: float = 1e-3, batch: int = 64, generator: torch.Generator | None = None) -> float:
     """Fit the expression mapper to encoder codes (N, E) → (N, D); returns the final MSE."""
@@ -86,9 +96,6 @@ def fit_mapper(model: LatentAvatar, expr: torch.Tensor, codes: torch.Tensor, ste
     n = len(expr)
     for _ in range(steps):
         idx = torch.randint(0, n, (min(batch, n),), generator=generator)
-        loss = F.mse_loss(model.mapper(expr[idx]), codes[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        mapper_step(model, opt, expr[idx], codes[idx])
     with torch.no_grad():
         return float(F.mse_loss(model.mapper(expr), codes))

@@ -31,7 +31,8 @@ from torch.nn import functional as F
 
 from ..project import Project
 from ..tracking.data import TrackingData
-from ..pvp.common import load_frames, perceptual_loss, psnr_each, set_threads, to_uint8
+from ..compute import apply_threads
+from ..pvp.common import load_frames, perceptual_loss, psnr_each, to_uint8
 
 
 def _pca_latents(imgs: torch.Tensor, dim: int) -> torch.Tensor:
@@ -73,7 +74,7 @@ def train_variant(variant: str, imgs: torch.Tensor, steps: int, batch: int, seed
         D = Discriminator(res, channel_base=4096, channel_max=128)
         opt_d = torch.optim.Adam(D.parameters(), lr=pc.lr, betas=(0.0, 0.99))
     opt = torch.optim.Adam(params, lr=pc.lr, betas=(0.9, 0.99))
-    threads = set_threads("cpu")
+    threads = apply_threads("cpu")
     for step in range(steps):
         idx = torch.from_numpy(rng.integers(0, len(imgs), size=batch))
         x = imgs[idx]
@@ -98,7 +99,7 @@ def train_variant(variant: str, imgs: torch.Tensor, steps: int, batch: int, seed
             d_loss.backward()
             opt_d.step()
         if step % 50 == 49:
-            threads = set_threads("cpu", threads)
+            threads = apply_threads("cpu", 0, threads)
         if on_step:
             on_step(step, float(loss))
     G.eval().requires_grad_(False)

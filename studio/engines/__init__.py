@@ -1,1 +1,92 @@
-"""Avatar engines: load a trained project and render controls to images."""
+"""The engine registry: the one place that says what an avatar engine is.
+
+An engine is the stages it owns (run after the common `ingest` → `track`), the loader that
+turns a trained project into a renderer, the optional weight files it can use, and what it can
+do. The CLI, the GUI, `studio.avatar.Avatar`, evaluation and export all read `ENGINES`; none
+keeps a list of its own.
+
+This module is light (no torch): loaders are named as ``"module:function"`` and imported only
+when an avatar is opened. Engine modules never import stage modules (a contract in
+pyproject.toml): what both need lives in shared modules such as `studio.pvp.common`.
+
+To add an engine: write its stages (`studio/stages/<name>.py`, registered there), a loader
+returning an object with ``name``, ``size``, ``control_names``, ``ranges`` and
+``render_controls(controls, edits=None)``, and one `EngineSpec` below.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    name: str
+    """Id used in project folders, the CLI (`--engine`) and settings ("pvp", "nerf")."""
+    title: str
+    """Name the user sees."""
+    short: str
+    """Short name for tight places (the viewer's engine switch)."""
+    stages: tuple[str, ...]
+    """The stages this engine owns, in run order (the common ingest/track come before them)."""
+    loader: "str | Callable[[Any], Any]"
+    """``"module:function"`` (or a callable) that takes a `Project` and returns the engine's renderer."""
+    summary: str = ""
+    """One sentence for the engine chooser."""
+    model_files: tuple[str, ...] = ()
+    """Optional weight files (keys of `studio.model_files`) the engine can use."""
+    free_camera: bool = False
+    """Yaw and pitch move a real 3D camera (evaluation adds multi-view figures)."""
+    edits: bool = False
+    """Appearance edits can be applied to its renders."""
+    driving: bool = False
+    """Another person's video can drive it (export --source driver)."""
+
+    def load(self, project) -> Any:
+        return call_loader(self.loader, project)
+
+
+def call_loader(loader: "str | Callable[[Any], Any]", project) -> Any:
+    """Run a loader given as ``"module:function"`` or as a callable."""
+    if isinstance(loader, str):
+        module, func = loader.split(":")
+        loader = getattr(importlib.import_module(module), func)
+    return loader(project)
+
+
+ENGINES: dict[str, EngineSpec] = {
+    spec.name: spec for spec in (
+        EngineSpec(name="pvp", title="StyleGAN avatar (PVP)", short="StyleGAN", stages=("pivots", "prior", "pti", "mappers"),
+                   loader="studio.engines.pvp:load",
+                   summary="A StyleGAN2 generator tuned on your video's pivot frames, steered by pose and "
+                           "expression mappers. Sharpest in the poses your video shows.",
+                   model_files=("stylegan2", "arcface", "lpips"), driving=True),
+        EngineSpec(name="nerf", title="NeRF avatar (LatentAvatar)", short="NeRF", stages=("nerf",),
+                   loader="studio.engines.nerf:load",
+                   summary="A tri-plane NeRF driven by a learned expression code: a real 3D head, so "
+                           "yaw and pitch move a camera.",
+                   model_files=("lpips",), free_camera=True, driving=True),
+    )
+}
+COMMON_STAGES = ("ingest", "track")
+"""Stages every engine needs before its own."""
+
+
+def engine(name: str) -> EngineSpec:
+    from ..errors import ProjectError
+
+    try:
+        return ENGINES[name]
+    except KeyError:
+        raise ProjectError(f"unknown engine '{name}'", f"engines: {', '.join(ENGINES)}") from None
+
+
+def engine_of(stage: str) -> str | None:
+    """The engine that owns `stage` (None for the common stages)."""
+    return next((e.name for e in ENGINES.values() if stage in e.stages), None)
+
+
+def chain(name: str) -> tuple[str, ...]:
+    """Every stage an engine needs, in run order: the common ones, then its own."""
+    return COMMON_STAGES + engine(name).stages

@@ -13,11 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..avatar import register_engine
+from ..compute import FreeCpuThreads, resolve_device
 from ..errors import ProjectError
-from .threads import FreeCpuThreads
-
-FORMAT = "latentavatar-1"
+from ..nerf_format import FORMAT
 
 
 class NerfEngine:
@@ -53,8 +51,6 @@ class NerfEngine:
 
     @classmethod
     def load(cls, project) -> "NerfEngine":
-        from ..pipeline import resolve_device
-
         return cls.load_files(project.output("nerf", "config"), project.output("nerf", "model"),
                               resolve_device(project.device))
 
@@ -122,8 +118,6 @@ class NerfEngine:
         return self.render_codes(code[None], np.array([yaw]), np.array([pitch]))[0]
 
 
-def _load(project) -> NerfEngine:
+def load(project) -> NerfEngine:
+    """The registry's loader (`studio.engines.ENGINES["nerf"]`)."""
     return NerfEngine.load(project)
-
-
-register_engine("nerf", _load)

@@ -6,8 +6,7 @@ import json
 import numpy as np
 import torch
 
-from ..avatar import register_engine
-from .threads import FreeCpuThreads
+from ..compute import FreeCpuThreads, resolve_device
 
 
 class PVPEngine:
@@ -16,7 +15,7 @@ class PVPEngine:
     def __init__(self, project, device: str = "cpu"):
         from models.pvp_mappers import ExpressionMapper, PoseMapper
 
-        from ..stages.mappers import load_personal_generator
+        from ..pvp.common import load_personal_generator
 
         self.device = torch.device(device)
         G, pivots, _ = load_personal_generator(project, self.device)
@@ -49,10 +48,6 @@ class PVPEngine:
         return img.clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
-def _load(project) -> PVPEngine:
-    from ..pipeline import resolve_device
-
+def load(project) -> PVPEngine:
+    """The registry's loader (`studio.engines.ENGINES["pvp"]`)."""
     return PVPEngine(project, resolve_device(project.device))
-
-
-register_engine("pvp", _load)

@@ -1,16 +1,21 @@
 """"Run all" asks which avatar engine to train: StyleGAN (PVP), NeRF, or both.
 
-The stages of each engine come from `studio.stages.ENGINES`; the dialog lists, for each
-choice, the stages that would run (those not done yet, in run order).
+The engines and their stages come from `studio.engines.ENGINES`; the dialog lists, for each
+choice, the stages that would run (those not done yet, in run order, from `Session.plan_engine`).
 """
 from __future__ import annotations
 
 from PySide6.QtWidgets import (QButtonGroup, QDialog, QDialogButtonBox, QLabel, QLayout, QRadioButton, QVBoxLayout,
                                QWidget)
 
-CHOICES = (("pvp", "StyleGAN (PVP)", "Sliders on a fine-tuned StyleGAN2: sharp faces, fast to render."),
-           ("nerf", "NeRF (LatentAvatar)", "A tri-plane NeRF head: consistent under large head turns, slower."),
-           ("both", "Both", "Train both engines, one after the other, to compare them in the viewer."))
+def choices() -> list[tuple[str, str, str]]:
+    """(key, title, one sentence) for each engine, then "both"."""
+    from ..engines import ENGINES
+
+    out = [(e.name, e.title, e.summary) for e in ENGINES.values()]
+    out.append(("both", "Both", "Train every engine, one after the other, to compare them in the viewer."))
+    return out
+
 
 RADIO_STYLE = """
 QRadioButton { font-weight: bold; spacing: 8px; }
@@ -24,14 +29,10 @@ QRadioButton::indicator:disabled { border-color: #3b4252; background: #20242c; }
 
 
 def stages_for(project, choice: str) -> list[str]:
-    """Stages of `choice` ("pvp", "nerf" or "both") not done yet in `project`, in run order."""
-    from ..pipeline import stage_state
-    from ..stages import ENGINES, REGISTRY
+    """Stages of `choice` (an engine or "both") not done yet in `project`, in run order."""
+    from ..session import Session
 
-    wanted = set()
-    for eng in (ENGINES if choice == "both" else (choice,)):
-        wanted.update(ENGINES.get(eng, ()))
-    return [n for n in REGISTRY if n in wanted and stage_state(project, n) != "done"]
+    return Session(project).plan_engine(choice)
 
 
 class EngineDialog(QDialog):
@@ -56,7 +57,7 @@ class EngineDialog(QDialog):
         self.buttons: dict[str, QRadioButton] = {}
         self.plans: dict[str, list[str]] = {}
         first_enabled = None
-        for key, title, help_ in CHOICES:
+        for key, title, help_ in choices():
             todo = stages_for(project, key)
             self.plans[key] = todo
             rb = QRadioButton(title)

@@ -20,7 +20,7 @@ from .dialogs import VIDEO_EXTENSIONS, PathField, error_box
 from .export_runner import ExportRunner
 from .imaging import ImageView
 from .theme import icon
-from .viewer import ENGINE_TITLES
+from .viewer import _short_title
 from .workers import Failure, ProgressBatch
 
 NO_AVATAR = ("No trained avatar yet: train the StyleGAN or NeRF engine first (Run all asks which), "
@@ -192,17 +192,16 @@ class ExportPanel(QWidget):
 
     def refresh(self) -> None:
         """Re-read which engines are trained (after a stage finished)."""
-        from ..avatar import _load_builtin_engines, trained_engines
+        from ..avatar import trained_engines
 
         engines = []
         if self.project is not None:
-            _load_builtin_engines()
             engines = trained_engines(self.project)
         keep = self.engine_box.currentData()
         self.engine_box.blockSignals(True)
         self.engine_box.clear()
         for e in engines:
-            self.engine_box.addItem(ENGINE_TITLES.get(e, e), e)
+            self.engine_box.addItem(_short_title(e), e)
         self.engine_box.setCurrentIndex(max(0, self.engine_box.findData(keep)))
         self.engine_box.blockSignals(False)
         self.engine_box.setEnabled(len(engines) > 1 and not self.is_running())

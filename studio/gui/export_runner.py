@@ -41,17 +41,16 @@ class ExportRunner(QThread):
     def __init__(self, project, cfg_values: dict, out: str | Path, avatar=None, in_process: bool | None = None,
                  parent: QObject | None = None):
         super().__init__(parent)
-        from ..avatar import ENGINE_LOADERS, _load_builtin_engines
-        from .stage_process import context
+        from ..engines import ENGINES
+        from ..workers.stage_process import context
 
         self.project = project
         self.cfg_values = dict(cfg_values)
         self.out = str(out)
         self.avatar = avatar
         self.loader = None
-        if avatar is None and self.cfg_values.get("engine"):
-            _load_builtin_engines()
-            self.loader = ENGINE_LOADERS.get(self.cfg_values["engine"])
+        if avatar is None and self.cfg_values.get("engine") in ENGINES:
+            self.loader = ENGINES[self.cfg_values["engine"]].loader
         if in_process is None:
             in_process = avatar is not None or (self.loader is not None and not _picklable(self.loader))
         self.in_process = in_process
@@ -98,8 +97,8 @@ class ExportRunner(QThread):
             self._remove_partials()
 
     def _run_here(self) -> None:
-        from .export_process import drive
-        from .stage_process import Batcher
+        from ..workers.export_process import drive
+        from ..workers.stage_process import Batcher
 
         batcher = Batcher(lambda b: self._handle(("progress", b)))
         try:
@@ -119,8 +118,8 @@ class ExportRunner(QThread):
     def _run_child(self) -> None:
         import queue as _queue
 
-        from .export_process import child_main
-        from .stage_process import context
+        from ..workers.export_process import child_main
+        from ..workers.stage_process import context
 
         ctx = context()
         q = ctx.Queue()

@@ -12,7 +12,7 @@ from .. import __version__
 from ..errors import StudioError
 from .dialogs import VIDEO_EXTENSIONS, NewProjectDialog, error_box
 from .export_panel import ExportPanel
-from .model_files import ModelFiles
+from ..model_files import ModelFiles
 from .settings import AppSettings
 from .stage_page import StagePage
 from .theme import icon
@@ -104,7 +104,7 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(QByteArray.fromBase64(geo.encode()))
         self.set_project(None)
         run_job(_cuda_available, self._gpu_detected, lambda _f: None)
-        from .stage_process import warm_up
+        from ..workers.stage_process import warm_up
 
         run_job(warm_up)  # the first Run starts sooner and does not fork from the GUI thread
 
@@ -384,23 +384,25 @@ class MainWindow(QMainWindow):
     def refresh_stages(self) -> None:
         if self.project is None:
             return
-        from ..pipeline import stage_state
         from ..stages import REGISTRY
 
         running = self.runner.current if self.runner is not None and self.runner.isRunning() else None
+        session = self.session
         for i in range(self.stage_list.count()):
             it = self.stage_list.item(i)
             name = it.data(ROLE)
             if name not in REGISTRY:
                 continue
-            st = "running" if name == running else stage_state(self.project, name)
-            if st == "running" and name != running:
-                st = "cancelled"  # a run that was killed (the app closed) is resumable, like a cancel
+            view = session.stage_view(name)
+            st = "running" if name == running else view.state
             if running and name == running and self.runner.paused:
                 st_text = "paused"
+            elif st == "running":
+                st_text = "running" if name == running else "running in another Avatar Studio process"
             else:
-                st_text = st
-            it.setIcon(icon(f"status-{st}"))
+                st_text = st + (f" — {view.note}" if view.note else "")
+            # an interrupted run (the process died) resumes like a cancelled one: same icon
+            it.setIcon(icon(f"status-{'cancelled' if st == 'interrupted' else st}"))
             it.setText(f"{REGISTRY[name].title}")
             it.setToolTip(f"{REGISTRY[name].title}: {st_text}")
             it.setData(ROLE + 1, st)
@@ -420,9 +422,7 @@ class MainWindow(QMainWindow):
                 return
 
     def stage_status(self, name: str) -> str:
-        from ..pipeline import stage_state
-
-        return stage_state(self.project, name)
+        return self.session.state(name)
 
     def _stage_selected(self, item, _prev=None) -> None:
         if item is None or self.project is None:
@@ -455,23 +455,25 @@ class MainWindow(QMainWindow):
         page.setFocus()
 
     # ------------------------------------------------------------------ settings
-    def _config_edited(self, name: str, values: dict) -> None:
-        from ..pipeline import set_stage_config
+    @property
+    def session(self):
+        """The Qt-free session over the open project (the rules live there, not in the window)."""
+        from ..session import Session
 
+        return Session(self.project) if self.project is not None else None
+
+    def _config_edited(self, name: str, values: dict) -> None:
         if self.project is None:
             return
         try:
-            set_stage_config(self.project, name, values)
+            self.session.set_config(name, values)
         except StudioError as exc:
             self.statusBar().showMessage(f"Not saved: {exc}", 8000)
             return
         self.refresh_stages()
 
     def _reset_config(self, name: str) -> None:
-        rec = self.project.manifest["stages"].get(name)
-        if rec and "config" in rec and rec.get("status") != "running":
-            rec.pop("config")
-            self.project.save()
+        self.session.reset_config(name)
         self.stage_page.show_stage(self.project, name)
         self.refresh_stages()
 
@@ -479,11 +481,7 @@ class MainWindow(QMainWindow):
         if self.project is None:
             return
         preset = self.preset_box.currentData()
-        self.project.manifest["preset"] = preset
-        for name, rec in self.project.manifest["stages"].items():
-            if rec.get("status") not in ("done", "running") and "config" in rec:
-                rec.pop("config")  # stages not run yet follow the new preset
-        self.project.save()
+        self.session.set_preset(preset)
         if self.stage_page.stage:
             self.stage_page.show_stage(self.project, self.stage_page.stage)
         self.refresh_stages()
@@ -492,8 +490,7 @@ class MainWindow(QMainWindow):
 
     def _device_changed(self) -> None:
         if self.project is not None:
-            self.project.manifest["device"] = self.device_box.currentData()
-            self.project.save()
+            self.session.set_device(self.device_box.currentData())
 
     def _gpu_detected(self, available: bool) -> None:
         self.gpu_available = bool(available)
@@ -504,19 +501,7 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ running
     def chain_for(self, name: str) -> list[str]:
         """`name` and every upstream stage that is not done, in run order."""
-        from ..pipeline import stage_state
-        from ..stages import REGISTRY
-
-        need: set[str] = set()
-
-        def visit(n: str) -> None:
-            for up in REGISTRY[n].depends_on:
-                if up in REGISTRY and stage_state(self.project, up) != "done" and up not in need:
-                    need.add(up)
-                    visit(up)
-
-        visit(name)
-        return [n for n in REGISTRY if n in need] + [name]
+        return self.session.plan_stage(name)
 
     def run_selected(self) -> None:
         name = self.stage_page.stage if self.pages.currentWidget() is self.stage_page else None
@@ -526,16 +511,18 @@ class MainWindow(QMainWindow):
 
     def run_all(self, engine: str | None = None):
         """Train an avatar: ask which engine (a non-blocking dialog, returned), or run `engine`'s
-        stages that are not done ("pvp", "nerf" or "both")."""
+        stages that are not done (an engine's name or "both")."""
         from .engine_dialog import EngineDialog, stages_for
 
         if self.project is None:
             return None
         if engine is None:
-            if not any(stages_for(self.project, k) for k in ("pvp", "nerf")):
+            if not self.session.plan_engine("both"):
                 self.statusBar().showMessage("Both engines are trained: every stage is done.", 5000)
                 return None
-            dlg = EngineDialog(self.project, self, default=self.settings.get("run_all_engine") or "pvp")
+            from ..engines import ENGINES
+
+            dlg = EngineDialog(self.project, self, default=self.settings.get("run_all_engine") or next(iter(ENGINES)))
             dlg.accepted.connect(lambda: dlg.choice() and self.run_all(dlg.choice()))
             dlg.setAttribute(Qt.WA_DeleteOnClose)
             self.engine_dialog = dlg
@@ -554,7 +541,7 @@ class MainWindow(QMainWindow):
         overrides = {}
         if self.stage_page.stage == name and name in self.stage_page.forms:
             overrides[name] = self.stage_page.forms[name].values()
-        force = (name,) if self.stage_status(name) == "done" else ()
+        force = self.session.force_for(name)
         return self.start_run(self.chain_for(name), overrides, force)
 
     def start_run(self, stages: list[str], overrides: dict | None = None, force=()) -> StageRunner | None:

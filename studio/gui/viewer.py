@@ -18,7 +18,6 @@ from .workers import Failure, RenderWorker
 
 STEPS = 200
 """Slider resolution: positions 0..STEPS across each control's trained range."""
-ENGINE_TITLES = {"pvp": "StyleGAN", "nerf": "NeRF"}
 
 
 class ControlSlider(QWidget):
@@ -173,18 +172,17 @@ class ViewerPanel(QWidget):
 
     # ------------------------------------------------------------------ project / engine
     def set_project(self, project) -> None:
-        from ..avatar import _load_builtin_engines, trained_engines
-        from .model_files import ModelFiles
+        from ..avatar import trained_engines
+        from ..model_files import ModelFiles
 
         self.project = project
         self.engine_box.blockSignals(True)
         self.engine_box.clear()
         engines = []
         if project is not None:
-            _load_builtin_engines()
             engines = trained_engines(project)
         for e in engines:
-            self.engine_box.addItem(ENGINE_TITLES.get(e, e), e)
+            self.engine_box.addItem(_short_title(e), e)
         self.engine_box.setEnabled(len(engines) > 1)
         self.engine_box.setToolTip("" if len(engines) > 1 else "Train both engines to switch between them")
         self.engine_box.blockSignals(False)
@@ -208,7 +206,7 @@ class ViewerPanel(QWidget):
     def _engine_chosen(self) -> None:
         e = self.engine_box.currentData()
         if e and self.project is not None:
-            self.render_view.set_placeholder(f"Loading the {ENGINE_TITLES.get(e, e)} avatar…")
+            self.render_view.set_placeholder(f"Loading the {_short_title(e)} avatar…")
             self.worker.load(self.project, e)
 
     def _clear_sliders(self) -> None:
@@ -239,7 +237,7 @@ class ViewerPanel(QWidget):
             self.sliders.append(s)
         self._set_enabled(True)
         self.nearest_box.setToolTip("" if self._has_tracking else "needs the Tracking stage's results")
-        self.info.setText(f"{ENGINE_TITLES.get(info['engine'], info['engine'])} avatar, {info['size']} px")
+        self.info.setText(f"{_short_title(info['engine'])} avatar, {info['size']} px")
         self.request_render()
 
     # ------------------------------------------------------------------ rendering
@@ -283,3 +281,10 @@ class ViewerPanel(QWidget):
 
     def shutdown(self) -> None:
         self.worker.stop()
+
+
+def _short_title(name: str) -> str:
+    from ..engines import ENGINES
+
+    spec = ENGINES.get(name)
+    return spec.short if spec is not None else name

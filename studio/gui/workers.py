@@ -75,7 +75,7 @@ class StageRunner(QThread):
                  device: str | None = None, force: tuple[str, ...] = (), in_process: bool = False,
                  parent: QObject | None = None):
         super().__init__(parent)
-        from .stage_process import context
+        from ..workers.stage_process import context
 
         self.project = project
         self.stages = list(stages)
@@ -129,7 +129,7 @@ class StageRunner(QThread):
         import queue as _queue
 
         from ..stages import REGISTRY
-        from .stage_process import child_main, context
+        from ..workers.stage_process import child_main, context
 
         ctx = context()
         q = ctx.Queue()
@@ -171,7 +171,7 @@ class StageRunner(QThread):
 
     def _run_here(self) -> None:
         from ..pipeline import run_stage
-        from .stage_process import Batcher
+        from ..workers.stage_process import Batcher
 
         batcher = Batcher(lambda b: self._handle(("progress", b)))
         for name in self.stages:

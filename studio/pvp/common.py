@@ -1,4 +1,4 @@
-"""Helpers shared by the pivots / prior / pti / mappers stages."""
+"""Helpers shared by the StyleGAN engine's stages (pivots / prior / pti / mappers) and its renderer."""
 from __future__ import annotations
 
 import numpy as np
@@ -31,6 +31,20 @@ def preview_grid(targets: torch.Tensor, outputs: torch.Tensor, k: int = 6) -> np
     return np.concatenate([top, bot], axis=0)
 
 
+def load_personal_generator(project, device="cpu"):
+    """(G, pivot ws (K, L, D) tensor, pivot rows (K,)) from the finished `pti` stage (read by the
+    `mappers` stage and the StyleGAN engine)."""
+    from models.stylegan2.checkpoint import load_generator
+
+    G, _ = load_generator(project.output("pti", "generator"), device=device)
+    with np.load(project.output("pti", "latents")) as z:
+        ws = torch.from_numpy(z["ws"]).float().to(device)
+        rows = z["rows"].astype(int)
+    if ws.ndim == 2:
+        ws = ws[:, None, :].repeat(1, G.num_ws, 1)
+    return G, ws, rows
+
+
 def load_frames(tracking: TrackingData, rows, resolution: int) -> torch.Tensor:
     return to_tensor(tracking.crops(rows, size=resolution))
 
@@ -43,28 +57,6 @@ def perceptual_loss(device):
 
     p = lpips_path()
     return PerceptualLoss(str(p) if p else None).to(device).eval().requires_grad_(False)
-
-
-def set_threads(device: str, current: int = 0) -> int:
-    """Use the CPU cores other programs leave free (at least one).
-
-    Two torch threads on two cores that another program also uses are many times slower than
-    one (measured: 0.85 s vs 9 s per prior step), so this looks at the load average. Call it
-    again now and then with the threads in use (`current`) to follow changes in load.
-    """
-    import os
-
-    if device != "cpu":
-        return torch.get_num_threads()
-    cores = os.cpu_count() or 1
-    try:
-        others = os.getloadavg()[0] - current
-    except OSError:
-        others = 0.0
-    n = max(1, min(cores, int(cores - others + 0.5)))
-    if n != torch.get_num_threads():
-        torch.set_num_threads(n)
-    return n
 
 
 def pca_latents(imgs: torch.Tensor, dim: int, seed: int = 0) -> torch.Tensor:

@@ -1,4 +1,9 @@
-"""Pipeline stages. Importing this package registers every stage that is available."""
+"""Pipeline stages. Importing this package registers every stage.
+
+Which engine owns which stage is said once, in `studio.engines.ENGINES`; a new stage is a
+module here (config dataclass + presets + a run generator, registered with `register`) added
+to `_STAGE_MODULES` in run order, and named in its engine's spec.
+"""
 from __future__ import annotations
 
 import importlib
@@ -9,15 +14,6 @@ from .base import REGISTRY, StageContext, StageSpec, register
 _STAGE_MODULES = ["ingest", "track", "pivots", "prior", "pti", "mappers", "nerf"]
 
 for _name in _STAGE_MODULES:
-    try:
-        importlib.import_module(f"{__name__}.{_name}")
-    except ModuleNotFoundError as exc:  # a stage not written yet
-        if exc.name != f"{__name__}.{_name}":
-            raise
+    importlib.import_module(f"{__name__}.{_name}")
 
-ENGINES = {
-    "pvp": [s for s in ("ingest", "track", "pivots", "prior", "pti", "mappers") if s in REGISTRY],
-    "nerf": [s for s in ("ingest", "track", "nerf") if s in REGISTRY],
-}
-
-__all__ = ["REGISTRY", "ENGINES", "StageContext", "StageSpec", "register"]
+__all__ = ["REGISTRY", "StageContext", "StageSpec", "register"]

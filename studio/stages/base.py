@@ -32,10 +32,12 @@ class StageSpec:
     """The stage function."""
     depends_on: tuple[str, ...] = ()
     """Stages whose outputs this one reads."""
-    engine: str = "common"
-    """"common", "pvp" (StyleGAN engine) or "nerf" (LatentAvatar engine)."""
     description: str = ""
     """One paragraph for the user."""
+    models: tuple[str, ...] = ()
+    """Keys of the optional weight files this stage uses when they are added (`studio.model_files`)."""
+    trains: bool = False
+    """Whether the stage trains through `studio.loop.TrainingLoop` (checkpoints, resume, caps)."""
 
     def preset(self, name: str) -> Any:
         base = self.presets.get(name) or self.presets.get("preview") or self.config_cls()
@@ -58,7 +60,12 @@ class StageContext:
     """True when the workdir holds checkpoints from an interrupted run with the same config."""
 
     def check(self) -> None:
+        """Block while paused; raise `Cancelled` once cancelled. The training loop calls it per step."""
         self.control.checkpoint()
+
+    def note_step(self, steps: dict[str, int]) -> None:
+        """Record in the manifest how far training got (what `status` shows after a crash)."""
+        self.project.update_record(self.stage, progress={k: int(v) for k, v in steps.items()})
 
     def progress(self, step: int, total: int, **kw: Any) -> Progress:
         return Progress(stage=self.stage, step=step, total=total, **kw)

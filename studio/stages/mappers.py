@@ -10,8 +10,6 @@ an RGB consistency loss outside the eyes and mouth, and a small latent regularis
 from __future__ import annotations
 
 import copy
-import json
-import time
 from dataclasses import dataclass
 
 import cv2
@@ -21,7 +19,8 @@ from torch.nn import functional as F
 
 from ..atomic import atomic_path, write_json
 from ..config import opt, to_dict
-from ..errors import ProjectError
+from ..loop import TrainingLoop
+from ..pvp.common import load_personal_generator, to_tensor, to_uint8
 from ..tracking.data import TrackingData
 from .base import StageContext, StageSpec, register
 
@@ -30,11 +29,11 @@ from .base import StageContext, StageSpec, register
 class MappersConfig:
     steps: int = opt(2400, "Mapper training steps.", minimum=1)
     batch: int = opt(4, "Frames per step.", minimum=1, maximum=64)
-    time_budget_min: float = opt(14.0, "Stop training after this many minutes even if steps remain (0 = no limit).",
-                                 minimum=0.0)
+    time_budget_min: float = opt(0.0, "Optional wall-clock cap in minutes (0 = no cap; pauses do not count). The "
+                                      "stage says when it cut training short.", minimum=0.0)
     lr: float = opt(2e-3, "Learning rate (Adam).", minimum=1e-6, maximum=1.0, advanced=True)
-    lr_final: float = opt(0.1, "Learning rate at the end, as a fraction of `lr` (cosine decay over the steps or the "
-                               "time budget, whichever ends first).", minimum=0.0, maximum=1.0, advanced=True)
+    lr_final: float = opt(0.1, "Learning rate at the end, as a fraction of `lr` (cosine decay over the steps).",
+                          minimum=0.0, maximum=1.0, advanced=True)
     ema: float = opt(0.995, "Decay of the moving average of the mapper weights that is saved (0 = save the raw "
                             "weights).", minimum=0.0, maximum=0.9999, advanced=True)
     mix_expressions: float = opt(0.5, "Share of the perturbed renders whose expression is taken from another random "
@@ -57,7 +56,9 @@ class MappersConfig:
     w_rgb: float = opt(0.5, "Weight of the RGB consistency outside eyes and mouth on perturbed renders.",
                        advanced=True)
     w_reg: float = opt(1e-3, "Weight of the latent offset regulariser.", advanced=True)
-    checkpoint_every_s: float = opt(45.0, "Seconds between checkpoints.", minimum=5, advanced=True)
+    checkpoint_every_s: float = opt(45.0, "Seconds between checkpoints.", minimum=0.0, advanced=True)
+    threads: int = opt(0, "CPU threads (0 = the cores other programs leave free, re-checked as it runs).", minimum=0,
+                       advanced=True)
     seed: int = opt(0, "Random seed.", advanced=True)
 
 
@@ -67,19 +68,6 @@ PRESETS = {"preview": MappersConfig(),
 
 
 # ----------------------------------------------------------------------------- inputs
-def load_personal_generator(project, device="cpu"):
-    """(G, pivot ws (K, L, D) tensor, pivot rows (K,)) from the finished `pti` stage."""
-    from models.stylegan2.checkpoint import load_generator
-
-    G, gcfg = load_generator(project.output("pti", "generator"), device=device)
-    with np.load(project.output("pti", "latents")) as z:
-        ws = torch.from_numpy(z["ws"]).float().to(device)
-        rows = z["rows"].astype(int)
-    if ws.ndim == 2:
-        ws = ws[:, None, :].repeat(1, G.num_ws, 1)
-    return G, ws, rows
-
-
 def region_mask(tracking: TrackingData, rows, size: int) -> np.ndarray:
     """(S, S) float32: 0 over the eyes, brows and mouth of the mean aligned face, 1 elsewhere."""
     lm = np.mean([tracking.crop_landmarks(int(r)) for r in rows[:: max(1, len(rows) // 50)]], axis=0)
@@ -95,14 +83,6 @@ def region_mask(tracking: TrackingData, rows, size: int) -> np.ndarray:
     m = cv2.dilate(m, np.ones((k, k), np.uint8))
     m = cv2.GaussianBlur(m.astype(np.float32), (k, k), 0)
     return (1.0 - np.clip(m, 0, 1)).astype(np.float32)
-
-
-def _to_tensor(imgs: np.ndarray, device) -> torch.Tensor:
-    return torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(device)
-
-
-def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    return (x.detach().clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
 
 
 def _face112(x: torch.Tensor) -> torch.Tensor:
@@ -131,19 +111,16 @@ def run(ctx: StageContext, cfg: MappersConfig):
     from models.perceptual import PerceptualLoss
     from models.pvp_mappers import ControlEstimator, ExpressionMapper, PoseMapper
 
-    from ..pvp.common import set_threads
-
-    threads = set_threads(ctx.device)
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     dev = torch.device(ctx.device)
+    loop = TrainingLoop(ctx, seed=cfg.seed, checkpoint_every_s=cfg.checkpoint_every_s,
+                        max_minutes=cfg.time_budget_min, threads=cfg.threads)
     proj = ctx.project
     trk = TrackingData.from_project(proj)
     train, held = trk.split()
     G, pivots, pivot_rows = load_personal_generator(proj, dev)
     res = G.img_resolution
     yield ctx.progress(0, 1, part="data", message=f"loading {len(train)} training crops at {res}px")
-    imgs = _to_tensor(trk.crops(train, size=res), "cpu")
+    imgs = to_tensor(trk.crops(train, size=res))
     ctrl_all = torch.from_numpy(trk.controls(train))
     lo = ctrl_all.min(dim=0).values  # the range seen in training: sliders are clamped to it
     hi = ctrl_all.max(dim=0).values
@@ -160,43 +137,22 @@ def run(ctx: StageContext, cfg: MappersConfig):
     opt_est = torch.optim.Adam(est.parameters(), lr=1e-3)
     opt_map = torch.optim.Adam(list(pose_map.parameters()) + list(expr_map.parameters()), lr=cfg.lr)
     ema_pose, ema_expr = copy.deepcopy(pose_map).requires_grad_(False), copy.deepcopy(expr_map).requires_grad_(False)
-    perceptual = PerceptualLoss(None).to(dev) if cfg.w_perceptual > 0 else None
-    if perceptual is not None:
+    for name, obj in (("est", est), ("pose", pose_map), ("expr", expr_map), ("opt_est", opt_est),
+                      ("opt_map", opt_map), ("ema_pose", ema_pose), ("ema_expr", ema_expr)):
+        loop.track(name, obj)
+    perceptual = None
+    if cfg.w_perceptual > 0:
         from ..model_files import lpips_path
 
         lp = lpips_path()
-        if lp is not None:
-            perceptual = PerceptualLoss(str(lp)).to(dev)
+        perceptual = PerceptualLoss(str(lp) if lp is not None else None).to(dev)
     idnet = load_identity_net(dev) if cfg.w_identity > 0 else None
 
-    ckpt_path = ctx.workdir / "train.ckpt"
-    est_step = map_step = 0
-    if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=dev, weights_only=True)
-        est.load_state_dict(ck["est"])
-        pose_map.load_state_dict(ck["pose"])
-        expr_map.load_state_dict(ck["expr"])
-        opt_est.load_state_dict(ck["opt_est"])
-        opt_map.load_state_dict(ck["opt_map"])
-        if "ema_pose" in ck:
-            ema_pose.load_state_dict(ck["ema_pose"])
-            ema_expr.load_state_dict(ck["ema_expr"])
-        est_step, map_step = int(ck["est_step"]), int(ck["map_step"])
-        yield ctx.progress(map_step, cfg.steps, part="resume", message=f"resumed at estimator step {est_step}, "
-                           f"mapper step {map_step}")
-
-    def save_ckpt():
-        with atomic_path(ckpt_path) as tmp:
-            torch.save({"est": est.state_dict(), "pose": pose_map.state_dict(), "expr": expr_map.state_dict(),
-                        "opt_est": opt_est.state_dict(), "opt_map": opt_map.state_dict(),
-                        "ema_pose": ema_pose.state_dict(), "ema_expr": ema_expr.state_dict(),
-                        "est_step": est_step, "map_step": map_step}, tmp)
-
-    last_save = time.perf_counter()
-    t0 = time.perf_counter()
     # ---- part 1: the read-back estimator on real crops
     est.train()
-    while est_step < cfg.estimator_steps:
+
+    def estimator_step(i: int) -> dict:
+        rng = loop.rng
         idx = torch.from_numpy(rng.integers(0, len(train), size=min(16, len(train))))
         x = imgs[idx].to(dev)
         # light augmentation: brightness/contrast jitter and a 1-3 px shift
@@ -209,37 +165,27 @@ def run(ctx: StageContext, cfg: MappersConfig):
         opt_est.zero_grad(set_to_none=True)
         loss.backward()
         opt_est.step()
-        est_step += 1
-        if time.perf_counter() - last_save > cfg.checkpoint_every_s:
-            save_ckpt()
-            last_save = time.perf_counter()
-        if est_step % 10 == 0 or est_step == cfg.estimator_steps:
-            yield ctx.progress(est_step, cfg.estimator_steps, part="estimator", losses={"readback": loss.item()},
-                               elapsed=time.perf_counter() - t0)
+        return {"readback": loss.item()}
+
+    yield from loop.part("estimator", cfg.estimator_steps, estimator_step, progress_every=10)
     est.eval().requires_grad_(False)
     est_quality = {}
     if len(held):
         with torch.no_grad():
-            xh = _to_tensor(trk.crops(held, size=res), dev)
+            xh = to_tensor(trk.crops(held, size=res)).to(dev)
             pred = est(xh).cpu().numpy()
         truth = trk.controls(held)
         est_quality = {"estimator_yaw_mae": float(np.abs(pred[:, 0] - truth[:, 0]).mean()),
                        "estimator_jaw_corr": float(np.corrcoef(pred[:, 2], truth[:, 2])[0, 1])}
 
     # ---- part 2: the mappers
-    t1 = time.perf_counter()
     lo_d, hi_d = lo.to(dev), hi.to(dev)
-    budget = cfg.time_budget_min * 60.0
-    stopped_early = False
     c_std_d = c_std.to(dev)
-    while map_step < cfg.steps:
-        if budget and time.perf_counter() - t0 > budget:
-            stopped_early = True
-            break
-        # cosine learning-rate decay over the steps or the remaining time, whichever ends first
-        frac = map_step / cfg.steps
-        if budget:
-            frac = max(frac, (time.perf_counter() - t1) / max(1.0, budget - (t1 - t0)))
+    last: dict = {}
+
+    def mapper_step(i: int) -> dict:
+        rng = loop.rng
+        frac = i / cfg.steps  # cosine learning-rate decay over the steps
         for g in opt_map.param_groups:
             g["lr"] = cfg.lr * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + np.cos(np.pi * min(1.0, frac))))
         idx = torch.from_numpy(rng.integers(0, len(train), size=min(cfg.batch, len(train))))
@@ -287,24 +233,20 @@ def run(ctx: StageContext, cfg: MappersConfig):
         loss.backward()
         opt_map.step()
         with torch.no_grad():
-            d = cfg.ema if map_step > 0 else 0.0
+            d = cfg.ema if i > 0 else 0.0
             for src, dst in ((pose_map, ema_pose), (expr_map, ema_expr)):
                 for a, b in zip(src.parameters(), dst.parameters()):
                     b.lerp_(a, 1.0 - d)
-        map_step += 1
-        if map_step % 50 == 0:
-            threads = set_threads(ctx.device, threads)
-        if time.perf_counter() - last_save > cfg.checkpoint_every_s:
-            save_ckpt()
-            last_save = time.perf_counter()
-        preview = None
-        if map_step % 50 == 0 or map_step == cfg.steps:
-            k = min(4, len(idx))
-            preview = np.concatenate([np.concatenate(list(_to_uint8(target[:k])), 1),
-                                      np.concatenate(list(_to_uint8(out[:k])), 1)], 0)
-        yield ctx.progress(map_step, cfg.steps, part="mappers", losses=logs, preview=preview,
-                           elapsed=time.perf_counter() - t1)
-    save_ckpt()
+        last.update(target=target, out=out, logs=logs)
+        return logs
+
+    def preview():
+        k = min(4, len(last["target"]))
+        return np.concatenate([np.concatenate(list(to_uint8(last["target"][:k])), 1),
+                               np.concatenate(list(to_uint8(last["out"][:k])), 1)], 0)
+
+    yield from loop.part("mappers", cfg.steps, mapper_step, preview=preview, preview_every=50)
+    figures = loop.finish()
     # ---- final files
     final = ctx.workdir / "mappers.pt"
     with atomic_path(final) as tmp:
@@ -317,15 +259,17 @@ def run(ctx: StageContext, cfg: MappersConfig):
             "ranges": {n: [float(a), float(b)] for n, a, b in zip(names, lo.tolist(), hi.tolist())},
             "resolution": int(res), "config": to_dict(cfg)}
     write_json(ctx.workdir / "mappers.json", meta)
-    seconds = time.perf_counter() - t0
-    notes = [f"training stopped at step {map_step} of {cfg.steps} to stay within {cfg.time_budget_min:g} minutes"] \
-        if stopped_early else []
-    return {"outputs": {"mappers": f"{ctx.stage}/mappers.pt", "meta": f"{ctx.stage}/mappers.json"}, "warnings": notes,
-            "summary": {"steps": map_step, "final_l2": round(logs["l2"], 5), "minutes": round(seconds / 60, 1),
-                        **{k: round(v, 3) for k, v in est_quality.items()}}}
+    final_l2 = (last.get("logs") or {}).get("l2")
+    return {"outputs": {"mappers": f"{ctx.stage}/mappers.pt", "meta": f"{ctx.stage}/mappers.json"},
+            "warnings": loop.warnings(),
+            "summary": {"steps": figures["steps"].get("mappers", 0), "of_steps": cfg.steps,
+                        **({"final_l2": round(final_l2, 5)} if final_l2 is not None else {}),
+                        "minutes": figures["train_minutes"],
+                        **{k: round(v, 3) for k, v in est_quality.items()},
+                        **({"cut_short": figures["cut_short"]} if "cut_short" in figures else {})}}
 
 
 register(StageSpec(name="mappers", title="Pose & expression control", config_cls=MappersConfig, presets=PRESETS,
-                   run=run, depends_on=("track", "pti"), engine="pvp",
+                   run=run, depends_on=("track", "pti"), models=("arcface", "lpips"), trains=True,
                    description="Trains the pose mapper (blends pivot latents) and the expression mapper "
                                "(offsets early latents), so sliders move the avatar."))

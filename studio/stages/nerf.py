@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,9 +25,9 @@ import numpy as np
 from ..atomic import atomic_path, write_json
 from ..config import opt
 from ..errors import InputError
+from ..loop import TrainingLoop
+from ..nerf_format import FORMAT
 from .base import StageContext, StageSpec, register
-
-FORMAT = "latentavatar-1"
 
 
 @dataclass
@@ -43,9 +42,8 @@ class NerfConfig:
     plane_res: int = opt(64, "Side of each tri-plane.", choices=(16, 32, 64, 128, 256))
     plane_channels: int = opt(16, "Channels of each tri-plane.", minimum=2, maximum=96)
     steps: int = opt(7000, "Training steps (batches).", minimum=1)
-    time_budget_min: float = opt(34.0, "Stop training after this many minutes even if steps remain "
-                                       "(0 = no limit). Keeps the preview preset inside its time goal.",
-                                 minimum=0.0)
+    time_budget_min: float = opt(0.0, "Optional wall-clock cap in minutes (0 = no cap; pauses do not count). The "
+                                      "stage says when it cut training short.", minimum=0.0)
     batch: int = opt(4, "Frames per training step.", minimum=1, maximum=64)
     lr: float = opt(1.5e-3, "Adam learning rate (cosine-decayed to a tenth).", minimum=1e-6, maximum=1e-1)
     perceptual_weight: float = opt(0.3, "Weight of the perceptual loss on the final image.", minimum=0.0)
@@ -151,174 +149,125 @@ def to_uint8(x) -> np.ndarray:
     return (x.detach().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
 
 
-def pick_threads(requested: int, current: int) -> int:
-    """Threads to use: `requested`, or with 0 the cores not busy with other programs (at least 1)."""
-    cores = os.cpu_count() or 1
-    if requested > 0:
-        return max(1, min(requested, cores))
-    try:
-        others = os.getloadavg()[0] - current  # our own running threads count in the load average
-    except OSError:
-        return cores
-    return max(1, min(cores, int(math.floor(cores - others + 0.5))))
-
-
 def run(ctx: StageContext, cfg: NerfConfig):
     import torch
 
     from models.latentavatar import LatentAvatar, LossWeights, train_step
+    from models.latentavatar.training import mapper_step
     from models.perceptual import PerceptualLoss
 
     from ..tracking.data import TrackingData
 
-    threads_before = torch.get_num_threads()
-    if ctx.device == "cpu":
-        torch.set_num_threads(pick_threads(cfg.threads, 0))
-    try:
-        tracking = TrackingData.from_project(ctx.project)
-        train_rows, held_rows = tracking.split()
-        if len(train_rows) < 8:
-            raise InputError(f"only {len(train_rows)} tracked frames are available for training",
-                             "use a longer clip with the face visible most of the time")
-        if cfg.size % cfg.low_res or (cfg.size // cfg.low_res) & (cfg.size // cfg.low_res - 1):
-            raise InputError(f"size {cfg.size} is not low_res {cfg.low_res} times a power of two",
-                             "pick low_res so that size / low_res is 1, 2, 4, 8 ...")
-        backbone = cfg.backbone.strip() or None
-        if backbone is None:
-            from ..model_files import lpips_path
+    tracking = TrackingData.from_project(ctx.project)
+    train_rows, held_rows = tracking.split()
+    if len(train_rows) < 8:
+        raise InputError(f"only {len(train_rows)} tracked frames are available for training",
+                         "use a longer clip with the face visible most of the time")
+    if cfg.size % cfg.low_res or (cfg.size // cfg.low_res) & (cfg.size // cfg.low_res - 1):
+        raise InputError(f"size {cfg.size} is not low_res {cfg.low_res} times a power of two",
+                         "pick low_res so that size / low_res is 1, 2, 4, 8 ...")
+    backbone = cfg.backbone.strip() or None
+    if backbone is None:
+        from ..model_files import lpips_path
 
-            found = lpips_path()
-            backbone = str(found) if found and found.exists() else None
-        if backbone and not os.path.exists(backbone):
-            raise InputError(f"the perceptual backbone file {backbone} does not exist",
-                             "set backbone to a torchvision VGG16/AlexNet .pth, or leave it empty")
-        torch.manual_seed(cfg.seed)
-        rng = np.random.default_rng(cfg.seed)
-        mcfg = model_config(cfg, len(tracking.expression_names))
-        yield ctx.progress(0, cfg.steps, part="load", message=f"loading {len(train_rows)} training frames")
-        data = FrameSet(tracking, train_rows, mcfg, ctx.device)
-        held = FrameSet(tracking, held_rows, mcfg, ctx.device) if len(held_rows) else None
-        model = LatentAvatar(mcfg).to(ctx.device)
-        with torch.no_grad():
-            model.background.copy_(background_logits(data, mcfg.low_res))
-        perceptual = PerceptualLoss(backbone).to(ctx.device)
-        weights = LossWeights(perceptual=cfg.perceptual_weight, low=cfg.low_weight, mask=cfg.mask_weight)
-        optim = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+        found = lpips_path()
+        backbone = str(found) if found and found.exists() else None
+    if backbone and not os.path.exists(backbone):
+        raise InputError(f"the perceptual backbone file {backbone} does not exist",
+                         "set backbone to a torchvision VGG16/AlexNet .pth, or leave it empty")
+    loop = TrainingLoop(ctx, seed=cfg.seed, checkpoint_every_s=cfg.checkpoint_every_s,
+                        max_minutes=cfg.time_budget_min, threads=cfg.threads)
+    mcfg = model_config(cfg, len(tracking.expression_names))
+    yield ctx.progress(0, cfg.steps, part="load", message=f"loading {len(train_rows)} training frames")
+    data = FrameSet(tracking, train_rows, mcfg, ctx.device)
+    held = FrameSet(tracking, held_rows, mcfg, ctx.device) if len(held_rows) else None
+    model = LatentAvatar(mcfg).to(ctx.device)
+    with torch.no_grad():
+        model.background.copy_(background_logits(data, mcfg.low_res))
+    perceptual = PerceptualLoss(backbone).to(ctx.device)
+    weights = LossWeights(perceptual=cfg.perceptual_weight, low=cfg.low_weight, mask=cfg.mask_weight)
+    optim = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+    mopt = torch.optim.Adam(model.mapper.parameters(), lr=3e-4)
+    loop.track("model", model)
+    loop.track("optim", optim)
+    loop.track("mapper_optim", mopt)
+    loop.vars.setdefault("ema", {})
 
-        # -------------------------------------------------------------- resume
-        ckpt_path = ctx.workdir / "train.ckpt"
-        step, trained_s, ema = 0, 0.0, {}
-        resumed_from = 0
-        if ckpt_path.exists():
-            ck = torch.load(ckpt_path, map_location=ctx.device, weights_only=True)
-            model.load_state_dict(ck["model"])
-            optim.load_state_dict(ck["optim"])
-            step, trained_s, ema = int(ck["step"]), float(ck["trained_s"]), dict(ck["ema"])
-            torch.set_rng_state(ck["torch_rng"])
-            rng = np.random.default_rng([cfg.seed, step])
-            resumed_from = step
-            yield ctx.progress(step, cfg.steps, part="train", message=f"resuming from step {step}")
+    # -------------------------------------------------------------- train
+    preview_idx = np.linspace(0, len(held or data) - 1, 2).astype(int)
 
-        def save_checkpoint():
-            with atomic_path(ckpt_path) as tmp:
-                torch.save({"model": model.state_dict(), "optim": optim.state_dict(), "step": step,
-                            "trained_s": trained_s, "ema": ema, "torch_rng": torch.get_rng_state()}, tmp)
+    def train(i: int) -> dict:
+        frac = i / cfg.steps
+        for g in optim.param_groups:
+            g["lr"] = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+        idx = torch.from_numpy(loop.rng.choice(len(data), size=min(cfg.batch, len(data)), replace=False))
+        losses, _ = train_step(model, optim, data.batch(idx), perceptual, weights, cfg.mapper_share)
+        ema = loop.vars["ema"]
+        loop.vars["ema"] = {k: v if k not in ema else 0.95 * ema[k] + 0.05 * v for k, v in losses.items()}
+        return {k: round(v, 5) for k, v in loop.vars["ema"].items()}
 
-        # -------------------------------------------------------------- train
-        budget_s = cfg.time_budget_min * 60.0
-        t_last = time.perf_counter()
-        last_ckpt = t_last
-        preview_idx = np.linspace(0, len(held or data) - 1, 2).astype(int)
-        while step < cfg.steps and (budget_s <= 0 or trained_s < budget_s):
-            frac = max(step / cfg.steps, trained_s / budget_s if budget_s > 0 else 0.0)
-            for g in optim.param_groups:
-                g["lr"] = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
-            idx = torch.from_numpy(rng.choice(len(data), size=min(cfg.batch, len(data)), replace=False))
-            losses, _ = train_step(model, optim, data.batch(idx), perceptual, weights, cfg.mapper_share)
-            step += 1
-            now = time.perf_counter()
-            trained_s += now - t_last
-            t_last = now
-            ema = {k: v if k not in ema else 0.95 * ema[k] + 0.05 * v for k, v in losses.items()}
-            preview = None
-            if step % cfg.preview_every == 0 or step == 1:
-                model.eval()
-                src = held or data
-                img, gt = render_rows(model, src, preview_idx)
-                preview = np.concatenate([np.concatenate(list(to_uint8(gt)), 1),
-                                          np.concatenate(list(to_uint8(img)), 1)], 0)
-                t_last = time.perf_counter()  # preview time is not training time
-            if now - last_ckpt >= cfg.checkpoint_every_s:  # before the yield: a cancel there keeps this step
-                save_checkpoint()
-                last_ckpt = time.perf_counter()
-                t_last = last_ckpt
-            if ctx.device == "cpu" and cfg.threads == 0 and step % 100 == 0:
-                torch.set_num_threads(pick_threads(0, torch.get_num_threads()))
-            if step % 10 == 0 or preview is not None:
-                left = f", {max(0.0, budget_s - trained_s) / 60:.1f} min left in the budget" if budget_s > 0 else ""
-                yield ctx.progress(step, cfg.steps, part="train", losses={k: round(v, 5) for k, v in ema.items()},
-                                   preview=preview, message=f"step {step}{left}")
-                t_last = time.perf_counter()  # time paused by the caller is not training time
-        save_checkpoint()
-
-        # -------------------------------------------------------------- mapper
+    def preview():
         model.eval()
-        with torch.no_grad():
-            codes = torch.cat([model.encode(data.batch(torch.arange(i, min(i + 32, len(data))))["face"])
-                               for i in range(0, len(data), 32)])
-        mapper_mse = float("nan")
-        if cfg.mapper_steps > 0:
-            mopt = torch.optim.Adam(model.mapper.parameters(), lr=3e-4)
-            gen = torch.Generator().manual_seed(cfg.seed)
-            for s in range(cfg.mapper_steps):
-                bi = torch.randint(0, len(data), (min(64, len(data)),), generator=gen)
-                loss = torch.nn.functional.mse_loss(model.mapper(data.expr[bi]), codes[bi])
-                mopt.zero_grad(set_to_none=True)
-                loss.backward()
-                mopt.step()
-                if (s + 1) % 100 == 0 or s + 1 == cfg.mapper_steps:
-                    yield ctx.progress(s + 1, cfg.mapper_steps, part="mapper", losses={"code": loss.item()})
-        model.eval()
-        with torch.no_grad():
-            mapper_mse = float(torch.nn.functional.mse_loss(model.mapper(data.expr), codes))
+        img, gt = render_rows(model, held or data, preview_idx)
+        return np.concatenate([np.concatenate(list(to_uint8(gt)), 1), np.concatenate(list(to_uint8(img)), 1)], 0)
 
-        # -------------------------------------------------------------- measure + save
-        yield ctx.progress(0, 1, part="save", message="measuring held-out frames and saving")
-        figures = {"steps": step, "train_minutes": round(trained_s / 60, 2), "resumed_from": resumed_from,
-                   "mapper_mse": round(mapper_mse, 5), "perceptual": perceptual.kind,
-                   "threads_at_end": torch.get_num_threads(),
-                   "losses": {k: round(v, 5) for k, v in ema.items()}}
-        sub = torch.from_numpy(np.linspace(0, len(data) - 1, min(len(data), 48)).astype(int))
-        figures["train_psnr_mapper"] = round(psnr_tensor(*render_rows(model, data, sub)), 3)
-        figures["train_psnr_encoder"] = round(psnr_tensor(*render_rows(model, data, sub, use_mapper=False)), 3)
-        if held is not None:
-            chunks = [torch.arange(i, min(i + 16, len(held))) for i in range(0, len(held), 16)]
-            ps = [psnr_tensor(*render_rows(model, held, c)) * len(c) for c in chunks]  # per-frame mean
-            figures["heldout_psnr"] = round(float(np.sum(ps) / len(held)), 3)
-            figures["heldout_psnr_encoder"] = round(psnr_tensor(*render_rows(
-                model, held, torch.arange(len(held)), use_mapper=False)), 3)
-        from safetensors.torch import save_file
+    yield from loop.part("train", cfg.steps, train, preview=preview, preview_every=cfg.preview_every,
+                         progress_every=10)
 
-        model_path = ctx.workdir / "model.safetensors"
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        with atomic_path(model_path) as tmp:
-            save_file(state, str(tmp))
-        names = ["yaw", "pitch"] + tracking.expression_names
-        meta = {"format": FORMAT, "model": mcfg.to_dict(), "control_names": names,
-                "ranges": tracking.control_ranges(), "expression_names": tracking.expression_names,
-                "training": figures}
-        write_json(ctx.workdir / "avatar.json", meta)
-        yield ctx.progress(1, 1, part="save", message="saved")
-        proj = ctx.project
-        return {"outputs": {"model": proj.rel(model_path), "config": proj.rel(ctx.workdir / "avatar.json")},
-                "summary": figures}
-    finally:
-        torch.set_num_threads(threads_before)
+    # -------------------------------------------------------------- mapper
+    model.eval()
+    with torch.no_grad():
+        codes = torch.cat([model.encode(data.batch(torch.arange(i, min(i + 32, len(data))))["face"])
+                           for i in range(0, len(data), 32)])
+
+    def fit(i: int) -> dict:
+        bi = torch.from_numpy(loop.rng.integers(0, len(data), size=min(64, len(data))))
+        return {"code": mapper_step(model, mopt, data.expr[bi], codes[bi])}
+
+    yield from loop.part("mapper", cfg.mapper_steps, fit, progress_every=100)
+    figures_loop = loop.finish()
+    model.eval()
+    with torch.no_grad():
+        mapper_mse = float(torch.nn.functional.mse_loss(model.mapper(data.expr), codes))
+
+    # -------------------------------------------------------------- measure + save
+    yield ctx.progress(0, 1, part="save", message="measuring held-out frames and saving")
+    figures = {"steps": figures_loop["steps"].get("train", 0), "of_steps": cfg.steps,
+               "train_minutes": figures_loop["train_minutes"],
+               "resumed_from": (figures_loop.get("resumed_from") or {}).get("train", 0),
+               "mapper_mse": round(mapper_mse, 5), "perceptual": perceptual.kind,
+               "losses": dict(loop.vars["ema"])}
+    if "cut_short" in figures_loop:
+        figures["cut_short"] = figures_loop["cut_short"]
+    sub = torch.from_numpy(np.linspace(0, len(data) - 1, min(len(data), 48)).astype(int))
+    figures["train_psnr_mapper"] = round(psnr_tensor(*render_rows(model, data, sub)), 3)
+    figures["train_psnr_encoder"] = round(psnr_tensor(*render_rows(model, data, sub, use_mapper=False)), 3)
+    if held is not None:
+        chunks = [torch.arange(i, min(i + 16, len(held))) for i in range(0, len(held), 16)]
+        ps = [psnr_tensor(*render_rows(model, held, c)) * len(c) for c in chunks]  # per-frame mean
+        figures["heldout_psnr"] = round(float(np.sum(ps) / len(held)), 3)
+        figures["heldout_psnr_encoder"] = round(psnr_tensor(*render_rows(
+            model, held, torch.arange(len(held)), use_mapper=False)), 3)
+    from safetensors.torch import save_file
+
+    model_path = ctx.workdir / "model.safetensors"
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(model_path) as tmp:
+        save_file(state, str(tmp))
+    names = ["yaw", "pitch"] + tracking.expression_names
+    meta = {"format": FORMAT, "model": mcfg.to_dict(), "control_names": names,
+            "ranges": tracking.control_ranges(), "expression_names": tracking.expression_names,
+            "training": figures}
+    write_json(ctx.workdir / "avatar.json", meta)
+    yield ctx.progress(1, 1, part="save", message="saved")
+    proj = ctx.project
+    return {"outputs": {"model": proj.rel(model_path), "config": proj.rel(ctx.workdir / "avatar.json")},
+            "warnings": loop.warnings(), "summary": figures}
 
 
 register(StageSpec(
     name="nerf", title="LatentAvatar (tri-plane NeRF)", config_cls=NerfConfig, presets=PRESETS, run=run,
-    depends_on=("track",), engine="nerf",
+    depends_on=("track",), models=("lpips",), trains=True,
     description="Trains a 3D head whose expression is a learned latent code: a tri-plane NeRF rendered "
                 "from the tracked camera, refined by super-resolution. Yaw and pitch move a real camera; "
                 "the expression sliders drive the code through a small mapper; a face image or video "

@@ -67,6 +67,6 @@ def run(ctx: StageContext, cfg: PivotsConfig):
 
 
 register(StageSpec(name="pivots", title="Pivot frames", config_cls=PivotsConfig, presets=PRESETS, run=run,
-                   depends_on=("track",), engine="pvp",
+                   depends_on=("track",),
                    description="Chooses representative frames (K-means over pose and expression) that the "
                                "generator is tuned on."))

@@ -25,7 +25,6 @@ measured with it; GLO's better held-out inversion has not yet been carried throu
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +35,8 @@ from torch.nn import functional as F
 from ..atomic import atomic_path
 from ..config import opt
 from ..errors import InputError, StudioError
-from ..pvp.common import load_frames, pca_latents, perceptual_loss, preview_grid, psnr_each, set_threads
+from ..loop import TrainingLoop
+from ..pvp.common import load_frames, pca_latents, perceptual_loss, preview_grid, psnr_each
 from ..tracking.data import TrackingData
 from .base import StageContext, StageSpec, register
 
@@ -51,8 +51,9 @@ class PriorConfig:
                                        "(empty = the one in the Models settings, if any).")
     steps: int = opt(1600, "Training steps of the subject prior.", minimum=1)
     batch: int = opt(8, "Frames per step.", minimum=1, maximum=64)
-    time_budget_min: float = opt(15.0, "Stop training after this many minutes even if steps remain (0 = no limit).",
-                                 minimum=0.0)
+    time_budget_min: float = opt(0.0, "Optional wall-clock cap: stop after this many minutes of training even if "
+                                      "steps remain (0 = no cap; pauses do not count). The stage says when it cut "
+                                      "training short.", minimum=0.0)
     channel_max: int = opt(128, "Widest layer of the subject-prior generator.", choices=(64, 128, 256, 512),
                            advanced=True)
     w_dim: int = opt(256, "Latent (W) size of the subject prior.", choices=(64, 128, 256, 512), advanced=True)
@@ -62,7 +63,9 @@ class PriorConfig:
     latent_noise: float = opt(0.15, "Std of the noise added to encoded latents during training (x latent std).",
                               minimum=0.0, maximum=2.0, advanced=True)
     w_perceptual: float = opt(1.0, "Weight of the perceptual loss.", minimum=0.0, advanced=True)
-    checkpoint_every_s: float = opt(45.0, "Seconds between checkpoints.", minimum=1.0, advanced=True)
+    checkpoint_every_s: float = opt(45.0, "Seconds between checkpoints.", minimum=0.0, advanced=True)
+    threads: int = opt(0, "CPU threads (0 = the cores other programs leave free, re-checked as it runs).", minimum=0,
+                       advanced=True)
     seed: int = opt(0, "Random seed.", advanced=True)
 
 
@@ -96,10 +99,7 @@ def run(ctx: StageContext, cfg: PriorConfig):
     from models.encoders import LatentEncoder
     from models.stylegan2.checkpoint import CheckpointError, load_generator, save_generator
 
-    threads = set_threads(ctx.device)
     dev = torch.device(ctx.device)
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     trk = TrackingData.from_project(ctx.project)
     train, held = trk.split()
     gen_path = ctx.workdir / "generator.safetensors"
@@ -123,6 +123,8 @@ def run(ctx: StageContext, cfg: PriorConfig):
 
     if len(train) < 4:
         raise InputError("too few training frames to learn a subject prior", "use a longer video")
+    loop = TrainingLoop(ctx, seed=cfg.seed, checkpoint_every_s=cfg.checkpoint_every_s,
+                        max_minutes=cfg.time_budget_min, threads=cfg.threads)
     gcfg = _generator_config(cfg)
     G = gcfg.build().train().to(dev)
     yield ctx.progress(0, cfg.steps, part="prior", message=f"loading {len(train)} training frames")
@@ -138,35 +140,15 @@ def run(ctx: StageContext, cfg: PriorConfig):
     opt = torch.optim.Adam(groups, lr=cfg.lr, betas=(0.9, 0.99))
     held_imgs = load_frames(trk, held[:: max(1, len(held) // 16)], cfg.resolution) if len(held) else imgs[:8]
     perc = perceptual_loss(dev) if cfg.w_perceptual > 0 else None
+    loop.track("G", G)
+    loop.track("E" if E is not None else "table", E if E is not None else table)
+    loop.track("opt", opt)
+    loop.vars.setdefault("ema", None)
+    loop.vars.setdefault("skipped", 0)
+    last = {}
 
-    ckpt = ctx.workdir / "train.ckpt"
-    step, spent = 0, 0.0
-    if ckpt.exists():
-        ck = torch.load(ckpt, map_location=dev, weights_only=True)
-        G.load_state_dict(ck["G"])
-        if E is not None:
-            E.load_state_dict(ck["E"])
-        else:
-            table.data.copy_(ck["table"])
-        opt.load_state_dict(ck["opt"])
-        step, spent = int(ck["step"]), float(ck["seconds"])
-        yield ctx.progress(step, cfg.steps, part="prior", message=f"resumed from step {step}")
-
-    def save_ckpt():
-        with atomic_path(ckpt) as tmp:
-            torch.save({"G": G.state_dict(), **({"E": E.state_dict()} if E is not None else {"table": table.detach()}),
-                        "opt": opt.state_dict(), "step": step, "seconds": spent + time.perf_counter() - t0}, tmp)
-
-    t0 = time.perf_counter()
-    last = t0
-    budget = cfg.time_budget_min * 60.0
-    w_std = torch.ones(1, device=dev)
-    stopped_early = False
-    ema, skipped = None, 0
-    while step < cfg.steps:
-        if budget and spent + time.perf_counter() - t0 > budget:
-            stopped_early = True
-            break
+    def step(i: int) -> dict:
+        rng = loop.rng
         idx = torch.from_numpy(rng.integers(0, len(train), size=min(cfg.batch, len(train))))
         x = imgs[idx].to(dev)
         if E is not None and rng.random() < 0.5:  # flips double the encoder's data (a GLO latent is per frame)
@@ -184,28 +166,24 @@ def run(ctx: StageContext, cfg: PriorConfig):
             logs["perceptual"] = lp.item()
         opt.zero_grad(set_to_none=True)
         lv = loss.item()
-        if not np.isfinite(lv) or (step > 100 and ema is not None and lv > 4.0 * ema):
-            skipped += 1  # a runaway batch: skip the update rather than let it wreck the network
-            if skipped > 20:
+        ema = loop.vars["ema"]
+        if not np.isfinite(lv) or (i >= 100 and ema is not None and lv > 4.0 * ema):
+            loop.vars["skipped"] += 1  # a runaway batch: skip the update rather than let it wreck the network
+            if loop.vars["skipped"] > 20:
                 raise StudioError("the subject prior diverged (its loss exploded)",
                                   "lower its learning rate with --set lr=0.0005 and run again")
         else:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trained, 1.0)
             opt.step()
-            ema = lv if ema is None else 0.98 * ema + 0.02 * lv
-            skipped = 0
-        step += 1
-        if step % 50 == 0:
-            threads = set_threads(ctx.device, threads)
-        now = time.perf_counter()
-        if now - last > cfg.checkpoint_every_s:
-            save_ckpt()
-            last = now
-        preview = preview_grid(x, out) if step % 100 == 0 else None
-        yield ctx.progress(step, cfg.steps, part="prior", losses=logs, preview=preview, elapsed=now - t0)
-    seconds = spent + time.perf_counter() - t0
-    save_ckpt()
+            loop.vars["ema"] = lv if ema is None else 0.98 * ema + 0.02 * lv
+            loop.vars["skipped"] = 0
+        last.update(x=x, out=out)
+        return logs
+
+    yield from loop.part("prior", cfg.steps, step, preview=lambda: preview_grid(last["x"], last["out"]),
+                         preview_every=100)
+    figures = loop.finish()
 
     # ---- finish: latent statistics, w_avg, held-out quality of the encoder's reconstructions
     G.eval()
@@ -229,11 +207,11 @@ def run(ctx: StageContext, cfg: PriorConfig):
     with atomic_path(ctx.workdir / "latents.npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, rows=train, ws=lat.cpu().numpy())
-    notes = [f"training stopped at step {step} of {cfg.steps} to stay within {cfg.time_budget_min:g} minutes"] \
-        if stopped_early else []
-    return {"outputs": outputs, "warnings": notes,
-            "summary": {"source": "subject prior", "method": cfg.method, "steps": step,
-                        "minutes": round(seconds / 60, 1), **summary_held, "resolution": cfg.resolution}}
+    return {"outputs": outputs, "warnings": loop.warnings(),
+            "summary": {"source": "subject prior", "method": cfg.method, "steps": figures["steps"]["prior"],
+                        "of_steps": cfg.steps, "minutes": figures["train_minutes"], **summary_held,
+                        "resolution": cfg.resolution, **({"cut_short": figures["cut_short"]} if "cut_short" in
+                                                        figures else {})}}
 
 
 def load_encoder(project, device="cpu"):
@@ -246,6 +224,6 @@ def load_encoder(project, device="cpu"):
 
 
 register(StageSpec(name="prior", title="Subject prior", config_cls=PriorConfig, presets=PRESETS, run=run,
-                   depends_on=("track",), engine="pvp",
+                   depends_on=("track",), models=("stylegan2", "lpips"), trains=True,
                    description="The StyleGAN2 generator PTI starts from: a pretrained one if configured, otherwise "
                                "one trained on your video's own frames (no download needed)."))

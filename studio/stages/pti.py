@@ -19,7 +19,6 @@ substitute of `models.perceptual` ((1 - MS-SSIM) + Laplacian-pyramid L1).
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +27,8 @@ from torch.nn import functional as F
 
 from ..atomic import atomic_path, write_json
 from ..config import opt
-from ..pvp.common import load_frames, perceptual_loss, preview_grid, psnr_each, set_threads, to_uint8
+from ..loop import TrainingLoop
+from ..pvp.common import load_frames, perceptual_loss, preview_grid, psnr_each, to_uint8
 from ..tracking.data import TrackingData
 from .base import StageContext, StageSpec, register
 
@@ -54,7 +54,11 @@ class PTIConfig:
                                         "PSNR/SSIM (the generator stays frozen).", minimum=0, advanced=True)
     target_psnr: float = opt(31.0, "Stop tuning once the mean pivot PSNR reaches this (dB).", minimum=10.0,
                              maximum=60.0)
-    checkpoint_every_s: float = opt(45.0, "Seconds between checkpoints.", minimum=1.0, advanced=True)
+    time_budget_min: float = opt(0.0, "Optional wall-clock cap on inversion + tuning in minutes (0 = no cap; pauses "
+                                      "do not count). The stage says when it cut training short.", minimum=0.0)
+    checkpoint_every_s: float = opt(45.0, "Seconds between checkpoints.", minimum=0.0, advanced=True)
+    threads: int = opt(0, "CPU threads (0 = the cores other programs leave free, re-checked as it runs).", minimum=0,
+                       advanced=True)
     seed: int = opt(0, "Random seed.", advanced=True)
 
 
@@ -90,10 +94,9 @@ def run(ctx: StageContext, cfg: PTIConfig):
     from ..metrics import ssim_each
     from .prior import load_encoder
 
-    threads = set_threads(ctx.device)
     dev = torch.device(ctx.device)
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    loop = TrainingLoop(ctx, seed=cfg.seed, checkpoint_every_s=cfg.checkpoint_every_s,
+                        max_minutes=cfg.time_budget_min, threads=cfg.threads)
     proj = ctx.project
     trk = TrackingData.from_project(proj)
     rows = np.array(proj.result("pivots")["rows"], int)
@@ -120,104 +123,66 @@ def run(ctx: StageContext, cfg: PTIConfig):
             w0 = G.mapping.w_avg[None].repeat(k, 1)
     if cfg.wplus:
         w0 = w0[:, None, :].repeat(1, G.num_ws, 1)
-    ws = w0.clone().requires_grad_(True)
+    ws = loop.track("ws", w0.clone().requires_grad_(True))
     noises = noise_buffers(G)
-    G_tuned = None
-    opt_t = None
-    phase, inv_step, tune_step = "invert", 0, 0
-    inv_psnr = float("nan")
-    ckpt = ctx.workdir / "train.ckpt"
-    if ckpt.exists():
-        ck = torch.load(ckpt, map_location=dev, weights_only=True)
-        phase, inv_step, tune_step = ck["phase"], int(ck["inv_step"]), int(ck["tune_step"])
-        inv_psnr = float(ck.get("inv_psnr", float("nan")))
-        with torch.no_grad():
-            ws.copy_(ck["ws"])
-            for n, v in zip(noises, ck["noises"]):
-                n.copy_(v)
-        if phase == "tune":
-            G_tuned = copy.deepcopy(G).train().requires_grad_(False)
-            G_tuned.synthesis.requires_grad_(True)
-            G_tuned.load_state_dict(ck["G_tuned"])
-            opt_t = torch.optim.Adam(G_tuned.synthesis.parameters(), lr=cfg.tune_lr)
-            opt_t.load_state_dict(ck["opt_t"])
-        yield ctx.progress(inv_step if phase == "invert" else tune_step, cfg.invert_steps if phase == "invert"
-                           else cfg.tune_steps, part=phase, message=f"resumed in {phase} at step "
-                           f"{inv_step if phase == 'invert' else tune_step}")
+    for i, n in enumerate(noises):
+        loop.track(f"noise{i}", n)
 
-    def save_ckpt():
-        state = {"phase": phase, "inv_step": inv_step, "tune_step": tune_step, "inv_psnr": inv_psnr, "ws": ws.detach(),
-                 "noises": [n.detach().clone() for n in noises]}
-        if G_tuned is not None:
-            state["G_tuned"] = G_tuned.state_dict()
-            state["opt_t"] = opt_t.state_dict()
-        with atomic_path(ckpt) as tmp:
-            torch.save(state, tmp)
-
-    t0 = time.perf_counter()
-    last = t0
     # ---------------------------------------------------------------- 1. inversion
-    if phase == "invert":
-        params = [ws]
-        if cfg.optimize_noise:
-            for n in noises:
-                n.requires_grad_(True)
-            params += noises
-        opt_i = torch.optim.Adam(params, lr=cfg.invert_lr, betas=(0.9, 0.999))
-        while inv_step < cfg.invert_steps:
-            frac = inv_step / max(1, cfg.invert_steps)
-            lr = cfg.invert_lr * min(1.0, (1 - frac) / 0.25) * min(1.0, frac / 0.05 + 0.05)  # warm-up, ramp-down
-            for g in opt_i.param_groups:
-                g["lr"] = lr
-            out = G.synthesis(_broadcast(ws, G.num_ws), noise_mode="const")
-            l2 = F.mse_loss(out, targets)
-            loss = l2
-            logs = {"l2": l2.item()}
-            if perc is not None:
-                lp = perc(out, targets)
-                loss = loss + cfg.w_perceptual * lp
-                logs["perceptual"] = lp.item()
-            if cfg.optimize_noise and cfg.noise_reg > 0:
-                nr = noise_regularizer(noises)
-                loss = loss + cfg.noise_reg * nr
-                logs["noise_reg"] = nr.item()
-            opt_i.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_i.step()
-            if cfg.optimize_noise:
-                with torch.no_grad():
-                    for n in noises:
-                        n.sub_(n.mean()).div_(n.std().clamp_min(1e-8))
-            inv_step += 1
-            if inv_step % 50 == 0:
-                threads = set_threads(ctx.device, threads)
-            now = time.perf_counter()
-            if now - last > cfg.checkpoint_every_s:
-                save_ckpt()
-                last = now
-            preview = preview_grid(targets, out) if inv_step % 25 == 0 else None
-            yield ctx.progress(inv_step, cfg.invert_steps, part="invert", losses=logs, preview=preview,
-                               elapsed=now - t0)
+    params = [ws] + (noises if cfg.optimize_noise else [])
+    if cfg.optimize_noise and not loop.is_done("invert"):
         for n in noises:
-            n.requires_grad_(False)
+            n.requires_grad_(True)
+    opt_i = loop.track("opt_i", torch.optim.Adam(params, lr=cfg.invert_lr, betas=(0.9, 0.999)))
+    last: dict = {}
+
+    def invert_step(i: int) -> dict:
+        frac = i / max(1, cfg.invert_steps)
+        lr = cfg.invert_lr * min(1.0, (1 - frac) / 0.25) * min(1.0, frac / 0.05 + 0.05)  # warm-up, ramp-down
+        for g in opt_i.param_groups:
+            g["lr"] = lr
+        out = G.synthesis(_broadcast(ws, G.num_ws), noise_mode="const")
+        l2 = F.mse_loss(out, targets)
+        loss = l2
+        logs = {"l2": l2.item()}
+        if perc is not None:
+            lp = perc(out, targets)
+            loss = loss + cfg.w_perceptual * lp
+            logs["perceptual"] = lp.item()
+        if cfg.optimize_noise and cfg.noise_reg > 0:
+            nr = noise_regularizer(noises)
+            loss = loss + cfg.noise_reg * nr
+            logs["noise_reg"] = nr.item()
+        opt_i.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_i.step()
+        if cfg.optimize_noise:
+            with torch.no_grad():
+                for n in noises:
+                    n.sub_(n.mean()).div_(n.std().clamp_min(1e-8))
+        last.update(x=targets, out=out)
+        return logs
+
+    yield from loop.part("invert", cfg.invert_steps, invert_step,
+                         preview=lambda: preview_grid(last["x"], last["out"]), preview_every=25)
+    for n in noises:
+        n.requires_grad_(False)
+    if "inv_psnr" not in loop.vars:
         with torch.no_grad():
-            inv_psnr = float(psnr_each(G.synthesis(_broadcast(ws, G.num_ws), noise_mode="const"), targets).mean())
-        phase = "tune"
-        G_tuned = copy.deepcopy(G).train().requires_grad_(False)
-        G_tuned.synthesis.requires_grad_(True)
-        for n in noise_buffers(G_tuned):
-            n.requires_grad_(False)
-        opt_t = torch.optim.Adam(G_tuned.synthesis.parameters(), lr=cfg.tune_lr)
-        save_ckpt()
-    t_inv = time.perf_counter() - t0
+            out = G.synthesis(_broadcast(ws, G.num_ws), noise_mode="const")
+            loop.vars["inv_psnr"] = float(psnr_each(out, targets).mean())
 
     # ---------------------------------------------------------------- 2. tuning
     G.requires_grad_(False).eval()
+    G_tuned = copy.deepcopy(G).train().requires_grad_(False)
+    G_tuned.synthesis.requires_grad_(True)
+    for n in noise_buffers(G_tuned):
+        n.requires_grad_(False)
+    loop.track("G_tuned", G_tuned)
+    opt_t = loop.track("opt_t", torch.optim.Adam(G_tuned.synthesis.parameters(), lr=cfg.tune_lr))
     w_piv = ws.detach()
     lat_src = prior_latents if prior_latents is not None else w_piv.reshape(k, -1, w_piv.shape[-1])[:, 0]
     lat_mu, lat_sd = lat_src.mean(0), lat_src.std(0).clamp_min(1e-4)
-    t1 = time.perf_counter()
-    mean_psnr = None
 
     def pivot_psnr() -> torch.Tensor:
         with torch.no_grad():
@@ -225,8 +190,8 @@ def run(ctx: StageContext, cfg: PTIConfig):
                              for i in range(0, k, 16)])
         return psnr_each(out, targets)
 
-    while tune_step < cfg.tune_steps:
-        idx = torch.from_numpy(rng.choice(k, size=min(cfg.tune_batch, k), replace=False))
+    def tune_step(i: int) -> dict:
+        idx = torch.from_numpy(loop.rng.choice(k, size=min(cfg.tune_batch, k), replace=False))
         wb = _broadcast(w_piv[idx], G.num_ws)
         out = G_tuned.synthesis(wb, noise_mode="const")
         l2 = F.mse_loss(out, targets[idx])
@@ -236,7 +201,7 @@ def run(ctx: StageContext, cfg: PTIConfig):
             lp = perc(out, targets[idx])
             loss = loss + cfg.w_perceptual * lp
             logs["perceptual"] = lp.item()
-        if cfg.locality_weight > 0 and tune_step % cfg.locality_every == 0:
+        if cfg.locality_weight > 0 and i % cfg.locality_every == 0:
             if prior_latents is None:  # an imported generator: w_z = mapping(z), as in the paper
                 with torch.no_grad():
                     wz = G.mapping(torch.randn(len(idx), G.z_dim, device=dev), None)
@@ -253,24 +218,17 @@ def run(ctx: StageContext, cfg: PTIConfig):
         opt_t.zero_grad(set_to_none=True)
         loss.backward()
         opt_t.step()
-        tune_step += 1
-        if tune_step % 50 == 0:
-            threads = set_threads(ctx.device, threads)
-        now = time.perf_counter()
-        if now - last > cfg.checkpoint_every_s:
-            save_ckpt()
-            last = now
-        preview = None
-        if tune_step % 25 == 0 or tune_step == cfg.tune_steps:
-            p = pivot_psnr()
-            mean_psnr = float(p.mean())
-            logs["pivot_psnr"] = mean_psnr
-            preview = preview_grid(targets[idx], out)
-        yield ctx.progress(tune_step, cfg.tune_steps, part="tune", losses=logs, preview=preview, elapsed=now - t1)
-        if mean_psnr is not None and mean_psnr >= cfg.target_psnr:
-            break
-    save_ckpt()
-    t_tune = time.perf_counter() - t1
+        if (i + 1) % 25 == 0 or i + 1 == cfg.tune_steps:
+            loop.vars["pivot_psnr"] = float(pivot_psnr().mean())
+            logs["pivot_psnr"] = loop.vars["pivot_psnr"]
+            if loop.vars["pivot_psnr"] >= cfg.target_psnr:
+                loop.stop_part()
+        last.update(x=targets[idx], out=out)
+        return logs
+
+    yield from loop.part("tune", cfg.tune_steps, tune_step, preview=lambda: preview_grid(last["x"], last["out"]),
+                         preview_every=25)
+    figures = loop.finish()
 
     # ---------------------------------------------------------------- results
     G_tuned.eval().requires_grad_(False)
@@ -291,13 +249,16 @@ def run(ctx: StageContext, cfg: PTIConfig):
     save_png(ctx.workdir / "pivots_recon.png", grid(tiles, cols=min(12, k)))
     write_json(ctx.workdir / "pivots_metrics.json", {"rows": rows.tolist(), "psnr": p.round(3).tolist(),
                                                       "ssim": np.asarray(s).round(4).tolist()})
+    pm = figures["part_minutes"]
     return {"outputs": {"generator": f"{ctx.stage}/generator.safetensors", "latents": f"{ctx.stage}/latents.npz",
                         "recon": f"{ctx.stage}/pivots_recon.png", "metrics": f"{ctx.stage}/pivots_metrics.json"},
+            "warnings": loop.warnings(),
             "summary": {"pivots": k, "pivot_psnr": round(float(p.mean()), 2), "pivot_psnr_min": round(float(p.min()), 2),
-                        "pivot_ssim": round(float(np.mean(s)), 4), "inversion_psnr": round(inv_psnr, 2),
-                        "tune_steps": tune_step, "invert_min": round(t_inv / 60, 1),
-                        "tune_min": round(t_tune / 60, 1), **held_summary,
-                        "interp_max_over_mean": round(smooth, 2)}}
+                        "pivot_ssim": round(float(np.mean(s)), 4), "inversion_psnr": round(loop.vars["inv_psnr"], 2),
+                        "invert_steps": figures["steps"].get("invert", 0), "tune_steps": figures["steps"].get("tune", 0),
+                        "invert_min": pm.get("invert", 0.0), "tune_min": pm.get("tune", 0.0), **held_summary,
+                        "interp_max_over_mean": round(smooth, 2),
+                        **({"cut_short": figures["cut_short"]} if "cut_short" in figures else {})}}
 
 
 def interpolation_smoothness(G, ws: torch.Tensor, yaw: np.ndarray, steps: int = 16) -> float:
@@ -347,6 +308,6 @@ def heldout_metrics(proj, trk: TrackingData, G, dev, steps: int, perc=None, prio
 
 
 register(StageSpec(name="pti", title="Pivotal tuning", config_cls=PTIConfig, presets=PRESETS, run=run,
-                   depends_on=("pivots", "prior"), engine="pvp",
+                   depends_on=("pivots", "prior"), models=("lpips",), trains=True,
                    description="Inverts each pivot frame and tunes the generator on all pivots, so it reproduces "
                                "this person closely."))

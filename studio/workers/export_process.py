@@ -42,6 +42,7 @@ def child_main(root: str, cfg_values: dict, out: str, loader: Any, queue, cancel
         import numpy as np
 
         from ..avatar import Avatar
+        from ..engines import call_loader
         from ..errors import Cancelled
         from ..project import Project
 
@@ -56,7 +57,7 @@ def child_main(root: str, cfg_values: dict, out: str, loader: Any, queue, cancel
         batcher = Batcher(send)
         try:
             project = Project.open(root)
-            avatar = Avatar(loader(project)) if loader is not None else None
+            avatar = Avatar(call_loader(loader, project)) if loader is not None else None
             result = drive(project, cfg_values, out, control, batcher, avatar)
         except Cancelled:
             batcher.flush()

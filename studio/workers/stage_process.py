@@ -79,7 +79,8 @@ class Batcher:
             return
         now = now or time.perf_counter()
         self.send({"stage": ev.stage, "part": ev.part, "step": ev.step, "total": ev.total, "message": ev.message,
-                   "time": now, "losses": self.losses, "preview": self.preview, "elapsed": ev.elapsed})
+                   "time": now, "losses": self.losses, "preview": self.preview, "elapsed": ev.elapsed,
+                   "rate": ev.rate})
         self.losses, self.preview, self.last_emit = [], None, now
 
 
@@ -102,6 +103,7 @@ def child_main(root: str, stages: list[str], overrides: dict, device: str | None
         import numpy as np
 
         from ..errors import Cancelled
+        from ..lock import project_lock
         from ..pipeline import run_stage
         from ..project import Project
         from ..stages import REGISTRY, register
@@ -119,6 +121,12 @@ def child_main(root: str, stages: list[str], overrides: dict, device: str | None
             queue.put(("progress", batch))
 
         batcher = Batcher(send)
+        lock = project_lock(root, "stages " + ", ".join(stages))
+        try:
+            lock.__enter__()
+        except BaseException as exc:  # another process works on the project
+            queue.put(("failed", stages[0] if stages else "", *failure_fields(exc)))
+            return
         for name in stages:
             batcher.reset()
             queue.put(("started", name))

@@ -1,0 +1,162 @@
+"""A Qt-free studio session: one open project and the rules for working on it.
+
+Both front ends drive the app through this: the CLI calls it directly, the GUI's main window
+binds widgets to it (and runs `Session.run` in a child process so the window stays smooth).
+Rules kept here, once:
+
+- which stages to run for a target: a stage and every upstream stage not done (`plan_stage`),
+  or every stage an engine needs that is not done (`plan_engine`);
+- presets: switching the preset moves every stage not run yet to the new preset's settings,
+  finished stages keep theirs (`set_preset`); `reset_config` puts one stage back on the preset;
+- a run that died (killed, crashed) is "interrupted", never "running" (`studio.lock`);
+- what `status` and the window say about each stage (`stage_line`, `engine_lines`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from .engines import ENGINES, chain, engine
+from .errors import ProjectError
+from .pipeline import (ProgressFn, interruption, next_stage, run_pipeline, set_stage_config, spec, stage_config,
+                       stage_state)
+from .progress import Control
+from .project import Project
+from .stages import REGISTRY
+
+PRESETS = ("preview", "quality")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class StageView:
+    """What a front end shows for one stage."""
+
+    name: str
+    title: str
+    state: str
+    """pending, running, interrupted, cancelled, failed, stale or done."""
+    seconds: float | None
+    summary: dict
+    note: str
+    """One line: an error, the interruption point, or a warning (e.g. cut short by a time cap)."""
+
+
+class Session:
+    def __init__(self, project: Project):
+        self.project = project
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, root: str | Path) -> "Session":
+        return cls(Project.open(root))
+
+    @classmethod
+    def create(cls, root: str | Path, video: str | Path, preset: str = "preview", device: str = "auto") -> "Session":
+        return cls(Project.create(Path(root), Path(video), preset=preset, device=device))
+
+    def reload(self) -> None:
+        """Read the manifest again (another process, e.g. a stage worker, wrote it)."""
+        self.project.manifest = Project.open(self.project.root).manifest
+
+    # ------------------------------------------------------------------ state
+    def state(self, name: str) -> str:
+        return stage_state(self.project, name)
+
+    def states(self) -> dict[str, str]:
+        return {n: self.state(n) for n in REGISTRY}
+
+    def stage_view(self, name: str) -> StageView:
+        rec = self.project.record(name)
+        st = self.state(name)
+        summary = (rec.get("result") or {}).get("summary") or {} if st in ("done", "stale") else {}
+        if st == "interrupted":
+            note = interruption(self.project, name)
+        elif st in ("failed", "cancelled"):
+            note = rec.get("error") or ("cancelled — run it again to resume" if st == "cancelled" else "")
+        else:
+            note = "; ".join(rec.get("warnings") or []) if st in ("done", "stale") else ""
+        return StageView(name=name, title=REGISTRY[name].title, state=st, seconds=rec.get("seconds"),
+                         summary=summary, note=note)
+
+    def trained_engines(self) -> list[str]:
+        return [e for e in ENGINES if all(self.state(s) == "done" for s in chain(e))]
+
+    def engine_lines(self) -> list[str]:
+        """One line per engine: trained, or the next command."""
+        out = []
+        for name, e in ENGINES.items():
+            nxt = next_stage(self.project, name)
+            if nxt is None:
+                out.append(f"{e.title}: trained")
+            else:
+                out.append(f"{e.title}: next → avatar-studio run-stage {self.project.root} {nxt}")
+        return out
+
+    # ------------------------------------------------------------------ planning
+    def plan_stage(self, name: str) -> list[str]:
+        """`name` and every upstream stage that is not done, in run order."""
+        spec(name)
+        need: set[str] = set()
+
+        def visit(n: str) -> None:
+            for up in REGISTRY[n].depends_on:
+                if up in REGISTRY and self.state(up) != "done" and up not in need:
+                    need.add(up)
+                    visit(up)
+
+        visit(name)
+        return [n for n in REGISTRY if n in need] + [name]
+
+    def plan_engine(self, choice: str) -> list[str]:
+        """Stages of engine `choice` ("both" = every engine) that are not done, in run order."""
+        names = list(ENGINES) if choice == "both" else [engine(choice).name]
+        wanted = {s for n in names for s in chain(n)}
+        return [n for n in REGISTRY if n in wanted and self.state(n) != "done"]
+
+    # ------------------------------------------------------------------ settings
+    def set_preset(self, preset: str) -> None:
+        """Stages not run yet follow the new preset; finished (or running) stages keep their settings."""
+        if preset not in PRESETS:
+            raise ProjectError(f"unknown preset '{preset}'", f"presets: {', '.join(PRESETS)}")
+        m = self.project.manifest
+        m["preset"] = preset
+        for rec in m["stages"].values():
+            if rec.get("status") not in ("done", "running") and "config" in rec:
+                rec.pop("config")
+        self.project.save()
+
+    def set_device(self, device: str) -> None:
+        if device not in DEVICES + ("gpu",):
+            raise ProjectError(f"unknown device '{device}'", f"devices: {', '.join(DEVICES)}")
+        self.project.manifest["device"] = device
+        self.project.save()
+
+    def config(self, name: str) -> Any:
+        return stage_config(self.project, name)
+
+    def set_config(self, name: str, values: dict) -> Any:
+        """Save changed settings; the stage and every stage after it become stale."""
+        return set_stage_config(self.project, name, values)
+
+    def reset_config(self, name: str) -> bool:
+        """Put a stage back on the project's preset (not while it runs). Returns whether it changed."""
+        rec = self.project.manifest["stages"].get(name)
+        if not rec or "config" not in rec or self.state(name) == "running":
+            return False
+        rec.pop("config")
+        self.project.save()
+        return True
+
+    # ------------------------------------------------------------------ running
+    def run(self, stages: Iterable[str], *, overrides: dict[str, dict] | None = None, force: Iterable[str] = (),
+            control: Control | None = None, on_progress: ProgressFn | None = None,
+            device: str | None = None) -> dict[str, dict]:
+        """Run `stages` in this process (holding the project's lock); see `studio.pipeline`."""
+        return run_pipeline(self.project, stages, overrides=overrides, control=control, on_progress=on_progress,
+                            device=device, force=force)
+
+    def force_for(self, name: str) -> tuple[str, ...]:
+        """Running a stage that is already done means "train it again": force it."""
+        return (name,) if self.state(name) == "done" else ()
