@@ -231,7 +231,9 @@ def test_feature_distance_real_face_grows_with_blur_and_noise(monkeypatch):
     blur = [metrics.feature_distance(x, cv2.GaussianBlur(frames[0], (0, 0), s)[None]) for s in (0.7, 1.5, 3.0, 5.0)]
     assert all(b2 > b1 for b1, b2 in zip(blur, blur[1:])), blur
     rng = np.random.default_rng(0)
-    noisy = lambda s: np.clip(frames[0] + rng.normal(0, s, frames[0].shape), 0, 255).astype(np.uint8)[None]  # noqa: E731
+    def noisy(s):
+        return np.clip(frames[0] + rng.normal(0, s, frames[0].shape), 0, 255).astype(np.uint8)[None]
+
     noise = [metrics.feature_distance(x, noisy(s)) for s in (5, 15, 40)]
     assert 0 < noise[0] < noise[1] < noise[2], noise
     # symmetric
