@@ -1,0 +1,50 @@
+"""The speed probe: real prior training steps timed on a tiny batch, extrapolated to the preset's step counts."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from studio import speed_probe
+from studio.stages import REGISTRY
+
+torch.set_num_threads(1)
+
+
+def test_probe_times_real_steps_and_prices_every_training_stage(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    est = speed_probe.probe(resolution=32, steps=1)
+    assert est.device == "cpu" and not est.gpu_found and est.threads == 1
+    assert set(est.measured) == {1, 2} and all(0 < s < 60 for s in est.measured.values())
+    assert math.isfinite(est.step_seconds) and est.step_seconds > 0
+    preview = REGISTRY["prior"].preset("preview")
+    assert est.batch == preview.batch and est.resolution == 32
+    assert {"prior", "pti", "mappers", "nerf", "pivots"} <= set(est.stage_seconds)
+    assert est.stage_seconds["prior"] == pytest.approx(preview.steps * est.step_seconds)
+    stages = speed_probe.engine_stages()
+    assert est.engine_seconds["pvp"] == pytest.approx(sum(est.stage_seconds[s] for s in stages["pvp"]))
+    assert est.engine_seconds["nerf"] == pytest.approx(est.stage_seconds["nerf"])
+    text = est.describe()
+    assert "StyleGAN avatar" in text and "NeRF avatar" in text and "No GPU found" in text
+
+
+def test_estimate_follows_the_step_time_and_the_preset_step_counts(monkeypatch):
+    one, engines_one = speed_probe.estimate(1.0)
+    two, engines_two = speed_probe.estimate(2.0)
+    assert all(two[k] == pytest.approx(2 * one[k]) for k in one)
+    assert engines_two["pvp"] == pytest.approx(2 * engines_one["pvp"])
+    spec = REGISTRY["mappers"]
+    original = spec.preset
+
+    def doubled(name):
+        cfg = original(name)
+        return dataclasses.replace(cfg, steps=cfg.steps * 2)
+
+    monkeypatch.setattr(spec, "preset", doubled)
+    more, _ = speed_probe.estimate(1.0)
+    assert more["mappers"] == pytest.approx(2 * one["mappers"])
+    assert more["prior"] == pytest.approx(one["prior"])
+    quality, _ = speed_probe.estimate(1.0, "quality")
+    assert quality["prior"] > one["prior"], "the quality preset trains more steps"
