@@ -39,7 +39,7 @@ class WelcomePage(QWidget):
         lay.addWidget(t)
         lay.addWidget(sub)
         row = QHBoxLayout()
-        self.new_btn = QPushButton(icon("new"), "New project from a video…")
+        self.new_btn = QPushButton(icon("new"), "New avatar from a video…")
         self.new_btn.setObjectName("Primary")
         self.open_btn = QPushButton(icon("open"), "Open project…")
         for b in (self.new_btn, self.open_btn):
@@ -51,6 +51,13 @@ class WelcomePage(QWidget):
         drop = QLabel("…or drop a video file (or a project folder) onto this window.")
         drop.setObjectName("Hint")
         lay.addWidget(drop)
+        self.speed = QLabel("")
+        self.speed.setObjectName("Dim")
+        self.speed.setWordWrap(True)
+        self.speed.setMaximumWidth(720)
+        lay.addWidget(self.speed)
+        self.estimate = None
+        self.start_speed_probe()
         rt = QLabel("RECENT PROJECTS")
         rt.setObjectName("SectionTitle")
         lay.addSpacing(12)
@@ -62,6 +69,32 @@ class WelcomePage(QWidget):
         self.open_btn.clicked.connect(lambda: window.open_project_dialog())
         self.recent.itemActivated.connect(lambda it: window.open_project(it.data(ROLE)))
         self.recent.itemClicked.connect(lambda it: window.open_project(it.data(ROLE)))
+
+    def start_speed_probe(self) -> None:
+        """How long the preview training takes here and whether there is a GPU: a short probe in a worker
+        (`studio.speed_probe`; once per process). AVATAR_STUDIO_SPEED_PROBE=0 turns it off."""
+        import os
+
+        from .. import speed_probe
+
+        if os.environ.get("AVATAR_STUDIO_SPEED_PROBE", "1") == "0":
+            return
+        self.speed.setText("Measuring how fast this machine trains (a few seconds)…")
+
+        def done(est) -> None:
+            try:
+                self.estimate = est
+                self.speed.setText(est.describe())
+            except RuntimeError:  # the page was closed before the probe ended
+                pass
+
+        def failed(f) -> None:
+            try:
+                self.speed.setText(f"Could not measure the training speed here ({f.message}).")
+            except RuntimeError:
+                pass
+
+        run_job(lambda: speed_probe.cached_probe("preview"), done, failed)
 
     def set_recent(self, paths: list[str]) -> None:
         self.recent.clear()
