@@ -15,8 +15,11 @@ No Qt here: the GUI's welcome page runs `probe()` in a worker, the CLI can print
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
+
+from .errors import Cancelled
 
 # seconds of one step of the stage / seconds of one prior step, in the measured run above
 _PRIOR_STEP_S = 13.0 * 60 / 1600
@@ -129,6 +132,8 @@ def _time_steps(G, E, perc, batch: int, resolution: int, steps: int, device) -> 
     x = (torch.rand(batch, 3, resolution, resolution, generator=gen) * 2 - 1).to(device)
     times = []
     for i in range(steps + 1):
+        if _STOP.is_set():
+            raise Cancelled("speed probe stopped", "the app is closing")
         t0 = time.perf_counter()
         w = E(x)
         out = G.synthesis(w[:, None, :].expand(-1, G.num_ws, -1), noise_mode="const")
@@ -153,6 +158,7 @@ def probe(preset: str = "preview", device: str = "auto", steps: int = 2, resolut
     from .pvp.common import perceptual_loss
 
     t_start = time.perf_counter()
+    _STOP.clear()  # `cancel()` stops the probe that is running, not the next one
     gpu = torch.cuda.is_available()
     gpu_name = torch.cuda.get_device_name(0) if gpu else ""
     dev = torch.device("cuda" if (device == "cuda" or (device == "auto" and gpu)) else "cpu")
@@ -171,6 +177,12 @@ def probe(preset: str = "preview", device: str = "auto", steps: int = 2, resolut
 
 
 _CACHE: dict[tuple, SpeedEstimate] = {}
+_STOP = threading.Event()
+
+
+def cancel() -> None:
+    """Stop a running probe at its next step (the window is closing); later probes run again."""
+    _STOP.set()
 
 
 def cached_probe(preset: str = "preview", device: str = "auto") -> SpeedEstimate:

@@ -48,3 +48,39 @@ def test_estimate_follows_the_step_time_and_the_preset_step_counts(monkeypatch):
     assert more["prior"] == pytest.approx(one["prior"])
     quality, _ = speed_probe.estimate(1.0, "quality")
     assert quality["prior"] > one["prior"], "the quality preset trains more steps"
+
+
+def test_cancel_stops_a_running_probe():
+    import threading
+
+    from studio.errors import Cancelled
+
+    steps_run = []
+    original = speed_probe._time_steps
+
+    def counting(*args, **kwargs):
+        steps_run.append(1)
+        return original(*args, **kwargs)
+
+    outcome = {}
+
+    def run():
+        try:
+            speed_probe.probe(resolution=32, steps=10_000)
+        except Cancelled as exc:
+            outcome["cancelled"] = exc
+
+    speed_probe._time_steps, saved = counting, speed_probe._time_steps
+    try:
+        t = threading.Thread(target=run)
+        t.start()
+        import time
+
+        while not steps_run:  # the probe is inside its timing loop
+            time.sleep(0.05)
+        speed_probe.cancel()
+        t.join(timeout=120)
+    finally:
+        speed_probe._time_steps = saved
+    assert not t.is_alive() and "cancelled" in outcome, "a cancelled probe must stop, not run 10000 steps"
+    assert speed_probe.probe(resolution=32, steps=1).step_seconds > 0, "the next probe runs again"

@@ -12,8 +12,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("project", nargs="?", help="project folder to open (default: the last one)")
     p.add_argument("--new", metavar="VIDEO", help="start a new project from this video")
     p.add_argument("--fresh", action="store_true", help="do not reopen the last project")
-    p.add_argument("--screenshot", metavar="PNG", help=argparse.SUPPRESS)  # smoke checks: grab and quit
+    # smoke checks (hidden): show a page, grab the window into a PNG after N ms, quit
+    p.add_argument("--screenshot", metavar="PNG", help=argparse.SUPPRESS)
+    p.add_argument("--quit-after-ms", type=int, default=1500, metavar="N", help=argparse.SUPPRESS)
+    p.add_argument("--show", choices=("tracking", "viewer"), help=argparse.SUPPRESS)
     return p
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux: /proc), for the cold-start figure; None elsewhere."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def open_initial(win, project: str | None, new: str | None, fresh: bool) -> None:
@@ -50,13 +65,29 @@ def main(argv: list[str] | None = None) -> int:
     sys.excepthook = excepthook
     win.show()
     open_initial(win, args.project, args.new, args.fresh)
+    if args.show:
+        win.show_view(args.show)
     if args.screenshot:
+        def shown():  # the first pass of the event loop: the window is on screen
+            age = process_age_s()
+            if age is not None:
+                print(f"avatar-studio: window shown {age:.2f} s after the process started", file=sys.stderr,
+                      flush=True)
+
         def grab():
-            win.grab().save(args.screenshot)
+            ok = win.grab().save(args.screenshot)
+            print(f"avatar-studio: screenshot {'saved to' if ok else 'could NOT be saved to'} {args.screenshot}",
+                  file=sys.stderr, flush=True)
             win.close()
-        QTimer.singleShot(1500, grab)
+            if not ok:
+                app.exit(1)
+        QTimer.singleShot(0, shown)
+        QTimer.singleShot(max(0, args.quit_after_ms), grab)
     code = app.exec()
+    from .. import speed_probe
     from .workers import wait_for_jobs
+
+    speed_probe.cancel()  # the welcome page's probe stops at its next step instead of holding the exit
 
     wait_for_jobs()
     return code
