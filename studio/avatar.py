@@ -17,7 +17,7 @@ from .errors import ProjectError
 
 class AvatarEngine(Protocol):
     name: str
-    """"pvp" or "nerf"."""
+    """The engine's key in `studio.engines.ENGINES`."""
     size: int
     """Side of rendered images in pixels."""
     control_names: list[str]

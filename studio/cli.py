@@ -49,9 +49,10 @@ class ProgressPrinter:
         if ev.total:
             frac = min(1.0, ev.step / ev.total)
             bar = "#" * int(frac * 24) + "-" * (24 - int(frac * 24))
-            eta = elapsed / ev.step * (ev.total - ev.step) if ev.step else None
+            eta = ev.eta()
             eta_s = f" ETA {_fmt_s(eta)}" if eta is not None and not done else f" {_fmt_s(elapsed)}"
-            head = f"{name:<18} [{bar}] {ev.step}/{ev.total}{eta_s}"
+            rate = f" {ev.rate:.2f} it/s" if ev.rate > 0 and not done else ""
+            head = f"{name:<18} [{bar}] {ev.step}/{ev.total}{eta_s}{rate}"
         else:
             head = f"{name:<18} {ev.step}"
         losses = "  " + " ".join(f"{k}={v:.4g}" for k, v in list(ev.losses.items())[:4]) if ev.losses else ""
@@ -102,6 +103,7 @@ def _print_warnings(result: dict) -> None:
 
 
 def cmd_new(args) -> int:
+    from .lock import project_lock
     from .pipeline import run_stage
     from .project import Project
     from .video import probe
@@ -113,9 +115,10 @@ def cmd_new(args) -> int:
     project = Project.create(root, video, preset=args.preset, device=args.device)
     printer = ProgressPrinter()
     try:
-        r1 = run_stage(project, "ingest", _ingest_overrides(args), on_progress=printer)
-        track_over = {"crop_size": args.crop_size} if args.crop_size else None
-        r2 = run_stage(project, "track", track_over, on_progress=printer)
+        with project_lock(project.root, "new project: ingest and track"):
+            r1 = run_stage(project, "ingest", _ingest_overrides(args), on_progress=printer)
+            track_over = {"crop_size": args.crop_size} if args.crop_size else None
+            r2 = run_stage(project, "track", track_over, on_progress=printer)
     except BaseException:
         printer.close()
         if created:
@@ -134,31 +137,23 @@ def cmd_new(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from .pipeline import next_stage, stage_state
-    from .project import Project
-    from .stages import ENGINES, REGISTRY
+    from .session import Session
+    from .stages import REGISTRY
 
-    project = Project.open(args.project)
+    session = Session.open(args.project)
+    project = session.project
     src = project.manifest.get("source") or {}
     _say(f"project   {project.root}", f"video     {src.get('path', '-')}",
          f"preset    {project.preset}    device {project.device}", "")
-    _say(f"{'stage':<10} {'status':<10} {'time':>8}  summary")
-    for name, spec in REGISTRY.items():
-        rec = project.record(name)
-        st = stage_state(project, name)
-        secs = rec.get("seconds")
-        summ = (rec.get("result") or {}).get("summary") or {}
-        short = ", ".join(f"{k}={v}" for k, v in list(summ.items())[:4]) if st in ("done", "stale") else \
-            (rec.get("error") or "")
-        _say(f"{name:<10} {st:<10} {(_fmt_s(secs) if secs else ''):>8}  {short}"[:160])
+    _say(f"{'stage':<10} {'status':<12} {'time':>8}  summary")
+    for name in REGISTRY:
+        v = session.stage_view(name)
+        short = ", ".join(f"{k}={val}" for k, val in list(v.summary.items())[:4])
+        _say(f"{name:<10} {v.state:<12} {(_fmt_s(v.seconds) if v.seconds else ''):>8}  {short}"[:160])
+        if v.note:
+            _say(f"{'':<10} {'':<12} {'':>8}  {v.note}"[:240])
     _say("")
-    for eng in ENGINES:
-        nxt = next_stage(project, eng)
-        label = {"pvp": "StyleGAN avatar", "nerf": "NeRF avatar"}.get(eng, eng)
-        if nxt is None and ENGINES[eng]:
-            _say(f"{label}: trained")
-        elif ENGINES[eng]:
-            _say(f"{label}: next → avatar-studio run-stage {project.root} {nxt}")
+    _say(*session.engine_lines())
     return 0
 
 
@@ -200,9 +195,9 @@ def cmd_config(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .pipeline import run_pipeline
+    from .engines import ENGINES
     from .project import Project, is_project
-    from .stages import ENGINES
+    from .session import Session
     from .video import probe
 
     target = Path(args.target)
@@ -217,20 +212,15 @@ def cmd_run(args) -> int:
         else:
             created = not root.exists()
             project = Project.create(root, target, preset=args.preset, device=args.device)
-    engines = ["pvp", "nerf"] if args.engine == "both" else [args.engine]
-    stages: list[str] = []
-    for e in engines:
-        for s in ENGINES.get(e, []):
-            if s not in stages:
-                stages.append(s)
-    missing = [e for e in engines if len(ENGINES.get(e, [])) <= 2]
-    if missing:
-        raise StudioError(f"the {', '.join(missing)} engine is not available in this version",
-                          "use --engine " + " or ".join(e for e in ENGINES if len(ENGINES[e]) > 2) if any(
-                              len(v) > 2 for v in ENGINES.values()) else "update Avatar Studio")
+    session = Session(project)
+    engines = list(ENGINES) if args.engine == "both" else [args.engine]
+    stages = session.plan_engine(args.engine)
+    estimate = _time_estimate(project, engines, stages, args.device)
+    if estimate:
+        _say(estimate)
     printer = ProgressPrinter()
     try:
-        results = run_pipeline(project, stages, on_progress=printer, device=args.device)
+        results = session.run(stages, on_progress=printer, device=args.device)
     except BaseException:
         printer.close()
         if created and project.record("track").get("status") != "done":
@@ -248,6 +238,25 @@ def cmd_run(args) -> int:
             printer.close()
             _say(format_table(rep))
     return 0
+
+
+def _time_estimate(project, engines: list[str], stages: list[str], device: str | None) -> str:
+    """"about N min on this machine" for the stages about to run, from a short speed probe of this
+    machine (`studio.speed_probe`); empty when nothing trains."""
+    from .engines import ENGINES
+    from .speed_probe import probe
+
+    if not any(s in stages for e in engines for s in ENGINES[e].stages):
+        return ""
+    est = probe(project.preset, device or project.device)
+    parts = []
+    for e in engines:
+        secs = sum(est.stage_seconds.get(s, 0.0) for s in ENGINES[e].stages if s in stages)
+        if secs:
+            parts.append(f"{ENGINES[e].title}: about {max(1, round(secs / 60))} min")
+    where = "on the GPU" if est.device == "cuda" else f"on this machine's CPU ({est.threads} threads)"
+    return (f"expected training time {where}, measured by a {est.probe_seconds:.0f}-second speed test: "
+            + "; ".join(parts) + " (tracking comes on top)")
 
 
 def cmd_eval(args) -> int:
@@ -294,15 +303,25 @@ def cmd_export(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .model_files import ModelFiles, SPECS
+    from .model_files import SPECS, ModelFiles
 
     mf = ModelFiles()
     if args.action == "add":
+        if args.folder:
+            if args.key or args.path:
+                raise InputError("models add --folder takes only the folder",
+                                 "e.g. avatar-studio models add --folder ~/avatar-models")
+            added, skipped = mf.add_folder(args.folder)
+            for e in added:
+                _say(f"added {e.key:<16} {e.path}  ({e.record.get('format', '')}; sha256 {e.sha256[:16]}…)")
+            for p, why in skipped:
+                _say(f"skipped {p}: {why}"[:200])
+            return 0
         if not args.key or not args.path:
-            raise InputError("models add needs a name and a file", f"e.g. avatar-studio models add lpips vgg16.pth; "
-                             f"names: {', '.join(SPECS)}")
+            raise InputError("models add needs a name and a file (or --folder DIR)",
+                             f"e.g. avatar-studio models add lpips vgg16.pth; names: {', '.join(SPECS)}")
         e = mf.set(args.key, args.path)
-        _say(f"{e.spec.title}: {e.path} (sha256 {e.sha256[:16]}…)")
+        _say(f"{e.spec.title}: {e.path}", f"  {e.record.get('format', '')}; {e.size} bytes; sha256 {e.sha256}")
         return 0
     if args.action == "remove":
         if args.key not in SPECS:
@@ -312,12 +331,13 @@ def cmd_models(args) -> int:
         return 0
     _say(f"settings file: {mf.file}", "")
     for e in mf.entries():
-        _say(f"{e.key:<10} {e.spec.title:<34} {e.status}")
+        _say(f"{e.key:<16} {e.spec.title:<38} {e.status}", f"{'':<16} unlocks: {e.spec.purpose}")
         if e.path is not None:
-            _say(f"{'':<10} {e.path}" + (f"  sha256 {e.sha256[:16]}…" if e.sha256 else ""))
-        else:
-            _say(f"{'':<10} needed for: {e.spec.purpose}", f"{'':<10} get: {e.spec.how_to_get}",
-                 f"{'':<10} add: avatar-studio models add {e.key} /path/to/file")
+            _say(f"{'':<16} file: {e.path}" + (f"  ({e.size} bytes, sha256 {e.sha256[:16]}…)" if e.sha256 else ""))
+        if e.state in ("changed", "gone", "invalid"):
+            _say(f"{'':<16} {e.problem}")
+        if e.state != "present" and e.state != "default":
+            _say(f"{'':<16} get: {e.spec.how_to_get}", f"{'':<16} add: avatar-studio models add {e.key} /path/to/file")
     return 0
 
 
@@ -342,10 +362,15 @@ def cmd_bench(args) -> int:
 def cmd_gui(args) -> int:
     from .gui.app import main as gui_main
 
-    return gui_main([args.project] if args.project else [])
+    argv = [args.project] if args.project else []
+    if args.screenshot:
+        argv += ["--screenshot", args.screenshot, "--quit-after-ms", str(args.quit_after_ms)]
+    return gui_main(argv + (["--show", args.show] if args.show else []))
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .engines import ENGINES
+
     p = argparse.ArgumentParser(prog="avatar-studio", description="Personal, controllable head avatars from one "
                                 "phone video.")
     p.add_argument("--version", action="version", version=f"avatar-studio {__version__}")
@@ -376,8 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("run", help="make an avatar from a video (or finish a project): every stage, then eval")
     sp.add_argument("target", help="a video file, or an existing project folder")
     sp.add_argument("--project", help="project folder to create (default: <video name>_avatar)")
-    sp.add_argument("--engine", default="pvp", choices=("pvp", "nerf", "both"),
-                    help="pvp: StyleGAN engine; nerf: LatentAvatar 3D engine")
+    sp.add_argument("--engine", default="pvp", choices=(*ENGINES, "both"),
+                    help="; ".join(f"{e.name}: {e.title}" for e in ENGINES.values()) + "; both: every engine")
     sp.add_argument("--no-eval", action="store_true", help="skip the evaluation at the end")
     common(sp)
     sp.set_defaults(func=cmd_run)
@@ -398,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("eval", help="measure a trained avatar: held-out quality, control accuracy, speed")
     sp.add_argument("project")
-    sp.add_argument("--engine", default=None, choices=("pvp", "nerf"))
+    sp.add_argument("--engine", default=None, choices=tuple(ENGINES))
     sp.set_defaults(func=cmd_eval)
 
     sp = sub.add_parser("export", help="render a clip: turntable, the subject's own motion, a driver video, or a "
@@ -417,14 +442,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--side-by-side", action="store_true", default=None)
     sp.add_argument("--paste-back", action="store_true", default=None)
     sp.add_argument("--no-audio", dest="audio", action="store_false", default=None)
-    sp.add_argument("--engine", choices=("pvp", "nerf"))
+    sp.add_argument("--engine", choices=tuple(ENGINES))
     sp.set_defaults(func=cmd_export)
 
-    sp = sub.add_parser("models", help="optional weight files (StyleGAN2, CLIP, ArcFace, LPIPS, FLAME): list, add, "
-                        "remove")
+    sp = sub.add_parser("models", help="optional weight files (StyleGAN2, CLIP, ArcFace, LPIPS, FLAME): list, add "
+                        "(checked and hashed), remove")
     sp.add_argument("action", nargs="?", default="list", choices=("list", "add", "remove"))
-    sp.add_argument("key", nargs="?", help="stylegan2, clip, arcface, lpips or flame")
+    sp.add_argument("key", nargs="?", help="stylegan2, clip, arcface, lpips, flame or flame-mediapipe")
     sp.add_argument("path", nargs="?", help="the file (for add)")
+    sp.add_argument("--folder", metavar="DIR", help="add: import every recognised weight file in DIR")
     sp.set_defaults(func=cmd_models)
 
     sp = sub.add_parser("bench", help="benchmarks that print figures")
@@ -435,6 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("gui", help="open the studio window")
     sp.add_argument("project", nargs="?")
+    sp.add_argument("--screenshot", metavar="PNG", help=argparse.SUPPRESS)  # smoke checks: grab the window, quit
+    sp.add_argument("--quit-after-ms", type=int, default=1500, help=argparse.SUPPRESS)
+    sp.add_argument("--show", choices=("tracking", "viewer"), help=argparse.SUPPRESS)
     sp.set_defaults(func=cmd_gui)
     return p
 

@@ -183,7 +183,7 @@ def run_pipeline(project: Project, stages: Iterable[str], *, overrides: dict[str
     return out
 
 
-def next_stage(project: Project, engine: str = "pvp") -> str | None:
+def next_stage(project: Project, engine: str) -> str | None:
     from .engines import chain
 
     for name in chain(engine):

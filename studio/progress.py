@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,13 +84,3 @@ class Control:
             pass
         if self._cancel.is_set():
             raise Cancelled()
-
-
-class Timer:
-    """Elapsed-time helper for stages that fill `Progress.elapsed`."""
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-
-    def __call__(self) -> float:
-        return time.perf_counter() - self.start

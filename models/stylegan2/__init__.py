@@ -2,6 +2,7 @@
 checkpoint readers that never execute code from the file."""
 
 from .checkpoint import CheckpointError, load_generator, save_generator
-from .networks import Discriminator, Generator, GeneratorConfig
+from .discriminator import Discriminator
+from .networks import Generator, GeneratorConfig
 
 __all__ = ['CheckpointError', 'Discriminator', 'Generator', 'GeneratorConfig', 'load_generator', 'save_generator']

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .layers import Conv2dLayer, FullyConnectedLayer, assert_shape
+from .networks import MappingNetwork
 
 
 class DiscriminatorBlock(nn.Module):
@@ -138,7 +139,6 @@ class Discriminator(nn.Module):
     ):
         assert img_resolution >= 8 and img_resolution & (img_resolution - 1) == 0, 'img_resolution must be a power of two >= 8'
         super().__init__()
-        from .networks import MappingNetwork  # late import: networks re-exports this module
         self.c_dim = c_dim
         self.img_resolution = img_resolution
         self.img_resolution_log2 = int(np.log2(img_resolution))

@@ -420,6 +420,3 @@ class GeneratorConfig:
         if unknown:
             raise ValueError(f'GeneratorConfig: unknown fields {sorted(unknown)}')
         return cls(**d)
-
-
-from .discriminator import Discriminator  # noqa: E402,F401  (same family, re-exported for convenience)

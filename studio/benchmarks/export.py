@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..engines import ENGINES
+
 LIMIT = 1.10
 
 
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("project", help="a project with a trained avatar")
     ap.add_argument("--durations", type=float, nargs="+", default=[10.0, 60.0], help="turntable lengths in seconds")
     ap.add_argument("--fps", type=float, default=25.0)
-    ap.add_argument("--engine", choices=("pvp", "nerf"), default=None)
+    ap.add_argument("--engine", choices=tuple(ENGINES), default=None)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

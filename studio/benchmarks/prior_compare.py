@@ -32,7 +32,8 @@ from torch.nn import functional as F
 from ..project import Project
 from ..tracking.data import TrackingData
 from ..compute import apply_threads
-from ..pvp.common import load_frames, perceptual_loss, psnr_each, to_uint8
+from ..metrics import psnr_tensor, to_uint8
+from ..pvp.common import load_frames, perceptual_loss
 
 
 def _pca_latents(imgs: torch.Tensor, dim: int) -> torch.Tensor:
@@ -119,7 +120,7 @@ def evaluate(G, E, table: torch.Tensor, train_imgs: torch.Tensor, held: torch.Te
         if E is not None:
             w0 = E(held)
             rec = G.synthesis(w0[:, None].expand(-1, G.num_ws, -1), noise_mode="const")
-            out["direct_psnr"] = round(float(psnr_each(rec, held).mean()), 2)
+            out["direct_psnr"] = round(float(psnr_tensor(rec, held).mean()), 2)
         else:  # the latent of the training frame nearest in pixels
             a, b = F.adaptive_avg_pool2d(held, 32).flatten(1), F.adaptive_avg_pool2d(train_imgs, 32).flatten(1)
             w0 = table[torch.cdist(a, b).argmin(1)]
@@ -133,7 +134,7 @@ def evaluate(G, E, table: torch.Tensor, train_imgs: torch.Tensor, held: torch.Te
         opt.step()
     with torch.no_grad():
         rec = G.synthesis(w[:, None].expand(-1, G.num_ws, -1), noise_mode="const")
-    out["inverted_psnr"] = round(float(psnr_each(rec, held).mean()), 2)
+    out["inverted_psnr"] = round(float(psnr_tensor(rec, held).mean()), 2)
     out["inverted_ssim"] = round(float(np.mean(ssim_each(to_uint8(rec), to_uint8(held)))), 4)
     return out
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..compute import FreeCpuThreads, resolve_device
 from ..errors import ProjectError
+from ..metrics import to_uint8
 from ..nerf_format import FORMAT
 
 
@@ -79,7 +80,7 @@ class NerfEngine:
         with torch.no_grad(), self._cpu_threads():
             out = self.model.render(self.planes_for(codes), self._tensor(yaw).reshape(-1),
                                     self._tensor(pitch).reshape(-1))["image"]
-        return (out.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+        return to_uint8(out, (0, 1))
 
     def codes_for(self, controls: np.ndarray) -> np.ndarray:
         """(B, 2+E) controls → θ (B, D) through the expression mapper."""

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from ..compute import FreeCpuThreads, resolve_device
+from ..metrics import to_uint8
 
 
 class PVPEngine:
@@ -45,7 +46,7 @@ class PVPEngine:
             if edits is not None:
                 ws = edits.apply(ws) if hasattr(edits, "apply") else ws
             img = self.G.synthesis(ws, noise_mode="const")
-        return img.clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        return to_uint8(img)
 
 
 def load(project) -> PVPEngine:

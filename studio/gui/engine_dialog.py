@@ -36,9 +36,10 @@ def stages_for(project, choice: str) -> list[str]:
 
 
 class EngineDialog(QDialog):
-    """Pick an engine for Run all; `choice()` is "pvp", "nerf" or "both"."""
+    """Pick an engine for Run all; `choice()` is an engine's name or "both"; shows the expected
+    training time on this machine once a short speed test has run."""
 
-    def __init__(self, project, parent: QWidget | None = None, default: str = "pvp"):
+    def __init__(self, project, parent: QWidget | None = None, default: str = ""):
         from ..stages import REGISTRY
 
         super().__init__(parent)
@@ -77,6 +78,12 @@ class EngineDialog(QDialog):
         pick = default if self.plans.get(default) else first_enabled
         if pick:
             self.buttons[pick].setChecked(True)
+        self.estimate = QLabel("Expected time on this machine: measuring this machine's speed…")
+        self.estimate.setObjectName("Dim")
+        self.estimate.setWordWrap(True)
+        self.estimate.setFixedWidth(540)
+        lay.addWidget(self.estimate)
+        self._probe(project)
         self.box = QDialogButtonBox(QDialogButtonBox.Cancel)
         self.run_btn = self.box.addButton("Run", QDialogButtonBox.AcceptRole)
         self.run_btn.setObjectName("Primary")
@@ -84,6 +91,38 @@ class EngineDialog(QDialog):
         self.box.accepted.connect(self.accept)
         self.box.rejected.connect(self.reject)
         lay.addWidget(self.box)
+
+    def _probe(self, project) -> None:
+        """Time a few training steps in a background job (`studio.speed_probe`), then show, per
+        choice, how long its stages would take here."""
+        from .workers import run_job
+
+        preset, device = project.preset, project.device
+
+        def work():
+            from ..speed_probe import probe
+
+            return probe(preset, device)
+
+        run_job(work, self.show_estimate, lambda f: self.estimate.setText(
+            f"Expected time: the speed test failed ({f.message})."))
+
+    def show_estimate(self, est) -> None:
+        """Fill the expected times from a `SpeedEstimate` (seconds per stage)."""
+        from ..engines import ENGINES
+
+        try:
+            lines = []
+            for key, todo in self.plans.items():
+                secs = sum(est.stage_seconds.get(s, 0.0) for s in todo)
+                if todo:
+                    title = ENGINES[key].short if key in ENGINES else "Both"
+                    lines.append(f"{title}: about {max(1, round(secs / 60))} min")
+            where = "on the GPU" if est.device == "cuda" else f"on the CPU ({est.threads} threads)"
+            self.estimate.setText(f"Expected training time {where}, from a {est.probe_seconds:.0f}-second speed "
+                                  f"test: " + "; ".join(lines) + ".")
+        except RuntimeError:  # the dialog was closed before the probe finished
+            pass
 
     def choice(self) -> str | None:
         for key, rb in self.buttons.items():

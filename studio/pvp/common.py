@@ -4,23 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..metrics import from_uint8, to_uint8
 from ..tracking.data import TrackingData
-
-
-def to_tensor(imgs: np.ndarray) -> torch.Tensor:
-    """(N, H, W, 3) uint8 → (N, 3, H, W) float in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(imgs)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(N, 3, H, W) in [-1, 1] → (N, H, W, 3) uint8."""
-    return x.detach().clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-
-
-def psnr_each(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB of images in [-1, 1] (computed on the [0, 1] scale)."""
-    mse = ((a.clamp(-1, 1) - b.clamp(-1, 1)) / 2).pow(2).flatten(1).mean(1)
-    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
 
 
 def preview_grid(targets: torch.Tensor, outputs: torch.Tensor, k: int = 6) -> np.ndarray:
@@ -46,7 +31,7 @@ def load_personal_generator(project, device="cpu"):
 
 
 def load_frames(tracking: TrackingData, rows, resolution: int) -> torch.Tensor:
-    return to_tensor(tracking.crops(rows, size=resolution))
+    return from_uint8(tracking.crops(rows, size=resolution))
 
 
 def perceptual_loss(device):

@@ -20,7 +20,8 @@ from torch.nn import functional as F
 from ..atomic import atomic_path, write_json
 from ..config import opt, to_dict
 from ..loop import TrainingLoop
-from ..pvp.common import load_personal_generator, to_tensor, to_uint8
+from ..metrics import from_uint8, to_uint8
+from ..pvp.common import load_personal_generator
 from ..tracking.data import TrackingData
 from .base import StageContext, StageSpec, register
 
@@ -120,7 +121,7 @@ def run(ctx: StageContext, cfg: MappersConfig):
     G, pivots, pivot_rows = load_personal_generator(proj, dev)
     res = G.img_resolution
     yield ctx.progress(0, 1, part="data", message=f"loading {len(train)} training crops at {res}px")
-    imgs = to_tensor(trk.crops(train, size=res))
+    imgs = from_uint8(trk.crops(train, size=res))
     ctrl_all = torch.from_numpy(trk.controls(train))
     lo = ctrl_all.min(dim=0).values  # the range seen in training: sliders are clamped to it
     hi = ctrl_all.max(dim=0).values
@@ -172,7 +173,7 @@ def run(ctx: StageContext, cfg: MappersConfig):
     est_quality = {}
     if len(held):
         with torch.no_grad():
-            xh = to_tensor(trk.crops(held, size=res)).to(dev)
+            xh = from_uint8(trk.crops(held, size=res)).to(dev)
             pred = est(xh).cpu().numpy()
         truth = trk.controls(held)
         est_quality = {"estimator_yaw_mae": float(np.abs(pred[:, 0] - truth[:, 0]).mean()),

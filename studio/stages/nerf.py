@@ -26,6 +26,7 @@ from ..atomic import atomic_path, write_json
 from ..config import opt
 from ..errors import InputError
 from ..loop import TrainingLoop
+from ..metrics import psnr_tensor, to_uint8
 from ..nerf_format import FORMAT
 from .base import StageContext, StageSpec, register
 
@@ -137,16 +138,9 @@ def render_rows(model, data: FrameSet, idx, use_mapper: bool = True):
         return model(code, b["yaw"], b["pitch"])["image"].clamp(0, 1), b["image"]
 
 
-def psnr_tensor(a, b) -> float:
-    import torch
-
-    mse = torch.mean((a - b) ** 2, dim=(1, 2, 3)).clamp_min(1e-10)
-    return float(torch.mean(10 * torch.log10(1.0 / mse)))
-
-
-def to_uint8(x) -> np.ndarray:
-    """(B, 3, H, W) float [0, 1] tensor → (B, H, W, 3) uint8."""
-    return (x.detach().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+def mean_psnr(a, b) -> float:
+    """Mean per-image PSNR (dB) of two (B, 3, H, W) batches in [0, 1]."""
+    return float(psnr_tensor(a, b, (0, 1)).mean())
 
 
 def run(ctx: StageContext, cfg: NerfConfig):
@@ -209,7 +203,8 @@ def run(ctx: StageContext, cfg: NerfConfig):
     def preview():
         model.eval()
         img, gt = render_rows(model, held or data, preview_idx)
-        return np.concatenate([np.concatenate(list(to_uint8(gt)), 1), np.concatenate(list(to_uint8(img)), 1)], 0)
+        return np.concatenate([np.concatenate(list(to_uint8(gt, (0, 1))), 1),
+                               np.concatenate(list(to_uint8(img, (0, 1))), 1)], 0)
 
     yield from loop.part("train", cfg.steps, train, preview=preview, preview_every=cfg.preview_every,
                          progress_every=10)
@@ -240,13 +235,13 @@ def run(ctx: StageContext, cfg: NerfConfig):
     if "cut_short" in figures_loop:
         figures["cut_short"] = figures_loop["cut_short"]
     sub = torch.from_numpy(np.linspace(0, len(data) - 1, min(len(data), 48)).astype(int))
-    figures["train_psnr_mapper"] = round(psnr_tensor(*render_rows(model, data, sub)), 3)
-    figures["train_psnr_encoder"] = round(psnr_tensor(*render_rows(model, data, sub, use_mapper=False)), 3)
+    figures["train_psnr_mapper"] = round(mean_psnr(*render_rows(model, data, sub)), 3)
+    figures["train_psnr_encoder"] = round(mean_psnr(*render_rows(model, data, sub, use_mapper=False)), 3)
     if held is not None:
         chunks = [torch.arange(i, min(i + 16, len(held))) for i in range(0, len(held), 16)]
-        ps = [psnr_tensor(*render_rows(model, held, c)) * len(c) for c in chunks]  # per-frame mean
+        ps = [mean_psnr(*render_rows(model, held, c)) * len(c) for c in chunks]  # per-frame mean
         figures["heldout_psnr"] = round(float(np.sum(ps) / len(held)), 3)
-        figures["heldout_psnr_encoder"] = round(psnr_tensor(*render_rows(
+        figures["heldout_psnr_encoder"] = round(mean_psnr(*render_rows(
             model, held, torch.arange(len(held)), use_mapper=False)), 3)
     from safetensors.torch import save_file
 

@@ -36,7 +36,8 @@ from ..atomic import atomic_path
 from ..config import opt
 from ..errors import InputError, StudioError
 from ..loop import TrainingLoop
-from ..pvp.common import load_frames, pca_latents, perceptual_loss, preview_grid, psnr_each
+from ..metrics import psnr_tensor
+from ..pvp.common import load_frames, pca_latents, perceptual_loss, preview_grid
 from ..tracking.data import TrackingData
 from .base import StageContext, StageSpec, register
 
@@ -193,7 +194,7 @@ def run(ctx: StageContext, cfg: PriorConfig):
             E.eval()
             lat = torch.cat([E(imgs[i: i + 32].to(dev)) for i in range(0, len(imgs), 32)])
             rec = G.synthesis(E(held_imgs.to(dev))[:, None].expand(-1, G.num_ws, -1), noise_mode="const")
-            summary_held["heldout_psnr_encoder"] = round(float(psnr_each(rec, held_imgs.to(dev)).mean()), 2)
+            summary_held["heldout_psnr_encoder"] = round(float(psnr_tensor(rec, held_imgs.to(dev)).mean()), 2)
         else:
             lat = table.detach()
         G.mapping.w_avg.copy_(lat.mean(0))

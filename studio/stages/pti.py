@@ -28,7 +28,8 @@ from torch.nn import functional as F
 from ..atomic import atomic_path, write_json
 from ..config import opt
 from ..loop import TrainingLoop
-from ..pvp.common import load_frames, perceptual_loss, preview_grid, psnr_each, to_uint8
+from ..metrics import psnr_tensor, to_uint8
+from ..pvp.common import load_frames, perceptual_loss, preview_grid
 from ..tracking.data import TrackingData
 from .base import StageContext, StageSpec, register
 
@@ -170,7 +171,7 @@ def run(ctx: StageContext, cfg: PTIConfig):
     if "inv_psnr" not in loop.vars:
         with torch.no_grad():
             out = G.synthesis(_broadcast(ws, G.num_ws), noise_mode="const")
-            loop.vars["inv_psnr"] = float(psnr_each(out, targets).mean())
+            loop.vars["inv_psnr"] = float(psnr_tensor(out, targets).mean())
 
     # ---------------------------------------------------------------- 2. tuning
     G.requires_grad_(False).eval()
@@ -188,7 +189,7 @@ def run(ctx: StageContext, cfg: PTIConfig):
         with torch.no_grad():
             out = torch.cat([G_tuned.synthesis(_broadcast(w_piv[i: i + 16], G.num_ws), noise_mode="const")
                              for i in range(0, k, 16)])
-        return psnr_each(out, targets)
+        return psnr_tensor(out, targets)
 
     def tune_step(i: int) -> dict:
         idx = torch.from_numpy(loop.rng.choice(k, size=min(cfg.tune_batch, k), replace=False))
@@ -235,7 +236,7 @@ def run(ctx: StageContext, cfg: PTIConfig):
     with torch.no_grad():
         recon = torch.cat([G_tuned.synthesis(_broadcast(w_piv[i: i + 16], G.num_ws), noise_mode="const")
                            for i in range(0, k, 16)])
-    p = psnr_each(recon, targets).cpu().numpy()
+    p = psnr_tensor(recon, targets).cpu().numpy()
     s = ssim_each(to_uint8(recon), to_uint8(targets))
     held_summary = heldout_metrics(proj, trk, G_tuned, dev, cfg.heldout_invert_steps, perc, prior_latents, prior_rows)
     smooth = interpolation_smoothness(G_tuned, _broadcast(w_piv, G.num_ws), trk.pose[rows, 0])
@@ -292,7 +293,7 @@ def heldout_metrics(proj, trk: TrackingData, G, dev, steps: int, perc=None, prio
         if "encoder" in (proj.record("prior").get("outputs") or {}):
             w0 = load_encoder(proj, dev)(x)
             rec = G.synthesis(_broadcast(w0, G.num_ws), noise_mode="const")
-            out["heldout_psnr_direct"] = round(float(psnr_each(rec, x).mean()), 2)
+            out["heldout_psnr_direct"] = round(float(psnr_tensor(rec, x).mean()), 2)
         elif prior_latents is not None:
             frames = load_frames(trk, prior_rows, 32)
             w0 = nearest_latents(x, frames, prior_latents)
@@ -301,7 +302,7 @@ def heldout_metrics(proj, trk: TrackingData, G, dev, steps: int, perc=None, prio
     w = invert_w(G, x, w0, steps, perc) if steps else w0
     with torch.no_grad():
         rec = G.synthesis(_broadcast(w, G.num_ws), noise_mode="const")
-    out.update(heldout_psnr=round(float(psnr_each(rec, x).mean()), 2),
+    out.update(heldout_psnr=round(float(psnr_tensor(rec, x).mean()), 2),
                heldout_ssim=round(float(np.mean(ssim_each(to_uint8(rec), to_uint8(x)))), 4),
                heldout_frames=int(len(held)), heldout_invert_steps=steps)
     return out

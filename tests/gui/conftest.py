@@ -87,8 +87,7 @@ def fake_engines(monkeypatch):
     """Register fake avatar engines "fake" and "fake2", trained when `track` is done."""
     from gui_fakes import FakeTrackedEngine
 
-    from studio import avatar
-    from studio.stages import ENGINES
+    from studio.engines import ENGINES, EngineSpec
 
     made = {}
 
@@ -98,8 +97,7 @@ def fake_engines(monkeypatch):
             return made[name]
         return load
 
-    monkeypatch.setitem(ENGINES, "fake", ["track"])
-    monkeypatch.setitem(ENGINES, "fake2", ["track"])
-    monkeypatch.setitem(avatar.ENGINE_LOADERS, "fake", loader("fake"))
-    monkeypatch.setitem(avatar.ENGINE_LOADERS, "fake2", loader("fake2"))
+    for name in ("fake", "fake2"):  # no stages of their own: trained once ingest and track are done
+        monkeypatch.setitem(ENGINES, name, EngineSpec(name=name, title=name, short=name, stages=(),
+                                                      loader=loader(name)))
     return made

@@ -16,7 +16,6 @@ import numpy as np
 
 from studio.config import config_hash, opt, to_dict
 from studio.errors import InputError
-from studio.progress import Timer
 
 FAKE_TRAIN = "fake_train"
 FAKE_FAIL = "fake_fail"
@@ -38,10 +37,13 @@ FAKE_PRESETS = {"preview": FakeTrainConfig(), "quality": FakeTrainConfig(steps=4
 
 
 def fake_train_run(ctx, cfg: FakeTrainConfig):
-    """Fits a tiny conv net to a gradient image with torch, yielding losses and a preview each step."""
+    """Fits a tiny conv net to a gradient image with torch through the shared training loop,
+    yielding losses and a preview each step."""
     import torch
 
-    torch.manual_seed(0)
+    from studio.loop import TrainingLoop
+
+    loop = TrainingLoop(ctx, seed=0)
     s = cfg.size
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, s), torch.linspace(-1, 1, s), indexing="ij")
     target = torch.stack([xx.abs(), yy.abs(), (xx * yy + 1) / 2])[None]          # (1, 3, S, S)
@@ -49,9 +51,11 @@ def fake_train_run(ctx, cfg: FakeTrainConfig):
                               torch.nn.Conv2d(16, 3, 3, padding=1), torch.nn.Sigmoid())
     opt_ = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
     inp = torch.stack([xx, yy])[None]
-    timer = Timer()
-    for step in range(1, cfg.steps + 1):
-        ctx.check()
+    loop.track("net", net)
+    loop.track("opt", opt_)
+    last = {}
+
+    def step(i):
         if cfg.torch_work:
             out = net(inp)
             loss = torch.nn.functional.mse_loss(out, target)
@@ -61,12 +65,15 @@ def fake_train_run(ctx, cfg: FakeTrainConfig):
             lv = float(loss.detach())
             img = (out[0].detach().permute(1, 2, 0).numpy() * 255).astype(np.uint8)
         else:
-            lv, img = 1.0 / step, np.full((s, s, 3), step % 255, np.uint8)
-        grid = np.concatenate([img, (target[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)], 1)
+            lv, img = 1.0 / (i + 1), np.full((s, s, 3), (i + 1) % 255, np.uint8)
+        last["grid"] = np.concatenate([img, (target[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)], 1)
+        last["mse"] = lv
         time.sleep(cfg.step_seconds)
-        yield ctx.progress(step, cfg.steps, part="fit", message="fitting", losses={"mse": lv, "l1": lv ** 0.5},
-                           preview=grid, elapsed=timer())
-    return {"outputs": {}, "summary": {"final_mse": lv, "steps": cfg.steps}}
+        return {"mse": lv, "l1": lv ** 0.5}
+
+    yield from loop.part("fit", cfg.steps, step, preview=lambda: last["grid"], preview_every=1, message="fitting")
+    loop.finish()
+    return {"outputs": {}, "summary": {"final_mse": last["mse"], "steps": cfg.steps}}
 
 
 @dataclass
@@ -89,7 +96,7 @@ def register_fakes():
 
     added = []
     for spec in (
-        StageSpec(FAKE_TRAIN, "Fake training", FakeTrainConfig, FAKE_PRESETS, fake_train_run, engine="pvp",
+        StageSpec(FAKE_TRAIN, "Fake training", FakeTrainConfig, FAKE_PRESETS, fake_train_run, trains=True,
                   description="A test stage: fits a tiny network, with live losses and previews."),
         StageSpec(FAKE_FAIL, "Fake failure", FakeFailConfig, {"preview": FakeFailConfig()}, fake_fail_run,
                   description="A test stage that fails with a readable error."),

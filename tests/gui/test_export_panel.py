@@ -35,11 +35,9 @@ def tracked(tmp_path):
 
 def use_engine(monkeypatch, loader):
     """Register `loader` as the engine "fake", trained once `track` is done."""
-    from studio import avatar
-    from studio.stages import ENGINES
+    from studio.engines import ENGINES, EngineSpec
 
-    monkeypatch.setitem(ENGINES, "fake", ["track"])
-    monkeypatch.setitem(avatar.ENGINE_LOADERS, "fake", loader)
+    monkeypatch.setitem(ENGINES, "fake", EngineSpec(name="fake", title="fake", short="fake", stages=(), loader=loader))
 
 
 def open_export(window, project):
@@ -170,21 +168,21 @@ def test_no_avatar_notice(window, tmp_path, screenshot):
 def test_run_all_asks_which_engine(window, tmp_path, qtbot, monkeypatch, screenshot):
     from studio.gui.engine_dialog import stages_for
     from studio.project import Project
-    from studio.stages import ENGINES
+    from studio.engines import chain
 
     proj = Project.create(tmp_path / "fresh")
     window.open_project(proj.root)
     dlg = window.run_all()
     assert dlg is not None and dlg.isVisible() and not window.is_running()
     for key in ("pvp", "nerf"):
-        assert dlg.plans[key] == stages_for(proj, key) == ENGINES[key]
-    assert set(dlg.plans["both"]) == set(ENGINES["pvp"]) | set(ENGINES["nerf"])
+        assert dlg.plans[key] == stages_for(proj, key) == list(chain(key))
+    assert set(dlg.plans["both"]) == set(chain("pvp")) | set(chain("nerf"))
     screenshot(dlg, "run_all_engine")
     started = []
     monkeypatch.setattr(window, "start_run", lambda stages, overrides=None, force=(): started.append(stages))
     dlg.set_choice("nerf")
     dlg.run_btn.click()
-    assert started == [ENGINES["nerf"]]
+    assert started == [list(chain("nerf"))]
     assert window.settings.get("run_all_engine") == "nerf"
     dlg2 = window.run_all()
     assert dlg2.choice() == "nerf"  # remembered

@@ -4,7 +4,8 @@ truncation, fused vs unfused modulated convolution, a training step with R1."""
 import pytest
 import torch
 
-from models.stylegan2.networks import Discriminator, Generator, GeneratorConfig
+from models.stylegan2.discriminator import Discriminator
+from models.stylegan2.networks import Generator, GeneratorConfig
 
 
 def tiny_config(resolution=32):
