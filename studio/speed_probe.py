@@ -164,6 +164,8 @@ def probe(preset: str = "preview", device: str = "auto", steps: int = 2, resolut
     dev = torch.device("cuda" if (device == "cuda" or (device == "auto" and gpu)) else "cpu")
     cfg, G, E = _prior_networks(preset, resolution, dev)
     perc = perceptual_loss(dev)
+    if _STOP.is_set():
+        raise Cancelled("speed probe stopped", "the app is closing")
     b1, b2 = batches
     measured = {b: _time_steps(G, E, perc, b, cfg.resolution, steps, dev) for b in (b1, b2)}
     per_image = max(0.0, (measured[b2] - measured[b1]) / (b2 - b1))

@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .theme import apply_theme
 
+    owns_process = QApplication.instance() is None  # not started from inside another Qt program or a test
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "avatar-studio"])
     app.setApplicationName("Avatar Studio")
     app.setOrganizationName("avatar-studio")
@@ -88,8 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     from .workers import wait_for_jobs
 
     speed_probe.cancel()  # the welcome page's probe stops at its next step instead of holding the exit
-
     wait_for_jobs()
+    from . import workers
+
+    if any(job.isRunning() for job in list(getattr(workers, "_JOBS", ()))):
+        # a background job outlived the wait (a very loaded machine): Python's teardown would destroy its
+        # QThread while it runs, which aborts the process. Every write is atomic, so end here instead.
+        print("avatar-studio: background work was still running at exit; stopped it", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        if owns_process:
+            os._exit(code)
     return code
 
 

@@ -79,7 +79,7 @@ class WelcomePage(QWidget):
 
         if os.environ.get("AVATAR_STUDIO_SPEED_PROBE", "1") == "0":
             return
-        self.speed.setText("Measuring how fast this machine trains (a few seconds)…")
+        self.speed.setText("Measuring how fast this machine trains…")
 
         def done(est) -> None:
             try:
