@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Build the Linux one-folder bundle with PyInstaller:
+#   dist/avatar-studio/                         the app (run dist/avatar-studio/avatar-studio --help)
+#   dist/avatar-studio-linux-x86_64.tar.gz      the same folder with a .desktop entry, the icon and an installer
+#
+#   packaging/build.sh            CPU torch (default)
+#   packaging/build.sh --cuda     CUDA torch + torch's C++ headers for building the StyleGAN2 ops on a GPU
+#                                 machine (AVATAR_STUDIO_BUNDLE_VARIANT=cuda does the same; not built here)
+#
+# The build venv lives outside the repository, in $AVATAR_STUDIO_CACHE (default
+# ~/.cache/avatar-studio), keyed by a hash of pyproject.toml, the spec and the torch choice: a second
+# build reuses it. The project's own code is not installed into it: PyInstaller reads studio/ and
+# models/ from this checkout, so the bundle always holds the current sources.
+# Environment: PYTHON (a Python 3.11; default python3.11 or python3), TORCH_SPEC (default torch==2.13.0+cpu, or
+# torch==2.13.0 for --cuda), TORCH_INDEX (an extra pip index for torch, e.g. the PyTorch CPU wheel
+# index on machines whose pip has no CPU wheel), DIST_DIR (default <repo>/dist).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VARIANT=${AVATAR_STUDIO_BUNDLE_VARIANT:-cpu}
+[[ "${1:-}" == "--cuda" ]] && VARIANT=cuda
+case "$VARIANT" in
+  cpu) TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0+cpu} ;;
+  cuda) TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0} ;;
+  *) echo "error: AVATAR_STUDIO_BUNDLE_VARIANT must be cpu or cuda, not '$VARIANT'" >&2; exit 2 ;;
+esac
+PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
+"$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11)' || {
+  echo "error: $PYTHON is not Python 3.11 (the bundle is built with 3.11); set PYTHON=/path/to/python3.11" >&2; exit 2; }
+CACHE=${AVATAR_STUDIO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/avatar-studio}
+DIST=${DIST_DIR:-$REPO/dist}
+PYI_VERSION="pyinstaller>=6.10,<7"
+
+key=$( { cat "$REPO/pyproject.toml" "$REPO/packaging/avatar-studio.spec"; \
+         echo "$VARIANT $TORCH_SPEC ${TORCH_INDEX:-} $PYI_VERSION $("$PYTHON" -V 2>&1)"; } | sha256sum | cut -c1-16)
+VENV="$CACHE/build-venv-$key"
+t0=$(date +%s)
+
+if [[ ! -x "$VENV/bin/pyinstaller" || ! -f "$VENV/.complete" ]]; then
+  echo "== build venv: $VENV (new)"
+  rm -rf "$VENV"
+  mkdir -p "$CACHE"
+  "$PYTHON" -m venv "$VENV"   # built in place: .complete is written last, so a killed build starts over
+  PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
+  extra=()
+  [[ -n "${TORCH_INDEX:-}" ]] && extra=(--extra-index-url "$TORCH_INDEX")
+  "${PIP[@]}" "${extra[@]}" "$TORCH_SPEC"
+  # the project's dependencies from pyproject.toml, except torch/torchvision whose build is chosen above
+  mapfile -t deps < <("$VENV/bin/python" - "$REPO/pyproject.toml" "$TORCH_SPEC" <<'PY'
+import re, sys, tomllib
+data = tomllib.load(open(sys.argv[1], "rb"))
+torch_version = re.sub(r"^torch==", "", sys.argv[2]).split("+")[0]
+vision = {"2.13.0": "0.28.0", "2.14.1": "0.29.1"}  # the torchvision release that matches each torch
+for dep in data["project"]["dependencies"]:
+    name = re.split(r"[ <>=!~;\[]", dep, maxsplit=1)[0].lower()
+    if name == "torch":
+        continue
+    if name == "torchvision":
+        print(f"torchvision=={vision[torch_version]}" if torch_version in vision else "torchvision")
+        continue
+    print(dep)
+PY
+)
+  "${PIP[@]}" "${extra[@]}" "${deps[@]}" "$TORCH_SPEC" "$PYI_VERSION"
+  "$VENV/bin/python" -c 'import torch, PySide6, mediapipe; print("   torch", torch.__version__, "cuda", torch.version.cuda)'
+  touch "$VENV/.complete"
+else
+  echo "== build venv: $VENV (reused)"
+fi
+t1=$(date +%s)
+
+echo "== pyinstaller ($VARIANT)"
+mkdir -p "$DIST"
+WORK="$CACHE/pyinstaller-work-$key"
+(cd "$REPO" && AVATAR_STUDIO_BUNDLE_VARIANT=$VARIANT PYTHONPATH="$REPO" \
+  "$VENV/bin/pyinstaller" --noconfirm --log-level WARN --distpath "$DIST" --workpath "$WORK" \
+  packaging/avatar-studio.spec)
+APP="$DIST/avatar-studio"
+test -x "$APP/avatar-studio"
+
+# desktop integration: the entry, the icon, and a script that installs both for the current user
+cp "$REPO/packaging/avatar-studio.desktop" "$APP/avatar-studio.desktop"
+cp "$REPO/resources/icons/app.svg" "$APP/avatar-studio.svg"
+cp "$REPO/packaging/install-desktop-entry.sh" "$APP/install-desktop-entry.sh"
+chmod +x "$APP/install-desktop-entry.sh"
+echo "$VARIANT torch=$("$VENV/bin/python" -c 'import torch; print(torch.__version__)') built=$(date -u +%FT%TZ)" \
+  > "$APP/BUILD-INFO.txt"
+t2=$(date +%s)
+
+echo "== tar.gz"
+TAR="$DIST/avatar-studio-linux-x86_64.tar.gz"
+[[ "$VARIANT" == cuda ]] && TAR="$DIST/avatar-studio-linux-x86_64-cuda.tar.gz"
+tar -C "$DIST" -czf "$TAR.tmp" avatar-studio && mv "$TAR.tmp" "$TAR"
+t3=$(date +%s)
+
+echo "== done: $APP ($(du -sh "$APP" | cut -f1)), $TAR ($(du -sh "$TAR" | cut -f1))"
+echo "   venv $((t1 - t0)) s, pyinstaller $((t2 - t1)) s, tar $((t3 - t2)) s, total $((t3 - t0)) s"
