@@ -242,6 +242,21 @@ def write_sequence(path: str | os.PathLike, seq: FlameSequence, shape: np.ndarra
     return path
 
 
+def sequence_from_fit(fit, fps: float) -> FlameSequence:
+    """A `FlameFit` (studio.flame.fit) as a sequence with one row per tracked frame; frames that
+    were not fitted (no face) repeat the nearest fitted frame."""
+    rows = np.flatnonzero(fit.fitted)
+    if len(rows) == 0:
+        raise InputError("no fitted frame to export")
+    all_rows = np.arange(len(fit.fitted))
+    nearest = rows[np.clip(np.searchsorted(rows, all_rows), 0, len(rows) - 1)]
+    before = rows[np.clip(np.searchsorted(rows, all_rows) - 1, 0, len(rows) - 1)]
+    nearest = np.where(np.abs(before - all_rows) < np.abs(nearest - all_rows), before, nearest)
+    return FlameSequence(expression=fit.expression[nearest], jaw=fit.jaw[nearest], pose=fit.rotation[nearest],
+                         fps=float(fps), eyes=fit.eyes[nearest] if fit.eyes_fitted else None,
+                         eyelids=fit.eyelids[nearest] if np.any(fit.eyelids) else None, layout="avatar-studio")
+
+
 # ----------------------------------------------------------------------------------------------
 # normalisation (PVP, appendix B)
 
