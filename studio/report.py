@@ -63,6 +63,18 @@ def contact_sheet(tracking, path: Path, count: int = 24, thumb: int = 176) -> Pa
     return path
 
 
+def damage_notes(meta: dict) -> list[str]:
+    """The damaged-media notes of a tracking run (ingest's and the decoder's), for the report."""
+    damage = meta.get("damage") or {}
+    return [f"DAMAGED VIDEO: {n}" for n in (damage.get("ingest") or []) + (damage.get("decode") or [])]
+
+
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
+
+
 def curves_plot(tracking, path: Path, pivots: np.ndarray | None = None) -> Path:
     import matplotlib
 
@@ -76,19 +88,28 @@ def curves_plot(tracking, path: Path, pivots: np.ndarray | None = None) -> Path:
     series = [("yaw (°)", tracking.pose[:, 0]), ("pitch (°)", tracking.pose[:, 1]),
               ("jaw open", tracking.expr[:, names.index("jaw_open")])]
     _, held = tracking.split()
+    damage = tracking.meta.get("damage") or {}
+    lost = damage.get("lost") or []
     for ax, (name, y) in zip(axes, series):
         yy = np.where(v, y, np.nan)
         ax.plot(t, yy, lw=1.2, color="#3a7bd5")
         if len(held):
             ax.axvspan(t[held[0]], t[-1], color="#999999", alpha=0.15, lw=0)
+        for a, b in lost:
+            ax.axvspan(a, b, color="#d62728", alpha=0.25, lw=0)
         if pivots is not None and len(pivots):
             ax.plot(t[pivots], yy[pivots], "o", ms=3.5, color="#e4572e")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-    axes[-1].set_xlabel("time (s)  — shaded: held-out frames" + ("; dots: pivots" if pivots is not None else ""))
+    axes[-1].set_xlabel("time (s)  — shaded: held-out frames" + ("; red: video that could not be decoded" if lost
+                                                                 else "") + ("; dots: pivots" if pivots is not None else ""))
     s = tracking.meta.get("summary", {})
-    fig.suptitle(f"Tracking: {s.get('tracked', v.sum())}/{s.get('frames', len(v))} frames, yaw "
-                 f"{s.get('yaw_range')}°, pitch {s.get('pitch_range')}°", fontsize=10)
+    title = (f"Tracking: {s.get('tracked', v.sum())}/{s.get('frames', len(v))} frames, yaw "
+             f"{s.get('yaw_range')}°, pitch {s.get('pitch_range')}°")
+    notes = damage_notes(tracking.meta)
+    if notes:
+        title += "\n" + "\n".join(_wrap(n, 150) for n in notes[:3])
+    fig.suptitle(title, fontsize=10 if not notes else 8, color="black" if not notes else "#a01010")
     fig.tight_layout()
     write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
     plt.close(fig)

@@ -4,6 +4,11 @@
 - `FrameReader` streams upright RGB frames one at a time (memory does not grow with length),
   with optional trim, a constant target frame rate (variable-frame-rate phone clips are
   resampled to it) and a downscale cap for very large videos.
+  It also watches the decoder: frames that could not be decoded (gaps in the decoded
+  timestamps, which the constant-rate filter would otherwise fill with copies of the last good
+  frame) and decoder errors end up in `FrameReader.report` (a `DecodeReport`).
+- `scan_media` reads every packet's timestamp without decoding (fast): a clip cut short, or
+  with stretches of video or audio missing, is found at ingest (a `MediaScan`).
 - `extract_audio` keeps the audio track (trimmed to the same span) for export.
 """
 from __future__ import annotations
@@ -12,7 +17,8 @@ import math
 import os
 import re
 import subprocess
-from dataclasses import dataclass, asdict
+import threading
+from dataclasses import dataclass, asdict, field
 from pathlib import Path
 from typing import Iterator
 
@@ -70,6 +76,14 @@ _FPS = re.compile(r"(\d+(?:\.\d+)?) fps")
 _TBR = re.compile(r"(\d+(?:\.\d+)?k?) tbr")
 _ROT_TAG = re.compile(r"rotate\s*:\s*(-?\d+)")
 _ROT_MATRIX = re.compile(r"rotation of (-?\d+(?:\.\d+)?) degrees")
+_STILL = re.compile(r"Input #0, (?:\w+_pipe|image2)\b")
+
+
+def _starts_like_mp4(path: Path) -> bool:
+    """An MP4 / MOV file begins with one of these boxes (size, then the 4-letter type)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return len(head) == 8 and head[4:8] in (b"ftyp", b"mdat", b"wide", b"free", b"skip", b"pnot", b"moov")
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:
@@ -84,9 +98,15 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True,
                           errors="replace")
     text = proc.stderr
+    if "moov atom not found" in text and _starts_like_mp4(path):
+        raise InputError(f"the video {path.name} is incomplete: its index (the MP4 'moov' box) is missing, so no "
+                         f"frame can be found (the recording or the copy was cut off)",
+                         "copy the whole file again from the phone, or export the clip again")
+    if _STILL.search(text):
+        raise InputError(f"{path.name} is a still image, not a video", "choose a video file (MP4, MOV, ...)")
     m = _VIDEO.search(text)
     if m is None:
-        if "Invalid data found" in text or "moov atom not found" in text or "Stream #" not in text:
+        if "Invalid data found" in text or "Stream #" not in text:
             raise InputError(f"{path.name} is not a video file that can be read (damaged or another kind of file)",
                              "export the clip again as MP4 or MOV")
         raise InputError(f"{path.name} has no video stream", "choose a file with a video track")
@@ -171,73 +191,302 @@ def plan_decode(info: VideoInfo, start: float = 0.0, end: float | None = None, f
                           fps=float(fps or round(info.fps, 3)), max_frames=max_frames, width=ow, height=oh)
 
 
+GAP_MIN_S = 0.25
+"""A jump between consecutive timestamps longer than this (and than 4 frame intervals) is a gap."""
+
+
+def find_gaps(times, interval: float) -> list[tuple[float, float]]:
+    """(last time before, first time after) for each jump in sorted `times` longer than a gap."""
+    t = sorted(times)
+    limit = max(GAP_MIN_S, 4.0 * interval)
+    return [(a, b) for a, b in zip(t, t[1:]) if b - a > limit]
+
+
+def _fmt_s(x: float) -> str:
+    return f"{x:.1f} s"
+
+
+@dataclass
+class DecodeReport:
+    """What the decoder saw while a `FrameReader` ran (times in seconds from the trim start)."""
+
+    frames: int = 0
+    """Frames handed out (after the constant-rate resampling)."""
+    decoded: int = 0
+    """Frames the decoder produced (before resampling)."""
+    first: float | None = None
+    """Time of the first decoded frame."""
+    last: float | None = None
+    """Time of the last decoded frame."""
+    lost: list = field(default_factory=list)
+    """[start, end] of each stretch the decoder produced no frame for (the frames handed out
+    there repeat the last good one)."""
+    errors: int = 0
+    """Error / warning lines from ffmpeg."""
+    messages: list = field(default_factory=list)
+    """The first few of them, as ffmpeg wrote them."""
+    complete: bool = False
+    """The whole clip was read (not stopped early by the caller)."""
+    returncode: int | None = None
+
+    @property
+    def lost_seconds(self) -> float:
+        return float(sum(b - a for a, b in self.lost))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_PTS_TIME = re.compile(r"\] \[info\] n:\s*\d+ pts:\s*-?\d+ pts_time:(-?[\d.]+)")
+_LEVEL = re.compile(r"\[(error|fatal|panic|warning)\] ")
+
+
 class FrameReader:
     """Iterate upright RGB uint8 frames (H, W, 3) of a clip, one at a time.
 
     ffmpeg applies the rotation tag (autorotate), square pixels, trim, constant rate and the
-    downscale; Python holds one frame at a time.
+    downscale; Python holds one frame at a time. ffmpeg's log is read on a thread as it comes
+    (so a clip full of decode errors cannot stall the pipe) and summed up in `report` once the
+    iteration ends.
     """
 
-    def __init__(self, path: str | os.PathLike, settings: DecodeSettings, threads: int = 1):
+    def __init__(self, path: str | os.PathLike, settings: DecodeSettings, threads: int = 1, max_messages: int = 8):
         self.path = str(path)
         self.settings = settings
         self.threads = threads
+        self.max_messages = max_messages
+        self.report: DecodeReport | None = None
         self._proc: subprocess.Popen | None = None
+        self._log_thread: threading.Thread | None = None
+        self._times: list[float] = []
+        self._errors = 0
+        self._messages: list[str] = []
+        self._frames = 0
 
     def command(self) -> list[str]:
         s = self.settings
-        cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-threads", str(self.threads)]
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostats", "-loglevel", "level+info", "-nostdin", "-threads",
+               str(self.threads)]
         if s.start > 0:
             cmd += ["-ss", f"{s.start:.3f}"]
         cmd += ["-i", self.path]
         if s.end is not None:
             cmd += ["-t", f"{s.end - s.start:.3f}"]
-        vf = f"fps={s.fps},scale={s.width}:{s.height}:flags=area,setsar=1"
+        # showinfo (before the constant-rate filter) logs each decoded frame's time: gaps there are
+        # frames the decoder could not produce
+        vf = f"showinfo=checksum=0,fps={s.fps},scale={s.width}:{s.height}:flags=area,setsar=1"
         cmd += ["-an", "-sn", "-vf", vf, "-pix_fmt", "rgb24", "-f", "rawvideo"]
         if s.max_frames:
             cmd += ["-frames:v", str(s.max_frames)]
         cmd += ["pipe:1"]
         return cmd
 
+    def _read_log(self, stream) -> None:
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", "replace")
+            m = _PTS_TIME.search(line)
+            if m:
+                self._times.append(float(m.group(1)))
+                continue
+            if _LEVEL.search(line):
+                self._errors += 1
+                if len(self._messages) < self.max_messages:
+                    self._messages.append(line.strip())
+
     def __iter__(self) -> Iterator[np.ndarray]:
         s = self.settings
         nbytes = s.width * s.height * 3
+        self._times, self._errors, self._messages, self._frames = [], 0, [], 0
+        self.report = None
         self._proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       bufsize=nbytes * 2)
         proc = self._proc
+        self._log_thread = threading.Thread(target=self._read_log, args=(proc.stderr,), name="ffmpeg-log",
+                                            daemon=True)
+        self._log_thread.start()
+        complete = False
         try:
             while True:
                 buf = proc.stdout.read(nbytes)
                 if not buf or len(buf) < nbytes:
+                    complete = True
                     break
+                self._frames += 1
                 yield np.frombuffer(buf, np.uint8).reshape(s.height, s.width, 3)
         finally:
-            self.close()
+            self._finish(complete)
 
-    def close(self) -> None:
+    def _finish(self, complete: bool) -> None:
         proc = self._proc
         if proc is None:
             return
         self._proc = None
-        if proc.poll() is None:
+        if not complete and proc.poll() is None:
             proc.kill()
         try:
-            proc.communicate(timeout=5)
-        except Exception:  # pragma: no cover
-            pass
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            proc.kill()
+            proc.wait()
+        if self._log_thread is not None:
+            self._log_thread.join(timeout=10)
+        for f in (proc.stdout, proc.stderr):
+            try:
+                f.close()
+            except Exception:  # pragma: no cover
+                pass
+        times = sorted(self._times)
+        interval = 1.0 / self.settings.fps if self.settings.fps else 1.0 / 30
+        if len(times) > 2:
+            interval = max(float(np.median(np.diff(times))), 1e-3)
+        lost = [[round(a + interval, 3), round(b, 3)] for a, b in find_gaps(times, interval)]
+        if complete and times and times[0] > max(GAP_MIN_S, 4 * interval):
+            lost.insert(0, [0.0, round(times[0], 3)])
+        self.report = DecodeReport(frames=self._frames, decoded=len(times), first=times[0] if times else None,
+                                   last=times[-1] if times else None, lost=lost, errors=self._errors,
+                                   messages=list(self._messages), complete=complete, returncode=proc.returncode)
+
+    def close(self) -> None:
+        self._finish(False)
 
 
 def read_frames(path: str | os.PathLike, settings: DecodeSettings) -> Iterator[np.ndarray]:
     return iter(FrameReader(path, settings))
 
 
+@dataclass
+class StreamScan:
+    """Packet timestamps of one stream, read without decoding (seconds)."""
+
+    packets: int
+    start: float
+    """Time of the first packet."""
+    end: float
+    """End of the last packet (its time plus its duration)."""
+    gaps: list
+    """[last time before, first time after] for each stretch with no packets."""
+
+
+@dataclass
+class MediaScan:
+    """What a packet-level read of the whole file found (`scan_media`)."""
+
+    duration: float
+    """Duration the file's header promises (seconds; 0 when unknown)."""
+    video: StreamScan | None
+    audio: StreamScan | None
+    messages: list = field(default_factory=list)
+    """The demuxer's error / warning lines (the first few)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def readable(self, start: float = 0.0, end: float | None = None) -> float:
+        """Seconds of the span [start, end] (end None = the header's end) that have video."""
+        stop = end if end is not None else (self.duration or (self.video.end if self.video else 0.0))
+        if self.video is None or self.video.packets == 0:
+            return 0.0
+        have = max(0.0, min(stop, self.video.end) - max(start, self.video.start))
+        for a, b in self.video.gaps:
+            have -= max(0.0, min(b, stop) - max(a, start))
+        return max(0.0, have)
+
+    def damage(self, start: float = 0.0, end: float | None = None, fps: float = 30.0) -> dict:
+        """Problems within the span [start, end]: {"video_lost_s", "audio_lost_s", "notes": [...]}.
+
+        Each note is one plain sentence for the user saying what is missing and that the rest is
+        used."""
+        stop = end if end is not None else self.duration
+        notes: list[str] = []
+        out = {"video_lost_s": 0.0, "audio_lost_s": 0.0, "notes": notes}
+        tol = max(0.3, 3.0 / (fps or 30.0))
+        for kind, st in (("video", self.video), ("audio", self.audio)):
+            if st is None or not stop:
+                continue
+            lost, parts = 0.0, []
+            tail = stop - max(st.end, start)
+            if st.packets == 0 or st.end <= start:
+                lost = stop - start
+                parts.append("none of it can be read")
+            elif tail > tol:
+                lost += tail
+                parts.append(f"it stops at {_fmt_s(st.end - start)} of {_fmt_s(stop - start)} "
+                             f"({_fmt_s(tail)} missing at the end" + ("; the file looks cut off)" if kind == "video"
+                                                                     else ")"))
+            inner = [(a, b) for a, b in st.gaps if b > start and a < stop]
+            if inner:
+                gl = sum(min(b, stop) - max(a, start) for a, b in inner)
+                lost += gl
+                where = ", ".join(f"{max(a, start) - start:.1f}–{min(b, stop) - start:.1f} s" for a, b in inner[:3])
+                parts.append(f"{len(inner)} stretch{'es' if len(inner) > 1 else ''} ({_fmt_s(gl)}) missing at {where}"
+                             + (" …" if len(inner) > 3 else ""))
+            if not parts:
+                continue
+            out[f"{kind}_lost_s"] = round(lost, 2)
+            if kind == "video":
+                notes.append(f"the video is damaged: {'; '.join(parts)}; {_fmt_s(lost)} of video lost, "
+                             f"the remaining {_fmt_s(max(0.0, stop - start - lost))} are used")
+            else:
+                notes.append(f"the audio track is incomplete: {'; '.join(parts)}; exports will be silent for "
+                             f"those {_fmt_s(lost)}, the rest of the sound is kept")
+        return out
+
+
+_CRC_TB = re.compile(r"^#tb (\d+): (\d+)/(\d+)")
+
+
+def scan_media(path: str | os.PathLike, info: VideoInfo | None = None, max_messages: int = 8) -> MediaScan:
+    """Read the timestamp of every video and audio packet without decoding (about as fast as
+    reading the file): a file cut short or with stretches missing shows up here."""
+    info = info or probe(path)
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "level+warning", "-i", str(path),
+           "-map", "0:v:0"] + (["-map", "0:a:0"] if info.has_audio else []) + ["-c", "copy", "-f", "framecrc", "-"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+    tb: dict[int, float] = {}
+    times: dict[int, list[float]] = {0: [], 1: []}
+    ends: dict[int, float] = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("#"):
+            m = _CRC_TB.match(line)
+            if m:
+                tb[int(m.group(1))] = int(m.group(2)) / int(m.group(3))
+            continue
+        parts = line.split(",")
+        if len(parts) < 5:
+            continue
+        try:
+            idx, pts, dur = int(parts[0]), int(parts[2]), int(parts[3])
+        except ValueError:
+            continue
+        if idx not in tb or abs(pts) > 2 ** 60:
+            continue
+        t = pts * tb[idx]
+        times.setdefault(idx, []).append(t)
+        ends[idx] = max(ends.get(idx, t), t + max(dur, 0) * tb[idx])
+    messages = [ln.strip() for ln in proc.stderr.splitlines() if _LEVEL.search(ln)][:max_messages]
+
+    def stream(idx: int, interval: float) -> StreamScan:
+        t = times.get(idx, [])
+        if not t:
+            return StreamScan(0, 0.0, 0.0, [])
+        return StreamScan(len(t), round(min(t), 3), round(ends[idx], 3),
+                          [[round(a, 3), round(b, 3)] for a, b in find_gaps(t, interval)])
+
+    video = stream(0, 1.0 / (info.fps or 30.0))
+    audio = stream(1, 0.05) if info.has_audio else None
+    return MediaScan(duration=info.duration, video=video, audio=audio, messages=messages)
+
+
 def extract_audio(video: str | os.PathLike, dst: str | os.PathLike, start: float = 0.0,
-                  end: float | None = None) -> bool:
-    """Write the trimmed audio track to `dst` (AAC in .m4a). Returns False when there is none."""
+                  end: float | None = None) -> list[str]:
+    """Write the trimmed audio track to `dst` (AAC in .m4a).
+
+    Returns the decoder's error lines (empty for a clean track; the rest of a damaged track is
+    still written). Raises `_NoAudio` (with the reason) when nothing could be written."""
     from .atomic import atomic_path
 
     with atomic_path(dst) as tmp:
-        cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
+        cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "level+warning", "-nostdin", "-y"]
         if start > 0:
             cmd += ["-ss", f"{start:.3f}"]
         cmd += ["-i", str(video)]
@@ -245,9 +494,10 @@ def extract_audio(video: str | os.PathLike, dst: str | os.PathLike, start: float
             cmd += ["-t", f"{end - start:.3f}"]
         cmd += ["-vn", "-sn", "-map", "0:a:0", "-c:a", "aac", "-b:a", "160k", "-f", "mp4", str(tmp)]
         proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
-        if proc.returncode != 0 or tmp.stat().st_size == 0:
-            raise _NoAudio()
-    return True
+        errors = [ln.strip() for ln in proc.stderr.splitlines() if _LEVEL.search(ln)]
+        if proc.returncode != 0 or not tmp.exists() or tmp.stat().st_size == 0:
+            raise _NoAudio(errors[-1] if errors else f"ffmpeg exit code {proc.returncode}")
+    return errors
 
 
 class _NoAudio(Exception):

@@ -1,11 +1,11 @@
-"""Ingest: probing, rotation tags, trim / rate / cap, variable frame rate, audio."""
+"""Ingest: probing, rotation tags, trim / rate / cap, variable frame rate, audio, damaged files."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from studio.errors import InputError
-from studio.video import FrameReader, extract_audio, media_duration, plan_decode, probe
+from studio.video import FrameReader, extract_audio, media_duration, plan_decode, probe, scan_media
 from tests.conftest import ffmpeg
 
 
@@ -57,6 +57,107 @@ def test_variable_frame_rate_is_resampled(tmp_path, short_clip):
 
 def test_audio_is_kept_and_trimmed(tmp_path, short_clip):
     dst = tmp_path / "a.m4a"
-    assert extract_audio(short_clip, dst, start=0.3, end=1.0)
+    assert extract_audio(short_clip, dst, start=0.3, end=1.0) == []  # no decoder errors
     d = media_duration(dst)
     assert d["audio_seconds"] == pytest.approx(0.7, abs=0.08)
+
+
+# ----------------------------------------------------------------------------- damaged files
+@pytest.fixture(scope="module")
+def pattern_clip(tmp_path_factory):
+    """6 s of test pattern (30 fps, a keyframe every second) with a tone, index at the front."""
+    out = tmp_path_factory.mktemp("damaged") / "pattern.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=30:duration=6", "-f", "lavfi", "-i",
+           "sine=frequency=440:duration=6", "-c:v", "libx264", "-preset", "ultrafast", "-g", "30", "-c:a", "aac",
+           "-movflags", "+faststart", str(out))
+    return out
+
+
+def _truncate(src, dst, keep: float):
+    data = src.read_bytes()
+    dst.write_bytes(data[: int(len(data) * keep)])
+    return dst
+
+
+def test_clip_cut_in_half_is_found_by_the_scan(tmp_path, pattern_clip):
+    half = _truncate(pattern_clip, tmp_path / "half.mp4", 0.5)
+    info = probe(half)
+    assert info.duration == pytest.approx(6.0, abs=0.05)  # the header still promises 6 s
+    scan = scan_media(half, info)
+    assert 2.0 < scan.video.end < 4.0 and scan.audio.end < 4.0
+    dmg = scan.damage(fps=info.fps)
+    assert dmg["video_lost_s"] == pytest.approx(6.0 - scan.video.end, abs=0.05)
+    assert dmg["audio_lost_s"] > 2.0
+    assert any("the video is damaged: it stops at" in n and "are used" in n for n in dmg["notes"])
+    assert any(n.startswith("the audio track is incomplete: it stops at") for n in dmg["notes"])
+    assert scan.readable() == pytest.approx(scan.video.end, abs=0.05)
+    # a trim that ends before the damage sees none
+    assert scan.damage(0.0, 1.5, fps=30)["notes"] == []
+    # decoding stops at the same point (and the reader does not hang on the decoder's errors)
+    r = FrameReader(half, plan_decode(info))
+    n = sum(1 for _ in r)
+    assert abs(n - scan.video.end * 30) <= 2 and r.report.complete and r.report.errors > 0
+    # the intact file has nothing to report
+    good = scan_media(pattern_clip)
+    assert good.damage(fps=30)["notes"] == [] and good.readable() == pytest.approx(6.0, abs=0.05)
+
+
+def test_undecodable_stretch_is_reported_with_its_time(tmp_path, pattern_clip):
+    """Zeroed bytes in the middle of an MP4: the packets are still indexed (the scan sees nothing)
+    but the decoder produces no frame for them, and the constant-rate filter repeats the last
+    good frame; the reader finds the stretch from the decoded timestamps."""
+    data = bytearray(pattern_clip.read_bytes())
+    n = len(data)
+    data[n // 2: n // 2 + n // 10] = bytes(n // 10)
+    bad = tmp_path / "zeroed.mp4"
+    bad.write_bytes(bytes(data))
+    r = FrameReader(bad, plan_decode(probe(bad)))
+    frames = [f.copy() for f in r]
+    rep = r.report
+    assert len(frames) == 180  # same count as the intact clip: the gap is filled with repeats
+    assert len(rep.lost) == 1 and rep.decoded < 180 and rep.errors > 0
+    a, b = rep.lost[0]
+    repeats = [i for i in range(1, len(frames)) if np.array_equal(frames[i], frames[i - 1])]
+    assert len(repeats) == 180 - rep.decoded
+    # the stretch the reader reports is exactly where the repeated frames are
+    assert abs(repeats[0] / 30 - a) < 0.02 and abs((repeats[-1] + 1) / 30 - b) < 0.02
+    assert rep.lost_seconds == pytest.approx((180 - rep.decoded) / 30, abs=0.04)
+
+
+def test_missing_stretch_in_a_stream_without_index(tmp_path, pattern_clip):
+    ts = tmp_path / "clip.ts"
+    ffmpeg("-i", str(pattern_clip), "-c", "copy", "-f", "mpegts", str(ts))
+    data = ts.read_bytes()
+    cut = len(data) // 2 // 188 * 188
+    holed = tmp_path / "holed.ts"
+    holed.write_bytes(data[:cut] + data[cut + 188 * 700:])  # 700 transport packets gone
+    scan = scan_media(holed)
+    assert len(scan.video.gaps) == 1 and len(scan.audio.gaps) == 1
+    dmg = scan.damage(fps=30)
+    assert 0.3 < dmg["video_lost_s"] < 3.0
+    assert any("1 stretch" in n and "missing at" in n for n in dmg["notes"])
+
+
+def test_index_missing_and_still_image_are_refused(tmp_path, pattern_clip):
+    tail_index = tmp_path / "tail.mp4"
+    ffmpeg("-i", str(pattern_clip), "-c", "copy", str(tail_index))  # index written at the end
+    cut = _truncate(tail_index, tmp_path / "cut.mp4", 0.6)
+    with pytest.raises(InputError, match="incomplete"):
+        probe(cut)
+    still = tmp_path / "photo.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48", "-frames:v", "1", "-f", "image2", "-c:v", "png", str(still))
+    with pytest.raises(InputError, match="still image"):
+        probe(still)
+
+
+def test_audio_cut_short_is_reported_and_the_rest_kept(tmp_path):
+    short_audio = tmp_path / "short_audio.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=30:duration=6", "-f", "lavfi", "-i",
+           "sine=frequency=440:duration=2.5", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac",
+           str(short_audio))
+    dmg = scan_media(short_audio).damage(fps=30)
+    assert dmg["video_lost_s"] == 0.0 and dmg["audio_lost_s"] == pytest.approx(3.5, abs=0.1)
+    assert dmg["notes"] == ["the audio track is incomplete: it stops at 2.5 s of 6.0 s (3.5 s missing at the end); "
+                            "exports will be silent for those 3.5 s, the rest of the sound is kept"]
+    assert extract_audio(short_audio, tmp_path / "a.m4a") == []
+    assert media_duration(tmp_path / "a.m4a")["audio_seconds"] == pytest.approx(2.5, abs=0.1)

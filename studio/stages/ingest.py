@@ -1,15 +1,19 @@
-"""Stage `ingest`: read the video's header, choose how it is decoded, keep the audio.
+"""Stage `ingest`: read the video's header, check the file, choose how it is decoded, keep the audio.
 
 Nothing is copied: the project records the source path and the decode settings (trim,
 constant frame rate, frame cap, upright size) so every later stage sees the same frames.
+Every packet's timestamp is read (no decoding, about as fast as reading the file), so a clip
+that is cut short or has stretches of video or audio missing is reported here — how many
+seconds are lost and that the rest is used — in the warnings and the summary.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..config import opt
 from ..errors import InputError
-from ..video import _NoAudio, extract_audio, plan_decode, probe
+from ..video import _NoAudio, extract_audio, plan_decode, probe, scan_media
 from .base import StageContext, StageSpec, register
 from ..atomic import write_json
 
@@ -31,31 +35,57 @@ PRESETS = {"preview": IngestConfig(), "quality": IngestConfig(max_side=2048)}
 
 def run(ctx: StageContext, cfg: IngestConfig):
     src = ctx.project.source_video
-    yield ctx.progress(0, 2, part="probe", message=f"reading {src.name}")
+    yield ctx.progress(0, 3, part="probe", message=f"reading {src.name}")
     info = probe(src)
     if info.duration <= 0.0 and info.codec == "":
         raise InputError(f"{src.name} has no frames", "choose another video")
     settings = plan_decode(info, start=cfg.start, end=cfg.end, fps=cfg.fps, max_frames=cfg.max_frames,
                            max_side=cfg.max_side)
+    yield ctx.progress(1, 3, part="check", message="checking the file for damage")
+    scan = scan_media(src, info)
+    if scan.video is None or scan.video.packets == 0:
+        raise InputError(f"no video frame can be read from {src.name} (the file is damaged or cut off)",
+                         "copy the whole file again from the phone, or export the clip again")
+    damage = scan.damage(settings.start, settings.end, fps=info.fps)
+    readable = scan.readable(settings.start, settings.end)
+    if readable <= 0.0:
+        raise InputError(f"{src.name} has no readable video in the chosen span "
+                         f"({settings.start:.1f}–{(settings.end or info.duration):.1f} s)",
+                         "choose another trim, or copy the whole file again")
+    warnings = list(damage["notes"])
     outputs = {"video": f"{ctx.stage}/video.json"}
     audio = False
     if cfg.keep_audio and info.has_audio:
-        yield ctx.progress(1, 2, part="audio", message="keeping the audio track")
+        yield ctx.progress(2, 3, part="audio", message="keeping the audio track")
         try:
-            audio = extract_audio(src, ctx.workdir / "audio.m4a", settings.start, settings.end)
+            errors = extract_audio(src, ctx.workdir / "audio.m4a", settings.start, settings.end)
+            audio = True
             outputs["audio"] = f"{ctx.stage}/audio.m4a"
-        except _NoAudio:
-            audio = False
-    write_json(ctx.workdir / "video.json", {"info": info.to_dict(), "decode": settings.to_dict(), "audio": audio})
+            if errors and not damage["audio_lost_s"]:
+                warnings.append(f"the audio track has damaged parts ({len(errors)} decoder errors); they may be "
+                                f"silent or crackle in exports, the rest is kept")
+        except _NoAudio as exc:
+            warnings.append(f"the audio track could not be read ({exc}); exports will be silent")
+    # frames the clip will give, from the span that can actually be read
+    expected = settings.expected_frames(info)
+    if damage["video_lost_s"] and expected:
+        expected = min(expected, int(math.floor(readable * settings.fps + 0.5)))
+    write_json(ctx.workdir / "video.json", {"info": info.to_dict(), "decode": settings.to_dict(), "audio": audio,
+                                            "scan": scan.to_dict(), "damage": damage, "expected_frames": expected})
     w, h = info.display_size
-    warnings = []
     if (w, h) != (settings.width, settings.height):
         warnings.append(f"the video is large ({w}x{h}); frames are downscaled to {settings.width}x{settings.height}")
-    yield ctx.progress(2, 2, part="done")
-    return {"outputs": outputs, "warnings": warnings,
-            "summary": {"size": f"{settings.width}x{settings.height}", "rotation": info.rotation, "fps": settings.fps,
-                        "duration_s": round(info.duration, 2), "expected_frames": settings.expected_frames(info),
-                        "audio": audio}}
+    yield ctx.progress(3, 3, part="done")
+    span = settings.duration if settings.end is not None else max(0.0, info.duration - settings.start)
+    summary = {}
+    if damage["video_lost_s"] or damage["audio_lost_s"]:  # first, so `status` shows it
+        summary["damaged"] = ", ".join(f"{k} {damage[f'{k}_lost_s']:.1f} s lost" for k in ("video", "audio")
+                                       if damage[f"{k}_lost_s"])
+    summary.update({"size": f"{settings.width}x{settings.height}", "rotation": info.rotation, "fps": settings.fps,
+                    "duration_s": round(readable, 2), "expected_frames": expected, "audio": audio})
+    if damage["video_lost_s"]:
+        summary["header_duration_s"] = round(span, 2)
+    return {"outputs": outputs, "warnings": warnings, "summary": summary}
 
 
 register(StageSpec(name="ingest", title="Video", config_cls=IngestConfig, presets=PRESETS, run=run,

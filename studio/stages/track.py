@@ -11,7 +11,7 @@ from ..atomic import write_json, write_with
 from ..config import opt
 from ..errors import InputError
 from ..tracking.data import EXPRESSION_NAMES, HOLDOUT_FRACTION, POSE_NAMES, TrackingData
-from ..tracking.tracker import TrackOptions, solve_pose_and_expressions, track_frames
+from ..tracking.tracker import TrackOptions, drop_rows, solve_pose_and_expressions, track_frames
 from ..video import DecodeSettings, FrameReader
 from .base import StageContext, StageSpec, register
 
@@ -28,6 +28,9 @@ class TrackConfig:
     min_confidence: float = opt(0.5, "Face detection/tracking confidence threshold.", minimum=0.05, maximum=0.99,
                                 advanced=True)
     mattes: bool = opt(True, "Compute a foreground matte for each crop (selfie segmentation).")
+    follow: bool = opt(True, "Find the face on a downscaled frame and run the face mesh on the face region only, "
+                             "following it from frame to frame (fast on large frames); off = mesh on the whole "
+                             "frame.", advanced=True)
 
 
 PRESETS = {"preview": TrackConfig(), "quality": TrackConfig(crop_size=512)}
@@ -40,7 +43,8 @@ def run(ctx: StageContext, cfg: TrackConfig):
     info = video["info"]
     from ..video import VideoInfo
 
-    total = settings.expected_frames(VideoInfo(**info)) or 0
+    expected = video.get("expected_frames", settings.expected_frames(VideoInfo(**info))) or 0
+    total = expected
     out = ctx.workdir
     for sub in ("crops", "mattes"):
         d = out / sub
@@ -48,7 +52,7 @@ def run(ctx: StageContext, cfg: TrackConfig):
             for p in d.glob("*.png"):
                 p.unlink()
     opts = TrackOptions(crop_size=cfg.crop_size, landmark_sigma=cfg.landmark_sigma, box_sigma=cfg.box_sigma,
-                        min_confidence=cfg.min_confidence, mattes=cfg.mattes)
+                        min_confidence=cfg.min_confidence, mattes=cfg.mattes, follow=cfg.follow)
     reader = FrameReader(proj.source_video, settings)
     gen = track_frames(reader, out, opts)
     try:
@@ -65,6 +69,8 @@ def run(ctx: StageContext, cfg: TrackConfig):
     if res.n_frames == 0:
         raise InputError(f"no frames could be decoded from {proj.source_video.name}",
                          "the video may be empty or damaged; try exporting it again")
+    decode_notes, decode_summary = _decode_damage(reader.report, res, settings, expected, out,
+                                                  known=bool(video.get("damage", {}).get("video_lost_s")))
     n_valid = int(res.valid.sum())
     if n_valid == 0:
         raise InputError(f"no face was found in any of the {res.n_frames} frames of {proj.source_video.name}",
@@ -90,18 +96,21 @@ def run(ctx: StageContext, cfg: TrackConfig):
         "yaw_range": [round(float(pose_v[:, 0].min()), 1), round(float(pose_v[:, 0].max()), 1)],
         "pitch_range": [round(float(pose_v[:, 1].min()), 1), round(float(pose_v[:, 1].max()), 1)],
         "roll_range": [round(float(pose_v[:, 2].min()), 1), round(float(pose_v[:, 2].max()), 1)],
-        "crop_size": cfg.crop_size, "fps": settings.fps,
+        "crop_size": cfg.crop_size, "fps": settings.fps, **decode_summary,
     }
-    warnings = []
+    warnings = list(decode_notes)
     multi = int((res.n_faces > 1).sum())
     if multi:
         warnings.append(f"several faces were seen in {multi} frames; the largest face was tracked")
-    if res.n_frames - n_valid:
-        why = ", ".join(f"{k}: {c}" for k, c in res.reasons.items())
-        warnings.append(f"{res.n_frames - n_valid} frames without a usable face were skipped ({why})")
+    no_face = {k: c for k, c in res.reasons.items() if not k.startswith("video damaged")}
+    if sum(no_face.values()):
+        why = ", ".join(f"{k}: {c}" for k, c in no_face.items())
+        warnings.append(f"{sum(no_face.values())} frames without a usable face were skipped ({why})")
     meta = {"fps": settings.fps, "frame_size": [settings.width, settings.height], "crop_size": cfg.crop_size,
             "expression_names": EXPRESSION_NAMES, "pose_names": POSE_NAMES, "holdout_fraction": HOLDOUT_FRACTION,
-            "expression_scaling": solved.scaling, "summary": summary, "warnings": warnings}
+            "expression_scaling": solved.scaling, "summary": summary, "warnings": warnings,
+            "damage": {"lost": reader.report.lost if reader.report else [],
+                       "ingest": video.get("damage", {}).get("notes", []), "decode": decode_notes}}
     write_json(out / "tracking.json", meta)
     yield ctx.progress(res.n_frames, res.n_frames, part="report", message="drawing the report")
     from ..report import tracking_report
@@ -111,6 +120,36 @@ def run(ctx: StageContext, cfg: TrackConfig):
     outputs = {"tracking": f"{ctx.stage}/tracking.npz", "meta": f"{ctx.stage}/tracking.json",
                **{k: proj.rel(p) for k, p in report.items()}}
     return {"outputs": outputs, "summary": summary, "warnings": warnings}
+
+
+def _decode_damage(report, res, settings, expected: int, out, known: bool) -> tuple[list[str], dict]:
+    """Frames the decoder could not produce are dropped (the constant-rate resampling repeats the
+    last good frame there); a clip that gives fewer frames than ingest expected is reported.
+    `known`: ingest already reported the file as damaged. Returns (warnings, summary entries)."""
+    notes: list[str] = []
+    summary: dict = {}
+    if report is None:
+        return notes, summary
+    fps = settings.fps
+    if report.lost:
+        # the resampled frames at times [a, b) repeat the last frame decoded before a
+        rows = [r for r in range(res.n_frames) if any(a - 0.25 / fps <= r / fps < b - 0.25 / fps for a, b in report.lost)]
+        drop_rows(res, rows, "video damaged (frame could not be decoded)", out)
+        where = ", ".join(f"{a:.1f}–{b:.1f} s" for a, b in report.lost[:3]) + (" …" if len(report.lost) > 3 else "")
+        notes.append(f"{report.lost_seconds:.1f} s of the video could not be decoded ({where}); those "
+                     f"{len(rows)} frames were skipped and the rest was used")
+        summary["decode_lost_s"] = round(report.lost_seconds, 2)
+    if report.complete and expected and res.n_frames < expected - max(2, round(0.02 * expected)):
+        missing = (expected - res.n_frames) / fps
+        notes.append(f"only {res.n_frames} of the {expected} expected frames could be decoded: the last "
+                     f"{missing:.1f} s of the clip are missing; the first {res.n_frames / fps:.1f} s were used")
+        summary["expected_frames"] = expected
+    if report.errors:
+        summary["decode_errors"] = report.errors
+        if not notes and not known:
+            notes.append(f"the decoder reported {report.errors} errors (damaged data in the file); every frame "
+                         f"was decoded, but some may show damage")
+    return notes, summary
 
 
 register(StageSpec(name="track", title="Tracking", config_cls=TrackConfig, presets=PRESETS, run=run,

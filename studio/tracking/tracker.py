@@ -11,6 +11,8 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -27,24 +29,22 @@ logging.getLogger("absl").setLevel(logging.ERROR)
 
 
 class FaceMesh:
-    """mediapipe face mesh; returns the largest face's (478, 3) landmarks in pixels."""
+    """mediapipe face mesh on the whole image; returns the largest face's (478, 3) landmarks in pixels."""
 
     def __init__(self, video: bool = True, max_faces: int = 2, min_confidence: float = 0.5):
-        import mediapipe as mp
+        from .mediapipe_io import face_mesh
 
-        self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=not video, max_num_faces=max_faces,
-                                                     refine_landmarks=True, min_detection_confidence=min_confidence,
-                                                     min_tracking_confidence=min_confidence)
+        self._mesh = face_mesh(static_image_mode=not video, max_num_faces=max_faces, refine_landmarks=True,
+                               min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence)
 
     def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray | None, int]:
         h, w = rgb.shape[:2]
-        res = self._mesh.process(np.ascontiguousarray(rgb))
-        faces = res.multi_face_landmarks or []
+        faces = self._mesh.process(np.ascontiguousarray(rgb)).multi_face_landmarks or []
         if not faces:
             return None, 0
         best, best_area = None, -1.0
         for f in faces:
-            lm = np.array([(p.x * w, p.y * h, p.z * w) for p in f.landmark], np.float32)
+            lm = f * np.array([w, h, w], np.float32)
             area = float(np.ptp(lm[:, 0]) * np.ptp(lm[:, 1]))
             if area > best_area:
                 best, best_area = lm, area
@@ -79,6 +79,11 @@ class TrackOptions:
     min_confidence: float = 0.5
     min_eye_distance: float = 12.0
     mattes: bool = True
+    follow: bool = True
+    """Find the face on a downscaled frame and run the mesh on the face region (`roi.FaceFollower`);
+    False runs the mesh on the whole frame (slower on large frames)."""
+    redetect_every: int = 10
+    """With `follow`: run the face detector at least every this many frames."""
 
 
 @dataclass
@@ -104,6 +109,67 @@ def _usable(lm: np.ndarray | None, w: int, h: int, opts: TrackOptions) -> str | 
     return None
 
 
+class _CropWriter:
+    """Cuts, segments and writes the aligned crops in a worker thread, so that the PNG encoding
+    and the selfie segmentation of one frame overlap the face mesh of the next (OpenCV and
+    mediapipe release the GIL while they work)."""
+
+    def __init__(self, crops_dir: Path, mattes_dir: Path, size: int, seg: "Segmenter | None", depth: int = 4):
+        self.crops_dir, self.mattes_dir, self.size, self.seg = crops_dir, mattes_dir, size, seg
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="crop-writer", daemon=True)
+        self._thread.start()
+
+    def _write(self, row: int, frame: np.ndarray, A: np.ndarray) -> None:
+        crop = cv2.warpAffine(frame, A, (self.size, self.size), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+        path = self.crops_dir / f"{row:06d}.png"
+        if not cv2.imwrite(str(path), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+            raise OSError(f"could not write {path}")
+        if self.seg is not None:
+            m = self.seg(crop)
+            path = self.mattes_dir / f"{row:06d}.png"
+            if not cv2.imwrite(str(path), (m * 255 + 0.5).astype(np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+                raise OSError(f"could not write {path}")
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is None:
+                try:
+                    self._write(*item)
+                except BaseException as exc:  # handed to the caller by put/finish
+                    self._error = exc
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def put(self, row: int, frame: np.ndarray, A: np.ndarray) -> None:
+        self._check()
+        self._queue.put((row, frame, A))
+
+    def finish(self) -> None:
+        """Wait until everything queued is written; raise the worker's error if it had one."""
+        self._queue.put(None)
+        self._thread.join()
+        self._check()
+
+    def stop(self) -> None:
+        """Stop the worker (after `finish`, or when the pass is abandoned)."""
+        if self._thread.is_alive():
+            while True:  # drop what is still queued so the worker sees the end at once
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            self._queue.put(None)
+            self._thread.join()
+
+
 def track_frames(frames: Iterable[np.ndarray], out_dir: Path, opts: TrackOptions,
                  on_frame: Callable[[int], None] | None = None) -> Iterator[int]:
     """Stream over frames; write crops/mattes into out_dir; yield the row count as it grows.
@@ -113,7 +179,12 @@ def track_frames(frames: Iterable[np.ndarray], out_dir: Path, opts: TrackOptions
     crops_dir, mattes_dir = out_dir / "crops", out_dir / "mattes"
     crops_dir.mkdir(parents=True, exist_ok=True)
     mattes_dir.mkdir(parents=True, exist_ok=True)
-    mesh = FaceMesh(video=True, max_faces=opts.max_faces, min_confidence=opts.min_confidence)
+    if opts.follow:
+        from .roi import FaceFollower
+
+        mesh = FaceFollower(min_confidence=opts.min_confidence, redetect_every=opts.redetect_every)
+    else:
+        mesh = FaceMesh(video=True, max_faces=opts.max_faces, min_confidence=opts.min_confidence)
     seg = Segmenter() if opts.mattes else None
     radius = int(np.ceil(3 * max(opts.landmark_sigma, opts.box_sigma, 0.0)))
     raw_lm: list[np.ndarray] = []
@@ -126,6 +197,8 @@ def track_frames(frames: Iterable[np.ndarray], out_dir: Path, opts: TrackOptions
     transforms: dict[int, np.ndarray] = {}
     zero_lm = np.zeros((478, 3), np.float32)
 
+    writer = _CropWriter(crops_dir, mattes_dir, opts.crop_size, seg)
+
     def finish(row: int, frame: np.ndarray) -> None:
         if not valid[row]:
             return
@@ -136,14 +209,7 @@ def track_frames(frames: Iterable[np.ndarray], out_dir: Path, opts: TrackOptions
         lm_s = geo.smooth_at(lm_win, v, row - lo, opts.landmark_sigma)
         box_s = geo.smooth_at(box_win, v, row - lo, opts.box_sigma)
         A = geo.box_to_affine(box_s, opts.crop_size)
-        crop = cv2.warpAffine(frame, A, (opts.crop_size, opts.crop_size), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)
-        cv2.imwrite(str(crops_dir / f"{row:06d}.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR),
-                    [cv2.IMWRITE_PNG_COMPRESSION, 1])
-        if seg is not None:
-            m = seg(crop)
-            cv2.imwrite(str(mattes_dir / f"{row:06d}.png"), (m * 255 + 0.5).astype(np.uint8),
-                        [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        writer.put(row, frame, A)
         smooth_lm[row] = lm_s.astype(np.float32)
         transforms[row] = A.astype(np.float32)
 
@@ -167,7 +233,9 @@ def track_frames(frames: Iterable[np.ndarray], out_dir: Path, opts: TrackOptions
             yield row + 1
         while pending:
             finish(*pending.popleft())
+        writer.finish()
     finally:
+        writer.stop()
         mesh.close()
         if seg is not None:
             seg.close()
@@ -181,6 +249,26 @@ def track_frames(frames: Iterable[np.ndarray], out_dir: Path, opts: TrackOptions
     return PassResult(n_frames=n, valid=np.array(valid, bool), landmarks=lm_arr,
                       raw_landmarks=np.stack(raw_lm).astype(np.float32) if raw_lm else np.zeros((0, 478, 3), np.float32),
                       transforms=tf_arr, n_faces=np.array(n_faces, np.int16), reasons=dict(reasons))
+
+
+def drop_rows(res: PassResult, rows, reason: str, out_dir: Path) -> int:
+    """Mark rows as without a usable face after the pass (e.g. frames the decoder could not
+    produce, which repeat the last good frame) and remove their crops and mattes. Returns how
+    many usable rows were dropped."""
+    dropped = 0
+    for r in rows:
+        r = int(r)
+        if not (0 <= r < res.n_frames) or not res.valid[r]:
+            continue
+        res.valid[r] = False
+        res.landmarks[r] = 0.0
+        res.transforms[r] = 0.0
+        for sub in ("crops", "mattes"):
+            (out_dir / sub / f"{r:06d}.png").unlink(missing_ok=True)
+        dropped += 1
+    if dropped:
+        res.reasons[reason] = res.reasons.get(reason, 0) + dropped
+    return dropped
 
 
 @dataclass
