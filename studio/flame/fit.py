@@ -327,6 +327,12 @@ class FlameFitter:
         return uv.numpy().astype(np.float64)
 
 
+def fitter_for_tracking(model: FLAME, embedding: LandmarkEmbedding, tracking,
+                        config: FitConfig | None = None) -> FlameFitter:
+    """A fitter over a project's tracking (`TrackingData`: landmarks (N, 478, 3) pixels, valid)."""
+    return FlameFitter(model, embedding, tracking.landmarks, tracking.valid, config)
+
+
 def fit_all(model: FLAME, embedding: LandmarkEmbedding, landmarks_px: np.ndarray, valid: np.ndarray | None = None,
             config: FitConfig | None = None) -> tuple[FlameFit, FlameFitter]:
     """Run a `FlameFitter` for `config.steps` steps; returns the fit and the fitter."""

@@ -1,8 +1,12 @@
 """Draw a fitted FLAME mesh over the aligned crops, for the tracking report."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
+
+from ..report import grid, label, save_png
 
 _SHIFT = 4  # sub-pixel bits for cv2 drawing
 
@@ -53,3 +57,24 @@ def fit_overlays(fitter, tracking, rows, with_landmarks: bool = True) -> list[np
         lm = to_crop(tracking.landmarks[r, :, :2], A) if with_landmarks else None
         out.append(draw_mesh(tracking.crop(r), to_crop(verts[i], A), faces, landmarks=lm))
     return out
+
+
+def save_fit_sheet(fitter, tracking, path: str | Path, count: int = 6, size: int = 256) -> Path:
+    """A contact sheet of the fitted mesh over `count` crops spread over the clip, each labelled
+    with its row and fit error; the frame with the largest error is always one of them. Written
+    atomically as PNG."""
+    fit = fitter.result()
+    rows = np.flatnonzero(fit.fitted)
+    pick = list(rows[np.linspace(0, len(rows) - 1, min(count, len(rows))).astype(int)])
+    worst = int(rows[np.nanargmax(fit.error_px[rows])])
+    if worst not in pick:
+        pick[-1] = worst
+    pick = sorted(set(int(r) for r in pick))
+    tiles = []
+    for r, img in zip(pick, fit_overlays(fitter, tracking, pick)):
+        if img.shape[0] != size:
+            img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+        tiles.append(label(img, [f"frame {r}", f"{fit.error_px[r]:.2f} px ({fit.error_pct[r]:.2f} %)"]))
+    path = Path(path)
+    save_png(path, grid(tiles, cols=min(3, len(tiles))))
+    return path

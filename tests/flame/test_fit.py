@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import math
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -18,7 +19,8 @@ from models.flame import FLAME, rodrigues
 from models.flame_pickle import read_eyelid_blendshapes, read_flame_model, read_mediapipe_embedding
 from studio.errors import InputError
 from studio.flame.fit import FitConfig, FlameFitter, fit_all, rotation_log
-from studio.flame.overlay import draw_mesh, fit_overlays
+from studio.flame.files import load_flame
+from studio.flame.overlay import draw_mesh, fit_overlays, save_fit_sheet
 
 
 def _load(fx, eyelids=False):
@@ -150,7 +152,7 @@ def test_invalid_rows_error_figures_and_bad_input(synthetic_flame):
         FlameFitter(model, emb, lm[:, :100])
 
 
-def test_fit_on_the_real_clip_and_overlay(subject_flame):
+def test_fit_on_the_real_clip_and_overlay(subject_flame, tmp_path):
     """The subject fixture fitted to 40 really tracked frames of d3: mean landmark error under
     1 % of the face size; the mesh drawn over a crop changes pixels only where the face is."""
     model, emb = _load(subject_flame)
@@ -176,5 +178,21 @@ def test_fit_on_the_real_clip_and_overlay(subject_flame):
     assert len(changed) > 500
     assert (changed[:, 1] >= lo[0]).all() and (changed[:, 1] <= hi[0]).all()
     assert (changed[:, 0] >= lo[1]).all() and (changed[:, 0] <= hi[1]).all()
+    sheet = save_fit_sheet(fitter, Tracking, tmp_path / "flame_fit.png", count=4, size=128)
+    img = cv2.imread(str(sheet))
+    assert img is not None and img.shape[0] > 128 and img.shape[1] > 3 * 128
     with pytest.raises(ValueError, match="draw_mesh"):
         draw_mesh(np.zeros((8, 8)), np.zeros((3, 2)), np.zeros((1, 3), int))
+
+
+def test_load_flame_turns_file_errors_into_input_errors(tmp_path, synthetic_flame):
+    model, emb = load_flame(synthetic_flame.model_path, synthetic_flame.embedding_path, synthetic_flame.eyelid_paths)
+    assert model.has_eyelids and len(emb.face_idx) == 478
+    (tmp_path / "generic_model.pkl").write_bytes(b"garbage")
+    with pytest.raises(InputError) as err:
+        load_flame(tmp_path / "generic_model.pkl", synthetic_flame.embedding_path)
+    assert "generic_model.pkl" in err.value.message and "models add flame" in err.value.hint
+    np.savez(tmp_path / "emb.npz", lmk_face_idx=np.array([10 ** 6]), lmk_b_coords=np.array([[1.0, 0, 0]]),
+             landmark_indices=np.array([0]))
+    with pytest.raises(InputError, match="names triangle"):
+        load_flame(synthetic_flame.model_path, tmp_path / "emb.npz")

@@ -60,6 +60,43 @@ def test_protocol_0_and_numpy_scalars(tmp_path, synthetic_flame):
     np.testing.assert_array_equal(d.shapedirs, synthetic_flame.arrays["shapedirs"][:, :, :100])
 
 
+def test_plain_numpy_layout_without_chumpy(tmp_path, synthetic_flame):
+    """A generic_model.pkl whose arrays are plain numpy (no chumpy, dense regressor) reads too."""
+    a = synthetic_flame.arrays
+    obj = {"v_template": a["v_template"], "shapedirs": np.concatenate([a["shapedirs"], a["exprdirs"]], -1),
+           "posedirs": a["posedirs"], "J_regressor": a["j_regressor"], "weights": a["lbs_weights"],
+           "kintree_table": a["kintree_table"].astype(np.int64), "f": a["faces"]}
+    p = tmp_path / "flame2023.pkl"
+    p.write_bytes(pickle.dumps(obj, protocol=4))
+    d = read_flame_model(p)
+    np.testing.assert_array_equal(d.exprdirs, a["exprdirs"])
+    np.testing.assert_array_equal(d.j_regressor, a["j_regressor"])
+
+
+def test_python2_style_array_pickle():
+    """Python 2's cPickle writes an array's bytes as a str (BINSTRING), which Python 3 reads as
+    latin1 text; the reader must turn it back into the same numbers."""
+    values = np.array([1.5, -2.25, 1e-3, 7.0])
+    raw = values.astype("<f8").tobytes()
+    P = pickle
+    data = b"".join([
+        P.PROTO + b"\x02",
+        P.GLOBAL + b"numpy.core.multiarray\n_reconstruct\n",
+        P.GLOBAL + b"numpy\nndarray\n",
+        P.BININT1 + b"\x00", P.TUPLE1,
+        P.SHORT_BINSTRING + b"\x01b", P.TUPLE3, P.REDUCE,
+        P.MARK, P.BININT1 + b"\x01", P.BININT1 + b"\x04", P.TUPLE1,
+        P.GLOBAL + b"numpy\ndtype\n", P.SHORT_BINSTRING + b"\x02f8", P.BININT1 + b"\x00", P.BININT1 + b"\x01",
+        P.TUPLE3, P.REDUCE,
+        P.MARK, P.BININT1 + b"\x03", P.SHORT_BINSTRING + b"\x01<", P.NONE, P.NONE, P.NONE,
+        P.BININT + (-1).to_bytes(4, "little", signed=True), P.BININT + (-1).to_bytes(4, "little", signed=True),
+        P.BININT1 + b"\x00", P.TUPLE, P.BUILD,
+        P.NEWFALSE, P.BINSTRING + len(raw).to_bytes(4, "little") + raw, P.TUPLE, P.BUILD, P.STOP])
+    from models.flame_pickle import safe_unpickle, to_numpy
+
+    np.testing.assert_array_equal(to_numpy(safe_unpickle(data)), values)
+
+
 class _Payload:
     """Unpickling this runs os.system(touch marker) — if the reader lets it."""
 
