@@ -47,7 +47,7 @@ class FitConfig:
     """Expression coefficients fitted per frame (PVP and DECA use the first 50)."""
     n_shape: int = 100
     """Shape coefficients fitted once for the clip."""
-    steps: int = 400
+    steps: int = 300
     """Optimisation steps (each over all frames, or over one window of `batch_frames`)."""
     rigid_steps: int = 60
     """The first steps move only head rotation, scale and translation."""

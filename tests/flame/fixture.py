@@ -10,7 +10,7 @@ From a shared clip (`build_subject_fixture`):
   corners, upper lip on the neck), each iris on its eyeball, the rest on the neck;
 - per frame of the clip, jaw and eye rotations are fitted to the pose-normalised landmarks and
   taken out (inverse skinning); `posedirs` for the jaw features are a ridge regression of what
-  remains on the lower face, the expression basis is the PCA of the rest (component k scaled by
+  remains on the lower face on the rotation's first-order part (R − Rᵀ)/2, the expression basis is the PCA of the rest (component k scaled by
   its standard deviation over the clip, so coefficients are about N(0, 1) like FLAME's);
 - shape: ten smooth identity deformations (face width/height/depth, nose, chin, eye spacing, …),
   made orthogonal to the expression basis; padded with zeros to FLAME's 300 + 100 components;
