@@ -162,6 +162,10 @@ def probe(preset: str = "preview", device: str = "auto", steps: int = 2, resolut
     gpu = torch.cuda.is_available()
     gpu_name = torch.cuda.get_device_name(0) if gpu else ""
     dev = torch.device("cuda" if (device == "cuda" or (device == "auto" and gpu)) else "cpu")
+    from .compute import apply_threads
+
+    before = torch.get_num_threads()
+    apply_threads(dev.type)  # time the steps with the threads training will use (busy cores spin)
     cfg, G, E = _prior_networks(preset, resolution, dev)
     perc = perceptual_loss(dev)
     if _STOP.is_set():
@@ -172,7 +176,9 @@ def probe(preset: str = "preview", device: str = "auto", steps: int = 2, resolut
     fixed = max(0.0, measured[b1] - per_image * b1)
     step_s = fixed + per_image * cfg.batch
     stages, engines = estimate(step_s, preset)
-    return SpeedEstimate(device=dev.type, gpu_found=gpu, gpu_name=gpu_name, threads=torch.get_num_threads(),
+    threads = torch.get_num_threads()
+    torch.set_num_threads(before)
+    return SpeedEstimate(device=dev.type, gpu_found=gpu, gpu_name=gpu_name, threads=threads,
                          preset=preset, batch=cfg.batch, resolution=cfg.resolution, step_seconds=step_s,
                          measured=measured, stage_seconds=stages, engine_seconds=engines,
                          probe_seconds=time.perf_counter() - t_start)

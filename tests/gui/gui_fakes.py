@@ -43,7 +43,7 @@ def fake_train_run(ctx, cfg: FakeTrainConfig):
 
     from studio.loop import TrainingLoop
 
-    loop = TrainingLoop(ctx, seed=0)
+    loop = TrainingLoop(ctx, seed=0, checkpoint_every_s=0.3)
     s = cfg.size
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, s), torch.linspace(-1, 1, s), indexing="ij")
     target = torch.stack([xx.abs(), yy.abs(), (xx * yy + 1) / 2])[None]          # (1, 3, S, S)
@@ -72,8 +72,9 @@ def fake_train_run(ctx, cfg: FakeTrainConfig):
         return {"mse": lv, "l1": lv ** 0.5}
 
     yield from loop.part("fit", cfg.steps, step, preview=lambda: last["grid"], preview_every=1, message="fitting")
-    loop.finish()
-    return {"outputs": {}, "summary": {"final_mse": last["mse"], "steps": cfg.steps}}
+    fig = loop.finish()
+    return {"outputs": {}, "summary": {"final_mse": last.get("mse"), "steps": cfg.steps,
+                                       "resumed_from": (fig.get("resumed_from") or {}).get("fit", 0)}}
 
 
 @dataclass

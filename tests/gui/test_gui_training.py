@@ -154,3 +154,50 @@ def test_settings_edits_are_saved_and_presets_apply(window, project, qtbot):
     qtbot.waitUntil(lambda: "none found" in window.device_box.itemText(2) or window.gpu_available, timeout=30000)
     window.device_box.setCurrentIndex(1)
     assert Project.open(project.root).device == "cpu"
+
+
+def test_cli_is_refused_while_the_window_trains(window, project, qtbot):
+    """GUI + CLI on one project: the window's worker holds the project; the CLI says it is busy."""
+    import subprocess
+    import sys
+
+    window.open_project(project.root)
+    window.select_stage(FAKE_TRAIN)
+    window.stage_page.forms[FAKE_TRAIN].editors["steps"].setValue(5000)
+    window.run_selected()
+    dash = window.stage_page.dashboard
+    qtbot.waitUntil(lambda: dash.last_batch is not None and dash.last_batch.step > 3, timeout=20000)
+    cli = subprocess.run([sys.executable, "-m", "studio.cli", "run-stage", str(project.root), "ingest"],
+                         capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 2 and "busy" in cli.stderr, cli.stdout + cli.stderr
+    window.cancel()
+    qtbot.waitUntil(lambda: not window.is_running(), timeout=20000)
+
+
+def test_killed_worker_is_interrupted_then_resumes(window, project, qtbot):
+    """The training process dies (killed): the stage shows "interrupted", and Run resumes it from
+    its last checkpoint instead of starting over."""
+    import os
+    import signal
+
+    window.open_project(project.root)
+    window.select_stage(FAKE_TRAIN)
+    window.stage_page.forms[FAKE_TRAIN].editors["steps"].setValue(300)
+    window.run_selected()
+    dash = window.stage_page.dashboard
+    qtbot.waitUntil(lambda: dash.last_batch is not None and dash.last_batch.step > 60, timeout=30000)
+    os.kill(window.runner.process.pid, signal.SIGKILL)
+    qtbot.waitUntil(lambda: not window.is_running(), timeout=20000)
+    if window.error_dialog is not None:
+        window.error_dialog.close()
+    window.reload_manifest()
+    assert window.stage_status(FAKE_TRAIN) == "interrupted"
+    assert window.stage_page.run_btn.text() == "Resume"
+    done_before = sum((Project.open(project.root).record(FAKE_TRAIN).get("progress") or {}).values())
+    assert done_before > 0
+    window.run_selected()
+    qtbot.waitUntil(lambda: not window.is_running(), timeout=60000)
+    assert window.runner.outcome == "done"
+    assert window.stage_status(FAKE_TRAIN) == "done"
+    summary = Project.open(project.root).result(FAKE_TRAIN)["summary"]
+    assert summary["steps"] == 300 and 0 < summary["resumed_from"] <= done_before
