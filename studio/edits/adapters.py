@@ -190,6 +190,14 @@ class NerfAdapter(EditAdapter):
         w = self.model.generator.mapping(self.model.map_expression(c[:, 2:]))   # (B, D)
         return w[:, None, :].expand(-1, self.latent_shape[0], -1)
 
+    def latents_for_codes(self, codes) -> torch.Tensor:
+        """θ codes (N, code_dim) — e.g. `NerfEngine.encode_image` of the training crops — → (N, L, D) latents,
+        the "W of every training frame" to pass to `ganspace.compute_components(extra=...)`."""
+        codes = torch.as_tensor(np.asarray(codes, np.float32), device=self.device)
+        with torch.no_grad():
+            w = self.model.generator.mapping(codes)
+        return w[:, None, :].expand(-1, self.latent_shape[0], -1).contiguous()
+
     def planes(self, latent: torch.Tensor) -> torch.Tensor:
         """(B, L, D) per-layer styles → tri-planes (B, 3, C, H, W): the generator's forward with one w per layer."""
         gen = self.model.generator

@@ -44,7 +44,7 @@ def test_background_change_is_measured(pvp_engine):
         assert row["identity_min"] < 0.999
 
 
-def test_red_edit_scores_and_report(tmp_path, pvp_engine, tiny_clip):
+def test_red_edit_scores_and_report(tmp_path, tiny_clip, pvp_engine):
     from studio.edits.styleclip import find_text_edit
 
     a = adapter_for(pvp_engine)

@@ -81,6 +81,21 @@ def test_component_moves_the_latent_along_itself_only(pvp_engine):
         component_offset(comps, 99, L)
 
 
+def test_training_frame_latents_join_the_samples(nerf_engine):
+    """Extra samples (the encoder codes of training frames for LatentAvatar) enter the PCA."""
+    from avatars import synthetic_frames
+
+    a = adapter_for(nerf_engine)
+    frames, _, _ = synthetic_frames(size=16)
+    extra = a.latents_for_codes(nerf_engine.encode_image(frames))
+    assert extra.shape == (len(frames), *a.latent_shape)
+    plain = compute_components(a, n_samples=64, n_components=3)
+    more = compute_components(a, n_samples=64, n_components=3, extra=extra)
+    assert more.n_samples == plain.n_samples + len(frames)
+    flat = compute_components(a, n_samples=64, n_components=3, extra=extra[:, 0])   # (N, D) W vectors work too
+    assert torch.allclose(flat.sigma, more.sigma)
+
+
 def test_direction_edits_save_and_picture(pvp_engine, nerf_engine, tmp_path):
     import cv2
 

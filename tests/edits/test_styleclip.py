@@ -9,11 +9,18 @@ from studio.edits.adapters import adapter_for
 from studio.edits.model import ActiveEdits
 from studio.edits.styleclip import StyleClipConfig, StyleClipSearch, find_text_edit
 
+from models.clip_loader import open_clip_available
+
+if not open_clip_available():
+    from conftest import NO_OPEN_CLIP
+
+    pytest.skip(NO_OPEN_CLIP, allow_module_level=True)
+
 STEPS = {"pvp": 40, "nerf": 40}
 
 
 @pytest.fixture(scope="module")
-def red_edits(pvp_engine, nerf_engine, tiny_clip):
+def red_edits(tiny_clip, pvp_engine, nerf_engine):
     out = {}
     for name, eng in (("pvp", pvp_engine), ("nerf", nerf_engine)):
         a = adapter_for(eng)
