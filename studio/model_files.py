@@ -372,7 +372,7 @@ def _scan_flame_pickle(path: Path) -> str:
                     continue
                 recent = [recent[-1], None]
                 ok = module in _FLAME_GLOBAL_MODULES or module == "chumpy" or module.startswith("chumpy.") or \
-                    (module in ("__builtin__", "builtins") and attr == "object")
+                    (module in ("__builtin__", "builtins") and attr in ("object", "set", "frozenset"))  # chumpy's _dirty_vars
                 if not ok:
                     raise FormatProblem(f"the pickle refers to {module}.{attr}, which a FLAME model never does "
                                         f"(refused without loading it)")
@@ -587,3 +587,9 @@ def lpips_path() -> Path | None:
 
 def stylegan2_path() -> Path | None:
     return model_path("stylegan2")
+
+
+def flame_paths() -> tuple[Path, Path] | None:
+    """(generic_model.pkl, mediapipe_landmark_embedding.npz) when both FLAME files are usable, else None."""
+    model, emb = model_path("flame"), model_path("flame-mediapipe")
+    return (model, emb) if model is not None and emb is not None else None

@@ -106,15 +106,16 @@ def _run_stage(project: Project, name: str, overrides: dict | None, *, control: 
                on_progress: ProgressFn | None, force: bool, device: str | None) -> dict:
     s = spec(name)
     control = control or Control()
-    for up in s.depends_on:
+    cfg = stage_config(project, name, overrides)
+    depends = s.depends(cfg)
+    for up in depends:
         st = stage_state(project, up)
         if st != "done":
             raise ProjectError(f"stage '{name}' needs '{up}' first (it is {st})",
                                f"run `avatar-studio run-stage {project.root} {up}`")
-    cfg = stage_config(project, name, overrides)
     chash = config_hash(cfg)
     rec = project.record(name)
-    upstream = {up: project.record(up).get("run_id") for up in s.depends_on}
+    upstream = {up: project.record(up).get("run_id") for up in depends}
     if not force and stage_state(project, name) == "done" and same_config(rec, cfg):
         if on_progress:
             on_progress(Progress(stage=name, step=1, total=1, message="already up to date"))

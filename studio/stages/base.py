@@ -38,6 +38,14 @@ class StageSpec:
     """Keys of the optional weight files this stage uses when they are added (`studio.model_files`)."""
     trains: bool = False
     """Whether the stage trains through `studio.loop.TrainingLoop` (checkpoints, resume, caps)."""
+    extra_depends: Callable[[Any], tuple[str, ...]] | None = None
+    """Stages this one also reads under a given config (e.g. `flame` when its controls are "flame");
+    the pipeline requires them done and records them as upstream, like `depends_on`."""
+
+    def depends(self, cfg: Any = None) -> tuple[str, ...]:
+        """`depends_on` plus what `extra_depends` adds for `cfg`."""
+        extra = tuple(self.extra_depends(cfg)) if self.extra_depends is not None and cfg is not None else ()
+        return self.depends_on + tuple(e for e in extra if e not in self.depends_on)
 
     def preset(self, name: str) -> Any:
         base = self.presets.get(name) or self.presets.get("preview") or self.config_cls()

@@ -61,6 +61,9 @@ class MappersConfig:
     threads: int = opt(0, "CPU threads (0 = the cores other programs leave free, re-checked as it runs).", minimum=0,
                        advanced=True)
     seed: int = opt(0, "Random seed.", advanced=True)
+    controls: str = opt("named", "What the expression sliders are: 'named' = the twelve named expressions, 'flame' "
+                                 "= jaw + FLAME expression coefficients (needs the FLAME fit, stage 'flame').",
+                        choices=("named", "flame"))
 
 
 PRESETS = {"preview": MappersConfig(),
@@ -116,7 +119,7 @@ def run(ctx: StageContext, cfg: MappersConfig):
     loop = TrainingLoop(ctx, seed=cfg.seed, checkpoint_every_s=cfg.checkpoint_every_s,
                         max_minutes=cfg.time_budget_min, threads=cfg.threads)
     proj = ctx.project
-    trk = TrackingData.from_project(proj)
+    trk = TrackingData.from_project(proj, controls=cfg.controls)
     train, held = trk.split()
     G, pivots, pivot_rows = load_personal_generator(proj, dev)
     res = G.img_resolution
@@ -272,5 +275,6 @@ def run(ctx: StageContext, cfg: MappersConfig):
 
 register(StageSpec(name="mappers", title="Pose & expression control", config_cls=MappersConfig, presets=PRESETS,
                    run=run, depends_on=("track", "pti"), models=("arcface", "lpips"), trains=True,
+                   extra_depends=lambda cfg: ("flame",) if getattr(cfg, "controls", "named") == "flame" else (),
                    description="Trains the pose mapper (blends pivot latents) and the expression mapper "
                                "(offsets early latents), so sliders move the avatar."))

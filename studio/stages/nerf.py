@@ -62,6 +62,9 @@ class NerfConfig:
     checkpoint_every_s: float = opt(45.0, "Seconds between resumable checkpoints.", minimum=0.0, advanced=True)
     preview_every: int = opt(200, "Steps between preview images.", minimum=1, advanced=True)
     seed: int = opt(0, "Random seed.", advanced=True)
+    controls: str = opt("named", "What the expression sliders are: 'named' = the twelve named expressions, 'flame' "
+                                 "= jaw + FLAME expression coefficients (needs the FLAME fit, stage 'flame').",
+                        choices=("named", "flame"))
 
 
 PRESETS = {
@@ -152,7 +155,7 @@ def run(ctx: StageContext, cfg: NerfConfig):
 
     from ..tracking.data import TrackingData
 
-    tracking = TrackingData.from_project(ctx.project)
+    tracking = TrackingData.from_project(ctx.project, controls=cfg.controls)
     train_rows, held_rows = tracking.split()
     if len(train_rows) < 8:
         raise InputError(f"only {len(train_rows)} tracked frames are available for training",
@@ -263,6 +266,7 @@ def run(ctx: StageContext, cfg: NerfConfig):
 register(StageSpec(
     name="nerf", title="LatentAvatar (tri-plane NeRF)", config_cls=NerfConfig, presets=PRESETS, run=run,
     depends_on=("track",), models=("lpips",), trains=True,
+    extra_depends=lambda cfg: ("flame",) if getattr(cfg, "controls", "named") == "flame" else (),
     description="Trains a 3D head whose expression is a learned latent code: a tri-plane NeRF rendered "
                 "from the tracked camera, refined by super-resolution. Yaw and pitch move a real camera; "
                 "the expression sliders drive the code through a small mapper; a face image or video "

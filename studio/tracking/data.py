@@ -82,8 +82,39 @@ class TrackingData:
                    transforms=arrays["transforms"], meta=meta)
 
     @classmethod
-    def from_project(cls, project) -> "TrackingData":
-        return cls.load(project.output("track", "tracking").parent)
+    def from_project(cls, project, controls: str = "named") -> "TrackingData":
+        """The project's tracking, with `expr` / `expression_names` the chosen control set's:
+        "named" (the twelve named expressions) or "flame" (jaw + FLAME expression coefficients as
+        the `flame` stage fitted them; see `studio.flame.controls`). Head pose is the tracked one."""
+        data = cls.load(project.output("track", "tracking").parent)
+        if controls == "named":
+            return data
+        if controls != "flame":
+            from ..errors import ProjectError
+
+            raise ProjectError(f"unknown control set '{controls}'", "control sets: named, flame")
+        return data.with_flame_controls(project)
+
+    def with_flame_controls(self, project) -> "TrackingData":
+        """This tracking with the `flame` stage's controls as expressions (ProjectError when the
+        stage has not run, or ran on other tracked frames)."""
+        from ..errors import ProjectError
+        from ..flame.controls import controls_from_sequence, flame_control_names
+        from ..flame.sequences import read_sequence
+
+        if project.record("flame").get("status") != "done":
+            raise ProjectError("FLAME controls need the FLAME fit first (stage 'flame' has not finished)",
+                               f"run `avatar-studio run-stage {project.root} flame`")
+        seq = read_sequence(project.output("flame", "sequence"))
+        if seq.n_frames != self.n_frames:
+            raise ProjectError(f"the FLAME fit has {seq.n_frames} frames but the tracking has {self.n_frames}",
+                               f"run `avatar-studio run-stage {project.root} flame` again")
+        expr = controls_from_sequence(seq)
+        names = flame_control_names(expr.shape[1] - 1)
+        meta = {**self.meta, "expression_names": names, "controls": "flame"}
+        return TrackingData(root=self.root, fps=self.fps, frame_size=self.frame_size, crop_size=self.crop_size,
+                            time=self.time, valid=self.valid, pose=self.pose, expr=expr, landmarks=self.landmarks,
+                            transforms=self.transforms, meta=meta)
 
     # ------------------------------------------------------------------ views
     @property

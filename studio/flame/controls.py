@@ -1,0 +1,87 @@
+"""FLAME controls: what an engine trained on "flame" controls takes, and the named → FLAME map.
+
+A project's engines train on one control set (`CONTROL_SETS`):
+
+- ``named``: [yaw, pitch] + the twelve named expressions of the tracking (`EXPRESSION_NAMES`);
+- ``flame``: [yaw, pitch, jaw, flame_00 … flame_{E-1}]: head pose stays the tracked yaw/pitch
+  (degrees); ``jaw`` is the jaw's opening rotation (FLAME's jaw axis-angle x component, radians)
+  and ``flame_k`` FLAME's expression coefficient k, both as the `flame` stage fitted them.
+
+Files of the `flame` stage (``<project>/flame/``): ``flame.npz`` (the fitted sequence, our layout,
+`studio.flame.sequences`), ``named_to_flame.json`` (`NamedToFlame`), ``fit_errors.json``,
+``flame_fit.png``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+CONTROL_SETS = ("named", "flame")
+JAW = "jaw"
+
+
+def flame_control_names(n_expression: int) -> list[str]:
+    """["jaw", "flame_00", …] for `n_expression` coefficients."""
+    return [JAW] + [f"flame_{k:02d}" for k in range(n_expression)]
+
+
+def is_flame_controls(names) -> bool:
+    """Whether control (or expression) names are FLAME controls."""
+    names = list(names)
+    return JAW in names and any(str(n).startswith("flame_") for n in names)
+
+
+def controls_from_sequence(seq, n_expression: int | None = None) -> np.ndarray:
+    """(N, 1 + E) [jaw opening, expression coefficients] of a `FlameSequence` (E = `n_expression`,
+    default all of the sequence's; missing coefficients are zero)."""
+    E = seq.expression.shape[1] if n_expression is None else int(n_expression)
+    out = np.zeros((seq.n_frames, 1 + E), np.float32)
+    out[:, 0] = seq.jaw[:, 0]
+    k = min(E, seq.expression.shape[1])
+    out[:, 1:1 + k] = seq.expression[:, :k]
+    return out
+
+
+@dataclass
+class NamedToFlame:
+    """A linear map from named expression values to FLAME controls, fitted by least squares on the
+    subject's frames: flame = [named, 1] @ weights."""
+
+    named: list[str]
+    flame: list[str]
+    weights: np.ndarray  # (len(named) + 1, len(flame))
+    r2: list[float]      # share of each FLAME control's variance the map explains on the fit frames
+
+    @classmethod
+    def fit(cls, named_values: np.ndarray, flame_values: np.ndarray, named: list[str], flame: list[str],
+            ridge: float = 1e-3) -> "NamedToFlame":
+        X = np.concatenate([named_values, np.ones((len(named_values), 1))], 1).astype(np.float64)
+        Y = np.asarray(flame_values, np.float64)
+        reg = ridge * np.eye(X.shape[1])
+        reg[-1, -1] = 0.0  # the offset is not shrunk
+        W = np.linalg.solve(X.T @ X + reg, X.T @ Y)
+        res = Y - X @ W
+        var = Y.var(0)
+        r2 = np.where(var > 1e-12, 1 - res.var(0) / np.maximum(var, 1e-12), 0.0)
+        return cls(list(named), list(flame), W, [float(v) for v in r2])
+
+    def __call__(self, named_values: np.ndarray) -> np.ndarray:
+        """(..., len(named)) → (..., len(flame))."""
+        x = np.asarray(named_values, np.float64)
+        return x @ self.weights[:-1] + self.weights[-1]
+
+    def to_json(self) -> dict:
+        return {"format": "avatar-studio/named-to-flame", "version": 1, "named": self.named, "flame": self.flame,
+                "weights": self.weights.tolist(), "r2": self.r2}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "NamedToFlame":
+        return cls(list(d["named"]), list(d["flame"]), np.asarray(d["weights"], np.float64),
+                   [float(v) for v in d.get("r2", [])])
+
+    @classmethod
+    def load(cls, path: str | Path) -> "NamedToFlame":
+        return cls.from_json(json.loads(Path(path).read_text("utf-8")))
