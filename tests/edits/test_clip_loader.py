@@ -127,3 +127,22 @@ def test_structure_check_without_building(tiny_clip_path):
     broken.pop("text_projection")
     with pytest.raises(ClipFileError, match="not an open_clip ViT CLIP"):
         infer_config(broken)
+
+
+def test_sidecar_and_named_configs(tiny_clip, tmp_path):
+    import json
+
+    from clip_fixture import TINY_CLIP, save_open_clip_checkpoint
+
+    from models.clip_loader import named_config
+
+    path = save_open_clip_checkpoint(tiny_clip.model, tmp_path / "open_clip_pytorch_model.bin", "bin")
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP, "preprocess_cfg": {}}))
+    assert check_clip_file(path).source == "sidecar"
+    # the configs open_clip ships are read offline; "-quickgelu" switches the activation
+    cfg = named_config("ViT-B-32")
+    assert cfg["vision_cfg"]["width"] == 768 and cfg["text_cfg"]["context_length"] == 77
+    assert named_config("ViT-B-32-quickgelu")["quick_gelu"] is True
+    # a named architecture is preferred over the sidecar: the tiny weights do not fit ViT-B-32
+    with pytest.raises(ClipFileError, match="does not match"):
+        check_clip_file(path, arch="ViT-B-32")

@@ -120,3 +120,31 @@ def test_bad_requests_say_so(pvp_engine, tiny_clip):
         StyleClipSearch(a, tiny_clip, StyleClipConfig(prompt="  "))
     with pytest.raises(InputError, match="layer range"):
         StyleClipSearch(a, tiny_clip, StyleClipConfig(prompt="red", layers=(3, 99)))
+
+
+def test_saved_edit_renders_through_the_engine(red_edits, tmp_path):
+    """A saved and reloaded edit, bound with a strength, goes through PVPEngine.render_controls(edits=...)
+    as it is today, and matches the adapter's render; two edits stack."""
+    from studio.edits.model import EditSet
+
+    a, edit = red_edits["pvp"]
+    es = EditSet(tmp_path / "edits" / "pvp", "pvp")
+    es.save(edit)
+    es.save(type(edit)(name="half red", kind="text", engine="pvp", offset=0.5 * edit.offset, prompt="red"))
+    again = EditSet(tmp_path / "edits" / "pvp", "pvp")
+    sweep = a.sweep_controls()
+    bound = again.bind({"red": 0.5, "half red": 1.0})
+    via_engine = a.engine.render_controls(sweep, edits=bound)
+    assert np.array_equal(via_engine, a.render_uint8(sweep, bound))
+    once = a.render_uint8(sweep, again.bind({"red": 1.0}))
+    assert np.abs(via_engine.astype(int) - once.astype(int)).max() <= 1, "0.5·red + 1·(half red) = 1·red"
+    assert not np.array_equal(once, a.engine.render_controls(sweep))
+
+
+def test_direction_form_with_neutral_prompt(pvp_engine, tiny_clip):
+    a = adapter_for(pvp_engine)
+    search = StyleClipSearch(a, tiny_clip, StyleClipConfig(prompt="red", neutral="grey", steps=2, batch=2,
+                                                           augmentations=2))
+    first = search.step()
+    assert 0 <= first["clip"] <= 2 and search.step()["clip"] <= 2
+    assert search.result().neutral == "grey"
