@@ -138,8 +138,8 @@ class TrainingLoop:
 
         objects = {}
         for name, obj in self._objects.items():
-            objects[name] = obj.state_dict() if hasattr(obj, "state_dict") else obj.detach().clone()
-        state = {"format": CHECKPOINT_FORMAT, "objects": objects, "vars": self.vars, "steps": self.steps,
+            objects[name] = _plain(obj.state_dict()) if hasattr(obj, "state_dict") else obj.detach().clone()
+        state = {"format": CHECKPOINT_FORMAT, "objects": objects, "vars": _plain(self.vars), "steps": self.steps,
                  "done": self.done, "active_s": self.active_s, "part_s": self.part_s, "cut_short": self.cut_short,
                  "torch_rng": torch.get_rng_state(), "numpy_rng": json.dumps(self.rng.bit_generator.state)}
         if torch.cuda.is_available() and str(self.ctx.device).startswith("cuda"):
@@ -230,3 +230,15 @@ class TrainingLoop:
             return []
         return [f"training was cut short by the {c['minutes']:g}-minute time cap: {c['part']} stopped at step "
                 f"{c['step']} of {c['total']} (set time_budget_min=0 and rerun to train fully)"]
+
+
+def _plain(obj: Any) -> Any:
+    """numpy scalars (a learning rate computed with numpy, a loss) → Python numbers: the checkpoint
+    is read back with ``weights_only=True``, which refuses numpy objects."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj)
+    return obj

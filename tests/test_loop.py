@@ -42,6 +42,9 @@ def _train(ctx, steps: int, crash_at: int | None = None, max_minutes: float = 0.
     def step(i):
         if crash_at is not None and i == crash_at:
             raise RuntimeError("crash")
+        for g in opt.param_groups:  # a schedule computed with numpy must not spoil the checkpoint
+            g["lr"] = np.float64(0.05) * np.cos(0.01 * i)
+        loop.vars["last_lr"] = np.float32(g["lr"])
         x = torch.randn(8, 4) + float(loop.rng.normal())  # both random sources feed the step
         loss = (net(x) - x @ w_true.T).pow(2).mean()
         opt.zero_grad()

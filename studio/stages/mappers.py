@@ -10,6 +10,7 @@ an RGB consistency loss outside the eyes and mouth, and a small latent regularis
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -191,7 +192,7 @@ def run(ctx: StageContext, cfg: MappersConfig):
         rng = loop.rng
         frac = i / cfg.steps  # cosine learning-rate decay over the steps
         for g in opt_map.param_groups:
-            g["lr"] = cfg.lr * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + np.cos(np.pi * min(1.0, frac))))
+            g["lr"] = cfg.lr * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
         idx = torch.from_numpy(rng.integers(0, len(train), size=min(cfg.batch, len(train))))
         target = imgs[idx].to(dev)
         c = ctrl_all[idx].to(dev)
