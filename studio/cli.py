@@ -200,6 +200,12 @@ def cmd_run(args) -> int:
     from .session import Session
     from .video import probe
 
+    if args.controls == "flame":  # say it before any tracking runs
+        from .model_files import flame_paths
+        from .stages.flame import missing_files_error
+
+        if flame_paths() is None:
+            raise missing_files_error()
     target = Path(args.target)
     created = False
     if is_project(target):
@@ -214,6 +220,8 @@ def cmd_run(args) -> int:
             project = Project.create(root, target, preset=args.preset, device=args.device)
     session = Session(project)
     engines = list(ENGINES) if args.engine == "both" else [args.engine]
+    if args.controls:
+        session.set_controls(args.engine, args.controls)
     stages = session.plan_engine(args.engine)
     estimate = _time_estimate(project, engines, stages, args.device)
     if estimate:
@@ -404,6 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--engine", default="pvp", choices=(*ENGINES, "both"),
                     help="; ".join(f"{e.name}: {e.title}" for e in ENGINES.values()) + "; both: every engine")
     sp.add_argument("--no-eval", action="store_true", help="skip the evaluation at the end")
+    sp.add_argument("--controls", choices=("named", "flame"), default=None,
+                    help="what the expression sliders are: named (the twelve named expressions, the default) or "
+                         "flame (jaw + FLAME expression coefficients; needs FLAME's files, see `models list`)")
     common(sp)
     sp.set_defaults(func=cmd_run)
 
@@ -430,10 +441,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "keyframed timeline")
     sp.add_argument("project")
     sp.add_argument("--out", "-o", required=True, help="output file (.mp4, .gif) or folder (PNG frames)")
-    sp.add_argument("--source", choices=("turntable", "self", "driver", "timeline"))
+    sp.add_argument("--source", choices=("turntable", "self", "driver", "timeline", "flame"))
     sp.add_argument("--frames", choices=("heldout", "train", "all"), help="source=self: which frames")
     sp.add_argument("--driver", help="source=driver: the driving video")
     sp.add_argument("--timeline", help="source=timeline: JSON keyframes")
+    sp.add_argument("--flame", help="source=flame: a FLAME parameter file (.npz/.npy/.pkl or a folder of them)")
     sp.add_argument("--duration", type=float, help="source=turntable: seconds")
     sp.add_argument("--expression", help="source=turntable: e.g. smile_left=0.8,jaw_open=0.3")
     sp.add_argument("--fps", type=float)

@@ -26,7 +26,7 @@ from .progress import Control, Progress
 from .video import ffmpeg_exe
 
 FORMATS = ("mp4", "gif", "png")
-SOURCES = ("turntable", "self", "driver", "timeline")
+SOURCES = ("turntable", "self", "driver", "timeline", "flame")
 
 
 @dataclass
@@ -38,6 +38,8 @@ class ExportConfig:
                       choices=("heldout", "train", "all"))
     driver: str | None = opt(None, "For source=driver: the driving video (or an already tracked project folder).")
     timeline: str | None = opt(None, "For source=timeline: a JSON file of keys {t, slider: value}.")
+    flame: str | None = opt(None, "For source=flame: a FLAME parameter file (DECA/EMOCA, SMIRK, metrical-tracker "
+                                  "or ours), for an avatar trained with FLAME controls.")
     duration: float = opt(10.0, "For source=turntable: length in seconds.", minimum=0.1, maximum=3600)
     expression: str = opt("", "For source=turntable: fixed expression, e.g. 'smile_left=0.8,jaw_open=0.3'.")
     fps: float | None = opt(None, "Frame rate (empty = the source's; 25 for turntable).", minimum=1, maximum=120)
@@ -218,8 +220,15 @@ def build_motion(project, cfg: ExportConfig, avatar, on_progress=None, control: 
     from . import motion as mo
     from .tracking.data import TrackingData
 
-    subject = TrackingData.from_project(project)
+    from .flame.controls import is_flame_controls
+
+    flame_controls = is_flame_controls(avatar.control_names)
+    subject = TrackingData.from_project(project, controls="flame" if flame_controls else "named")
     names = avatar.control_names
+    if cfg.source == "driver" and flame_controls:
+        raise InputError("this avatar has FLAME controls: a driver video drives it through its FLAME fit",
+                         "fit FLAME to the driver (`avatar-studio run-stage DRIVER_PROJECT flame`) and export with "
+                         "--source flame --flame DRIVER_PROJECT/flame/flame.npz")
     if cfg.source == "self":
         m = mo.subject_motion(project, subject, cfg.frames)
     elif cfg.source == "driver":
@@ -233,6 +242,12 @@ def build_motion(project, cfg: ExportConfig, avatar, on_progress=None, control: 
         if not cfg.timeline:
             raise InputError("source=timeline needs a timeline file", "give --timeline keys.json")
         m = mo.timeline_motion(cfg.timeline, names, cfg.fps)
+    elif cfg.source == "flame":
+        from .flame.drive import flame_motion
+
+        if not cfg.flame:
+            raise InputError("source=flame needs a FLAME parameter file", "give --flame path/to/sequence.npz")
+        m = flame_motion(project, cfg.flame, names, cfg.fps)
     elif cfg.source == "turntable":
         expr = {}
         for item in [s for s in cfg.expression.split(",") if s.strip()]:

@@ -101,7 +101,7 @@ class Session:
         need: set[str] = set()
 
         def visit(n: str) -> None:
-            for up in REGISTRY[n].depends_on:
+            for up in REGISTRY[n].depends(self.config(n)):
                 if up in REGISTRY and self.state(up) != "done" and up not in need:
                     need.add(up)
                     visit(up)
@@ -113,7 +113,27 @@ class Session:
         """Stages of engine `choice` ("both" = every engine) that are not done, in run order."""
         names = list(ENGINES) if choice == "both" else [engine(choice).name]
         wanted = {s for n in names for s in chain(n)}
+        # stages a setting brings in (e.g. `flame` when the engine's controls are FLAME's)
+        wanted |= {up for s in list(wanted) for up in REGISTRY[s].depends(self.config(s)) if up in REGISTRY}
         return [n for n in REGISTRY if n in wanted and self.state(n) != "done"]
+
+    def set_controls(self, choice: str, controls: str) -> list[str]:
+        """Train engine `choice` ("both" = every engine) on control set `controls` ("named" or
+        "flame"): saved in each of its stages that has a `controls` setting. Returns those stages."""
+        import dataclasses
+
+        names = list(ENGINES) if choice == "both" else [engine(choice).name]
+        changed = []
+        for s in dict.fromkeys(st for n in names for st in chain(n)):
+            fields = {f.name: f for f in dataclasses.fields(REGISTRY[s].config_cls)}
+            if "controls" in fields:
+                allowed = fields["controls"].metadata.get("choices") or ()
+                if allowed and controls not in allowed:
+                    raise ProjectError(f"unknown control set '{controls}'", f"control sets: {', '.join(allowed)}")
+                if getattr(self.config(s), "controls") != controls:
+                    self.set_config(s, {"controls": controls})
+                changed.append(s)
+        return changed
 
     # ------------------------------------------------------------------ settings
     def set_preset(self, preset: str) -> None:

@@ -2,6 +2,7 @@
 FLAME controls in the engines' stages: mappers and nerf train on them, a refit makes them stale."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import uuid
@@ -189,15 +190,92 @@ TINY_NERF = {"size": 16, "low_res": 8, "samples": 8, "code_dim": 8, "encoder_res
              "preview_every": 10, "threads": 1, "checkpoint_every_s": 0.0, "controls": "flame"}
 
 
-def test_nerf_trains_on_flame_controls(flame_project, tmp_path):
-    from studio.avatar import Avatar
-
-    root = tmp_path / "proj"
+@pytest.fixture(scope="module")
+def nerf_flame_project(flame_project, tmp_path_factory):
+    root = tmp_path_factory.mktemp("nerf_flame") / "proj"
     shutil.copytree(flame_project[0].root, root, ignore=shutil.ignore_patterns("*.lock", "*.ckpt"))
     proj = Project.open(root)
     run_stage(proj, "nerf", dict(TINY_NERF))
+    return proj
+
+
+def test_nerf_trains_on_flame_controls(nerf_flame_project):
+    from studio.avatar import Avatar
+
+    proj = nerf_flame_project
     assert "flame" in proj.record("nerf")["upstream"]
     av = Avatar.open(proj, "nerf")
     assert av.control_names[:3] == ["yaw", "pitch", "jaw"] and av.control_names[-1] == "flame_49"
     assert set(av.ranges) == set(av.control_names)
     assert av.render(expression={"jaw": av.ranges["jaw"][1]}).image.shape == (16, 16, 3)
+
+
+# ------------------------------------------------------------------ driving from FLAME files
+def test_head_rotation_gives_the_tracking_yaw_pitch(flame_project):
+    from studio.flame.drive import yaw_pitch_degrees
+    from studio.flame.sequences import read_sequence
+    from studio.tracking.data import TrackingData
+
+    yp = yaw_pitch_degrees(np.array([[0, np.radians(20), 0], [np.radians(-10), 0, 0]]))
+    assert np.allclose(yp, [[20, 0], [0, 10]], atol=1e-6), "y rotation = yaw to the right; -x rotation = face up"
+    proj = flame_project[0]
+    trk = TrackingData.from_project(proj)
+    seq = read_sequence(proj.output("flame", "sequence"))
+    fitted = yaw_pitch_degrees(seq.pose)[trk.valid]
+    assert np.corrcoef(fitted[:, 0], trk.pose[trk.valid, 0])[0, 1] > 0.9, "the fitted head yaw follows the tracked one"
+
+
+def test_export_from_a_flame_sequence(nerf_flame_project, tmp_path, capsys):
+    from studio.cli import main
+    from studio.flame.sequences import read_sequence, write_sequence
+
+    proj = nerf_flame_project
+    full = read_sequence(proj.output("flame", "sequence"))
+    cut = dataclasses.replace(full, expression=full.expression[40:52], jaw=full.jaw[40:52], pose=full.pose[40:52],
+                              eyes=None, eyelids=None)
+    seq = write_sequence(tmp_path / "seq.npz", cut)
+    out = tmp_path / "frames"
+    rc = main(["export", str(proj.root), "--engine", "nerf", "--source", "flame", "--flame", str(seq),
+               "--out", str(out), "--format", "png"])
+    assert rc == 0, capsys.readouterr().err
+    assert len(list(out.glob("*.png"))) == 12
+
+
+def test_bad_flame_sequence_is_one_line_and_exit_2(nerf_flame_project, tmp_path, capsys):
+    from studio.cli import main
+
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, format=np.array("avatar-studio-flame/1"), expression=np.zeros((5, 50)))
+    rc = main(["export", str(nerf_flame_project.root), "--engine", "nerf", "--source", "flame", "--flame", str(bad),
+               "--out", str(tmp_path / "x.gif")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert "'jaw'" in err and "FLAME sequences understood" in err and "SMIRK" in err
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "'jaw'" in errors[0] and "Traceback" not in err
+    assert not (tmp_path / "x.gif").exists()
+
+
+# ------------------------------------------------------------------ planning
+def test_plan_includes_flame_when_the_controls_are_flame(tracked_d3, tmp_path):
+    from studio.session import Session
+
+    session = Session(copy_project(tracked_d3, tmp_path / "proj"))
+    assert session.plan_engine("nerf") == ["nerf"]
+    assert session.set_controls("nerf", "flame") == ["nerf"]
+    assert session.config("nerf").controls == "flame"
+    assert session.plan_engine("nerf") == ["flame", "nerf"]
+    assert session.plan_stage("nerf") == ["flame", "nerf"]
+    assert "flame" not in session.plan_engine("pvp"), "the pvp engine still trains on named controls"
+
+
+def test_run_with_flame_controls_without_files_stops_first(d3_video, tmp_path, monkeypatch, capsys):
+    from studio.cli import main
+
+    monkeypatch.setenv("AVATAR_STUDIO_CONFIG_DIR", str(tmp_path / "empty-config"))
+    monkeypatch.setenv("AVATAR_STUDIO_SHARED", str(tmp_path / "no-shared"))
+    rc = main(["run", str(d3_video), "--controls", "flame", "--project", str(tmp_path / "p"), "--no-eval"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "models add flame-mediapipe" in err and err.strip().startswith("error:")
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "p").exists(), "nothing is tracked before the missing files are said"
