@@ -84,30 +84,17 @@ def test_search_resumes_exactly(pvp_engine, tiny_clip):
 
 
 def test_identity_term_with_arcface(pvp_engine, tiny_clip):
-    from models.arcface import MobileFaceNet
+    from pathlib import Path
 
-    from studio.model_files import arcface_path
+    from models.arcface import load_arcface
 
-    path = arcface_path()
-    net = None
-    if path is not None:
-        from models.arcface import load_arcface
-
-        net = load_arcface(path)
-    if net is None:
-        import os
-        from pathlib import Path
-
-        p = Path(__file__).resolve().parents[3] / "shared" / "weights" / "arcface_mobilefacenet.pt"
-        if not p.exists():
-            pytest.skip(f"needs the ArcFace weights {p} (../shared beside the repo)")
-        from models.arcface import load_arcface
-
-        net = load_arcface(p)
-    assert isinstance(net, MobileFaceNet)
+    p = Path(__file__).resolve().parents[3] / "shared" / "weights" / "arcface_mobilefacenet.pt"
+    if not p.exists():
+        pytest.skip(f"needs the ArcFace weights {p} (../shared beside the repo)")
     a = adapter_for(pvp_engine)
-    search = StyleClipSearch(a, tiny_clip, StyleClipConfig(prompt="red", steps=2, batch=2, augmentations=1), net)
-    parts = search.step()
+    search = StyleClipSearch(a, tiny_clip, StyleClipConfig(prompt="red", steps=2, batch=2, augmentations=1),
+                             load_arcface(p))
+    search.step()
     parts = search.step()
     assert 0 <= parts["identity"] < 1 and np.isfinite(parts["total"])
 
