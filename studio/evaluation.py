@@ -194,9 +194,12 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
     from .tracking.data import TrackingData
 
     t_start = time.perf_counter()
+    from .flame.controls import is_flame_controls
+
     avatar = Avatar.open(project, engine)
     name = avatar.name
-    tracking = TrackingData.from_project(project)
+    flame_controls = is_flame_controls(avatar.control_names)
+    tracking = TrackingData.from_project(project, controls="flame" if flame_controls else "named")
     _, held = tracking.split()
     out_dir = project.root / "eval" / name
     report: dict = {"engine": name, "project": project.name, "created": now_iso(), "size": avatar.size,
@@ -263,7 +266,15 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
     sweeps: dict = {}
     found_total, n_total = 0, 0
     sheet_rows = []
+    flame_sweeps: dict = {}  # FLAME sliders: commanded values and re-tracked renders, fitted after the loop
+    swept = list(names)
+    if flame_controls:
+        from .flame.evaluate import sweep_sliders
+
+        swept = names[:2] + sweep_sliders(names)
     for j, cname in enumerate(names):
+        if cname not in swept:
+            continue
         lo, hi = ranges.get(cname, (-1.0, 1.0))
         values = np.linspace(lo, hi, sweep_points).astype(np.float32)
         c = np.repeat(neutral[None], sweep_points, 0)
@@ -275,6 +286,9 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
         n_total += len(tracked)
         if j < 2:
             sweeps[cname] = _pose_errors(values, tracked, j)
+        elif flame_controls:
+            flame_sweeps[cname] = (values, tracked)
+            sweeps[cname] = {"pearson": None, "found": round(len(found) / len(tracked), 4)}
         else:
             meas = [float(tracked[i]["expr"][j - 2]) for i in found]
             r = _pearson(values[found], np.array(meas)) if found else None
@@ -282,12 +296,22 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
         if j < 4:
             sheet_rows.append(imgs)
         yield Progress(stage=STAGE, step=j + 1, total=len(names), part="sweeps", message=f"{name}: {cname} sweep")
+    flame_fit = None
+    if flame_controls:
+        from .flame.evaluate import fit_sweeps
+
+        yield Progress(stage=STAGE, step=0, total=1, part="flame", message=f"{name}: FLAME fit of the sweeps")
+        flame_fit = fit_sweeps(project, flame_sweeps)
+        for k, r in (flame_fit.get("pearson") or {}).items():
+            sweeps[k]["pearson"] = r
     exprs = [v["pearson"] for k, v in sweeps.items() if k not in ("yaw", "pitch") and v["pearson"] is not None]
     report["controls"] = {
         "yaw_mae_deg": sweeps["yaw"]["mae_deg"], "pitch_mae_deg": sweeps["pitch"]["mae_deg"],
         "expression_pearson_mean": round(float(np.mean(exprs)), 4) if exprs else None,
         "expression_pearson": {k: v["pearson"] for k, v in sweeps.items() if k not in ("yaw", "pitch")},
         "face_found": round(found_total / max(1, n_total), 4), "sweep_points": sweep_points, "sweeps": sweeps}
+    if flame_fit is not None:
+        report["controls"]["flame"] = flame_fit
     _write_png(out_dir / "sweeps.png", _sheet(sheet_rows))
 
     # 3 -------------------------------------------------------------- latency
@@ -374,6 +398,8 @@ ROWS = [
     ("yaw error (° MAE)", ("controls", "yaw_mae_deg"), ".2f", 1.0),
     ("pitch error (° MAE)", ("controls", "pitch_mae_deg"), ".2f", 1.0),
     ("expression correlation (mean r)", ("controls", "expression_pearson_mean"), ".3f", 1.0),
+    ("FLAME slider r (jaw + 10, mean)", ("controls", "flame", "mean"), ".3f", 1.0),
+    ("FLAME jaw r", ("controls", "flame", "jaw"), ".3f", 1.0),
     ("face found in sweeps (%)", ("controls", "face_found"), ".1f", 100.0),
     ("render time (ms/frame)", ("latency", "render_ms_median"), ".1f", 1.0),
     ("multi-view identity (cos)", ("multiview", "identity_between_views"), ".3f", 1.0),

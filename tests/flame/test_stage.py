@@ -279,3 +279,71 @@ def test_run_with_flame_controls_without_files_stops_first(d3_video, tmp_path, m
     assert rc == 2 and "models add flame-mediapipe" in err and err.strip().startswith("error:")
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "p").exists(), "nothing is tracked before the missing files are said"
+
+
+# ------------------------------------------------------------------ evaluation of FLAME sliders
+def _synth_tracked(model, emb, shape, jaw, expr, k: int) -> dict:
+    """MediaPipe-like result for a face made by the FLAME model: coefficient k (or the jaw when k < 0)."""
+    n_expr = model.n_expr
+    e = torch.zeros(1, n_expr)
+    j = torch.zeros(1, 3)
+    if k < 0:
+        j[0, 0] = jaw
+    else:
+        e[0, k] = expr
+    with torch.no_grad():
+        pts = model.landmarks(torch.as_tensor(emb.face_idx), torch.as_tensor(emb.bary, dtype=torch.float32),
+                              shape=torch.as_tensor(shape, dtype=torch.float32)[None], expression=e, jaw_pose=j,
+                              batch_size=1)[0].numpy()
+    s = 1500.0
+    lm = np.stack([s * pts[:, 0] + 200, -s * pts[:, 1] + 220, -s * pts[:, 2]], 1)
+    return {"landmarks": lm, "pose": np.zeros(3), "expr": np.zeros(12)}
+
+
+def test_fit_sweeps_recovers_commanded_coefficients(flame_project, subject_flame_module, monkeypatch, tmp_path):
+    from studio.flame.evaluate import fit_sweeps
+    from studio.flame.files import load_flame
+
+    configure_flame(monkeypatch, tmp_path, subject_flame_module)
+    proj = flame_project[0]
+    model, emb = load_flame(subject_flame_module.model_path, subject_flame_module.embedding_path)
+    with np.load(proj.output("flame", "sequence")) as z:
+        shape = z["shape"]
+    full = np.zeros(model.n_shape)
+    full[:len(shape)] = shape
+    sweeps = {}
+    for name, k, vals in (("jaw", -1, np.linspace(0.0, 0.25, 5)), ("flame_00", 0, np.linspace(-2, 2, 5)),
+                          ("flame_03", 3, np.linspace(-2, 2, 5))):
+        tracked = [_synth_tracked(model, emb, full, v, v, k) for v in vals]
+        tracked[1] = None  # a render where no face was found
+        sweeps[name] = (vals, tracked)
+    res = fit_sweeps(proj, sweeps, steps=120)
+    assert set(res["pearson"]) == {"jaw", "flame_00", "flame_03"}
+    assert res["jaw"] > 0.9 and res["pearson"]["flame_00"] > 0.9 and res["pearson"]["flame_03"] > 0.9, res
+    assert res["mean"] > 0.9
+
+
+def test_evaluation_reports_flame_slider_r(nerf_flame_project, subject_flame_module, monkeypatch, tmp_path):
+    import studio.tracking.tracker as tracker
+    from studio.evaluation import evaluate, format_table
+    from studio.tracking.data import TrackingData
+
+    configure_flame(monkeypatch, tmp_path, subject_flame_module)
+    proj = nerf_flame_project
+    trk = TrackingData.from_project(proj)
+    rows = np.flatnonzero(trk.valid)
+
+    def fake_track(images, tracking):  # mediapipe finds no face in 16 px renders: real tracked faces instead
+        return [{"pose": np.array([float(i), 0.0, 0.0], np.float32), "expr": np.zeros(12),
+                 "landmarks": trk.landmarks[rows[(7 * i) % len(rows)]]} for i, _ in enumerate(images)]
+
+    monkeypatch.setattr(tracker, "track_images", fake_track)
+    rep = evaluate(proj, "nerf", sweep_points=4, latency_frames=2)
+    fl = rep["controls"]["flame"]
+    assert list(fl["pearson"]) == ["jaw"] + [f"flame_{k:02d}" for k in range(10)]
+    assert set(rep["controls"]["expression_pearson"]) == set(fl["pearson"])
+    assert fl["fit_error_px"] is not None and fl["fit_error_px"] < 20
+    saved = json.loads((proj.root / "eval" / "nerf" / "eval.json").read_text())
+    assert saved["controls"]["flame"]["pearson"] == fl["pearson"]
+    table = format_table(rep)
+    assert "FLAME slider r" in table and "r flame_09" in table
