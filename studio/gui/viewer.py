@@ -1,4 +1,5 @@
-"""The viewer: the avatar rendered live from sliders (yaw, pitch, one per named expression).
+"""The viewer: the avatar rendered live from sliders (yaw, pitch, one per named expression; for an
+avatar trained on FLAME controls, jaw + the first N FLAME coefficients and a "Named" tab mapped onto them).
 
 Renders run in a `RenderWorker` that only renders the newest slider state. An optional
 panel shows the nearest real training frame beside the render.
@@ -9,7 +10,7 @@ import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton,
-                               QScrollArea, QSlider, QToolButton, QVBoxLayout, QWidget)
+                               QScrollArea, QSlider, QSpinBox, QTabWidget, QToolButton, QVBoxLayout, QWidget)
 
 from .dialogs import error_box
 from .imaging import ImageView
@@ -18,6 +19,8 @@ from .workers import Failure, RenderWorker
 
 STEPS = 200
 """Slider resolution: positions 0..STEPS across each control's trained range."""
+FLAME_SLIDERS = 10
+"""FLAME coefficients shown as sliders by default (jaw comes on top); the rest stay at 0."""
 
 
 class ControlSlider(QWidget):
@@ -84,7 +87,14 @@ class ViewerPanel(QWidget):
         super().__init__(parent)
         self.project = None
         self.sliders: list[ControlSlider] = []
-        self._titles: list[QLabel] = []
+        self._titles: list[QWidget] = []
+        self.flame_count = FLAME_SLIDERS
+        """How many FLAME coefficient sliders an avatar with FLAME controls shows (a setting)."""
+        self._info: dict | None = None
+        self._flame_names: list[str] = []    # FLAME sliders shown (jaw + coefficients)
+        self._named_sliders: list[ControlSlider] = []
+        self._named_map = None                 # studio.flame.controls.NamedToFlame
+        self.tabs: QTabWidget | None = None
         self.last_render: dict | None = None
         self.worker = RenderWorker(self)
         self.worker.loaded.connect(self._loaded)
@@ -186,11 +196,14 @@ class ViewerPanel(QWidget):
         self.engine_box.setEnabled(len(engines) > 1)
         self.engine_box.setToolTip("" if len(engines) > 1 else "Train both engines to switch between them")
         self.engine_box.blockSignals(False)
-        flame = ModelFiles().entry("flame")
-        self.flame_label.setText("" if flame.ok else
-                                 "FLAME sliders need the FLAME head model (generic_model.pkl), which is not "
-                                 "configured; the named expression sliders are used.")
-        self.flame_note.setVisible(not flame.ok)
+        flame_ok = ModelFiles().entry("flame").ok and ModelFiles().entry("flame-mediapipe").ok
+        self.flame_label.setText("" if flame_ok else
+                                 "FLAME adds sliders for the jaw and FLAME's expression coefficients, and driving "
+                                 "the avatar from DECA / EMOCA / SMIRK / metrical-tracker files. It needs FLAME's "
+                                 "head model (generic_model.pkl) and its MediaPipe landmark embedding "
+                                 "(mediapipe_landmark_embedding.npz), not both configured; add them under Models, "
+                                 "then train with FLAME controls. The named expression sliders are used.")
+        self.flame_note.setVisible(not flame_ok)
         self._clear_sliders()
         self.render_view.set_image(None)
         self.nearest_view.set_image(None)
@@ -214,15 +227,96 @@ class ViewerPanel(QWidget):
             w.setParent(None)
             w.deleteLater()
         self.sliders, self._titles = [], []
+        self._named_sliders, self._flame_names, self._named_map, self.tabs = [], [], None, None
         self._set_enabled(False)
 
     def _set_enabled(self, on: bool) -> None:
         self.reset_btn.setEnabled(on)
         self.nearest_box.setEnabled(on and getattr(self, "_has_tracking", False))
 
+    def _slider(self, name: str, info: dict, unit: str = "", ranges: dict | None = None) -> ControlSlider:
+        lo, hi = (ranges or info["ranges"]).get(name, (-1.0, 1.0))
+        s = ControlSlider(name, lo, hi, float(np.clip(0.0, lo, hi)), unit)
+        s.moved.connect(self.request_render)
+        self.sliders.append(s)
+        return s
+
+    def set_flame_count(self, n: int) -> None:
+        """Show jaw + the first `n` FLAME coefficients (the others stay at 0)."""
+        self.flame_count = int(n)
+        if self._info is not None and self._flame_names:
+            self._loaded(self._info)
+
+    def _loaded_flame(self, info: dict) -> None:
+        """Sliders of an avatar with FLAME controls: head pose, then tabs "FLAME" (jaw + the first
+        `flame_count` coefficients) and "Named" (the named expressions, mapped to FLAME controls by
+        the least-squares map the `flame` stage fitted on the subject's frames)."""
+        from ..flame.controls import JAW, NamedToFlame
+
+        names = info["control_names"]
+        t = QLabel("HEAD POSE")
+        t.setObjectName("SectionTitle")
+        self.grid.addWidget(t)
+        self._titles.append(t)
+        for name in names[:2]:
+            self.grid.addWidget(self._slider(name, info, "°"))
+        self.tabs = QTabWidget()
+        self.grid.addWidget(self.tabs)
+        self._titles.append(self.tabs)
+        page = QWidget()
+        lay = QVBoxLayout(page)
+        count_row = QHBoxLayout()
+        count_row.addWidget(QLabel("FLAME sliders"))
+        self.flame_spin = QSpinBox()
+        self.flame_spin.setRange(1, max(1, len(names) - 3))
+        self.flame_spin.setValue(min(self.flame_count, len(names) - 3))
+        self.flame_spin.setToolTip("How many FLAME expression coefficients get a slider (the others stay at 0)")
+        self.flame_spin.valueChanged.connect(self.set_flame_count)
+        count_row.addWidget(self.flame_spin)
+        count_row.addStretch(1)
+        lay.addLayout(count_row)
+        self._flame_names = [JAW] + [n for n in names[3:3 + self.flame_count]]
+        for name in self._flame_names:
+            lay.addWidget(self._slider(name, info))
+        lay.addStretch(1)
+        self.tabs.addTab(page, "FLAME")
+        path = None
+        try:
+            path = self.project.output("flame", "named_map") if self.project is not None else None
+        except Exception:  # noqa: BLE001 — an older FLAME fit without the map: no Named tab
+            path = None
+        if path is not None and path.exists():
+            import json
+
+            data = json.loads(path.read_text("utf-8"))
+            self._named_map = NamedToFlame.from_json(data)
+            ranges = {k: tuple(v) for k, v in (data.get("named_ranges") or {}).items()}
+            page = QWidget()
+            lay = QVBoxLayout(page)
+            hint = QLabel("Named expressions, turned into FLAME controls by a linear map fitted on your video.")
+            hint.setObjectName("Hint")
+            hint.setWordWrap(True)
+            lay.addWidget(hint)
+            for name in self._named_map.named:
+                s = self._slider(name, info, ranges=ranges)
+                self._named_sliders.append(s)
+                lay.addWidget(s)
+            lay.addStretch(1)
+            self.tabs.addTab(page, "Named")
+        self.tabs.currentChanged.connect(lambda _i: self.request_render())
+
     def _loaded(self, info: dict) -> None:
+        from ..flame.controls import is_flame_controls
+
         self._clear_sliders()
+        self._info = info
         self._has_tracking = info["has_tracking"]
+        if is_flame_controls(info["control_names"]):
+            self._loaded_flame(info)
+            self._set_enabled(True)
+            self.info.setText(f"{_short_title(info['engine'])} avatar, {info['size']} px, FLAME controls")
+            self.request_render()
+            return
         for i, name in enumerate(info["control_names"]):
             if i in (0, 2):
                 t = QLabel("HEAD POSE" if i == 0 else "EXPRESSION")
@@ -242,7 +336,20 @@ class ViewerPanel(QWidget):
 
     # ------------------------------------------------------------------ rendering
     def controls(self) -> np.ndarray:
-        return np.array([s.value() for s in self.sliders], np.float32)
+        if not self._flame_names:
+            return np.array([s.value() for s in self.sliders], np.float32)
+        names = self._info["control_names"]
+        c = np.array([float(np.clip(0.0, *self._info["ranges"].get(n, (-1.0, 1.0)))) for n in names], np.float32)
+        c[0], c[1] = self.sliders[0].value(), self.sliders[1].value()
+        if self.tabs is not None and self.tabs.currentIndex() == 1 and self._named_map is not None:
+            flame = self._named_map(np.array([s.value() for s in self._named_sliders]))
+            for n, v in zip(self._named_map.flame, flame):
+                if n in names:
+                    c[names.index(n)] = v
+        else:
+            for s in self.sliders[2:2 + len(self._flame_names)]:
+                c[names.index(s.name)] = s.value()
+        return c
 
     def request_render(self) -> int:
         if not self.sliders:

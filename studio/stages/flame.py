@@ -95,7 +95,8 @@ def run(ctx: StageContext, cfg: FlameConfig):
     n_expr = seq.expression.shape[1]
     names = flame_control_names(n_expr)
     mapping = NamedToFlame.fit(trk.expr[train], controls_from_sequence(seq)[train], trk.expression_names, names)
-    write_json(ctx.workdir / "named_to_flame.json", mapping.to_json())
+    named_ranges = {k: list(v) for k, v in trk.control_ranges().items() if k not in ("yaw", "pitch")}
+    write_json(ctx.workdir / "named_to_flame.json", {**mapping.to_json(), "named_ranges": named_ranges})
 
     pct = fit.error_pct[fit.fitted]
     summary = {"frames": s["frames"], "error_px_mean": round(s["error_px_mean"], 3),

@@ -347,3 +347,38 @@ def test_evaluation_reports_flame_slider_r(nerf_flame_project, subject_flame_mod
     assert saved["controls"]["flame"]["pearson"] == fl["pearson"]
     table = format_table(rep)
     assert "FLAME slider r" in table and "r flame_09" in table
+
+
+# ------------------------------------------------------------------ viewer
+def test_viewer_shows_flame_sliders_and_a_named_tab(nerf_flame_project, subject_flame_module, monkeypatch, tmp_path,
+                                                     qtbot):
+    from studio.gui.viewer import ViewerPanel
+
+    configure_flame(monkeypatch, tmp_path, subject_flame_module)
+    v = ViewerPanel()
+    qtbot.addWidget(v)
+    try:
+        v.set_project(nerf_flame_project)
+        qtbot.waitUntil(lambda: v.last_render is not None, timeout=20000)
+        assert not v.flame_note.isVisibleTo(v), "with FLAME's files the note is not needed"
+        assert [v.tabs.tabText(i) for i in range(v.tabs.count())] == ["FLAME", "Named"]
+        names = [s.name for s in v.sliders]
+        assert names[:3] == ["yaw", "pitch", "jaw"] and names[3:13] == [f"flame_{k:02d}" for k in range(10)]
+        assert names[13:] == v._named_map.named and len(names[13:]) == 12
+        base = v.controls()
+        assert base.shape == (53,)
+        flame01 = v.sliders[names.index("flame_01")]
+        flame01.slider.setValue(200)
+        c = v.controls()
+        assert c[4] == pytest.approx(flame01.hi) and np.allclose(np.delete(c, 4), np.delete(base, 4))
+        v.tabs.setCurrentIndex(1)
+        jaw_open = v.sliders[names.index("jaw_open")]
+        a = v.controls()
+        jaw_open.slider.setValue(200)
+        b = v.controls()
+        w = v._named_map.weights[v._named_map.named.index("jaw_open")]
+        assert np.allclose(b[2:] - a[2:], w * (jaw_open.value() - jaw_open.neutral), atol=1e-4)
+        v.set_flame_count(4)
+        assert [s.name for s in v.sliders][2:7] == ["jaw", "flame_00", "flame_01", "flame_02", "flame_03"]
+    finally:
+        v.shutdown()
