@@ -49,6 +49,8 @@ class Components:
     labels: list[str] = field(default_factory=list)
     """(K,) "appearance", "pose" or "expression"."""
     n_samples: int = 0
+    tracked: list[dict] | None = None
+    """(K,) per component, when `label_by_tracking` ran: tracked pose / expression change over ±2σ."""
 
     def order(self) -> list[int]:
         """Component indices, appearance ones first, each group by variance."""
@@ -58,7 +60,8 @@ class Components:
     def to_json(self) -> list[dict]:
         return [{"component": i, "label": self.labels[i], "sigma": round(float(self.sigma[i]), 5),
                  "explained": round(self.explained[i], 4), "pose_share": round(self.pose_share[i], 3),
-                 "expression_share": round(self.expression_share[i], 3)} for i in self.order()]
+                 "expression_share": round(self.expression_share[i], 3),
+                 **({"tracked": self.tracked[i]} if self.tracked else {})} for i in self.order()]
 
 
 def _w(latents: torch.Tensor) -> torch.Tensor:
@@ -105,6 +108,51 @@ def compute_components(adapter, n_samples: int = 512, n_components: int = 8, ext
     return Components(engine=adapter.engine_name, mean=mean.float().cpu(), directions=dirs.float().cpu(),
                       sigma=var.sqrt().float().cpu(), explained=(var / total).tolist(), pose_share=shares[0],
                       expression_share=shares[1], labels=labels, n_samples=len(w))
+
+
+@torch.no_grad()
+def label_by_tracking(adapter, comps: Components, tracking, strength: float = 2.0, pose_degrees: float = 3.0,
+                      expression_units: float = 0.3, poses: int = 3) -> Components:
+    """Relabel components by re-tracking their renders (`studio.tracking.tracker.track_images`).
+
+    For each component, renders at −strength·σ and +strength·σ (neutral expression, `poses` yaw
+    values across the range) are tracked; the mean (over poses) of the larger of the tracked yaw and
+    pitch changes (degrees)
+    and the largest mean change of a tracked expression (the subject's units) between the two
+    ends decide: ≥ `pose_degrees` → "pose", else ≥ `expression_units` → "expression", else
+    "appearance". A component whose renders lose the face keeps its latent label (noted).
+    """
+    import dataclasses
+
+    from ..metrics import to_uint8
+    from ..tracking.tracker import track_images
+
+    L = adapter.latent_shape[0]
+    c = np.repeat(adapter.neutral()[None], poses, 0)
+    c[:, 0] = np.linspace(adapter.lo[0], adapter.hi[0], poses + 2)[1:-1]
+    ct = torch.from_numpy(c).to(adapter.device)
+    base = adapter.latent(ct)
+    images = []
+    for k in range(len(comps.sigma)):
+        off = component_offset(comps, k, L).to(base)
+        for sign in (-1.0, 1.0):
+            images.extend(to_uint8(adapter.render(base + sign * strength * off, ct)))
+    found = track_images(images, tracking)
+    labels, records = list(comps.labels), []
+    for k in range(len(comps.sigma)):
+        lo = found[(2 * k) * poses:(2 * k + 1) * poses]
+        hi = found[(2 * k + 1) * poses:(2 * k + 2) * poses]
+        pairs = [(a, b) for a, b in zip(lo, hi) if a is not None and b is not None]
+        if not pairs:
+            records.append({"faces": 0, "note": "face lost at ±2σ; latent label kept"})
+            continue
+        dpose = float(np.mean([np.abs(np.asarray(b["pose"][:2]) - np.asarray(a["pose"][:2])).max()
+                               for a, b in pairs]))
+        dexpr = float(np.max(np.mean([np.abs(np.asarray(b["expr"]) - np.asarray(a["expr"])) for a, b in pairs], 0)))
+        labels[k] = "pose" if dpose >= pose_degrees else "expression" if dexpr >= expression_units else "appearance"
+        records.append({"faces": len(pairs), "pose_change_deg": round(dpose, 3),
+                        "expression_change": round(dexpr, 4)})
+    return dataclasses.replace(comps, labels=labels, tracked=records)
 
 
 def component_offset(comps: Components, k: int, num_layers: int, layers: tuple[int, int] | None = None

@@ -127,3 +127,37 @@ def test_direction_edits_save_and_picture(pvp_engine, nerf_engine, tmp_path):
 
         for f in tmp_path.glob("components_*.png"):
             shutil.copy(f, p)
+
+
+def test_labels_from_retracked_renders(pvp_engine, monkeypatch):
+    """The re-tracking path labels by what the tracker reads off the renders (a stand-in tracker
+    here: mediapipe finds no face in 32 px renders): a component whose renders change the
+    tracked yaw is "pose", one that changes a tracked expression is "expression", one whose
+    renders lose the face keeps its latent label."""
+    import studio.tracking.tracker as tracker
+    from studio.edits.ganspace import label_by_tracking
+
+    a = adapter_for(pvp_engine)
+    comps = compute_components(a, n_samples=128, n_components=3)
+    calls = []
+
+    def fake_track(images, tracking):
+        calls.append(len(images))
+        out = []
+        for i, img in enumerate(images):
+            k, sign = divmod(i // 3, 2)          # 3 poses per (component, sign)
+            if k == 2:
+                out.append(None)
+                continue
+            yaw = 5.0 * sign if k == 0 else 0.0
+            expr = np.zeros(12)
+            expr[0] = 0.8 * sign if k == 1 else 0.0
+            out.append({"pose": np.array([yaw, 0.0, 0.0]), "expr": expr})
+        return out
+
+    monkeypatch.setattr(tracker, "track_images", fake_track)
+    out = label_by_tracking(a, comps, tracking=None)
+    assert calls == [3 * 2 * 3]
+    assert out.labels[:2] == ["pose", "expression"] and out.labels[2] == comps.labels[2]
+    assert out.tracked[0]["pose_change_deg"] == pytest.approx(5.0) and out.tracked[2]["faces"] == 0
+    assert "tracked" in out.to_json()[0]
