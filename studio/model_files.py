@@ -317,7 +317,8 @@ def _check_clip(path: Path) -> str:
             info = loader.check_clip_file(path)
         except Exception as exc:  # noqa: BLE001 — the loader's own refusal, whatever its type
             raise FormatProblem(str(exc)) from exc
-        return info if isinstance(info, str) and info else "CLIP checkpoint"
+        params = getattr(info, "parameters", None)
+        return f"CLIP checkpoint, {params / 1e6:.1f} M parameters" if isinstance(params, int) else "CLIP checkpoint"
     state = _torch_state(path)
     missing = [k for k in _CLIP_KEYS if k not in state]
     if not any(isinstance(k, str) and k.startswith("visual.") for k in state):
@@ -334,8 +335,8 @@ def _check_clip(path: Path) -> str:
 
 # The globals a FLAME generic_model.pkl refers to: numpy arrays, scipy sparse matrices, chumpy arrays.
 _FLAME_GLOBAL_MODULES = ("numpy", "numpy.core.multiarray", "numpy._core.multiarray", "scipy.sparse.csc",
-                         "scipy.sparse._csc", "scipy.sparse.csr", "scipy.sparse._csr", "copy_reg", "copyreg",
-                         "_codecs")
+                         "scipy.sparse._csc", "scipy.sparse.csr", "scipy.sparse._csr", "scipy.sparse.coo",
+                         "scipy.sparse._coo", "copy_reg", "copyreg", "_codecs")
 _FLAME_KEYS = ("v_template", "f", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table")
 
 
@@ -388,13 +389,14 @@ def _scan_flame_pickle(path: Path) -> str:
 
 def _check_flame(path: Path) -> str:
     reader = _optional_module("models.flame_pickle")
-    if reader is not None and hasattr(reader, "check_flame_file"):
-        try:
-            info = reader.check_flame_file(path)
-        except Exception as exc:  # noqa: BLE001 — the reader's own refusal
-            raise FormatProblem(str(exc)) from exc
-        return info if isinstance(info, str) and info else "FLAME model"
-    return _scan_flame_pickle(path)
+    if reader is None or not hasattr(reader, "read_flame_model"):
+        return _scan_flame_pickle(path)
+    try:  # the reader's restricted unpickler refuses any global outside its allow-list
+        data = reader.read_flame_model(path)
+    except Exception as exc:  # noqa: BLE001 — FlameFileError, or anything a damaged file raises
+        raise FormatProblem(str(exc).replace(f"{path.name}: ", "")) from exc
+    return (f"FLAME model, {data.v_template.shape[0]} vertices, {data.shapedirs.shape[-1]} shape and "
+            f"{data.exprdirs.shape[-1]} expression components")
 
 
 def _check_flame_mediapipe(path: Path) -> str:
@@ -403,12 +405,12 @@ def _check_flame_mediapipe(path: Path) -> str:
     import numpy as np
 
     reader = _optional_module("models.flame_pickle")
-    if reader is not None and hasattr(reader, "check_mediapipe_embedding"):
+    if reader is not None and hasattr(reader, "read_mediapipe_embedding"):
         try:
-            info = reader.check_mediapipe_embedding(path)
+            emb = reader.read_mediapipe_embedding(path)
         except Exception as exc:  # noqa: BLE001 — the reader's own refusal
-            raise FormatProblem(str(exc)) from exc
-        return info if isinstance(info, str) and info else "mediapipe landmark embedding"
+            raise FormatProblem(str(exc).replace(f"{path.name}: ", "")) from exc
+        return f"mediapipe landmark embedding ({len(emb.face_idx)} landmarks)"
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in ("lmk_face_idx", "lmk_b_coords") if k not in z.files]

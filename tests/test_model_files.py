@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from studio.errors import InputError, MissingModelError
 from studio.model_files import KNOWN, ModelFiles, config_dir
 
 torch.set_num_threads(1)
+SHARED = Path(os.environ.get("AVATAR_STUDIO_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
 
 @pytest.fixture(autouse=True)
@@ -54,14 +56,25 @@ def stylegan2_file(path):
 FLAME_KEYS = ("v_template", "f", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table")
 
 
-def flame_file(path, protocol=2, keys=FLAME_KEYS):
+def flame_file(path):
+    """generic_model.pkl in FLAME's layout (chumpy arrays, a scipy sparse regressor) over a small synthetic mesh."""
+    from flame.fixture import synthetic_arrays, write_generic_model
+
+    write_generic_model(path, synthetic_arrays())
+    return path
+
+
+def plain_flame_pickle(path, protocol=2, keys=FLAME_KEYS):
+    """A pickle with FLAME's keys but not its contents (numpy arrays of the wrong shapes)."""
     with open(path, "wb") as f:
         pickle.dump({k: np.zeros((4, 3)) for k in keys}, f, protocol=protocol)
     return path
 
 
-def embedding_file(path, n=105):
-    np.savez(path, lmk_face_idx=np.arange(n), lmk_b_coords=np.full((n, 3), 1 / 3), landmark_indices=np.arange(n))
+def embedding_file(path):
+    from flame.fixture import synthetic_arrays, write_identity_embedding
+
+    write_identity_embedding(path, synthetic_arrays()["faces"])
     return path
 
 
@@ -155,8 +168,8 @@ def test_wrong_files_are_refused_with_a_reason(tmp_path):
     txt.write_text("not a pickle")
     with pytest.raises(InputError, match="not a pickle"):
         mf.set("flame", txt)
-    with pytest.raises(InputError, match="not a FLAME model: it has no shapedirs"):
-        mf.set("flame", flame_file(tmp_path / "partial.pkl", keys=("v_template", "f")))
+    with pytest.raises(InputError, match="shapedirs"):
+        mf.set("flame", plain_flame_pickle(tmp_path / "partial.pkl", keys=("v_template", "f")))
     with pytest.raises(InputError, match="expected a"):
         mf.set("flame", alex)
     with pytest.raises(InputError, match="lmk_face_idx"):
@@ -168,12 +181,22 @@ def test_wrong_files_are_refused_with_a_reason(tmp_path):
 
 
 @pytest.mark.parametrize("protocol", [2, 4])
-def test_a_pickle_that_would_run_code_is_refused_without_running_it(tmp_path, protocol):
+def test_a_pickle_that_would_run_code_is_refused_without_running_it(tmp_path, protocol, monkeypatch):
     path = tmp_path / "generic_model.pkl"
     with open(path, "wb") as f:
         pickle.dump({k: np.zeros(2) for k in FLAME_KEYS} | {"weights": _Evil()}, f, protocol=protocol)
-    with pytest.raises(InputError, match=r"refers to (posix|nt|os)\.system"):
+    with pytest.raises(InputError, match=r"(posix|nt|os)\.system"):  # the FLAME reader's own refusal
         ModelFiles().set("flame", path)
+    monkeypatch.setattr(model_files, "_optional_module", lambda name: None)
+    with pytest.raises(InputError, match=r"refers to (posix|nt|os)\.system"):  # the fallback scan's refusal
+        ModelFiles().set("flame", path)
+
+
+def test_without_the_flame_reader_a_pickle_with_flame_keys_passes_the_scan(tmp_path, monkeypatch):
+    monkeypatch.setattr(model_files, "_optional_module", lambda name: None)
+    assert ModelFiles().set("flame", plain_flame_pickle(tmp_path / "generic_model.pkl", protocol=4)).ok
+    with pytest.raises(InputError, match="not a FLAME model: it has no shapedirs"):
+        ModelFiles().set("flame", plain_flame_pickle(tmp_path / "partial.pkl", keys=("v_template", "f")))
 
 
 def test_a_file_that_disappears_is_reported(tmp_path):
@@ -187,19 +210,20 @@ def test_a_file_that_disappears_is_reported(tmp_path):
 
 
 def test_changed_file_is_reported_and_not_used(tmp_path):
-    f = clip_file(tmp_path / "clip.pt")
+    f = arcface_file(tmp_path / "arcface.pt")
     mf = ModelFiles()
-    mf.set("clip", f)
-    first = mf.entry("clip").sha256
+    mf.set("arcface", f)
+    first = mf.entry("arcface").sha256
     st = f.stat()
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))  # touched, same bytes: still fine
-    e = ModelFiles().entry("clip")
+    e = ModelFiles().entry("arcface")
     assert e.ok and e.state == "present" and e.sha256 == first
-    clip_file(f, width=12)  # different content
-    e = ModelFiles().entry("clip")
+    arcface_file(f)  # saved again: other random weights, same size
+    assert f.stat().st_size == st.st_size
+    e = ModelFiles().entry("arcface")
     assert e.state == "changed" and not e.ok and e.sha256 != first and "CHANGED" in e.status
-    assert ModelFiles().path("clip") is None
-    assert ModelFiles().set("clip", f).state == "present"  # adding it again checks and accepts it
+    assert ModelFiles().path("arcface") is None
+    assert ModelFiles().set("arcface", f).state == "present"  # adding it again checks and accepts it
 
 
 def test_add_folder_imports_every_recognised_file(tmp_path):
@@ -241,8 +265,6 @@ def test_damaged_settings_file_is_tolerated(app_config):
 
 
 def test_arcface_defaults_to_the_shared_weights(monkeypatch):
-    from conftest import SHARED
-
     path = SHARED / "weights" / "arcface_mobilefacenet.pt"
     if not path.exists():
         pytest.skip(f"needs {path} (../shared beside the repo, or set AVATAR_STUDIO_SHARED)")

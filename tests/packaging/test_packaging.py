@@ -99,9 +99,8 @@ def test_ci_bundle_reuses_the_cached_bundle_and_smoke_test_passes(tmp_path):
     assert "ok      gui: window shown" in out
     smoke = Path(where) / "smoke"
     assert (smoke / "window.png").stat().st_size > 10_000
-    from conftest import VIDEOS
-
-    if (VIDEOS / "subject_turns_d3.mp4").exists():
+    shared = Path(os.environ.get("AVATAR_STUDIO_SHARED", REPO.parent / "shared"))
+    if (shared / "data" / "videos" / "subject_turns_d3.mp4").exists():
         assert "ok      new: tracked" in out and "ok      run-stage prior" in out
         assert (smoke / "project" / "pivots").is_dir()
     else:
