@@ -202,6 +202,42 @@ def find_gaps(times, interval: float) -> list[tuple[float, float]]:
     return [(a, b) for a, b in zip(t, t[1:]) if b - a > limit]
 
 
+def merge_spans(spans) -> list:
+    """Sorted, non-overlapping [start, end] spans covering the given ones."""
+    out: list = []
+    for a, b in sorted((float(a), float(b)) for a, b in spans):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return out
+
+
+def damaged_spans(events, end: float, settle: int = 2) -> list:
+    """Stretches from a decoder error to the next keyframe decoded cleanly.
+
+    `events`: the decoder's log in order, ("frame", time, is_keyframe) or ("error",). Errors come
+    from the parser too, which runs a few packets ahead of the decoder, so a keyframe closes a
+    stretch only when at least `settle` frames were decoded since the last error (otherwise the
+    errors may belong to packets after it)."""
+    spans, start, last_t, since_error = [], None, 0.0, 0
+    for ev in events:
+        if ev[0] == "error":
+            if start is None:
+                start = last_t
+            since_error = 0
+            continue
+        _, t, key = ev
+        since_error += 1
+        if start is not None and key and since_error > settle:
+            spans.append([round(start, 3), round(t, 3)])
+            start = None
+        last_t = t
+    if start is not None:
+        spans.append([round(start, 3), round(max(end, start), 3)])
+    return spans
+
+
 def _fmt_s(x: float) -> str:
     return f"{x:.1f} s"
 
@@ -221,6 +257,10 @@ class DecodeReport:
     lost: list = field(default_factory=list)
     """[start, end] of each stretch the decoder produced no frame for (the frames handed out
     there repeat the last good one)."""
+    damaged: list = field(default_factory=list)
+    """[start, end] of each stretch from a decoder error to the next keyframe decoded cleanly:
+    frames there are missing or may show blocks of wrong picture (errors spread through the
+    frames that predict from a damaged one until the next keyframe)."""
     errors: int = 0
     """Error / warning lines from ffmpeg."""
     messages: list = field(default_factory=list)
@@ -233,12 +273,31 @@ class DecodeReport:
     def lost_seconds(self) -> float:
         return float(sum(b - a for a, b in self.lost))
 
+    @property
+    def bad_spans(self) -> list:
+        """`lost` and `damaged` merged: the frames that should not be used."""
+        return merge_spans(self.lost + self.damaged)
+
+    @property
+    def bad_seconds(self) -> float:
+        return float(sum(b - a for a, b in self.bad_spans))
+
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-_PTS_TIME = re.compile(r"\] \[info\] n:\s*\d+ pts:\s*-?\d+ pts_time:(-?[\d.]+)")
+_PTS_TIME = re.compile(r"\] \[info\] n:\s*\d+ pts:\s*-?\d+ pts_time:(-?[\d.]+).*? iskey:(\d)")
 _LEVEL = re.compile(r"\[(error|fatal|panic|warning)\] ")
+_DAMAGE_WORDS = re.compile(r"corrupt|partial file|invalid|missing|truncat|conceal|error", re.IGNORECASE)
+
+
+def _is_damage(line: str) -> bool:
+    """An ffmpeg log line (written with -loglevel level+...) that signals damaged data: any error,
+    or a warning about corrupt / missing data (not e.g. "UDTA parsing failed" on intact clips)."""
+    m = _LEVEL.search(line)
+    if m is None:
+        return False
+    return m.group(1) != "warning" or _DAMAGE_WORDS.search(line[m.end():]) is not None
 
 
 class FrameReader:
@@ -259,6 +318,7 @@ class FrameReader:
         self._proc: subprocess.Popen | None = None
         self._log_thread: threading.Thread | None = None
         self._times: list[float] = []
+        self._events: list[tuple] = []
         self._errors = 0
         self._messages: list[str] = []
         self._frames = 0
@@ -286,17 +346,23 @@ class FrameReader:
             line = raw.decode("utf-8", "replace")
             m = _PTS_TIME.search(line)
             if m:
-                self._times.append(float(m.group(1)))
+                t = float(m.group(1))
+                self._times.append(t)
+                self._events.append(("frame", t, m.group(2) == "1"))
                 continue
-            if _LEVEL.search(line):
+            if _is_damage(line):
                 self._errors += 1
+                # the demuxer reads ahead while it probes the file: what it reports before the first
+                # frame is decoded has no place in time yet (the decoder reports the damage again)
+                if self._times or not line.startswith("[in#"):
+                    self._events.append(("error",))
                 if len(self._messages) < self.max_messages:
                     self._messages.append(line.strip())
 
     def __iter__(self) -> Iterator[np.ndarray]:
         s = self.settings
         nbytes = s.width * s.height * 3
-        self._times, self._errors, self._messages, self._frames = [], 0, [], 0
+        self._times, self._events, self._errors, self._messages, self._frames = [], [], 0, [], 0
         self.report = None
         self._proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       bufsize=nbytes * 2)
@@ -342,8 +408,10 @@ class FrameReader:
         lost = [[round(a + interval, 3), round(b, 3)] for a, b in find_gaps(times, interval)]
         if complete and times and times[0] > max(GAP_MIN_S, 4 * interval):
             lost.insert(0, [0.0, round(times[0], 3)])
+        end = (times[-1] + interval) if times else 0.0
         self.report = DecodeReport(frames=self._frames, decoded=len(times), first=times[0] if times else None,
-                                   last=times[-1] if times else None, lost=lost, errors=self._errors,
+                                   last=times[-1] if times else None, lost=lost,
+                                   damaged=damaged_spans(self._events, end), errors=self._errors,
                                    messages=list(self._messages), complete=complete, returncode=proc.returncode)
 
     def close(self) -> None:
@@ -463,7 +531,7 @@ def scan_media(path: str | os.PathLike, info: VideoInfo | None = None, max_messa
         t = pts * tb[idx]
         times.setdefault(idx, []).append(t)
         ends[idx] = max(ends.get(idx, t), t + max(dur, 0) * tb[idx])
-    messages = [ln.strip() for ln in proc.stderr.splitlines() if _LEVEL.search(ln)][:max_messages]
+    messages = [ln.strip() for ln in proc.stderr.splitlines() if _is_damage(ln)][:max_messages]
 
     def stream(idx: int, interval: float) -> StreamScan:
         t = times.get(idx, [])
@@ -494,7 +562,7 @@ def extract_audio(video: str | os.PathLike, dst: str | os.PathLike, start: float
             cmd += ["-t", f"{end - start:.3f}"]
         cmd += ["-vn", "-sn", "-map", "0:a:0", "-c:a", "aac", "-b:a", "160k", "-f", "mp4", str(tmp)]
         proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
-        errors = [ln.strip() for ln in proc.stderr.splitlines() if _LEVEL.search(ln)]
+        errors = [ln.strip() for ln in proc.stderr.splitlines() if _is_damage(ln)]
         if proc.returncode != 0 or not tmp.exists() or tmp.stat().st_size == 0:
             raise _NoAudio(errors[-1] if errors else f"ffmpeg exit code {proc.returncode}")
     return errors

@@ -122,6 +122,29 @@ def test_undecodable_stretch_is_reported_with_its_time(tmp_path, pattern_clip):
     # the stretch the reader reports is exactly where the repeated frames are
     assert abs(repeats[0] / 30 - a) < 0.02 and abs((repeats[-1] + 1) / 30 - b) < 0.02
     assert rep.lost_seconds == pytest.approx((180 - rep.decoded) / 30, abs=0.04)
+    # frames after the hole predict from missing ones until the next keyframe (one a second here):
+    # the damaged stretch covers the hole and ends on a keyframe
+    assert len(rep.bad_spans) == 1
+    d0, d1 = rep.bad_spans[0]
+    assert d0 <= a and b <= d1 and abs(d1 - round(d1)) < 1e-6 and d1 - d0 < 2.0
+
+
+def test_damaged_spans_from_the_decoder_log():
+    from studio.video import damaged_spans, merge_spans
+
+    f = lambda t, key=False: ("frame", t, key)  # noqa: E731
+    err = ("error",)
+    # an error after 1.0 s; the keyframe at 2.0 s, decoded cleanly, ends the stretch
+    ev = [f(0.0, True), f(0.5), f(1.0), err, f(1.5), f(1.6), f(1.7), f(2.0, True), f(2.5)]
+    assert damaged_spans(ev, end=3.0) == [[1.0, 2.0]]
+    # errors right before a keyframe may belong to packets after it (the parser reads ahead):
+    # that keyframe does not end the stretch, the next clean one does
+    ev = [f(0.0, True), f(0.9), err, f(1.0, True), f(1.1), f(1.2), f(1.3), f(2.0, True)]
+    assert damaged_spans(ev, end=3.0) == [[0.9, 2.0]]
+    # damage up to the end of the clip
+    assert damaged_spans([f(0.0, True), f(0.1), err, f(0.2)], end=0.3) == [[0.1, 0.3]]
+    assert damaged_spans([f(0.0, True), f(0.1)], end=0.2) == []
+    assert merge_spans([[2, 3], [0, 1], [0.5, 1.5]]) == [[0, 1.5], [2, 3]]
 
 
 def test_missing_stretch_in_a_stream_without_index(tmp_path, pattern_clip):

@@ -109,7 +109,7 @@ def run(ctx: StageContext, cfg: TrackConfig):
     meta = {"fps": settings.fps, "frame_size": [settings.width, settings.height], "crop_size": cfg.crop_size,
             "expression_names": EXPRESSION_NAMES, "pose_names": POSE_NAMES, "holdout_fraction": HOLDOUT_FRACTION,
             "expression_scaling": solved.scaling, "summary": summary, "warnings": warnings,
-            "damage": {"lost": reader.report.lost if reader.report else [],
+            "damage": {"lost": reader.report.bad_spans if reader.report else [],
                        "ingest": video.get("damage", {}).get("notes", []), "decode": decode_notes}}
     write_json(out / "tracking.json", meta)
     yield ctx.progress(res.n_frames, res.n_frames, part="report", message="drawing the report")
@@ -123,32 +123,38 @@ def run(ctx: StageContext, cfg: TrackConfig):
 
 
 def _decode_damage(report, res, settings, expected: int, out, known: bool) -> tuple[list[str], dict]:
-    """Frames the decoder could not produce are dropped (the constant-rate resampling repeats the
-    last good frame there); a clip that gives fewer frames than ingest expected is reported.
+    """Frames the decoder could not produce (the constant-rate resampling repeats the last good frame
+    there) or decoded with errors (until the next keyframe) are dropped; a clip that gives fewer
+    frames than ingest expected is reported.
     `known`: ingest already reported the file as damaged. Returns (warnings, summary entries)."""
     notes: list[str] = []
     summary: dict = {}
     if report is None:
         return notes, summary
     fps = settings.fps
-    if report.lost:
-        # the resampled frames at times [a, b) repeat the last frame decoded before a
-        rows = [r for r in range(res.n_frames) if any(a - 0.25 / fps <= r / fps < b - 0.25 / fps for a, b in report.lost)]
+    bad = report.bad_spans
+    if bad:
+        # the resampled frames at times [a, b) come from the missing or damaged decoded frames
+        rows = [r for r in range(res.n_frames) if any(a - 0.25 / fps <= r / fps < b - 0.25 / fps for a, b in bad)]
         drop_rows(res, rows, "video damaged (frame could not be decoded)", out)
-        where = ", ".join(f"{a:.1f}–{b:.1f} s" for a, b in report.lost[:3]) + (" …" if len(report.lost) > 3 else "")
-        notes.append(f"{report.lost_seconds:.1f} s of the video could not be decoded ({where}); those "
-                     f"{len(rows)} frames were skipped and the rest was used")
-        summary["decode_lost_s"] = round(report.lost_seconds, 2)
-    if report.complete and expected and res.n_frames < expected - max(2, round(0.02 * expected)):
+        where = ", ".join(f"{a:.1f}–{b:.1f} s" for a, b in bad[:3]) + (" …" if len(bad) > 3 else "")
+        missing = f"{report.lost_seconds:.1f} s could not be decoded, " if report.lost else ""
+        notes.append(f"{report.bad_seconds:.1f} s of the video is damaged ({where}; {missing}frames there are missing "
+                     f"or show decoding errors up to the next keyframe); those {len(rows)} frames were skipped and "
+                     f"the rest was used")
+        summary["damaged_s"] = round(report.bad_seconds, 2)
+        if report.lost:
+            summary["undecodable_s"] = round(report.lost_seconds, 2)
+    # frames short of what ingest expected; where ingest already found the file cut off, the last
+    # packets before the cut are often partial too, so a few more frames go missing there
+    slack = max(2, round(0.02 * expected)) + (round(0.5 * fps) if known else 0)
+    if report.complete and expected and res.n_frames < expected - slack:
         missing = (expected - res.n_frames) / fps
         notes.append(f"only {res.n_frames} of the {expected} expected frames could be decoded: the last "
                      f"{missing:.1f} s of the clip are missing; the first {res.n_frames / fps:.1f} s were used")
         summary["expected_frames"] = expected
     if report.errors:
         summary["decode_errors"] = report.errors
-        if not notes and not known:
-            notes.append(f"the decoder reported {report.errors} errors (damaged data in the file); every frame "
-                         f"was decoded, but some may show damage")
     return notes, summary
 
 
