@@ -46,8 +46,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with atomic_path(dst) as tmp: torch.save(obj, tmp)
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    try:  # a read-only or full folder fails here already: the same plain sentence
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    except OSError as exc:
+        raise _explain(exc, path) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -102,6 +102,22 @@ def _print_warnings(result: dict) -> None:
         _say(f"note: {w}")
 
 
+def _unfinished_new(root: Path, video: Path):
+    """The project at `root` when an earlier `new` of the same video stopped before tracking was done."""
+    from .project import Project, is_project
+
+    if not is_project(root):
+        return None
+    try:
+        project = Project.open(root)
+    except StudioError:
+        return None
+    src = project.manifest.get("source") or {}
+    if src.get("path") != str(video.resolve()) or project.record("track").get("status") == "done":
+        return None
+    return project
+
+
 def cmd_new(args) -> int:
     from .lock import project_lock
     from .pipeline import run_stage
@@ -112,7 +128,11 @@ def cmd_new(args) -> int:
     probe(video)  # bad files fail here, before any folder is made
     root = Path(args.project)
     created = not root.exists()
-    project = Project.create(root, video, preset=args.preset, device=args.device)
+    project = _unfinished_new(root, video)  # an earlier `new` of this video was killed: finish it
+    if project is None:
+        project = Project.create(root, video, preset=args.preset, device=args.device)
+    else:
+        _say(f"resuming the unfinished project {root}")
     printer = ProgressPrinter()
     try:
         with project_lock(project.root, "new project: ingest and track"):

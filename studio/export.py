@@ -8,6 +8,7 @@ output path. `export()` is a generator of `Progress` events, driven by the CLI a
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import shutil
@@ -54,6 +55,23 @@ class ExportConfig:
 
 
 # ----------------------------------------------------------------------------- writer
+def _remove_dead_partials(path: Path) -> None:
+    """Remove what a killed export to `path` left behind (.<stem>.<pid>-<token>.partial<suffix>
+    whose process is gone); partials of a live export are left alone."""
+    for old in path.parent.glob(f".{glob.escape(path.stem)}.*.partial{glob.escape(path.suffix)}"):
+        pid = old.name[len(path.stem) + 2:].split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+
+
 class ClipWriter:
     """Streams RGB frames to ffmpeg (MP4/GIF) or PNG files under a temporary name.
 
@@ -67,7 +85,8 @@ class ClipWriter:
         self.count = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         token = hashlib.sha1(f"{path}{time.time()}{os.getpid()}".encode()).hexdigest()[:8]
-        self.tmp = path.with_name(f".{path.stem}.{token}.partial{path.suffix}")
+        _remove_dead_partials(path)
+        self.tmp = path.with_name(f".{path.stem}.{os.getpid()}-{token}.partial{path.suffix}")
         self._proc = None
         if fmt == "png":
             self.tmp.mkdir()
@@ -127,7 +146,13 @@ class ClipWriter:
                 os.replace(self.tmp, self.path)
                 shutil.rmtree(old, ignore_errors=True)
                 return self.path
-        os.replace(self.tmp, self.path)
+        try:
+            os.replace(self.tmp, self.path)
+        except OSError as exc:  # full disk, no permission: one plain sentence, no partial file left
+            from .atomic import _explain
+
+            self.abort()
+            raise _explain(exc, self.path) from exc
         return self.path
 
     def abort(self) -> None:

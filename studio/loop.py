@@ -145,7 +145,8 @@ class TrainingLoop:
         if torch.cuda.is_available() and str(self.ctx.device).startswith("cuda"):
             state["cuda_rng"] = torch.cuda.get_rng_state()
         with atomic_path(self.path) as tmp:
-            torch.save(state, tmp)
+            with open(tmp, "wb") as f:  # a Python file: a full disk raises OSError (ENOSPC), which
+                torch.save(state, f)    # atomic_path turns into "the disk is full"; a path gives a RuntimeError
         self._last_save = time.perf_counter()
         self.ctx.note_step(self.steps)
 
