@@ -121,6 +121,10 @@ class ClipWriter:
                 self._proc.stdin.write(np.ascontiguousarray(frame, np.uint8).tobytes())
             except BrokenPipeError:
                 err = self._proc.stderr.read().decode(errors="replace").strip().splitlines()
+                if any("No space left" in line for line in err):
+                    self.abort()
+                    raise StudioError(f"the disk is full while writing {self.path.name}",
+                                      "free some space and export again") from None
                 raise StudioError(f"the encoder stopped while writing {self.path.name}: "
                                   f"{err[-1] if err else 'unknown reason'}", "check the disk space and output path")
         self.count += 1

@@ -21,7 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 def _install(fault: str) -> None:
+    import stat
+
     import studio.atomic as atomic
+
+    if fault.endswith("full") or "full:" in fault:
+        if not stat.S_ISCHR(os.stat("/dev/full").st_mode):
+            raise SystemExit("/dev/full is not the kernel's full device here: cannot inject ENOSPC")
 
     if fault.startswith("ckpt-full:"):
         first = int(fault.split(":")[1])
