@@ -1,24 +1,27 @@
 """Find the face on a downscaled frame, then run the face mesh on the face region only.
 
-mediapipe's face mesh, given a whole frame, copies the frame into its graph and (with
-``max_num_faces=2``) runs its face detector on every frame, so a 1280x720 phone frame costs
-more than twice a 512x512 one although the mesh network itself always sees a 192x192 face.
-`FaceFollower` instead:
+Given a whole landscape frame, mediapipe's face mesh finds faces with its short-range detector
+on the frame letterboxed to 128x128, so a face that is small in a wide shot is never found
+(subject_turns_d3 pasted 200 px wide into a 1280x720 frame: 0 of 150 frames), and with
+``max_num_faces=2`` that detector runs on every frame. `FaceFollower` instead:
 
 - finds faces with mediapipe's face detector on a copy of the frame downscaled to
-  `detect_side` (short-range model, then the full-range model when that finds nothing, for
-  small faces in wide shots);
+  `detect_side` (short-range model, then the full-range model when that finds nothing);
 - cuts a square region around the face, `REGION_SCALE` times the face's landmark extent,
   resampled to `REGION_SIZE` pixels (the mesh's 192x192 input then covers its own 1.5x face
   box at about 1:1), and runs the mesh (``max_num_faces=1``, video mode) on that region;
-- follows the face: the next frame's region is centred on this frame's landmarks;
+- follows the face: the region stays while the face stays near its centre (`KEEP_SHIFT`,
+  `KEEP_SIZE`) and is re-centred on the landmarks when it drifts;
 - finds the face again (detector on the whole frame) when the mesh loses it, when the
-  landmarks fill too much or too little of the region or drift off its centre, and every
+  landmarks fill too much or too little of the region or sit off its centre, and every
   `redetect_every` frames, which also counts the faces in view and switches to a clearly
   larger face that has come into view.
 
-Landmarks are returned in frame pixels with the same conventions as `FaceMesh` on the whole
-frame (x, y from the image's top-left edge; z in the scale of x).
+On whole frames where mediapipe finds the face itself, the landmarks agree with the
+whole-frame mesh to about 0.3-0.9 px (README, tracking measurements) at about the same CPU
+cost: the speed-up of the tracking stage came from elsewhere (`mediapipe_io`, the crop writer
+thread, the report). Landmarks are returned in frame pixels with the whole-frame mesh's
+conventions (pixel centres at integer coordinates; z in the scale of x).
 """
 from __future__ import annotations
 

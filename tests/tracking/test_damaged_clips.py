@@ -79,6 +79,8 @@ def test_undecodable_stretch_is_skipped_and_said(capsys, tmp_path, face_clip):
     assert code == 0, err
     notes = [ln for ln in out.splitlines() if "of the video is damaged (" in ln]
     assert len(notes) == 1 and "were skipped and the rest was used" in notes[0], out
+    # the zeros hit sound packets too (they are interleaved with the picture)
+    assert "note: the audio track has damaged parts" in out
     tracking = _project_json(proj, "track", "tracking.json")
     s = tracking["summary"]
     lost = tracking["damage"]["lost"]
