@@ -91,7 +91,8 @@ class TrainingLoop:
         try:
             ck = torch.load(self.path, map_location=self.ctx.device, weights_only=True)
         except Exception as exc:  # a damaged checkpoint: say so, keep the file for inspection
-            raise ProjectError(f"the checkpoint {self.path.name} of stage '{self.ctx.stage}' cannot be read ({exc})",
+            raise ProjectError(f"the checkpoint {self.path.name} of stage '{self.ctx.stage}' cannot be read (damaged "
+                               f"or not a checkpoint: {type(exc).__name__})",  # torch's text runs to 8 lines
                                f"delete {self.path} to restart this stage from the beginning") from None
         if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
             # written by an older version: its layout is not ours, so start this stage afresh
