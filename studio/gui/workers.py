@@ -282,12 +282,13 @@ class RenderWorker(QThread):
         self.avatar = Avatar.open(project, engine)
         self._tracking = None
         try:
+            from ..flame.controls import is_flame_controls
             from ..tracking.data import TrackingData
 
-            td = TrackingData.from_project(project)
+            names = self.avatar.control_names
+            td = TrackingData.from_project(project, controls="flame" if is_flame_controls(names) else "named")
             train, _ = td.split()
             ctrl = td.controls(train)
-            names = self.avatar.control_names
             if ctrl.shape[1] == len(names):
                 self._tracking = (td, train, ctrl)
         except (StudioError, OSError, KeyError, ValueError):

@@ -30,6 +30,18 @@ def load_personal_generator(project, device="cpu"):
     return G, ws, rows
 
 
+def reconstruction_loss(out: torch.Tensor, target: torch.Tensor, kind: str = "l1", perceptual=None,
+                        w_perceptual: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """`kind` ("l1" or "l2") + `w_perceptual` x perceptual loss of (B, 3, R, R) images; (loss, logs)."""
+    base = torch.nn.functional.l1_loss(out, target) if kind == "l1" else torch.nn.functional.mse_loss(out, target)
+    loss, logs = base, {kind: base.item()}
+    if perceptual is not None:
+        lp = perceptual(out, target)
+        loss = loss + w_perceptual * lp
+        logs["perceptual"] = lp.item()
+    return loss, logs
+
+
 def load_frames(tracking: TrackingData, rows, resolution: int) -> torch.Tensor:
     return from_uint8(tracking.crops(rows, size=resolution))
 

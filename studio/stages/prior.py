@@ -30,14 +30,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from ..atomic import atomic_path
 from ..config import opt
 from ..errors import InputError, StudioError
 from ..loop import TrainingLoop
 from ..metrics import psnr_tensor
-from ..pvp.common import load_frames, pca_latents, perceptual_loss, preview_grid
+from ..pvp.common import load_frames, pca_latents, perceptual_loss, preview_grid, reconstruction_loss
 from ..tracking.data import TrackingData
 from .base import StageContext, StageSpec, register
 
@@ -158,13 +157,7 @@ def run(ctx: StageContext, cfg: PriorConfig):
         w_std = w.detach().std(0).mean().clamp_min(1e-3)
         wn = w + cfg.latent_noise * w_std * torch.randn_like(w)
         out = G.synthesis(wn[:, None, :].expand(-1, G.num_ws, -1), noise_mode="const")
-        l1 = F.l1_loss(out, x)
-        loss = l1
-        logs = {"l1": l1.item()}
-        if perc is not None:
-            lp = perc(out, x)
-            loss = loss + cfg.w_perceptual * lp
-            logs["perceptual"] = lp.item()
+        loss, logs = reconstruction_loss(out, x, "l1", perc, cfg.w_perceptual)
         opt.zero_grad(set_to_none=True)
         lv = loss.item()
         ema = loop.vars["ema"]

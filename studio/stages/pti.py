@@ -29,7 +29,7 @@ from ..atomic import atomic_path, write_json
 from ..config import opt
 from ..loop import TrainingLoop
 from ..metrics import psnr_tensor, to_uint8
-from ..pvp.common import load_frames, perceptual_loss, preview_grid
+from ..pvp.common import load_frames, perceptual_loss, preview_grid, reconstruction_loss
 from ..tracking.data import TrackingData
 from .base import StageContext, StageSpec, register
 
@@ -143,13 +143,7 @@ def run(ctx: StageContext, cfg: PTIConfig):
         for g in opt_i.param_groups:
             g["lr"] = lr
         out = G.synthesis(_broadcast(ws, G.num_ws), noise_mode="const")
-        l2 = F.mse_loss(out, targets)
-        loss = l2
-        logs = {"l2": l2.item()}
-        if perc is not None:
-            lp = perc(out, targets)
-            loss = loss + cfg.w_perceptual * lp
-            logs["perceptual"] = lp.item()
+        loss, logs = reconstruction_loss(out, targets, "l2", perc, cfg.w_perceptual)
         if cfg.optimize_noise and cfg.noise_reg > 0:
             nr = noise_regularizer(noises)
             loss = loss + cfg.noise_reg * nr
@@ -195,13 +189,7 @@ def run(ctx: StageContext, cfg: PTIConfig):
         idx = torch.from_numpy(loop.rng.choice(k, size=min(cfg.tune_batch, k), replace=False))
         wb = _broadcast(w_piv[idx], G.num_ws)
         out = G_tuned.synthesis(wb, noise_mode="const")
-        l2 = F.mse_loss(out, targets[idx])
-        loss = l2
-        logs = {"l2": l2.item()}
-        if perc is not None:
-            lp = perc(out, targets[idx])
-            loss = loss + cfg.w_perceptual * lp
-            logs["perceptual"] = lp.item()
+        loss, logs = reconstruction_loss(out, targets[idx], "l2", perc, cfg.w_perceptual)
         if cfg.locality_weight > 0 and i % cfg.locality_every == 0:
             if prior_latents is None:  # an imported generator: w_z = mapping(z), as in the paper
                 with torch.no_grad():

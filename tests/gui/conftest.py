@@ -67,8 +67,10 @@ def fake_stages():
 
 
 @pytest.fixture
-def window(qtbot, themed):
+def window(qtbot, themed, monkeypatch):
     from studio.gui.main_window import MainWindow
+
+    monkeypatch.setenv("AVATAR_STUDIO_SPEED_PROBE", "0")  # no background speed test in every window
 
     win = MainWindow()
     qtbot.addWidget(win)
