@@ -66,6 +66,10 @@ def test_clip_cut_in_half_is_not_accepted_silently(capsys, tmp_path, face_clip):
     assert tracking["damage"]["ingest"] and "stops at" in tracking["damage"]["ingest"][0]
     code, out, err = run_cli(capsys, "status", str(proj))
     assert code == 0 and "damaged" in out
+    # a trim that starts after the cut has nothing left to use
+    code, out, err = run_cli(capsys, "new", str(tmp_path / "p2"), "--video", str(half), "--start", "3.0")
+    assert code == 2 and "has no readable video in the chosen span (3.0–4.0 s)" in err
+    assert not (tmp_path / "p2").exists()
 
 
 def test_undecodable_stretch_is_skipped_and_said(capsys, tmp_path, face_clip):

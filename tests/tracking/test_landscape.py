@@ -12,14 +12,38 @@ from tests.conftest import ffmpeg
 
 
 @pytest.fixture(scope="module")
-def landscape_clip(tmp_path_factory, d3_video):
-    from studio.benchmarks.tracking import make_landscape_1080p
+def bench_tmp(tmp_path_factory):
+    """The benchmark keeps its made clip in the system temp folder: point that at a test folder."""
+    import tempfile
 
-    folder = tmp_path_factory.mktemp("landscape")
-    src = folder / "src.mp4"
+    old, tempfile.tempdir = tempfile.tempdir, str(tmp_path_factory.mktemp("systmp"))
+    yield tempfile.tempdir
+    tempfile.tempdir = old
+
+
+@pytest.fixture(scope="module")
+def landscape_src(tmp_path_factory, d3_video):
+    src = tmp_path_factory.mktemp("landscape") / "src.mp4"
     ffmpeg("-ss", "9.5", "-i", str(d3_video), "-t", "1.2", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac",
            str(src))
-    return make_landscape_1080p(src, folder / "landscape.mp4")
+    return src
+
+
+@pytest.fixture(scope="module")
+def landscape_clip(bench_tmp, landscape_src):
+    from studio.benchmarks.tracking import landscape_clip
+
+    path, how = landscape_clip(landscape_src)
+    assert how.startswith("encoded in") and str(path).startswith(bench_tmp)
+    return path
+
+
+def test_benchmark_reuses_its_landscape_clip(landscape_clip, landscape_src):
+    from studio.benchmarks.tracking import landscape_clip as make
+
+    again, how = make(landscape_src)
+    assert again == landscape_clip and how == "made earlier, reused"
+    assert not list(landscape_clip.parent.glob("*.part.mp4"))
 
 
 def test_landscape_1080p_tracks_the_same_as_the_whole_frame_mesh(tmp_path, landscape_clip):
