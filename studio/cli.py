@@ -373,7 +373,15 @@ def cmd_bench(args) -> int:
     if args.what == "track":
         from .benchmarks.tracking import main as bench_main
 
-        return bench_main([args.video] + (["--max-frames", str(args.max_frames)] if args.max_frames else []))
+        argv = [args.video] if args.video else []
+        if not argv and not args.landscape_1080p:
+            raise InputError("bench track needs a video (or --landscape-1080p)",
+                             "avatar-studio bench track VIDEO, or avatar-studio bench track --landscape-1080p")
+        argv += ["--max-frames", str(args.max_frames)] if args.max_frames else []
+        argv += ["--repeat", str(args.repeat)] if args.repeat else []
+        argv += ["--landscape-1080p"] if args.landscape_1080p else []
+        argv += ["--whole-frame"] if args.whole_frame else []
+        return bench_main(argv)
     if args.what == "generator":
         from .benchmarks.generator import main as bench_main
 
@@ -489,6 +497,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("what", choices=("track", "generator", "export"))
     sp.add_argument("video", nargs="?", help="video for the tracking benchmark (project for the export one)")
     sp.add_argument("--max-frames", type=int)
+    sp.add_argument("--repeat", type=int, help="track: the clip K times in a row (memory must stay flat)")
+    sp.add_argument("--landscape-1080p", action="store_true",
+                    help="track: a 1920x1080 landscape clip with a small face, made from a shared clip")
+    sp.add_argument("--whole-frame", action="store_true", help="track: run the mesh on the whole frame (old way)")
     sp.set_defaults(func=cmd_bench)
 
     sp = sub.add_parser("gui", help="open the studio window")
