@@ -40,7 +40,8 @@ def test_project_from_shared_video_track_curves_train_cancel(window, tmp_path, q
     screenshot(window, "shared_tracking_curves")
 
     # a real training stage: start it, see it running, cancel it
-    training = [n for n, s in REGISTRY.items() if s.engine != "common" and
+    # (not `flame`: it needs FLAME's files, which this machine does not have)
+    training = [n for n, s in REGISTRY.items() if s.trains and n != "flame" and
                 all(window.stage_status(d) == "done" for d in s.depends_on)]
     if not training:
         pytest.skip("no training stage whose inputs are ready is registered yet")
