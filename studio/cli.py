@@ -277,11 +277,8 @@ def _time_estimate(project, engines: list[str], stages: list[str], device: str |
     if not any(s in stages for e in engines for s in ENGINES[e].stages):
         return ""
     est = probe(project.preset, device or project.device)
-    parts = []
-    for e in engines:
-        secs = sum(est.stage_seconds.get(s, 0.0) for s in ENGINES[e].stages if s in stages)
-        if secs:
-            parts.append(f"{ENGINES[e].title}: about {max(1, round(secs / 60))} min")
+    parts = [f"{ENGINES[e].title}: about {est.minutes_for([s for s in ENGINES[e].stages if s in stages])} min"
+             for e in engines if any(s in stages for s in ENGINES[e].stages)]
     where = "on the GPU" if est.device == "cuda" else f"on this machine's CPU ({est.threads} threads)"
     return (f"expected training time {where}, measured by a {est.probe_seconds:.0f}-second speed test: "
             + "; ".join(parts) + " (tracking comes on top)")

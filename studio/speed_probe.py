@@ -33,7 +33,6 @@ STEP_FIELD = {"pti": "tune_steps"}
 """The config field that counts a stage's steps, where it is not `steps`."""
 FIXED_COST: dict[str, float] = {"pivots": 2.0 / _PRIOR_STEP_S}
 """Stages without steps: their measured cost in prior steps."""
-ENGINE_TITLES = {"pvp": "StyleGAN avatar", "nerf": "NeRF avatar"}
 
 
 @dataclass
@@ -57,9 +56,16 @@ class SpeedEstimate:
     probe_seconds: float = 0.0
     """How long the probe itself took."""
 
+    def minutes_for(self, stages) -> int:
+        """Whole minutes (at least 1) the given stages would take on this machine."""
+        return max(1, round(sum(self.stage_seconds.get(s, 0.0) for s in stages) / 60))
+
     def describe(self) -> str:
         """One or two sentences for a person."""
-        parts = [f"about {_minutes(s)} for the {ENGINE_TITLES.get(e, e)}" for e, s in self.engine_seconds.items()]
+        from .engines import ENGINES
+
+        parts = [f"about {_minutes(s)} for the {ENGINES[e].title if e in ENGINES else e}"
+                 for e, s in self.engine_seconds.items()]
         where = (f"on the GPU ({self.gpu_name})" if self.device == "cuda"
                  else f"on the CPU with {self.threads} thread{'s' if self.threads != 1 else ''}")
         gpu = f"GPU found: {self.gpu_name}." if self.gpu_found else \
@@ -79,14 +85,9 @@ def _minutes(seconds: float) -> str:
 
 def engine_stages() -> dict[str, tuple[str, ...]]:
     """Engine name -> its stages, from the engine registry."""
-    try:
-        from .engines import ENGINES
+    from .engines import ENGINES
 
-        return {name: tuple(spec.stages) for name, spec in ENGINES.items()}
-    except ImportError:  # older layout: the stage package held the engine table
-        from .stages import ENGINES as TABLE
-
-        return {name: tuple(s for s in stages if s not in ("ingest", "track")) for name, stages in TABLE.items()}
+    return {name: tuple(spec.stages) for name, spec in ENGINES.items()}
 
 
 def estimate(step_seconds: float, preset: str = "preview") -> tuple[dict[str, float], dict[str, float]]:

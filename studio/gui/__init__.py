@@ -1,6 +1,6 @@
 """The Avatar Studio window (PySide6). Start it with `studio.gui.app.main`.
 
-Layers: `model_files` and `settings` hold no Qt; `workers` run stages and renders off the GUI
-thread; the widgets (`main_window`, `stage_page`, `dashboard`, `viewer`, `tracking_view`,
-`models_dialog`) only talk to the pipeline through `studio.pipeline` and `studio.avatar`.
+Layers: the rules live in the Qt-free `studio.session` (and `studio.model_files`); `workers` relay
+stages and renders run off the GUI thread (the child processes are in `studio.workers`); the widgets
+(`main_window`, `stage_page`, `dashboard`, `viewer`, `tracking_view`, `models_dialog`) bind to those.
 """

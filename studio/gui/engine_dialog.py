@@ -114,10 +114,9 @@ class EngineDialog(QDialog):
         try:
             lines = []
             for key, todo in self.plans.items():
-                secs = sum(est.stage_seconds.get(s, 0.0) for s in todo)
                 if todo:
                     title = ENGINES[key].short if key in ENGINES else "Both"
-                    lines.append(f"{title}: about {max(1, round(secs / 60))} min")
+                    lines.append(f"{title}: about {est.minutes_for(todo)} min")
             where = "on the GPU" if est.device == "cuda" else f"on the CPU ({est.threads} threads)"
             self.estimate.setText(f"Expected training time {where}, from a {est.probe_seconds:.0f}-second speed "
                                   f"test: " + "; ".join(lines) + ".")
