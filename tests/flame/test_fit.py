@@ -57,10 +57,12 @@ def synthesise(model, emb, n=24, yaw_deg=0.0, seed=0, scale=2200.0, eyes=False):
 
 
 @pytest.mark.parametrize("yaw_deg", [0.0, 30.0])
-def test_fit_recovers_expression_jaw_and_pose(flame_fixture, yaw_deg):
+def test_fit_recovers_expression_jaw_and_pose(subject_flame, yaw_deg):
     """Tolerances: first 10 expression coefficients within 0.15 on average (they swing ±1),
-    jaw within 0.5°, head rotation within 1°, landmarks within 0.1 % of the face size."""
-    model, emb = _load(flame_fixture)
+    jaw within 0.5°, head rotation within 1°, landmarks within 0.1 % of the face size. On the
+    subject fixture (a face-like basis); the synthetic stand-in's basis is not identifiable enough
+    (seen in a clone without ../shared: error 0.32–0.44)."""
+    model, emb = _load(subject_flame)
     truth = synthesise(model, emb, yaw_deg=yaw_deg)
     fit, _ = fit_all(model, emb, truth["landmarks"], config=FitConfig(steps=300, rigid_steps=40))
     e_expr = np.abs(fit.expression[:, :10] - truth["expression"][:, :10]).mean()
