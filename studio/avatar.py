@@ -3,7 +3,10 @@
 The CLI, the GUI viewer, evaluation and export all go through this. Which engines exist and
 how each is loaded is said in `studio.engines.ENGINES`; an engine's loader gets the project and
 returns an `AvatarEngine`. `Avatar` wraps one engine and adds what every engine shares: control
-names, range clamping, and telling the caller about it.
+names, range clamping, telling the caller about it, and appearance edits by name
+(``render(..., edits={"blue hair": 0.8})``: the project's saved edits of this engine,
+`studio.edits.model.EditSet`, each scaled by its strength; strength 0 or no edit renders exactly the
+unedited image).
 """
 from __future__ import annotations
 
@@ -51,10 +54,14 @@ def trained_engines(project) -> list[str]:
 class Avatar:
     """A trained avatar. ``Avatar.open(project).render(yaw=10, expression={"jaw_open": 0.8})``."""
 
-    def __init__(self, engine: AvatarEngine, spec=None):
+    def __init__(self, engine: AvatarEngine, spec=None, project=None):
         self.engine = engine
         self.spec = spec
         """The engine's `studio.engines.EngineSpec` (title, capabilities), when opened from a project."""
+        self.project = project
+        """The `Project` it was opened from (None for an engine wrapped directly): where edits are found."""
+        self._edits = None
+        self._edits_key = None
 
     @classmethod
     def open(cls, project, engine: str | None = None) -> "Avatar":
@@ -71,7 +78,7 @@ class Avatar:
         if engine not in engines:
             raise ProjectError(f"the {engine} engine is not trained in project {project.name}",
                                f"train it with `avatar-studio run {project.root} --engine {engine}`")
-        return cls(ENGINES[engine].load(project), ENGINES[engine])
+        return cls(ENGINES[engine].load(project), ENGINES[engine], project)
 
     @property
     def name(self) -> str:
@@ -121,12 +128,53 @@ class Avatar:
             c[..., i] = np.clip(col, lo, hi)
         return c, moved
 
+    # ------------------------------------------------------------------ edits
+    def edit_set(self):
+        """The project's saved edits for this engine (`studio.edits.model.EditSet`), re-read when the
+        list on disk changed (an edit found by another process appears without reopening the avatar)."""
+        from .edits.model import EditSet
+
+        if self.project is None:
+            raise ProjectError("this avatar was opened without its project, so it has no saved edits",
+                               "open it with Avatar.open(project)")
+        index = EditSet.index_for(self.project, self.name)
+        try:
+            st = index.stat()
+            key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError:
+            key = None
+        if self._edits is None or key != self._edits_key:
+            self._edits, self._edits_key = EditSet.for_project(self.project, self.name), key
+        return self._edits
+
+    def bind_edits(self, edits: Any):
+        """`edits` as the engines take them: None (nothing to apply) or an `ActiveEdits`.
+
+        Accepts {name: strength} (names of this project's saved edits; an unknown name raises
+        `InputError` listing the saved ones), an `ActiveEdits`, or None / {}.
+        """
+        if edits is None:
+            return None
+        from .edits.model import ActiveEdits
+
+        if isinstance(edits, ActiveEdits):
+            return edits if edits else None
+        if not isinstance(edits, Mapping):
+            raise TypeError(f"edits must be a {{name: strength}} mapping, not {type(edits).__name__}")
+        if not edits:
+            return None
+        if self.spec is not None and not getattr(self.spec, "edits", False):
+            raise ProjectError(f"the {self.spec.title} has no appearance edits")
+        bound = self.edit_set().bind(edits)   # checks every name, zero strengths included
+        return bound if bound else None
+
     def render(self, yaw: float = 0.0, pitch: float = 0.0,
                expression: Mapping[str, float] | np.ndarray | None = None, edits: Any = None) -> Render:
+        """Render one image. `edits`: {saved edit name: strength} (see `bind_edits`)."""
         c, moved = self.clamp(self.controls_from(yaw, pitch, expression))
-        img = self.engine.render_controls(c[None], edits=edits)[0]
+        img = self.engine.render_controls(c[None], edits=self.bind_edits(edits))[0]
         return Render(image=img, clamped=moved, controls=c)
 
     def render_batch(self, controls: np.ndarray, edits: Any = None) -> tuple[np.ndarray, list[str]]:
         c, moved = self.clamp(controls)
-        return self.engine.render_controls(c, edits=edits), moved
+        return self.engine.render_controls(c, edits=self.bind_edits(edits)), moved

@@ -165,7 +165,11 @@ class PVPAdapter(EditAdapter):
 
 
 class NerfAdapter(EditAdapter):
-    """LatentAvatar: per-layer style input w of the tri-plane generator (see the module docstring)."""
+    """LatentAvatar: per-layer style input w of the tri-plane generator (see the module docstring).
+
+    The edit space itself is the engine's (`NerfEngine.style_latents` / `planes_from_styles`), so an
+    edit found here renders the same through `NerfEngine.render_controls(edits=...)`.
+    """
 
     engine_name = "nerf"
 
@@ -182,34 +186,21 @@ class NerfAdapter(EditAdapter):
 
     @property
     def latent_shape(self) -> tuple[int, int]:
-        gen = self.model.generator
-        return len(gen.convs) + 1, int(gen.convs[0].affine.in_features)
+        return self.engine.style_shape
 
     def latent(self, controls) -> torch.Tensor:
-        c = _controls_tensor(controls, self.device)
-        w = self.model.generator.mapping(self.model.map_expression(c[:, 2:]))   # (B, D)
-        return w[:, None, :].expand(-1, self.latent_shape[0], -1)
+        return self.engine.style_latents(_controls_tensor(controls, self.device))
 
     def latents_for_codes(self, codes) -> torch.Tensor:
         """θ codes (N, code_dim) — e.g. `NerfEngine.encode_image` of the training crops — → (N, L, D) latents,
         the "W of every training frame" to pass to `ganspace.compute_components(extra=...)`."""
         codes = torch.as_tensor(np.asarray(codes, np.float32), device=self.device)
         with torch.no_grad():
-            w = self.model.generator.mapping(codes)
-        return w[:, None, :].expand(-1, self.latent_shape[0], -1).contiguous()
+            return self.engine.styles_for_codes(codes).contiguous()
 
     def planes(self, latent: torch.Tensor) -> torch.Tensor:
-        """(B, L, D) per-layer styles → tri-planes (B, 3, C, H, W): the generator's forward with one w per layer."""
-        gen = self.model.generator
-        b = latent.shape[0]
-        assert latent.ndim == 3 and latent.shape[1:] == self.latent_shape, latent.shape
-        x = gen.const[None].expand(b, -1, -1, -1)
-        for i, conv in enumerate(gen.convs):
-            if i > 0:
-                x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-            x = conv(x, latent[:, i])
-        planes = gen.to_planes(x, latent[:, -1])
-        return planes.reshape(b, 3, gen.plane_channels, gen.plane_res, gen.plane_res)
+        """(B, L, D) per-layer styles → tri-planes (B, 3, C, H, W)."""
+        return self.engine.planes_from_styles(latent)
 
     def _out(self, latent, controls) -> dict:
         c = _controls_tensor(controls, self.device)

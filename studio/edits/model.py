@@ -109,6 +109,9 @@ def validate_name(name: str) -> str:
     if "=" in name:
         raise InputError(f"the edit name '{name}' contains '='", "'=' separates a name from its strength "
                          "on the command line (--edit \"blue hair=0.8\"); choose another name")
+    if ";" in name:
+        raise InputError(f"the edit name '{name}' contains ';'", "';' separates edits in an export's edit list "
+                         "(\"blue hair=0.8; component 3=-1\"); choose another name")
     return name
 
 
@@ -172,9 +175,19 @@ class EditSet:
         self._load()
 
     @classmethod
-    def for_project(cls, project, engine: str) -> "EditSet":
+    def folder_for(cls, project, engine: str) -> Path:
+        """``<project>/edits/<engine>/`` (a `Project` or a folder)."""
         root = project.root if hasattr(project, "root") else Path(project)
-        return cls(Path(root) / "edits" / engine, engine)
+        return Path(root) / "edits" / engine
+
+    @classmethod
+    def index_for(cls, project, engine: str) -> Path:
+        """The edit list file of `engine` in `project` (whether or not it exists yet)."""
+        return cls.folder_for(project, engine) / "edits.json"
+
+    @classmethod
+    def for_project(cls, project, engine: str) -> "EditSet":
+        return cls(cls.folder_for(project, engine), engine)
 
     @property
     def index_path(self) -> Path:
@@ -258,6 +271,11 @@ class EditSet:
         self._write_index()
         if edit.file:
             (self.folder / edit.file).unlink(missing_ok=True)
+        self.preview_path(name).unlink(missing_ok=True)
+
+    def preview_path(self, name: str) -> Path:
+        """Where the edit's before/after picture lives (written by the job that found it, if any)."""
+        return self.folder / (file_stem(name) + ".png")
 
     # ---- applying
     def bind(self, strengths: Mapping[str, float]) -> ActiveEdits:
@@ -292,3 +310,14 @@ def parse_strengths(items: Iterable[str], edits: EditSet | None = None) -> dict[
         if edits is not None:
             edits.get(name)
     return out
+
+
+def parse_edit_list(text: str, edits: EditSet | None = None) -> dict[str, float]:
+    """An export's edit list ``"blue hair=0.8; component 3=-1.5"`` → {name: strength} ("" → {})."""
+    items = [t for t in str(text or "").split(";") if t.strip()]
+    return parse_strengths(items, edits)
+
+
+def format_edit_list(strengths: Mapping[str, float]) -> str:
+    """{name: strength} → ``"blue hair=0.8; component 3=-1.5"`` (what `ExportConfig.edits` holds)."""
+    return "; ".join(f"{validate_name(n)}={float(s):g}" for n, s in strengths.items())

@@ -61,12 +61,12 @@ ENGINES: dict[str, EngineSpec] = {
                    loader="studio.engines.pvp:load",
                    summary="A StyleGAN2 generator tuned on your video's pivot frames, steered by pose and "
                            "expression mappers. Sharpest in the poses your video shows.",
-                   model_files=("stylegan2", "arcface", "lpips"), driving=True),
+                   model_files=("stylegan2", "arcface", "lpips", "clip"), edits=True, driving=True),
         EngineSpec(name="nerf", title="NeRF avatar (LatentAvatar)", short="NeRF", stages=("nerf",),
                    loader="studio.engines.nerf:load",
                    summary="A tri-plane NeRF driven by a learned expression code: a real 3D head, so "
                            "yaw and pitch move a camera.",
-                   model_files=("lpips",), free_camera=True, driving=True),
+                   model_files=("lpips", "clip"), free_camera=True, edits=True, driving=True),
     )
 }
 COMMON_STAGES = ("ingest", "track")

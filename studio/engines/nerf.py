@@ -5,6 +5,13 @@ sliders drive the latent code θ through the expression mapper; `encode_image` /
 drive θ directly from an aligned face crop (a frame of a driver video after alignment).
 Tri-planes are cached for the last code, so a camera move at a fixed expression skips the
 generator.
+
+Appearance edits (`studio.edits`) act on the tri-plane generator's style input: the generator maps
+θ to one style vector w (B, D) that modulates every convolution; here it is repeated per layer
+(B, L, D), L = modulated convolutions + 1 (the plane projection), an edit's offset (L, D) is added,
+and the planes are made with one style per layer (`planes_from_styles`). The edit adapter
+(`studio.edits.adapters.NerfAdapter`) calls the same two methods, so an edit found there renders
+the same here. Without an active edit the plain path runs (bit-identical to an unedited avatar).
 """
 from __future__ import annotations
 
@@ -90,11 +97,62 @@ class NerfEngine:
             return self.model.map_expression(self._tensor(controls)[:, 2:]).cpu().numpy()
 
     def render_controls(self, controls: np.ndarray, edits=None) -> np.ndarray:
-        """(B, 2+E) float32 [yaw, pitch, expr...] → (B, S, S, 3) uint8 RGB."""
-        if edits:
-            raise ValueError("the LatentAvatar engine has no edits")
+        """(B, 2+E) float32 [yaw, pitch, expr...] → (B, S, S, 3) uint8 RGB.
+
+        `edits`: an `studio.edits.model.ActiveEdits` (anything with ``apply(styles)``) or None; with
+        no active edit the render is the unedited one, bit for bit.
+        """
         c = np.asarray(controls, np.float32).reshape(-1, len(self.control_names))
-        return self.render_codes(self.codes_for(c), c[:, 0], c[:, 1])
+        if not edits:
+            return self.render_codes(self.codes_for(c), c[:, 0], c[:, 1])
+        if not hasattr(edits, "apply"):
+            raise TypeError("edits must be bound first (studio.edits.model.EditSet.bind / Avatar.render(edits=...))")
+        import torch
+
+        with torch.no_grad(), self._cpu_threads():
+            ct = self._tensor(c)
+            styles = edits.apply(self.style_latents(ct))
+            key = b"styles" + styles.detach().cpu().numpy().tobytes()
+            if key != self._cache_key:
+                self._cache_planes = self.planes_from_styles(styles)
+                self._cache_key = key
+            out = self.model.render(self._cache_planes, ct[:, 0].contiguous(), ct[:, 1].contiguous())["image"]
+        return to_uint8(out, (0, 1))
+
+    # ------------------------------------------------------------------ the edit space
+    @property
+    def style_shape(self) -> tuple[int, int]:
+        """(L, D) of the per-layer style latent edits act on."""
+        gen = self.model.generator
+        return len(gen.convs) + 1, int(gen.convs[0].affine.in_features)
+
+    def style_latents(self, controls) -> "torch.Tensor":
+        """(B, 2+E) controls (tensor on the engine's device) → (B, L, D) per-layer styles; differentiable
+        with respect to nothing but what the caller enables (the model's weights are frozen)."""
+        gen = self.model.generator
+        w = gen.mapping(self.model.map_expression(controls[:, 2:]))            # (B, D)
+        return w[:, None, :].expand(-1, self.style_shape[0], -1)
+
+    def styles_for_codes(self, codes) -> "torch.Tensor":
+        """θ codes (N, code_dim) → (N, L, D) per-layer styles."""
+        w = self.model.generator.mapping(codes)
+        return w[:, None, :].expand(-1, self.style_shape[0], -1)
+
+    def planes_from_styles(self, styles) -> "torch.Tensor":
+        """(B, L, D) per-layer styles → tri-planes (B, 3, C, H, W): the generator's forward with one
+        style per modulated layer (equal styles give exactly `model.planes`)."""
+        import torch.nn.functional as F
+
+        gen = self.model.generator
+        b = styles.shape[0]
+        assert styles.ndim == 3 and tuple(styles.shape[1:]) == self.style_shape, styles.shape
+        x = gen.const[None].expand(b, -1, -1, -1)
+        for i, conv in enumerate(gen.convs):
+            if i > 0:
+                x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+            x = conv(x, styles[:, i])
+        planes = gen.to_planes(x, styles[:, -1])
+        return planes.reshape(b, 3, gen.plane_channels, gen.plane_res, gen.plane_res)
 
     # ------------------------------------------------------------------ driving by images
     def encode_image(self, image: np.ndarray) -> np.ndarray:

@@ -41,10 +41,15 @@ class PVPEngine:
 
     @torch.no_grad()
     def render_controls(self, controls: np.ndarray, edits=None) -> np.ndarray:
+        """(B, 2+E) controls → (B, S, S, 3) uint8. `edits`: an `studio.edits.model.ActiveEdits` (anything
+        with ``apply(ws)``, adding its offsets to W+) or None; with no active edit the render is the
+        unedited one, bit for bit."""
+        if edits and not hasattr(edits, "apply"):
+            raise TypeError("edits must be bound first (studio.edits.model.EditSet.bind / Avatar.render(edits=...))")
         with self._cpu_threads():
             ws = self.latents(controls)
-            if edits is not None:
-                ws = edits.apply(ws) if hasattr(edits, "apply") else ws
+            if edits:
+                ws = edits.apply(ws)
             img = self.G.synthesis(ws, noise_mode="const")
         return to_uint8(img)
 

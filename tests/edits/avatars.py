@@ -163,3 +163,66 @@ def make_nerf_engine(steps: int = 120, seed: int = 0):
     meta = {"format": "latentavatar-1", "model": cfg.to_dict(), "control_names": CONTROL_NAMES,
             "ranges": _ranges(controls)}
     return NerfEngine(model.eval().requires_grad_(False), meta, "cpu")
+
+
+# ----------------------------------------------------------------------------- projects for the product API
+def write_tracking(proj, frames: np.ndarray, controls: np.ndarray, fps: float = 10.0) -> None:
+    """A `track` stage output for the synthetic frames (tracking.npz / tracking.json / crops), enough for
+    `TrackingData.from_project`, the turntable export and the training-frame latents; it has no canonical
+    face, so renders are not re-tracked (the directions job says so and keeps the latent labels)."""
+    out = proj.root / "track"
+    (out / "crops").mkdir(parents=True, exist_ok=True)
+    n, s = len(frames), frames.shape[1]
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(out / "crops" / f"{i:06d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    np.savez(out / "tracking.npz", time=np.arange(n) / fps, valid=np.ones(n, bool),
+             pose=np.concatenate([controls[:, :2], np.zeros((n, 1))], 1).astype(np.float32),
+             expr=controls[:, 2:].astype(np.float32), landmarks=np.zeros((n, 478, 3), np.float32),
+             transforms=np.tile(np.eye(2, 3, dtype=np.float32), (n, 1, 1)))
+    (out / "tracking.json").write_text(json.dumps({"fps": fps, "frame_size": [s, s], "crop_size": s,
+                                                   "expression_names": list(EXPRESSION_NAMES)}))
+    proj.update_record("track", status="done", run_id="trk0",
+                       outputs={"tracking": "track/tracking.npz", "meta": "track/tracking.json"})
+
+
+def mark_trained(proj, engine: str) -> None:
+    """Records of every stage `engine` needs marked done (with upstream run ids), so `Avatar.open` and the
+    pipeline's state see a trained avatar. Outputs already recorded are kept."""
+    from studio.engines import chain
+    from studio.stages import REGISTRY
+
+    for name in chain(engine):
+        rec = proj.record(name)
+        run_id = rec.get("run_id") or f"{name}0"
+        upstream = {up: proj.record(up).get("run_id") or f"{up}0" for up in REGISTRY[name].depends_on}
+        proj.update_record(name, status="done", run_id=run_id, upstream=upstream, outputs=rec.get("outputs") or {})
+
+
+def make_trained_pvp_project(root, seed: int = 0):
+    """`make_pvp_project` plus synthetic tracking and every StyleGAN stage recorded as done."""
+    proj = make_pvp_project(root, seed=seed)
+    frames, _, controls = synthetic_frames(size=32, seed=seed)
+    write_tracking(proj, frames, controls)
+    mark_trained(proj, "pvp")
+    return proj
+
+
+def make_nerf_project(root, steps: int = 120, seed: int = 0):
+    """A project folder whose `nerf` outputs hold `make_nerf_engine`'s tiny LatentAvatar, with synthetic
+    tracking and every stage recorded as done."""
+    from safetensors.torch import save_file
+
+    from studio.project import Project
+
+    engine = make_nerf_engine(steps=steps, seed=seed)
+    proj = Project.create(root)
+    (proj.root / "nerf").mkdir(exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in engine.model.state_dict().items()},
+              str(proj.root / "nerf" / "model.safetensors"))
+    (proj.root / "nerf" / "avatar.json").write_text(json.dumps(engine.meta))
+    proj.update_record("nerf", status="done", run_id="nerf0",
+                       outputs={"model": "nerf/model.safetensors", "config": "nerf/avatar.json"})
+    frames, _, controls = synthetic_frames(size=16, seed=seed)
+    write_tracking(proj, frames, controls)
+    mark_trained(proj, "nerf")
+    return proj
