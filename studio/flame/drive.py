@@ -4,7 +4,7 @@ The sequence (any layout `studio.flame.sequences` reads) is normalised to the su
 sequence (``<project>/flame/flame.npz``; PVP appendix B: each coefficient's and the jaw's mean and
 std matched), then each frame becomes the avatar's controls [yaw, pitch, jaw, flame_00 …]: yaw and
 pitch from the sequence's head rotation when it has one (0 otherwise), jaw and the coefficients
-from the normalised sequence.
+from the normalised sequence, measured from the subject's rest face like the avatar's own controls.
 """
 from __future__ import annotations
 

@@ -5,8 +5,10 @@ Layouts understood (N frames; a leading batch axis of 1 per frame is fine):
 
     avatar-studio   npz: format = "avatar-studio-flame/1", expression (N, E), jaw (N, 3),
                     pose (N, 3) head rotation, fps; optional eyes (N, 6), eyelids (N, 2),
-                    shape (S,). Rotations are axis-angle in radians in FLAME's frame (y up, z
-                    towards the viewer). Written by the `flame` step (`write_sequence`).
+                    shape (S,), rest_expression (E,) + rest_jaw (3,) (the subject's rest face:
+                    what FLAME controls measure from, `studio.flame.controls`). Rotations are
+                    axis-angle in radians in FLAME's frame (y up, z towards the viewer). Written
+                    by the `flame` step (`write_sequence`).
     DECA / EMOCA    exp (N, 50) + pose (N, 6) = global rotation 3 + jaw 3
                     (EMOCA's expcode / posecode names too)
     SMIRK           expression_params (N, 50) + jaw_params (N, 3), optional pose_params (N, 3),
@@ -48,6 +50,8 @@ class FlameSequence:
     eyelids: np.ndarray | None = None  # (N, 2)
     layout: str = "avatar-studio"    # which layout the file was read as
     source: str = ""                 # file name
+    rest_expression: np.ndarray | None = None  # (E,) the subject's rest face (our layout only)
+    rest_jaw: np.ndarray | None = None         # (3,)
 
     @property
     def n_frames(self) -> int:
@@ -166,6 +170,16 @@ def parse_sequence(d: dict, path: Path) -> FlameSequence:
                 raise _missing(path, "an avatar-studio sequence", k)
         seq = FlameSequence(_frames(d["expression"], path, "expression"), _frames(d["jaw"], path, "jaw", 3)[:, :3],
                             opt("pose", 3), fps, opt("eyes", 6), opt("eyelids", 2), "avatar-studio")
+        if "rest_expression" in d or "rest_jaw" in d:
+            for k in ("rest_expression", "rest_jaw"):
+                if k not in d:
+                    raise _missing(path, "an avatar-studio sequence with a rest face", k)
+            rest_e = _frames(d["rest_expression"], path, "rest_expression")
+            rest_j = _frames(d["rest_jaw"], path, "rest_jaw", 3)
+            if len(rest_e) != 1 or len(rest_j) != 1 or rest_e.shape[1] != seq.expression.shape[1]:
+                raise _bad(path, f"'rest_expression' / 'rest_jaw' have shapes {rest_e.shape} / {rest_j.shape}, "
+                                 f"expected ({seq.expression.shape[1]},) / (3,)")
+            seq = replace(seq, rest_expression=rest_e[0], rest_jaw=rest_j[0, :3])
     elif "expression_params" in d:
         if "jaw_params" not in d:
             raise _missing(path, "a SMIRK sequence", "jaw_params")
@@ -238,6 +252,9 @@ def write_sequence(path: str | os.PathLike, seq: FlameSequence, shape: np.ndarra
         arrays["eyelids"] = np.asarray(seq.eyelids, np.float32)
     if shape is not None:
         arrays["shape"] = np.asarray(shape, np.float32)
+    if seq.rest_expression is not None and seq.rest_jaw is not None:
+        arrays["rest_expression"] = np.asarray(seq.rest_expression, np.float32)
+        arrays["rest_jaw"] = np.asarray(seq.rest_jaw, np.float32)
     write_with(path, lambda tmp: np.savez(tmp, **arrays))
     return path
 
@@ -257,6 +274,16 @@ def sequence_from_fit(fit, fps: float) -> FlameSequence:
                          eyelids=fit.eyelids[nearest] if np.any(fit.eyelids) else None, layout="avatar-studio")
 
 
+def with_rest(seq: FlameSequence, rows) -> FlameSequence:
+    """`seq` with its rest face set to the per-coefficient median of jaw and expression over `rows`
+    (the subject's rest frames: `studio.flame.controls.rest_rows`)."""
+    rows = np.asarray(rows, int)
+    if len(rows) == 0:
+        raise ValueError("with_rest needs at least one rest frame")
+    return replace(seq, rest_expression=np.median(seq.expression[rows], axis=0),
+                   rest_jaw=np.median(seq.jaw[rows], axis=0))
+
+
 # ----------------------------------------------------------------------------------------------
 # normalisation (PVP, appendix B)
 
@@ -272,11 +299,12 @@ def normalise_to_subject(seq: FlameSequence, subject: FlameSequence, eps: float 
     `seq` to the subject's fitted distribution (`subject`: e.g. the subject's own fitted sequence).
 
     The result has the subject's number of expression coefficients (extra ones dropped, missing
-    ones zero); a coefficient constant over `seq` is shifted only. Head pose is left as it is.
+    ones zero); a coefficient constant over `seq` is shifted only. Head pose is left as it is. The
+    result is in the subject's space, so it carries the subject's rest face (not `seq`'s own).
     """
     E = subject.expression.shape[1]
     k = min(E, seq.expression.shape[1])
     expr = np.zeros((seq.n_frames, E))
     expr[:, :k] = _match(seq.expression[:, :k], subject.expression[:, :k], eps)
     jaw = _match(seq.jaw, subject.jaw, eps)
-    return replace(seq, expression=expr, jaw=jaw)
+    return replace(seq, expression=expr, jaw=jaw, rest_expression=subject.rest_expression, rest_jaw=subject.rest_jaw)

@@ -8,8 +8,9 @@ training loop: resumable, cancellable, with progress).
 
 Outputs (``<project>/flame/``):
 - ``flame.npz``: the fitted sequence in our layout (`studio.flame.sequences`, shape included),
-  one row per tracked row; what engines trained on "flame" controls read and what
-  `export --source flame` normalises a driver's sequence to;
+  one row per tracked row, with the subject's rest face (the median fit over the tracking's rest
+  frames, from which the FLAME controls are measured); what engines trained on "flame" controls
+  read and what `export --source flame` normalises a driver's sequence to;
 - ``flame_fit.png``: the fitted mesh over a few crops, the worst-fitted frame among them;
 - ``fit_errors.json``: per-frame landmark error (pixels and % of the face size);
 - ``named_to_flame.json``: a least-squares map from the named expressions to the FLAME controls
@@ -57,13 +58,14 @@ def missing_files_error() -> MissingModelError:
 
 
 def run(ctx: StageContext, cfg: FlameConfig):
-    from ..flame.controls import NamedToFlame, controls_from_sequence, flame_control_names
+    from ..flame.controls import NamedToFlame, controls_from_sequence, flame_control_names, rest_rows
     from ..flame.files import load_flame
     from ..flame.fit import FitConfig, fitter_for_tracking
     from ..flame.overlay import save_fit_sheet
-    from ..flame.sequences import sequence_from_fit, write_sequence
+    from ..flame.sequences import sequence_from_fit, with_rest, write_sequence
     from ..model_files import flame_paths
     from ..tracking.data import TrackingData
+    from ..tracking.expressions import zero_is_rest
 
     paths = flame_paths()
     if paths is None:
@@ -80,7 +82,8 @@ def run(ctx: StageContext, cfg: FlameConfig):
     figures = loop.finish()
 
     fit = fitter.result()
-    seq = sequence_from_fit(fit, trk.fps)
+    rest = rest_rows(trk)
+    seq = with_rest(sequence_from_fit(fit, trk.fps), rest)
     write_sequence(ctx.workdir / "flame.npz", seq, shape=fit.shape)
     save_fit_sheet(fitter, trk, ctx.workdir / "flame_fit.png", count=6)
     s = fit.summary()
@@ -94,7 +97,10 @@ def run(ctx: StageContext, cfg: FlameConfig):
     train, _ = trk.split()
     n_expr = seq.expression.shape[1]
     names = flame_control_names(n_expr)
-    mapping = NamedToFlame.fit(trk.expr[train], controls_from_sequence(seq)[train], trk.expression_names, names)
+    # both measured from the same rest frames (new tracking): the map sends rest to rest
+    same_rest = zero_is_rest(trk.meta.get("expression_scaling") or {})
+    mapping = NamedToFlame.fit(trk.expr[train], controls_from_sequence(seq)[train], trk.expression_names, names,
+                               offset=not same_rest)
     named_ranges = {k: list(v) for k, v in trk.control_ranges().items() if k not in ("yaw", "pitch")}
     write_json(ctx.workdir / "named_to_flame.json", {**mapping.to_json(), "named_ranges": named_ranges})
 
@@ -105,7 +111,8 @@ def run(ctx: StageContext, cfg: FlameConfig):
                "worst_row": int(np.flatnonzero(fit.fitted)[int(np.argmax(pct))]) if len(pct) else -1,
                "n_expression": int(n_expr), "steps": figures["steps"].get("fit", 0), "of_steps": cfg.steps,
                "minutes": figures["train_minutes"],
-               "named_map_r2_jaw": round(mapping.r2[0], 3) if mapping.r2 else float("nan")}
+               "named_map_r2_jaw": round(mapping.r2[0], 3) if mapping.r2 else float("nan"),
+               "rest_frames": int(len(rest)), "rest_jaw": round(float(seq.rest_jaw[0]), 4)}
     return {"outputs": {"sequence": f"{ctx.stage}/flame.npz", "sheet": f"{ctx.stage}/flame_fit.png",
                         "errors": f"{ctx.stage}/fit_errors.json", "named_map": f"{ctx.stage}/named_to_flame.json"},
             "warnings": loop.warnings(), "summary": summary}
