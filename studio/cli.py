@@ -290,6 +290,15 @@ def cmd_eval(args) -> int:
 
     project = Project.open(args.project)
     printer = ProgressPrinter()
+    if args.edits:
+        from .evaluation import evaluate_edits, format_edit_table
+
+        try:
+            rep = evaluate_edits(project, args.engine, on_progress=printer)
+        finally:
+            printer.close()
+        _say(format_edit_table(rep))
+        return 0
     try:
         rep = evaluate(project, args.engine, on_progress=printer)
     finally:
@@ -308,6 +317,8 @@ def cmd_export(args) -> int:
     project = Project.open(args.project)
     over = {f.name: getattr(args, f.name) for f in dataclasses.fields(ExportConfig)
             if getattr(args, f.name, None) is not None}
+    if args.edit:
+        over["edits"] = _edit_list(args.edit)
     cfg = from_dict(ExportConfig, over)
     printer = ProgressPrinter()
     gen = export(project, cfg, args.out)
@@ -324,6 +335,88 @@ def cmd_export(args) -> int:
         _say(f"note: {n}")
     _say(f"wrote {res['path']}: {res['frames']} frames at {res['fps']:g} fps ({res['seconds']:.1f} s), "
          f"{res['size'][0]}x{res['size'][1]}" + (", with audio" if res["audio"] else ""))
+    return 0
+
+
+def _edit_list(items: list[str]) -> str:
+    """Repeated `--edit "NAME=STRENGTH"` items → `ExportConfig.edits` ("a=0.8; b=-1"); the syntax is checked
+    here, the names when the export opens the project's saved edits."""
+    from .edits.model import format_edit_list, parse_strengths
+
+    out = []
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        if not sep or not name.strip():
+            raise InputError(f"cannot read --edit {item!r}", "write it as NAME=STRENGTH, e.g. --edit \"blue hair=0.8\"")
+        out.append(format_edit_list(parse_strengths([item])))
+    return "; ".join(out)
+
+
+def cmd_edit(args) -> int:
+    from .edits import jobs
+    from .project import Project
+
+    project = Project.open(args.project)
+    actions = [a for a in ("text", "directions", "list", "remove") if getattr(args, a) not in (None, False)]
+    if len(actions) != 1:
+        raise InputError("edit needs exactly one of --text, --directions, --list, --remove",
+                         f"e.g. avatar-studio edit {args.project} --text \"blue hair\"")
+    for opt_name in ("neutral", "name", "steps", "keep_background"):
+        if getattr(args, opt_name) not in (None, False) and actions[0] != "text":
+            raise InputError(f"--{opt_name.replace('_', '-')} goes with --text", f"e.g. avatar-studio edit "
+                             f"{args.project} --text \"blue hair\" --{opt_name.replace('_', '-')} ...")
+    if args.list:
+        ok, line = jobs.clip_status()
+        engines = [jobs.resolve_engine(project, args.engine)] if args.engine else jobs.edit_engines()
+        from .engines import ENGINES
+
+        any_edit = False
+        for e in engines:
+            edits = jobs.list_edits(project, e)
+            if not edits:
+                continue
+            any_edit = True
+            _say(f"{ENGINES[e].title}:")
+            for ed in edits:
+                _say(f"  {ed.name:<24} {jobs.describe_edit(project, ed)}"[:220])
+            info = jobs.directions_info(project, e)
+            if info:
+                _say(f"  directions picture: {project.root / 'edits' / e / info.get('picture', 'directions.png')}")
+        if not any_edit:
+            _say("no saved edits yet", f"make one: avatar-studio edit {project.root} --text \"blue hair\"  or  "
+                 f"avatar-studio edit {project.root} --directions")
+        _say("", ("text edits: ready — " if ok else "text edits: ") + line)
+        return 0
+    if args.remove is not None:
+        edit = jobs.remove_edit(project, args.engine, args.remove)
+        _say(f"removed edit '{edit.name}' ({edit.engine})")
+        return 0
+    printer = ProgressPrinter()
+    if args.directions:
+        try:
+            edits, picture = jobs.compute_directions(project, args.engine, on_progress=printer)
+        finally:
+            printer.close()
+        info = jobs.directions_info(project, edits[0].engine) if edits else {}
+        _say(f"saved {len(edits)} directions for the {edits[0].engine} engine in "
+             f"{(info or {}).get('seconds', {}).get('total', 0):.1f} s ({(info or {}).get('labels', '')})")
+        for ed in edits:
+            _say(f"  {ed.name:<14} {ed.label:<11} σ {ed.summary.get('sigma', 0):.3g}  "
+                 f"{100 * ed.summary.get('explained', 0):.1f}% of the variance")
+        _say(f"picture: {picture}",
+             f"use one: avatar-studio export {project.root} -o clip.mp4 --edit \"{edits[0].name}=1.5\"")
+        return 0
+    options = {"keep_background": True} if args.keep_background else {}
+    try:
+        edit = jobs.find_text_edit(project, args.engine, args.text, args.neutral or "", args.name, args.steps,
+                                   on_progress=printer, **options)
+    finally:
+        printer.close()
+    s = edit.summary
+    _say(f"saved edit '{edit.name}' ({edit.engine}): {s.get('steps')} steps in {_fmt_s(s.get('wall_seconds'))}; "
+         f"CLIP loss {s.get('clip_loss_start')} → {s.get('clip_loss_end')}",
+         f"picture (unedited above, edited below): {jobs.edit_picture(project, edit)}",
+         f"use it: avatar-studio export {project.root} -o clip.mp4 --edit \"{edit.name}={edit.default_strength:g}\"")
     return 0
 
 
@@ -460,6 +553,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("eval", help="measure a trained avatar: held-out quality, control accuracy, speed")
     sp.add_argument("project")
     sp.add_argument("--engine", default=None, choices=tuple(ENGINES))
+    sp.add_argument("--edits", action="store_true",
+                    help="measure the saved appearance edits instead (5 yaws x 3 expressions: CLIP score gain, "
+                         "identity to the unedited render, share changed outside the face/hair)")
     sp.set_defaults(func=cmd_eval)
 
     sp = sub.add_parser("export", help="render a clip: turntable, the subject's own motion, a driver video, or a "
@@ -480,7 +576,25 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--paste-back", action="store_true", default=None)
     sp.add_argument("--no-audio", dest="audio", action="store_false", default=None)
     sp.add_argument("--engine", choices=tuple(ENGINES))
+    sp.add_argument("--edit", action="append", metavar="NAME=STRENGTH",
+                    help="apply a saved appearance edit, e.g. --edit \"blue hair=0.8\" (repeat to stack edits)")
     sp.set_defaults(func=cmd_export)
+
+    sp = sub.add_parser("edit", help="appearance edits: find one from a text prompt (needs a CLIP file), compute "
+                        "directions from the avatar itself, list or remove them")
+    sp.add_argument("project")
+    sp.add_argument("--text", metavar="PROMPT", help="find a text edit, e.g. --text \"blue hair\" (StyleCLIP)")
+    sp.add_argument("--directions", action="store_true",
+                    help="compute the avatar's principal directions (GANSpace; no file needed) and a picture")
+    sp.add_argument("--list", action="store_true", help="list the saved edits")
+    sp.add_argument("--remove", metavar="NAME", help="remove a saved edit")
+    sp.add_argument("--neutral", metavar="TEXT", help="--text: a neutral description, e.g. \"a face\"")
+    sp.add_argument("--name", help="--text: the edit's name (default: the prompt)")
+    sp.add_argument("--steps", type=int, help="--text: optimisation steps (default: 100 in the preview preset)")
+    sp.add_argument("--keep-background", action="store_true",
+                    help="--text: penalise changes outside the face and hair")
+    sp.add_argument("--engine", choices=tuple(ENGINES), help="which engine's avatar (default: the trained one)")
+    sp.set_defaults(func=cmd_edit)
 
     sp = sub.add_parser("models", help="optional weight files (StyleGAN2, CLIP, ArcFace, LPIPS, FLAME): list, add "
                         "(checked and hashed), remove")

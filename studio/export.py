@@ -50,6 +50,8 @@ class ExportConfig:
     paste_back: bool = opt(False, "Paste the render back into the original video frames (source=self).")
     audio: bool = opt(True, "Include the subject's or driver's audio, trimmed to the clip (MP4 only).")
     engine: str | None = opt(None, "Which avatar engine renders (pvp or nerf; empty = the trained one).")
+    edits: str = opt("", "Appearance edits with their strengths, e.g. 'blue hair=0.8; component 3=-1.5' (the "
+                         "project's saved edits of the rendering engine; `avatar-studio edit PROJECT --list`).")
     batch: int = opt(4, "Frames rendered per batch.", minimum=1, maximum=64, advanced=True)
     overwrite: bool = opt(True, "Replace an existing file at the output path (only once the new one is complete).")
 
@@ -351,6 +353,18 @@ def _source_frames(motion, project):
         reader.close()
 
 
+def _bind_edits(project, avatar, text: str):
+    """`ExportConfig.edits` ("name=strength; ...") → the engines' `ActiveEdits`, or None; names are the
+    project's saved edits of the avatar's engine (an unknown one raises `InputError` listing them)."""
+    if not str(text or "").strip():
+        return None
+    from .edits.model import EditSet, parse_edit_list
+
+    saved = EditSet.for_project(project, avatar.name)
+    bound = saved.bind(parse_edit_list(text, saved))
+    return bound if bound else None
+
+
 def export(project, cfg: ExportConfig, out: str | Path, control: Control | None = None,
            avatar=None) -> Iterator[Progress]:
     """Render and encode a clip; yields Progress; returns {"path", "frames", "fps", "seconds", ...}."""
@@ -366,6 +380,7 @@ def export(project, cfg: ExportConfig, out: str | Path, control: Control | None 
     if out.exists() and not cfg.overwrite:
         raise InputError(f"{out} already exists", "choose another name")
     avatar = avatar or Avatar.open(project, cfg.engine)
+    edits = _bind_edits(project, avatar, cfg.edits)
 
     yield Progress(stage="export", step=0, total=1, part="prepare", message=f"preparing {cfg.source} motion")
     if cfg.source == "driver":  # tracking a new driver takes a while: report it and let it be cancelled
@@ -402,7 +417,7 @@ def export(project, cfg: ExportConfig, out: str | Path, control: Control | None 
     try:
         for start, ctrl in motion.chunks(cfg.batch):
             control.checkpoint()
-            imgs, moved = avatar.render_batch(ctrl)
+            imgs, moved = avatar.render_batch(ctrl, edits=edits)
             clamped.update(moved)
             for k, img in enumerate(imgs):
                 frame = img
@@ -439,6 +454,8 @@ def export(project, cfg: ExportConfig, out: str | Path, control: Control | None 
         if frames_it is not None:
             frames_it.close()
     notes = list(motion.notes)
+    if edits:
+        notes.append(f"with edits: {edits.describe()}")
     if clamped:
         notes.append(f"some slider values were outside the trained range and were clamped: {', '.join(sorted(clamped))}")
     return {"path": str(path), "frames": done, "fps": motion.fps, "seconds": done / motion.fps,

@@ -81,23 +81,27 @@ def format_rows(rows: list[dict]) -> str:
     def f(v, fmt):
         return "—" if v is None else format(v, fmt)
 
-    head = f"{'edit':<24} {'strength':>8} {'CLIP gain mean/min':>20} {'identity mean/min':>18} {'changed outside':>16}"
+    head = (f"{'edit':<24} {'strength':>8} {'CLIP gain mean/min':>20} {'gain>0':>7} {'identity mean/min':>18} "
+            f"{'changed outside':>16}")
     lines = [head, "-" * len(head)]
     for r in rows:
+        pos = r.get("clip_gain_positive")
+        pos = "—" if pos is None else f"{round(pos * r['points'])}/{r['points']}"
         lines.append(f"{r['name'][:24]:<24} {r['strength']:>8.2f} "
                      f"{f(r['clip_gain_mean'], '+.4f') + ' / ' + f(r['clip_gain_min'], '+.4f'):>20} "
+                     f"{pos:>7} "
                      f"{f(r['identity_mean'], '.3f') + ' / ' + f(r['identity_min'], '.3f'):>18} "
                      f"{100 * r['changed_outside_mean']:>15.1f}%")
     return "\n".join(lines)
 
 
-def write_report(project, engine: str, rows: list[dict]) -> "object":
-    """Write ``eval/<engine>/edits.json`` atomically; returns its path."""
+def write_report(project, engine: str, rows: list[dict], **extra) -> "object":
+    """Write ``eval/<engine>/edits.json`` atomically (`extra`: plain values beside the rows); returns its path."""
     from pathlib import Path
 
     from ..atomic import write_json
 
     root = project.root if hasattr(project, "root") else Path(project)
     path = Path(root) / "eval" / engine / "edits.json"
-    write_json(path, {"format": "avatar-studio/edit-eval", "version": 1, "engine": engine, "edits": rows})
+    write_json(path, {"format": "avatar-studio/edit-eval", "version": 1, "engine": engine, **extra, "edits": rows})
     return path

@@ -60,3 +60,49 @@ def nerf_engine():
 
     torch.set_num_threads(1)
     return make_nerf_engine()
+
+
+# ----------------------------------------------------------------------------- projects for the product API
+@pytest.fixture(scope="session")
+def project_bases(tmp_path_factory):
+    """Tiny trained project folders of both engines (made once; tests work on copies)."""
+    from avatars import make_nerf_project, make_trained_pvp_project
+
+    torch.set_num_threads(1)
+    base = tmp_path_factory.mktemp("edit_projects")
+    return {"pvp": make_trained_pvp_project(base / "pvp").root, "nerf": make_nerf_project(base / "nerf").root}
+
+
+@pytest.fixture
+def project_copy(project_bases, tmp_path):
+    """project_copy(engine) → an open `Project`: a fresh copy of that engine's tiny trained project."""
+    import shutil
+
+    from studio.project import Project
+
+    made = []
+
+    def make(engine: str):
+        made.append(engine)
+        dst = tmp_path / f"{engine}_project{len(made)}"
+        shutil.copytree(project_bases[engine], dst)
+        return Project.open(dst)
+
+    return make
+
+
+@pytest.fixture
+def no_weights(tmp_path, monkeypatch):
+    """An empty model-files settings folder and no shared/ folder: no CLIP, no ArcFace."""
+    monkeypatch.setenv("AVATAR_STUDIO_CONFIG_DIR", str(tmp_path / "cfg"))
+    monkeypatch.setenv("AVATAR_STUDIO_SHARED", str(tmp_path / "no-shared"))
+    return tmp_path / "cfg"
+
+
+@pytest.fixture
+def clip_added(no_weights, tiny_clip_path):
+    """The tiny CLIP added through the Models path (`ModelFiles.set`, as `models add clip` does)."""
+    from studio.model_files import ModelFiles
+
+    ModelFiles().set("clip", tiny_clip_path)
+    return no_weights
