@@ -135,13 +135,15 @@ def choose_rest_frames(raw: np.ndarray, pose: np.ndarray | None = None, share: f
     the (N, E) raw features of their clip (`raw_features`, columns in `EXPRESSION_NAMES` order) and,
     when given, the (N, ≥2) head pose in degrees (yaw, pitch, …).
 
-    1. Gates: a closed mouth (lip gap within `CLOSED_GAP` of the clip's 2nd percentile and below its
-       25th percentile), both eyes open (`EYES_OPEN` of each eye's typical aperture: not a blink,
-       wink or surprise) and a near-frontal head (`FRONTAL_DEG`, or the clip's median turn when
-       larger). When fewer than `min_frames` frames pass, the pose gate goes first, then the eyes'
-       are widened; the mouth gate stays (it picks the least open mouths of the clip however open).
+    1. Gates, judged on the near-frontal frames (head turn within `FRONTAL_DEG`, or the clip's
+       median turn when larger, so at least half the clip; near-profile frames, where the face mesh
+       tends to read a closed mouth, do not count): a closed mouth (lip gap within `CLOSED_GAP` of
+       the 2nd percentile) and both eyes open (`EYES_OPEN` of each eye's typical aperture, its 75th
+       percentile: not a blink, wink, squint or surprise). When fewer than `min_frames` frames pass,
+       the eye gate is widened, then turned frames are let in, and last the least open mouths are
+       taken whatever the eyes do; each relaxation is noted.
     2. Among those, the frames nearest their own median on every feature (deviations over each
-       feature's spread in the clip), plus the head turn: this drops the frowns, smiles, pressed
+       feature's spread among them), plus the head turn: this drops the frowns, smiles, pressed
        lips and raised brows that also have a closed mouth and open eyes.
     3. The rest value of each feature is its median over the `share` of frames kept (at least
        `min_frames`, at most `max_frames`).
@@ -156,41 +158,43 @@ def choose_rest_frames(raw: np.ndarray, pose: np.ndarray | None = None, share: f
     col = {name: raw[:, j] for j, name in enumerate(EXPRESSION_NAMES)}
     notes: list[str] = []
     need = min(n, min_frames)
-
-    gap = col["jaw_open"]
-    mouth = gap <= _q(gap, 2) + CLOSED_GAP
-    if mouth.sum() < need:  # ties at the 25th percentile: the `need` smallest gaps
-        mouth = np.zeros(n, bool)
-        mouth[np.argsort(gap, kind="stable")[:need]] = True
-    if _q(gap, 2) > CLOSED_GAP:
-        notes.append("the mouth is never closed in this clip: the rest face has the least open mouth seen")
-
-    open_l, open_r = -col["blink_left"], -col["blink_right"]
-    ref_l, ref_r = max(_q(open_l, 75), 1e-6), max(_q(open_r, 75), 1e-6)
-    rel = np.stack([open_l / ref_l, open_r / ref_r], 1)
-
-    def eyes(lo: float, hi: float) -> np.ndarray:
-        return (rel.min(1) >= lo) & (rel.max(1) <= hi)
-
     if pose is not None:
         pose = np.asarray(pose, np.float64)
         turn = np.hypot(pose[:, 0], pose[:, 1])
-        frontal = turn <= max(FRONTAL_DEG, _q(turn, 50))
+        frontal = turn <= max(FRONTAL_DEG, _q(turn, 50))  # at least half the clip
     else:
         turn = np.zeros(n)
         frontal = np.ones(n, bool)
+    gap = col["jaw_open"]
+    open_l, open_r = -col["blink_left"], -col["blink_right"]
 
-    lo, hi = EYES_OPEN
-    cand = mouth & eyes(lo, hi) & frontal
+    def gates(pool: np.ndarray, eyes_open: tuple[float, float]) -> np.ndarray:
+        """Closed mouth and open eyes, judged against the frames of `pool` (near-profile frames,
+        where the face mesh tends to read a closed mouth, do not set what closed is)."""
+        g = gap[pool]
+        mouth = gap <= _q(g, 2) + CLOSED_GAP
+        ref_l, ref_r = max(_q(open_l[pool], 75), 1e-6), max(_q(open_r[pool], 75), 1e-6)
+        rel = np.stack([open_l / ref_l, open_r / ref_r], 1)
+        eyes = (rel.min(1) >= eyes_open[0]) & (rel.max(1) <= eyes_open[1])
+        return pool & mouth & eyes
+
+    wide = (EYES_OPEN[0] - 0.2, EYES_OPEN[1] + 0.2)
+    cand = gates(frontal, EYES_OPEN)
+    if cand.sum() < need:
+        cand = gates(frontal, wide)
+        if cand.sum() >= need:
+            notes.append("too few frames with both eyes clearly open and the mouth closed: the eye gate was widened")
     if cand.sum() < need and pose is not None:
-        cand = mouth & eyes(lo, hi)
-        notes.append("too few near-frontal frames with a closed mouth and open eyes: turned frames used")
-    if cand.sum() < need:
-        cand = mouth & eyes(0.6, 1.4)
-        notes.append("too few frames with both eyes clearly open and the mouth closed: the eye gate was widened")
-    if cand.sum() < need:
-        cand = mouth
+        cand = gates(np.ones(n, bool), wide)
+        if cand.sum() >= need:
+            notes.append("too few near-frontal frames with a closed mouth and open eyes: turned frames used")
+    if cand.sum() < need:  # the mouth only: the `need` least open mouths among the frontal frames
+        pool = np.flatnonzero(frontal) if frontal.sum() >= need else np.arange(n)
+        cand = np.zeros(n, bool)
+        cand[pool[np.argsort(gap[pool], kind="stable")[:need]]] = True
         notes.append("no frame has a closed mouth and open eyes: the rest face is chosen by the mouth only")
+    if _q(gap[frontal], 2) > CLOSED_GAP:
+        notes.append("the mouth is never closed in this clip: the rest face has the least open mouth seen")
     idx = np.flatnonzero(cand)
 
     # each feature's spread over the clip (inter-quartile range; a floor for features that hardly move)
