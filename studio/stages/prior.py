@@ -25,6 +25,7 @@ measured with it; GLO's better held-out inversion has not yet been carried throu
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +69,11 @@ class PriorConfig:
                        advanced=True)
     seed: int = opt(0, "Random seed.", advanced=True)
 
+
+GOOD_EVERY = 50
+"""Steps between in-memory copies of a state that trains well (what a runaway rolls back to)."""
+MAX_ROLLBACKS = 3
+"""Rollbacks (each halving the learning rate) before the prior is reported as diverged."""
 
 PRESETS = {
     "preview": PriorConfig(),
@@ -145,33 +151,74 @@ def run(ctx: StageContext, cfg: PriorConfig):
     loop.track("opt", opt)
     loop.vars.setdefault("ema", None)
     loop.vars.setdefault("skipped", 0)
+    loop.vars.setdefault("rollbacks", 0)
+    notes = loop.vars.setdefault("notes", [])  # kept in the checkpoint, so a resumed run still reports them
     last = {}
+    goods: list[dict] = []  # the last two states that trained well, in memory: what a runaway rolls back to
+
+    def keep_good(i: int) -> None:
+        del goods[:-1]
+        goods.append(dict(step=i, ema=loop.vars["ema"],
+                          state=copy.deepcopy({"G": G.state_dict(), "opt": opt.state_dict(),
+                                               "E": E.state_dict() if E is not None else None,
+                                               "table": table.detach().clone() if table is not None else None})))
+
+    def roll_back(i: int) -> None:
+        """Many runaway batches in a row: the weights took a bad step. Go back to the last good state
+        with half the learning rate (at most `MAX_ROLLBACKS` times) instead of giving up. The older of
+        the two kept states is used: the newer one may already hold the step that went wrong."""
+        if not goods or loop.vars["rollbacks"] >= MAX_ROLLBACKS:
+            raise StudioError("the subject prior diverged (its loss exploded)",
+                              "lower its learning rate with --set lr=0.0005 and run again")
+        good = goods[0]
+        del goods[1:]
+        st = good["state"]
+        G.load_state_dict(st["G"])
+        if E is not None:
+            E.load_state_dict(st["E"])
+        else:
+            with torch.no_grad():
+                table.copy_(st["table"])
+        lrs = [g["lr"] * 0.5 for g in opt.param_groups]  # half of what it is now, whatever the kept state had
+        opt.load_state_dict(st["opt"])
+        for g, lr in zip(opt.param_groups, lrs):
+            g["lr"] = lr
+        loop.vars.update(ema=good["ema"], skipped=0, rollbacks=loop.vars["rollbacks"] + 1)
+        notes.append(f"the subject prior's loss ran away near step {i}; it went back to step {good['step']} and "
+                     f"trains on with half the learning rate (rollback {loop.vars['rollbacks']} of {MAX_ROLLBACKS})")
 
     def step(i: int) -> dict:
         rng = loop.rng
-        idx = torch.from_numpy(rng.integers(0, len(train), size=min(cfg.batch, len(train))))
+        idx = torch.from_numpy(loop.shard(rng.integers(0, len(train), size=min(cfg.batch, len(train)))))
         x = imgs[idx].to(dev)
         if E is not None and rng.random() < 0.5:  # flips double the encoder's data (a GLO latent is per frame)
             x = x.flip(3)
         w = E(x) if E is not None else table[idx.to(dev)]
-        w_std = w.detach().std(0).mean().clamp_min(1e-3)
+        w_std = loop.batch_std(w.detach()).mean().clamp_min(1e-3)
         wn = w + cfg.latent_noise * w_std * torch.randn_like(w)
         out = G.synthesis(wn[:, None, :].expand(-1, G.num_ws, -1), noise_mode="const")
         loss, logs = reconstruction_loss(out, x, "l1", perc, cfg.w_perceptual)
         opt.zero_grad(set_to_none=True)
-        lv = loss.item()
+        lv = loop.all_mean(loss.item())  # every process takes the same skip decision
         ema = loop.vars["ema"]
         if not np.isfinite(lv) or (i >= 100 and ema is not None and lv > 4.0 * ema):
             loop.vars["skipped"] += 1  # a runaway batch: skip the update rather than let it wreck the network
             if loop.vars["skipped"] > 20:
-                raise StudioError("the subject prior diverged (its loss exploded)",
-                                  "lower its learning rate with --set lr=0.0005 and run again")
+                roll_back(i)
         else:
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(trained, 1.0)
-            opt.step()
-            loop.vars["ema"] = lv if ema is None else 0.98 * ema + 0.02 * lv
-            loop.vars["skipped"] = 0
+            norm = torch.nn.utils.clip_grad_norm_(trained, 1.0)
+            if not torch.isfinite(norm):  # a NaN/inf gradient would poison every weight through Adam
+                opt.zero_grad(set_to_none=True)
+                loop.vars["skipped"] += 1
+                if loop.vars["skipped"] > 20:
+                    roll_back(i)
+            else:
+                opt.step()
+                loop.vars["ema"] = lv if ema is None else 0.98 * ema + 0.02 * lv
+                loop.vars["skipped"] = 0
+                if i % GOOD_EVERY == 0 or not goods:
+                    keep_good(i + 1)
         last.update(x=x, out=out)
         return logs
 
@@ -201,10 +248,11 @@ def run(ctx: StageContext, cfg: PriorConfig):
     with atomic_path(ctx.workdir / "latents.npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, rows=train, ws=lat.cpu().numpy())
-    return {"outputs": outputs, "warnings": loop.warnings(),
+    return {"outputs": outputs, "warnings": loop.warnings() + notes,
             "summary": {"source": "subject prior", "method": cfg.method, "steps": figures["steps"]["prior"],
                         "of_steps": cfg.steps, "minutes": figures["train_minutes"], **summary_held,
-                        "resolution": cfg.resolution, **({"cut_short": figures["cut_short"]} if "cut_short" in
+                        "resolution": cfg.resolution, **loop.parallel_summary(),
+                        **({"cut_short": figures["cut_short"]} if "cut_short" in
                                                         figures else {})}}
 
 
@@ -218,6 +266,6 @@ def load_encoder(project, device="cpu"):
 
 
 register(StageSpec(name="prior", title="Subject prior", config_cls=PriorConfig, presets=PRESETS, run=run,
-                   depends_on=("track",), models=("stylegan2", "lpips"), trains=True,
+                   depends_on=("track",), models=("stylegan2", "lpips"), trains=True, parallel=True,
                    description="The StyleGAN2 generator PTI starts from: a pretrained one if configured, otherwise "
                                "one trained on your video's own frames (no download needed)."))
