@@ -543,7 +543,8 @@ def iter_evaluate_edits(project, engine: str | None = None, names: list[str] | N
     report = {"engine": engine, "size": avatar.size, "sweep": f"{EDIT_YAWS} yaws x {EDIT_EXPRESSIONS} expressions",
               "clip": clip is not None, "arcface": arcface is not None, "notes": notes,
               "seconds": round(time.perf_counter() - t0, 2), "sheet": "edits.png", "edits": rows}
-    report["path"] = str(write_report(project, engine, rows, **{k: v for k, v in report.items() if k != "edits"}))
+    report["path"] = str(write_report(project, engine, rows,
+                                      **{k: v for k, v in report.items() if k not in ("edits", "engine")}))
     return report
 
 
