@@ -2,8 +2,10 @@
 `avatar-studio export` uses.
 
 The settings form is generated from `ExportConfig`; the engine, driver video and timeline file
-get their own choosers. The export runs in an `ExportRunner` (a child process); the page shows
-its progress, ETA and the newest frame, and Cancel leaves no file at the output path.
+get their own choosers. The Edits box lists the chosen engine's saved appearance edits with the
+same on/off and strengths as the viewer's Edits panel (one shared `EditChoices`); the ones switched
+on go to the export as `ExportConfig.edits`. The export runs in an `ExportRunner` (a child process);
+the page shows its progress, ETA and the newest frame, and Cancel leaves no file at the output path.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QFrame, QGro
 
 from .config_form import ConfigForm
 from .dialogs import VIDEO_EXTENSIONS, PathField, error_box
+from .edits_panel import EditList, choices_for, engine_has_edits
 from .export_runner import ExportRunner
 from .imaging import ImageView
 from .theme import icon
@@ -25,7 +28,7 @@ from .workers import Failure, ProgressBatch
 
 NO_AVATAR = ("No trained avatar yet: train the StyleGAN or NeRF engine first (Run all asks which), "
              "then export here.")
-OWN_CHOOSERS = ("engine", "driver", "timeline")
+OWN_CHOOSERS = ("engine", "driver", "timeline", "edits")
 """ExportConfig fields edited by the page's own choosers, not the generated form."""
 RELEVANT = {"frames": {"self"}, "duration": {"turntable"}, "expression": {"turntable"},
             "side_by_side": {"self", "driver"}, "paste_back": {"self"}}
@@ -106,6 +109,17 @@ class ExportPanel(QWidget):
         self.clip_form = form
         ll.addWidget(box)
 
+        self.edits_box = QGroupBox("Edits")
+        el = QVBoxLayout(self.edits_box)
+        self.edits_hint = QLabel("")
+        self.edits_hint.setObjectName("Hint")
+        self.edits_hint.setWordWrap(True)
+        el.addWidget(self.edits_hint)
+        self.edit_list = EditList(deletable=False, thumbnails=False, empty="")
+        el.addWidget(self.edit_list)
+        self.engine_box.currentIndexChanged.connect(self._bind_edits)
+        ll.addWidget(self.edits_box)
+
         self.form = ConfigForm(ExportConfig)
         fmt = self.form.editors["format"]
         fmt.setItemText(max(0, fmt.findData(None)), "from the output name")
@@ -116,7 +130,8 @@ class ExportPanel(QWidget):
                 if label is not None:
                     label.setText(text)
         for name in OWN_CHOOSERS:
-            self._set_row_visible(name, False)
+            if name in self.form.editors:
+                self._set_row_visible(name, False)
         self.form.editors["source"].currentIndexChanged.connect(self._source_changed)
         fmt.currentIndexChanged.connect(self._format_changed)
         ll.addWidget(self.form)
@@ -206,7 +221,47 @@ class ExportPanel(QWidget):
         self.engine_box.blockSignals(False)
         self.engine_box.setEnabled(len(engines) > 1 and not self.is_running())
         self.notice.setVisible(self.project is not None and not engines and self.avatar_override is None)
+        self._bind_edits()
         self._update_buttons()
+
+    # ------------------------------------------------------------------ edits
+    def _bind_edits(self, *_) -> None:
+        """List the chosen engine's saved edits (shared with the viewer's Edits panel)."""
+        engine = self.engine_box.currentData()
+        choices = None
+        if self.project is not None and engine and engine_has_edits(engine):
+            choices = choices_for(self.project, engine)
+        if choices is not self.edit_list.choices:
+            if self.edit_list.choices is not None:
+                try:
+                    self.edit_list.choices.changed.disconnect(self._edits_listed)
+                except (RuntimeError, TypeError):
+                    pass
+            if choices is not None:
+                choices.changed.connect(self._edits_listed)
+            self.edit_list.bind(choices)
+        if choices is not None:
+            choices.reload()
+        self._edits_listed()
+
+    def _edits_listed(self) -> None:
+        engine = self.engine_box.currentData()
+        ch = self.edit_list.choices
+        if not engine:
+            text = ""
+        elif ch is None:
+            text = f"The {_short_title(engine)} engine has no appearance edits."
+        elif not ch.edits:
+            text = "No saved edits: find them in the viewer's Edits panel (or with avatar-studio edit)."
+        else:
+            text = "The edits switched on are applied to every frame at their strengths (the viewer shows the same)."
+        self.edits_hint.setText(text)
+        self.edits_box.setVisible(bool(engine))
+
+    def active_edits(self) -> dict[str, float]:
+        """{name: strength} of the edits switched on for the chosen engine."""
+        ch = self.edit_list.choices
+        return ch.active() if ch is not None else {}
 
     def engines(self) -> list[str]:
         return [self.engine_box.itemData(i) for i in range(self.engine_box.count())]
@@ -276,6 +331,10 @@ class ExportPanel(QWidget):
         v["engine"] = self.engine_box.currentData()
         v["driver"] = self.driver.text() or None
         v["timeline"] = self.timeline.text() or None
+        if "edits" in self.form.editors:
+            from ..edits.model import format_edit_list
+
+            v["edits"] = format_edit_list(self.active_edits())
         return v
 
     def problem(self) -> str:
@@ -392,7 +451,7 @@ class ExportPanel(QWidget):
         self.export_btn.setEnabled(not running and self.project is not None and
                                    (bool(self.engines()) or self.avatar_override is not None))
         self.cancel_btn.setEnabled(running)
-        for w in (self.form, self.output, self.driver, self.timeline):
+        for w in (self.form, self.output, self.driver, self.timeline, self.edits_box):
             w.setEnabled(not running)
 
     def output_folder(self) -> Path | None:

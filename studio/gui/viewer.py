@@ -2,7 +2,10 @@
 avatar trained on FLAME controls, jaw + the first N FLAME coefficients and a "Named" tab mapped onto them).
 
 Renders run in a `RenderWorker` that only renders the newest slider state. An optional
-panel shows the nearest real training frame beside the render.
+panel shows the nearest real training frame beside the render. The Edits panel
+(`edits_panel.EditsPanel`) sits beside the sliders: every render applies the edits switched on
+there at their strengths, so an edit stays on while the sliders move; holding B (or the panel's
+Before button) shows the unedited render.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QGridLayout, QGroupBox, QHB
                                QScrollArea, QSlider, QSpinBox, QTabWidget, QToolButton, QVBoxLayout, QWidget)
 
 from .dialogs import error_box
+from .edits_panel import EditsPanel
 from .imaging import ImageView
 from .theme import icon
 from .workers import Failure, RenderWorker
@@ -101,6 +105,12 @@ class ViewerPanel(QWidget):
         self.worker.rendered.connect(self._rendered)
         self.worker.failed.connect(self._failed)
         self.worker.start()
+        self.edits = EditsPanel()
+        self.edits.setMinimumWidth(340)
+        self.edits.render_changed.connect(self.request_render)
+        self.edits.show_models.connect(self.show_models)
+        self.edits.thumbnails_wanted.connect(self.worker.request_thumbnails)
+        self.worker.thumbnail.connect(self.edits.set_thumbnail)
 
         lay = QHBoxLayout(self)
         lay.setContentsMargins(16, 12, 16, 12)
@@ -167,10 +177,17 @@ class ViewerPanel(QWidget):
         fl.addWidget(self.flame_label, 1)
         fl.addWidget(models_btn)
         right.addWidget(self.flame_note)
-        keys = QLabel("Keys: A/D yaw · W/S pitch · R reset · N nearest frame")
+        keys = QLabel("Keys: A/D yaw · W/S pitch · R reset · N nearest frame · hold B before edits")
         keys.setObjectName("Hint")
+        keys.setWordWrap(True)
         right.addWidget(keys)
         lay.addLayout(right, 2)
+        edits_col = QVBoxLayout()
+        edits_title = QLabel("Edits")
+        edits_title.setObjectName("PageTitle")
+        edits_col.addWidget(edits_title)
+        edits_col.addWidget(self.edits, 1)
+        lay.addLayout(edits_col, 2)
 
         for seq, fn in (("A", lambda: self._nudge(0, -5)), ("D", lambda: self._nudge(0, 5)),
                         ("W", lambda: self._nudge(1, 5)), ("S", lambda: self._nudge(1, -5)),
@@ -186,6 +203,7 @@ class ViewerPanel(QWidget):
         from ..model_files import ModelFiles
 
         self.project = project
+        self.edits.set_project(project)
         self.engine_box.blockSignals(True)
         self.engine_box.clear()
         engines = []
@@ -311,6 +329,8 @@ class ViewerPanel(QWidget):
         self._clear_sliders()
         self._info = info
         self._has_tracking = info["has_tracking"]
+        if self.edits.engine != info["engine"]:
+            self.edits.set_engine(info["engine"])
         if is_flame_controls(info["control_names"]):
             self._loaded_flame(info)
             self._set_enabled(True)
@@ -354,7 +374,7 @@ class ViewerPanel(QWidget):
     def request_render(self) -> int:
         if not self.sliders:
             return -1
-        return self.worker.request(self.controls(), nearest=self.nearest_box.isChecked())
+        return self.worker.request(self.controls(), nearest=self.nearest_box.isChecked(), edits=self.edits.active())
 
     def _rendered(self, r: dict) -> None:
         self.last_render = r
@@ -386,7 +406,20 @@ class ViewerPanel(QWidget):
         if index < len(self.sliders):
             self.sliders[index].nudge(steps)
 
+    def keyPressEvent(self, ev) -> None:  # noqa: N802 (Qt name)
+        if ev.key() == Qt.Key_B and not ev.isAutoRepeat():
+            self.edits.set_before(True)
+            return
+        super().keyPressEvent(ev)
+
+    def keyReleaseEvent(self, ev) -> None:  # noqa: N802 (Qt name)
+        if ev.key() == Qt.Key_B and not ev.isAutoRepeat():
+            self.edits.set_before(False)
+            return
+        super().keyReleaseEvent(ev)
+
     def shutdown(self) -> None:
+        self.edits.shutdown()
         self.worker.stop()
 
 

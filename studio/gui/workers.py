@@ -1,9 +1,10 @@
-"""Background work for the window: stage runs, avatar renders, one-off jobs.
+"""Background work for the window: stage runs, edit jobs, avatar renders, one-off jobs.
 
 The GUI thread never runs torch. Stages run through `studio.pipeline.run_stage` in a
 `StageRunner` thread; its progress reaches the GUI as queued signals, batched (at most one
 signal per `emit_interval`) with previews throttled and already converted to `QImage`.
 Renders go to a `RenderWorker` that keeps only the newest request and drops stale ones.
+Finding an appearance edit runs in an `EditJobRunner`, a child process like a stage's.
 """
 from __future__ import annotations
 
@@ -212,21 +213,160 @@ class StageRunner(QThread):
         return self.control.paused
 
 
+class EditJobRunner(QThread):
+    """Finds an appearance edit (`studio.edits.jobs`) in a child process, like `StageRunner`.
+
+    `job` is "text" (`find_text_edit`; options: prompt, neutral, name, steps) or "directions"
+    (`compute_directions`). The child (`studio.workers.edit_process`) speaks the stage protocol;
+    this thread relays it as signals: `progress(ProgressBatch)`, then `done(result)`,
+    `failed(Failure)` or `cancelled()`. `result` is plain data: a text edit's metadata
+    (`Edit.meta()`), or {"edits": [metadata, ...], "picture": path} for directions. With
+    `in_process=True` the job runs in this thread instead (debugging; it then shares the GIL).
+    """
+
+    progress = Signal(object)     # ProgressBatch
+    done = Signal(object)         # plain result (see above)
+    failed = Signal(object)       # Failure
+    cancelled = Signal()
+
+    def __init__(self, project, engine: str, job: str, options: dict | None = None, in_process: bool = False,
+                 parent: QObject | None = None):
+        super().__init__(parent)
+        from ..workers.stage_process import context
+
+        if job not in ("text", "directions"):
+            raise ValueError(f"unknown edit job {job!r}")
+        self.project, self.engine, self.job = project, engine, job
+        self.options = dict(options or {})
+        self.in_process = in_process
+        self.outcome = ""
+        """"done", "failed" or "cancelled" once the thread ends."""
+        self.result = None
+        self.control = Control()
+        if not in_process:
+            ctx = context()
+            self.control._cancel, self.control._running = ctx.Event(), ctx.Event()
+            self.control._running.set()
+        self.process = None
+
+    # -------------------------------------------------------------- relay thread
+    def _handle(self, msg: tuple) -> None:
+        kind = msg[0]
+        if kind == "progress":
+            b = msg[1]
+            preview = None
+            if b.get("preview") is not None:
+                try:
+                    preview = to_qimage(b["preview"])
+                except (ValueError, TypeError):
+                    preview = None  # an odd preview must never stop a job
+            self.progress.emit(ProgressBatch(stage=b.get("stage", self.job), part=b.get("part", ""),
+                                             step=b.get("step", 0), total=b.get("total", 0),
+                                             message=b.get("message", ""), time=time.perf_counter(),
+                                             losses=b.get("losses", []), preview=preview,
+                                             elapsed=b.get("elapsed", 0.0)))
+        elif kind == "done":
+            self.outcome = "done"
+            self.result = msg[-1]
+            self.done.emit(self.result)
+        elif kind == "failed":
+            self.outcome = "failed"
+            self.failed.emit(Failure(*msg[-3:]))
+        elif kind == "cancelled":
+            self.outcome = "cancelled"
+            self.cancelled.emit()
+
+    def run(self) -> None:  # noqa: D401 (QThread API)
+        self.outcome = ""
+        if self.in_process:
+            self._run_here()
+            return
+        import queue as _queue
+
+        from ..workers.edit_process import child_main
+        from ..workers.stage_process import context
+
+        ctx = context()
+        q = ctx.Queue()
+        self.process = ctx.Process(target=child_main, name="avatar-studio-edit", daemon=True,
+                                   args=(str(self.project.root), self.engine, self.job, self.options, q,
+                                         self.control._cancel, self.control._running))
+        try:
+            self.process.start()
+        except Exception as exc:  # noqa: BLE001
+            self.outcome = "failed"
+            self.failed.emit(Failure.from_exception(exc))
+            return
+        ended = False
+        while not ended:
+            try:
+                msg = q.get(timeout=0.2)
+            except _queue.Empty:
+                if not self.process.is_alive():
+                    try:  # the child may have sent its last words just before exiting
+                        msg = q.get(timeout=0.5)
+                    except _queue.Empty:
+                        break
+                else:
+                    continue
+            if msg[0] == "end":
+                ended = True
+            else:
+                self._handle(msg)
+        self.process.join(5)
+        if not ended or not self.outcome:
+            self.outcome = "failed"
+            self.failed.emit(Failure(f"the edit process stopped unexpectedly (exit code {self.process.exitcode})",
+                                     "it may have run out of memory: close other programs and try again"))
+
+    def _run_here(self) -> None:
+        from ..workers.edit_process import run_job as run_edit_job
+        from ..workers.stage_process import Batcher
+
+        batcher = Batcher(lambda b: self._handle(("progress", b)))
+        try:
+            result = run_edit_job(self.project, self.engine, self.job, self.options, self.control, batcher)
+        except Cancelled:
+            batcher.flush()
+            self._handle(("cancelled", self.job))
+            return
+        except BaseException as exc:  # noqa: BLE001 — every error becomes a dialog
+            batcher.flush()
+            f = Failure.from_exception(exc)
+            self._handle(("failed", self.job, f.message, f.hint, f.details))
+            return
+        batcher.flush()
+        self._handle(("done", self.job, result))
+
+    # -------------------------------------------------------------- GUI thread
+    def cancel(self) -> None:
+        self.control.cancel()
+
+    def kill(self) -> None:
+        """Last resort (the window is closing and the job does not stop)."""
+        if self.process is not None and self.process.is_alive():
+            self.process.terminate()
+
+
 class RenderWorker(QThread):
     """Renders avatar controls in the background; only the newest request is rendered.
 
-    `request(controls)` never blocks: it replaces any request not yet started. `load(project,
-    engine)` opens the avatar (in this thread) before the next render.
+    `request(controls, edits=...)` never blocks: it replaces any request not yet started; `edits` is
+    {saved edit name: strength} (`Avatar.render_batch`). `load(project, engine)` opens the avatar
+    (in this thread) before the next render. `request_thumbnails([(name, strengths), ...])` renders,
+    when no slider render waits, one strip per saved edit at the neutral controls and those strengths.
     """
 
     loaded = Signal(object)          # dict: engine, control_names, ranges, size, has_tracking
-    rendered = Signal(object)        # dict: seq, image (QImage), clamped, ms, nearest (QImage|None), row
+    rendered = Signal(object)        # dict: seq, image (QImage), clamped, ms, nearest (QImage|None), row, edits
     failed = Signal(object)          # Failure
+    thumbnail = Signal(str, object)  # edit name, QImage strip (None when it could not be rendered)
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
         self._cond = threading.Condition()
-        self._pending: tuple | None = None   # (seq, controls, want_nearest)
+        self._pending: tuple | None = None   # (seq, controls, want_nearest, edits)
+        self._thumbs: list[tuple[str, tuple[float, ...]]] = []   # thumbnails to render, oldest first
         self._load: tuple | None = None      # (project, engine)
         self._stop = False
         self._seq = 0
@@ -240,16 +380,24 @@ class RenderWorker(QThread):
         with self._cond:
             self._load = (project, engine)
             self._pending = None
+            self._thumbs = []
             self._cond.notify()
 
-    def request(self, controls: np.ndarray, nearest: bool = False) -> int:
+    def request(self, controls: np.ndarray, nearest: bool = False, edits: dict | None = None) -> int:
         with self._cond:
             self._seq += 1
             if self._pending is not None:
                 self.dropped_count += 1
-            self._pending = (self._seq, np.asarray(controls, np.float32).copy(), nearest)
+            self._pending = (self._seq, np.asarray(controls, np.float32).copy(), nearest,
+                             {str(k): float(v) for k, v in (edits or {}).items()})
             self._cond.notify()
             return self._seq
+
+    def request_thumbnails(self, wanted: list) -> None:
+        with self._cond:
+            queued = {n for n, _ in self._thumbs}
+            self._thumbs.extend((str(n), tuple(float(x) for x in st)) for n, st in wanted if n not in queued)
+            self._cond.notify()
 
     def stop(self) -> None:
         with self._cond:
@@ -261,17 +409,20 @@ class RenderWorker(QThread):
     def run(self) -> None:
         while True:
             with self._cond:
-                while not self._stop and self._pending is None and self._load is None:
+                while not self._stop and self._pending is None and self._load is None and not self._thumbs:
                     self._cond.wait()
                 if self._stop:
                     return
                 load, self._load = self._load, None
                 job, self._pending = (self._pending, None) if load is None else (None, self._pending)
+                thumb = self._thumbs.pop(0) if load is None and job is None and self._thumbs else None
             try:
                 if load is not None:
                     self._do_load(*load)
                 elif job is not None:
                     self._do_render(*job)
+                elif thumb is not None:
+                    self._do_thumbnail(*thumb)
             except BaseException as exc:  # noqa: BLE001
                 self.failed.emit(Failure.from_exception(exc))
 
@@ -297,11 +448,22 @@ class RenderWorker(QThread):
                           "ranges": self.avatar.ranges, "size": self.avatar.size,
                           "has_tracking": self._tracking is not None})
 
-    def _do_render(self, seq: int, controls: np.ndarray, want_nearest: bool) -> None:
+    def _do_thumbnail(self, name: str, strengths: tuple[float, ...]) -> None:
+        if self.avatar is None:
+            return
+        try:
+            c = self.avatar.neutral()[None]
+            strip = np.concatenate([self.avatar.render_batch(c, edits={name: s} if s else None)[0][0]
+                                    for s in strengths], 1)
+            self.thumbnail.emit(name, to_qimage(strip))
+        except (StudioError, OSError, ValueError):  # e.g. deleted meanwhile: no thumbnail, no dialog
+            self.thumbnail.emit(name, None)
+
+    def _do_render(self, seq: int, controls: np.ndarray, want_nearest: bool, edits: dict | None = None) -> None:
         if self.avatar is None:
             return
         t0 = time.perf_counter()
-        imgs, clamped = self.avatar.render_batch(controls[None])
+        imgs, clamped = self.avatar.render_batch(controls[None], edits=edits or None)
         image = to_qimage(imgs[0])
         nearest, row = None, None
         if want_nearest and self._tracking is not None:
@@ -316,7 +478,8 @@ class RenderWorker(QThread):
                 nearest = None
         self.rendered_count += 1
         self.rendered.emit({"seq": seq, "image": image, "clamped": clamped, "nearest": nearest, "row": row,
-                            "ms": (time.perf_counter() - t0) * 1000.0, "controls": controls})
+                            "ms": (time.perf_counter() - t0) * 1000.0, "controls": controls,
+                            "edits": dict(edits or {})})
 
 
 class Job(QThread):

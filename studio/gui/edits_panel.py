@@ -1,0 +1,832 @@
+"""The Edits panel beside the viewer's sliders, and the edit list the Export page shares with it.
+
+What the artist does here: type a look ("blue hair") and press Find; find the avatar's own
+directions (GANSpace) and browse them as thumbnails with their labels; switch saved edits on and
+off, set their strengths, delete them; hold Before (or the B key) to see the unedited render.
+
+The finding runs in an `EditJobRunner` (a child process, like training), so the window never
+calls torch: this module only holds plain state (names, strengths, on/off) and widgets.
+`EditChoices` is that state for one project and engine; the viewer's panel and the Export page
+get the same object from `choices_for`, so both show the same edits at the same strengths.
+Listing and deleting edits read and write the project's files: they run in background jobs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import _qtfix  # noqa: F401  (PySide6 emit refcount bug)
+from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtWidgets import (QCheckBox, QFrame, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QMessageBox,
+                               QProgressBar, QPushButton, QScrollArea, QSlider, QSpinBox, QToolButton, QVBoxLayout,
+                               QWidget)
+
+from .dialogs import error_box
+from .imaging import ImageView
+from .theme import icon
+from .workers import EditJobRunner, Failure, ProgressBatch, run_job
+
+SLIDER_SCALE = 100
+"""Strength slider positions per unit of strength (0.01 steps; 0 is an exact position)."""
+THUMB_STRENGTHS = (-2.0, 0.0, 2.0)
+"""Strengths (in σ) a direction's thumbnail shows, left to right; a text edit's shows 0 and its default."""
+THUMB_HEIGHT = 52
+"""Height of a direction thumbnail strip in the panel, in pixels."""
+CLIP_NOTE = ("Text edits need a CLIP checkpoint: an open_clip model file (.bin, .pt or .safetensors, for "
+             "example open_clip_pytorch_model.bin of ViT-B-32). Add it under Models… or on the command line "
+             "with <span style='font-family: monospace'>avatar-studio models add clip FILE</span>. "
+             "Nothing is downloaded. Directions below work without it.")
+
+
+# ----------------------------------------------------------------------------- Qt-free calls (run in jobs)
+def list_edit_metas(project, engine: str) -> dict:
+    """The saved edits of `engine` as plain data (no tensors), for the GUI thread. Runs in a job.
+
+    {"edits": [`Edit.meta()` + "describe" (one line) + "current" (made for this training)],
+     "picture": the directions picture's path or None}
+    """
+    from ..edits.jobs import describe_edit, directions_info, is_current, list_edits
+    from ..edits.model import EditSet
+
+    edits = [{**e.meta(), "describe": describe_edit(project, e), "current": is_current(project, e)}
+             for e in list_edits(project, engine)]
+    info = directions_info(project, engine) or {}
+    picture = EditSet.folder_for(project, engine) / info["picture"] if info.get("picture") else None
+    return {"edits": edits, "picture": str(picture) if picture is not None and picture.is_file() else None}
+
+
+def remove_saved_edit(project, engine: str, name: str) -> str:
+    from ..edits.jobs import remove_edit
+
+    remove_edit(project, engine, name)
+    return name
+
+
+def clip_state() -> tuple[bool, str, bool]:
+    """(text edits can run, one line saying so or what to do, a CLIP file is configured at all).
+    Checks the configured file: runs in a job."""
+    from ..edits.jobs import clip_status
+    from ..model_files import ModelFiles
+
+    ok, line = clip_status()
+    return ok, line, ModelFiles().entry("clip").source != "missing"
+
+
+def engine_has_edits(engine: str | None) -> bool:
+    from ..engines import ENGINES
+
+    spec = ENGINES.get(engine or "")
+    return bool(spec is not None and spec.edits)
+
+
+# ----------------------------------------------------------------------------- shared state
+class EditChoices(QObject):
+    """The saved edits of one engine in one project, with the artist's on/off and strength for each.
+
+    `changed` fires when the list changes (loaded, an edit added or removed); `strengths_changed`
+    when a strength or on/off changes. `active()` is what a render or an export applies.
+    """
+
+    changed = Signal()
+    strengths_changed = Signal()
+    failed = Signal(object)       # Failure while listing or deleting
+
+    def __init__(self, project, engine: str):
+        super().__init__()
+        self.project, self.engine = project, engine
+        self.edits: list[dict] = []
+        """Edit metadata (`Edit.meta()` + "describe", "current"), in the project's order."""
+        self.picture: str | None = None
+        """The directions picture, when directions were computed."""
+        self.loaded = False
+        self._state: dict[str, list] = {}       # name -> [enabled, strength]
+        self._turn_on: set[str] = set()         # names to switch on when they first appear
+        self._seq = 0
+
+    # ---- reading
+    def names(self) -> list[str]:
+        return [m["name"] for m in self.edits]
+
+    def meta(self, name: str) -> dict | None:
+        return next((m for m in self.edits if m["name"] == name), None)
+
+    def enabled(self, name: str) -> bool:
+        return bool(self._state.get(name, [False])[0])
+
+    def strength(self, name: str) -> float:
+        st = self._state.get(name)
+        return float(st[1]) if st else 0.0
+
+    def active(self) -> dict[str, float]:
+        """{name: strength} of the edits switched on with a strength other than 0."""
+        return {n: float(self._state[n][1]) for n in self.names()
+                if n in self._state and self._state[n][0] and float(self._state[n][1]) != 0.0}
+
+    # ---- writing
+    def set_enabled(self, name: str, on: bool) -> None:
+        st = self._state.get(name)
+        if st is not None and bool(st[0]) != bool(on):
+            st[0] = bool(on)
+            self.strengths_changed.emit()
+
+    def set_strength(self, name: str, value: float) -> None:
+        st = self._state.get(name)
+        if st is not None and float(st[1]) != float(value):
+            st[1] = float(value)
+            self.strengths_changed.emit()
+
+    def reload(self, turn_on: tuple[str, ...] = ()) -> None:
+        """Re-read the list in a background job; names in `turn_on` are switched on when they appear."""
+        self._turn_on.update(turn_on)
+        self._seq += 1
+        seq = self._seq
+        project, engine = self.project, self.engine
+        run_job(lambda: list_edit_metas(project, engine), lambda metas: self._listed(seq, metas),
+                lambda f: self._list_failed(seq, f))
+
+    def _listed(self, seq: int, listing: dict) -> None:
+        if seq != self._seq:
+            return  # a newer listing is on its way
+        metas = listing["edits"]
+        self.picture = listing.get("picture")
+        names = [m["name"] for m in metas]
+        for m in metas:
+            n = m["name"]
+            if n not in self._state:
+                self._state[n] = [False, float(m.get("default_strength", 1.0))]
+            if n in self._turn_on:
+                self._state[n] = [True, float(m.get("default_strength", 1.0))]
+                self._turn_on.discard(n)
+        for n in list(self._state):
+            if n not in names:
+                del self._state[n]
+        self.edits = list(metas)
+        self.loaded = True
+        self.changed.emit()
+
+    def _list_failed(self, seq: int, f: Failure) -> None:
+        if seq == self._seq:
+            self.edits, self.loaded = [], True
+            self.changed.emit()
+            self.failed.emit(f)
+
+    def remove(self, name: str) -> None:
+        """Delete `name` from the project (a background job), then re-list."""
+        project, engine = self.project, self.engine
+        run_job(lambda: remove_saved_edit(project, engine, name), lambda _n: self.reload(), self.failed.emit)
+
+
+_CHOICES: dict[tuple[str, str], EditChoices] = {}
+
+
+def choices_for(project, engine: str) -> EditChoices:
+    """The one `EditChoices` of (project folder, engine), shared by the viewer and the Export page."""
+    key = (str(Path(project.root).resolve()), engine)
+    ch = _CHOICES.get(key)
+    if ch is None:
+        ch = _CHOICES[key] = EditChoices(project, engine)
+    ch.project = project
+    return ch
+
+
+def forget_choices() -> None:
+    """Drop every shared state (tests)."""
+    _CHOICES.clear()
+
+
+# ----------------------------------------------------------------------------- one edit's row
+class EditRow(QFrame):
+    """[on] name · kind/label [strength slider] value [delete]; directions also show a thumbnail strip."""
+
+    delete_requested = Signal(str)
+
+    def __init__(self, choices: EditChoices, meta: dict, deletable: bool = True, thumbnail: bool = False):
+        super().__init__()
+        self.setObjectName("EditRow")
+        self.choices, self.name = choices, meta["name"]
+        lo, hi = (meta.get("strength_range") or (-2.0, 2.0))
+        lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+        self.default = float(meta.get("default_strength", 1.0))
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 2, 0, 2)
+        lay.setSpacing(2)
+        top = QHBoxLayout()
+        top.setSpacing(6)
+        self.check = QCheckBox(self.name)
+        self.check.setToolTip(meta.get("describe") or self._tooltip(meta))
+        self.check.setChecked(choices.enabled(self.name))
+        self.check.toggled.connect(lambda on: choices.set_enabled(self.name, on))
+        top.addWidget(self.check, 1)
+        kind = {"text": "text", "global": "text (global)", "direction": "direction"}.get(meta.get("kind"), "")
+        tag = " · ".join(t for t in (kind, meta.get("label") if meta.get("kind") == "direction" else "") if t)
+        self.tag = QLabel(tag)
+        self.tag.setObjectName("Dim")
+        top.addWidget(self.tag)
+        self.delete_btn = QToolButton()
+        self.delete_btn.setIcon(icon("cancel"))
+        self.delete_btn.setAutoRaise(True)
+        self.delete_btn.setToolTip(f"Delete '{self.name}' from the project")
+        self.delete_btn.clicked.connect(lambda: self.delete_requested.emit(self.name))
+        self.delete_btn.setVisible(deletable)
+        top.addWidget(self.delete_btn)
+        lay.addLayout(top)
+        if meta.get("current") is False:
+            old = QLabel("made for an earlier training of this avatar: find it again")
+            old.setObjectName("Warning")
+            old.setWordWrap(True)
+            lay.addWidget(old)
+        row = QHBoxLayout()
+        row.setSpacing(6)
+        self.thumb = QLabel()
+        self.thumb.setFixedHeight(THUMB_HEIGHT)
+        self.thumb.setMinimumWidth(3 * THUMB_HEIGHT)
+        self.thumb.setAlignment(Qt.AlignCenter)
+        self.thumb.setObjectName("Dim")
+        self.thumb.setText("…")
+        self.thumb.setToolTip(f"'{self.name}' at strength {', '.join(f'{s:+g}' for s in thumb_strengths(meta))} "
+                              "(neutral pose and expression)")
+        self.thumb.setVisible(thumbnail)
+        lay.addWidget(self.thumb)
+        self.slider = QSlider(Qt.Horizontal)
+        self.slider.setRange(int(round(lo * SLIDER_SCALE)), int(round(hi * SLIDER_SCALE)))
+        self.slider.setToolTip(f"Strength of '{self.name}' ({lo:g} … {hi:g}; 0 = no change). Double-click the "
+                               "value to go back to the default.")
+        self.value_label = QLabel("")
+        self.value_label.setObjectName("Stat")
+        self.value_label.setMinimumWidth(48)
+        self.value_label.setAlignment(Qt.AlignRight | Qt.AlignVCenter)
+        self.value_label.mouseDoubleClickEvent = lambda _ev: self.set_value(self.default)
+        row.addWidget(self.slider, 1)
+        row.addWidget(self.value_label)
+        lay.addLayout(row)
+        self.slider.setValue(int(round(choices.strength(self.name) * SLIDER_SCALE)))
+        self._label()
+        self.slider.valueChanged.connect(self._moved)
+
+    @staticmethod
+    def _tooltip(meta: dict) -> str:
+        kind = meta.get("kind")
+        if kind in ("text", "global"):
+            what = f"text edit: “{meta.get('prompt', '')}”"
+            if meta.get("neutral"):
+                what += f" (from “{meta['neutral']}”)"
+        else:
+            what = f"direction: principal component {meta.get('component')} ({meta.get('label') or 'unlabelled'})"
+        layers = meta.get("layers")
+        return what + (f", latent layers {layers[0]}–{layers[1] - 1}" if layers else "")
+
+    def value(self) -> float:
+        return self.slider.value() / SLIDER_SCALE
+
+    def set_value(self, v: float) -> None:
+        self.slider.setValue(int(round(v * SLIDER_SCALE)))
+
+    def _label(self) -> None:
+        self.value_label.setText(f"{self.value():+.2f}")
+
+    def _moved(self) -> None:
+        self._label()
+        self.choices.set_strength(self.name, self.value())
+
+    def sync(self) -> None:
+        """Follow the shared state (the other page moved it)."""
+        for w, v in ((self.check, self.choices.enabled(self.name)),):
+            if w.isChecked() != v:
+                w.blockSignals(True)
+                w.setChecked(v)
+                w.blockSignals(False)
+        pos = int(round(self.choices.strength(self.name) * SLIDER_SCALE))
+        if self.slider.value() != pos:
+            self.slider.blockSignals(True)
+            self.slider.setValue(pos)
+            self.slider.blockSignals(False)
+            self._label()
+
+    def set_thumbnail(self, img: QImage | None) -> None:
+        if img is None or img.isNull():
+            self.thumb.setText("no thumbnail")
+            return
+        self.thumb.setPixmap(QPixmap.fromImage(img).scaledToHeight(THUMB_HEIGHT, Qt.SmoothTransformation))
+
+
+class EditList(QWidget):
+    """The rows of an `EditChoices`: text edits, then directions (appearance first)."""
+
+    delete_requested = Signal(str)
+    thumbnails_wanted = Signal(list)   # [(name, strengths)] of rows without a thumbnail yet
+
+    def __init__(self, deletable: bool = True, thumbnails: bool = False, empty: str = ""):
+        super().__init__()
+        self.deletable, self.thumbnails = deletable, thumbnails
+        self.choices: EditChoices | None = None
+        self.rows: dict[str, EditRow] = {}
+        self._thumbs: dict[str, QImage] = {}
+        self.lay = QVBoxLayout(self)
+        self.lay.setContentsMargins(0, 0, 0, 0)
+        self.lay.setSpacing(4)
+        self.empty = QLabel(empty)
+        self.empty.setObjectName("Hint")
+        self.empty.setWordWrap(True)
+        self.lay.addWidget(self.empty)
+        self._titles: list[QWidget] = []
+
+    def bind(self, choices: EditChoices | None) -> None:
+        if self.choices is not None:
+            for sig, slot in ((self.choices.changed, self.rebuild), (self.choices.strengths_changed, self._sync)):
+                try:
+                    sig.disconnect(slot)
+                except (RuntimeError, TypeError):
+                    pass
+        self.choices = choices
+        self._thumbs = {}
+        if choices is not None:
+            choices.changed.connect(self.rebuild)
+            choices.strengths_changed.connect(self._sync)
+        self.rebuild()
+
+    def rebuild(self) -> None:
+        for w in [*self.rows.values(), *self._titles]:
+            w.setParent(None)
+            w.deleteLater()
+        self.rows, self._titles = {}, []
+        metas = list(self.choices.edits) if self.choices is not None else []
+        self.empty.setVisible(not metas)
+        text = [m for m in metas if m.get("kind") != "direction"]
+        dirs = [m for m in metas if m.get("kind") == "direction"]
+        dirs.sort(key=lambda m: (m.get("label", "appearance") != "appearance", m.get("component") or 0))
+        for title, group in (("TEXT EDITS", text), ("DIRECTIONS", dirs)):
+            if not group:
+                continue
+            t = QLabel(title)
+            t.setObjectName("SectionTitle")
+            self.lay.addWidget(t)
+            self._titles.append(t)
+            for m in group:
+                row = EditRow(self.choices, m, self.deletable, thumbnail=self.thumbnails)
+                row.delete_requested.connect(self.delete_requested)
+                if row.name in self._thumbs:
+                    row.set_thumbnail(self._thumbs[row.name])
+                self.lay.addWidget(row)
+                self.rows[row.name] = row
+        if self.thumbnails:
+            missing = [(m["name"], thumb_strengths(m)) for m in text + dirs if m["name"] not in self._thumbs]
+            if missing:
+                self.thumbnails_wanted.emit(missing)
+
+    def _sync(self) -> None:
+        for row in self.rows.values():
+            row.sync()
+
+    def set_thumbnail(self, name: str, img: QImage | None) -> None:
+        if img is not None:
+            self._thumbs[name] = img
+        if name in self.rows:
+            self.rows[name].set_thumbnail(img)
+
+    def forget_thumbnails(self) -> None:
+        self._thumbs = {}
+
+    def set_enabled_rows(self, on: bool) -> None:
+        """Delete buttons off while a job holds the project (it would answer "busy")."""
+        for row in self.rows.values():
+            row.delete_btn.setEnabled(on)
+
+
+def thumb_strengths(meta: dict) -> tuple[float, ...]:
+    if meta.get("kind") == "direction":
+        return THUMB_STRENGTHS
+    return (0.0, float(meta.get("default_strength", 1.0)) or 1.0)
+
+
+# ----------------------------------------------------------------------------- the panel
+class EditsPanel(QWidget):
+    """Find text edits and directions, switch edits on and off, set strengths, compare before/after.
+
+    Signals: `render_changed` (what the viewer applies changed: strengths, on/off, before/after,
+    or the list), `list_changed` (edits were added or removed: renderers reload their edit sets),
+    `thumbnails_wanted([(name, strengths)])`, `show_models` (open the Models dialog).
+    """
+
+    render_changed = Signal()
+    list_changed = Signal()
+    thumbnails_wanted = Signal(list)
+    show_models = Signal()
+    busy_changed = Signal(bool)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.project = None
+        self.engine: str | None = None
+        self.choices: EditChoices | None = None
+        self.runner: EditJobRunner | None = None
+        self.before = False
+        """True while the Before button (or B) is held: the viewer renders without edits."""
+        self.clip_ok: bool | None = None
+        """Whether a usable CLIP file is configured (None until checked)."""
+        self.picture_path: str | None = None
+        self.error_dialog = None
+        self.confirm_box: QMessageBox | None = None
+        self.last_result = None
+        self._busy = False
+        self._job = ""
+
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.NoFrame)
+        body = QWidget()
+        lay = QVBoxLayout(body)
+        lay.setContentsMargins(0, 0, 4, 0)
+        lay.setSpacing(10)
+        scroll.setWidget(body)
+        outer.addWidget(scroll)
+
+        self.notice = QLabel("")
+        self.notice.setObjectName("Warning")
+        self.notice.setWordWrap(True)
+        self.notice.hide()
+        lay.addWidget(self.notice)
+
+        # ---- text edits
+        self.text_box = QGroupBox("Text edit")
+        tl = QVBoxLayout(self.text_box)
+        tl.setSpacing(6)
+        self.prompt = QLineEdit()
+        self.prompt.setPlaceholderText("describe the look: blue hair, wearing glasses…")
+        self.prompt.setToolTip("What the edited avatar should look like (StyleCLIP, optimised over the poses and "
+                               "expressions the avatar was trained on)")
+        self.prompt.returnPressed.connect(self.find_text)
+        self.prompt.textChanged.connect(lambda _t: self._update())
+        self.neutral = QLineEdit()
+        self.neutral.setPlaceholderText("optional neutral description, e.g. a face")
+        self.neutral.setToolTip("With a neutral description the edit follows the change from it to the prompt")
+        row = QHBoxLayout()
+        row.addWidget(self.prompt, 1)
+        self.find_btn = QPushButton(icon("run"), "Find")
+        self.find_btn.setObjectName("Primary")
+        self.find_btn.setToolTip("Find an edit for the prompt (runs in the background; the avatar stays usable)")
+        self.find_btn.clicked.connect(self.find_text)
+        row.addWidget(self.find_btn)
+        tl.addLayout(row)
+        row = QHBoxLayout()
+        row.addWidget(self.neutral, 1)
+        row.addWidget(QLabel("Steps"))
+        self.steps = QSpinBox()
+        self.steps.setRange(0, 100000)
+        self.steps.setSingleStep(50)
+        self.steps.setSpecialValueText("preset")
+        self.steps.setToolTip("Optimisation steps (preset: 100 for the preview preset, 300 for quality). More steps "
+                              "give a stronger, cleaner edit and take longer; a cancelled search continues where "
+                              "it stopped when started again with the same settings.")
+        row.addWidget(self.steps)
+        tl.addLayout(row)
+        self.clip_note = QWidget()
+        cl = QHBoxLayout(self.clip_note)
+        cl.setContentsMargins(0, 0, 0, 0)
+        self.clip_label = QLabel(CLIP_NOTE)
+        self.clip_label.setTextFormat(Qt.RichText)
+        self.clip_label.setObjectName("Hint")
+        self.clip_label.setWordWrap(True)
+        models_btn = QPushButton("Models…")
+        models_btn.setObjectName("Link")
+        models_btn.setToolTip("Add the CLIP file in the Models dialog")
+        models_btn.clicked.connect(self.show_models)
+        cl.addWidget(self.clip_label, 1)
+        cl.addWidget(models_btn, 0, Qt.AlignTop)
+        self.clip_note.hide()
+        tl.addWidget(self.clip_note)
+        lay.addWidget(self.text_box)
+
+        # ---- directions
+        self.dir_box = QGroupBox("Directions")
+        dl = QVBoxLayout(self.dir_box)
+        hint = QLabel("Principal directions of your own avatar's latents (GANSpace): no file needed. Those that "
+                      "mostly turn the head or change the expression are labelled so and listed last.")
+        hint.setObjectName("Hint")
+        hint.setWordWrap(True)
+        dl.addWidget(hint)
+        row = QHBoxLayout()
+        self.directions_btn = QPushButton("Find directions")
+        self.directions_btn.setToolTip("Compute the avatar's principal directions and their thumbnails")
+        self.directions_btn.clicked.connect(self.find_directions)
+        self.picture_btn = QPushButton("Picture…")
+        self.picture_btn.setToolTip("The directions picture: top components × strengths × three poses")
+        self.picture_btn.clicked.connect(self.show_picture)
+        self.picture_btn.setEnabled(False)
+        row.addWidget(self.directions_btn)
+        row.addWidget(self.picture_btn)
+        row.addStretch(1)
+        dl.addLayout(row)
+        lay.addWidget(self.dir_box)
+
+        # ---- the running job
+        self.job_box = QGroupBox("Finding")
+        jl = QVBoxLayout(self.job_box)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        jl.addWidget(self.progress)
+        jrow = QHBoxLayout()
+        self.status = QLabel("")
+        self.status.setObjectName("Stat")
+        self.status.setWordWrap(True)
+        self.cancel_btn = QPushButton(icon("cancel"), "Cancel")
+        self.cancel_btn.clicked.connect(self.cancel)
+        jrow.addWidget(self.status, 1)
+        jrow.addWidget(self.cancel_btn)
+        jl.addLayout(jrow)
+        self.strip = ImageView("The preview strip (unedited above, edited below) shows here.", min_side=90)
+        self.strip.setMinimumHeight(110)
+        jl.addWidget(self.strip)
+        self.job_box.hide()
+        lay.addWidget(self.job_box)
+
+        # ---- saved edits
+        self.saved_box = QGroupBox("Saved edits")
+        sl = QVBoxLayout(self.saved_box)
+        self.list = EditList(deletable=True, thumbnails=True,
+                             empty="No edits yet: find one with a prompt or with Find directions.")
+        self.list.delete_requested.connect(self.confirm_delete)
+        self.list.thumbnails_wanted.connect(self.thumbnails_wanted)
+        sl.addWidget(self.list)
+        lay.addWidget(self.saved_box)
+        lay.addStretch(1)
+
+        brow = QHBoxLayout()
+        self.before_btn = QPushButton("Hold for before")
+        self.before_btn.setToolTip("Hold to see the avatar without any edit (or hold the B key)")
+        self.before_btn.pressed.connect(lambda: self.set_before(True))
+        self.before_btn.released.connect(lambda: self.set_before(False))
+        self.summary = QLabel("")
+        self.summary.setObjectName("Dim")
+        brow.addWidget(self.before_btn)
+        brow.addWidget(self.summary, 1)
+        outer.addLayout(brow)
+        self._update()
+
+    # ------------------------------------------------------------------ project / engine
+    def set_project(self, project) -> None:
+        self.project = project
+        self.set_engine(None)
+        self.check_clip()
+
+    def set_engine(self, engine: str | None) -> None:
+        """Show the edits of `engine` (the viewer's loaded avatar); None: nothing loaded."""
+        self.engine = engine
+        choices = None
+        if self.project is not None and engine is not None and engine_has_edits(engine):
+            choices = choices_for(self.project, engine)
+        if choices is not self.choices:
+            if self.choices is not None:
+                for sig, slot in ((self.choices.changed, self._list_reloaded),
+                                  (self.choices.strengths_changed, self.render_changed),
+                                  (self.choices.failed, self._failed_quietly)):
+                    try:
+                        sig.disconnect(slot)
+                    except (RuntimeError, TypeError):
+                        pass
+            self.choices = choices
+            if choices is not None:
+                choices.changed.connect(self._list_reloaded)
+                choices.strengths_changed.connect(self.render_changed)
+                choices.failed.connect(self._failed_quietly)
+            self.list.bind(choices)
+        if choices is not None:
+            choices.reload()
+        self._update()
+        self.render_changed.emit()
+
+    def check_clip(self) -> None:
+        """Check the configured CLIP file in the background (it reads the file)."""
+        run_job(clip_state, self._clip_checked, lambda f: self._clip_checked((False, f.message, True)))
+
+    def _clip_checked(self, state) -> None:
+        import html
+
+        ok, line, configured = state
+        self.clip_ok = bool(ok)
+        if configured and not ok:   # a file is there but cannot be used: say why, then what works
+            note = html.escape(line) + " Directions below work without it."
+        else:
+            note = CLIP_NOTE
+        self.clip_label.setText(note)
+        self.clip_label.setToolTip(line)
+        self._update()
+
+    # ------------------------------------------------------------------ state
+    def active(self) -> dict[str, float]:
+        """{name: strength} the viewer renders with ({} while Before is held)."""
+        if self.before or self.choices is None:
+            return {}
+        return self.choices.active()
+
+    def set_before(self, on: bool) -> None:
+        if self.before != bool(on):
+            self.before = bool(on)
+            self.before_btn.setDown(self.before)
+            self._summary()
+            self.render_changed.emit()
+
+    def is_running(self) -> bool:
+        return self._busy
+
+    def _supported(self) -> bool:
+        return self.choices is not None
+
+    def _update(self) -> None:
+        supported = self._supported()
+        running = self._busy
+        if self.project is None or self.engine is None:
+            self.notice.setText("")
+            self.notice.hide()
+        elif not supported:
+            from .viewer import _short_title
+
+            self.notice.setText(f"The {_short_title(self.engine)} engine has no appearance edits: its renders "
+                                "cannot take a text edit or a direction. Switch the engine above if another "
+                                "one is trained.")
+            self.notice.show()
+        else:
+            self.notice.hide()
+        clip = bool(self.clip_ok)
+        self.clip_note.setVisible(self.clip_ok is False)
+        for w in (self.prompt, self.neutral, self.steps):
+            w.setEnabled(supported and clip and not running)
+        self.prompt.setToolTip("" if clip else "Add a CLIP file to use text edits (see the note below)")
+        self.find_btn.setEnabled(supported and clip and not running and bool(self.prompt.text().strip()))
+        self.directions_btn.setEnabled(supported and not running)
+        self.picture_path = self.choices.picture if self.choices is not None else None
+        self.picture_btn.setEnabled(bool(self.picture_path))
+        for w in (self.saved_box, self.before_btn):
+            w.setEnabled(supported)
+        self.list.set_enabled_rows(not running)
+        self.text_box.setEnabled(supported)
+        self.dir_box.setEnabled(supported)
+        self.cancel_btn.setEnabled(running)
+        self._summary()
+
+    def _summary(self) -> None:
+        if self.choices is None:
+            self.summary.setText("")
+            return
+        act = self.choices.active()
+        if self.before:
+            self.summary.setText("before: no edits")
+        elif act:
+            self.summary.setText("on: " + ", ".join(f"{n} {s:+.2f}" for n, s in act.items()))
+        else:
+            self.summary.setText("no edit on")
+
+    def _list_reloaded(self) -> None:
+        self._update()
+        self.list_changed.emit()
+        self.render_changed.emit()
+
+    def _failed_quietly(self, f: Failure) -> None:
+        self.error_dialog = error_box(self, "Edits", f)
+
+    # ------------------------------------------------------------------ finding
+    def find_text(self) -> EditJobRunner | None:
+        prompt = " ".join(self.prompt.text().split())
+        if not prompt or not self.find_btn.isEnabled():
+            return None
+        options = {"prompt": prompt, "neutral": " ".join(self.neutral.text().split())}
+        if self.steps.value() > 0:
+            options["steps"] = self.steps.value()
+        return self._start("text", options)
+
+    def find_directions(self) -> EditJobRunner | None:
+        if not self.directions_btn.isEnabled():
+            return None
+        return self._start("directions", {})
+
+    def _start(self, job: str, options: dict, in_process: bool = False) -> EditJobRunner | None:
+        if self._busy or self.choices is None:
+            return None
+        runner = EditJobRunner(self.project, self.engine, job, options, in_process=in_process, parent=self)
+        runner.progress.connect(self._progress)
+        runner.done.connect(self._done)
+        runner.failed.connect(self._failed)
+        runner.cancelled.connect(self._cancelled)
+        runner.finished.connect(self._finished)
+        self.runner, self._job, self._busy, self.last_result = runner, job, True, None
+        self.job_box.setTitle(f"Finding “{options['prompt']}”" if job == "text" else "Finding directions")
+        self.job_box.show()
+        self.strip.set_image(None)
+        self.progress.setRange(0, 0)
+        self.status.setText("starting…")
+        self._update()
+        runner.start()
+        self.busy_changed.emit(True)
+        return runner
+
+    def cancel(self) -> None:
+        if self._busy and self.runner is not None:
+            self.runner.cancel()
+            self.cancel_btn.setEnabled(False)
+            self.status.setText("cancelling…")
+
+    def _progress(self, b: ProgressBatch) -> None:
+        if b.preview is not None:
+            self.strip.set_image(b.preview)
+        if b.total:
+            self.progress.setRange(0, b.total)
+            self.progress.setValue(b.step)
+            self.progress.setFormat("%v / %m")
+        else:
+            self.progress.setRange(0, 0)
+        loss = b.losses[-1] if b.losses else {}
+        extra = f" · CLIP loss {loss['clip']:.3f}" if "clip" in loss else ""
+        self.status.setText((b.message or b.part or "working") + extra)
+
+    def _done(self, result) -> None:
+        self.last_result = result
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        names: tuple[str, ...] = ()
+        if self._job == "text":
+            name = result.get("name", "") if isinstance(result, dict) else ""
+            names = (name,) if name else ()
+            self.status.setText(f"found “{name}”: it is switched on below" if name else "found")
+            self.prompt.clear()
+            self.neutral.clear()
+        else:
+            n = len(result.get("edits", [])) if isinstance(result, dict) else 0
+            self.status.setText(f"{n} directions found: switch one on below, or open the picture")
+            self.list.forget_thumbnails()
+        if self.choices is not None:
+            self.choices.reload(turn_on=names)
+
+    def _failed(self, f: Failure) -> None:
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status.setText("failed")
+        self.error_dialog = error_box(self, "The edit could not be found", f)
+
+    def _cancelled(self) -> None:
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status.setText("cancelled: nothing was saved")
+
+    def _finished(self) -> None:
+        self._busy = False
+        self._update()
+        self.busy_changed.emit(False)
+
+    # ------------------------------------------------------------------ the list
+    def confirm_delete(self, name: str) -> QMessageBox:
+        box = QMessageBox(self)
+        box.setIcon(QMessageBox.Question)
+        box.setWindowTitle("Delete the edit")
+        box.setText(f"Delete the edit “{name}”?")
+        box.setInformativeText("Its file is removed from the project; finding it again takes as long as the first "
+                               "time.")
+        box.setStandardButtons(QMessageBox.Yes | QMessageBox.Cancel)
+        box.setDefaultButton(QMessageBox.Cancel)
+        box.setWindowModality(Qt.WindowModal)
+        box.setAttribute(Qt.WA_DeleteOnClose)
+        box.finished.connect(lambda r: self._delete_answered(name, r))
+        box.open()
+        self.confirm_box = box
+        return box
+
+    def _delete_answered(self, name: str, answer: int) -> None:
+        self.confirm_box = None
+        if answer == QMessageBox.Yes and self.choices is not None:
+            self.choices.set_enabled(name, False)   # no render asks for it while its file goes
+            self.choices.remove(name)
+
+    def set_thumbnail(self, name: str, img: QImage | None) -> None:
+        self.list.set_thumbnail(name, img)
+
+    def show_picture(self) -> None:
+        if not self.picture_path:
+            return
+        from PySide6.QtWidgets import QDialog
+
+        dlg = QDialog(self)
+        dlg.setWindowTitle("Directions: components × strengths × poses")
+        dl = QVBoxLayout(dlg)
+        view = ImageView("", min_side=300)
+        view.set_image(QImage(self.picture_path))
+        dl.addWidget(view)
+        path = QLabel(self.picture_path)
+        path.setObjectName("Dim")
+        path.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        dl.addWidget(path)
+        dlg.resize(900, 700)
+        dlg.setAttribute(Qt.WA_DeleteOnClose)
+        dlg.open()
+        self.picture_dialog = dlg
+
+    def shutdown(self, timeout_ms: int = 10000) -> None:
+        """Cancel a running job and wait for it and for the listing / CLIP-check jobs (the window is closing)."""
+        from .workers import wait_for_jobs
+
+        if self.runner is not None and self.runner.isRunning():
+            self.runner.cancel()
+            if not self.runner.wait(timeout_ms):
+                self.runner.kill()
+                self.runner.wait(3000)
+        wait_for_jobs(timeout_ms)

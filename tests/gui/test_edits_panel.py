@@ -1,0 +1,351 @@
+"""The Edits panel beside the viewer's sliders, and the Export page's edit list, on a tiny trained
+StyleGAN avatar (tests/edits/avatars.py: a small generator and mappers fitted to synthetic head
+frames, loaded by the real engine). Directions are the real GANSpace job; text edits use the tiny
+CLIP trained in tests/edits/clip_fixture.py (skipped where open_clip_torch cannot be imported).
+
+Renders shown by the viewer are compared with `Avatar.render_batch` at the same controls and
+edits, so "the edit stays on while the sliders move" and "strength 0 is the unedited image" are
+checked pixel for pixel.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QMessageBox
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "edits"))
+
+from studio.gui.imaging import qimage_to_array  # noqa: E402
+
+SCREENS = Path(__file__).resolve().parents[2] / "test-output" / "screens"
+NO_OPEN_CLIP = ("open_clip_torch is not importable here (it needs a torchvision built for the installed torch); "
+                "install Avatar Studio as the README says to run the text-edit GUI test")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    """A tiny trained StyleGAN avatar project (built once; each test works on a copy)."""
+    from avatars import make_trained_pvp_project
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        root = tmp_path_factory.mktemp("edits_gui") / "proj"
+        make_trained_pvp_project(root)
+    finally:
+        torch.set_num_threads(n)
+    return root
+
+
+@pytest.fixture
+def project(built, tmp_path):
+    from studio.gui.edits_panel import forget_choices
+    from studio.project import Project
+
+    forget_choices()
+    shutil.copytree(built, tmp_path / "proj")
+    yield Project.open(tmp_path / "proj")
+    forget_choices()
+
+
+@pytest.fixture
+def with_directions(project):
+    """The project with its GANSpace directions saved ("component 0" …), found by the real job."""
+    from studio.edits.jobs import compute_directions
+
+    edits, _ = compute_directions(project, "pvp")
+    assert len(edits) >= 2
+    return project
+
+
+@pytest.fixture
+def viewer(qtbot, themed):
+    from studio.gui.viewer import ViewerPanel
+
+    v = ViewerPanel()
+    qtbot.addWidget(v)
+    v.resize(1300, 820)
+    v.show()
+    qtbot.waitExposed(v)
+    yield v
+    v.shutdown()
+
+
+def open_viewer(v, project, qtbot):
+    v.set_project(project)
+    qtbot.waitUntil(lambda: v.last_render is not None and v.edits.choices is not None and v.edits.choices.loaded
+                    and v.edits.clip_ok is not None, timeout=30000)
+    return v
+
+
+def settle(v, qtbot) -> dict:
+    """Wait for the render of the newest request; return it."""
+    seq = v.worker._seq
+    qtbot.waitUntil(lambda: v.last_render is not None and v.last_render["seq"] >= seq, timeout=15000)
+    return v.last_render
+
+
+def reference(project, controls, edits=None) -> np.ndarray:
+    from studio.avatar import Avatar
+
+    imgs, _ = Avatar.open(project, "pvp").render_batch(np.asarray(controls)[None], edits=edits or None)
+    return imgs[0]
+
+
+def image(r: dict) -> np.ndarray:
+    return qimage_to_array(r["image"])
+
+
+# ----------------------------------------------------------------------------- saved edits in the viewer
+def test_lists_saved_edits_strength_on_off_and_sliders(viewer, with_directions, qtbot):
+    v = open_viewer(viewer, with_directions, qtbot)
+    from studio.edits.model import EditSet
+
+    saved = EditSet.for_project(with_directions, "pvp").names()
+    assert sorted(v.edits.choices.names()) == sorted(saved)
+    assert sorted(v.edits.list.rows) == sorted(saved)
+    assert v.edits.choices.active() == {}, "saved edits start switched off"
+    qtbot.waitUntil(lambda: all(r.thumb.pixmap() is not None and not r.thumb.pixmap().isNull()
+                                for r in v.edits.list.rows.values()), timeout=20000)
+
+    base = settle(v, qtbot)
+    assert base["edits"] == {}
+    unedited = image(base)
+    assert np.array_equal(unedited, reference(with_directions, base["controls"]))
+
+    name = "component 0"
+    row = v.edits.list.rows[name]
+    row.check.setChecked(True)                                   # on, at its default strength (1 σ)
+    r = settle(v, qtbot)
+    assert r["edits"] == {name: pytest.approx(1.0)}
+    one = image(r)
+    assert np.array_equal(one, reference(with_directions, r["controls"], {name: 1.0}))
+    assert np.abs(one.astype(int) - unedited).mean() > 0.5
+
+    row.set_value(2.0)                                           # stronger edit, bigger change
+    two = image(settle(v, qtbot))
+    assert np.abs(two.astype(int) - unedited).mean() > np.abs(one.astype(int) - unedited).mean()
+
+    row.set_value(0.0)                                           # strength 0 is the unedited render
+    r = settle(v, qtbot)
+    assert r["edits"] == {} and np.array_equal(image(r), unedited)
+
+    row.set_value(1.5)
+    row.check.setChecked(False)                                  # off: unedited again
+    r = settle(v, qtbot)
+    assert r["edits"] == {} and np.array_equal(image(r), unedited)
+    row.check.setChecked(True)
+    assert settle(v, qtbot)["edits"] == {name: pytest.approx(1.5)}
+
+    v.sliders[0].slider.setValue(180)                            # turn the head: the edit stays on
+    v.sliders[2].slider.setValue(150)                            # and an expression
+    r = settle(v, qtbot)
+    assert r["edits"] == {name: pytest.approx(1.5)}
+    turned = image(r)
+    assert np.array_equal(turned, reference(with_directions, r["controls"], {name: 1.5}))
+    assert not np.array_equal(turned, reference(with_directions, r["controls"]))
+
+    second = v.edits.list.rows["component 1"]                    # edits stack
+    second.check.setChecked(True)
+    second.set_value(-1.0)
+    r = settle(v, qtbot)
+    both = {name: 1.5, "component 1": -1.0}
+    assert r["edits"] == pytest.approx(both)
+    assert np.array_equal(image(r), reference(with_directions, r["controls"], both))
+
+
+def test_hold_b_or_before_button_shows_the_unedited_render(viewer, with_directions, qtbot):
+    v = open_viewer(viewer, with_directions, qtbot)
+    unedited = image(settle(v, qtbot))
+    v.edits.list.rows["component 0"].set_value(2.0)
+    v.edits.list.rows["component 0"].check.setChecked(True)
+    edited = image(settle(v, qtbot))
+    assert not np.array_equal(edited, unedited)
+
+    v.setFocus()
+    qtbot.keyPress(v, Qt.Key_B)                                  # hold B: before
+    r = settle(v, qtbot)
+    assert v.edits.before and r["edits"] == {} and np.array_equal(image(r), unedited)
+    qtbot.keyRelease(v, Qt.Key_B)                                # let go: after
+    r = settle(v, qtbot)
+    assert not v.edits.before and np.array_equal(image(r), edited)
+
+    qtbot.mousePress(v.edits.before_btn, Qt.LeftButton)          # the button does the same
+    assert np.array_equal(image(settle(v, qtbot)), unedited)
+    qtbot.mouseRelease(v.edits.before_btn, Qt.LeftButton)
+    assert np.array_equal(image(settle(v, qtbot)), edited)
+
+
+def test_delete_asks_then_removes_the_edit_from_the_project(viewer, with_directions, qtbot):
+    from studio.edits.model import EditSet
+
+    v = open_viewer(viewer, with_directions, qtbot)
+    name = "component 1"
+    v.edits.list.rows[name].check.setChecked(True)
+    v.edits.list.rows[name].delete_btn.click()
+    box = v.edits.confirm_box
+    assert box is not None and name in box.text()
+    box.button(QMessageBox.Cancel).click()                       # "no": nothing happens
+    qtbot.wait(200)
+    assert name in EditSet.for_project(with_directions, "pvp") and name in v.edits.list.rows
+
+    v.edits.list.rows[name].delete_btn.click()
+    v.edits.confirm_box.button(QMessageBox.Yes).click()
+    qtbot.waitUntil(lambda: name not in v.edits.list.rows, timeout=10000)
+    assert name not in EditSet.for_project(with_directions, "pvp")
+    assert name not in v.edits.choices.active()
+    r = settle(v, qtbot)
+    assert name not in r["edits"]
+    assert "component 0" in v.edits.list.rows                    # the others stay
+
+
+# ----------------------------------------------------------------------------- CLIP file or not
+def test_without_clip_the_text_box_is_off_and_says_which_file(viewer, project, qtbot):
+    v = open_viewer(viewer, project, qtbot)
+    p = v.edits
+    assert p.clip_ok is False
+    assert p.clip_note.isVisible()
+    note = p.clip_label.text()
+    for words in ("CLIP checkpoint", "open_clip", ".bin", ".pt", ".safetensors", "Models",
+                  "avatar-studio models add clip FILE", "Directions below work without it"):
+        assert words in note, words
+    assert not p.prompt.isEnabled() and not p.find_btn.isEnabled()
+    assert p.directions_btn.isEnabled(), "directions need no CLIP file"
+    assert not p.notice.isVisible()
+    assert p.list.empty.isVisible(), "a project without edits says how to get one"
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    assert p.grab().save(str(SCREENS / "edits_no_clip.png"))
+
+
+def test_engine_without_edits_says_so(viewer, project, qtbot, monkeypatch):
+    import dataclasses
+
+    from studio.engines import ENGINES
+
+    monkeypatch.setitem(ENGINES, "pvp", dataclasses.replace(ENGINES["pvp"], edits=False))
+    v = viewer
+    v.set_project(project)
+    qtbot.waitUntil(lambda: v.last_render is not None, timeout=30000)
+    p = v.edits
+    assert p.notice.isVisible() and "no appearance edits" in p.notice.text()
+    assert not p.directions_btn.isEnabled() and not p.prompt.isEnabled()
+    assert p.active() == {}
+
+
+# ----------------------------------------------------------------------------- jobs through the worker
+def test_find_directions_runs_in_the_child_process(viewer, project, qtbot):
+    v = open_viewer(viewer, project, qtbot)
+    p = v.edits
+    assert p.choices.names() == []
+    runner = p.find_directions()
+    assert runner is not None and not runner.in_process and p.is_running()
+    assert not p.directions_btn.isEnabled() and p.cancel_btn.isEnabled()
+    qtbot.waitUntil(lambda: not p.is_running(), timeout=120000)
+    assert runner.outcome == "done", p.error_dialog.text() if p.error_dialog else p.status.text()
+    qtbot.waitUntil(lambda: len(p.list.rows) >= 2, timeout=10000)
+    assert all(n.startswith("component ") for n in p.list.rows)
+    labels = {p.choices.meta(n)["label"] for n in p.list.rows}
+    assert labels <= {"appearance", "pose", "expression"}
+    assert p.picture_btn.isEnabled() and Path(p.picture_path).is_file()
+    assert "directions found" in p.status.text()
+
+
+def test_cancel_stops_the_job_and_saves_nothing(viewer, project, qtbot):
+    from studio.edits.model import EditSet
+
+    v = open_viewer(viewer, project, qtbot)
+    p = v.edits
+    runner = p.find_directions()
+    p.cancel()                                   # before its first step: it stops at its first check
+    assert p.status.text() == "cancelling…"
+    qtbot.waitUntil(lambda: not p.is_running(), timeout=120000)
+    assert runner.outcome == "cancelled"
+    assert "cancelled" in p.status.text()
+    assert len(EditSet.for_project(project, "pvp")) == 0
+    assert p.directions_btn.isEnabled()
+
+
+# ----------------------------------------------------------------------------- text edits (tiny CLIP)
+@pytest.fixture(scope="module")
+def tiny_clip_file(tmp_path_factory) -> Path:
+    from models.clip_loader import open_clip_available
+
+    if not open_clip_available():
+        pytest.skip(NO_OPEN_CLIP)
+    from clip_fixture import save_open_clip_checkpoint, train_tiny_clip
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model, _ = train_tiny_clip()
+    finally:
+        torch.set_num_threads(n)
+    return save_open_clip_checkpoint(model, tmp_path_factory.mktemp("clip") / "tiny_rgb_clip.pt")
+
+
+def test_find_text_edit_then_cancel_another(viewer, project, tiny_clip_file, qtbot):
+    from studio.model_files import ModelFiles
+
+    ModelFiles().set("clip", tiny_clip_file)
+    v = open_viewer(viewer, project, qtbot)
+    p = v.edits
+    assert p.clip_ok is True and not p.clip_note.isVisible()
+    assert p.prompt.isEnabled() and not p.find_btn.isEnabled()   # nothing typed yet
+    qtbot.keyClicks(p.prompt, "red")
+    p.steps.setValue(30)
+    assert p.find_btn.isEnabled()
+    runner = p.find_text()
+    assert runner is not None and p.is_running() and not p.prompt.isEnabled()
+    qtbot.waitUntil(lambda: not p.is_running(), timeout=180000)
+    assert runner.outcome == "done", p.error_dialog.text() if p.error_dialog else p.status.text()
+    qtbot.waitUntil(lambda: "red" in p.list.rows, timeout=10000)
+    assert p.choices.enabled("red"), "a new edit is switched on"
+    assert p.strip.image() is not None, "the preview strip showed the search"
+    r = settle(v, qtbot)
+    assert r["edits"] == {"red": pytest.approx(1.0)}
+    assert np.array_equal(image(r), reference(project, r["controls"], {"red": 1.0}))
+
+    qtbot.keyClicks(p.prompt, "blue")
+    p.steps.setValue(100000)
+    runner = p.find_text()
+    qtbot.waitUntil(lambda: p.progress.maximum() == 100000 and p.progress.value() > 0, timeout=120000)
+    p.cancel()
+    qtbot.waitUntil(lambda: not p.is_running(), timeout=60000)
+    assert runner.outcome == "cancelled"
+    from studio.edits.model import EditSet
+
+    assert "blue" not in EditSet.for_project(project, "pvp")
+    assert sorted(p.list.rows) == ["red"]
+
+
+# ----------------------------------------------------------------------------- the Export page
+def test_export_page_lists_the_same_edits_and_passes_them(qtbot, themed, viewer, with_directions):
+    from studio.export import ExportConfig
+    from studio.gui.export_panel import ExportPanel
+
+    v = open_viewer(viewer, with_directions, qtbot)
+    v.edits.list.rows["component 0"].check.setChecked(True)
+    v.edits.list.rows["component 0"].set_value(1.5)
+
+    page = ExportPanel()
+    qtbot.addWidget(page)
+    page.set_project(with_directions)
+    assert page.engine_box.currentData() == "pvp"
+    qtbot.waitUntil(lambda: sorted(page.edit_list.rows) == sorted(v.edits.list.rows), timeout=10000)
+    row = page.edit_list.rows["component 0"]
+    assert row.check.isChecked() and row.value() == pytest.approx(1.5)
+    assert not row.delete_btn.isVisible()
+    assert page.active_edits() == {"component 0": pytest.approx(1.5)}
+    page.edit_list.rows["component 1"].check.setChecked(True)       # the viewer follows
+    assert v.edits.list.rows["component 1"].check.isChecked()
+    if "edits" not in ExportConfig.__dataclass_fields__:
+        pytest.skip("ExportConfig has no edits field yet")
+    from studio.edits.model import parse_edit_list
+
+    assert parse_edit_list(page.values()["edits"]) == pytest.approx({"component 0": 1.5, "component 1": 1.0})
