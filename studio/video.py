@@ -7,6 +7,9 @@
   It also watches the decoder: frames that could not be decoded (gaps in the decoded
   timestamps, which the constant-rate filter would otherwise fill with copies of the last good
   frame) and decoder errors end up in `FrameReader.report` (a `DecodeReport`).
+  With `prefetch`, a thread reads frames ahead into a bounded queue, so ffmpeg keeps decoding
+  while the caller works on earlier frames; `start()` begins decoding before the first frame is
+  asked for (e.g. while the tracking models load).
 - `scan_media` reads every packet's timestamp without decoding (fast): a clip cut short, or
   with stretches of video or audio missing, is found at ingest (a `MediaScan`).
 - `extract_audio` keeps the audio track (trimmed to the same span) for export.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import queue
 import re
 import subprocess
 import threading
@@ -300,23 +304,43 @@ def _is_damage(line: str) -> bool:
     return m.group(1) != "warning" or _DAMAGE_WORDS.search(line[m.end():]) is not None
 
 
+PREFETCH_BYTES = 64 << 20
+"""Memory a prefetching `FrameReader` may fill with frames decoded ahead (`prefetch_frames`)."""
+
+_F_SETPIPE_SZ = 1031  # fcntl command (Linux): resize a pipe's buffer
+
+
+def prefetch_frames(settings: DecodeSettings, budget: int = PREFETCH_BYTES) -> int:
+    """How many frames of this size fit in `budget` bytes (2 to 64): 23 at 1280x720, 64 at 512x512."""
+    return int(max(2, min(64, budget // max(1, settings.width * settings.height * 3))))
+
+
 class FrameReader:
     """Iterate upright RGB uint8 frames (H, W, 3) of a clip, one at a time.
 
     ffmpeg applies the rotation tag (autorotate), square pixels, trim, constant rate and the
-    downscale; Python holds one frame at a time. ffmpeg's log is read on a thread as it comes
-    (so a clip full of decode errors cannot stall the pipe) and summed up in `report` once the
-    iteration ends.
+    downscale; Python holds one frame at a time (plus up to `prefetch` frames decoded ahead).
+    ffmpeg's log is read on a thread as it comes (so a clip full of decode errors cannot stall
+    the pipe) and summed up in `report` once the iteration ends.
+
+    `prefetch` > 0: a reader thread takes frames off ffmpeg's pipe into a queue of that many, so
+    decoding runs beside the caller's work instead of waiting for it (the pipe alone holds less
+    than a frame). `start()` starts ffmpeg (and that thread) before the first frame is asked for.
     """
 
-    def __init__(self, path: str | os.PathLike, settings: DecodeSettings, threads: int = 1, max_messages: int = 8):
+    def __init__(self, path: str | os.PathLike, settings: DecodeSettings, threads: int = 1, max_messages: int = 8,
+                 prefetch: int = 0):
         self.path = str(path)
         self.settings = settings
         self.threads = threads
         self.max_messages = max_messages
+        self.prefetch = max(0, int(prefetch))
         self.report: DecodeReport | None = None
         self._proc: subprocess.Popen | None = None
         self._log_thread: threading.Thread | None = None
+        self._read_thread: threading.Thread | None = None
+        self._queue: queue.Queue | None = None
+        self._stop = threading.Event()
         self._times: list[float] = []
         self._events: list[tuple] = []
         self._errors = 0
@@ -372,26 +396,91 @@ class FrameReader:
             if len(self._messages) < self.max_messages:
                 self._messages.append(line.strip())
 
-    def __iter__(self) -> Iterator[np.ndarray]:
+    def start(self) -> "FrameReader":
+        """Start ffmpeg now (and the prefetch thread): frames are decoded ahead while the caller
+        gets ready. Iterating afterwards hands out these frames; without `start` iterating starts."""
+        if self._proc is not None:
+            return self
         s = self.settings
         nbytes = s.width * s.height * 3
         self._times, self._events, self._errors, self._messages, self._frames = [], [], 0, [], 0
         self.report = None
-        self._proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      bufsize=nbytes * 2)
+        self._stop.clear()
+        self._proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
         proc = self._proc
+        try:  # a 1 MiB pipe: ffmpeg hands over a frame in a few writes instead of one per 64 KiB
+            import fcntl
+
+            fcntl.fcntl(proc.stdout.fileno(), _F_SETPIPE_SZ, 1 << 20)
+        except (ImportError, OSError):  # other systems, or a lower pipe-max-size: the default pipe works
+            pass
         self._log_thread = threading.Thread(target=self._read_log, args=(proc.stderr,), name="ffmpeg-log",
                                             daemon=True)
         self._log_thread.start()
+        if self.prefetch:
+            self._queue = queue.Queue(maxsize=self.prefetch)
+            self._read_thread = threading.Thread(target=self._read_ahead, args=(proc, self._queue),
+                                                 name="ffmpeg-frames", daemon=True)
+            self._read_thread.start()
+        return self
+
+    def _read_frame(self, stream) -> np.ndarray | None:
+        """The next whole frame from ffmpeg's pipe, read straight into a new array; None at the end."""
+        s = self.settings
+        frame = np.empty((s.height, s.width, 3), np.uint8)
+        view = memoryview(frame).cast("B")
+        got, n = 0, len(view)
+        while got < n:
+            k = stream.readinto(view[got:])
+            if not k:
+                return None
+            got += k
+        return frame
+
+    def _read_ahead(self, proc: subprocess.Popen, q: queue.Queue) -> None:
+        """Reader thread: frames into `q`, then ("end", complete) (or ("error", exc))."""
+        last: tuple = ("end", False)
+        try:
+            while not self._stop.is_set():
+                frame = self._read_frame(proc.stdout)
+                if frame is None:
+                    last = ("end", not self._stop.is_set())
+                    break
+                if not self._put(q, frame):
+                    return
+        except BaseException as exc:  # handed to the consumer
+            last = ("error", exc)
+        self._put(q, last)
+
+    def _put(self, q: queue.Queue, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        self.start()
+        proc, q = self._proc, self._queue
         complete = False
         try:
             while True:
-                buf = proc.stdout.read(nbytes)
-                if not buf or len(buf) < nbytes:
-                    complete = True
-                    break
+                if q is None:
+                    frame = self._read_frame(proc.stdout)
+                    if frame is None:
+                        complete = True
+                        break
+                else:
+                    frame = q.get()
+                    if isinstance(frame, tuple):
+                        if frame[0] == "error":
+                            raise frame[1]
+                        complete = frame[1]
+                        break
                 self._frames += 1
-                yield np.frombuffer(buf, np.uint8).reshape(s.height, s.width, 3)
+                yield frame
         finally:
             self._finish(complete)
 
@@ -400,8 +489,12 @@ class FrameReader:
         if proc is None:
             return
         self._proc = None
+        self._stop.set()
         if not complete and proc.poll() is None:
             proc.kill()
+        if self._read_thread is not None:
+            self._read_thread.join(timeout=30)
+            self._read_thread, self._queue = None, None
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:  # pragma: no cover

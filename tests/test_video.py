@@ -184,3 +184,53 @@ def test_audio_cut_short_is_reported_and_the_rest_kept(tmp_path):
                             "exports will be silent for those 3.5 s, the rest of the sound is kept"]
     assert extract_audio(short_audio, tmp_path / "a.m4a") == []
     assert media_duration(tmp_path / "a.m4a")["audio_seconds"] == pytest.approx(2.5, abs=0.1)
+
+
+# ----------------------------------------------------------------------------- decoding ahead
+def test_prefetching_reader_gives_the_same_frames_and_report(tmp_path, pattern_clip):
+    """Frames read ahead on a thread (started before the first is asked for) are the frames and the
+    damage report of the plain reader, on an intact clip and one with an undecodable stretch."""
+    data = bytearray(pattern_clip.read_bytes())
+    n = len(data)
+    data[n // 2: n // 2 + n // 10] = bytes(n // 10)
+    bad = tmp_path / "zeroed.mp4"
+    bad.write_bytes(bytes(data))
+    for clip in (pattern_clip, bad):
+        s = plan_decode(probe(clip))
+        plain = FrameReader(clip, s)
+        a = [f.copy() for f in plain]
+        ahead = FrameReader(clip, s, prefetch=3).start()
+        b = list(ahead)
+        assert len(a) == len(b) == 180
+        assert all(np.array_equal(x, y) for x, y in zip(a, b))
+        assert b[0].flags.owndata and not np.shares_memory(b[0], b[1])  # each frame its own array
+        ra, rb = plain.report, ahead.report
+        assert rb.complete and (rb.frames, rb.decoded, rb.lost) == (ra.frames, ra.decoded, ra.lost)
+        # where a damaged stretch starts can move by a frame between any two runs (ffmpeg's decoder
+        # errors and its frame log come from different threads), prefetching or not
+        assert len(rb.bad_spans) == len(ra.bad_spans)
+        if ra.bad_spans:
+            assert np.allclose(rb.bad_spans, ra.bad_spans, atol=1.5 / 30)
+    assert ra.lost  # the damaged clip was seen as damaged by both
+
+
+def test_prefetching_reader_stops_when_abandoned(pattern_clip):
+    import threading
+
+    before = {t.ident for t in threading.enumerate()}
+    r = FrameReader(pattern_clip, plan_decode(probe(pattern_clip)), prefetch=4)
+    it = iter(r)
+    for _ in range(5):
+        next(it)
+    proc = r._proc
+    it.close()  # the caller stops part-way (e.g. a cancelled stage)
+    assert proc.poll() is not None  # ffmpeg was ended
+    assert r.report is not None and not r.report.complete and r.report.frames == 5
+    left = [t for t in threading.enumerate() if t.ident not in before and t.name.startswith("ffmpeg")]
+    assert left == []
+    # started but never read: close() ends ffmpeg and the reader thread too
+    r2 = FrameReader(pattern_clip, plan_decode(probe(pattern_clip)), prefetch=2).start()
+    proc2 = r2._proc
+    r2.close()
+    assert proc2.poll() is not None
+    assert [t for t in threading.enumerate() if t.ident not in before and t.name.startswith("ffmpeg")] == []

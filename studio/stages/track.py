@@ -12,7 +12,7 @@ from ..config import opt
 from ..errors import InputError
 from ..tracking.data import EXPRESSION_NAMES, HOLDOUT_FRACTION, POSE_NAMES, TrackingData
 from ..tracking.tracker import TrackOptions, drop_rows, solve_pose_and_expressions, track_frames
-from ..video import DecodeSettings, FrameReader
+from ..video import DecodeSettings, FrameReader, prefetch_frames
 from .base import StageContext, StageSpec, register
 
 
@@ -53,9 +53,12 @@ def run(ctx: StageContext, cfg: TrackConfig):
                 p.unlink()
     opts = TrackOptions(crop_size=cfg.crop_size, landmark_sigma=cfg.landmark_sigma, box_sigma=cfg.box_sigma,
                         min_confidence=cfg.min_confidence, mattes=cfg.mattes, follow=cfg.follow)
-    reader = FrameReader(proj.source_video, settings)
-    gen = track_frames(reader, out, opts)
+    # frames are decoded on a thread beside the face mesh, starting while the models load
+    reader = FrameReader(proj.source_video, settings, prefetch=prefetch_frames(settings))
+    gen = None
     try:
+        reader.start()
+        gen = track_frames(reader, out, opts)
         while True:
             try:
                 n = next(gen)
@@ -65,6 +68,8 @@ def run(ctx: StageContext, cfg: TrackConfig):
             if n % 10 == 0:
                 yield ctx.progress(n, max(total, n), part="track", message=f"frame {n}")
     finally:
+        if gen is not None:
+            gen.close()  # stops the crop writer and the models when the pass is abandoned
         reader.close()
     if res.n_frames == 0:
         raise InputError(f"no frames could be decoded from {proj.source_video.name}",
