@@ -299,12 +299,15 @@ def normalise_to_subject(seq: FlameSequence, subject: FlameSequence, eps: float 
     `seq` to the subject's fitted distribution (`subject`: e.g. the subject's own fitted sequence).
 
     The result has the subject's number of expression coefficients (extra ones dropped, missing
-    ones zero); a coefficient constant over `seq` is shifted only. Head pose is left as it is. The
-    result is in the subject's space, so it carries the subject's rest face (not `seq`'s own).
+    ones at the subject's rest, zero without one); a coefficient constant over `seq` is shifted
+    only. Head pose is left as it is. The result is in the subject's space, so it carries the
+    subject's rest face (not `seq`'s own).
     """
     E = subject.expression.shape[1]
     k = min(E, seq.expression.shape[1])
     expr = np.zeros((seq.n_frames, E))
+    if subject.rest_expression is not None:
+        expr[:] = subject.rest_expression[None, :E]
     expr[:, :k] = _match(seq.expression[:, :k], subject.expression[:, :k], eps)
     jaw = _match(seq.jaw, subject.jaw, eps)
     return replace(seq, expression=expr, jaw=jaw, rest_expression=subject.rest_expression, rest_jaw=subject.rest_jaw)
