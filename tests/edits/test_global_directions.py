@@ -8,9 +8,9 @@ import torch
 from models.clip_loader import open_clip_available
 
 if not open_clip_available():
-    from conftest import NO_OPEN_CLIP
+    from conftest import skip_module_without_open_clip
 
-    pytest.skip(NO_OPEN_CLIP, allow_module_level=True)
+    skip_module_without_open_clip()
 
 from studio.edits.adapters import adapter_for  # noqa: E402
 from studio.edits.global_directions import (ChannelEffects, ChannelEffectsConfig, global_edit,  # noqa: E402

@@ -12,9 +12,9 @@ from studio.edits.styleclip import StyleClipConfig, StyleClipSearch, find_text_e
 from models.clip_loader import open_clip_available
 
 if not open_clip_available():
-    from conftest import NO_OPEN_CLIP
+    from conftest import skip_module_without_open_clip
 
-    pytest.skip(NO_OPEN_CLIP, allow_module_level=True)
+    skip_module_without_open_clip()
 
 STEPS = {"pvp": 40, "nerf": 40}
 
