@@ -38,6 +38,10 @@ class ExportConfig:
     frames: str = opt("heldout", "For source=self: which frames (heldout, train, all).",
                       choices=("heldout", "train", "all"))
     driver: str | None = opt(None, "For source=driver: the driving video (or an already tracked project folder).")
+    transfer: str = opt("auto", "For source=driver: how the driver's expressions reach the avatar: learned (the "
+                                "actor's Y-shaped network, trained with `avatar-studio drive`), parameters (the "
+                                "twelve named expressions, normalised), or auto (learned when that actor has a "
+                                "trained network).", choices=("auto", "learned", "parameters"))
     timeline: str | None = opt(None, "For source=timeline: a JSON file of keys {t, slider: value}.")
     flame: str | None = opt(None, "For source=flame: a FLAME parameter file (DECA/EMOCA, SMIRK, metrical-tracker "
                                   "or ours), for an avatar trained with FLAME controls.")
@@ -215,6 +219,17 @@ def _pad_even(img: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- driver tracking
+def driver_folder(project, driver: str | Path) -> Path:
+    """<project>/drivers/<name>-<hash>/: where a driver video is tracked (and its learned transfer
+    kept); the hash is of the file's path, size and time, so an edited video gets a new folder."""
+    driver = Path(driver)
+    if not driver.exists():
+        raise InputError(f"the driver video {driver} does not exist")
+    st = driver.stat()
+    key = hashlib.sha1(f"{driver.resolve()}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:8]
+    return project.root / "drivers" / f"{driver.stem}-{key}"
+
+
 def track_driver(project, driver: str | Path, on_progress=None, control: Control | None = None) -> "object":
     """Track a driver video once into <project>/drivers/<name>-<hash>/ and return its project.
     `control` cancels it (the next export resumes or redoes the driver's stages)."""
@@ -224,11 +239,7 @@ def track_driver(project, driver: str | Path, on_progress=None, control: Control
     driver = Path(driver)
     if is_project(driver):
         return Project.open(driver)
-    if not driver.exists():
-        raise InputError(f"the driver video {driver} does not exist")
-    st = driver.stat()
-    key = hashlib.sha1(f"{driver.resolve()}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:8]
-    root = project.root / "drivers" / f"{driver.stem}-{key}"
+    root = driver_folder(project, driver)
     if is_project(root):
         dproj = Project.open(root)
     else:
@@ -269,6 +280,10 @@ def build_motion(project, cfg: ExportConfig, avatar, on_progress=None, control: 
         dtrk = TrackingData.from_project(dproj)
         audio_rel = (dproj.record("ingest").get("outputs") or {}).get("audio")
         m = mo.driver_motion(project, subject, dtrk, dproj.path(audio_rel) if audio_rel else None)
+        if cfg.transfer != "parameters":
+            from .driving.transfer import learned_motion
+
+            m = learned_motion(project, dproj, avatar, m, cfg.transfer)
     elif cfg.source == "timeline":
         if not cfg.timeline:
             raise InputError("source=timeline needs a timeline file", "give --timeline keys.json")
@@ -389,6 +404,8 @@ def export(project, cfg: ExportConfig, out: str | Path, control: Control | None 
         motion = build_motion(project, cfg, avatar)
     if len(motion) == 0:
         raise InputError("the chosen motion has no frames")
+    if hasattr(motion, "bind_avatar"):  # learned driving of the NeRF engine renders the motion's θ codes
+        avatar = motion.bind_avatar(avatar)
     needs_frames = cfg.side_by_side or cfg.paste_back
     if needs_frames and motion.rows is None:
         raise InputError(f"side-by-side and paste-back need a video source, not {cfg.source}",
