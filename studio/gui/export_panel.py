@@ -130,8 +130,7 @@ class ExportPanel(QWidget):
                 if label is not None:
                     label.setText(text)
         for name in OWN_CHOOSERS:
-            if name in self.form.editors:
-                self._set_row_visible(name, False)
+            self._set_row_visible(name, False)
         self.form.editors["source"].currentIndexChanged.connect(self._source_changed)
         fmt.currentIndexChanged.connect(self._format_changed)
         ll.addWidget(self.form)
@@ -331,10 +330,9 @@ class ExportPanel(QWidget):
         v["engine"] = self.engine_box.currentData()
         v["driver"] = self.driver.text() or None
         v["timeline"] = self.timeline.text() or None
-        if "edits" in self.form.editors:
-            from ..edits.model import format_edit_list
+        from ..edits.model import format_edit_list
 
-            v["edits"] = format_edit_list(self.active_edits())
+        v["edits"] = format_edit_list(self.active_edits())
         return v
 
     def problem(self) -> str:

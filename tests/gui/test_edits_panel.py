@@ -344,8 +344,32 @@ def test_export_page_lists_the_same_edits_and_passes_them(qtbot, themed, viewer,
     assert page.active_edits() == {"component 0": pytest.approx(1.5)}
     page.edit_list.rows["component 1"].check.setChecked(True)       # the viewer follows
     assert v.edits.list.rows["component 1"].check.isChecked()
-    if "edits" not in ExportConfig.__dataclass_fields__:
-        pytest.skip("ExportConfig has no edits field yet")
     from studio.edits.model import parse_edit_list
 
+    assert "edits" in ExportConfig.__dataclass_fields__
     assert parse_edit_list(page.values()["edits"]) == pytest.approx({"component 0": 1.5, "component 1": 1.0})
+
+    def export(out) -> list[np.ndarray]:                     # a short turntable as PNG frames
+        import cv2
+
+        f = page.form.editors
+        f["source"].setCurrentIndex(f["source"].findData("turntable"))
+        f["format"].setCurrentIndex(f["format"].findData("png"))
+        f["duration"].setValue(0.2)
+        f["fps"].setText("25")
+        page.set_output(out)
+        runner = page.start()
+        assert runner is not None and not runner.in_process
+        qtbot.waitUntil(lambda: not page.is_running(), timeout=120000)
+        assert runner.outcome == "done", page.error_dialog and page.error_dialog.text()
+        return [cv2.imread(str(p))[..., ::-1] for p in sorted(Path(out).glob("*.png"))]
+
+    edited = export(with_directions.root / "exports" / "edited")
+    assert any("with edits: component 0=1.5, component 1=1" in n for n in page.result["notes"]), page.result
+    page.edit_list.rows["component 0"].check.setChecked(False)
+    page.edit_list.rows["component 1"].check.setChecked(False)
+    assert page.values()["edits"] == ""
+    plain = export(with_directions.root / "exports" / "plain")
+    assert not any("with edits" in n for n in page.result["notes"])
+    assert len(edited) == len(plain) == 5
+    assert all(np.abs(a.astype(int) - b).mean() > 0.5 for a, b in zip(edited, plain))
