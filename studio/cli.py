@@ -385,7 +385,7 @@ def cmd_edit(args) -> int:
         if not any_edit:
             _say("no saved edits yet", f"make one: avatar-studio edit {project.root} --text \"blue hair\"  or  "
                  f"avatar-studio edit {project.root} --directions")
-        _say("", ("text edits: ready — " if ok else "text edits: ") + line)
+        _say("", ("text edits: ready — " + line) if ok else line[:1].upper() + line[1:])
         return 0
     if args.remove is not None:
         edit = jobs.remove_edit(project, args.engine, args.remove)

@@ -480,8 +480,8 @@ def iter_evaluate_edits(project, engine: str | None = None, names: list[str] | N
     strength) over the sweep: CLIP score gain for its prompt (mean, worst point; when a CLIP file is
     configured), ArcFace identity of edited vs unedited renders (when the ArcFace file is configured),
     the share of the image that changed outside the face/hair region. Writes
-    ``eval/<engine>/edits.json`` and a sheet ``eval/<engine>/edits.png`` (per edit: unedited and edited
-    renders across the yaw range, neutral expression)."""
+    ``eval/<engine>/edits.json`` and a sheet ``eval/<engine>/edits.png`` (the unedited renders across the
+    yaw range at the neutral expression, then one row per edit at its default strength)."""
     import torch
 
     from .avatar import Avatar
@@ -523,11 +523,10 @@ def iter_evaluate_edits(project, engine: str | None = None, names: list[str] | N
         # the sheet: unedited / edited across the yaw range at the neutral expression
         c = np.repeat(adapter.neutral()[None], EDIT_YAWS, 0)
         c[:, 0] = np.linspace(adapter.lo[0], adapter.hi[0], EDIT_YAWS)
-        plain = avatar.render_batch(c)[0]
-        sheet_rows, labels = [], []
+        sheet_rows, labels = [avatar.render_batch(c)[0]], ["unedited"]
         for e in edits:
-            sheet_rows += [plain, avatar.render_batch(c, edits=ActiveEdits([(e.name, e.offset, e.default_strength)]))[0]]
-            labels += ["unedited", f"{e.name[:11]} {e.default_strength:g}"]
+            sheet_rows.append(avatar.render_batch(c, edits=ActiveEdits([(e.name, e.offset, e.default_strength)]))[0])
+            labels.append(e.name.replace("component ", "comp. ")[:11])
     yield Progress(stage=STAGE, step=len(edits), total=len(edits), part="edits", message="measured",
                    elapsed=time.perf_counter() - t0)
     out = project.root / "eval" / engine

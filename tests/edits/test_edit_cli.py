@@ -32,7 +32,7 @@ def test_list_and_text_without_clip(project_copy, no_weights, capsys):
     proj = project_copy("pvp")
     rc, out, err = _run(capsys, "edit", proj.root, "--list")
     assert rc == 0 and "no saved edits yet" in out and "--directions" in out
-    assert "text edits:" in out and "avatar-studio models add clip FILE" in out
+    assert "Text edits need a CLIP" in out and "avatar-studio models add clip FILE" in out
     rc, out, err = _run(capsys, "edit", proj.root, "--text", "blue hair")
     assert rc == 2 and err.count("\n") == 1 and err.startswith("error: text edits need a CLIP")
     assert "avatar-studio models add clip FILE" in err and ".safetensors" in err
