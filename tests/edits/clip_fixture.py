@@ -112,3 +112,12 @@ def retrieval_accuracy(clip, n: int = 120, seed: int = 123) -> float:
     img = clip.encode_images(x)
     txt = clip.encode_text(CAPTIONS[:3])
     return float(((img @ txt.t()).argmax(1).numpy() == y).mean())
+
+
+if __name__ == "__main__":   # the test CLIP as a file, for trying text edits by hand: python clip_fixture.py OUT.pt
+    import sys
+
+    torch.set_num_threads(1)
+    clip_model, seconds = train_tiny_clip()
+    out = save_open_clip_checkpoint(clip_model, Path(sys.argv[1] if len(sys.argv) > 1 else "tiny_rgb_clip.pt"))
+    print(f"wrote {out} (trained in {seconds:.1f} s); add it with `avatar-studio models add clip {out}`")
