@@ -1,5 +1,8 @@
 """Appearance edits (issue 14): text edits (StyleCLIP), directions (GANSpace), saved per project.
 
 `model` (Edit, EditSet, apply_edits), `adapters` (what an edit acts on per engine), `styleclip`
-(latent optimisation with a CLIP checkpoint), `ganspace` (principal directions), `evaluate`.
+(latent optimisation with a CLIP checkpoint), `global_directions`, `ganspace` (principal
+directions), `evaluate`, and `jobs`: what the CLI and the GUI run (find a text edit, compute
+directions, list, remove; progress, cancel, resume, the project lock). Rendering with edits goes
+through `studio.avatar.Avatar.render(..., edits={name: strength})`.
 """
