@@ -17,7 +17,17 @@ one step function per part; the loop owns everything else:
   and when it cuts a part short the stage's summary and warnings say so (`cut_short`);
 - **threads**: the CPU thread count follows the load (`studio.compute`), re-checked every 50 steps;
 - **progress**: a `Progress` event per step (or every ``progress_every``) with losses, rate
-  (it/s) and ETA; a preview image every ``preview_every`` steps.
+  (it/s) and ETA; a preview image every ``preview_every`` steps; with ``AVATAR_STUDIO_LOSS_LOG=FILE``
+  every step's losses are appended to FILE as JSON lines (to compare runs);
+- **several processes** (`studio.distributed`, started by torchrun or ``--nproc N``): the stage
+  draws its global batch from ``loop.rng`` as in one process and passes the indices through
+  ``loop.shard`` (each process keeps its share); per-sample randomness uses torch's generator
+  (seed + rank) or ``loop.local_rng``; a decision on a batch value goes through
+  ``loop.all_mean`` / ``loop.batch_std``. The loop averages the gradients of the registered
+  optimisers over the processes, starts every process from rank 0's weights (or the checkpoint,
+  read by rank 0), makes time-based decisions (checkpoint now, the wall-clock cap) on rank 0 for
+  all, reports losses averaged over the processes, and lets rank 0 alone write. In one process
+  all of this is skipped: ``shard`` returns its argument, ``local_rng`` is ``rng``.
 
 Usage inside a stage's run generator::
 
@@ -28,10 +38,13 @@ Usage inside a stage's run generator::
         ...; return {"l1": loss.item()}
     yield from loop.part("train", cfg.steps, step, preview=lambda: grid, preview_every=100)
     loop.finish()                                      # figures for the summary
+
+with a batch sampled as ``idx = loop.shard(loop.rng.integers(0, n, size=cfg.batch))``.
 """
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Generator
@@ -40,7 +53,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .compute import apply_threads
-from .errors import ProjectError
+from .errors import ProjectError, StudioError
 from .progress import Progress
 
 CHECKPOINT_FORMAT = 2
@@ -52,14 +65,24 @@ class TrainingLoop:
                  threads: int = 0, file: str = "train.ckpt"):
         import torch
 
+        from . import distributed
+
         self.ctx = ctx
         self.path = Path(ctx.workdir) / file
         self.checkpoint_every_s = float(checkpoint_every_s)
         self.max_s = float(max_minutes) * 60.0
         self.requested_threads = int(threads)
-        torch.manual_seed(seed)
+        self.seed = int(seed)
+        self.dist = distributed.current()
+        """The process group (`studio.distributed.World`) or None when training alone."""
+        self.world = self.dist.size if self.dist else 1
+        self.rank = self.dist.rank if self.dist else 0
+        torch.manual_seed(distributed.rank_seed(seed, self.rank))
         self.rng = np.random.default_rng(seed)
-        """The stage's numpy random generator (checkpointed with torch's)."""
+        """The stage's numpy random generator (checkpointed with torch's). The same on every
+        process: draw global decisions and global batches from it."""
+        self.local_rng = self.rng if self.dist is None else distributed.local_generator(seed, self.rank)
+        """This process's own numpy generator, for per-sample randomness (``rng`` in one process)."""
         self.vars: dict[str, Any] = {}
         """Small values that must survive a restart (numbers, strings, lists, tensors)."""
         self.steps: dict[str, int] = {}
@@ -75,8 +98,19 @@ class TrainingLoop:
         self._stop = False
         self._last_save = time.perf_counter()
         self._threads_before = torch.get_num_threads()
+        self._share = 1.0 / self.world
+        self._part = ""
+        self._batches: dict[str, tuple[int, list[int]]] = {}
+        self._averager = distributed.GradientAverager(self.world) if self.dist else None
+        self._loss_log = os.environ.get("AVATAR_STUDIO_LOSS_LOG", "")
+        if self.dist and not self.requested_threads and str(ctx.device) == "cpu":
+            from .compute import fixed_threads  # the cores are shared by the processes on this machine
+
+            self.requested_threads = fixed_threads() or max(1, (os.cpu_count() or 1) // self.dist.local_size)
         self.threads = apply_threads(ctx.device, self.requested_threads)
-        if self.path.exists():
+        if self.dist is not None:
+            self._load_shared()
+        elif self.path.exists():
             self._load()
 
     # ------------------------------------------------------------------ state
@@ -85,11 +119,11 @@ class TrainingLoop:
         """True when this run continues a checkpoint."""
         return bool(self.resumed_from) or bool(self.done)
 
-    def _load(self) -> None:
+    def _read(self, map_location) -> dict | None:
         import torch
 
         try:
-            ck = torch.load(self.path, map_location=self.ctx.device, weights_only=True)
+            ck = torch.load(self.path, map_location=map_location, weights_only=True)
         except Exception as exc:  # a damaged checkpoint: say so, keep the file for inspection
             raise ProjectError(f"the checkpoint {self.path.name} of stage '{self.ctx.stage}' cannot be read (damaged "
                                f"or not a checkpoint: {type(exc).__name__})",  # torch's text runs to 8 lines
@@ -97,7 +131,32 @@ class TrainingLoop:
         if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
             # written by an older version: its layout is not ours, so start this stage afresh
             self.path.unlink(missing_ok=True)
-            return
+            return None
+        return ck
+
+    def _load(self) -> None:
+        ck = self._read(self.ctx.device)
+        if ck is not None:
+            self._apply(ck)
+
+    def _load_shared(self) -> None:
+        """Several processes: rank 0 reads the checkpoint (on the CPU) and sends it to the others."""
+        from .distributed import MirroredError, broadcast_object
+
+        msg = None
+        if self.dist.main:
+            try:
+                msg = ("ok", self._read("cpu")) if self.path.exists() else ("ok", None)
+            except ProjectError as exc:
+                broadcast_object(("error", exc.message, exc.hint))
+                raise
+        msg = broadcast_object(msg)
+        if msg[0] == "error":
+            raise MirroredError(msg[1], msg[2])
+        if msg[1] is not None:
+            self._apply(msg[1])
+
+    def _apply(self, ck: dict) -> None:
         self._pending = ck
         self.vars.update(ck.get("vars") or {})
         self.steps = {k: int(v) for k, v in (ck.get("steps") or {}).items()}
@@ -121,6 +180,15 @@ class TrainingLoop:
 
                 with torch.no_grad():
                     obj.copy_(saved)
+        elif self.dist is not None:  # a fresh start: every process begins with rank 0's weights
+            from .distributed import broadcast_state
+
+            broadcast_state(obj)
+        if self._averager is not None:
+            import torch
+
+            if isinstance(obj, torch.optim.Optimizer):
+                self._averager.add(obj)
         return obj
 
     def has_saved(self, name: str) -> bool:
@@ -134,9 +202,19 @@ class TrainingLoop:
         return part in self.done
 
     def save(self) -> None:
-        """Write the checkpoint now (atomically)."""
+        """Write the checkpoint now (atomically). Several processes: every rank calls it at the same
+        step; rank 0 writes, with each rank's random state (used when resumed with as many processes)."""
         import torch
 
+        ranks = None
+        if self.dist is not None:
+            from .distributed import gather_objects
+
+            self._averager.check_in_sync()
+            ranks = gather_objects(self._rank_rng_state())
+            if not self.dist.main:
+                self._last_save = time.perf_counter()
+                return
         objects = {}
         for name, obj in self._objects.items():
             objects[name] = _plain(obj.state_dict()) if hasattr(obj, "state_dict") else obj.detach().clone()
@@ -145,11 +223,22 @@ class TrainingLoop:
                  "torch_rng": torch.get_rng_state(), "numpy_rng": json.dumps(self.rng.bit_generator.state)}
         if torch.cuda.is_available() and str(self.ctx.device).startswith("cuda"):
             state["cuda_rng"] = torch.cuda.get_rng_state()
+        if ranks is not None:
+            state["world"] = self.world
+            state["ranks"] = ranks
         with atomic_path(self.path) as tmp:
             with open(tmp, "wb") as f:  # a Python file: a full disk raises OSError (ENOSPC), which
                 torch.save(state, f)    # atomic_path turns into "the disk is full"; a path gives a RuntimeError
         self._last_save = time.perf_counter()
         self.ctx.note_step(self.steps)
+
+    def _rank_rng_state(self) -> dict:
+        import torch
+
+        out = {"torch": torch.get_rng_state(), "local": json.dumps(self.local_rng.bit_generator.state)}
+        if torch.cuda.is_available() and str(self.ctx.device).startswith("cuda"):
+            out["cuda"] = torch.cuda.get_rng_state()
+        return out
 
     def _restore_rng(self) -> None:
         import torch
@@ -161,11 +250,116 @@ class TrainingLoop:
             torch.cuda.set_rng_state(ck["cuda_rng"])
         if "numpy_rng" in ck:
             self.rng.bit_generator.state = json.loads(ck["numpy_rng"])
+        if self.dist is not None:
+            self._restore_rank_rng(ck)
         self._rng_pending = False
+
+    def _restore_rank_rng(self, ck: dict) -> None:
+        """Each rank's own random state: the saved one when resumed with as many processes as wrote
+        the checkpoint, else one derived from (seed, rank, steps done) (rank 0 keeps the saved
+        main state, which is also what one process resumes with)."""
+        import torch
+
+        from .distributed import local_generator, rank_seed
+
+        ranks = ck.get("ranks")
+        if ranks and ck.get("world") == self.world and len(ranks) == self.world:
+            mine = ranks[self.rank]
+            torch.set_rng_state(mine["torch"])
+            if "cuda" in mine and torch.cuda.is_available():
+                torch.cuda.set_rng_state(mine["cuda"])
+            self.local_rng.bit_generator.state = json.loads(mine["local"])
+            return
+        done = sum(self.steps.values())
+        if self.rank:
+            torch.manual_seed(rank_seed(self.seed, self.rank, done))
+        self.local_rng = local_generator(self.seed, self.rank, done)
 
     def stop_part(self) -> None:
         """Called by a step function: end the current part after this step (e.g. a target reached)."""
         self._stop = True
+
+    # ------------------------------------------------------------------ several processes
+    def shard(self, batch):
+        """This process's share of a global batch: `batch` itself in one process; with N processes
+        a contiguous slice (sizes differ by at most one; gradients are weighted by each share).
+        `batch` is an index array / tensor / list drawn the same on every process (from ``rng``),
+        or an int n meaning "all n items" (returns a slice; ``slice(None)`` in one process)."""
+        if isinstance(batch, (int, np.integer)):
+            n = int(batch)
+            if self.dist is None:
+                return slice(None)
+            a, b = self._split(n)
+            return slice(a, b)
+        if self.dist is None:
+            return batch
+        a, b = self._split(len(batch))
+        return batch[a:b]
+
+    def _split(self, n: int) -> tuple[int, int]:
+        if n < self.world:
+            raise StudioError(f"a batch of {n} cannot be shared by {self.world} training processes",
+                              f"use at most --nproc {n}, or a larger batch")
+        base, extra = divmod(n, self.world)
+        sizes = [base + (r < extra) for r in range(self.world)]
+        a = sum(sizes[: self.rank])
+        self._set_share(sizes[self.rank] / n)
+        self._batches[self._part] = (n, sizes)
+        return a, a + sizes[self.rank]
+
+    def _set_share(self, share: float) -> None:
+        """This process's part of the current step's batch: weights its gradients and losses."""
+        self._share = share
+        if self._averager is not None:
+            self._averager.share = share
+
+    def all_mean(self, value: float) -> float:
+        """A per-batch number (a loss) averaged over the processes, weighted by their shares (the
+        value itself in one process). Every process must call it at the same point."""
+        if self.dist is None:
+            return value
+        import torch
+
+        from .distributed import all_sum
+
+        return float(all_sum(torch.tensor([float(value) * self._share], dtype=torch.float64))[0])
+
+    def batch_std(self, x):
+        """``x.std(0)`` over the global batch (dim 0 split across the processes); ``x.std(0)`` in
+        one process."""
+        if self.dist is None:
+            return x.std(0)
+        import torch
+
+        from .distributed import all_sum
+
+        flat = x.detach().reshape(len(x), -1).double()
+        stats = torch.cat([torch.tensor([float(len(x))], dtype=torch.float64, device=flat.device),
+                           flat.sum(0), flat.pow(2).sum(0)])
+        all_sum(stats)
+        n, s1, s2 = stats[0], stats[1: 1 + flat.shape[1]], stats[1 + flat.shape[1]:]
+        var = ((s2 - s1 * s1 / n) / (n - 1).clamp_min(1)).clamp_min(0)
+        return var.sqrt().to(x.dtype).reshape(x.shape[1:])
+
+    def _sync(self, name: str, dt: float, save_now: bool, logs: dict) -> tuple[float, bool, dict]:
+        """After each step: rank 0's step time and "checkpoint now", anyone's `stop_part`, and the
+        losses averaged over the processes (weighted by their shares), in one small all-reduce."""
+        import torch
+
+        from .distributed import all_sum
+
+        keys = sorted(k for k, v in logs.items() if isinstance(v, (int, float, np.number)))
+        main = 1.0 if self.dist.main else 0.0
+        vec = torch.tensor([dt * main, float(save_now) * main, float(self._stop), float(len(keys)),
+                            *(float(logs[k]) * self._share for k in keys)], dtype=torch.float64)
+        all_sum(vec)
+        if int(round(vec[3].item())) != len(keys) * self.world:
+            raise StudioError(f"the training processes of stage '{self.ctx.stage}' report different losses in "
+                              f"part {name}", "run the stage in one process and report this as a bug")
+        self._stop = vec[2].item() > 0
+        out = dict(logs)
+        out.update({k: float(v) for k, v in zip(keys, vec[4:].tolist())})
+        return float(vec[0]), bool(vec[1].item() > 0), out
 
     # ------------------------------------------------------------------ running
     def part(self, name: str, total: int, step: StepFn, *, preview: Callable[[], Any] | None = None,
@@ -180,6 +374,9 @@ class TrainingLoop:
         start = i
         part_s = 0.0
         self._stop = False
+        self._part = name
+        if self._averager is not None:
+            self._averager.hook_new()
         if i:
             yield Progress(stage=self.ctx.stage, step=i, total=total, part=name,
                            message=f"resumed {name} at step {i} of {total}")
@@ -190,19 +387,26 @@ class TrainingLoop:
                 if self.cut_short is None:
                     self.cut_short = {"part": name, "step": i, "total": total, "minutes": round(self.max_s / 60, 2)}
                 break
+            self._set_share(1.0 / self.world)
             logs = step(i) or {}
             i += 1
             self.steps[name] = i
             if i % 50 == 0:
                 self.threads = apply_threads(self.ctx.device, self.requested_threads, self.threads)
             pic = preview() if preview is not None and preview_every and (i % preview_every == 0 or i == total) \
-                else None
+                and self.rank == 0 else None
             now = time.perf_counter()
-            self.active_s += now - t
-            self.part_s[name] = self.part_s.get(name, 0.0) + now - t
-            part_s += now - t
-            if now - self._last_save >= self.checkpoint_every_s:
+            dt = now - t
+            save_now = now - self._last_save >= self.checkpoint_every_s
+            if self.dist is not None:
+                dt, save_now, logs = self._sync(name, dt, save_now, logs)
+            self.active_s += dt
+            self.part_s[name] = self.part_s.get(name, 0.0) + dt
+            part_s += dt
+            if save_now:
                 self.save()
+            if self._loss_log and self.rank == 0:
+                self._log_losses(name, i, logs)
             if pic is not None or i % max(1, progress_every) == 0 or i == total:
                 rate = (i - start) / part_s if part_s > 0 else 0.0
                 yield Progress(stage=self.ctx.stage, step=i, total=total, part=name, losses=dict(logs),
@@ -211,18 +415,43 @@ class TrainingLoop:
         self.save()
         return i
 
+    def _log_losses(self, part: str, step: int, logs: dict) -> None:
+        row = {"stage": self.ctx.stage, "part": part, "step": step, "processes": self.world,
+               "losses": {k: float(v) for k, v in logs.items() if isinstance(v, (int, float, np.number))}}
+        with open(self._loss_log, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
     def finish(self) -> dict:
         """Restore the thread count; figures for the stage's summary (steps per part, training
         minutes, resume point, a wall-clock cut if any)."""
         import torch
 
         torch.set_num_threads(self._threads_before)
+        if self._averager is not None:
+            self._averager.close()
+            if not self.dist.main:
+                from .distributed import WorkerFinished
+
+                raise WorkerFinished()
         out: dict[str, Any] = {"steps": dict(self.steps), "train_minutes": round(self.active_s / 60, 2),
                                "part_minutes": {k: round(v / 60, 2) for k, v in self.part_s.items()}}
         if self.resumed_from:
             out["resumed_from"] = dict(self.resumed_from)
         if self.cut_short:
             out["cut_short"] = self.cut_short
+        return out
+
+    def parallel_summary(self) -> dict:
+        """For the stage's summary when several processes trained: how many, the global batch of each
+        part and each process's share of it, and the learning-rate rule. Empty in one process."""
+        if self.dist is None:
+            return {}
+        out: dict[str, Any] = {"processes": self.world, "backend": self.dist.backend}
+        for part, (n, sizes) in self._batches.items():
+            out[f"{part}_batch"] = f"{n} = " + " + ".join(str(v) for v in sizes)
+        out["lr_rule"] = ("unchanged: the global batch is the preset's, split across the processes, and the "
+                          "gradients are averaged (weighted by each process's share), so each step is the "
+                          "one-process step")
         return out
 
     def warnings(self) -> list[str]:

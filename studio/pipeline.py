@@ -16,6 +16,7 @@ from .errors import Cancelled, ProjectError, StudioError
 from .progress import Control, Progress
 from .project import Project, now_iso
 from .stages import REGISTRY, StageContext, StageSpec
+from . import distributed
 from .atomic import write_text
 from .compute import resolve_device
 from .lock import is_busy, project_lock
@@ -96,8 +97,11 @@ def set_stage_config(project: Project, name: str, overrides: dict) -> Any:
 def run_stage(project: Project, name: str, overrides: dict | None = None, *, control: Control | None = None,
               on_progress: ProgressFn | None = None, force: bool = False, device: str | None = None) -> dict:
     """Run one stage (if it is not already up to date) and return its result dict. Holds the
-    project's lock: a second process gets a clear "busy" error instead of a corrupted project."""
-    with project_lock(project.root, f"stage {name}"):
+    project's lock: a second process gets a clear "busy" error instead of a corrupted project.
+    Under torchrun (`studio.distributed`) rank 0 does all of this and the other ranks follow it."""
+    if distributed.is_worker():
+        return distributed.follow_stage(project, name)
+    with distributed.lead_stage(), project_lock(project.root, f"stage {name}"):
         return _run_stage(project, name, overrides, control=control, on_progress=on_progress, force=force,
                           device=device)
 
@@ -133,6 +137,7 @@ def _run_stage(project: Project, name: str, overrides: dict | None, *, control: 
     project.update_record(name, status="running", config=to_dict(cfg), config_hash=chash, upstream=upstream,
                           started=now_iso(), error=None, pid=os.getpid(), warnings=[],
                           **({} if resumed else {"progress": {}}))
+    distributed.announce(to_dict(cfg), ctx.device, resumed)
     t0 = time.perf_counter()
     try:
         gen = s.run(ctx, dataclasses.replace(cfg))

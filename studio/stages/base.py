@@ -38,6 +38,9 @@ class StageSpec:
     """Keys of the optional weight files this stage uses when they are added (`studio.model_files`)."""
     trains: bool = False
     """Whether the stage trains through `studio.loop.TrainingLoop` (checkpoints, resume, caps)."""
+    parallel: bool = False
+    """Whether its training splits each batch across processes (`--nproc N`, `studio.distributed`):
+    it samples through ``loop.shard``; a stage without it runs in one process."""
     extra_depends: Callable[[Any], tuple[str, ...]] | None = None
     """Stages this one also reads under a given config (e.g. `flame` when its controls are "flame");
     the pipeline requires them done and records them as upstream, like `depends_on`."""

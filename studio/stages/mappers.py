@@ -158,7 +158,7 @@ def run(ctx: StageContext, cfg: MappersConfig):
 
     def estimator_step(i: int) -> dict:
         rng = loop.rng
-        idx = torch.from_numpy(rng.integers(0, len(train), size=min(16, len(train))))
+        idx = torch.from_numpy(loop.shard(rng.integers(0, len(train), size=min(16, len(train)))))
         x = imgs[idx].to(dev)
         # light augmentation: brightness/contrast jitter and a 1-3 px shift
         x = (x * (1 + 0.1 * torch.randn(len(idx), 1, 1, 1, device=dev)) + 0.05 * torch.randn(len(idx), 1, 1, 1,
@@ -193,7 +193,7 @@ def run(ctx: StageContext, cfg: MappersConfig):
         frac = i / cfg.steps  # cosine learning-rate decay over the steps
         for g in opt_map.param_groups:
             g["lr"] = cfg.lr * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
-        idx = torch.from_numpy(rng.integers(0, len(train), size=min(cfg.batch, len(train))))
+        idx = torch.from_numpy(loop.shard(rng.integers(0, len(train), size=min(cfg.batch, len(train)))))
         target = imgs[idx].to(dev)
         c = ctrl_all[idx].to(dev)
         pose, expr = c[:, :2], c[:, 2:]
@@ -220,9 +220,9 @@ def run(ctx: StageContext, cfg: MappersConfig):
             h = max(1, len(idx) // 2)
             e2 = expr[:h] + cfg.perturb * torch.randn_like(expr[:h]) * c_std[2:].to(dev)
             if cfg.mix_expressions > 0:  # another frame's whole expression on this frame's pose
-                other = ctrl_all[torch.from_numpy(rng.integers(0, len(train), size=h)), 2:].to(dev)
+                other = ctrl_all[torch.from_numpy(loop.local_rng.integers(0, len(train), size=h)), 2:].to(dev)
                 other = other + 0.1 * torch.randn_like(other) * c_std[2:].to(dev)
-                pick = torch.from_numpy(rng.random(h) < cfg.mix_expressions).to(dev)[:, None]
+                pick = torch.from_numpy(loop.local_rng.random(h) < cfg.mix_expressions).to(dev)[:, None]
                 e2 = torch.where(pick, other, e2)
             e2 = torch.max(torch.min(e2, hi_d[2:]), lo_d[2:])
             out2 = G.synthesis(w_pose[:h] + expr_map(e2), noise_mode="const")
@@ -270,12 +270,12 @@ def run(ctx: StageContext, cfg: MappersConfig):
             "summary": {"steps": figures["steps"].get("mappers", 0), "of_steps": cfg.steps,
                         **({"final_l2": round(final_l2, 5)} if final_l2 is not None else {}),
                         "minutes": figures["train_minutes"],
-                        **{k: round(v, 3) for k, v in est_quality.items()},
+                        **{k: round(v, 3) for k, v in est_quality.items()}, **loop.parallel_summary(),
                         **({"cut_short": figures["cut_short"]} if "cut_short" in figures else {})}}
 
 
 register(StageSpec(name="mappers", title="Pose & expression control", config_cls=MappersConfig, presets=PRESETS,
-                   run=run, depends_on=("track", "pti"), models=("arcface", "lpips"), trains=True,
+                   run=run, depends_on=("track", "pti"), models=("arcface", "lpips"), trains=True, parallel=True,
                    extra_depends=lambda cfg: ("flame",) if getattr(cfg, "controls", "named") == "flame" else (),
                    description="Trains the pose mapper (blends pivot latents) and the expression mapper "
                                "(offsets early latents), so sliders move the avatar."))

@@ -197,7 +197,7 @@ def run(ctx: StageContext, cfg: NerfConfig):
         frac = i / cfg.steps
         for g in optim.param_groups:
             g["lr"] = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
-        idx = torch.from_numpy(loop.rng.choice(len(data), size=min(cfg.batch, len(data)), replace=False))
+        idx = torch.from_numpy(loop.shard(loop.rng.choice(len(data), size=min(cfg.batch, len(data)), replace=False)))
         losses, _ = train_step(model, optim, data.batch(idx), perceptual, weights, cfg.mapper_share)
         ema = loop.vars["ema"]
         loop.vars["ema"] = {k: v if k not in ema else 0.95 * ema[k] + 0.05 * v for k, v in losses.items()}
@@ -219,7 +219,7 @@ def run(ctx: StageContext, cfg: NerfConfig):
                            for i in range(0, len(data), 32)])
 
     def fit(i: int) -> dict:
-        bi = torch.from_numpy(loop.rng.integers(0, len(data), size=min(64, len(data))))
+        bi = torch.from_numpy(loop.shard(loop.rng.integers(0, len(data), size=min(64, len(data)))))
         return {"code": mapper_step(model, mopt, data.expr[bi], codes[bi])}
 
     yield from loop.part("mapper", cfg.mapper_steps, fit, progress_every=100)
@@ -234,7 +234,7 @@ def run(ctx: StageContext, cfg: NerfConfig):
                "train_minutes": figures_loop["train_minutes"],
                "resumed_from": (figures_loop.get("resumed_from") or {}).get("train", 0),
                "mapper_mse": round(mapper_mse, 5), "perceptual": perceptual.kind,
-               "losses": dict(loop.vars["ema"])}
+               "losses": dict(loop.vars["ema"]), **loop.parallel_summary()}
     if "cut_short" in figures_loop:
         figures["cut_short"] = figures_loop["cut_short"]
     sub = torch.from_numpy(np.linspace(0, len(data) - 1, min(len(data), 48)).astype(int))
@@ -265,7 +265,7 @@ def run(ctx: StageContext, cfg: NerfConfig):
 
 register(StageSpec(
     name="nerf", title="LatentAvatar (tri-plane NeRF)", config_cls=NerfConfig, presets=PRESETS, run=run,
-    depends_on=("track",), models=("lpips",), trains=True,
+    depends_on=("track",), models=("lpips",), trains=True, parallel=True,
     extra_depends=lambda cfg: ("flame",) if getattr(cfg, "controls", "named") == "flame" else (),
     description="Trains a 3D head whose expression is a learned latent code: a tri-plane NeRF rendered "
                 "from the tracked camera, refined by super-resolution. Yaw and pitch move a real camera; "

@@ -189,17 +189,17 @@ def run(ctx: StageContext, cfg: PriorConfig):
 
     def step(i: int) -> dict:
         rng = loop.rng
-        idx = torch.from_numpy(rng.integers(0, len(train), size=min(cfg.batch, len(train))))
+        idx = torch.from_numpy(loop.shard(rng.integers(0, len(train), size=min(cfg.batch, len(train)))))
         x = imgs[idx].to(dev)
         if E is not None and rng.random() < 0.5:  # flips double the encoder's data (a GLO latent is per frame)
             x = x.flip(3)
         w = E(x) if E is not None else table[idx.to(dev)]
-        w_std = w.detach().std(0).mean().clamp_min(1e-3)
+        w_std = loop.batch_std(w.detach()).mean().clamp_min(1e-3)
         wn = w + cfg.latent_noise * w_std * torch.randn_like(w)
         out = G.synthesis(wn[:, None, :].expand(-1, G.num_ws, -1), noise_mode="const")
         loss, logs = reconstruction_loss(out, x, "l1", perc, cfg.w_perceptual)
         opt.zero_grad(set_to_none=True)
-        lv = loss.item()
+        lv = loop.all_mean(loss.item())  # every process takes the same skip decision
         ema = loop.vars["ema"]
         if not np.isfinite(lv) or (i >= 100 and ema is not None and lv > 4.0 * ema):
             loop.vars["skipped"] += 1  # a runaway batch: skip the update rather than let it wreck the network
@@ -266,6 +266,6 @@ def load_encoder(project, device="cpu"):
 
 
 register(StageSpec(name="prior", title="Subject prior", config_cls=PriorConfig, presets=PRESETS, run=run,
-                   depends_on=("track",), models=("stylegan2", "lpips"), trains=True,
+                   depends_on=("track",), models=("stylegan2", "lpips"), trains=True, parallel=True,
                    description="The StyleGAN2 generator PTI starts from: a pretrained one if configured, otherwise "
                                "one trained on your video's own frames (no download needed)."))

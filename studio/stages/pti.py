@@ -142,8 +142,9 @@ def run(ctx: StageContext, cfg: PTIConfig):
         lr = cfg.invert_lr * min(1.0, (1 - frac) / 0.25) * min(1.0, frac / 0.05 + 0.05)  # warm-up, ramp-down
         for g in opt_i.param_groups:
             g["lr"] = lr
-        out = G.synthesis(_broadcast(ws, G.num_ws), noise_mode="const")
-        loss, logs = reconstruction_loss(out, targets, "l2", perc, cfg.w_perceptual)
+        mine = loop.shard(k)  # all pivots every step: each process inverts its share of them
+        out = G.synthesis(_broadcast(ws[mine], G.num_ws), noise_mode="const")
+        loss, logs = reconstruction_loss(out, targets[mine], "l2", perc, cfg.w_perceptual)
         if cfg.optimize_noise and cfg.noise_reg > 0:
             nr = noise_regularizer(noises)
             loss = loss + cfg.noise_reg * nr
@@ -155,7 +156,7 @@ def run(ctx: StageContext, cfg: PTIConfig):
             with torch.no_grad():
                 for n in noises:
                     n.sub_(n.mean()).div_(n.std().clamp_min(1e-8))
-        last.update(x=targets, out=out)
+        last.update(x=targets[mine], out=out)
         return logs
 
     yield from loop.part("invert", cfg.invert_steps, invert_step,
@@ -186,7 +187,7 @@ def run(ctx: StageContext, cfg: PTIConfig):
         return psnr_tensor(out, targets)
 
     def tune_step(i: int) -> dict:
-        idx = torch.from_numpy(loop.rng.choice(k, size=min(cfg.tune_batch, k), replace=False))
+        idx = torch.from_numpy(loop.shard(loop.rng.choice(k, size=min(cfg.tune_batch, k), replace=False)))
         wb = _broadcast(w_piv[idx], G.num_ws)
         out = G_tuned.synthesis(wb, noise_mode="const")
         loss, logs = reconstruction_loss(out, targets[idx], "l2", perc, cfg.w_perceptual)
@@ -246,7 +247,7 @@ def run(ctx: StageContext, cfg: PTIConfig):
                         "pivot_ssim": round(float(np.mean(s)), 4), "inversion_psnr": round(loop.vars["inv_psnr"], 2),
                         "invert_steps": figures["steps"].get("invert", 0), "tune_steps": figures["steps"].get("tune", 0),
                         "invert_min": pm.get("invert", 0.0), "tune_min": pm.get("tune", 0.0), **held_summary,
-                        "interp_max_over_mean": round(smooth, 2),
+                        "interp_max_over_mean": round(smooth, 2), **loop.parallel_summary(),
                         **({"cut_short": figures["cut_short"]} if "cut_short" in figures else {})}}
 
 
@@ -297,6 +298,6 @@ def heldout_metrics(proj, trk: TrackingData, G, dev, steps: int, perc=None, prio
 
 
 register(StageSpec(name="pti", title="Pivotal tuning", config_cls=PTIConfig, presets=PRESETS, run=run,
-                   depends_on=("pivots", "prior"), models=("lpips",), trains=True,
+                   depends_on=("pivots", "prior"), models=("lpips",), trains=True, parallel=True,
                    description="Inverts each pivot frame and tunes the generator on all pivots, so it reproduces "
                                "this person closely."))
