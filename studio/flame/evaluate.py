@@ -5,6 +5,8 @@ For an avatar trained on FLAME controls, `studio.evaluation` sweeps jaw and the 
 MediaPipe; `fit_sweeps` fits FLAME to those re-tracked landmarks with the subject's shape held fixed
 (the `shape` saved in ``<project>/flame/flame.npz``; one short `FlameFitter` run over every sweep
 frame together) and reports, per slider, the Pearson r between the commanded and the fitted value.
+Commanded values are measured from the subject's rest face and fitted ones are FLAME's own; r does
+not depend on that offset.
 """
 from __future__ import annotations
 
