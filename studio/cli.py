@@ -317,7 +317,7 @@ def cmd_export(args) -> int:
     project = Project.open(args.project)
     over = {f.name: getattr(args, f.name) for f in dataclasses.fields(ExportConfig)
             if getattr(args, f.name, None) is not None}
-    if args.edit:
+    if getattr(args, "edit", None):
         over["edits"] = _edit_list(args.edit)
     cfg = from_dict(ExportConfig, over)
     printer = ProgressPrinter()
