@@ -1,4 +1,4 @@
-"""Small dialogs: errors (message + hint + details), new project."""
+"""Small dialogs: errors (message + hint + details), the project folder gone, new project."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,6 +26,26 @@ def error_box(parent: QWidget | None, title: str, failure: Failure) -> QMessageB
     if failure.details:
         box.setDetailedText(failure.details)
     box.setStandardButtons(QMessageBox.Ok)
+    box.setWindowModality(Qt.WindowModal)
+    box.setAttribute(Qt.WA_DeleteOnClose)
+    box.open()
+    return box
+
+
+def project_gone_box(parent: QWidget | None, root: Path, video: str | None = None) -> QMessageBox:
+    """A non-blocking dialog: the open project's folder was deleted, moved or renamed. Its buttons:
+    `close_button` (close the project) and `keep_button` (leave the window as it is); returned shown."""
+    box = QMessageBox(parent)
+    box.setIcon(QMessageBox.Warning)
+    box.setWindowTitle("The project folder is gone")
+    box.setText(f"The project folder {root} is gone: it was deleted, moved or renamed while it was open here.")
+    again = f" from the video ({Path(video).name})" if video else " from the video"
+    box.setInformativeText("Nothing can be run, shown or saved in it any more. If you moved or renamed it, close "
+                           "this project and open the folder from its new place (Open). If it was deleted, "
+                           f"make a new project{again} (New) and run the stages again.")
+    box.close_button = box.addButton("Close project", QMessageBox.AcceptRole)
+    box.keep_button = box.addButton("Keep the window", QMessageBox.RejectRole)
+    box.setDefaultButton(box.close_button)
     box.setWindowModality(Qt.WindowModal)
     box.setAttribute(Qt.WA_DeleteOnClose)
     box.open()

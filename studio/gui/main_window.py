@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSize, Qt, QTimer
+from PySide6.QtCore import QByteArray, QFileSystemWatcher, QSize, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
                                QMainWindow, QMessageBox, QPushButton, QSizePolicy, QStackedWidget, QToolBar, QVBoxLayout, QWidget)
 
 from .. import __version__
 from ..errors import StudioError
-from .dialogs import VIDEO_EXTENSIONS, NewProjectDialog, error_box
+from .dialogs import VIDEO_EXTENSIONS, NewProjectDialog, error_box, project_gone_box
 from .export_panel import ExportPanel
 from ..model_files import ModelFiles
 from .settings import AppSettings
@@ -119,6 +119,13 @@ class MainWindow(QMainWindow):
         self.models_dialog = None
         self.engine_dialog = None
         self.gpu_available = False
+        self.gone_dialog = None
+        self._gone_told = False
+        self._close_when_idle = False
+        # the open project's folder (and the folder holding it): deleting, moving or renaming the
+        # project shows `gone_dialog` at once, not only at the next action
+        self._watcher = QFileSystemWatcher(self)
+        self._watcher.directoryChanged.connect(self._project_folder_changed)
         self.setWindowTitle("Avatar Studio")
         self.setWindowIcon(icon("app"))
         self.resize(1360, 860)
@@ -289,6 +296,7 @@ class MainWindow(QMainWindow):
         sp.dashboard.cancel_clicked.connect(self.cancel)
         self.viewer.show_models.connect(self.show_models)
         self.export_panel.busy_changed.connect(lambda _b: self._update_run_actions())
+        self.export_panel.busy_changed.connect(self._close_if_asked)
 
     # ------------------------------------------------------------------ projects
     def set_project(self, project) -> None:
@@ -307,6 +315,14 @@ class MainWindow(QMainWindow):
                 pass  # already closed and deleted
             self.engine_dialog = None
         self.project = project
+        self._close_when_idle = self._gone_told = False
+        self._watch(project)
+        if self.gone_dialog is not None:
+            try:
+                self.gone_dialog.close()  # it was about the project shown before
+            except RuntimeError:
+                pass
+            self.gone_dialog = None
         has = project is not None
         self.sidebar.setVisible(has)
         for a in (self.act_run, self.act_run_all, self.act_close):
@@ -458,7 +474,7 @@ class MainWindow(QMainWindow):
         return self.session.state(name)
 
     def _stage_selected(self, item, _prev=None) -> None:
-        if item is None or self.project is None:
+        if item is None or self.project is None or not self.check_project():
             return
         self.view_list.blockSignals(True)
         self.view_list.setCurrentRow(-1)
@@ -472,7 +488,7 @@ class MainWindow(QMainWindow):
             self.show_view(item.data(ROLE))
 
     def show_view(self, key: str) -> None:
-        if self.project is None:
+        if self.project is None or not self.check_project():
             return
         self.stage_page.commit_edits()
         self.stage_list.blockSignals(True)
@@ -496,7 +512,7 @@ class MainWindow(QMainWindow):
         return Session(self.project) if self.project is not None else None
 
     def _config_edited(self, name: str, values: dict) -> None:
-        if self.project is None:
+        if self.project is None or not self.check_project():
             return
         try:
             self.session.set_config(name, values)
@@ -506,12 +522,14 @@ class MainWindow(QMainWindow):
         self.refresh_stages()
 
     def _reset_config(self, name: str) -> None:
+        if self.project is None or not self.check_project():
+            return
         self.session.reset_config(name)
         self.stage_page.show_stage(self.project, name)
         self.refresh_stages()
 
     def _preset_changed(self) -> None:
-        if self.project is None:
+        if self.project is None or not self.check_project():
             return
         preset = self.preset_box.currentData()
         self.session.set_preset(preset)
@@ -522,7 +540,7 @@ class MainWindow(QMainWindow):
                                      "keep theirs (Reset to preset on a stage to switch it).", 8000)
 
     def _device_changed(self) -> None:
-        if self.project is not None:
+        if self.project is not None and self.check_project():
             self.session.set_device(self.device_box.currentData())
 
     def _gpu_detected(self, available: bool) -> None:
@@ -547,7 +565,7 @@ class MainWindow(QMainWindow):
         stages that are not done (an engine's name or "both")."""
         from .engine_dialog import EngineDialog, stages_for
 
-        if self.project is None:
+        if self.project is None or not self.check_project():
             return None
         if engine is None:
             if not self.session.plan_engine("both"):
@@ -569,7 +587,7 @@ class MainWindow(QMainWindow):
         return self.start_run(todo, force=())
 
     def run_stage(self, name: str) -> StageRunner | None:
-        if self.project is None:
+        if self.project is None or not self.check_project():
             return None
         overrides = {}
         if self.stage_page.stage == name and name in self.stage_page.forms:
@@ -580,6 +598,8 @@ class MainWindow(QMainWindow):
     def start_run(self, stages: list[str], overrides: dict | None = None, force=()) -> StageRunner | None:
         if self.runner is not None and self.runner.isRunning():
             self.statusBar().showMessage("A stage is already running.", 5000)
+            return None
+        if not self.check_project():
             return None
         runner = StageRunner(self.project, stages, overrides, device=self.device_box.currentData(), force=force)
         runner.stage_started.connect(self._run_started)
@@ -639,6 +659,9 @@ class MainWindow(QMainWindow):
         self.export_panel.refresh()
 
     def _run_failed(self, name: str, f: Failure) -> None:
+        if self.project_gone():  # the stage failed because its folder went away: say that
+            self.show_project_gone()
+            return
         self.reload_manifest()
         self.show_error(f"The stage '{name}' stopped", f)
 
@@ -656,6 +679,7 @@ class MainWindow(QMainWindow):
                     (f": {self.runner.current}" if self.runner and self.runner.current else ""))
         self._update_run_actions()
         self.refresh_stages()
+        self._close_if_asked()
 
     def pause(self) -> None:
         if self.runner is not None and self.runner.isRunning():
@@ -699,6 +723,80 @@ class MainWindow(QMainWindow):
     def show_error(self, title: str, failure: Failure) -> QMessageBox:
         self.error_dialog = error_box(self, title, failure)
         return self.error_dialog
+
+    # ------------------------------------------------------------------ the project folder goes away
+    def _watch(self, project) -> None:
+        old = self._watcher.directories() + self._watcher.files()
+        if old:
+            self._watcher.removePaths(old)
+        if project is not None:
+            root = Path(project.root)
+            self._watcher.addPaths([str(root), str(root.parent)])
+
+    def project_gone(self) -> bool:
+        """Whether the open project's folder (its project.json) is no longer where it was opened."""
+        from ..project import MANIFEST
+
+        return self.project is not None and not (Path(self.project.root) / MANIFEST).is_file()
+
+    def check_project(self) -> bool:
+        """Before an action on the project: True when its folder is still there; otherwise the
+        project-gone dialog is shown (again) and the action should not go on."""
+        if not self.project_gone():
+            return True
+        self.show_project_gone()
+        return False
+
+    def _project_folder_changed(self, _path: str) -> None:
+        # said once when it happens; after "Keep the window", each action on the project says it again
+        if not self._gone_told and self.project_gone():
+            self.show_project_gone()
+
+    def show_project_gone(self) -> QMessageBox:
+        """The dialog that says the project's folder is gone and what to do; shown once at a time
+        (an open one is raised). A stage still running there is cancelled."""
+        box = self.gone_dialog
+        if box is not None:
+            try:
+                box.raise_()
+                self.error_dialog = box
+                return box
+            except RuntimeError:  # closed and deleted
+                self.gone_dialog = None
+        self._gone_told = True
+        if self.is_running():
+            self.cancel()  # it cannot write its results anywhere
+        self.setWindowTitle(f"{self.project.name} (folder gone) — Avatar Studio")
+        self.statusBar().showMessage(f"The project folder {self.project.root} is gone.")
+        src = (self.project.manifest.get("source") or {}).get("path")
+        box = project_gone_box(self, Path(self.project.root), src)
+        box.close_button.clicked.connect(self.close_gone_project)
+        box.finished.connect(lambda _r, b=box: self._gone_dialog_closed(b))
+        self.gone_dialog = self.error_dialog = box
+        return box
+
+    def _gone_dialog_closed(self, box) -> None:
+        if self.gone_dialog is box:
+            self.gone_dialog = None
+
+    def close_gone_project(self) -> None:
+        """The dialog's Close project: close now, or as soon as a running stage or export has stopped."""
+        if self.is_running() or self.export_panel.is_running():
+            self._close_when_idle = True
+            self.cancel()
+            self.export_panel.cancel()
+            self.statusBar().showMessage("Stopping what runs in the project, then closing it…")
+            return
+        self.set_project(None)
+
+    def _close_if_asked(self, *_args) -> None:
+        if not self._close_when_idle:
+            return
+        if self.is_running() or self.export_panel.is_running():  # the thread is still ending
+            QTimer.singleShot(200, self._close_if_asked)
+            return
+        self._close_when_idle = False
+        self.set_project(None)
 
     def show_models(self):
         from .models_dialog import ModelsDialog
