@@ -223,7 +223,7 @@ class EditRow(QFrame):
         self.tag.setObjectName("Dim")
         top.addWidget(self.tag)
         self.delete_btn = QToolButton()
-        self.delete_btn.setIcon(icon("cancel"))
+        self.delete_btn.setText("Delete")
         self.delete_btn.setAutoRaise(True)
         self.delete_btn.setToolTip(f"Delete '{self.name}' from the project")
         self.delete_btn.clicked.connect(lambda: self.delete_requested.emit(self.name))
@@ -529,7 +529,6 @@ class EditsPanel(QWidget):
         jl.addWidget(self.progress)
         jrow = QHBoxLayout()
         self.status = QLabel("")
-        self.status.setObjectName("Stat")
         self.status.setWordWrap(True)
         self.cancel_btn = QPushButton(icon("cancel"), "Cancel")
         self.cancel_btn.clicked.connect(self.cancel)
@@ -567,6 +566,9 @@ class EditsPanel(QWidget):
 
     # ------------------------------------------------------------------ project / engine
     def set_project(self, project) -> None:
+        if not self._busy and (project is None or self.project is None or project.root != self.project.root):
+            self.job_box.hide()          # the last job's strip belongs to the other project
+            self.strip.set_image(None)
         self.project = project
         self.set_engine(None)
         self.check_clip()
@@ -744,6 +746,7 @@ class EditsPanel(QWidget):
         self.last_result = result
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
+        self.progress.setFormat("done")
         names: tuple[str, ...] = ()
         if self._job == "text":
             name = result.get("name", "") if isinstance(result, dict) else ""
@@ -755,18 +758,21 @@ class EditsPanel(QWidget):
             n = len(result.get("edits", [])) if isinstance(result, dict) else 0
             self.status.setText(f"{n} directions found: switch one on below, or open the picture")
             self.list.forget_thumbnails()
-        if self.choices is not None:
-            self.choices.reload(turn_on=names)
+        runner = self.runner
+        if runner is not None and self.project is not None and runner.project.root == self.project.root:
+            choices_for(self.project, runner.engine).reload(turn_on=names)   # the engine it was found for
 
     def _failed(self, f: Failure) -> None:
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
+        self.progress.setFormat("")
         self.status.setText("failed")
         self.error_dialog = error_box(self, "The edit could not be found", f)
 
     def _cancelled(self) -> None:
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
+        self.progress.setFormat("")
         self.status.setText("cancelled: nothing was saved")
 
     def _finished(self) -> None:

@@ -289,7 +289,23 @@ def tiny_clip_file(tmp_path_factory) -> Path:
     return save_open_clip_checkpoint(model, tmp_path_factory.mktemp("clip") / "tiny_rgb_clip.pt")
 
 
-def test_find_text_edit_then_cancel_another(viewer, project, tiny_clip_file, qtbot):
+@pytest.fixture
+def fresh_forkserver():
+    """Stop the stages' fork server so the next job starts one with this test's environment.
+
+    Job processes are forked from a server that keeps the environment it started with; an earlier
+    test started it with its own AVATAR_STUDIO_CONFIG_DIR, where no CLIP file is configured. (The
+    app's settings folder does not change while it runs, so this is about tests only.)
+    """
+    from multiprocessing import forkserver
+
+    stop = getattr(getattr(forkserver, "_forkserver", None), "_stop", None)
+    if stop is not None:
+        stop()
+    yield
+
+
+def test_find_text_edit_then_cancel_another(viewer, project, tiny_clip_file, fresh_forkserver, qtbot):
     from studio.model_files import ModelFiles
 
     ModelFiles().set("clip", tiny_clip_file)
