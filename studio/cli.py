@@ -338,6 +338,35 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_drive(args) -> int:
+    from .config import parse_overrides
+    from .driving.job import train_actor
+    from .project import Project
+
+    project = Project.open(args.project)
+    overrides = parse_overrides(args.set)
+    if args.no_cycle:
+        overrides["cycle"] = "false"
+    printer = ProgressPrinter()
+    try:
+        res = train_actor(project, args.actor, preset=args.preset, overrides=overrides, on_progress=printer,
+                          device=args.device)
+    finally:
+        printer.close()
+    _print_warnings(res)
+    s = res.get("summary") or {}
+    outs = res.get("outputs") or {}
+    shown = ("steps", "cycle", "train_minutes", "gamma_separability", "map_controls_heldout_r",
+             "map_nerf_heldout_cosine")
+    _say(f"actor trained in {res.get('actor')}: " + ", ".join(f"{k}={s[k]}" for k in shown if k in s))
+    if "preview" in outs:
+        _say(f"preview (actor above, the avatar's decoder fed with the actor's codes below): "
+             f"{Path(res['actor']) / outs['preview']}")
+    _say(f"next: avatar-studio export {project.root} -o driven.mp4 --source driver --driver {args.actor} "
+         f"--side-by-side")
+    return 0
+
+
 def _edit_list(items: list[str]) -> str:
     """Repeated `--edit "NAME=STRENGTH"` items → `ExportConfig.edits` ("a=0.8; b=-1"); the syntax is checked
     here, the names when the export opens the project's saved edits."""
@@ -482,6 +511,14 @@ def cmd_bench(args) -> int:
         if not args.video:
             raise InputError("bench export needs a project with a trained avatar", "avatar-studio bench export PROJECT")
         return bench_main([args.video])
+    if args.what == "driving":
+        from .benchmarks.driving import main as bench_main
+
+        if not args.video or not args.actor:
+            raise InputError("bench driving needs a project and a trained actor",
+                             "avatar-studio bench driving PROJECT --actor VIDEO")
+        return bench_main([args.video, "--actor", args.actor] + (["--engine", args.engine] if args.engine else [])
+                          + (["--clip", args.clip] if args.clip else []))
     raise InputError(f"unknown benchmark {args.what}")
 
 
@@ -565,6 +602,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--source", choices=("turntable", "self", "driver", "timeline", "flame"))
     sp.add_argument("--frames", choices=("heldout", "train", "all"), help="source=self: which frames")
     sp.add_argument("--driver", help="source=driver: the driving video")
+    sp.add_argument("--transfer", choices=("learned", "parameters"),
+                    help="source=driver: learned (the actor's network from `drive`; the default when there is one) "
+                         "or parameters (the named expressions, normalised)")
     sp.add_argument("--timeline", help="source=timeline: JSON keyframes")
     sp.add_argument("--flame", help="source=flame: a FLAME parameter file (.npz/.npy/.pkl or a folder of them)")
     sp.add_argument("--duration", type=float, help="source=turntable: seconds")
@@ -579,6 +619,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--edit", action="append", metavar="NAME=STRENGTH",
                     help="apply a saved appearance edit, e.g. --edit \"blue hair=0.8\" (repeat to stack edits)")
     sp.set_defaults(func=cmd_export)
+
+    sp = sub.add_parser("drive", help="train the learned transfer of another person (an actor) onto the avatar, "
+                        "for export --source driver")
+    sp.add_argument("project")
+    sp.add_argument("--actor", required=True, help="the actor's video (tracked like a subject, kept in drivers/)")
+    sp.add_argument("--preset", default=None, choices=("preview", "quality"),
+                    help="preview: minutes on a CPU; quality: the paper's schedule for a GPU (default: the project's)")
+    sp.add_argument("--no-cycle", action="store_true", help="train without the cycle-consistency term (ablation)")
+    sp.add_argument("--set", action="append", metavar="NAME=VALUE", help="change a setting (e.g. steps=500)")
+    sp.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"))
+    sp.set_defaults(func=cmd_drive)
 
     sp = sub.add_parser("edit", help="appearance edits: find one from a text prompt (needs a CLIP file), compute "
                         "directions from the avatar itself, list or remove them")
@@ -605,8 +656,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_models)
 
     sp = sub.add_parser("bench", help="benchmarks that print figures")
-    sp.add_argument("what", choices=("track", "generator", "export"))
-    sp.add_argument("video", nargs="?", help="video for the tracking benchmark (project for the export one)")
+    sp.add_argument("what", choices=("track", "generator", "export", "driving"))
+    sp.add_argument("video", nargs="?", help="video for the tracking benchmark (project for the export and driving "
+                                             "ones)")
+    sp.add_argument("--actor", help="driving: the trained actor's video")
+    sp.add_argument("--engine", choices=tuple(ENGINES), help="driving: the engine (default: every trained one)")
+    sp.add_argument("--clip", help="driving: also write actor | parameter transfer | learned transfer to this MP4")
     sp.add_argument("--max-frames", type=int)
     sp.add_argument("--repeat", type=int, help="track: the clip K times in a row (memory must stay flat)")
     sp.add_argument("--landscape-1080p", action="store_true",

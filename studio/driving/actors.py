@@ -102,14 +102,17 @@ def actor_state(project, dproj) -> tuple[str, str]:
 
 
 def usable_engines(project, dproj) -> list[str]:
-    """Engines the learned transfer of `dproj` drives now."""
+    """Trained engines of `project` the learned transfer of `dproj` drives now."""
+    from ..avatar import trained_engines
+
     state, _ = actor_state(project, dproj)
     meta = read_meta(dproj)
     if state != "trained" or meta is None:
         return []
-    out = ["pvp"] if (meta.get("mappings") or {}).get("controls") else []
+    trained = trained_engines(project)
+    out = ["pvp"] if (meta.get("mappings") or {}).get("controls") and "pvp" in trained else []
     nerf = (meta.get("mappings") or {}).get("nerf")
-    if nerf is not None and nerf.get("run") == avatar_runs(project)["nerf"]:
+    if nerf is not None and nerf.get("run") == avatar_runs(project)["nerf"] and "nerf" in trained:
         out.append("nerf")
     return out
 

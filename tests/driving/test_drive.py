@@ -56,7 +56,8 @@ def test_training_writes_the_actor_folder(trained):
     assert rec["status"] == "done" and rec["progress"]["yshape"] == TINY["steps"]
     assert actor_state(avatar, Project.open(actor)) == ("trained", "")
     (info,) = list_actors(avatar)
-    assert info.state == "trained" and info.preview is not None and info.engines == ["pvp"]
+    assert info.state == "trained" and info.preview is not None
+    assert info.engines == [], "no engine is trained in this project: nothing to drive yet"
 
 
 def test_a_rerun_with_nothing_changed_trains_nothing(trained):
@@ -159,6 +160,7 @@ def test_nerf_engine_is_driven_through_theta(nerf_pair, tmp_path):
     meta = json.loads((actor / "yshape" / "driver.json").read_text())
     assert meta["mappings"]["nerf"]["run"] == avatar_proj.record("nerf")["run_id"]
     assert meta["mappings"]["nerf"]["dim"] == NERF_TINY["code_dim"]
+    assert list_actors(avatar_proj)[0].engines == ["nerf"]
     avatar = Avatar.open(avatar_proj, "nerf")
     m = build_motion(avatar_proj, ExportConfig(source="driver", driver=str(actor)), avatar)
     assert isinstance(m, LearnedMotion) and m.codes.shape == (30, NERF_TINY["code_dim"])

@@ -1,0 +1,237 @@
+"""Benchmark: learned vs parameter transfer of a trained actor onto the avatar (issue 15).
+
+    avatar-studio bench driving PROJECT --actor VIDEO [--engine nerf|pvp] [--clip side_by_side.mp4]
+    python -m studio.benchmarks.driving PROJECT --actor VIDEO [--json out.json]
+
+For each engine the actor's learned transfer can drive (or `--engine`), both transfers are
+exported (PNG frames in a temporary folder: lossless), the output frames are re-tracked with the
+avatar's own tracker, and printed:
+
+- **identity**: ArcFace cosine similarity of each output frame to the avatar's training frames
+  and to the actor's frames (each frame's mean similarity to that set); the share of frames
+  closer to the avatar and both means (needs the ArcFace file);
+- **expression transfer**: Pearson r between each named expression of the re-tracked output and
+  the actor's own tracked value on the same frame, and the same for the mouth opening (inner-lip
+  gap / face height, from landmarks 13, 14, 10, 152) and head yaw — learned and parameter
+  transfer side by side, per expression and the mean over the twelve;
+- **γ separability**: held-out accuracy of a linear classifier (logistic regression, 5-fold)
+  telling the avatar's codes from the actor's (0.5 = fully shared);
+- **driving speed**: output frames per second of the whole export (motion + render + PNG
+  writing) and of the render alone.
+
+`--clip` also writes actor | parameter transfer | learned transfer side by side (the first
+engine), with the actor's audio. The project is only read (the actor must be trained already).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+MOUTH = (13, 14)
+"""Inner upper / lower lip landmarks of the face mesh."""
+FACE_HEIGHT = (10, 152)
+"""Forehead top / chin landmarks."""
+
+
+def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
+    """(N, 478, ≥2) landmarks → (N,) inner-lip gap / face height."""
+    lm = np.asarray(landmarks)[..., :2]
+    gap = np.linalg.norm(lm[:, MOUTH[0]] - lm[:, MOUTH[1]], axis=-1)
+    height = np.linalg.norm(lm[:, FACE_HEIGHT[0]] - lm[:, FACE_HEIGHT[1]], axis=-1)
+    return gap / np.maximum(height, 1e-6)
+
+
+def _export_frames(project, cfg, out: Path, avatar) -> tuple[np.ndarray, dict, float]:
+    import cv2
+
+    from ..export import export
+
+    t0 = time.perf_counter()
+    gen = export(project, cfg, out, avatar=avatar)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            res = stop.value
+            break
+    wall = time.perf_counter() - t0
+    frames = np.stack([cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in sorted(out.glob("*.png"))])
+    return frames, res, wall
+
+
+def transfer_figures(frames: np.ndarray, rows: np.ndarray, ava_trk, act_trk, ref_ava, ref_act) -> dict:
+    """Re-track `frames` (output frame i shows actor row rows[i]) and score them."""
+    from ..driving.measure import pearson
+    from ..metrics import embeddings
+    from ..tracking.tracker import track_images
+
+    tracked = track_images(list(frames), ava_trk)
+    found = [i for i, t in enumerate(tracked) if t is not None]
+    out: dict = {"frames": int(len(frames)), "found": round(len(found) / max(1, len(frames)), 4)}
+    src = rows[found]
+    ok = act_trk.valid[src]
+    idx = [f for f, good in zip(found, ok) if good]
+    src = src[ok]
+    per = {}
+    if len(idx) >= 3:
+        meas = np.stack([tracked[i]["expr"] for i in idx])
+        for k, name in enumerate(act_trk.expression_names):
+            per[name] = pearson(meas[:, k], act_trk.expr[src, k])
+        out["mouth_opening_r"] = pearson(mouth_opening(np.stack([tracked[i]["landmarks"] for i in idx])),
+                                         mouth_opening(act_trk.landmarks[src]))
+        out["yaw_r"] = pearson(np.array([tracked[i]["pose"][0] for i in idx]), act_trk.pose[src, 0])
+    out["expression_r"] = per
+    vals = [v for v in per.values() if v is not None]
+    out["mean_expression_r"] = float(np.mean(vals)) if vals else None
+    if ref_ava is not None and ref_act is not None:
+        e = embeddings(frames)
+        s_ava, s_act = e @ ref_ava, e @ ref_act
+        out["identity"] = {"closer_to_avatar": round(float(np.mean(s_ava > s_act)), 4),
+                           "to_avatar_mean": round(float(s_ava.mean()), 4),
+                           "to_actor_mean": round(float(s_act.mean()), 4)}
+    return out
+
+
+def _fmt(v) -> str:
+    return "   -  " if v is None else f"{v:+.3f}"
+
+
+def print_table(report: dict) -> None:
+    print(f"\nactor {report['actor']} → avatar {report['project']}")
+    sep = report.get("gamma_separability")
+    print(f"γ separability (held-out accuracy of a linear classifier, 0.5 = shared): "
+          f"{'-' if sep is None else f'{sep:.3f}'}  [cycle: {report.get('cycle')}]")
+    for eng, r in report["engines"].items():
+        par, lea = r["parameters"], r["learned"]
+        print(f"\n{eng} engine: {par['frames']} frames; face found in re-tracked output: parameter "
+              f"{par['found']:.0%}, learned {lea['found']:.0%}")
+        print(f"  {'expression r':<20} {'parameter':>10} {'learned':>10}")
+        for name in par["expression_r"]:
+            print(f"  {name:<20} {_fmt(par['expression_r'][name]):>10} {_fmt(lea['expression_r'].get(name)):>10}")
+        print(f"  {'mean (twelve)':<20} {_fmt(par['mean_expression_r']):>10} {_fmt(lea['mean_expression_r']):>10}")
+        print(f"  {'mouth opening':<20} {_fmt(par.get('mouth_opening_r')):>10} {_fmt(lea.get('mouth_opening_r')):>10}")
+        print(f"  {'head yaw':<20} {_fmt(par.get('yaw_r')):>10} {_fmt(lea.get('yaw_r')):>10}")
+        for label, x in (("parameter", par), ("learned", lea)):
+            idn = x.get("identity")
+            if idn:
+                print(f"  identity ({label}): closer to the avatar on {idn['closer_to_avatar']:.1%} of frames; "
+                      f"mean similarity to the avatar {idn['to_avatar_mean']:.3f}, to the actor "
+                      f"{idn['to_actor_mean']:.3f}")
+            else:
+                print(f"  identity ({label}): not measured (no ArcFace file; `avatar-studio models add arcface FILE`)")
+            print(f"  speed ({label}): {x['fps_export']:.1f} frames/s for the whole export, {x['fps_render']:.1f} "
+                  f"frames/s rendering alone")
+
+
+def write_clip(path: Path, actor_crops: np.ndarray, par: np.ndarray, lea: np.ndarray, fps: float, audio) -> None:
+    import cv2
+
+    from ..export import ClipWriter, _even
+
+    s = par.shape[1]
+    w, h = _even(3 * s), _even(s)
+    writer = ClipWriter(path, "mp4", w, h, fps, 18, audio, 0.0, len(par) / fps)
+    try:
+        for a, p, q in zip(actor_crops, par, lea):
+            frame = np.zeros((h, w, 3), np.uint8)
+            frame[:s, :3 * s] = np.concatenate([cv2.resize(a, (s, s), interpolation=cv2.INTER_AREA), p, q], 1)
+            writer.write(frame)
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def run(project_path: str, actor: str, engine: str | None = None, clip: str | None = None) -> dict:
+    from ..avatar import Avatar
+    from ..driving.actors import TrainedDriver, actor_state, usable_engines
+    from ..driving.data import face_images
+    from ..driving.measure import separability
+    from ..errors import InputError, ProjectError
+    from ..export import ExportConfig, track_driver
+    from ..metrics import embeddings
+    from ..project import Project
+    from ..tracking.data import TrackingData
+
+    project = Project.open(project_path)
+    dproj = track_driver(project, actor)
+    state, note = actor_state(project, dproj)
+    engines = [engine] if engine else usable_engines(project, dproj)
+    if state != "trained" or not engines:
+        raise ProjectError(f"the actor {Path(actor).name} has no trained learned transfer for this avatar"
+                           + (f" ({note})" if note else ""),
+                           f"train it first: avatar-studio drive {project.root} --actor {actor}")
+    from ..avatar import trained_engines
+
+    missing = [e for e in engines if e not in trained_engines(project)]
+    if missing:
+        raise InputError(f"the {missing[0]} engine is not trained in {project.name}")
+    ava_trk, act_trk = TrackingData.from_project(project), TrackingData.from_project(dproj)
+    train, _ = ava_trk.split()
+    act_rows = np.flatnonzero(act_trk.valid)
+    drv = TrainedDriver(dproj)
+    sep = separability(drv.codes(face_images(ava_trk, train, drv.size, drv.matte)).numpy(),
+                       drv.codes(face_images(act_trk, act_rows, drv.size, drv.matte)).numpy())
+    pick = lambda rows: rows[np.linspace(0, len(rows) - 1, min(100, len(rows))).astype(int)]  # noqa: E731
+    ea, eb = embeddings(ava_trk.crops(pick(train))), embeddings(act_trk.crops(pick(act_rows)))
+    ref_ava = None if ea is None else ea.mean(0)
+    ref_act = None if eb is None else eb.mean(0)
+    report = {"project": project.name, "actor": Path(actor).name, "gamma_separability": sep,
+              "cycle": drv.meta.get("config", {}).get("cycle"), "training": drv.meta.get("figures"), "engines": {}}
+    frames_for_clip = {}
+    with tempfile.TemporaryDirectory(prefix="bench-driving-") as tmp:
+        for eng in engines:
+            avatar = Avatar.open(project, eng)
+            report["engines"][eng] = {}
+            for transfer in ("parameters", "learned"):
+                cfg = ExportConfig(source="driver", driver=str(actor), transfer=transfer, engine=eng, format="png")
+                print(f"{eng}: exporting with {transfer} transfer…", file=sys.stderr, flush=True)
+                frames, res, wall = _export_frames(project, cfg, Path(tmp) / f"{eng}-{transfer}", avatar)
+                if transfer == "learned" and not any("learned transfer" in n for n in res.get("notes", [])):
+                    raise ProjectError(f"the {eng} export did not use the learned transfer: {res.get('notes')}")
+                print(f"{eng}: re-tracking {len(frames)} {transfer} frames…", file=sys.stderr, flush=True)
+                rows = np.arange(act_trk.n_frames)[:len(frames)]
+                figs = transfer_figures(frames, rows, ava_trk, act_trk, ref_ava, ref_act)
+                figs["fps_export"] = len(frames) / wall
+                figs["fps_render"] = len(frames) / max(1e-9, res["render_seconds"])
+                report["engines"][eng][transfer] = figs
+                if clip and eng == engines[0]:
+                    frames_for_clip[transfer] = frames
+    if clip:
+        crops = np.stack([act_trk.crop(int(r)) if act_trk.valid[r] else
+                          np.zeros((act_trk.crop_size, act_trk.crop_size, 3), np.uint8)
+                          for r in range(len(frames_for_clip["learned"]))])
+        audio_rel = (dproj.record("ingest").get("outputs") or {}).get("audio")
+        audio = dproj.path(audio_rel) if audio_rel and dproj.path(audio_rel).exists() else None
+        write_clip(Path(clip), crops, frames_for_clip["parameters"], frames_for_clip["learned"], act_trk.fps, audio)
+        report["clip"] = str(clip)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..engines import ENGINES
+
+    ap = argparse.ArgumentParser(prog="avatar-studio bench driving", description=__doc__.split("\n\n")[0])
+    ap.add_argument("project")
+    ap.add_argument("--actor", required=True, help="the trained actor's video")
+    ap.add_argument("--engine", choices=tuple(ENGINES), help="one engine (default: every one the actor drives)")
+    ap.add_argument("--clip", help="also write actor | parameter | learned to this MP4")
+    ap.add_argument("--json", help="also write the figures to this JSON file")
+    args = ap.parse_args(argv)
+    report = run(args.project, args.actor, args.engine, args.clip)
+    print_table(report)
+    if args.clip:
+        print(f"\nside-by-side clip (actor | parameter transfer | learned transfer): {report['clip']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1, default=float), "utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
