@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QFrame, QGro
 
 from .config_form import ConfigForm
 from .dialogs import VIDEO_EXTENSIONS, PathField, error_box
+from .drivers_panel import DriversPanel
 from .edits_panel import EditList, choices_for, engine_has_edits
 from .export_runner import ExportRunner
 from .imaging import ImageView
@@ -31,7 +32,7 @@ NO_AVATAR = ("No trained avatar yet: train the StyleGAN or NeRF engine first (Ru
 OWN_CHOOSERS = ("engine", "driver", "timeline", "edits")
 """ExportConfig fields edited by the page's own choosers, not the generated form."""
 RELEVANT = {"frames": {"self"}, "duration": {"turntable"}, "expression": {"turntable"},
-            "side_by_side": {"self", "driver"}, "paste_back": {"self"}}
+            "side_by_side": {"self", "driver"}, "paste_back": {"self"}, "transfer": {"driver"}}
 """Form fields shown only for some sources (the others are always shown)."""
 EXTENSIONS = {"mp4": ".mp4", "gif": ".gif", "png": ""}
 
@@ -108,6 +109,9 @@ class ExportPanel(QWidget):
         form.addRow("Timeline file", self.timeline)
         self.clip_form = form
         ll.addWidget(box)
+        self.drivers = DriversPanel()  # trained actors (learned transfer); picking one sets the driver video
+        self.drivers.actor_chosen.connect(self.driver.setText)
+        ll.addWidget(self.drivers)
 
         self.edits_box = QGroupBox("Edits")
         el = QVBoxLayout(self.edits_box)
@@ -220,6 +224,7 @@ class ExportPanel(QWidget):
         self.engine_box.blockSignals(False)
         self.engine_box.setEnabled(len(engines) > 1 and not self.is_running())
         self.notice.setVisible(self.project is not None and not engines and self.avatar_override is None)
+        self.drivers.set_project(self.project)
         self._bind_edits()
         self._update_buttons()
 
@@ -284,6 +289,7 @@ class ExportPanel(QWidget):
             self._set_row_visible(name, src in sources)
         self.clip_form.setRowVisible(self.driver, src == "driver")
         self.clip_form.setRowVisible(self.timeline, src == "timeline")
+        self.drivers.setVisible(src == "driver")
         if self._out_auto:
             self.output.setText(self.default_output())
 
@@ -465,6 +471,7 @@ class ExportPanel(QWidget):
 
     def shutdown(self, timeout_ms: int = 10000) -> None:
         """Cancel a running export and wait for it (the window is closing)."""
+        self.drivers.shutdown(timeout_ms)
         if self.runner is not None and self.runner.isRunning():
             self.runner.cancel()
             if not self.runner.wait(timeout_ms):
