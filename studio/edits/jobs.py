@@ -267,6 +267,7 @@ def iter_text_edit(project, engine: str | None = None, prompt: str = "", neutral
             loop.finish()
             raise
         figures = loop.finish()
+        search.calibrate_strength()   # with ArcFace: the default strength keeps the person recognisable
         edit = search.result()
         edit.summary.update(model=model_key(project, engine), clip_file=Path(clip_entry.path).name,
                             clip_sha256=clip_entry.sha256, identity_loss=arcface is not None, device=device,

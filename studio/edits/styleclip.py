@@ -50,9 +50,12 @@ class StyleClipConfig:
     """Smallest crop side, as a share of the render's side."""
     lr: float = 0.05
     """Adam learning rate of the offset."""
-    w_l2: float = 0.008
-    """λ_L2 on the offset (mean over layers of its squared norm), StyleCLIP's value."""
-    w_identity: float = 0.3
+    w_l2: float = 0.05
+    """λ_L2 on the offset (mean over layers of its squared norm). StyleCLIP uses 0.008 on FFHQ; on a
+    full preview avatar of subject_turns_d3 with the test CLIP that let "red" melt the face (ArcFace
+    0.69 to the unedited render at strength 1); 0.05 with identity 1.5 kept the same CLIP loss
+    (0.506 against 0.506) and allowed strength 0.4 at identity ≥ 0.85 instead of 0.1."""
+    w_identity: float = 1.5
     """λ of the ArcFace identity loss (used when an ArcFace network is given)."""
     w_background: float = 0.0
     """λ of the L1 change outside the face/hair mask (0 = off)."""
@@ -77,6 +80,11 @@ def augment(images: torch.Tensor, n: int, crop_min: float, generator: torch.Gene
     return torch.cat(out)
 
 
+IDENTITY_FLOOR = 0.85
+"""ArcFace cosine to the unedited render that a text edit's default strength keeps (same person:
+about 0.68 for this network per ../shared's README; different people about 0.33)."""
+
+
 class StyleClipSearch:
     """One text edit being optimised on an adapter (`studio.edits.adapters`)."""
 
@@ -98,6 +106,8 @@ class StyleClipSearch:
         self.step_count = 0
         self.seconds = 0.0
         self.history: list[dict[str, float]] = []
+        self.calibration: dict[str, float] = {}
+        """Worst ArcFace cosine to the unedited render per strength tried by `calibrate_strength`."""
         clip.to(dev)
         with torch.no_grad():
             t = clip.encode_text([cfg.prompt])
@@ -191,6 +201,37 @@ class StyleClipSearch:
         rows = [to_uint8(a.render(base, ct)), to_uint8(a.render(base + strength * self.delta(), ct))]
         return np.concatenate([np.concatenate(list(r), 1) for r in rows], 0)
 
+    @torch.no_grad()
+    def calibrate_strength(self, floor: float = IDENTITY_FLOOR,
+                           candidates=(1.0, 0.8, 0.65, 0.5, 0.4, 0.3, 0.2, 0.1)) -> float | None:
+        """The largest strength (of `candidates`) at which the edited face stays the same person
+        (ArcFace cosine to the unedited render ≥ `floor` at every yaw of a 5-point sweep with the
+        rest expression); it becomes the slider's starting value and what eval and export use by
+        default. None without an ArcFace network (the configured default is kept)."""
+        if self.arcface is None:
+            return None
+        from models.arcface import face_region_from_aligned
+
+        a = self.adapter
+        c = np.repeat(a.neutral()[None], 5, 0)
+        c[:, 0] = np.linspace(a.lo[0], a.hi[0], 5)
+        ct = torch.from_numpy(c).to(a.device)
+        base = a.latent(ct)
+
+        def feat(img):
+            return F.normalize(self.arcface(face_region_from_aligned((img + 1) / 2)), dim=-1)
+
+        fb = feat(a.render(base, ct))
+        best = None
+        for s in candidates:
+            cos = (feat(a.render(base + s * self.delta(), ct)) * fb).sum(-1)
+            self.calibration[f"{s:g}"] = round(float(cos.min()), 4)
+            if float(cos.min()) >= floor:
+                best = float(s)
+                break
+        self.cfg.default_strength = best if best is not None else float(candidates[-1])
+        return self.cfg.default_strength
+
     def result(self) -> Edit:
         cfg = self.cfg
         first = self.history[: max(1, len(self.history) // 10)]
@@ -199,6 +240,8 @@ class StyleClipSearch:
                    "clip_loss_start": round(float(np.mean([h["clip"] for h in first])), 5) if first else None,
                    "clip_loss_end": round(float(np.mean([h["clip"] for h in last])), 5) if last else None,
                    "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}}
+        if self.calibration:
+            summary["identity_by_strength"] = dict(self.calibration)
         L = self.adapter.latent_shape[0]
         return Edit(name=cfg.name or cfg.prompt, kind="text", engine=self.adapter.engine_name,
                     offset=self.delta().detach().cpu(), prompt=cfg.prompt, neutral=cfg.neutral,
