@@ -164,6 +164,8 @@ class TrainedDriver:
         self.net.load_state_dict(load_file(str(folder(dproj) / "yshape.safetensors"), device="cpu"))
         self.net.to(self.device).eval().requires_grad_(False)
         state = load_file(str(folder(dproj) / "mappings.safetensors"), device="cpu")
+        self.align = {k[len("align."):]: v.to(self.device) for k, v in state.items() if k.startswith("align.")}
+        """Per-dimension mean/std of the avatar's and the actor's codes ("ava_mean", "act_std", ...)."""
         self.mappers: dict[str, CodeMapper] = {}
         for key, info in (meta.get("mappings") or {}).items():
             if not info:
@@ -185,3 +187,14 @@ class TrainedDriver:
         from .training import encode_all
 
         return encode_all(self.net, images)
+
+    @property
+    def aligns(self) -> bool:
+        """Whether driving moves the actor's codes to the avatar's distribution (`DriveConfig.align_codes`)."""
+        return bool(self.meta.get("config", {}).get("align_codes", False)) and bool(self.align)
+
+    def actor_to_avatar(self, codes: "torch.Tensor", floor: float = 1e-3) -> "torch.Tensor":
+        """The actor's codes (N, D) moved to the avatar's code distribution, per dimension:
+        (γ − μ_actor) / σ_actor · σ_avatar + μ_avatar."""
+        a = self.align
+        return (codes - a["act_mean"]) / a["act_std"].clamp_min(floor) * a["ava_std"] + a["ava_mean"]

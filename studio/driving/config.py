@@ -14,7 +14,7 @@ class DriveConfig:
     channels: int = opt(16, "Channels of the network at full resolution (doubling at each halving).", minimum=4,
                         maximum=128)
     max_channels: int = opt(128, "Channel cap at the low resolutions.", minimum=8, maximum=1024, advanced=True)
-    steps: int = opt(3000, "Training steps of the Y-shaped network (one person per step, chosen at random).",
+    steps: int = opt(2500, "Training steps of the Y-shaped network (one person per step, chosen at random).",
                      minimum=1)
     batch: int = opt(16, "Face images per step.", minimum=1, maximum=128)
     lr: float = opt(5e-4, "Adam learning rate (cosine-decayed to a tenth over the steps).", minimum=1e-6,
@@ -33,7 +33,7 @@ class DriveConfig:
                               "clean), so the code follows the face and not the pixel grid.", advanced=True)
     matte: bool = opt(True, "Put each face on a grey background with the tracked matte (the backgrounds of the "
                             "two videos do not enter the code).", advanced=True)
-    map_steps: int = opt(800, "Steps of each mapping MLP (γ → the NeRF engine's θ, γ → expression controls), "
+    map_steps: int = opt(2000, "Steps of each mapping MLP (γ → the NeRF engine's θ, γ → expression controls), "
                               "trained on the avatar's own frames with everything else frozen.", minimum=0)
     map_hidden: int = opt(256, "Width of the mapping MLPs.", minimum=8, maximum=2048, advanced=True)
     map_lr: float = opt(1e-3, "Learning rate of the mapping MLPs (cosine-decayed).", minimum=1e-6, maximum=1e-1,
@@ -41,6 +41,10 @@ class DriveConfig:
     map_noise: float = opt(0.05, "Std of the noise on γ while fitting the mappings (× γ's spread), so that an "
                                  "actor's code near the avatar's maps smoothly.", minimum=0.0, maximum=1.0,
                            advanced=True)
+    align_codes: bool = opt(True, "When driving, move the actor's codes to the avatar's code distribution (per "
+                                  "dimension: mean and spread of the actor's frames → the avatar's) before the "
+                                  "mapping, which was fitted on the avatar's codes only. Not in the paper; switch it "
+                                  "off to compare.", advanced=True)
     min_frames: int = opt(30, "Fewest frames with a face the actor clip must have.", minimum=8)
     time_budget_min: float = opt(0.0, "Optional wall-clock cap in minutes (0 = no cap; pauses do not count). "
                                       "Training says when it was cut short.", minimum=0.0)
@@ -56,5 +60,5 @@ PRESETS = {
     "preview": DriveConfig(),
     # the paper's schedule (Adam 1e-4, batch 16, 30k iterations) for a GPU
     "quality": DriveConfig(size=128, code_dim=256, channels=32, max_channels=256, steps=30000, lr=1e-4,
-                           map_steps=4000, checkpoint_every_s=300.0, preview_every=1000),
+                           map_steps=5000, checkpoint_every_s=300.0, preview_every=1000),
 }

@@ -267,6 +267,7 @@ def run_training(ctx: DriveContext, cfg: DriveConfig, project, dproj):
         save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp))
     flat = {f"{key}.{k}": v.detach().cpu().contiguous() for key, m in mappers.items()
             for k, v in m.state_dict().items()}
+    flat.update({f"align.{k}": v.detach().cpu().contiguous() for k, v in code_stats(gam, gam_act).items()})
     with atomic_path(work / "mappings.safetensors") as tmp:
         save_file(flat, str(tmp))
     _write_png(work / "preview.png", _preview(net, faces["act"][show], scale=2))
@@ -286,6 +287,12 @@ def run_training(ctx: DriveContext, cfg: DriveConfig, project, dproj):
     return {"outputs": {"network": rel(work / "yshape.safetensors"), "mappings": rel(work / "mappings.safetensors"),
                         "meta": rel(work / "driver.json"), "preview": rel(work / "preview.png")},
             "summary": figures, "warnings": notes + warnings}
+
+
+def code_stats(gam_ava, gam_act) -> dict:
+    """Per-dimension mean and std of the avatar's and the actor's codes (what `align_codes` uses)."""
+    return {"ava_mean": gam_ava.mean(0), "ava_std": gam_ava.std(0), "act_mean": gam_act.mean(0),
+            "act_std": gam_act.std(0)}
 
 
 def _fit_mapping(mloop, cfg: DriveConfig, key: str, gam, target, gam_held, held_target, dev):

@@ -97,6 +97,8 @@ def learned_motion(project, dproj, avatar, base: Motion, transfer: str = "auto")
     dtrk = TrackingData.from_project(dproj)
     valid = np.flatnonzero(dtrk.valid)
     gam = driver.codes(face_images(dtrk, valid, driver.size, driver.matte))        # (V, D)
+    if driver.aligns:
+        gam = driver.actor_to_avatar(gam)
     per_row = np.searchsorted(valid, np.arange(dtrk.n_frames), side="right") - 1   # last valid row at or before
     per_row = np.where(per_row < 0, 0, per_row)                                    # before the first: the first
     rows = base.rows if base.rows is not None else np.arange(dtrk.n_frames)

@@ -88,9 +88,14 @@ def test_learned_transfer_replaces_the_expressions(trained):
     trk = TrackingData.from_project(Project.open(actor))
     import torch
 
+    assert drv.aligns  # the default: the actor's codes are moved to the avatar's distribution first
     with torch.no_grad():
-        expect = drv.mappers["controls"](drv.codes(face_images(trk, np.arange(3), drv.size))).numpy()
-    np.testing.assert_allclose(learned.controls[:3, 2:], expect, rtol=1e-5, atol=1e-5)
+        expect = drv.mappers["controls"](drv.actor_to_avatar(drv.codes(face_images(trk, np.arange(3), drv.size))))
+    np.testing.assert_allclose(learned.controls[:3, 2:], expect.numpy(), rtol=1e-5, atol=1e-5)
+    # moved codes of all the actor's frames have the avatar's per-dimension mean (the statistics were taken
+    # over the right frames: the actor's valid ones, the avatar's training ones)
+    moved = drv.actor_to_avatar(drv.codes(face_images(trk, np.flatnonzero(trk.valid), drv.size)))
+    torch.testing.assert_close(moved.mean(0), drv.align["ava_mean"], atol=1e-4, rtol=1e-4)
 
 
 def test_export_with_learned_transfer(trained, tmp_path):
