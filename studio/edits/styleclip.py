@@ -50,13 +50,14 @@ class StyleClipConfig:
     """Smallest crop side, as a share of the render's side."""
     lr: float = 0.05
     """Adam learning rate of the offset."""
-    w_l2: float = 0.05
-    """λ_L2 on the offset (mean over layers of its squared norm). StyleCLIP uses 0.008 on FFHQ; on a
-    full preview avatar of subject_turns_d3 with the test CLIP that let "red" melt the face (ArcFace
-    0.69 to the unedited render at strength 1); 0.05 with identity 1.5 kept the same CLIP loss
-    (0.506 against 0.506) and allowed strength 0.4 at identity ≥ 0.85 instead of 0.1."""
+    w_l2: float = 0.008
+    """λ_L2 on the offset (mean over layers of its squared norm), StyleCLIP's value. (0.05 kept the
+    d3 preview avatar's "red" more recognisable, but left the tiny test NeRF's edit too weak to see:
+    the offset is in latent units, whose scale differs between engines.)"""
     w_identity: float = 1.5
-    """λ of the ArcFace identity loss (used when an ArcFace network is given)."""
+    """λ of the ArcFace identity loss (used when an ArcFace network is given). StyleCLIP's 0.3 let
+    "red" on a full d3 preview avatar fall to ArcFace 0.63 to the unedited render; the saved default
+    strength is then chosen to keep identity (`StyleClipSearch.calibrate_strength`)."""
     w_background: float = 0.0
     """λ of the L1 change outside the face/hair mask (0 = off)."""
     layers: tuple[int, int] | None = None
@@ -203,7 +204,7 @@ class StyleClipSearch:
 
     @torch.no_grad()
     def calibrate_strength(self, floor: float = IDENTITY_FLOOR,
-                           candidates=(1.0, 0.8, 0.65, 0.5, 0.4, 0.3, 0.2, 0.1)) -> float | None:
+                           candidates=(1.0, 0.8, 0.65, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.1, 0.05)) -> float | None:
         """The largest strength (of `candidates`) at which the edited face stays the same person
         (ArcFace cosine to the unedited render ≥ `floor` at every yaw of a 5-point sweep with the
         rest expression); it becomes the slider's starting value and what eval and export use by
