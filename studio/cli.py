@@ -178,21 +178,101 @@ def cmd_status(args) -> int:
 
 
 def cmd_run_stage(args) -> int:
+    from .compute import resolve_device
     from .config import parse_overrides
-    from .pipeline import run_stage
+    from .distributed import (MirroredError, PeerLost, launch, launched_by_torchrun, leave, options_from_args,
+                              process_group, stage_cli_args)
+    from .pipeline import run_stage, spec
     from .project import Project
 
     project = Project.open(args.project)
+    overrides = parse_overrides(args.set)
+    opts = options_from_args(args)
+    if opts.several:  # torchrun's launcher starts the processes; each runs this command without --nproc
+        if spec(args.stage).parallel:
+            return launch(stage_cli_args(project.root, args.stage, overrides, args.device, args.force), opts)
+        _say(f"note: stage '{args.stage}' does not split its work across processes; it runs in this one")
+    if launched_by_torchrun():  # one of several processes: rank 0 reports, the others only train
+        code = 0
+        with process_group(resolve_device(args.device or project.device)) as world:
+            if not world.main:
+                try:
+                    run_stage(project, args.stage, overrides, force=args.force, device=args.device)
+                except (MirroredError, PeerLost):
+                    pass  # rank 0's failure (it reports it), or a process that died (the launcher names it)
+                except StudioError as exc:
+                    code = exc.exit_code
+            else:
+                code = _run_stage_here(project, args, overrides)
+        leave(code)
+    return _run_stage_here(project, args, overrides)
+
+
+def _run_stage_here(project, args, overrides: dict) -> int:
+    from .pipeline import run_stage
+
     printer = ProgressPrinter()
     try:
-        res = run_stage(project, args.stage, parse_overrides(args.set), on_progress=printer, force=args.force,
-                        device=args.device)
+        res = run_stage(project, args.stage, overrides, on_progress=printer, force=args.force, device=args.device)
     finally:
         printer.close()
     _print_warnings(res)
     summ = res.get("summary") or {}
     _say(f"{args.stage}: done" + ("; " + ", ".join(f"{k}={v}" for k, v in summ.items()) if summ else ""))
     return 0
+
+
+def cmd_queue(args) -> int:
+    from .batch import Queue, format_table, run_local
+
+    queue = Queue(args.queue)
+    if args.action == "add":
+        if not args.videos:
+            raise InputError("queue add needs one or more videos", "e.g. avatar-studio queue add clips/*.mp4")
+        for job in queue.add(args.videos, preset=args.preset, engine=args.engine, device=args.device, out=args.out,
+                             settings=args.set or [], evaluate=not args.no_eval):
+            _say(f"added job {job.id}: {Path(job.video).name} → {job.project} ({job.preset}, {job.engine})")
+        _say("run them with: avatar-studio queue run" + (f" --queue {queue.folder}" if args.queue else ""))
+        return 0
+    if args.action == "list":
+        if any(j.ray_job and j.status == "running" for j in queue.jobs()):
+            from .batch.ray_jobs import refresh
+
+            try:
+                refresh(queue)
+            except StudioError:  # Ray not installed here: show what the queue recorded
+                pass
+        _say(*format_table(queue, queue.jobs()))
+        return 0
+    if args.action == "log":
+        if len(args.videos) != 1:
+            raise InputError("queue log needs one job id", "e.g. avatar-studio queue log 3 (ids: queue list)")
+        job = queue.get(args.videos[0])
+        text = None
+        if job.status == "running" and job.ray_job:
+            from .batch.ray_jobs import live_log
+
+            text = live_log(job)
+        path = queue.log_path(job.id)
+        if text is None:
+            if not path.exists():
+                _say(f"job {job.id} has no output yet (it is {queue.shown_status(job)})")
+                return 0
+            text = path.read_text("utf-8", errors="replace")
+        lines = text.splitlines()
+        _say(*(lines[-args.tail:] if args.tail else lines))
+        return 0
+    # run
+    if args.ray:
+        from .batch.ray_jobs import run_ray
+
+        counts = run_ray(queue, args.ray, cpus=args.cpus_per_job, gpus=args.gpus_per_job,
+                         python=args.python or sys.executable, retry_failed=args.retry_failed, say=_say)
+    else:
+        counts = run_local(queue, retry_failed=args.retry_failed, say=_say, python=args.python or sys.executable)
+    _say(f"queue: {counts['done']} done, {counts['failed']} failed" +
+         (" — see `avatar-studio queue list` and `queue log ID`" if counts["failed"] else ""))
+    return 1 if counts["failed"] else 0
 
 
 def cmd_config(args) -> int:
@@ -243,12 +323,22 @@ def cmd_run(args) -> int:
     if args.controls:
         session.set_controls(args.engine, args.controls)
     stages = session.plan_engine(args.engine)
-    estimate = _time_estimate(project, engines, stages, args.device)
+    from .batch import parse_settings
+    from .distributed import options_from_args, run_stages
+
+    overrides = parse_settings(args.set or [])
+    opts = options_from_args(args)
+    # the estimate prices the preset's steps in one process: with --set or --nproc it would mislead
+    estimate = "" if overrides or opts.several else _time_estimate(project, engines, stages, args.device)
     if estimate:
         _say(estimate)
     printer = ProgressPrinter()
     try:
-        results = session.run(stages, on_progress=printer, device=args.device)
+        if opts.several:
+            results = run_stages(session, stages, opts, overrides=overrides, device=args.device, on_progress=printer,
+                                 say=_say)
+        else:
+            results = session.run(stages, overrides=overrides, on_progress=printer, device=args.device)
     except BaseException:
         printer.close()
         if created and project.record("track").get("status") != "done":
@@ -570,6 +660,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--controls", choices=("named", "flame"), default=None,
                     help="what the expression sliders are: named (the twelve named expressions, the default) or "
                          "flame (jaw + FLAME expression coefficients; needs FLAME's files, see `models list`)")
+    sp.add_argument("--set", action="append", metavar="STAGE.NAME=VALUE",
+                    help="change a stage's setting, e.g. --set prior.steps=800 (the time estimate is then skipped)")
+    sp.add_argument("--nproc", type=int, default=1, metavar="N",
+                    help="train each training stage in N processes on this machine (one per GPU), through "
+                         "torchrun's launcher; the global batch and learning rate stay the preset's")
     common(sp)
     sp.set_defaults(func=cmd_run)
 
@@ -579,7 +674,39 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--set", action="append", metavar="NAME=VALUE", help="change a setting of the stage")
     sp.add_argument("--force", action="store_true", help="run even if it is up to date")
     sp.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"))
+    g = sp.add_argument_group("several processes / machines (passed to torchrun's launcher)")
+    g.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="processes on this machine (one per GPU; CPU processes share the cores)")
+    g.add_argument("--nnodes", default="1", metavar="N", help="machines taking part (run the command on each)")
+    g.add_argument("--node-rank", type=int, default=0, metavar="R", help="this machine's rank, 0 .. nnodes-1")
+    g.add_argument("--rdzv-endpoint", default="", metavar="HOST:PORT",
+                   help="where the machines meet: the first machine's address and a free port")
+    g.add_argument("--rdzv-backend", default="static", choices=("static", "c10d"),
+                   help="static: ranks from --node-rank (torchrun's default); c10d: assigned at the meeting")
+    g.add_argument("--rdzv-id", default="avatar-studio", metavar="ID", help="c10d: one id per run, the same on "
+                   "every machine")
     sp.set_defaults(func=cmd_run_stage)
+
+    sp = sub.add_parser("queue", help="a queue of avatars: add videos, run them here or on a Ray cluster, list, "
+                        "read a job's log")
+    sp.add_argument("action", choices=("add", "list", "run", "log"))
+    sp.add_argument("videos", nargs="*", metavar="VIDEO|ID", help="add: the videos; log: the job id")
+    sp.add_argument("--queue", metavar="DIR", help="the queue folder (default: $AVATAR_STUDIO_QUEUE, else queue/ "
+                    "in the settings folder)")
+    sp.add_argument("--engine", default="pvp", choices=(*ENGINES, "both"), help="add: the engine to train")
+    sp.add_argument("--out", metavar="DIR", help="add: where the projects go (default: the current folder)")
+    sp.add_argument("--set", action="append", metavar="STAGE.NAME=VALUE", help="add: a stage setting for these jobs")
+    sp.add_argument("--no-eval", action="store_true", help="add: skip the evaluation at the end of each job")
+    sp.add_argument("--ray", metavar="ADDRESS", help="run: submit each job to the Ray cluster at ADDRESS (its "
+                    "dashboard, e.g. http://head:8265) instead of running them here one after another")
+    sp.add_argument("--cpus-per-job", type=float, default=1.0, help="run --ray: CPUs Ray reserves for each job")
+    sp.add_argument("--gpus-per-job", type=float, default=0.0, help="run --ray: GPUs Ray reserves for each job")
+    sp.add_argument("--python", metavar="PATH", help="run: the Python that runs each job (default: this one; on "
+                    "a cluster, one with Avatar Studio installed on every machine)")
+    sp.add_argument("--retry-failed", action="store_true", help="run: run failed jobs again too")
+    sp.add_argument("--tail", type=int, default=0, metavar="N", help="log: only the last N lines")
+    common(sp)
+    sp.set_defaults(func=cmd_queue)
 
     sp = sub.add_parser("config", help="show or change a stage's settings")
     sp.add_argument("project")

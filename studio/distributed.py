@@ -490,16 +490,18 @@ def launch(cli_args: Sequence[str], opts: LaunchOptions, module: str = "studio.c
     try:
         torchrun.run(torchrun.parse_args(torchrun_argv(cli_args, opts, module)))
     except ChildFailedError as exc:
-        killed = {r: f for r, f in exc.failures.items() if f.exitcode < 0}
-        if killed:  # a process killed by a signal is the cause; the others' errors only follow from it
+        # a process killed by a signal (not the agent's SIGTERM that stops the rest) is the cause; the
+        # others' errors only follow from it
+        killed = {r: f for r, f in exc.failures.items() if f.exitcode < 0 and f.signal_name() != "SIGTERM"}
+        if killed:
             rank = min(killed, key=lambda r: killed[r].timestamp)
             failure = killed[rank]
+        elif 0 in exc.failures and exc.failures[0].exitcode in (2, 130):
+            if exc.failures[0].exitcode == 130:  # rank 0 was cancelled (Ctrl-C): it recorded that itself
+                raise Cancelled() from None
+            return 2  # rank 0 already said what went wrong, in its own words
         else:
             rank, failure = exc.get_first_failure()
-        if failure.exitcode == 130:  # rank 0 was cancelled (Ctrl-C): it recorded that itself
-            raise Cancelled() from None
-        if 0 in exc.failures and exc.failures[0].exitcode == 2 and not killed:
-            return 2  # rank 0 already said what went wrong, in its own words
         how = (f"was stopped by {failure.signal_name()}" if failure.exitcode < 0
                else f"exited with code {failure.exitcode}")
         raise StudioError(f"training process {rank} of {size} {how}; the others were stopped",

@@ -8,6 +8,8 @@
 - a rank killed with SIGKILL stops the run with a one-line message; the checkpoint rank 0 wrote
   resumes with the same number of processes bit for bit (per-rank random state restored), and
   with 1 or 3 processes to the end;
+- two "machines" on the loopback address (two launchers, `--nnodes 2 --node-rank 0/1
+  --rdzv-endpoint`, torchrun's static rendezvous) train as one 2-process run;
 - in one process the loop is what it was: `shard` returns its argument, the checkpoint has no
   per-rank state.
 """
@@ -15,6 +17,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +108,26 @@ def test_a_killed_rank_leaves_a_checkpoint_that_resumes_with_any_process_count(t
         # losses follow the uninterrupted run's (measured r = 0.95; a wrong resume point or data order ~0)
         assert np.corrcoef(res["curve"], ref["curve"][KILL_AT:])[0, 1] > 0.8
     assert three["parallel"]["fit_batch"] == "7 = 3 + 2 + 2"
+
+
+def test_two_machines_meet_at_a_rendezvous_endpoint(tmp_path):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    endpoint = f"127.0.0.1:{s.getsockname()[1]}"
+    s.close()
+    code = ("import sys; from studio.distributed import LaunchOptions, launch; "
+            "sys.exit(launch(sys.argv[3:], LaunchOptions(nproc=1, nnodes='2', node_rank=int(sys.argv[1]), "
+            "rdzv_endpoint=sys.argv[2]), module='tests.distributed.toy_train'))")
+    work = tmp_path / "shared"  # both "machines" see the same folder; global rank 0 writes it
+    nodes = [subprocess.Popen([sys.executable, "-c", code, str(r), endpoint, str(work), "--steps", str(STEPS),
+                               "--batch", str(BATCH)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for r in (1, 0)]
+    outs = [p.communicate(timeout=600)[0] for p in nodes]
+    assert [p.returncode for p in nodes] == [0, 0], outs
+    res = _result(work)
+    assert res["world"] == 2 and res["parallel"]["fit_batch"] == "7 = 4 + 3"
+    one = _one(tmp_path / "one")
+    np.testing.assert_allclose(res["curve"], one["curve"], rtol=TOL, atol=TOL)
 
 
 def test_one_process_is_unchanged(tmp_path):
