@@ -50,10 +50,9 @@ class StyleClipConfig:
     """Smallest crop side, as a share of the render's side."""
     lr: float = 0.05
     """Adam learning rate of the offset."""
-    w_l2: float = 0.008
-    """λ_L2 on the offset (mean over layers of its squared norm), StyleCLIP's value. (0.05 kept the
-    d3 preview avatar's "red" more recognisable, but left the tiny test NeRF's edit too weak to see:
-    the offset is in latent units, whose scale differs between engines.)"""
+    w_l2: float | None = None
+    """λ_L2 on the offset (mean over layers of its squared norm); None = the engine's value
+    (`EditAdapter.text_l2`: StyleCLIP's 0.008, 0.05 in the StyleGAN engine's W+)."""
     w_identity: float = 1.5
     """λ of the ArcFace identity loss (used when an ArcFace network is given). StyleCLIP's 0.3 let
     "red" on a full d3 preview avatar fall to ArcFace 0.63 to the unedited render; the saved default
@@ -93,6 +92,7 @@ class StyleClipSearch:
         if not cfg.prompt.strip():
             raise InputError("a text edit needs a prompt", "describe the look, e.g. --text \"blue hair\"")
         self.adapter, self.clip, self.cfg, self.arcface = adapter, clip, cfg, arcface
+        self.w_l2 = float(cfg.w_l2 if cfg.w_l2 is not None else getattr(adapter, "text_l2", 0.008))
         L, D = adapter.latent_shape
         lo, hi = cfg.layers if cfg.layers is not None else (0, L)
         if not 0 <= lo < hi <= L:
@@ -137,7 +137,7 @@ class StyleClipSearch:
         else:
             clip_loss = (1 - (e_after * self.target).sum(-1)).mean()
         l2 = self.delta().pow(2).sum(-1).mean()
-        total = clip_loss + cfg.w_l2 * l2
+        total = clip_loss + self.w_l2 * l2
         parts = {"clip": float(clip_loss.detach()), "l2": float(l2.detach())}
         if self.arcface is not None and cfg.w_identity > 0:
             from models.arcface import face_region_from_aligned
@@ -241,6 +241,7 @@ class StyleClipSearch:
                    "clip_loss_start": round(float(np.mean([h["clip"] for h in first])), 5) if first else None,
                    "clip_loss_end": round(float(np.mean([h["clip"] for h in last])), 5) if last else None,
                    "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}}
+        summary["w_l2"] = self.w_l2
         if self.calibration:
             summary["identity_by_strength"] = dict(self.calibration)
         L = self.adapter.latent_shape[0]
