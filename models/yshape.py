@@ -184,11 +184,17 @@ class CodeMapper(nn.Module):
 
 # ----------------------------------------------------------------------------- losses
 def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, ssim_weight: float = 0.1,
-                        perceptual: nn.Module | None = None, perceptual_weight: float = 0.0
-                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """L1 + λ_ssim·(1 − SSIM) (+ λ_p·perceptual) of (B, 3, R, R) images in [0, 1]; (total, parts)."""
+                        perceptual: nn.Module | None = None, perceptual_weight: float = 0.0,
+                        weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """L1 + λ_ssim·(1 − SSIM) (+ λ_p·perceptual) of (B, 3, R, R) images in [0, 1]; (total, parts).
+
+    weight: optional (1 or B, 1, R, R) map of where the L1 counts more (e.g. eyes and mouth); the
+    L1 is its weighted mean, so a map of ones gives the plain L1.
+    """
     assert pred.shape == target.shape, (tuple(pred.shape), tuple(target.shape))
-    parts = {"l1": (pred - target).abs().mean(), "ssim": 1 - ssim_terms(pred, target)[0].mean()}
+    err = (pred - target).abs()
+    l1 = err.mean() if weight is None else (err * weight).mean() / weight.mean()
+    parts = {"l1": l1, "ssim": 1 - ssim_terms(pred, target)[0].mean()}
     total = parts["l1"] + ssim_weight * parts["ssim"]
     if perceptual is not None and perceptual_weight > 0:
         parts["perceptual"] = perceptual(pred * 2 - 1, target * 2 - 1)
@@ -197,18 +203,20 @@ def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, ssim_weight: f
 
 
 def cycle_loss(net: YShapeNet, code: torch.Tensor, target: torch.Tensor, subject: str, ssim_weight: float = 0.1,
-               code_weight: float = 1e-4) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+               code_weight: float = 1e-4, weight: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The cycle from `subject` through the other person and back (LatentAvatar eq. for L_cycle):
 
         γ_s → D_other → I*_other → E_shared → γ*_other → D_s → I*_s
         L = ‖I*_s − I_s‖₁ + λ_ssim·(1 − SSIM(I*_s, I_s)) + λ_code·‖γ*_other − γ_s‖₂
 
-    code: γ_s (B, D) of the images `target` (B, 3, R, R) of person `subject`.
+    code: γ_s (B, D) of the images `target` (B, 3, R, R) of person `subject`; `weight` as in
+    `reconstruction_loss`, for the image term.
     """
     crossed = net.decode(code, other(subject))                                 # I*_other
     code2 = net.encode(crossed)                                                # γ*_other
     back = net.decode(code2, subject)                                          # I*_s
-    img, parts = reconstruction_loss(back, target, ssim_weight)
+    img, parts = reconstruction_loss(back, target, ssim_weight, weight=weight)
     parts = {"cycle_l1": parts["l1"], "cycle_ssim": parts["ssim"],
              "cycle_code": (code2 - code).norm(dim=1).mean()}
     return img + code_weight * parts["cycle_code"], parts

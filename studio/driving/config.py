@@ -29,6 +29,10 @@ class DriveConfig:
                              advanced=True)
     perceptual_weight: float = opt(0.1, "Weight of the LPIPS loss; used only when an LPIPS backbone file is "
                                         "added (`avatar-studio models add lpips …`).", minimum=0.0, advanced=True)
+    focus_weight: float = opt(1.0, "Extra weight of the L1 on the eyes, brows and mouth (from each person's "
+                                   "tracked landmarks): 0 = the plain L1 of the paper, 1 = those parts count twice, "
+                                   "so the code spends itself on the expression more than on hair and skin.",
+                              minimum=0.0, maximum=20.0, advanced=True)
     augment: bool = opt(True, "Jitter the encoder's input (shift, scale, brightness, contrast; the target stays "
                               "clean), so the code follows the face and not the pixel grid.", advanced=True)
     matte: bool = opt(True, "Put each face on a grey background with the tracked matte (the backgrounds of the "

@@ -74,3 +74,15 @@ def augment(images: torch.Tensor, rng: np.random.Generator, shift: float = 0.04,
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
     out = (out - mean) * gain.view(b, 1, 1, 1) + mean + bias.view(b, 1, 1, 1)
     return out.clamp(0, 1)
+
+
+def focus_map(tracking, rows, size: int, extra: float) -> torch.Tensor:
+    """(1, 1, size, size) L1 weights over the face square: 1 + `extra` on the eyes, brows and mouth
+    of the person's mean aligned face (from the tracked landmarks), 1 elsewhere, soft edges."""
+    from ..stages.mappers import region_mask
+
+    rows = np.asarray(rows, int)
+    x0, y0, side = face_square(tracking.crop_size)
+    parts = 1.0 - region_mask(tracking, rows, tracking.crop_size)                 # (S, S): 1 on eyes/brows/mouth
+    sq = cv2.resize(parts[y0:y0 + side, x0:x0 + side], (size, size), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(1.0 + extra * np.clip(sq, 0, 1).astype(np.float32))[None, None]

@@ -6,7 +6,8 @@ project's ``drivers/``), then trains through the one training loop (`studio.loop
 1. part "yshape" — LatentAvatar's Y-shaped network on the avatar's training frames and the
    actor's frames: each step picks one person at random and updates E_shared and that person's
    decoder (the other frozen), with L1 + 0.1·(1 − SSIM) (+ LPIPS when a backbone file is added)
-   and the cycle term in that person's direction (`DriveConfig.cycle` switches it off);
+   and the cycle term in that person's direction (`DriveConfig.cycle` switches it off); the L1
+   counts the eyes, brows and mouth more (`focus_weight`, not in the paper; 0 = the paper's);
 2. parts "map_controls" and "map_nerf" — with the network frozen, on the avatar's own training
    frames only: an MLP γ → the tracked expression controls (what the StyleGAN engine's sliders
    take) and, when the NeRF engine is trained, an MLP γ → its person-specific code θ
@@ -163,7 +164,7 @@ def run_training(ctx: DriveContext, cfg: DriveConfig, project, dproj):
     from ..atomic import atomic_path, write_json
     from ..loop import TrainingLoop
     from ..tracking.data import TrackingData
-    from .data import augment, face_images, to_float
+    from .data import augment, face_images, focus_map, to_float
     from .measure import SAME_PERSON, identity_similarity, separability
     from .training import LossWeights, encode_all, yshape_step
 
@@ -183,6 +184,8 @@ def run_training(ctx: DriveContext, cfg: DriveConfig, project, dproj):
                    message=f"loading {len(ava_train)} avatar and {len(act_rows)} actor faces")
     faces = {"ava": face_images(ava_trk, ava_train, cfg.size, cfg.matte),
              "act": face_images(act_trk, act_rows, cfg.size, cfg.matte)}
+    focus = {"ava": focus_map(ava_trk, ava_train, cfg.size, cfg.focus_weight).to(dev),
+             "act": focus_map(act_trk, act_rows, cfg.size, cfg.focus_weight).to(dev)} if cfg.focus_weight > 0 else {}
     notes += _same_person_notes(project, dproj, ava_trk, act_trk, ava_train, act_rows, identity_similarity,
                                 SAME_PERSON)
 
@@ -210,7 +213,7 @@ def run_training(ctx: DriveContext, cfg: DriveConfig, project, dproj):
         idx = torch.from_numpy(loop.rng.integers(0, len(data), size=min(cfg.batch, len(data))))
         target = to_float(data[idx]).to(dev)
         inputs = augment(target, loop.rng) if cfg.augment else target
-        logs = yshape_step(net, optim, subject, inputs, target, weights, perceptual)
+        logs = yshape_step(net, optim, subject, inputs, target, weights, perceptual, focus=focus.get(subject))
         new = {f"{subject}_l1": logs["l1"], f"{subject}_total": logs["total"]}
         if "cycle_l1" in logs:
             new["cycle_l1"] = logs["cycle_l1"]

@@ -32,9 +32,10 @@ class LossWeights:
 
 def yshape_step(net: YShapeNet, optimizer: torch.optim.Optimizer, subject: str, inputs: torch.Tensor,
                 targets: torch.Tensor, weights: LossWeights, perceptual: torch.nn.Module | None = None,
-                clip: float = 5.0) -> dict[str, float]:
+                clip: float = 5.0, focus: torch.Tensor | None = None) -> dict[str, float]:
     """One step for person `subject` ("ava" or "act"): inputs (B, 3, R, R) (augmented) and their
-    clean targets, both in [0, 1]. Returns the loss parts as floats (and "total")."""
+    clean targets, both in [0, 1]; `focus` an optional (1, 1, R, R) L1 weight map of that person's
+    face (eyes and mouth count more). Returns the loss parts as floats (and "total")."""
     frozen = net.decoders[other(subject)]
     was = [p.requires_grad for p in frozen.parameters()]
     frozen.requires_grad_(False)
@@ -43,9 +44,9 @@ def yshape_step(net: YShapeNet, optimizer: torch.optim.Optimizer, subject: str, 
         optimizer.zero_grad(set_to_none=True)
         code = net.encode(inputs)
         total, parts = reconstruction_loss(net.decode(code, subject), targets, weights.ssim, perceptual,
-                                           weights.perceptual)
+                                           weights.perceptual, weight=focus)
         if weights.cycle and weights.cycle_weight > 0:
-            cyc, cparts = cycle_loss(net, code, targets, subject, weights.ssim, weights.code)
+            cyc, cparts = cycle_loss(net, code, targets, subject, weights.ssim, weights.code, weight=focus)
             total = total + weights.cycle_weight * cyc
             parts.update(cparts)
         total.backward()

@@ -138,3 +138,19 @@ def test_augment_is_reproducible_from_the_generator():
     c = augment(x, np.random.default_rng(4))
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert a.shape == x.shape and float(a.min()) >= 0 and float(a.max()) <= 1
+
+
+def test_weighted_l1():
+    x = faces("ava", 2)
+    y = x.clone()
+    y[..., :4, :] = 0.0                                        # the error sits in the top rows only
+    plain, p = reconstruction_loss(y, x)
+    ones, q = reconstruction_loss(y, x, weight=torch.ones(1, 1, R, R))
+    assert torch.isclose(p["l1"], q["l1"]) and torch.isclose(plain, ones)
+    w = torch.ones(1, 1, R, R)
+    w[..., :4, :] = 3.0                                        # those rows count three times
+    _, top = reconstruction_loss(y, x, weight=w)
+    w2 = torch.ones(1, 1, R, R)
+    w2[..., 8:, :] = 3.0                                       # rows without error count three times
+    _, bottom = reconstruction_loss(y, x, weight=w2)
+    assert top["l1"] > p["l1"] > bottom["l1"]
