@@ -77,6 +77,12 @@ def train_actor(project, actor: str | Path, *, preset: str | None = None, overri
     if project.record("track").get("status") != "done":
         raise ProjectError(f"the avatar's video is not tracked yet in {project.name}",
                            f"create the project with `avatar-studio new {project.root} --video CLIP` first")
+    from ..project import is_project
+
+    if is_project(actor) and Path(actor).resolve().parent != (project.root / "drivers").resolve():
+        raise InputError(f"{actor} is a project folder, not an actor video",
+                         "give the actor's video file (a tracked actor folder is taken only from this project's "
+                         "drivers/ folder)")
     with project_lock(project.root, f"drive: train the actor {Path(actor).name}"):
         try:
             dproj = track_driver(project, actor, on_progress, control)

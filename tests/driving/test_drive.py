@@ -118,6 +118,14 @@ def test_untrained_actor_learned_is_an_error_auto_falls_back(tmp_path):
     assert type(m) is not LearnedMotion and any("parameter transfer" in n for n in m.notes)
 
 
+def test_a_project_folder_outside_drivers_is_not_an_actor(tmp_path):
+    avatar, _ = make_pair(tmp_path)
+    other = make_pair(tmp_path / "other")[0]
+    with pytest.raises(InputError, match="is a project folder, not an actor video"):
+        train_actor(avatar, other.root, overrides=TINY)
+    assert "yshape" not in Project.open(other.root).manifest["stages"]
+
+
 def test_too_few_actor_frames(tmp_path):
     avatar, actor = make_pair(tmp_path, n_actor=30, actor_valid=6)
     with pytest.raises(InputError, match="only 6 frames with a face.*at least 8"):
