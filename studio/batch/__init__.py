@@ -245,7 +245,8 @@ def parse_settings(items: list[str], check: bool = True) -> dict[str, dict[str, 
         key, sep, value = item.partition("=")
         stage, dot, name = key.strip().partition(".")
         if not sep or not dot or not name:
-            raise InputError(f"cannot read setting {item!r}", "write it as STAGE.NAME=VALUE, e.g. --set prior.steps=800")
+            raise InputError(f"cannot read setting {item!r}",
+                             "write it as STAGE.NAME=VALUE, e.g. --set prior.steps=800")
         out.setdefault(stage, {})[name.strip().replace("-", "_")] = value.strip()
     if check and out:
         from ..config import from_dict
