@@ -131,6 +131,17 @@ def test_two_machines_meet_at_a_rendezvous_endpoint(tmp_path):
     np.testing.assert_allclose(res["curve"], one["curve"], rtol=TOL, atol=TOL)
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2,
+                    reason="needs 2 CUDA GPUs (NCCL: one process per GPU)")
+def test_two_gpus_with_nccl_follow_one_gpu(tmp_path):
+    one = _one(tmp_path / "one", "--device", "cuda")
+    _launch(tmp_path / "two", 2, "--device", "cuda")
+    two = _result(tmp_path / "two")
+    assert two["parallel"]["backend"] == "nccl"
+    np.testing.assert_allclose(two["curve"], one["curve"], rtol=1e-4, atol=1e-4)
+
+
 def test_one_process_is_unchanged(tmp_path):
     from studio.loop import TrainingLoop
     from studio.stages.base import StageContext

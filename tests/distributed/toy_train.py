@@ -2,7 +2,7 @@
 in this process (one process) or by `studio.distributed.launch` (several, gloo on the CPU).
 
     python -m tests.distributed.toy_train WORKDIR [--steps 40] [--batch 8] [--noise 0]
-        [--kill-rank R --kill-at STEP]
+        [--kill-rank R --kill-at STEP] [--device cpu|cuda]
 
 Rank 0 writes WORKDIR/result.json: the loss of every step as the loop reports it (averaged over
 the processes), the final weights, the steps it resumed from and the loop's parallel summary.
@@ -44,20 +44,21 @@ def data(n: int = 64, d: int = 6):
     return x, y
 
 
-def train(workdir: Path, steps: int, batch: int, noise: float, kill_rank: int, kill_at: int) -> dict | None:
-    ctx = StageContext(project=_Project(), stage="toy", workdir=workdir)
+def train(workdir: Path, steps: int, batch: int, noise: float, kill_rank: int, kill_at: int,
+          device: str = "cpu") -> dict | None:
+    ctx = StageContext(project=_Project(), stage="toy", workdir=workdir, device=device)
     loop = TrainingLoop(ctx, seed=7, checkpoint_every_s=0.0, threads=1)
-    net = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    net = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1)).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=0.02)
     loop.track("net", net)
     loop.track("opt", opt)
-    X, Y = data()
+    X, Y = (t.to(device) for t in data())
     curve: list[float] = []
 
     def step(i: int) -> dict:
         if loop.rank == kill_rank and i == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
-        idx = torch.from_numpy(loop.shard(loop.rng.integers(0, len(X), size=batch)))
+        idx = torch.from_numpy(loop.shard(loop.rng.integers(0, len(X), size=batch))).to(device)
         x = X[idx]
         if noise:
             x = x + noise * torch.randn_like(x)
@@ -76,7 +77,7 @@ def train(workdir: Path, steps: int, batch: int, noise: float, kill_rank: int, k
     except WorkerFinished:
         return None
     return {"curve": curve, "steps": figures["steps"], "resumed_from": figures.get("resumed_from", {}),
-            "weights": [p.detach().flatten().tolist() for p in net.parameters()],
+            "weights": [p.detach().cpu().flatten().tolist() for p in net.parameters()],
             "parallel": loop.parallel_summary(), "world": loop.world}
 
 
@@ -88,14 +89,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--noise", type=float, default=0.0)
     ap.add_argument("--kill-rank", type=int, default=-1)
     ap.add_argument("--kill-at", type=int, default=-1)
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)
     code = 0
     try:
-        with process_group("cpu"):
-            out = train(work, a.steps, a.batch, a.noise, a.kill_rank, a.kill_at)
+        with process_group(a.device):
+            out = train(work, a.steps, a.batch, a.noise, a.kill_rank, a.kill_at, a.device)
         if out is not None:
             (work / "result.json").write_text(json.dumps(out))
     except StudioError as exc:
