@@ -18,8 +18,8 @@ from . import _qtfix  # noqa: F401  (PySide6 emit refcount bug)
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (QCheckBox, QFrame, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QMessageBox,
-                               QProgressBar, QPushButton, QScrollArea, QSlider, QSpinBox, QToolButton, QVBoxLayout,
-                               QWidget)
+                               QProgressBar, QPushButton, QScrollArea, QSizePolicy, QSlider, QSpinBox, QStyle,
+                               QToolButton, QVBoxLayout, QWidget)
 
 from .dialogs import error_box
 from .imaging import ImageView
@@ -195,8 +195,44 @@ def forget_choices() -> None:
 
 
 # ----------------------------------------------------------------------------- one edit's row
+class NameCheckBox(QCheckBox):
+    """A check box whose label (an edit's name, up to 80 characters) is elided to the width it gets,
+    so a long name never makes the Edits column wider than its place beside the viewer."""
+
+    MIN_TEXT = 60
+    """Pixels of the name that always stay visible."""
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.full_text = text
+        self.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Fixed)   # a check box's own policy cannot shrink
+
+    def _chrome(self) -> int:
+        st = self.style()
+        return st.pixelMetric(QStyle.PM_IndicatorWidth, None, self) + \
+            st.pixelMetric(QStyle.PM_CheckBoxLabelSpacing, None, self) + 4
+
+    def minimumSizeHint(self):  # noqa: N802 (Qt name)
+        hint = super().minimumSizeHint()
+        full = self._chrome() + self.fontMetrics().horizontalAdvance(self.full_text)
+        hint.setWidth(min(full, self._chrome() + self.MIN_TEXT))
+        return hint
+
+    def sizeHint(self):  # noqa: N802 (Qt name)
+        hint = super().sizeHint()
+        hint.setWidth(self._chrome() + self.fontMetrics().horizontalAdvance(self.full_text))
+        return hint
+
+    def resizeEvent(self, ev) -> None:  # noqa: N802 (Qt name)
+        super().resizeEvent(ev)
+        room = max(0, self.width() - self._chrome())
+        text = self.fontMetrics().elidedText(self.full_text, Qt.ElideRight, room)
+        if text != self.text():
+            self.setText(text)
+
+
 class EditRow(QFrame):
-    """[on] name · kind/label [strength slider] value [delete]; directions also show a thumbnail strip."""
+    """[on] name (elided to fit) · label [delete], then the strength slider; directions also show a thumbnail strip."""
 
     delete_requested = Signal(str)
 
@@ -212,13 +248,13 @@ class EditRow(QFrame):
         lay.setSpacing(2)
         top = QHBoxLayout()
         top.setSpacing(6)
-        self.check = QCheckBox(self.name)
+        self.check = NameCheckBox(self.name)
         self.check.setToolTip(meta.get("describe") or self._tooltip(meta))
         self.check.setChecked(choices.enabled(self.name))
         self.check.toggled.connect(lambda on: choices.set_enabled(self.name, on))
         top.addWidget(self.check, 1)
-        kind = {"text": "text", "global": "text (global)", "direction": "direction"}.get(meta.get("kind"), "")
-        tag = " · ".join(t for t in (kind, meta.get("label") if meta.get("kind") == "direction" else "") if t)
+        # the list's section titles (TEXT EDITS, DIRECTIONS) already say the kind: the tag adds what they do not
+        tag = {"global": "global", "direction": meta.get("label") or ""}.get(meta.get("kind"), "")
         self.tag = QLabel(tag)
         self.tag.setObjectName("Dim")
         top.addWidget(self.tag)

@@ -205,6 +205,37 @@ def test_delete_asks_then_removes_the_edit_from_the_project(viewer, with_directi
     assert "component 0" in v.edits.list.rows                    # the others stay
 
 
+def test_edits_column_fits_beside_the_viewer_with_a_long_edit_name(viewer, with_directions, qtbot):
+    """At the window's default size the Edits column has no horizontal scroll bar and nothing is cut
+    off at its right edge: a long name is elided (its tooltip and the list keep the full name)."""
+    import dataclasses
+
+    from PySide6.QtCore import QPoint
+    from PySide6.QtWidgets import QScrollArea
+
+    from studio.edits.model import MAX_NAME, EditSet
+
+    edits = EditSet.for_project(with_directions, "pvp")
+    long_name = ("a very long edit name that goes on and on " * 3)[:MAX_NAME].strip()
+    edits.save(dataclasses.replace(edits.get("component 0"), name=long_name))
+    v = viewer
+    v.resize(1110, 800)                           # the page's width in a 1360-px window beside the stage list
+    v = open_viewer(v, with_directions, qtbot)
+    qtbot.waitUntil(lambda: long_name in v.edits.list.rows, timeout=10000)
+    qtbot.wait(100)
+    scroll = v.edits.findChild(QScrollArea)
+    assert not scroll.horizontalScrollBar().isVisible()
+    assert scroll.widget().width() <= scroll.viewport().width()
+    row = v.edits.list.rows[long_name]
+    right = scroll.viewport().mapToGlobal(QPoint(scroll.viewport().width(), 0)).x()
+    for w in (row.delete_btn, row.tag, row.value_label, v.edits.find_btn):
+        assert w.mapToGlobal(QPoint(w.width(), 0)).x() <= right, w
+    assert row.check.text() != long_name and row.check.text().endswith("…")
+    assert row.check.full_text == long_name
+    short = v.edits.list.rows["component 1"].check
+    assert short.text() == "component 1", "a name that fits is not elided"
+
+
 # ----------------------------------------------------------------------------- CLIP file or not
 def test_without_clip_the_text_box_is_off_and_says_which_file(viewer, project, qtbot):
     v = open_viewer(viewer, project, qtbot)
