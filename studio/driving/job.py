@@ -38,6 +38,8 @@ from ..stages.base import StageContext
 from .actors import FORMAT, RECORD, avatar_runs, folder, read_meta
 from .config import PRESETS, DriveConfig
 
+DRIVING_ONLY = ("align_codes",)
+"""Settings used only when driving: changing them retrains nothing."""
 STAGE = "drive"
 """The name progress events and checkpoint messages carry."""
 ProgressFn = Callable[[Progress], None]
@@ -101,15 +103,24 @@ def _run(project, dproj, cfg: DriveConfig, control: Control, on_progress: Progre
     from ..project import now_iso
 
     runs = avatar_runs(project)
-    key = {"config": config_hash(cfg), "track": runs["track"], "actor": dproj.record("track").get("run_id")}
+    trained_by = {k: v for k, v in to_dict(cfg).items() if k not in DRIVING_ONLY}
+    key = {"config": config_hash(trained_by), "track": runs["track"], "actor": dproj.record("track").get("run_id")}
     map_key = {**key, "nerf": runs["nerf"]}
     rec = dproj.record(RECORD)
     work = folder(dproj)
     work.mkdir(parents=True, exist_ok=True)
-    if rec.get("status") == "done" and rec.get("key") == key and rec.get("map_key") == map_key \
-            and read_meta(dproj) is not None:
+    meta = read_meta(dproj)
+    if rec.get("status") == "done" and rec.get("key") == key and rec.get("map_key") == map_key and meta is not None:
+        changed = {k: getattr(cfg, k) for k in DRIVING_ONLY if meta["config"].get(k) != getattr(cfg, k)}
+        if changed:  # settings used only when driving: no training, the saved settings change
+            from ..atomic import write_json
+
+            meta["config"].update(changed)
+            write_json(work / "driver.json", meta)
+            dproj.update_record(RECORD, config=to_dict(cfg))
         if on_progress:
-            on_progress(Progress(stage=STAGE, step=1, total=1, message="already up to date"))
+            on_progress(Progress(stage=STAGE, step=1, total=1, message="already up to date" + "".join(
+                f"; {k} is now {v}" for k, v in changed.items())))
         return rec.get("result") or {}
     if rec.get("key") != key:  # other settings or other frames: the old training must not be resumed
         for name in ("train.ckpt", "mapping.ckpt"):

@@ -98,6 +98,25 @@ def test_learned_transfer_replaces_the_expressions(trained):
     torch.testing.assert_close(moved.mean(0), drv.align["ava_mean"], atol=1e-4, rtol=1e-4)
 
 
+def test_align_codes_changes_without_training(trained):
+    avatar_proj, actor, _, _ = trained
+    avatar = Avatar(ControlsEngine())
+    cfg = ExportConfig(source="driver", driver=str(actor), transfer="learned")
+    aligned = build_motion(avatar_proj, cfg, avatar)
+    before = (actor / "yshape" / "yshape.safetensors").stat().st_mtime_ns
+    try:
+        events = []
+        train_actor(avatar_proj, actor, overrides={**TINY, "align_codes": False}, on_progress=events.append)
+        assert [e.message for e in events] == ["already up to date; align_codes is now False"]
+        assert (actor / "yshape" / "yshape.safetensors").stat().st_mtime_ns == before
+        assert not TrainedDriver(Project.open(actor)).aligns
+        raw = build_motion(avatar_proj, cfg, avatar)
+        assert not np.allclose(raw.controls[:, 2:], aligned.controls[:, 2:])
+    finally:
+        train_actor(avatar_proj, actor, overrides=TINY)
+    assert TrainedDriver(Project.open(actor)).aligns
+
+
 def test_export_with_learned_transfer(trained, tmp_path):
     avatar_proj, actor, _, _ = trained
     res = run_export(avatar_proj, ExportConfig(source="driver", driver=str(actor)),
