@@ -70,7 +70,10 @@ def test_directions_job_and_a_failure(project_copy, no_weights):
     assert p.outcome == "done", msgs[-1]
     result = p.result
     assert len(result["edits"]) == 3 and result["picture"].endswith("directions.png")
-    assert {b["part"] for k, b in ((m[0], m[1]) for m in msgs if m[0] == "progress")} >= {"pca", "save"}
+    # the relay sends at most one progress batch per 0.1 s (the newest event), so a quick part such as
+    # the PCA may be folded into the next; the last part always arrives
+    parts = [m[1]["part"] for m in msgs if m[0] == "progress"]
+    assert parts and parts[-1] == "save" and set(parts) <= {"load", "pca", "label", "picture", "save"}, parts
     # no CLIP file: the failure is one message with a hint, not a traceback
     p = EditProcess(proj.root, "pvp", "text", {"prompt": "red"}, env=env).start()
     msgs = _collect(p)
