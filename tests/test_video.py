@@ -206,11 +206,12 @@ def test_prefetching_reader_gives_the_same_frames_and_report(tmp_path, pattern_c
         assert b[0].flags.owndata and not np.shares_memory(b[0], b[1])  # each frame its own array
         ra, rb = plain.report, ahead.report
         assert rb.complete and (rb.frames, rb.decoded, rb.lost) == (ra.frames, ra.decoded, ra.lost)
-        # where a damaged stretch starts can move by a frame between any two runs (ffmpeg's decoder
-        # errors and its frame log come from different threads), prefetching or not
+        # where a damaged stretch starts can move by a few frames between any two runs (ffmpeg's
+        # decoder errors and its frame log come from different threads), prefetching or not: two
+        # frames (2.633 s against 2.7 s) in a full-suite CI run
         assert len(rb.bad_spans) == len(ra.bad_spans)
         if ra.bad_spans:
-            assert np.allclose(rb.bad_spans, ra.bad_spans, atol=1.5 / 30)
+            assert np.allclose(rb.bad_spans, ra.bad_spans, atol=3.5 / 30)
     assert ra.lost  # the damaged clip was seen as damaged by both
 
 
