@@ -619,6 +619,7 @@ class EditsPanel(QWidget):
             if self.choices is not None:
                 for sig, slot in ((self.choices.changed, self._list_reloaded),
                                   (self.choices.strengths_changed, self.render_changed),
+                                  (self.choices.strengths_changed, self._summary),
                                   (self.choices.failed, self._failed_quietly)):
                     try:
                         sig.disconnect(slot)
@@ -628,6 +629,7 @@ class EditsPanel(QWidget):
             if choices is not None:
                 choices.changed.connect(self._list_reloaded)
                 choices.strengths_changed.connect(self.render_changed)
+                choices.strengths_changed.connect(self._summary)     # "on: …" beside Before follows the rows
                 choices.failed.connect(self._failed_quietly)
             self.list.bind(choices)
         if choices is not None:

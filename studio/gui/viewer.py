@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton,
-                               QScrollArea, QSlider, QSpinBox, QTabWidget, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFrame, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
+                               QPushButton, QScrollArea, QSlider, QSpinBox, QTabWidget, QToolButton, QVBoxLayout,
+                               QWidget)
 
 from .dialogs import error_box
 from .edits_panel import EditsPanel
@@ -112,7 +113,18 @@ class ViewerPanel(QWidget):
         self.edits.thumbnails_wanted.connect(self.worker.request_thumbnails)
         self.worker.thumbnail.connect(self.edits.set_thumbnail)
 
-        lay = QHBoxLayout(self)
+        # the three columns (render, controls, edits) need about 1100 px; in a narrower window (it may be
+        # 1000 px wide, the page then 750) the page scrolls sideways instead of drawing them over each other
+        page = QWidget()
+        page.setObjectName("ViewerPage")
+        self.page_scroll = QScrollArea()
+        self.page_scroll.setWidgetResizable(True)
+        self.page_scroll.setFrameShape(QFrame.NoFrame)
+        self.page_scroll.setWidget(page)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.page_scroll)
+        lay = QHBoxLayout(page)
         lay.setContentsMargins(16, 12, 16, 12)
         lay.setSpacing(14)
         left = QVBoxLayout()

@@ -121,15 +121,18 @@ def test_lists_saved_edits_strength_on_off_and_sliders(viewer, with_directions, 
 
     name = "component 0"
     row = v.edits.list.rows[name]
+    assert v.edits.summary.text() == "no edit on"
     row.check.setChecked(True)                                   # on, at its default strength (1 σ)
     r = settle(v, qtbot)
     assert r["edits"] == {name: pytest.approx(1.0)}
+    assert v.edits.summary.text() == "on: component 0 +1.00", "the line beside Before follows the rows"
     one = image(r)
     assert np.array_equal(one, reference(with_directions, r["controls"], {name: 1.0}))
     assert np.abs(one.astype(int) - unedited).mean() > 0.5
 
     row.set_value(2.0)                                           # stronger edit, bigger change
     two = image(settle(v, qtbot))
+    assert v.edits.summary.text() == "on: component 0 +2.00"
     assert np.abs(two.astype(int) - unedited).mean() > np.abs(one.astype(int) - unedited).mean()
 
     row.set_value(0.0)                                           # strength 0 is the unedited render
@@ -140,6 +143,7 @@ def test_lists_saved_edits_strength_on_off_and_sliders(viewer, with_directions, 
     row.check.setChecked(False)                                  # off: unedited again
     r = settle(v, qtbot)
     assert r["edits"] == {} and np.array_equal(image(r), unedited)
+    assert v.edits.summary.text() == "no edit on"
     row.check.setChecked(True)
     assert settle(v, qtbot)["edits"] == {name: pytest.approx(1.5)}
 
@@ -234,6 +238,33 @@ def test_edits_column_fits_beside_the_viewer_with_a_long_edit_name(viewer, with_
     assert row.check.full_text == long_name
     short = v.edits.list.rows["component 1"].check
     assert short.text() == "component 1", "a name that fits is not elided"
+
+
+def test_narrow_window_scrolls_the_viewer_page_instead_of_overlapping(viewer, with_directions, qtbot):
+    """The window may be 1000 px wide (its minimum), which leaves the viewer page 750 px: the render,
+    the controls and the Edits column keep their widths side by side and the page scrolls sideways."""
+    from PySide6.QtCore import QPoint
+
+    v = open_viewer(viewer, with_directions, qtbot)
+
+    def left(w):
+        return w.mapTo(v, QPoint(0, 0)).x()
+
+    controls = v.controls_box.parentWidget().parentWidget()      # the controls' scroll area
+    for width, scrolls in ((750, True), (1110, False)):
+        v.resize(width, 580)
+        qtbot.wait(100)
+        assert v.width() == width, "the page's minimum width is wider than the window leaves it"
+        assert v.page_scroll.horizontalScrollBar().isVisible() == scrolls, width
+        assert left(v.render_view) + v.render_view.width() <= left(controls), width
+        assert left(controls) + controls.width() <= left(v.edits), width
+        assert v.edits.width() >= v.edits.minimumWidth() and controls.width() >= controls.minimumWidth()
+    v.resize(750, 580)
+    qtbot.wait(100)
+    bar = v.page_scroll.horizontalScrollBar()
+    bar.setValue(bar.maximum())                                  # scrolled to the right: the whole Edits column
+    qtbot.wait(50)
+    assert left(v.edits) + v.edits.width() <= v.width()
 
 
 # ----------------------------------------------------------------------------- CLIP file or not
