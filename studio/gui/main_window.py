@@ -354,7 +354,11 @@ class MainWindow(QMainWindow):
         from ..pipeline import stage_state
         from ..stages import REGISTRY
 
-        first = next((n for n in REGISTRY if stage_state(project, n) != "done"), next(iter(REGISTRY), None))
+        states = {n: stage_state(project, n) for n in REGISTRY}
+        # reopened after a run stopped (the window or its training was killed, cancelled, failed): that stage,
+        # with its Resume button; otherwise the first stage not done
+        first = next((n for n, st in states.items() if st in ("interrupted", "cancelled", "failed")), None) or \
+            next((n for n, st in states.items() if st != "done"), next(iter(REGISTRY), None))
         self.tracking_view.set_project(project)
         self.viewer.set_project(project)
         self.export_panel.set_project(project)

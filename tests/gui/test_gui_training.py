@@ -193,6 +193,12 @@ def test_killed_worker_is_interrupted_then_resumes(window, project, qtbot):
     window.reload_manifest()
     assert window.stage_status(FAKE_TRAIN) == "interrupted"
     assert window.stage_page.run_btn.text() == "Resume"
+    window.set_project(None)                         # reopened (as after the whole window was killed): the
+    window.open_project(project.root)                # interrupted stage is shown, not the first pending one
+    assert window.selected_stage() == FAKE_TRAIN and window.stage_page.stage == FAKE_TRAIN
+    assert window.pages.currentWidget() is window.stage_page
+    assert "interrupted at" in window.stage_page.status.text()
+    assert window.stage_page.run_btn.text() == "Resume"
     done_before = sum((Project.open(project.root).record(FAKE_TRAIN).get("progress") or {}).values())
     assert done_before > 0
     window.run_selected()
