@@ -327,7 +327,7 @@ def _solve(landmarks: np.ndarray, valid: np.ndarray, max_shapes: int) -> Solved:
         R, q = canonical_landmarks(landmarks[r], canon, rigid)
         pose[r] = geo.rotation_to_euler(R)
         raw[r] = raw_features(q)
-    scaling = fit_scaling(raw[rows])
+    scaling = fit_scaling(raw[rows], pose[rows])  # near-frontal frames preferred as the rest face
     expr = np.zeros_like(raw, dtype=np.float32)
     expr[rows] = apply_scaling(raw[rows], scaling)
     return Solved(pose=pose, expr=expr, raw_expr=raw.astype(np.float32), canonical=canon.astype(np.float32),
