@@ -63,6 +63,11 @@ def is_busy(root: str | os.PathLike) -> bool:
     if fcntl is None:
         pid = int(_owner(path).get("pid") or 0)
         return bool(pid) and _pid_alive(pid)
+    return flock_held(path)
+
+
+def flock_held(path: str | os.PathLike) -> bool:
+    """True when another open file description holds an exclusive flock on `path` (POSIX only)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

@@ -175,19 +175,12 @@ class Queue:
     # ------------------------------------------------------------------ state
     def runner_busy(self) -> bool:
         """True when some `queue run` holds the runner lock."""
+        from ..lock import flock_held
+
         path = self.folder / "runner.lock"
         if fcntl is None or not path.exists():
             return False
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        else:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return False
-        finally:
-            os.close(fd)
+        return flock_held(path)
 
     def shown_status(self, job: Job) -> str:
         """A "running" local job without a runner is "interrupted" (the runner died)."""
