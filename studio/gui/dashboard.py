@@ -1,9 +1,18 @@
-"""The training dashboard: loss curves (raw and smoothed), previews, progress with ETA and it/s."""
+"""The training dashboard: loss curves (raw and smoothed), previews, progress with ETA and it/s.
+
+Curves are drawn against each part's own step count, so a resumed run continues at the step its
+checkpoint held (not at 1); the steps before it come from the loss log when one is kept
+(``AVATAR_STUDIO_LOSS_LOG``, see `studio.loop`). With no run in this window, `show_last_run`
+shows the stage's last run as the project recorded it (outcome, steps, time, final losses).
+"""
 from __future__ import annotations
 
 import collections
+import json
 import math
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
@@ -41,6 +50,43 @@ def ema(values: np.ndarray, alpha: float) -> np.ndarray:
     return out / (1.0 - alpha ** np.arange(1, len(values) + 1))
 
 
+LOSS_WORDS = ("loss", "mse", "l1", "l2", "lpips", "psnr", "ssim", "identity")
+"""Summary keys that read as a loss or a quality figure (shown as the last run's losses)."""
+
+
+def loss_log_path() -> Path | None:
+    """The loss log every training step appends to, when one is kept (``AVATAR_STUDIO_LOSS_LOG``)."""
+    p = os.environ.get("AVATAR_STUDIO_LOSS_LOG", "")
+    return Path(p) if p and Path(p).is_file() else None
+
+
+def read_loss_log(path: Path | None, stage: str, part: str | None = None,
+                  upto: int | None = None) -> dict[str, dict[int, dict[str, float]]]:
+    """{part: {step: losses}} of `stage` from a loss log (JSON lines of `TrainingLoop`), the newest
+    row of each step winning (a resumed run rewrites the steps after its checkpoint). `part` keeps
+    one part; `upto` keeps the steps up to and including it. A missing or damaged log gives {}."""
+    out: dict[str, dict[int, dict[str, float]]] = {}
+    if path is None:
+        return out
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                    if row.get("stage") != stage or (part is not None and row.get("part") != part):
+                        continue
+                    step = int(row["step"])
+                    if upto is not None and step > upto:
+                        continue
+                    out.setdefault(str(row.get("part", "")), {})[step] = {
+                        str(k): float(v) for k, v in (row.get("losses") or {}).items()}
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    continue  # a half-written last line, or not ours
+    except OSError:
+        return {}
+    return out
+
+
 class RateMeter:
     """Steps per second over the last few seconds of wall time."""
 
@@ -63,6 +109,16 @@ class RateMeter:
             return None
         (t0, s0), (t1, s1) = self.samples[0], self.samples[-1]
         return (s1 - s0) / (t1 - t0) if t1 > t0 and s1 > s0 else None
+
+
+def _short_time(iso: str) -> str:
+    """'2026-12-01T10:23:45+00:00' → '2026-12-01 10:23' (left as it is when it does not parse)."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(iso)).astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return str(iso)
 
 
 class Dashboard(QWidget):
@@ -171,6 +227,11 @@ class Dashboard(QWidget):
         self.plot.setYRange(0, 1, padding=0)
         self.plot.enableAutoRange()
         self.part = None
+        self._offset = 0
+        """x of the current part's step 0 (parts are drawn one after another)."""
+        self._last_step: int | None = None
+        self.history_points = 0
+        """Loss rows loaded from the loss log for the steps before a resume."""
         self.rate = RateMeter()
         self.started = time.perf_counter()
         self.last_batch: ProgressBatch | None = None
@@ -198,22 +259,53 @@ class Dashboard(QWidget):
     def set_title(self, text: str) -> None:
         self.title.setText(text)
 
+    def holds_run(self, stage: str) -> bool:
+        """Whether the curves are a run of `stage` seen live in this window (kept after it ends)."""
+        return self.stage == stage and self.last_batch is not None
+
+    def _mark(self, x: float, label: str) -> None:
+        self.plot.addItem(pg.InfiniteLine(pos=x, angle=90, pen=pg.mkPen(COLORS["border"], width=1),
+                                          label=label, labelOpts={"color": COLORS["dim"], "position": 0.95}))
+
+    def _add_point(self, x: int, losses: dict[str, float]) -> None:
+        for k, v in losses.items():
+            if not math.isfinite(v):
+                continue
+            xs, ys = self.series.setdefault(k, ([], []))
+            xs.append(x)
+            ys.append(v)
+
+    def _load_history(self, part: str, upto: int) -> None:
+        """Steps 1..upto of `part` from the loss log (the run this one resumes), when one is kept."""
+        rows = read_loss_log(loss_log_path(), self.stage, part, upto).get(part, {})
+        for step in sorted(rows):
+            self._add_point(self._offset + step, rows[step])
+        self.history_points += len(rows)
+        if rows:
+            self._dirty = True
+
     def add_batch(self, b: ProgressBatch) -> None:
-        if b.part != self.part:
+        # the step of each loss (`b.steps`) places it; without it, losses are counted one by one
+        steps = list(b.steps) if b.steps and len(b.steps) == len(b.losses) else None
+        if b.part != self.part or (steps and self._last_step is not None and steps[0] <= self._last_step):
             if self.part is not None:
-                line = pg.InfiniteLine(pos=self.x, angle=90, pen=pg.mkPen(COLORS["border"], width=1),
-                                       label=b.part, labelOpts={"color": COLORS["dim"], "position": 0.95})
-                self.plot.addItem(line)
+                self._mark(self.x, b.part)
             self.part = b.part
             self.rate.reset()
-        for losses in b.losses:
-            self.x += 1
-            for k, v in losses.items():
-                if not math.isfinite(v):
-                    continue
-                xs, ys = self.series.setdefault(k, ([], []))
-                xs.append(self.x)
-                ys.append(v)
+            self._offset = self.x
+            # a part that starts past step 0 resumed a checkpoint: continue its step count there
+            start = steps[0] - 1 if steps else (b.step if not b.losses else 0)
+            if start > 0:
+                self._load_history(b.part, start)
+                self.x = self._offset + start
+                self._mark(self.x, f"resumed at {start}")
+        for i, losses in enumerate(b.losses):
+            if steps:
+                self._last_step = steps[i]
+                self.x = self._offset + steps[i]
+            else:
+                self.x += 1
+            self._add_point(self.x, losses)
         if b.losses:
             self._dirty = True
         self.rate.add(b.time, b.step)
@@ -244,6 +336,61 @@ class Dashboard(QWidget):
         if last:
             self.message.setText((b.message + "   " if b.message else "") +
                                  "  ".join(f"{k} {v:.4g}" for k, v in list(last.items())[:4]))
+
+    def show_last_run(self, project, stage: str) -> None:
+        """No run of `stage` in this window: show its last run as the project recorded it (outcome,
+        when, steps per part, time, final losses; the curves when a loss log is kept)."""
+        from ..pipeline import stage_state
+
+        self.reset("")
+        self.stage = stage
+        rec = project.record(stage)
+        state = stage_state(project, stage)
+        if state == "pending" or not rec.get("status"):
+            self.title.setText("No run of this stage yet")
+            return
+        outcome = {"done": "finished", "stale": "finished (now out of date)", "cancelled": "cancelled",
+                   "interrupted": "interrupted", "failed": "failed", "running": "running elsewhere"}.get(state, state)
+        when = (rec.get("finished") if state in ("done", "stale") else None) or rec.get("started") or ""
+        self.title.setText(f"Last run: {outcome}" + (f", {_short_time(when)}" if when else ""))
+        res = rec.get("result") or {}
+        summary = res.get("summary") or {}
+        progress = {str(k): int(v) for k, v in (rec.get("progress") or {}).items() if isinstance(v, (int, float))}
+        if not progress and isinstance(summary.get("steps"), (int, float)):
+            progress = {"": int(summary["steps"])}
+        steps_s = ", ".join(f"{p} {n}" if p else str(n) for p, n in progress.items())
+        stats = []
+        if steps_s:
+            stats.append(f"steps {steps_s}")
+        if isinstance(rec.get("seconds"), (int, float)):
+            stats.append(f"time {fmt_duration(rec['seconds'])}")
+        self.stats.setText("   ".join(stats))
+        self.stats.setToolTip(self.stats.text())
+        done = state in ("done", "stale")
+        self.bar.setValue(1000 if done else 0)
+        self.bar.setFormat(("done" if done else outcome) + (f": {steps_s} steps" if steps_s else ""))
+        # curves from the loss log, parts one after another; else the summary's loss figures
+        log = read_loss_log(loss_log_path(), stage)
+        last: dict[str, float] = {}
+        for part, rows in log.items():
+            if self.x:
+                self._mark(self.x, part)
+            self._offset = self.x
+            for step in sorted(rows):
+                self._add_point(self._offset + step, rows[step])
+                last.update(rows[step])
+            self.x = self._offset + max(rows, default=0)
+        if log:
+            self._dirty = True
+            self._draw_curves()
+        if not last:
+            last = {k: float(v) for k, v in summary.items() if isinstance(v, (int, float))
+                    and not isinstance(v, bool) and any(w in k.lower() for w in LOSS_WORDS)}
+        text = "  ".join(f"{k} {v:.4g}" for k, v in list(last.items())[:6])
+        if state == "failed" and rec.get("error"):
+            text = f"error: {rec['error']}" + (f"   {text}" if text else "")
+        self.message.setText(text)
+        self.message.setToolTip(text)
 
     def eta_text(self) -> str:
         return self.stats.text()

@@ -315,6 +315,7 @@ class MainWindow(QMainWindow):
                 pass  # already closed and deleted
             self.engine_dialog = None
         self.project = project
+        self.stage_page.dashboard.reset("")  # curves of the project shown before must not stay
         self._close_when_idle = self._gone_told = False
         self._watch(project)
         if self.gone_dialog is not None:

@@ -132,6 +132,8 @@ class StagePage(QWidget):
         f = self.form(name)
         f.set_config(stage_config(project, name))
         self.form_stack.setCurrentWidget(f)
+        if running is None and not self.dashboard.holds_run(name):
+            self.dashboard.show_last_run(project, name)  # no run here in this window: what the project recorded
         self.refresh(project, running)
         missing = []
         mf = ModelFiles()

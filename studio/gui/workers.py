@@ -53,6 +53,8 @@ class ProgressBatch:
     """time.perf_counter() of the newest event."""
     losses: list[dict[str, float]] = field(default_factory=list)
     """Loss dicts of every event in the batch, oldest first (none dropped)."""
+    steps: list[int] = field(default_factory=list)
+    """The part's step of each loss dict (empty when the sender did not say)."""
     preview: Any = None
     """QImage of the newest preview, or None when none arrived (or throttled)."""
     elapsed: float = 0.0
@@ -112,7 +114,7 @@ class StageRunner(QThread):
                     preview = None  # an odd preview must never stop a run
             self.progress.emit(ProgressBatch(stage=b["stage"], part=b["part"], step=b["step"], total=b["total"],
                                              message=b["message"], time=time.perf_counter(), losses=b["losses"],
-                                             preview=preview, elapsed=b["elapsed"]))
+                                             steps=b.get("steps", []), preview=preview, elapsed=b["elapsed"]))
         elif kind == "done":
             self.stage_finished.emit(msg[1], msg[2])
         elif kind == "failed":

@@ -47,7 +47,8 @@ def warm_up() -> None:
 
 
 class Batcher:
-    """Groups progress events: every loss kept, previews throttled, at most one batch per interval."""
+    """Groups progress events: every loss kept (with its step, so a resumed run's curves continue at
+    its checkpoint's step), previews throttled, at most one batch per interval."""
 
     def __init__(self, send, emit_interval: float = 0.1, preview_interval: float = 0.25):
         self.send = send
@@ -57,6 +58,7 @@ class Batcher:
 
     def reset(self) -> None:
         self.losses: list[dict[str, float]] = []
+        self.steps: list[int] = []
         self.last: Progress | None = None
         self.preview = None
         self.last_emit = 0.0
@@ -66,6 +68,7 @@ class Batcher:
         now = time.perf_counter()
         if ev.losses:
             self.losses.append({k: float(v) for k, v in ev.losses.items()})
+            self.steps.append(int(ev.step))
         self.last = ev
         if ev.preview is not None and now - self.last_preview >= self.preview_interval:
             self.preview = ev.preview
@@ -79,9 +82,9 @@ class Batcher:
             return
         now = now or time.perf_counter()
         self.send({"stage": ev.stage, "part": ev.part, "step": ev.step, "total": ev.total, "message": ev.message,
-                   "time": now, "losses": self.losses, "preview": self.preview, "elapsed": ev.elapsed,
+                   "time": now, "losses": self.losses, "steps": self.steps, "preview": self.preview, "elapsed": ev.elapsed,
                    "rate": ev.rate})
-        self.losses, self.preview, self.last_emit = [], None, now
+        self.losses, self.steps, self.preview, self.last_emit = [], [], None, now
 
 
 def failure_fields(exc: BaseException) -> tuple[str, str, str]:

@@ -207,3 +207,6 @@ def test_killed_worker_is_interrupted_then_resumes(window, project, qtbot):
     assert window.stage_status(FAKE_TRAIN) == "done"
     summary = Project.open(project.root).result(FAKE_TRAIN)["summary"]
     assert summary["steps"] == 300 and 0 < summary["resumed_from"] <= done_before
+    # the curves continue at the checkpointed step (each loss carries its step across the process)
+    xs, _ = window.stage_page.dashboard.series["mse"]
+    assert xs[0] == summary["resumed_from"] + 1 and xs[-1] == 300

@@ -1,0 +1,86 @@
+"""The run page's dashboard outside a live run: a reopened project shows each stage's last run
+(outcome, steps, time, losses) read from the project, and a resumed run's curves continue at the
+checkpointed step with the earlier steps read from the loss log when one is kept."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gui_fakes import FAKE_TRAIN, mark_done
+from studio.project import Project
+
+
+@pytest.fixture
+def trained(tmp_path, fake_stages):
+    """A project whose fake training stage finished earlier (80 steps in 75 s, final mse 0.0123)."""
+    proj = Project.create(tmp_path / "proj")
+    mark_done(proj, FAKE_TRAIN, {}, {"summary": {"final_mse": 0.0123, "steps": 80, "resumed_from": 0}})
+    proj.update_record(FAKE_TRAIN, progress={"fit": 80}, seconds=75.0, finished="2026-12-01T10:23:45+00:00")
+    return proj
+
+
+def _write_log(path, stage, part, steps, base=1.0):
+    with open(path, "a", encoding="utf-8") as f:
+        for s in steps:
+            f.write(json.dumps({"stage": stage, "part": part, "step": s, "processes": 1,
+                                "losses": {"mse": base / s, "l1": (base / s) ** 0.5}}) + "\n")
+
+
+def test_reopened_project_shows_the_last_run(window, trained, screenshot):
+    window.open_project(trained.root)
+    window.select_stage(FAKE_TRAIN)
+    d = window.stage_page.dashboard
+    assert d.title.text().startswith("Last run: finished"), d.title.text()
+    assert "2026-12-01" in d.title.text()
+    assert "fit 80" in d.stats.text() and "1:15" in d.stats.text(), d.stats.text()
+    assert "final_mse 0.0123" in d.message.text()
+    assert d.bar.value() == 1000
+    screenshot(window, "stage_last_run")
+    # a stage never run says so, and going back shows the recorded run again
+    window.select_stage("ingest")
+    assert d.title.text() == "No run of this stage yet"
+    window.select_stage(FAKE_TRAIN)
+    assert "fit 80" in d.stats.text()
+
+
+def test_last_run_curves_come_from_the_loss_log(window, trained, tmp_path, monkeypatch):
+    log = tmp_path / "losses.jsonl"
+    _write_log(log, "other", "fit", range(1, 30))          # another stage's rows are not shown
+    _write_log(log, FAKE_TRAIN, "fit", range(1, 81))
+    monkeypatch.setenv("AVATAR_STUDIO_LOSS_LOG", str(log))
+    window.open_project(trained.root)
+    window.select_stage(FAKE_TRAIN)
+    xs, ys = window.stage_page.dashboard.series["mse"]
+    assert xs == list(range(1, 81)) and ys[-1] == pytest.approx(1 / 80)
+    assert "mse 0.0125" in window.stage_page.dashboard.message.text()
+
+
+def test_resumed_run_continues_at_the_checkpointed_step(qtbot, themed, tmp_path, monkeypatch):
+    from studio.gui.dashboard import Dashboard
+    from studio.gui.workers import ProgressBatch
+
+    log = tmp_path / "losses.jsonl"
+    _write_log(log, "s", "fit", range(1, 71), base=2.0)      # the killed run logged up to 70, saved at 60
+    monkeypatch.setenv("AVATAR_STUDIO_LOSS_LOG", str(log))
+    d = Dashboard()
+    qtbot.addWidget(d)
+    d.reset("s")
+    d.add_batch(ProgressBatch(stage="s", part="fit", step=60, total=100, time=0.0,
+                              message="resumed fit at step 60 of 100"))
+    d.add_batch(ProgressBatch(stage="s", part="fit", step=63, total=100, time=0.5, message="",
+                              losses=[{"mse": 0.5}] * 3, steps=[61, 62, 63]))
+    xs, ys = d.series["mse"]
+    assert xs == list(range(1, 64)), "history 1..60 from the log, then the resumed steps 61.."
+    assert ys[:60] == pytest.approx([2.0 / s for s in range(1, 61)]) and ys[60:] == [0.5] * 3
+    assert d.history_points == 60
+    # a second part starts after the first; without a log the resumed part still starts at its step
+    monkeypatch.delenv("AVATAR_STUDIO_LOSS_LOG")
+    d.reset("s")
+    d.add_batch(ProgressBatch(stage="s", part="tune", step=40, total=50, time=0.0, message="",
+                              losses=[{"mse": 0.1}, {"mse": 0.09}], steps=[39, 40]))
+    assert d.series["mse"][0] == [39, 40] and d.history_points == 0
+    d.add_batch(ProgressBatch(stage="s", part="polish", step=2, total=5, time=1.0, message="",
+                              losses=[{"mse": 0.2}, {"mse": 0.1}], steps=[1, 2]))
+    assert d.series["mse"][0] == [39, 40, 41, 42]
+
