@@ -247,8 +247,11 @@ class Dashboard(QWidget):
         self.title.setText(f"Running {stage}" if stage else "No run yet")
 
     def set_running(self, running: bool, paused: bool = False) -> None:
+        # one of Pause / Resume, and only during a run: a stopped stage's Resume is the page's Run button
         self.pause_btn.setEnabled(running and not paused)
         self.resume_btn.setEnabled(running and paused)
+        self.pause_btn.setVisible(running and not paused)
+        self.resume_btn.setVisible(running and paused)
         self.cancel_btn.setEnabled(running)
         if running:
             self._redraw.start()

@@ -182,7 +182,9 @@ class MainWindow(QMainWindow):
         for a in (self.act_new, self.act_open):
             tb.addAction(a)
         tb.addSeparator()
-        for a in (self.act_run, self.act_run_all, self.act_pause, self.act_resume, self.act_cancel):
+        # Pause / Resume live on the run page's dashboard (and the Stage menu): a second Resume here
+        # stood beside the page's Resume of a stopped stage
+        for a in (self.act_run, self.act_run_all, self.act_cancel):
             tb.addAction(a)
         tb.addSeparator()
         tb.addWidget(QLabel("Preset"))

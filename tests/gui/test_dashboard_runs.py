@@ -84,3 +84,29 @@ def test_resumed_run_continues_at_the_checkpointed_step(qtbot, themed, tmp_path,
                               losses=[{"mse": 0.2}, {"mse": 0.1}], steps=[1, 2]))
     assert d.series["mse"][0] == [39, 40, 41, 42]
 
+
+def _resume_buttons(window) -> list[str]:
+    from PySide6.QtWidgets import QAbstractButton
+
+    return [b.text() for b in window.findChildren(QAbstractButton)
+            if b.isVisibleTo(window) and "resume" in b.text().replace("&", "").lower()]
+
+
+def test_one_resume_button(window, tmp_path, fake_stages, qtbot):
+    """A stopped stage shows one Resume (the page's Run button); a paused run shows one Resume too."""
+    proj = Project.create(tmp_path / "proj")
+    proj.update_record(FAKE_TRAIN, status="cancelled", progress={"fit": 40})
+    window.open_project(proj.root)
+    assert window.stage_page.stage == FAKE_TRAIN
+    assert window.stage_page.run_btn.text() == "Resume"
+    assert _resume_buttons(window) == ["Resume"]
+    window.stage_page.forms[FAKE_TRAIN].editors["steps"].setValue(3000)
+    window.stage_page.run_btn.click()
+    dash = window.stage_page.dashboard
+    qtbot.waitUntil(lambda: dash.last_batch is not None, timeout=20000)
+    assert _resume_buttons(window) == [] and dash.pause_btn.isVisible()
+    window.pause()
+    assert _resume_buttons(window) == ["Resume"] and dash.resume_btn.isVisible()
+    window.cancel()
+    qtbot.waitUntil(lambda: not window.is_running(), timeout=20000)
+    assert _resume_buttons(window) == ["Resume"] and window.stage_page.run_btn.text() == "Resume"
