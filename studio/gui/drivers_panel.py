@@ -8,149 +8,50 @@ list makes it the Export page's driver video.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from . import _qtfix  # noqa: F401  (PySide6 emit refcount bug)
-from PySide6.QtCore import QObject, QSize, Qt, QThread, Signal
+from PySide6.QtCore import QObject, QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QPixmap
 from PySide6.QtWidgets import (QFileDialog, QGroupBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
                                QProgressBar, QPushButton, QVBoxLayout, QWidget)
 
-from ..errors import Cancelled
-from ..progress import Control
 from .dialogs import VIDEO_EXTENSIONS, error_box
-from .imaging import ImageView, to_qimage
+from .imaging import ImageView
+from .process_runner import Failure, JobRunner, ProgressBatch
 from .theme import icon
-from .workers import Failure, ProgressBatch
 
 STATE_TEXT = {"trained": "trained", "stale": "outdated", "interrupted": "interrupted", "cancelled": "cancelled",
               "failed": "failed", "running": "training…", "untrained": "tracked, not trained"}
 
 
-class DriverTrainer(QThread):
+class DriverTrainer(JobRunner):
     """Trains one actor; `progress(ProgressBatch)`, then `done(result)`, `failed(Failure)` or `cancelled()`.
 
     In a child process by default (see `studio.driving.worker`); `in_process=True` runs it in this
     thread instead (tests, debugging).
     """
 
-    progress = Signal(object)   # ProgressBatch (stage "drive")
-    done = Signal(object)       # the result dict of train_actor
-    failed = Signal(object)     # Failure
-    cancelled = Signal()
+    process_name = "avatar-studio-drive"
+    lost = ("the training process stopped unexpectedly (exit code {code})",
+            "it may have run out of memory: close other programs and train again (it resumes)")
 
     def __init__(self, project, actor: str, overrides: dict | None = None, preset: str | None = None,
                  device: str | None = None, in_process: bool = False, parent: QObject | None = None):
-        super().__init__(parent)
-        from ..workers.stage_process import context
-
+        super().__init__("drive", in_process, parent=parent)
         self.project, self.actor = project, str(actor)
         self.overrides, self.preset, self.device = dict(overrides or {}), preset, device
-        self.in_process = in_process
-        self.outcome = ""
-        """"done", "failed" or "cancelled" once the thread ends."""
-        self.control = Control()
-        if not in_process:
-            ctx = context()
-            self.control._cancel, self.control._running = ctx.Event(), ctx.Event()
-            self.control._running.set()
-        self.process = None
 
-    def _handle(self, msg: tuple) -> None:
-        kind = msg[0]
-        if kind == "progress":
-            b = msg[1]
-            preview = None
-            if b["preview"] is not None:
-                try:
-                    preview = to_qimage(b["preview"])
-                except (ValueError, TypeError):
-                    preview = None
-            self.progress.emit(ProgressBatch(stage=b["stage"], part=b["part"], step=b["step"], total=b["total"],
-                                             message=b["message"], time=time.perf_counter(), losses=b["losses"],
-                                             preview=preview, elapsed=b["elapsed"]))
-        elif kind == "done":
-            self.outcome = "done"
-            self.done.emit(msg[1])
-        elif kind == "failed":
-            self.outcome = "failed"
-            self.failed.emit(Failure(msg[1], msg[2], msg[3]))
-        elif kind == "cancelled":
-            self.outcome = "cancelled"
-            self.cancelled.emit()
-
-    def run(self) -> None:  # noqa: D401 (QThread API)
-        if self.in_process:
-            self._run_here()
-        else:
-            self._run_child()
-
-    def _run_here(self) -> None:
-        from ..driving.job import train_actor
-        from ..workers.stage_process import Batcher
-
-        batcher = Batcher(lambda b: self._handle(("progress", b)))
-        try:
-            result = train_actor(self.project, self.actor, preset=self.preset, overrides=self.overrides or None,
-                                 control=self.control, on_progress=batcher, device=self.device)
-        except Cancelled:
-            batcher.flush()
-            self._handle(("cancelled",))
-            return
-        except BaseException as exc:  # noqa: BLE001 — every error becomes a dialog
-            batcher.flush()
-            f = Failure.from_exception(exc)
-            self._handle(("failed", f.message, f.hint, f.details))
-            return
-        batcher.flush()
-        self._handle(("done", result))
-
-    def _run_child(self) -> None:
-        import queue as _queue
-
+    def child(self):
         from ..driving.worker import child_main
-        from ..workers.stage_process import context
 
-        ctx = context()
-        q = ctx.Queue()
-        self.process = ctx.Process(target=child_main, name="avatar-studio-drive", daemon=True,
-                                   args=(str(self.project.root), self.actor, self.preset, self.overrides, self.device,
-                                         q, self.control._cancel, self.control._running))
-        try:
-            self.process.start()
-        except Exception as exc:  # noqa: BLE001
-            f = Failure.from_exception(exc)
-            self._handle(("failed", f.message, f.hint, f.details))
-            return
-        ended = False
-        while not ended:
-            try:
-                msg = q.get(timeout=0.2)
-            except _queue.Empty:
-                if not self.process.is_alive():
-                    try:  # last words sent just before exiting
-                        msg = q.get(timeout=0.5)
-                    except _queue.Empty:
-                        break
-                else:
-                    continue
-            if msg[0] == "end":
-                ended = True
-            else:
-                self._handle(msg)
-        self.process.join(5)
-        if not ended and not self.outcome:
-            self._handle(("failed", f"the training process stopped unexpectedly (exit code {self.process.exitcode})",
-                          "it may have run out of memory: close other programs and train again (it resumes)", ""))
+        return child_main, (str(self.project.root), self.actor, self.preset, self.overrides, self.device)
 
-    def cancel(self) -> None:
-        self.control.cancel()
+    def work_here(self, reporter) -> None:
+        from ..driving.worker import JOB, train
 
-    def kill(self) -> None:
-        """Last resort (the window is closing and the training does not stop)."""
-        if self.process is not None and self.process.is_alive():
-            self.process.terminate()
+        reporter.run(JOB, lambda c, p: train(self.project, self.actor, self.preset, self.overrides, self.device,
+                                             c, p), self.control, announce=False)
 
 
 class DriversPanel(QGroupBox):

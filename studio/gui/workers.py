@@ -4,63 +4,28 @@ The GUI thread never runs torch. Stages run through `studio.pipeline.run_stage` 
 `StageRunner` thread; its progress reaches the GUI as queued signals, batched (at most one
 signal per `emit_interval`) with previews throttled and already converted to `QImage`.
 Renders go to a `RenderWorker` that keeps only the newest request and drops stale ones.
-Finding an appearance edit runs in an `EditJobRunner`, a child process like a stage's.
+Finding an appearance edit runs in an `EditJobRunner`, a child process like a stage's; both are
+`process_runner.ProcessRunner`s, as are the export and the actor training.
 """
 from __future__ import annotations
 
 import threading
 import time
-import traceback
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 from . import _qtfix  # noqa: F401  (PySide6 emit refcount bug)
 from PySide6.QtCore import QObject, QThread, Signal
 
-from ..errors import Cancelled, StudioError
-from ..progress import Control
+from ..errors import StudioError
 from .imaging import to_qimage
+from .process_runner import Failure, JobRunner, ProcessRunner, ProgressBatch
+
+__all__ = ["EditJobRunner", "Failure", "Job", "ProgressBatch", "RenderWorker", "StageRunner", "run_job",
+           "wait_for_jobs"]
 
 
-@dataclass
-class Failure:
-    """An error on its way to a dialog: what happened, what to do, details for a bug report."""
-
-    message: str
-    hint: str = ""
-    details: str = ""
-
-    @classmethod
-    def from_exception(cls, exc: BaseException) -> "Failure":
-        if isinstance(exc, StudioError):
-            return cls(exc.message, exc.hint)
-        return cls(f"Something went wrong: {type(exc).__name__}: {exc}",
-                   "This is a bug in Avatar Studio. Your project is intact; the details below help fix it.",
-                   "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
-
-
-@dataclass
-class ProgressBatch:
-    """Progress events since the last batch, as the dashboard needs them."""
-
-    stage: str
-    part: str
-    step: int
-    total: int
-    message: str
-    time: float
-    """time.perf_counter() of the newest event."""
-    losses: list[dict[str, float]] = field(default_factory=list)
-    """Loss dicts of every event in the batch, oldest first (none dropped)."""
-    steps: list[int] = field(default_factory=list)
-    """The part's step of each loss dict (empty when the sender did not say)."""
-    preview: Any = None
-    """QImage of the newest preview, or None when none arrived (or throttled)."""
-    elapsed: float = 0.0
-
-
-class StageRunner(QThread):
+class StageRunner(ProcessRunner):
     """Runs stages one after another with `run_stage` in a child process (see `stage_process`).
 
     This QThread only relays the child's messages as signals; pause/resume/cancel set events
@@ -74,148 +39,51 @@ class StageRunner(QThread):
     failed = Signal(str, object)       # name, Failure
     cancelled = Signal(str)
 
+    process_name = "avatar-studio-stage"
+    lost = ("the worker process stopped unexpectedly (exit code {code})",
+            "it may have run out of memory: choose the preview preset or a smaller size, "
+            "close other programs, and run the stage again to resume")
+
     def __init__(self, project, stages: list[str], overrides: dict[str, dict] | None = None,
                  device: str | None = None, force: tuple[str, ...] = (), in_process: bool = False,
                  parent: QObject | None = None):
-        super().__init__(parent)
-        from ..workers.stage_process import context
-
+        super().__init__(stages[0] if stages else "", in_process, expected=len(stages), parent=parent)
         self.project = project
         self.stages = list(stages)
         self.overrides = overrides or {}
         self.device = device
         self.force = set(force)
-        self.in_process = in_process
-        self.current: str | None = None
-        self.outcome: str = ""
-        """"done", "failed" or "cancelled" once the thread ends."""
-        if in_process:
-            self.control = Control()
-        else:
-            ctx = context()
-            self.control = Control()
-            self.control._cancel, self.control._running = ctx.Event(), ctx.Event()
-            self.control._running.set()
-        self.process = None
 
-    # -------------------------------------------------------------- relay thread
-    def _handle(self, msg: tuple) -> None:
-        kind = msg[0]
-        if kind == "started":
-            self.current = msg[1]
-            self.stage_started.emit(msg[1])
-        elif kind == "progress":
-            b = msg[1]
-            preview = None
-            if b["preview"] is not None:
-                try:
-                    preview = to_qimage(b["preview"])
-                except (ValueError, TypeError):
-                    preview = None  # an odd preview must never stop a run
-            self.progress.emit(ProgressBatch(stage=b["stage"], part=b["part"], step=b["step"], total=b["total"],
-                                             message=b["message"], time=time.perf_counter(), losses=b["losses"],
-                                             steps=b.get("steps", []), preview=preview, elapsed=b["elapsed"]))
-        elif kind == "done":
-            self.stage_finished.emit(msg[1], msg[2])
-        elif kind == "failed":
-            self.outcome = "failed"
-            self.failed.emit(msg[1], Failure(msg[2], msg[3], msg[4]))
-        elif kind == "cancelled":
-            self.outcome = "cancelled"
-            self.cancelled.emit(msg[1])
-
-    def run(self) -> None:  # noqa: D401 (QThread API)
-        self.outcome = "done"
-        if self.in_process:
-            self._run_here()
-            return
-        import queue as _queue
-
+    def child(self):
         from ..stages import REGISTRY
-        from ..workers.stage_process import child_main, context
+        from ..workers.stage_process import child_main
 
-        ctx = context()
-        q = ctx.Queue()
         specs = {n: REGISTRY[n] for n in self.stages if n in REGISTRY}
-        root = str(self.project.root)
-        self.process = ctx.Process(target=child_main, name="avatar-studio-stage", daemon=True,
-                                   args=(root, self.stages, self.overrides, self.device, sorted(self.force), specs,
-                                         q, self.control._cancel, self.control._running))
-        try:
-            self.process.start()
-        except Exception as exc:  # noqa: BLE001
-            self.outcome = "failed"
-            self.failed.emit(self.stages[0], Failure.from_exception(exc))
-            return
-        ended = False
-        while not ended:
-            try:
-                msg = q.get(timeout=0.2)
-            except _queue.Empty:
-                if not self.process.is_alive():
-                    try:  # the child may have sent its last words just before exiting
-                        msg = q.get(timeout=0.5)
-                    except _queue.Empty:
-                        break
-                else:
-                    continue
-            if msg[0] == "end":
-                ended = True
-            else:
-                self._handle(msg)
-        self.process.join(5)
-        if not ended:
-            self.outcome = "failed"
-            code = self.process.exitcode
-            self.failed.emit(self.current or self.stages[0],
-                             Failure(f"the worker process stopped unexpectedly (exit code {code})",
-                                     "it may have run out of memory: choose the preview preset or a smaller size, "
-                                     "close other programs, and run the stage again to resume"))
+        return child_main, (str(self.project.root), self.stages, self.overrides, self.device, sorted(self.force),
+                            specs)
 
-    def _run_here(self) -> None:
-        from ..pipeline import run_stage
-        from ..workers.stage_process import Batcher
+    def work_here(self, reporter) -> None:
+        from ..workers.stage_process import run_stages
 
-        batcher = Batcher(lambda b: self._handle(("progress", b)))
-        for name in self.stages:
-            batcher.reset()
-            self._handle(("started", name))
-            try:
-                result = run_stage(self.project, name, self.overrides.get(name), control=self.control,
-                                   on_progress=batcher, device=self.device, force=name in self.force)
-            except Cancelled:
-                batcher.flush()
-                self._handle(("cancelled", name))
-                return
-            except BaseException as exc:  # noqa: BLE001 — every error becomes a dialog
-                batcher.flush()
-                f = Failure.from_exception(exc)
-                self._handle(("failed", name, f.message, f.hint, f.details))
-                return
-            batcher.flush()
-            self.stage_finished.emit(name, result)
+        run_stages(reporter, self.control, self.project, self.stages, self.overrides, self.device, self.force)
 
-    # -------------------------------------------------------------- GUI thread
-    def pause(self) -> None:
-        self.control.pause()
+    def on_started(self, name: str) -> None:
+        self.stage_started.emit(name)
 
-    def resume(self) -> None:
-        self.control.resume()
+    def on_progress(self, batch: ProgressBatch) -> None:
+        self.progress.emit(batch)
 
-    def cancel(self) -> None:
-        self.control.cancel()
+    def on_done(self, name: str, result) -> None:
+        self.stage_finished.emit(name, result)
 
-    def kill(self) -> None:
-        """Last resort (the window is closing and the stage does not stop)."""
-        if self.process is not None and self.process.is_alive():
-            self.process.terminate()
+    def on_failed(self, name: str, failure: Failure) -> None:
+        self.failed.emit(name, failure)
 
-    @property
-    def paused(self) -> bool:
-        return self.control.paused
+    def on_cancelled(self, name: str) -> None:
+        self.cancelled.emit(name)
 
 
-class EditJobRunner(QThread):
+class EditJobRunner(JobRunner):
     """Finds an appearance edit (`studio.edits.jobs`) in a child process, like `StageRunner`.
 
     `job` is "text" (`find_text_edit`; options: prompt, neutral, name, steps) or "directions"
@@ -226,128 +94,28 @@ class EditJobRunner(QThread):
     `in_process=True` the job runs in this thread instead (debugging; it then shares the GIL).
     """
 
-    progress = Signal(object)     # ProgressBatch
-    done = Signal(object)         # plain result (see above)
-    failed = Signal(object)       # Failure
-    cancelled = Signal()
+    process_name = "avatar-studio-edit"
+    lost = ("the edit process stopped unexpectedly (exit code {code})",
+            "it may have run out of memory: close other programs and try again")
 
     def __init__(self, project, engine: str, job: str, options: dict | None = None, in_process: bool = False,
                  parent: QObject | None = None):
-        super().__init__(parent)
-        from ..workers.stage_process import context
-
         if job not in ("text", "directions"):
             raise ValueError(f"unknown edit job {job!r}")
+        super().__init__(job, in_process, parent=parent)
         self.project, self.engine, self.job = project, engine, job
         self.options = dict(options or {})
-        self.in_process = in_process
-        self.outcome = ""
-        """"done", "failed" or "cancelled" once the thread ends."""
-        self.result = None
-        self.control = Control()
-        if not in_process:
-            ctx = context()
-            self.control._cancel, self.control._running = ctx.Event(), ctx.Event()
-            self.control._running.set()
-        self.process = None
 
-    # -------------------------------------------------------------- relay thread
-    def _handle(self, msg: tuple) -> None:
-        kind = msg[0]
-        if kind == "progress":
-            b = msg[1]
-            preview = None
-            if b.get("preview") is not None:
-                try:
-                    preview = to_qimage(b["preview"])
-                except (ValueError, TypeError):
-                    preview = None  # an odd preview must never stop a job
-            self.progress.emit(ProgressBatch(stage=b.get("stage", self.job), part=b.get("part", ""),
-                                             step=b.get("step", 0), total=b.get("total", 0),
-                                             message=b.get("message", ""), time=time.perf_counter(),
-                                             losses=b.get("losses", []), preview=preview,
-                                             elapsed=b.get("elapsed", 0.0)))
-        elif kind == "done":
-            self.outcome = "done"
-            self.result = msg[-1]
-            self.done.emit(self.result)
-        elif kind == "failed":
-            self.outcome = "failed"
-            self.failed.emit(Failure(*msg[-3:]))
-        elif kind == "cancelled":
-            self.outcome = "cancelled"
-            self.cancelled.emit()
-
-    def run(self) -> None:  # noqa: D401 (QThread API)
-        self.outcome = ""
-        if self.in_process:
-            self._run_here()
-            return
-        import queue as _queue
-
+    def child(self):
         from ..workers.edit_process import child_main
-        from ..workers.stage_process import context
 
-        ctx = context()
-        q = ctx.Queue()
-        self.process = ctx.Process(target=child_main, name="avatar-studio-edit", daemon=True,
-                                   args=(str(self.project.root), self.engine, self.job, self.options, q,
-                                         self.control._cancel, self.control._running))
-        try:
-            self.process.start()
-        except Exception as exc:  # noqa: BLE001
-            self.outcome = "failed"
-            self.failed.emit(Failure.from_exception(exc))
-            return
-        ended = False
-        while not ended:
-            try:
-                msg = q.get(timeout=0.2)
-            except _queue.Empty:
-                if not self.process.is_alive():
-                    try:  # the child may have sent its last words just before exiting
-                        msg = q.get(timeout=0.5)
-                    except _queue.Empty:
-                        break
-                else:
-                    continue
-            if msg[0] == "end":
-                ended = True
-            else:
-                self._handle(msg)
-        self.process.join(5)
-        if not ended or not self.outcome:
-            self.outcome = "failed"
-            self.failed.emit(Failure(f"the edit process stopped unexpectedly (exit code {self.process.exitcode})",
-                                     "it may have run out of memory: close other programs and try again"))
+        return child_main, (str(self.project.root), self.engine, self.job, self.options)
 
-    def _run_here(self) -> None:
+    def work_here(self, reporter) -> None:
         from ..workers.edit_process import run_job as run_edit_job
-        from ..workers.stage_process import Batcher
 
-        batcher = Batcher(lambda b: self._handle(("progress", b)))
-        try:
-            result = run_edit_job(self.project, self.engine, self.job, self.options, self.control, batcher)
-        except Cancelled:
-            batcher.flush()
-            self._handle(("cancelled", self.job))
-            return
-        except BaseException as exc:  # noqa: BLE001 — every error becomes a dialog
-            batcher.flush()
-            f = Failure.from_exception(exc)
-            self._handle(("failed", self.job, f.message, f.hint, f.details))
-            return
-        batcher.flush()
-        self._handle(("done", self.job, result))
-
-    # -------------------------------------------------------------- GUI thread
-    def cancel(self) -> None:
-        self.control.cancel()
-
-    def kill(self) -> None:
-        """Last resort (the window is closing and the job does not stop)."""
-        if self.process is not None and self.process.is_alive():
-            self.process.terminate()
+        reporter.run(self.job, lambda c, p: run_edit_job(self.project, self.engine, self.job, self.options, c, p),
+                     self.control)
 
 
 class RenderWorker(QThread):

@@ -4,17 +4,18 @@ The window's `ExportRunner` starts `child_main` from the same forkserver as the 
 rendering (torch) never shares the GUI's interpreter. `drive` is the loop both the child
 and the in-thread fallback use: it runs `studio.export.export` and feeds a `Batcher`.
 
-Protocol (child → parent, over a multiprocessing queue), one tuple per message:
-  ("progress", batch dict) · ("done", result) · ("failed", message, hint, details) ·
-  ("cancelled",) · ("end",)
-Parent → child: the `cancel` and `running` events read by `Control`.
+Protocol: the stages' (`stage_process`, sent by its `Reporter` in `child_run`) with the job
+name "export" where a stage's name stands, and no "started" message.
 """
 from __future__ import annotations
 
 from typing import Any, Callable
 
 from ..progress import Control
-from .stage_process import Batcher, _be_nice, _exit_with_parent, _plain, failure_fields
+from .stage_process import Reporter, child_run
+
+JOB = "export"
+"""The name export messages carry where a stage's carry the stage."""
 
 
 def drive(project, cfg_values: dict, out: str, control: Control, on_progress: Callable,
@@ -36,38 +37,17 @@ def drive(project, cfg_values: dict, out: str, control: Control, on_progress: Ca
 def child_main(root: str, cfg_values: dict, out: str, loader: Any, queue, cancel, running) -> None:
     """Entry point of the export process. `loader(project)` gives the engine (None: the
     engine named in `cfg_values`, opened with `Avatar.open`)."""
-    _exit_with_parent(cancel)
-    _be_nice()
-    try:
-        import numpy as np
 
+    def body(reporter: Reporter, control: Control) -> None:
         from ..avatar import Avatar
         from ..engines import call_loader
-        from ..errors import Cancelled
         from ..project import Project
 
-        control = Control()
-        control._cancel, control._running = cancel, running
-
-        def send(batch: dict) -> None:
-            if batch["preview"] is not None:
-                batch["preview"] = np.ascontiguousarray(batch["preview"], dtype=np.uint8)
-            queue.put(("progress", batch))
-
-        batcher = Batcher(send)
-        try:
+        def work(control: Control, on_progress: Callable) -> dict:
             project = Project.open(root)
             avatar = Avatar(call_loader(loader, project)) if loader is not None else None
-            result = drive(project, cfg_values, out, control, batcher, avatar)
-        except Cancelled:
-            batcher.flush()
-            queue.put(("cancelled",))
-            return
-        batcher.flush()
-        queue.put(("done", _plain(result)))
-    except BaseException as exc:  # noqa: BLE001 — every error goes to a dialog
-        queue.put(("failed", *failure_fields(exc)))
-    finally:
-        queue.put(("end",))
-        queue.close()
-        queue.join_thread()
+            return drive(project, cfg_values, out, control, on_progress, avatar)
+
+        reporter.run(JOB, work, control, announce=False)
+
+    child_run(queue, cancel, running, JOB, body)

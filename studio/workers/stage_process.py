@@ -97,61 +97,114 @@ def failure_fields(exc: BaseException) -> tuple[str, str, str]:
             "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
 
 
+class Reporter:
+    """The sending side of the protocol above, for every job: a stage, an export, an actor's training.
+
+    `run(name, work, control)` calls `work(control, on_progress)` and reports it: ("started", name)
+    (with `announce`), ("progress", batch) through a `Batcher`, then ("done", name, result),
+    ("cancelled", name) or ("failed", name, message, hint, details). `put` is a child's
+    `queue.put`, or the GUI thread's handler when a job runs in-process (then `plain=False` keeps the
+    result as it is; across a process it is reduced to plain JSON-like values)."""
+
+    def __init__(self, put, plain: bool = True):
+        self.put = put
+        self.plain = plain
+        self.batcher = Batcher(self._send)
+
+    def _send(self, batch: dict) -> None:
+        if batch["preview"] is not None:
+            import numpy as np
+
+            batch["preview"] = np.ascontiguousarray(batch["preview"], dtype=np.uint8)
+        self.put(("progress", batch))
+
+    def run(self, name: str, work, control: Control, announce: bool = True) -> bool:
+        """Run and report one job; True when it finished (False: cancelled or failed, already said)."""
+        from ..errors import Cancelled
+
+        self.batcher.reset()
+        if announce:
+            self.put(("started", name))
+        try:
+            result = work(control, self.batcher)
+        except Cancelled:
+            self.batcher.flush()
+            self.put(("cancelled", name))
+            return False
+        except BaseException as exc:  # noqa: BLE001 — every error goes to a dialog
+            self.batcher.flush()
+            self.fail(name, exc)
+            return False
+        self.batcher.flush()
+        self.put(("done", name, _plain(result) if self.plain else result))
+        return True
+
+    def fail(self, name: str, exc: BaseException) -> None:
+        self.put(("failed", name, *failure_fields(exc)))
+
+
+def child_control(cancel, running) -> Control:
+    """The parent's two events as a `Control` (cancel; running cleared = paused)."""
+    control = Control()
+    control._cancel, control._running = cancel, running
+    return control
+
+
+def child_run(queue, cancel, running, name: str, body) -> None:
+    """The frame of every child process: leave when the parent dies, lower the priority, run
+    `body(reporter, control)`; an error anywhere (an import, opening the project) is reported as
+    ("failed", name, …), and ("end",) is always the last message."""
+    _exit_with_parent(cancel)
+    _be_nice()
+    reporter = Reporter(queue.put)
+    try:
+        body(reporter, child_control(cancel, running))
+    except BaseException as exc:  # noqa: BLE001 — e.g. an import error in the child
+        reporter.fail(name, exc)
+    finally:
+        queue.put(("end",))
+        queue.close()
+        queue.join_thread()
+
+
+def run_stages(reporter: Reporter, control: Control, project, stages: list[str], overrides: dict,
+               device: str | None, force) -> None:
+    """`run_stage` for each of `stages` in turn, reported by `reporter`; stops at the first that
+    does not finish. The child and the GUI's in-thread runs both use it."""
+    from ..pipeline import run_stage
+
+    for name in stages:
+        def work(control, on_progress, name=name):
+            return run_stage(project, name, overrides.get(name), control=control, on_progress=on_progress,
+                             device=device, force=name in force)
+
+        if not reporter.run(name, work, control):
+            return
+
+
 def child_main(root: str, stages: list[str], overrides: dict, device: str | None, force: list[str],
                specs: dict, queue, cancel, running) -> None:
     """Entry point of the worker process."""
-    _exit_with_parent(cancel)
-    _be_nice()
-    try:
-        import numpy as np
+    first = stages[0] if stages else ""
 
-        from ..errors import Cancelled
+    def body(reporter: Reporter, control: Control) -> None:
         from ..lock import project_lock
-        from ..pipeline import run_stage
         from ..project import Project
         from ..stages import REGISTRY, register
 
         for name, spec in specs.items():  # stages registered at run time (plug-ins, tests)
             if name not in REGISTRY:
                 register(spec)
-        control = Control()
-        control._cancel, control._running = cancel, running
         project = Project.open(root)
-
-        def send(batch: dict) -> None:
-            if batch["preview"] is not None:
-                batch["preview"] = np.ascontiguousarray(batch["preview"], dtype=np.uint8)
-            queue.put(("progress", batch))
-
-        batcher = Batcher(send)
         lock = project_lock(root, "stages " + ", ".join(stages))
         try:
-            lock.__enter__()
+            lock.__enter__()  # held until the process ends
         except BaseException as exc:  # another process works on the project
-            queue.put(("failed", stages[0] if stages else "", *failure_fields(exc)))
+            reporter.fail(first, exc)
             return
-        for name in stages:
-            batcher.reset()
-            queue.put(("started", name))
-            try:
-                result = run_stage(project, name, overrides.get(name), control=control, on_progress=batcher,
-                                   device=device, force=name in force)
-            except Cancelled:
-                batcher.flush()
-                queue.put(("cancelled", name))
-                return
-            except BaseException as exc:  # noqa: BLE001 — every error goes to a dialog
-                batcher.flush()
-                queue.put(("failed", name, *failure_fields(exc)))
-                return
-            batcher.flush()
-            queue.put(("done", name, _plain(result)))
-    except BaseException as exc:  # noqa: BLE001 — e.g. an import error in the child
-        queue.put(("failed", stages[0] if stages else "", *failure_fields(exc)))
-    finally:
-        queue.put(("end",))
-        queue.close()
-        queue.join_thread()
+        run_stages(reporter, control, project, stages, overrides, device, set(force))
+
+    child_run(queue, cancel, running, first, body)
 
 
 def _be_nice(increment: int = 10) -> None:

@@ -198,3 +198,30 @@ class FakeTrackedEngine(FakeEngine):
 
         self.control_names = ["yaw", "pitch", *EXPRESSION_NAMES]
         self.ranges = {"yaw": (-30.0, 30.0), "pitch": (-15.0, 15.0), **{n: (0.0, 1.0) for n in EXPRESSION_NAMES}}
+
+
+# --------------------------------------------------------------------------- a job for ProcessRunner
+def fake_job(steps: int, fail: str, control, on_progress) -> dict:
+    """`steps` steps with a loss each; then `fail`: "" returns, "error" raises an InputError,
+    "exit" ends the process without a word (as an out-of-memory kill would)."""
+    import os
+
+    from studio.progress import Progress
+
+    for i in range(steps):
+        control.checkpoint()
+        on_progress(Progress(stage="job", step=i + 1, total=steps, part="work", losses={"x": 1.0 / (i + 1)}))
+        time.sleep(0.005)
+    if fail == "error":
+        raise InputError("the input is bad", "choose another input")
+    if fail == "exit":
+        os._exit(3)
+    return {"steps": steps}
+
+
+def fake_job_child(steps: int, fail: str, queue, cancel, running) -> None:
+    """`fake_job` in a child process, through the helper every child uses."""
+    from studio.workers.stage_process import child_run
+
+    child_run(queue, cancel, running, "job",
+              lambda reporter, control: reporter.run("job", lambda c, p: fake_job(steps, fail, c, p), control))
