@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (QCheckBox, QGridLayout, QHBoxLayout, QLabel, QPro
                                QSplitter, QVBoxLayout, QWidget)
 
 from .imaging import ImageView
+from .labels import ElidedLabel
 from .theme import COLORS, CURVE_COLORS, icon
 from .workers import ProgressBatch
 
@@ -135,13 +136,13 @@ class Dashboard(QWidget):
         lay.setSpacing(8)
 
         head = QHBoxLayout()
-        self.title = QLabel("No run yet")
+        # the title and the message line elide to their place (whole text in the tooltip) and never
+        # take their size from the text, so a changing text does not relayout the page
+        self.title = ElidedLabel("No run yet")
         self.title.setStyleSheet("font-weight: bold; font-size: 11pt;")
-        self.message = QLabel("")
+        self.message = ElidedLabel("")
         self.message.setObjectName("Dim")
-        self.message.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)  # changing text: no relayout
-        head.addWidget(self.title)
-        head.addWidget(self.message, 1)
+        head.addWidget(self.title, 1)
         self.pause_btn = QPushButton(icon("pause"), "Pause")
         self.resume_btn = QPushButton(icon("run"), "Resume")
         self.cancel_btn = QPushButton(icon("cancel"), "Cancel")
@@ -153,17 +154,18 @@ class Dashboard(QWidget):
         self.cancel_btn.clicked.connect(self.cancel_clicked)
         lay.addLayout(head)
 
-        bar = QHBoxLayout()
         self.bar = QProgressBar()
         self.bar.setRange(0, 1000)
         self.bar.setValue(0)
         self.bar.setFormat("%p%")
+        lay.addWidget(self.bar)
+        # a line of its own under the bar (beside it, the bar shrank to a few pixels in a narrow window);
+        # its size never follows the text, so a changing figure does not relayout the page
         self.stats = QLabel("")
         self.stats.setObjectName("Stat")
-        self.stats.setFixedWidth(340)
-        bar.addWidget(self.bar, 1)
-        bar.addWidget(self.stats)
-        lay.addLayout(bar)
+        self.stats.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)
+        lay.addWidget(self.stats)
+        lay.addWidget(self.message)
 
         split = QSplitter(Qt.Horizontal)
         plot_box = QWidget()
@@ -207,6 +209,8 @@ class Dashboard(QWidget):
         pv.addLayout(grid)
         split.addWidget(prev_box)
         split.setSizes([520, 360])
+        split.setChildrenCollapsible(False)
+        self.split = split
         lay.addWidget(split, 1)
 
         self._redraw = QTimer(self)
@@ -214,6 +218,15 @@ class Dashboard(QWidget):
         self._redraw.timeout.connect(self._draw_curves)
         self.reset("")
         self.set_running(False)
+
+    NARROW = 640
+    """Below this width the previews go under the curves (side by side, both were cut)."""
+
+    def resizeEvent(self, ev) -> None:  # noqa: N802
+        want = Qt.Vertical if ev.size().width() < self.NARROW else Qt.Horizontal
+        if self.split.orientation() != want:
+            self.split.setOrientation(want)
+        super().resizeEvent(ev)
 
     # ------------------------------------------------------------------ state
     def reset(self, stage: str) -> None:
@@ -243,8 +256,8 @@ class Dashboard(QWidget):
             t.set_image(None)
         self.bar.setValue(0)
         self.stats.setText("")
-        self.message.setText("")
-        self.title.setText(f"Running {stage}" if stage else "No run yet")
+        self.message.set_full_text("")
+        self.title.set_full_text(f"Running {stage}" if stage else "No run yet")
 
     def set_running(self, running: bool, paused: bool = False) -> None:
         # one of Pause / Resume, and only during a run: a stopped stage's Resume is the page's Run button
@@ -260,7 +273,7 @@ class Dashboard(QWidget):
             self._draw_curves()
 
     def set_title(self, text: str) -> None:
-        self.title.setText(text)
+        self.title.set_full_text(text)
 
     def holds_run(self, stage: str) -> bool:
         """Whether the curves are a run of `stage` seen live in this window (kept after it ends)."""
@@ -334,10 +347,10 @@ class Dashboard(QWidget):
         rate_s = f"{rate:.2f} it/s" if rate and rate < 10 else (f"{rate:.0f} it/s" if rate else "– it/s")
         self.stats.setText(f"{rate_s}   ETA {fmt_duration(eta)}   elapsed "
                            f"{fmt_duration(time.perf_counter() - self.started)}")
-        self.message.setText(b.message)
+        self.message.set_full_text(b.message)
         last = {k: ys[-1] for k, (xs, ys) in self.series.items() if ys}
         if last:
-            self.message.setText((b.message + "   " if b.message else "") +
+            self.message.set_full_text((b.message + "   " if b.message else "") +
                                  "  ".join(f"{k} {v:.4g}" for k, v in list(last.items())[:4]))
 
     def show_last_run(self, project, stage: str) -> None:
@@ -350,12 +363,12 @@ class Dashboard(QWidget):
         rec = project.record(stage)
         state = stage_state(project, stage)
         if state == "pending" or not rec.get("status"):
-            self.title.setText("No run of this stage yet")
+            self.title.set_full_text("No run of this stage yet")
             return
         outcome = {"done": "finished", "stale": "finished (now out of date)", "cancelled": "cancelled",
                    "interrupted": "interrupted", "failed": "failed", "running": "running elsewhere"}.get(state, state)
         when = (rec.get("finished") if state in ("done", "stale") else None) or rec.get("started") or ""
-        self.title.setText(f"Last run: {outcome}" + (f", {_short_time(when)}" if when else ""))
+        self.title.set_full_text(f"Last run: {outcome}" + (f", {_short_time(when)}" if when else ""))
         res = rec.get("result") or {}
         summary = res.get("summary") or {}
         progress = {str(k): int(v) for k, v in (rec.get("progress") or {}).items() if isinstance(v, (int, float))}
@@ -371,7 +384,7 @@ class Dashboard(QWidget):
         self.stats.setToolTip(self.stats.text())
         done = state in ("done", "stale")
         self.bar.setValue(1000 if done else 0)
-        self.bar.setFormat(("done" if done else outcome) + (f": {steps_s} steps" if steps_s else ""))
+        self.bar.setFormat("done" if done else outcome)
         # curves from the loss log, parts one after another; else the summary's loss figures
         log = read_loss_log(loss_log_path(), stage)
         last: dict[str, float] = {}
@@ -392,8 +405,7 @@ class Dashboard(QWidget):
         text = "  ".join(f"{k} {v:.4g}" for k, v in list(last.items())[:6])
         if state == "failed" and rec.get("error"):
             text = f"error: {rec['error']}" + (f"   {text}" if text else "")
-        self.message.setText(text)
-        self.message.setToolTip(text)
+        self.message.set_full_text(text)
 
     def eta_text(self) -> str:
         return self.stats.text()

@@ -138,7 +138,7 @@ class DriversPanel(QGroupBox):
             if keep and it.data(Qt.UserRole) == keep:
                 self.list.setCurrentItem(it)
         if not self.actors:
-            placeholder = QListWidgetItem("No actor yet: Train a new actor… (or export once with a driver video)")
+            placeholder = QListWidgetItem("No actor yet: Train a new actor…\n(or export once with a driver video)")
             placeholder.setFlags(Qt.NoItemFlags)
             self.list.addItem(placeholder)
         self._update_buttons()

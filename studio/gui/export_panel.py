@@ -143,7 +143,9 @@ class ExportPanel(QWidget):
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.NoFrame)
         scroll.setWidget(left)
-        scroll.setMinimumWidth(500)
+        # the settings' own minimum (~450 px, the Drivers buttons) + a scroll bar; with the preview column
+        # (its buttons, ~230 px) it fits the 750 px a 1000-px window leaves beside the sidebar
+        scroll.setMinimumWidth(465)
         lay.addWidget(scroll, 5)
 
         # ---- right: progress, preview, result
@@ -167,7 +169,7 @@ class ExportPanel(QWidget):
         self.status = QLabel("")
         self.status.setObjectName("Stat")
         right.addWidget(self.status)
-        self.preview = ImageView("The newest rendered frame shows here while exporting.", min_side=240)
+        self.preview = ImageView("The newest rendered frame shows here while exporting.", min_side=200)
         right.addWidget(self.preview, 1)
         self.result_box = QFrame()
         self.result_box.setObjectName("ResultBox")

@@ -12,6 +12,7 @@ from .. import __version__
 from ..errors import StudioError
 from .dialogs import VIDEO_EXTENSIONS, NewProjectDialog, error_box, project_gone_box
 from .export_panel import ExportPanel
+from .labels import ElidedLabel
 from ..model_files import ModelFiles
 from .settings import AppSettings
 from .stage_page import StagePage
@@ -245,13 +246,13 @@ class MainWindow(QMainWindow):
         sl = QVBoxLayout(side)
         sl.setContentsMargins(0, 8, 0, 8)
         sl.setSpacing(2)
-        self.project_label = QLabel("")
-        self.project_label.setStyleSheet("font-weight: bold; font-size: 11pt; padding: 4px 12px; background: transparent;")
-        self.project_label.setWordWrap(True)
-        self.source_label = QLabel("")
+        # names do not wrap (a folder name is one long word): elided, the whole name in the tooltip
+        self.project_label = ElidedLabel("")
+        self.project_label.setStyleSheet("font-weight: bold; font-size: 11pt; background: transparent;")
+        self.project_label.setContentsMargins(12, 4, 12, 4)
+        self.source_label = ElidedLabel("")
         self.source_label.setObjectName("Hint")
-        self.source_label.setStyleSheet("padding: 0 12px;")
-        self.source_label.setWordWrap(True)
+        self.source_label.setContentsMargins(12, 0, 12, 0)
         sl.addWidget(self.project_label)
         sl.addWidget(self.source_label)
         t1 = QLabel("STAGES")
@@ -342,10 +343,9 @@ class MainWindow(QMainWindow):
             self.export_panel.set_project(None)
             return
         self.setWindowTitle(f"{project.name} — Avatar Studio")
-        self.project_label.setText(project.name)
+        self.project_label.set_full_text(project.name, str(project.root))
         src = (project.manifest.get("source") or {}).get("path")
-        self.source_label.setText(Path(src).name if src else "no video")
-        self.source_label.setToolTip(src or "")
+        self.source_label.set_full_text(Path(src).name if src else "no video", src or "")
         for box, value in ((self.preset_box, project.preset), (self.device_box, project.device)):
             box.blockSignals(True)
             i = box.findData(value if value != "gpu" else "cuda")

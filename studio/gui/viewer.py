@@ -120,6 +120,7 @@ class ViewerPanel(QWidget):
         self.page_scroll = QScrollArea()
         self.page_scroll.setWidgetResizable(True)
         self.page_scroll.setFrameShape(QFrame.NoFrame)
+        self.page_scroll.setProperty("scrolls_sideways", True)  # by design (tests/gui/test_layout_widths.py)
         self.page_scroll.setWidget(page)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)

@@ -31,15 +31,15 @@ def test_reopened_project_shows_the_last_run(window, trained, screenshot):
     window.open_project(trained.root)
     window.select_stage(FAKE_TRAIN)
     d = window.stage_page.dashboard
-    assert d.title.text().startswith("Last run: finished"), d.title.text()
-    assert "2026-12-01" in d.title.text()
+    assert d.title.full_text().startswith("Last run: finished"), d.title.full_text()
+    assert "2026-12-01" in d.title.full_text()
     assert "fit 80" in d.stats.text() and "1:15" in d.stats.text(), d.stats.text()
-    assert "final_mse 0.0123" in d.message.text()
+    assert "final_mse 0.0123" in d.message.full_text()
     assert d.bar.value() == 1000
     screenshot(window, "stage_last_run")
     # a stage never run says so, and going back shows the recorded run again
     window.select_stage("ingest")
-    assert d.title.text() == "No run of this stage yet"
+    assert d.title.full_text() == "No run of this stage yet"
     window.select_stage(FAKE_TRAIN)
     assert "fit 80" in d.stats.text()
 
@@ -53,7 +53,7 @@ def test_last_run_curves_come_from_the_loss_log(window, trained, tmp_path, monke
     window.select_stage(FAKE_TRAIN)
     xs, ys = window.stage_page.dashboard.series["mse"]
     assert xs == list(range(1, 81)) and ys[-1] == pytest.approx(1 / 80)
-    assert "mse 0.0125" in window.stage_page.dashboard.message.text()
+    assert "mse 0.0125" in window.stage_page.dashboard.message.full_text()
 
 
 def test_resumed_run_continues_at_the_checkpointed_step(qtbot, themed, tmp_path, monkeypatch):
