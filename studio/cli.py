@@ -476,14 +476,20 @@ def cmd_edit(args) -> int:
     from .project import Project
 
     project = Project.open(args.project)
-    actions = [a for a in ("text", "directions", "list", "remove") if getattr(args, a) not in (None, False)]
+    actions = [a for a in ("text", "global_prompt", "channel_effects", "directions", "list", "remove")
+               if getattr(args, a) not in (None, False)]
     if len(actions) != 1:
-        raise InputError("edit needs exactly one of --text, --directions, --list, --remove",
-                         f"e.g. avatar-studio edit {args.project} --text \"blue hair\"")
-    for opt_name in ("neutral", "name", "steps", "keep_background"):
-        if getattr(args, opt_name) not in (None, False) and actions[0] != "text":
-            raise InputError(f"--{opt_name.replace('_', '-')} goes with --text", f"e.g. avatar-studio edit "
-                             f"{args.project} --text \"blue hair\" --{opt_name.replace('_', '-')} ...")
+        raise InputError("edit needs exactly one of --text, --global, --channel-effects, --directions, --list, "
+                         "--remove", f"e.g. avatar-studio edit {args.project} --text \"blue hair\"")
+    goes_with = {"neutral": ("text", "global_prompt"), "name": ("text", "global_prompt"), "steps": ("text",),
+                 "keep_background": ("text",), "beta": ("global_prompt",)}
+    for opt_name, allowed in goes_with.items():
+        if getattr(args, opt_name) not in (None, False) and actions[0] not in allowed:
+            flag = f"--{opt_name.replace('_', '-')}"
+            with_ = " or ".join("--global" if a == "global_prompt" else f"--{a}" for a in allowed)
+            example = "--global \"blue hair\"" if allowed == ("global_prompt",) else "--text \"blue hair\""
+            raise InputError(f"{flag} goes with {with_}",
+                             f"e.g. avatar-studio edit {args.project} {example} {flag} ...")
     if args.list:
         ok, line = jobs.clip_status()
         engines = [jobs.resolve_engine(project, args.engine)] if args.engine else jobs.edit_engines()
@@ -511,6 +517,34 @@ def cmd_edit(args) -> int:
         _say(f"removed edit '{edit.name}' ({edit.engine})")
         return 0
     printer = ProgressPrinter()
+    if args.channel_effects:
+        try:
+            eff = jobs.compute_channel_effects(project, args.engine, on_progress=printer)
+        finally:
+            printer.close()
+        L_D, E = eff["effects"].shape
+        how = ("reused the cached" if eff["cached"] else
+               f"computed in {_fmt_s(eff['seconds'])} of work ({eff['method']}, {eff['samples']} samples):")
+        _say(f"channel effects of the {jobs.resolve_engine(project, args.engine)} avatar: {how} {L_D} channels x "
+             f"{E} CLIP dimensions in {eff['path']}",
+             f"make an edit (one matrix product now): avatar-studio edit {project.root} --global \"blue hair\"")
+        return 0
+    if args.global_prompt is not None:
+        try:
+            edit = jobs.find_global_edit(project, args.engine, args.global_prompt, args.neutral or "", args.name,
+                                         args.beta, on_progress=printer)
+        finally:
+            printer.close()
+        s = edit.summary
+        eff = "cached channel effects" if s.get("effects_cached") else \
+            f"channel effects computed in {_fmt_s(s.get('effects_seconds'))}"
+        _say(f"saved edit '{edit.name}' ({edit.engine}, global direction): {s.get('channels_kept')} of "
+             f"{s.get('channels')} channels at β {edit.threshold:g}; {eff}; {_fmt_s(s.get('wall_seconds'))} in all; "
+             f"default strength {edit.default_strength:g}",
+             f"picture (unedited above, edited below): {jobs.edit_picture(project, edit)}",
+             f"use it: avatar-studio export {project.root} -o clip.mp4 "
+             f"--edit \"{edit.name}={edit.default_strength:g}\"")
+        return 0
     if args.directions:
         try:
             edits, picture = jobs.compute_directions(project, args.engine, on_progress=printer)
@@ -762,12 +796,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "directions from the avatar itself, list or remove them")
     sp.add_argument("project")
     sp.add_argument("--text", metavar="PROMPT", help="find a text edit, e.g. --text \"blue hair\" (StyleCLIP)")
+    sp.add_argument("--global", dest="global_prompt", metavar="PROMPT",
+                    help="make a global-direction edit, e.g. --global \"blue hair\" (StyleCLIP global directions: the "
+                         "avatar's channel effects are computed once, then any prompt is one matrix product; needs a "
+                         "CLIP file)")
+    sp.add_argument("--channel-effects", action="store_true",
+                    help="compute (or check) the avatar's per-channel CLIP effects that --global uses, with progress; "
+                         "resumable, cached in the project until the avatar is retrained")
     sp.add_argument("--directions", action="store_true",
                     help="compute the avatar's principal directions (GANSpace; no file needed) and a picture")
     sp.add_argument("--list", action="store_true", help="list the saved edits")
     sp.add_argument("--remove", metavar="NAME", help="remove a saved edit")
-    sp.add_argument("--neutral", metavar="TEXT", help="--text: a neutral description, e.g. \"a face\"")
-    sp.add_argument("--name", help="--text: the edit's name (default: the prompt)")
+    sp.add_argument("--neutral", metavar="TEXT", help="--text/--global: a neutral description, e.g. \"a face\"")
+    sp.add_argument("--name", help="--text/--global: the edit's name (default: the prompt)")
+    sp.add_argument("--beta", type=float, help="--global: threshold β in [0, 1); channels whose relevance is under β "
+                    "of the largest are left out (default 0.1; larger = fewer channels, a narrower edit)")
     sp.add_argument("--steps", type=int, help="--text: optimisation steps (default: 100 in the preview preset)")
     sp.add_argument("--keep-background", action="store_true",
                     help="--text: penalise changes outside the face and hair")

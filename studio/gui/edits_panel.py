@@ -17,9 +17,9 @@ from pathlib import Path
 from . import _qtfix  # noqa: F401  (PySide6 emit refcount bug)
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QImage, QPixmap
-from PySide6.QtWidgets import (QCheckBox, QFrame, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QMessageBox,
-                               QProgressBar, QPushButton, QScrollArea, QSizePolicy, QSlider, QSpinBox, QStyle,
-                               QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QGroupBox, QHBoxLayout, QLabel,
+                               QLineEdit, QMessageBox, QProgressBar, QPushButton, QScrollArea, QSizePolicy, QSlider,
+                               QSpinBox, QStyle, QToolButton, QVBoxLayout, QWidget)
 
 from .dialogs import error_box
 from .imaging import ImageView
@@ -36,6 +36,14 @@ CLIP_NOTE = ("Text edits need a CLIP checkpoint: an open_clip model file (.bin, 
              "example open_clip_pytorch_model.bin of ViT-B-32). Add it under Models… or on the command line "
              "with <span style='font-family: monospace'>avatar-studio models add clip FILE</span>. "
              "Nothing is downloaded. Directions below work without it.")
+METHODS = (("optimise", "Optimise (StyleCLIP)",
+            "Optimise one offset for this prompt over the avatar's poses and expressions: about a minute per prompt "
+            "on a CPU; a cancelled search continues where it stopped"),
+           ("global", "Global directions",
+            "StyleCLIP global directions: the CLIP effect of every latent channel is measured once for this avatar "
+            "(with progress; cached in the project until the avatar is retrained), then each prompt is one matrix "
+            "product. β leaves out channels whose relevance is under β of the largest."))
+"""The Find methods of the Text edit box: (value sent as the job's "method", label, tooltip)."""
 
 
 # ----------------------------------------------------------------------------- Qt-free calls (run in jobs)
@@ -70,6 +78,19 @@ def clip_state() -> tuple[bool, str, bool]:
 
     ok, line = clip_status()
     return ok, line, ModelFiles().entry("clip").source != "missing"
+
+
+def effects_state(project, engine: str) -> str:
+    """One line about the global-direction channel effects of (project, engine): cached for this training,
+    or what the first global Find will do. Reads the cache's metadata only: runs in a job."""
+    from ..edits.jobs import effects_path, model_key
+    from ..edits.global_directions import effects_meta
+
+    meta = effects_meta(effects_path(project, engine))
+    if meta and meta.get("key", "").startswith(f"model {model_key(project, engine)};"):
+        return (f"Channel effects cached ({meta.get('method', '?')}, {float(meta.get('seconds') or 0):.0f} s of "
+                "work): a global Find takes seconds.")
+    return "The first global Find measures every latent channel's CLIP effect first (minutes, with progress)."
 
 
 def engine_has_edits(engine: str | None) -> bool:
@@ -507,7 +528,8 @@ class EditsPanel(QWidget):
         tl.addLayout(row)
         row = QHBoxLayout()
         row.addWidget(self.neutral, 1)
-        row.addWidget(QLabel("Steps"))
+        self.steps_label = QLabel("Steps")
+        row.addWidget(self.steps_label)
         self.steps = QSpinBox()
         self.steps.setRange(0, 100000)
         self.steps.setSingleStep(50)
@@ -516,7 +538,32 @@ class EditsPanel(QWidget):
                               "give a stronger, cleaner edit and take longer; a cancelled search continues where "
                               "it stopped when started again with the same settings.")
         row.addWidget(self.steps)
+        self.beta = QDoubleSpinBox()
+        self.beta.setRange(0.0, 0.95)
+        self.beta.setSingleStep(0.05)
+        self.beta.setDecimals(2)
+        self.beta.setValue(0.1)
+        self.beta.setPrefix("β ")
+        self.beta.setToolTip("Threshold of a global direction: channels whose relevance to the prompt is under β of "
+                             "the largest are left out (larger: fewer channels, a narrower edit)")
+        self.beta.hide()
+        row.addWidget(self.beta)
         tl.addLayout(row)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Method"))
+        self.method = QComboBox()
+        for value, label, tip in METHODS:
+            self.method.addItem(label, value)
+            self.method.setItemData(self.method.count() - 1, tip, Qt.ToolTipRole)
+        self.method.setToolTip(METHODS[0][2])
+        self.method.currentIndexChanged.connect(self._method_changed)
+        row.addWidget(self.method, 1)
+        tl.addLayout(row)
+        self.effects_note = QLabel("")
+        self.effects_note.setObjectName("Hint")
+        self.effects_note.setWordWrap(True)
+        self.effects_note.hide()
+        tl.addWidget(self.effects_note)
         self.clip_note = QWidget()
         cl = QHBoxLayout(self.clip_note)
         cl.setContentsMargins(0, 0, 0, 0)
@@ -634,6 +681,8 @@ class EditsPanel(QWidget):
             self.list.bind(choices)
         if choices is not None:
             choices.reload()
+            if self.method_value() == "global":
+                self.check_effects()
         self._update()
         self.render_changed.emit()
 
@@ -691,7 +740,7 @@ class EditsPanel(QWidget):
             self.notice.hide()
         clip = bool(self.clip_ok)
         self.clip_note.setVisible(self.clip_ok is False)
-        for w in (self.prompt, self.neutral, self.steps):
+        for w in (self.prompt, self.neutral, self.steps, self.beta, self.method):
             w.setEnabled(supported and clip and not running)
         self.prompt.setToolTip("" if clip else "Add a CLIP file to use text edits (see the note below)")
         self.find_btn.setEnabled(supported and clip and not running and bool(self.prompt.text().strip()))
@@ -726,13 +775,47 @@ class EditsPanel(QWidget):
     def _failed_quietly(self, f: Failure) -> None:
         self.error_dialog = error_box(self, "Edits", f)
 
+    # ------------------------------------------------------------------ method
+    def method_value(self) -> str:
+        """"optimise" or "global": how Find makes the text edit."""
+        return self.method.currentData() or "optimise"
+
+    def set_method(self, value: str) -> None:
+        i = self.method.findData(value)
+        if i < 0:
+            raise ValueError(f"unknown method {value!r}")
+        self.method.setCurrentIndex(i)
+
+    def _method_changed(self) -> None:
+        glob = self.method_value() == "global"
+        self.method.setToolTip(dict((v, t) for v, _l, t in METHODS)[self.method_value()])
+        self.steps.setVisible(not glob)
+        self.steps_label.setVisible(not glob)
+        self.beta.setVisible(glob)
+        self.effects_note.setVisible(glob and bool(self.effects_note.text()))
+        if glob:
+            self.check_effects()
+
+    def check_effects(self) -> None:
+        """Say whether the channel effects are cached (a background job reads the cache's metadata)."""
+        if self.project is None or self.choices is None:
+            return
+        project, engine = self.project, self.engine
+        run_job(lambda: effects_state(project, engine), self._effects_checked, lambda f: None)
+
+    def _effects_checked(self, line: str) -> None:
+        self.effects_note.setText(line)
+        self.effects_note.setVisible(self.method_value() == "global")
+
     # ------------------------------------------------------------------ finding
     def find_text(self) -> EditJobRunner | None:
         prompt = " ".join(self.prompt.text().split())
         if not prompt or not self.find_btn.isEnabled():
             return None
         options = {"prompt": prompt, "neutral": " ".join(self.neutral.text().split())}
-        if self.steps.value() > 0:
+        if self.method_value() == "global":
+            options.update(method="global", beta=round(float(self.beta.value()), 4))
+        elif self.steps.value() > 0:
             options["steps"] = self.steps.value()
         return self._start("text", options)
 
@@ -751,7 +834,8 @@ class EditsPanel(QWidget):
         runner.cancelled.connect(self._cancelled)
         runner.finished.connect(self._finished)
         self.runner, self._job, self._busy, self.last_result = runner, job, True, None
-        self.job_box.setTitle(f"Finding “{options['prompt']}”" if job == "text" else "Finding directions")
+        how = " (global direction)" if options.get("method") == "global" else ""
+        self.job_box.setTitle(f"Finding “{options['prompt']}”{how}" if job == "text" else "Finding directions")
         self.job_box.show()
         self.strip.set_image(None)
         self.progress.setRange(0, 0)
@@ -790,6 +874,8 @@ class EditsPanel(QWidget):
             name = result.get("name", "") if isinstance(result, dict) else ""
             names = (name,) if name else ()
             self.status.setText(f"found “{name}”: it is switched on below" if name else "found")
+            if self.method_value() == "global":
+                self.check_effects()
             self.prompt.clear()
             self.neutral.clear()
         else:

@@ -10,7 +10,8 @@ with the job's name where a stage's would be:
   ("failed", job, message, hint, details) · ("cancelled", job) · ("end",)
 `batch` is `stage_process.Batcher`'s dict (stage "edit", part, step, total, message, losses, a
 preview strip as an (H, W, 3) uint8 array or None, elapsed, rate). `result` is plain data: for "text"
-the saved edit's metadata (`Edit.meta()`), for "directions" {"edits": [metadata, ...], "picture": path}.
+(either method: ``options["method"]`` "optimise" or "global") the saved edit's metadata (`Edit.meta()`),
+for "directions" {"edits": [metadata, ...], "picture": path}, for "effects" the cache's figures.
 Parent → child: the `cancel` and `running` events read by `Control` (cancel stops between steps; a
 cancelled text edit resumes where it stopped when started again with the same settings).
 
@@ -25,18 +26,38 @@ from typing import Any, Callable
 from ..progress import Control
 from .stage_process import Batcher, _be_nice, _exit_with_parent, _plain, context, failure_fields
 
-JOBS = ("text", "directions")
+JOBS = ("text", "directions", "effects")
+METHODS = ("optimise", "global")
+"""How a "text" job finds its edit: StyleCLIP latent optimisation, or a global direction (the avatar's
+channel effects, computed and cached on first use, matched against the prompt)."""
 
 
 def run_job(project, engine: str | None, job: str, options: dict | None, control: Control,
             on_progress: Callable) -> dict:
-    """Run one edit job to the end; progress goes to `on_progress`; returns the plain result."""
+    """Run one edit job to the end; progress goes to `on_progress`; returns the plain result.
+
+    "text" takes ``method`` ("optimise", the default, or "global") beside its options: optimise passes
+    prompt, neutral, name, steps, … to `find_text_edit`; global passes prompt, neutral, name, beta to
+    `find_global_edit`. "effects" computes (or reuses) the channel effects; its result is
+    {"path", "cached", "seconds", "method", "samples", "channels"}.
+    """
     from ..edits import jobs
 
     options = dict(options or {})
     if job == "text":
-        edit = jobs.find_text_edit(project, engine, on_progress=on_progress, control=control, **options)
+        method = options.pop("method", "optimise") or "optimise"
+        if method not in METHODS:
+            raise ValueError(f"unknown text-edit method {method!r} (methods: {', '.join(METHODS)})")
+        if method == "global":
+            options.pop("steps", None)    # the optimiser's setting; a global direction has no steps
+            edit = jobs.find_global_edit(project, engine, on_progress=on_progress, control=control, **options)
+        else:
+            edit = jobs.find_text_edit(project, engine, on_progress=on_progress, control=control, **options)
         return _plain(edit.meta())
+    if job == "effects":
+        eff = jobs.compute_channel_effects(project, engine, on_progress=on_progress, control=control, **options)
+        return _plain({k: eff[k] for k in ("path", "cached", "seconds", "method", "samples")} |
+                      {"channels": int(eff["effects"].shape[0])})
     if job == "directions":
         edits, picture = jobs.compute_directions(project, engine, on_progress=on_progress, control=control, **options)
         return _plain({"edits": [e.meta() for e in edits], "picture": str(picture)})

@@ -37,7 +37,7 @@ def test_list_and_text_without_clip(project_copy, no_weights, capsys):
     assert rc == 2 and err.count("\n") == 1 and err.startswith("error: text edits need a CLIP")
     assert "avatar-studio models add clip FILE" in err and ".safetensors" in err
     rc, out, err = _run(capsys, "edit", proj.root)
-    assert rc == 2 and "exactly one of --text, --directions, --list, --remove" in err
+    assert rc == 2 and "exactly one of --text, --global, --channel-effects, --directions, --list, --remove" in err
     rc, out, err = _run(capsys, "edit", proj.root, "--list", "--neutral", "a face")
     assert rc == 2 and "--neutral goes with --text" in err
 

@@ -48,9 +48,10 @@ def test_global_red_direction_raises_red_share(pvp_effects, tiny_clip, tmp_path)
     assert load_effects(tmp_path / "effects.safetensors", key="mappers-run-2") is None
 
 
-def test_effects_resume_exactly(tiny_clip, nerf_engine):
+@pytest.mark.parametrize("method,chunk,after_one", [("finite", 128, 128), ("gradient", 8, 1)])
+def test_effects_resume_exactly(tiny_clip, nerf_engine, method, chunk, after_one):
     a = adapter_for(nerf_engine)
-    cfg = ChannelEffectsConfig(samples=2, chunk=128)
+    cfg = ChannelEffectsConfig(samples=2, chunk=chunk, method=method)
     straight = ChannelEffects(a, tiny_clip, cfg)
     while not straight.done:
         straight.step()
@@ -58,7 +59,7 @@ def test_effects_resume_exactly(tiny_clip, nerf_engine):
     part.step()
     resumed = ChannelEffects(a, tiny_clip, cfg)
     resumed.load_state_dict(part.state_dict())
-    assert resumed.next == 128
+    assert resumed.next == after_one and resumed.steps == 1
     while not resumed.done:
         resumed.step()
     assert torch.allclose(resumed.effects, straight.effects, atol=1e-6)
