@@ -3,25 +3,27 @@
 #   dist/avatar-studio/                         the app (run dist/avatar-studio/avatar-studio --help)
 #   dist/avatar-studio-linux-x86_64.tar.gz      the same folder with a .desktop entry, the icon and an installer
 #
-#   packaging/build.sh            CPU torch (default)
-#   packaging/build.sh --cuda     CUDA torch + torch's C++ headers for building the StyleGAN2 ops on a GPU
-#                                 machine (AVATAR_STUDIO_BUNDLE_VARIANT=cuda does the same; not built here)
+#   packaging/build.sh            the CPU bundle (default): PyPI's torch 2.14.1 with its large CUDA
+#                                 libraries replaced by stubs and every GPU hidden (packaging/cuda_libs.py)
+#   packaging/build.sh --cuda     the same torch with all its CUDA libraries + torch's C++ headers for
+#                                 building the StyleGAN2 ops on a GPU machine
+#                                 (AVATAR_STUDIO_BUNDLE_VARIANT=cuda does the same; not built here)
 #
 # The build venv lives outside the repository, in $AVATAR_STUDIO_CACHE (default
-# ~/.cache/avatar-studio), keyed by a hash of pyproject.toml, the spec and the torch choice: a second
-# build reuses it. The project's own code is not installed into it: PyInstaller reads studio/ and
-# models/ from this checkout, so the bundle always holds the current sources.
-# Environment: PYTHON (a Python 3.11; default python3.11 or python3), TORCH_SPEC (default torch==2.13.0+cpu, or
-# torch==2.13.0 for --cuda), TORCH_INDEX (an extra pip index for torch, e.g. the PyTorch CPU wheel
-# index on machines whose pip has no CPU wheel), DIST_DIR (default <repo>/dist).
+# ~/.cache/avatar-studio), keyed by a hash of pyproject.toml and the torch choice: a second build
+# reuses it. The project's own code is not installed into it: PyInstaller reads studio/ and models/
+# from this checkout, so the bundle always holds the current sources.
+# Environment: PYTHON (a Python 3.11; default python3.11 or python3), TORCH_SPEC (default
+# torch==2.14.1, PyPI's CUDA 13 build: the CPU-only 2.13.0+cpu wheel breaks PyPI's torchvision),
+# TORCH_INDEX (an extra pip index for torch), DIST_DIR (default <repo>/dist).
+# The CPU bundle also needs gcc and readelf (binutils) for its CUDA stubs.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VARIANT=${AVATAR_STUDIO_BUNDLE_VARIANT:-cpu}
 [[ "${1:-}" == "--cuda" ]] && VARIANT=cuda
 case "$VARIANT" in
-  cpu) TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0+cpu} ;;
-  cuda) TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0} ;;
+  cpu|cuda) TORCH_SPEC=${TORCH_SPEC:-torch==2.14.1} ;;
   *) echo "error: AVATAR_STUDIO_BUNDLE_VARIANT must be cpu or cuda, not '$VARIANT'" >&2; exit 2 ;;
 esac
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
@@ -31,8 +33,10 @@ CACHE=${AVATAR_STUDIO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/avatar-studio}
 DIST=${DIST_DIR:-$REPO/dist}
 PYI_VERSION="pyinstaller>=6.10,<7"
 
-key=$( { cat "$REPO/pyproject.toml" "$REPO/packaging/avatar-studio.spec"; \
-         echo "$VARIANT $TORCH_SPEC ${TORCH_INDEX:-} $PYI_VERSION $("$PYTHON" -V 2>&1)"; } | sha256sum | cut -c1-16)
+# the venv depends on the dependency list and the torch choice only (the spec and the sources are read
+# by PyInstaller afresh on every build), so both variants and every source change share it
+key=$( { cat "$REPO/pyproject.toml"; \
+         echo "$TORCH_SPEC ${TORCH_INDEX:-} $PYI_VERSION $("$PYTHON" -V 2>&1)"; } | sha256sum | cut -c1-16)
 VENV="$CACHE/build-venv-$key"
 t0=$(date +%s)
 
@@ -71,12 +75,20 @@ t1=$(date +%s)
 
 echo "== pyinstaller ($VARIANT)"
 mkdir -p "$DIST"
-WORK="$CACHE/pyinstaller-work-$key"
+WORK="$CACHE/pyinstaller-work-$key-$VARIANT"
 (cd "$REPO" && AVATAR_STUDIO_BUNDLE_VARIANT=$VARIANT PYTHONPATH="$REPO" \
   "$VENV/bin/pyinstaller" --noconfirm --log-level WARN --distpath "$DIST" --workpath "$WORK" \
   packaging/avatar-studio.spec)
 APP="$DIST/avatar-studio"
 test -x "$APP/avatar-studio"
+if [[ "$VARIANT" == cpu ]]; then
+  echo "== CUDA libraries of the CPU bundle: stubs for the large ones, the GPU-only ones removed"
+  "$VENV/bin/python" "$REPO/packaging/cuda_libs.py" "$APP/_internal" || {
+    echo "error: slimming the CUDA libraries failed (above); the unslimmed bundle is in $APP" >&2; exit 1; }
+fi
+echo "== bundle check (torch, torchvision, open_clip inside the bundle)"
+env -i PATH=/usr/bin:/bin HOME="$HOME" LANG=C.UTF-8 "$APP/avatar-studio" --run-script "$REPO/packaging/bundle_check.py" || {
+  echo "error: the built bundle cannot run torch/open_clip (above); it is left in $APP for inspection" >&2; exit 1; }
 
 # desktop integration: the entry, the icon, and a script that installs both for the current user
 cp "$REPO/packaging/avatar-studio.desktop" "$APP/avatar-studio.desktop"

@@ -6,7 +6,8 @@
 # ~/.cache/avatar-studio), where <hash> covers every tracked file under studio/, models/, resources/,
 # packaging/ and pyproject.toml (their contents in this working tree). Only the two newest bundles are
 # kept. The build venv is cached by build.sh itself, so a source change costs only the PyInstaller
-# step. Exit code: smoke.sh's (or build.sh's when the build fails).
+# step. A failed build prints the end of its log and "error: the bundle build failed" and exits 1;
+# otherwise the exit code is smoke.sh's.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,10 +28,22 @@ else
   echo "== building the bundle into $BUNDLE"
   rm -rf "$BUNDLE.tmp"
   t0=$(date +%s)
-  DIST_DIR="$BUNDLE.tmp" nice -n 10 bash "$REPO/packaging/build.sh"
+  LOG="$CACHE/bundle-$hash.build.log"
+  mkdir -p "$CACHE"
+  echo "   (build log: $LOG; a cold build takes 30-40 min on 2 cores)"
+  if ! DIST_DIR="$BUNDLE.tmp" nice -n 10 bash "$REPO/packaging/build.sh" > "$LOG" 2>&1; then
+    tail -n 40 "$LOG" | grep -v "^WARNING: Location" >&2
+    echo "error: the bundle build failed (packaging/build.sh; last lines above, full log in $LOG)" >&2
+    rm -rf "$BUNDLE.tmp"
+    exit 1
+  fi
+  grep -E "^(==|   )" "$LOG" || true
   rm -rf "$BUNDLE" && mv "$BUNDLE.tmp" "$BUNDLE"
   echo "== bundle built in $(( $(date +%s) - t0 )) s"
   # keep the two newest bundles
-  ls -dt "$CACHE"/bundle-* 2>/dev/null | grep -v '\.tmp$' | tail -n +3 | xargs -r rm -rf
+  for old in $(ls -dt "$CACHE"/bundle-*/ 2>/dev/null | sed 's|/$||' | grep -v '\.tmp$' | tail -n +3); do
+    rm -rf "$old" "$old.build.log"
+  done
 fi
-SMOKE_OUT="$BUNDLE/smoke" bash "$REPO/packaging/smoke.sh" "$BUNDLE"
+SMOKE_OUT="$BUNDLE/smoke" bash "$REPO/packaging/smoke.sh" "$BUNDLE" || {
+  echo "error: the bundle's smoke test failed (FAILED lines above; logs in $BUNDLE/smoke)" >&2; exit 1; }

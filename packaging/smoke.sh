@@ -6,7 +6,10 @@
 # settings folder), offscreen Qt. Checks: --version; models list (and a wrong file refused with exit
 # code 2); `new` on a 2 s clip cut from ../shared/data/videos/subject_turns_d3.mp4 with the bundled
 # ffmpeg (skipped with a message where ../shared is absent); a tiny stage run (pivots, then a 3-step
-# subject prior at 64 px); status; the window started offscreen, a screenshot of it, clean quit.
+# subject prior at 64 px); status; torch, torchvision and open_clip load and compute in the bundle
+# (packaging/bundle_check.py); a text edit: a tiny CLIP and a tiny trained avatar made with the bundle's
+# own torch (packaging/smoke_fixtures.py, from the tests' fixtures), `models add clip`, `edit --text red`,
+# `export --edit`; the window started offscreen, a screenshot of it, clean quit.
 # Prints the bundle's size and the cold-start time to the window shown. Screenshots and logs go to
 # $SMOKE_OUT (default DIST_DIR/smoke). Exit code: 0 when every check passed (skips allowed).
 set -uo pipefail
@@ -76,7 +79,28 @@ else
   else bad "status: $(tail -3 "$OUT/status.txt")"; fi
 fi
 
-# 4. the window, offscreen: cold start to the window shown, a screenshot, a clean quit
+# 4. torch, torchvision and open_clip inside the bundle; a text edit found through open_clip
+if app --run-script "$REPO/packaging/bundle_check.py" > "$OUT/bundle_check.txt" 2>&1; then ok "$(tail -1 "$OUT/bundle_check.txt")"
+else bad "bundle check: $(tail -3 "$OUT/bundle_check.txt")"; fi
+E="$OUT/edit"
+t0=$(date +%s%N)
+if app --run-script "$REPO/packaging/smoke_fixtures.py" "$E" > "$OUT/edit_fixtures.txt" 2>&1 \
+   && [[ -s "$E/tiny_clip.pt" && -f "$E/avatar/project.json" ]]; then
+  ok "tiny CLIP trained and tiny StyleGAN avatar made with the bundle's torch + open_clip ($(secs_since "$t0") s)"
+  if app models add clip "$E/tiny_clip.pt" > "$OUT/models_clip.txt" 2>&1 && grep -q "CLIP checkpoint" "$OUT/models_clip.txt"
+  then ok "models add clip: $(grep -m1 -o 'CLIP checkpoint[^;]*' "$OUT/models_clip.txt")"
+  else bad "models add clip: $(tail -3 "$OUT/models_clip.txt")"; fi
+  t0=$(date +%s%N)
+  if app edit "$E/avatar" --text red --steps 20 > "$OUT/edit_text.txt" 2>&1 && grep -q "saved edit 'red'" "$OUT/edit_text.txt" \
+     && app edit "$E/avatar" --list > "$OUT/edit_list.txt" 2>&1 && grep -q 'text "red"' "$OUT/edit_list.txt"; then
+    ok "edit --text red (20 steps through open_clip): $(grep -m1 -o 'CLIP loss.*' "$OUT/edit_text.txt") ($(secs_since "$t0") s)"
+  else bad "edit --text red: $(tail -3 "$OUT/edit_text.txt" "$OUT/edit_list.txt" 2>/dev/null)"; fi
+  if app export "$E/avatar" -o "$E/red.mp4" --source turntable --duration 1 --edit "red=1" > "$OUT/edit_export.txt" 2>&1 \
+     && [[ -s "$E/red.mp4" ]]; then ok "export --edit red=1: $E/red.mp4"
+  else bad "export with the edit: $(tail -3 "$OUT/edit_export.txt")"; fi
+else bad "smoke fixtures (tiny CLIP + avatar): $(tail -3 "$OUT/edit_fixtures.txt")"; fi
+
+# 5. the window, offscreen: cold start to the window shown, a screenshot, a clean quit
 t0=$(date +%s%N)
 app gui --screenshot "$OUT/window.png" --quit-after-ms 4000 > "$OUT/gui.txt" 2>&1; rc=$?
 wall=$(secs_since "$t0")

@@ -27,6 +27,17 @@ def test_version(capsys):
     assert capsys.readouterr().out.strip() == f"avatar-studio {__version__}"
 
 
+def test_entry_runs_a_script_with_its_arguments(tmp_path):
+    script = tmp_path / "s.py"
+    script.write_text("import sys; print('args', sys.argv[1:]); sys.exit(3)\n")
+    res = subprocess.run([sys.executable, str(PACKAGING / "entry.py"), "--run-script", str(script), "a", "b c"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 3 and "args ['a', 'b c']" in res.stdout
+    res = subprocess.run([sys.executable, str(PACKAGING / "entry.py"), "--run-script", str(tmp_path / "no.py")],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "no such file" in res.stderr
+
+
 @pytest.mark.parametrize("script", ["build.sh", "smoke.sh", "ci_bundle.sh", "install-desktop-entry.sh",
                                     "macos/build-macos.sh"])
 def test_scripts_parse_and_are_executable(script):
@@ -67,7 +78,8 @@ def test_window_screenshot_option_saves_a_png_and_quits(tmp_path, monkeypatch, c
 
 
 def _stand_in_bundle(root: Path) -> Path:
-    """avatar-studio/avatar-studio running this checkout with the test's Python, plus the ffmpeg path
+    """avatar-studio/avatar-studio running this checkout's packaging/entry.py (the bundle's entry point) with the
+    test's Python, plus the ffmpeg path
     a real bundle has (_internal/imageio_ffmpeg/binaries/)."""
     import imageio_ffmpeg
 
@@ -75,7 +87,7 @@ def _stand_in_bundle(root: Path) -> Path:
     (app / "_internal" / "imageio_ffmpeg" / "binaries").mkdir(parents=True)
     os.symlink(imageio_ffmpeg.get_ffmpeg_exe(), app / "_internal" / "imageio_ffmpeg" / "binaries" / "ffmpeg-linux")
     exe = app / "avatar-studio"
-    exe.write_text(f'#!/bin/sh\nPYTHONPATH="{REPO}" exec "{sys.executable}" -m studio.cli "$@"\n')
+    exe.write_text(f'#!/bin/sh\nPYTHONPATH="{REPO}" exec "{sys.executable}" "{PACKAGING / "entry.py"}" "$@"\n')
     exe.chmod(0o755)
     return app
 
@@ -97,6 +109,11 @@ def test_ci_bundle_reuses_the_cached_bundle_and_smoke_test_passes(tmp_path):
     assert "ok      --version" in out and "ok      models list" in out
     assert "ok      models add refuses a wrong file (exit 2)" in out
     assert "ok      gui: window shown" in out
+    # open_clip in the (stand-in) bundle: the check, then a text edit found with a tiny CLIP
+    assert "ok      bundle check: torch" in out and "open_clip" in out
+    assert "ok      models add clip: CLIP checkpoint" in out
+    assert "ok      edit --text red (20 steps through open_clip)" in out and "ok      export --edit red=1" in out
+    assert "FAILED" not in out
     smoke = Path(where) / "smoke"
     assert (smoke / "window.png").stat().st_size > 10_000
     shared = Path(os.environ.get("AVATAR_STUDIO_SHARED", REPO.parent / "shared"))
