@@ -6,7 +6,10 @@ returns an `AvatarEngine`. `Avatar` wraps one engine and adds what every engine 
 names, range clamping, telling the caller about it, and appearance edits by name
 (``render(..., edits={"blue hair": 0.8})``: the project's saved edits of this engine,
 `studio.edits.model.EditSet`, each scaled by its strength; strength 0 or no edit renders exactly the
-unedited image).
+unedited image), and detail from the video (`studio.detail`): the subject's own training frames,
+nearest by controls, lend their fine detail to the engine's soft render. It is on by default when
+the avatar is opened from a project that still has its tracked crops; ``Avatar.open(project,
+detail=False)`` (CLI ``--no-detail``) and `engine.render_controls` give the engine's render alone.
 """
 from __future__ import annotations
 
@@ -54,7 +57,7 @@ def trained_engines(project) -> list[str]:
 class Avatar:
     """A trained avatar. ``Avatar.open(project).render(yaw=10, expression={"jaw_open": 0.8})``."""
 
-    def __init__(self, engine: AvatarEngine, spec=None, project=None):
+    def __init__(self, engine: AvatarEngine, spec=None, project=None, detail: bool = True):
         self.engine = engine
         self.spec = spec
         """The engine's `studio.engines.EngineSpec` (title, capabilities), when opened from a project."""
@@ -62,9 +65,13 @@ class Avatar:
         """The `Project` it was opened from (None for an engine wrapped directly): where edits are found."""
         self._edits = None
         self._edits_key = None
+        self.detail = bool(detail) and project is not None
+        """Whether renders get detail from the video (see `video_detail`)."""
+        self._video_detail = None
+        self._video_detail_tried = False
 
     @classmethod
-    def open(cls, project, engine: str | None = None) -> "Avatar":
+    def open(cls, project, engine: str | None = None, detail: bool = True) -> "Avatar":
         from .engines import ENGINES
 
         engines = trained_engines(project)
@@ -78,7 +85,7 @@ class Avatar:
         if engine not in engines:
             raise ProjectError(f"the {engine} engine is not trained in project {project.name}",
                                f"train it with `avatar-studio run {project.root} --engine {engine}`")
-        return cls(ENGINES[engine].load(project), ENGINES[engine], project)
+        return cls(ENGINES[engine].load(project), ENGINES[engine], project, detail=detail)
 
     @property
     def name(self) -> str:
@@ -168,13 +175,48 @@ class Avatar:
         bound = self.edit_set().bind(edits)   # checks every name, zero strengths included
         return bound if bound else None
 
+    # ------------------------------------------------------------------ detail from the video
+    def video_detail(self):
+        """The project's training frames ready to lend detail (`studio.detail.VideoDetail`), loaded
+        once; None when detail is off or the project has no tracked crops."""
+        if not self.detail:
+            return None
+        if not self._video_detail_tried:
+            from .detail import VideoDetail
+            from .flame.controls import is_flame_controls
+
+            self._video_detail_tried = True
+            self._video_detail = VideoDetail.from_project(
+                self.project, self.size, controls="flame" if is_flame_controls(self.control_names) else "named")
+        return self._video_detail
+
+    def add_detail(self, images: np.ndarray, controls: np.ndarray | None = None,
+                   unedited: np.ndarray | None = None) -> np.ndarray:
+        """`images` (B, S, S, 3) uint8 with detail from the video when it is on (else unchanged).
+        `controls`: what they were rendered from (None: frames are matched by image); `unedited`:
+        the same renders without appearance edits, so an edit's own detail is kept."""
+        vd = self.video_detail()
+        if vd is None:
+            return images
+        from .detail import edit_keep_mask
+
+        keep = None if unedited is None else edit_keep_mask(images, unedited, self.size)
+        return vd.apply(images, controls, keep=keep)
+
+    def _render(self, c: np.ndarray, edits: Any) -> np.ndarray:
+        bound = self.bind_edits(edits)
+        imgs = self.engine.render_controls(c, edits=bound)
+        if self.video_detail() is None:
+            return imgs
+        unedited = self.engine.render_controls(c) if bound else None
+        return self.add_detail(imgs, c, unedited)
+
     def render(self, yaw: float = 0.0, pitch: float = 0.0,
                expression: Mapping[str, float] | np.ndarray | None = None, edits: Any = None) -> Render:
         """Render one image. `edits`: {saved edit name: strength} (see `bind_edits`)."""
         c, moved = self.clamp(self.controls_from(yaw, pitch, expression))
-        img = self.engine.render_controls(c[None], edits=self.bind_edits(edits))[0]
-        return Render(image=img, clamped=moved, controls=c)
+        return Render(image=self._render(c[None], edits)[0], clamped=moved, controls=c)
 
     def render_batch(self, controls: np.ndarray, edits: Any = None) -> tuple[np.ndarray, list[str]]:
         c, moved = self.clamp(controls)
-        return self.engine.render_controls(c, edits=self.bind_edits(edits)), moved
+        return self._render(c, edits), moved

@@ -390,7 +390,7 @@ def cmd_eval(args) -> int:
         _say(format_edit_table(rep))
         return 0
     try:
-        rep = evaluate(project, args.engine, on_progress=printer)
+        rep = evaluate(project, args.engine, on_progress=printer, detail=args.detail)
     finally:
         printer.close()
     _say(format_table(rep))
@@ -754,6 +754,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--edits", action="store_true",
                     help="measure the saved appearance edits instead (5 yaws x 3 expressions: CLIP score gain, "
                          "identity to the unedited render, share changed outside the face/hair)")
+    sp.add_argument("--no-detail", dest="detail", action="store_false", default=True,
+                    help="measure the engine's render alone, without detail from the subject's own video frames")
     sp.set_defaults(func=cmd_eval)
 
     sp = sub.add_parser("export", help="render a clip: turntable, the subject's own motion, a driver video, or a "
@@ -779,6 +781,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--engine", choices=tuple(ENGINES))
     sp.add_argument("--edit", action="append", metavar="NAME=STRENGTH",
                     help="apply a saved appearance edit, e.g. --edit \"blue hair=0.8\" (repeat to stack edits)")
+    sp.add_argument("--no-detail", dest="detail", action="store_false", default=None,
+                    help="render the engine's image alone, without detail from the subject's own video frames")
     sp.set_defaults(func=cmd_export)
 
     sp = sub.add_parser("drive", help="train the learned transfer of another person (an actor) onto the avatar, "

@@ -23,9 +23,13 @@ Every engine is measured the same way, through `studio.avatar.Avatar`:
    expression over a yaw sweep: identity similarity between the views, and the re-tracked
    yaw against the commanded yaw.
 
+The avatar is measured as the viewer and export show it: with detail from the video
+(`studio.detail`) unless `detail=False` (``--no-detail``); the engine's render alone is scored too
+(``heldout_engine``), so both are in the table.
+
 Results go to ``<project>/eval/<engine>/eval.json`` with a contact sheet ``heldout.png``
-(rows: real crop, retrieval, render from the tracked controls, render with the controls clamped
-to the slider ranges; each retrieval and render cell captioned with its sharpness ratio),
+(rows: real crop, retrieval, render from the tracked controls, the engine's render alone, render
+with the controls clamped to the slider ranges; each retrieval and render cell captioned with its sharpness ratio),
 ``sweeps.png`` and, for free-camera engines, ``multiview.png``; `format_table` prints one or
 more reports side by side with the retrieval column beside them.
 """
@@ -187,8 +191,12 @@ def beats_retrieval(heldout: dict | None, retrieval: dict | None) -> dict:
 
 
 def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, latency_frames: int = 20,
-                  sheet_frames: int = 8) -> Generator[Progress, None, dict]:
-    """Evaluate a trained engine; yields `Progress`, returns the report dict (also written to disk)."""
+                  sheet_frames: int = 8, detail: bool = True) -> Generator[Progress, None, dict]:
+    """Evaluate a trained engine; yields `Progress`, returns the report dict (also written to disk).
+
+    `detail`: measure the avatar as the viewer and export show it, with detail from the video
+    (`studio.detail`; the engine's render alone is scored beside it as ``heldout_engine``), or,
+    with False, the engine's render alone everywhere."""
     from .avatar import Avatar
     from .project import now_iso
     from .tracking.data import TrackingData
@@ -196,14 +204,14 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
     t_start = time.perf_counter()
     from .flame.controls import is_flame_controls
 
-    avatar = Avatar.open(project, engine)
+    avatar = Avatar.open(project, engine, detail=detail)
     name = avatar.name
     flame_controls = is_flame_controls(avatar.control_names)
     tracking = TrackingData.from_project(project, controls="flame" if flame_controls else "named")
     _, held = tracking.split()
     out_dir = project.root / "eval" / name
     report: dict = {"engine": name, "project": project.name, "created": now_iso(), "size": avatar.size,
-                    "heldout_frames": int(len(held))}
+                    "heldout_frames": int(len(held)), "video_detail": avatar.video_detail() is not None}
 
     # 1 -------------------------------------------------------------- held-out frames
     # Rendered from the tracked controls as they are (the engine's own render_controls), and a
@@ -220,6 +228,10 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
     empty = np.zeros((0, avatar.size, avatar.size, 3), np.uint8)
     renders = np.concatenate(renders) if renders else empty
     clamped_renders = np.concatenate(clamped_renders) if clamped_renders else empty
+    engine_renders = renders
+    if avatar.video_detail() is not None and len(renders):   # as the viewer shows it
+        renders = np.concatenate([avatar.add_detail(renders[i:i + 8], controls[i:i + 8])
+                                  for i in range(0, len(renders), 8)])
     truth = tracking.crops(held, size=avatar.size)   # real crops, area-downscaled to the render size
     masks = face_masks(tracking, held, avatar.size)
     heldout: dict = {"psnr": None, "ssim": None, "identity": None, "feature_distance": None,
@@ -227,6 +239,9 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
     train, retrieval = tracking.split()[0], None
     if len(held):
         heldout.update(score_images(renders, truth, masks))
+        if renders is not engine_renders:
+            report["heldout_engine"] = {"note": "the engine's render alone, without detail from the video",
+                                        **score_images(engine_renders, truth, masks)}
         lp = metrics.lpips(renders, truth)
         heldout["lpips"] = None if lp is None else round(lp, 4)
         heldout["psnr_clamped"] = round(metrics.psnr(clamped_renders, truth), 3)
@@ -254,6 +269,10 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
         labels = ["real"] + (["retrieval"] if retrieval else []) + [name, f"{name} clamp"]
         caps = [None] + ([sharp_caption(retrieval["sharpness_each"])] if retrieval else []) + \
             [sharp_caption(heldout["sharpness_each"]), None]
+        if "heldout_engine" in report:   # the engine's own render, without detail from the video
+            rows.insert(-1, engine_renders[pick])
+            labels.insert(-1, f"{name} alone")
+            caps.insert(-1, sharp_caption(report["heldout_engine"]["sharpness_each"]))
         _write_png(out_dir / "heldout.png", _sheet(rows, cell=max(128, min(256, avatar.size)), labels=labels,
                                                    captions=caps))
     report["heldout"] = heldout
@@ -395,6 +414,10 @@ ROWS = [
     ("held-out sharpness ratio (median)", ("heldout", "sharpness_median"), ".3f", 1.0),
     ("held-out sharpness ratio (mean)", ("heldout", "sharpness_mean"), ".3f", 1.0),
     ("held-out LPIPS", ("heldout", "lpips"), ".3f", 1.0),
+    ("  engine alone: identity", ("heldout_engine", "identity"), ".3f", 1.0),
+    ("  engine alone: feature distance", ("heldout_engine", "feature_distance"), ".4f", 1.0),
+    ("  engine alone: sharpness (median)", ("heldout_engine", "sharpness_median"), ".3f", 1.0),
+    ("  engine alone: PSNR (dB)", ("heldout_engine", "psnr"), ".2f", 1.0),
     ("yaw error (° MAE)", ("controls", "yaw_mae_deg"), ".2f", 1.0),
     ("pitch error (° MAE)", ("controls", "pitch_mae_deg"), ".2f", 1.0),
     ("expression correlation (mean r)", ("controls", "expression_pearson_mean"), ".3f", 1.0),
@@ -413,6 +436,8 @@ LEGEND = [
     "✓ / ✗: the engine beats / does not beat retrieval on that measure (sharpness: nearer 1.0 is better).",
     "sharpness ratio: Laplacian energy of the face region, render over real crop, both at the render's",
     "  size (1.0 = as sharp as the video; a blur scores far below 1).",
+    "engine alone: the engine's render without detail from the video (the held-out rows above show the",
+    "  avatar as the viewer and export do: detail of the nearest training frames over the render).",
     "ArcFace feature distance: 1 − cos of channel-normalised MobileFaceNet feature maps, averaged over",
     "  positions and 4 layers; a stand-in for LPIPS that needs no download (0 = identical, lower is closer).",
 ]

@@ -166,7 +166,8 @@ def test_evaluate_reports_retrieval_sharpness_and_sheet(tmp_path, monkeypatch):
 
     proj = make_project(tmp_path / "proj")
     trk = TrackingData.from_project(proj)
-    monkeypatch.setattr(Avatar, "open", classmethod(lambda cls, project, engine=None: cls(BlurredTruthEngine(trk))))
+    monkeypatch.setattr(Avatar, "open", classmethod(lambda cls, project, engine=None, detail=True:
+                                                    cls(BlurredTruthEngine(trk))))   # no project: no video detail
     monkeypatch.setattr(metrics, "arcface_weights", lambda: None)
     monkeypatch.setattr(tracker, "track_images", lambda images, tracking: [None] * len(images))  # 32 px discs
 
@@ -203,3 +204,33 @@ def test_evaluate_reports_retrieval_sharpness_and_sheet(tmp_path, monkeypatch):
 
     table = format_table(rep)
     assert "retrieval (32 px)" in table and "held-out sharpness ratio (median)" in table
+
+
+def test_evaluate_scores_the_avatar_with_video_detail_and_the_engine_alone(tmp_path, monkeypatch):
+    import studio.tracking.tracker as tracker
+    from studio.avatar import Avatar
+
+    proj = make_project(tmp_path / "proj")
+    trk = TrackingData.from_project(proj)
+    engine = BlurredTruthEngine(trk, sigma=2.0)
+    monkeypatch.setattr(Avatar, "open", classmethod(lambda cls, project, engine_name=None, detail=True:
+                                                    cls(engine, project=project, detail=detail)))
+    monkeypatch.setattr(metrics, "arcface_weights", lambda: None)
+    monkeypatch.setattr(tracker, "track_images", lambda images, tracking: [None] * len(images))
+
+    rep = evaluation.evaluate(proj, sweep_points=3, latency_frames=2)
+    assert rep["video_detail"] is True
+    alone, shown = rep["heldout_engine"], rep["heldout"]
+    _, held = trk.split()
+    truth = trk.crops(held, size=RENDER)
+    masks = evaluation.face_masks(trk, held, RENDER)
+    ratios = metrics.sharpness_ratio_each(engine.render_controls(trk.controls(held)), truth, masks)
+    assert alone["sharpness_median"] == pytest.approx(float(np.median(ratios)), abs=1e-4)   # the engine's render
+    assert alone["sharpness_median"] < 0.3 < shown["sharpness_median"]   # the frames' detail is on the avatar
+    sheet = cv2.imread(str(proj.root / "eval" / "blurry" / "heldout.png"))
+    assert sheet.shape[0] == 5 * 128                 # real | retrieval | avatar | engine alone | clamped
+    assert "engine alone: sharpness (median)" in format_table(rep)
+
+    off = evaluation.evaluate(proj, sweep_points=3, latency_frames=2, detail=False)
+    assert off["video_detail"] is False and "heldout_engine" not in off
+    assert off["heldout"]["sharpness_median"] == pytest.approx(alone["sharpness_median"], abs=1e-4)

@@ -54,9 +54,13 @@ class CodeDrivenAvatar:
         self._pos += len(c)
         engine = self._avatar.engine
         bound = self._avatar.bind_edits(edits) if hasattr(self._avatar, "bind_edits") else None
-        if bound:
-            return _render_codes_edited(engine, codes, c, bound), [m for m in moved if m in ("yaw", "pitch")]
-        return engine.render_codes(codes, c[:, 0], c[:, 1]), [m for m in moved if m in ("yaw", "pitch")]
+        moved = [m for m in moved if m in ("yaw", "pitch")]
+        imgs = _render_codes_edited(engine, codes, c, bound) if bound else engine.render_codes(codes, c[:, 0], c[:, 1])
+        if not hasattr(self._avatar, "add_detail"):
+            return imgs, moved
+        # the codes are not controls: the frames that lend detail are matched by image
+        unedited = engine.render_codes(codes, c[:, 0], c[:, 1]) if bound else None
+        return self._avatar.add_detail(imgs, None, unedited), moved
 
 
 def _render_codes_edited(engine, codes, c, edits) -> np.ndarray:

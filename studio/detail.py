@@ -1,0 +1,194 @@
+"""Detail from the video: fine detail of the subject's own frames laid over an engine's render.
+
+Both engines, trained for minutes on a CPU, render a soft face: held-out renders keep about 5 % of
+the real frames' high-frequency energy (eyes and teeth smeared), while the broad shape, pose, jaw
+and colours are right. The video itself holds the detail. For each render this module
+
+1. picks the training frames whose tracked controls are nearest the controls being rendered
+   (standardised controls, yaw and pitch weighted ×2, as the retrieval baseline of `studio.evaluation`;
+   the nearest frames by a blurred thumbnail when the caller has no controls, e.g. a learned driving
+   code),
+2. warps each toward the render with dense optical flow (OpenCV's DIS) computed between the render
+   and the frame blurred to about the render's softness, the flow field smoothed so the warp moves
+   features without tearing them, sampled bicubically,
+3. keeps the render's low frequencies (a Gaussian low-pass of width `band_sigma`) and takes the
+   frequencies above it from the warped frames, weighted by how near each frame's controls are.
+
+The result keeps what the engine decides (pose, jaw, expression shape, colour, appearance edits)
+and shows the subject's real eyes, skin, hair and teeth. Where an appearance edit changed the
+render, the caller passes `keep` and the render's own detail is added there too (an edit's colour
+is in the low band and survives as it is; the edit's own edges are not lost).
+
+It is one of the levers measured for "a face, not a blur" (see the README's table of what was tried);
+`Avatar` applies it by default when the project still has its tracked crops, `--no-detail` (CLI)
+and the viewer's "Detail from the video" box turn it off.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+REFERENCE_SIZE = 128
+"""Image side the pixel widths below are given for; they scale with the render size."""
+
+
+@dataclass(frozen=True)
+class DetailConfig:
+    band_sigma: float = 5.0
+    """Gaussian σ (px at 128 px) splitting the render's low band from the frames' detail band."""
+    flow_sigma: float = 2.0
+    """σ (px at 128 px) the frames are blurred by before the flow to the (soft) render is computed."""
+    flow_smooth: float = 6.0
+    """σ (px at 128 px) of the Gaussian that smooths the flow field (no tearing of eyes or teeth)."""
+    neighbours: int = 3
+    """Frames blended per render; the nearest dominates unless others are about as near."""
+    temperature: float = 0.5
+    """Weight of a frame: exp(−(d − d_min) / temperature), d the squared standardised control distance."""
+    pose_weight: float = 2.0
+    """Weight of standardised yaw and pitch against each standardised expression control."""
+
+
+class VideoDetail:
+    """Training frames (aligned crops at the render size) and their controls, ready to lend detail."""
+
+    def __init__(self, crops: np.ndarray, controls: np.ndarray | None, config: DetailConfig = DetailConfig()):
+        crops = np.asarray(crops)
+        if crops.ndim != 4 or crops.shape[-1] != 3 or crops.shape[1] != crops.shape[2] or not len(crops):
+            raise ValueError(f"expected (N, S, S, 3) uint8 crops, got {crops.shape}")
+        self.crops = crops.astype(np.uint8, copy=False)
+        self.size = int(crops.shape[1])
+        self.config = config
+        scale = self.size / REFERENCE_SIZE
+        self._band = config.band_sigma * scale
+        self._flow_blur = config.flow_sigma * scale
+        self._flow_smooth = config.flow_smooth * scale
+        self._controls = None
+        if controls is not None:
+            c = np.asarray(controls, np.float64)
+            if c.ndim != 2 or len(c) != len(crops):
+                raise ValueError(f"expected ({len(crops)}, C) controls, got {c.shape}")
+            self._mean, self._std = c.mean(0), np.maximum(c.std(0), 1e-6)
+            self._w = np.ones(c.shape[1])
+            self._w[:2] = config.pose_weight
+            self._controls = (c - self._mean) / self._std * self._w
+        self._thumbs = None
+        self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        gy, gx = np.mgrid[0:self.size, 0:self.size].astype(np.float32)
+        self._grid = (gx, gy)
+
+    @classmethod
+    def from_project(cls, project, size: int, controls: str = "named",
+                     config: DetailConfig = DetailConfig()) -> "VideoDetail | None":
+        """The training frames of `project` (not its held-out frames) at `size`, with their tracked
+        controls in the engine's control set ("named" or "flame"); None when the project has no
+        tracked crops (a moved or trimmed project renders without video detail)."""
+        from .errors import StudioError
+        from .tracking.data import TrackingData
+
+        try:
+            tracking = TrackingData.from_project(project, controls=controls)
+            train, _ = tracking.split()
+            if not len(train):
+                return None
+            crops = tracking.crops(train, size=size)
+            ctl = tracking.controls(train)
+        except (StudioError, OSError, KeyError, ValueError):
+            return None
+        return cls(crops, ctl, config)
+
+    @property
+    def has_controls(self) -> bool:
+        return self._controls is not None
+
+    # ------------------------------------------------------------------ which frames
+    def neighbours(self, controls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, k) indices into the frames and (B, k) weights summing to 1, by control distance."""
+        if self._controls is None:
+            raise ValueError("these frames have no controls; use neighbours_by_image")
+        q = (np.asarray(controls, np.float64).reshape(len(controls), -1) - self._mean) / self._std * self._w
+        if q.shape[1] != self._controls.shape[1]:
+            raise ValueError(f"expected {self._controls.shape[1]} controls, got {q.shape[1]}")
+        a = self._controls
+        d = (q ** 2).sum(1)[:, None] - 2 * q @ a.T + (a ** 2).sum(1)[None]
+        return self._weights(d)
+
+    def neighbours_by_image(self, renders: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """As `neighbours`, by the distance between blurred 24 px thumbnails of the renders and the
+        frames (each thumbnail's mean removed)."""
+        if self._thumbs is None:
+            self._thumbs = self._thumbnails(self.crops)
+        q = self._thumbnails(renders)
+        a = self._thumbs
+        d = (q ** 2).sum(1)[:, None] - 2 * q @ a.T + (a ** 2).sum(1)[None]
+        d = d / max(1.0, float(np.median(d)))          # a scale comparable with the control distance
+        return self._weights(d * 10.0)
+
+    def _weights(self, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        k = max(1, min(self.config.neighbours, d.shape[1]))
+        idx = np.argsort(d, axis=1)[:, :k]
+        dk = np.take_along_axis(d, idx, 1)
+        w = np.exp(-(dk - dk[:, :1]) / max(self.config.temperature, 1e-6))
+        return idx, w / w.sum(1, keepdims=True)
+
+    def _thumbnails(self, images: np.ndarray) -> np.ndarray:
+        out = []
+        for im in images:
+            g = cv2.GaussianBlur(im.astype(np.float32), (0, 0), 3.0 * self.size / REFERENCE_SIZE)
+            out.append(cv2.resize(g, (24, 24), interpolation=cv2.INTER_AREA).ravel())
+        f = np.stack(out).astype(np.float64)
+        return f - f.mean(1, keepdims=True)
+
+    # ------------------------------------------------------------------ the detail
+    def warp(self, render: np.ndarray, frame: np.ndarray) -> np.ndarray:
+        """`frame` (S, S, 3) uint8 warped onto `render` (S, S, 3) uint8; float32."""
+        a = cv2.cvtColor(render, cv2.COLOR_RGB2GRAY)
+        b = cv2.cvtColor(cv2.GaussianBlur(frame, (0, 0), self._flow_blur), cv2.COLOR_RGB2GRAY)
+        flow = self._flow.calc(a, b, None)
+        if self._flow_smooth > 0:
+            flow = cv2.GaussianBlur(flow, (0, 0), self._flow_smooth)
+        gx, gy = self._grid
+        return cv2.remap(frame.astype(np.float32), gx + flow[..., 0], gy + flow[..., 1],
+                         cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+
+    def apply(self, renders: np.ndarray, controls: np.ndarray | None = None,
+              keep: np.ndarray | None = None) -> np.ndarray:
+        """(B, S, S, 3) uint8 renders → the same with the frames' detail.
+
+        `controls` (B, C): what the renders were rendered from (the nearest frames are chosen by
+        them; without them by image). `keep` (B, S, S) float in [0, 1]: where the render's own
+        detail is added to the frames' (where an appearance edit changed the render).
+        """
+        renders = np.asarray(renders)
+        if renders.ndim != 4 or renders.shape[1:] != (self.size, self.size, 3):
+            raise ValueError(f"expected (B, {self.size}, {self.size}, 3) renders, got {renders.shape}")
+        if controls is not None and self._controls is not None:
+            idx, w = self.neighbours(controls)
+        else:
+            idx, w = self.neighbours_by_image(renders)
+        out = np.empty_like(renders, dtype=np.uint8)
+        for b in range(len(renders)):
+            r = renders[b].astype(np.float32)
+            low = cv2.GaussianBlur(r, (0, 0), self._band)
+            detail = np.zeros_like(r)
+            for j, wj in zip(idx[b], w[b]):
+                if wj < 1e-3:
+                    continue
+                warped = self.warp(renders[b], self.crops[j])
+                detail += wj * (warped - cv2.GaussianBlur(warped, (0, 0), self._band))
+            if keep is not None:      # an edit's own detail (e.g. a frame of glasses) is added there
+                detail += np.clip(np.asarray(keep[b], np.float32), 0, 1)[..., None] * (r - low)
+            out[b] = np.clip(low + detail, 0, 255).astype(np.uint8)
+        return out
+
+
+def edit_keep_mask(edited: np.ndarray, unedited: np.ndarray, size: int,
+                   low: float = 6.0, high: float = 24.0) -> np.ndarray:
+    """(B, S, S) float in [0, 1]: where an appearance edit changed the render (blurred absolute
+    difference of the two renders, mean over colour, 0 below `low` and 1 above `high` grey levels),
+    so the render's own detail is added there."""
+    diff = np.abs(edited.astype(np.float32) - unedited.astype(np.float32)).mean(-1)
+    sigma = 2.0 * size / REFERENCE_SIZE
+    diff = np.stack([cv2.GaussianBlur(d, (0, 0), sigma) for d in diff])
+    return np.clip((diff - low) / (high - low), 0, 1)

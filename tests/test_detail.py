@@ -1,0 +1,143 @@
+"""Detail from the video (`studio.detail`): which frames lend detail, that the warp moves their
+detail onto the render, that an edit's own detail is kept, and how `Avatar` uses it."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from studio import metrics
+from studio.avatar import Avatar
+from studio.detail import DetailConfig, VideoDetail, edit_keep_mask
+
+S = 128
+
+
+def _textured(seed: int, shift: int = 0) -> np.ndarray:
+    """A 'face': a disc of fine random texture with two dark eyes, moved `shift` px to the right."""
+    rng = np.random.default_rng(seed)
+    img = np.full((S, S, 3), 180, np.float32)
+    yy, xx = np.mgrid[0:S, 0:S]
+    disc = np.hypot(yy - S / 2, xx - S / 2) < 40
+    grain = cv2.GaussianBlur(rng.normal(0, 1, (S, S)).astype(np.float32), (0, 0), 0.8)
+    img[disc] = 150 + 90 * grain[disc][:, None]
+    for ex in (-15, 15):
+        cv2.circle(img, (S // 2 + ex, S // 2 - 10), 6, (30, 30, 30), -1)
+    img = cv2.warpAffine(img, np.float32([[1, 0, shift], [0, 1, 0]]), (S, S), borderMode=cv2.BORDER_REPLICATE)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _frames(n: int = 6):
+    crops = np.stack([_textured(i) for i in range(n)])
+    controls = np.zeros((n, 4), np.float32)
+    controls[:, 0] = np.linspace(-30, 30, n)     # yaw
+    controls[:, 2] = np.linspace(0, 1, n)        # an expression
+    return crops, controls
+
+
+def test_neighbours_by_controls_nearest_first_weights_sum_to_one():
+    crops, controls = _frames()
+    vd = VideoDetail(crops, controls)
+    idx, w = vd.neighbours(controls[[4, 1]] + np.array([1.0, 0, 0.01, 0], np.float32))
+    assert idx[:, 0].tolist() == [4, 1]
+    assert idx.shape == (2, 3) and np.allclose(w.sum(1), 1) and (w[:, 0] > w[:, 1]).all()
+    one = VideoDetail(crops, controls, DetailConfig(neighbours=1))
+    assert one.neighbours(controls[[2]])[0].tolist() == [[2]]
+    with pytest.raises(ValueError):
+        vd.neighbours(np.zeros((1, 3), np.float32))          # wrong number of controls
+
+
+def test_detail_of_the_frame_is_moved_onto_a_blurred_shifted_render():
+    """The render is frame 3 moved 3 px and blurred away (what a soft avatar shows); the frames
+    lend their texture, warped onto the render: the result is far sharper and nearer the truth."""
+    crops, controls = _frames()
+    truth = _textured(3, shift=3)
+    render = cv2.GaussianBlur(truth, (0, 0), 3.0)
+    vd = VideoDetail(crops, controls, DetailConfig(neighbours=1))
+    out = vd.apply(render[None], controls[[3]])[0]
+    mask = np.zeros((S, S), bool)
+    mask[30:98, 30:98] = True
+    sharp_render = metrics.sharpness_ratio_each(render[None], truth[None], mask[None])[0]
+    sharp_out = metrics.sharpness_ratio_each(out[None], truth[None], mask[None])[0]
+    assert sharp_render < 0.1 and 0.5 < sharp_out < 1.5
+    assert metrics.psnr(out[None], truth[None]) > metrics.psnr(render[None], truth[None]) + 1.0
+    # the warp follows the render: without it (frame pasted as is) the eyes land 3 px off
+    flat = render.astype(np.float32)
+    unwarped = np.clip(cv2.GaussianBlur(flat, (0, 0), vd._band) + crops[3] - cv2.GaussianBlur(
+        crops[3].astype(np.float32), (0, 0), vd._band), 0, 255).astype(np.uint8)
+    assert metrics.psnr(out[None], truth[None]) > metrics.psnr(unwarped[None], truth[None])
+
+
+def test_by_image_when_there_are_no_controls():
+    crops = np.stack([_textured(i, shift=s) for i, s in enumerate((-12, 0, 12))])
+    vd = VideoDetail(crops, None)
+    assert not vd.has_controls
+    idx, _ = vd.neighbours_by_image(np.stack([cv2.GaussianBlur(crops[i], (0, 0), 2.0) for i in (2, 0)]))
+    assert idx[:, 0].tolist() == [2, 0]
+    out = vd.apply(cv2.GaussianBlur(crops[2], (0, 0), 3.0)[None])
+    assert out.shape == (1, S, S, 3) and out.dtype == np.uint8
+
+
+def test_edit_keep_mask_marks_only_what_the_edit_changed():
+    a = np.full((1, S, S, 3), 120, np.uint8)
+    b = a.copy()
+    b[0, :, : S // 2] = 200                                # the edit recolours the left half
+    keep = edit_keep_mask(b, a, S)
+    assert keep.shape == (1, S, S)
+    assert keep[0, S // 2, 10] == pytest.approx(1.0) and keep[0, S // 2, S - 10] == pytest.approx(0.0)
+    # where kept, the render's own detail is added: an edit's sharp edge survives
+    crops, controls = _frames()
+    edited = cv2.GaussianBlur(crops[2], (0, 0), 3.0)
+    cv2.line(edited, (10, 100), (118, 100), (0, 0, 255), 1)     # the edit's own thin line
+    vd = VideoDetail(crops, controls, DetailConfig(neighbours=1))
+    full = np.ones((1, S, S), np.float32)
+    with_keep = vd.apply(edited[None], controls[[2]], keep=full)[0]
+    without = vd.apply(edited[None], controls[[2]])[0]
+    assert with_keep[100, 20:108, 2].mean() > without[100, 20:108, 2].mean() + 20
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError):
+        VideoDetail(np.zeros((0, S, S, 3), np.uint8), None)
+    crops, controls = _frames()
+    with pytest.raises(ValueError):
+        VideoDetail(crops, controls[:3])
+    with pytest.raises(ValueError):
+        VideoDetail(crops, controls).apply(np.zeros((1, 64, 64, 3), np.uint8), controls[:1])
+
+
+class _Engine:
+    name, size = "toy", S
+    control_names = ["yaw", "pitch", "e1", "e2"]
+    ranges = {n: (-40.0, 40.0) for n in control_names}
+
+    def render_controls(self, controls, edits=None):
+        return np.stack([cv2.GaussianBlur(_textured(1), (0, 0), 3.0)] * len(controls))
+
+
+def test_avatar_uses_video_detail_only_with_a_project_and_when_on(tmp_path, monkeypatch):
+    crops, controls = _frames()
+    engine = _Engine()
+    c = np.zeros((1, 4), np.float32)
+    plain = Avatar(engine)                                 # no project: the engine's render as it is
+    assert plain.video_detail() is None
+    assert np.array_equal(plain.render_batch(c)[0], engine.render_controls(c))
+
+    monkeypatch.setattr(VideoDetail, "from_project",
+                        classmethod(lambda cls, project, size, controls="named": cls(crops, _frames()[1])))
+    project = object()
+    on = Avatar(engine, project=project)
+    off = Avatar(engine, project=project, detail=False)
+    assert off.video_detail() is None and np.array_equal(off.render_batch(c)[0], engine.render_controls(c))
+    shown = on.render_batch(c)[0]
+    assert not np.array_equal(shown, engine.render_controls(c))
+    assert cv2.Laplacian(cv2.cvtColor(shown[0], cv2.COLOR_RGB2GRAY), cv2.CV_32F).var() > \
+        5 * cv2.Laplacian(cv2.cvtColor(engine.render_controls(c)[0], cv2.COLOR_RGB2GRAY), cv2.CV_32F).var()
+    assert np.array_equal(on.render(yaw=0.0).image, shown[0])
+
+
+def test_from_project_is_none_without_tracked_crops(tmp_path):
+    from studio.project import Project
+
+    proj = Project.create(tmp_path / "p")
+    assert VideoDetail.from_project(proj, 64) is None
