@@ -174,7 +174,13 @@ class ViewerPanel(QWidget):
         self.nearest_box = QCheckBox("Show nearest training frame")
         self.nearest_box.setToolTip("Show the real frame whose pose and expression are closest (N)")
         self.nearest_box.toggled.connect(self._nearest_toggled)
+        self.detail_box = QCheckBox("Detail from the video")
+        self.detail_box.setChecked(True)
+        self.detail_box.setToolTip("Lay the fine detail (eyes, skin, hair) of the subject's own frames nearest these "
+                                   "sliders over the avatar's render (V). Off: the engine's render alone.")
+        self.detail_box.toggled.connect(lambda _on: self.request_render())
         row.addWidget(self.reset_btn)
+        row.addWidget(self.detail_box)
         row.addWidget(self.nearest_box)
         row.addStretch(1)
         right.addLayout(row)
@@ -190,7 +196,7 @@ class ViewerPanel(QWidget):
         fl.addWidget(self.flame_label, 1)
         fl.addWidget(models_btn)
         right.addWidget(self.flame_note)
-        keys = QLabel("Keys: A/D yaw · W/S pitch · R reset · N nearest frame · hold B before edits")
+        keys = QLabel("Keys: A/D yaw · W/S pitch · R reset · V detail · N nearest frame · hold B before edits")
         keys.setObjectName("Hint")
         keys.setWordWrap(True)
         right.addWidget(keys)
@@ -204,7 +210,8 @@ class ViewerPanel(QWidget):
 
         for seq, fn in (("A", lambda: self._nudge(0, -5)), ("D", lambda: self._nudge(0, 5)),
                         ("W", lambda: self._nudge(1, 5)), ("S", lambda: self._nudge(1, -5)),
-                        ("R", self.reset_all), ("N", lambda: self.nearest_box.toggle())):
+                        ("R", self.reset_all), ("N", lambda: self.nearest_box.toggle()),
+                        ("V", lambda: self.detail_box.toggle())):
             sc = QShortcut(QKeySequence(seq), self)
             sc.setContext(Qt.WidgetWithChildrenShortcut)
             sc.activated.connect(fn)
@@ -264,6 +271,7 @@ class ViewerPanel(QWidget):
     def _set_enabled(self, on: bool) -> None:
         self.reset_btn.setEnabled(on)
         self.nearest_box.setEnabled(on and getattr(self, "_has_tracking", False))
+        self.detail_box.setEnabled(on and getattr(self, "_has_detail", False))
 
     def _slider(self, name: str, info: dict, unit: str = "", ranges: dict | None = None) -> ControlSlider:
         lo, hi = (ranges or info["ranges"]).get(name, (-1.0, 1.0))
@@ -342,6 +350,7 @@ class ViewerPanel(QWidget):
         self._clear_sliders()
         self._info = info
         self._has_tracking = info["has_tracking"]
+        self._has_detail = info.get("has_detail", False)
         if self.edits.engine != info["engine"]:
             self.edits.set_engine(info["engine"])
         if is_flame_controls(info["control_names"]):
@@ -364,6 +373,8 @@ class ViewerPanel(QWidget):
             self.sliders.append(s)
         self._set_enabled(True)
         self.nearest_box.setToolTip("" if self._has_tracking else "needs the Tracking stage's results")
+        if not self._has_detail:
+            self.detail_box.setToolTip("needs the Tracking stage's crops (this project has none)")
         self.info.setText(f"{_short_title(info['engine'])} avatar, {info['size']} px")
         self.request_render()
 
@@ -387,7 +398,8 @@ class ViewerPanel(QWidget):
     def request_render(self) -> int:
         if not self.sliders:
             return -1
-        return self.worker.request(self.controls(), nearest=self.nearest_box.isChecked(), edits=self.edits.active())
+        return self.worker.request(self.controls(), nearest=self.nearest_box.isChecked(), edits=self.edits.active(),
+                                   detail=self.detail_box.isChecked())
 
     def _rendered(self, r: dict) -> None:
         self.last_render = r

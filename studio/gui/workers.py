@@ -153,13 +153,15 @@ class RenderWorker(QThread):
             self._thumbs = []
             self._cond.notify()
 
-    def request(self, controls: np.ndarray, nearest: bool = False, edits: dict | None = None) -> int:
+    def request(self, controls: np.ndarray, nearest: bool = False, edits: dict | None = None,
+                detail: bool = True) -> int:
+        """`detail`: with detail from the video (`studio.detail`) or the engine's render alone."""
         with self._cond:
             self._seq += 1
             if self._pending is not None:
                 self.dropped_count += 1
             self._pending = (self._seq, np.asarray(controls, np.float32).copy(), nearest,
-                             {str(k): float(v) for k, v in (edits or {}).items()})
+                             {str(k): float(v) for k, v in (edits or {}).items()}, bool(detail))
             self._cond.notify()
             return self._seq
 
@@ -216,7 +218,8 @@ class RenderWorker(QThread):
             self._tracking = None
         self.loaded.emit({"engine": self.avatar.name, "control_names": self.avatar.control_names,
                           "ranges": self.avatar.ranges, "size": self.avatar.size,
-                          "has_tracking": self._tracking is not None})
+                          "has_tracking": self._tracking is not None,
+                          "has_detail": self.avatar.video_detail() is not None})
 
     def _do_thumbnail(self, name: str, strengths: tuple[float, ...]) -> None:
         if self.avatar is None:
@@ -229,10 +232,12 @@ class RenderWorker(QThread):
         except (StudioError, OSError, ValueError):  # e.g. deleted meanwhile: no thumbnail, no dialog
             self.thumbnail.emit(name, None)
 
-    def _do_render(self, seq: int, controls: np.ndarray, want_nearest: bool, edits: dict | None = None) -> None:
+    def _do_render(self, seq: int, controls: np.ndarray, want_nearest: bool, edits: dict | None = None,
+                   detail: bool = True) -> None:
         if self.avatar is None:
             return
         t0 = time.perf_counter()
+        self.avatar.detail = detail and self.avatar.project is not None
         imgs, clamped = self.avatar.render_batch(controls[None], edits=edits or None)
         image = to_qimage(imgs[0])
         nearest, row = None, None
@@ -248,6 +253,7 @@ class RenderWorker(QThread):
                 nearest = None
         self.rendered_count += 1
         self.rendered.emit({"seq": seq, "image": image, "clamped": clamped, "nearest": nearest, "row": row,
+                            "detail": self.avatar.video_detail() is not None,
                             "ms": (time.perf_counter() - t0) * 1000.0, "controls": controls,
                             "edits": dict(edits or {})})
 

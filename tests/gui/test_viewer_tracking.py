@@ -115,3 +115,22 @@ def test_tracking_view_curves_pivots_and_scrubbing(window, tracked, qtbot, scree
     screenshot(window, "tracking_curves")
     tv.tabs.setCurrentIndex(1)
     screenshot(window, "tracking_contact_sheet")
+
+
+def test_detail_from_the_video_toggles_with_the_box_and_v(window, tracked, fake_engines, qtbot, screenshot):
+    v = _open_viewer(window, tracked, qtbot)
+    assert v.detail_box.isEnabled() and v.detail_box.isChecked()       # the project has its tracked crops
+    assert v.last_render["detail"] is True
+    shown = qimage_to_array(v.last_render["image"]).astype(int)
+    seq = v.last_render["seq"]
+    v.detail_box.setChecked(False)
+    qtbot.waitUntil(lambda: v.last_render["seq"] > seq, timeout=5000)
+    assert v.last_render["detail"] is False
+    alone = qimage_to_array(v.last_render["image"]).astype(int)
+    assert np.abs(shown - alone).mean() > 1.0          # the frames' detail was on the render
+    seq = v.last_render["seq"]
+    v.setFocus()
+    qtbot.keyClick(v, Qt.Key_V)
+    qtbot.waitUntil(lambda: v.last_render["seq"] > seq, timeout=5000)
+    assert v.detail_box.isChecked() and v.last_render["detail"] is True
+    screenshot(window, "viewer_detail")
