@@ -50,6 +50,30 @@ class DetailConfig:
     """Weight of standardised yaw and pitch against each standardised expression control."""
 
 
+class ControlIndex:
+    """Nearest training frames by tracked controls: each control standardised by the training frames'
+    mean and std, yaw and pitch weighted by `pose_weight`, squared Euclidean distance. The retrieval
+    baseline of `studio.evaluation` and `VideoDetail` both use it."""
+
+    def __init__(self, controls: np.ndarray, pose_weight: float = 2.0):
+        c = np.asarray(controls, np.float64)
+        if c.ndim != 2 or not len(c):
+            raise ValueError(f"expected (N, C) training controls, got {c.shape}")
+        self._mean, self._std = c.mean(0), np.maximum(c.std(0), 1e-6)
+        self._w = np.ones(c.shape[1])
+        self._w[:2] = pose_weight
+        self._points = (c - self._mean) / self._std * self._w
+
+    def distances(self, query: np.ndarray) -> np.ndarray:
+        """(n, C) controls → (n, N) squared distances to the training frames."""
+        q = np.asarray(query, np.float64)
+        if q.ndim != 2 or q.shape[1] != self._points.shape[1]:
+            raise ValueError(f"expected (n, {self._points.shape[1]}) controls, got {q.shape}")
+        q = (q - self._mean) / self._std * self._w
+        a = self._points
+        return (q ** 2).sum(1)[:, None] - 2 * q @ a.T + (a ** 2).sum(1)[None]
+
+
 class VideoDetail:
     """Training frames (aligned crops at the render size) and their controls, ready to lend detail."""
 
@@ -64,15 +88,11 @@ class VideoDetail:
         self._band = config.band_sigma * scale
         self._flow_blur = config.flow_sigma * scale
         self._flow_smooth = config.flow_smooth * scale
-        self._controls = None
+        self._index = None
         if controls is not None:
-            c = np.asarray(controls, np.float64)
-            if c.ndim != 2 or len(c) != len(crops):
-                raise ValueError(f"expected ({len(crops)}, C) controls, got {c.shape}")
-            self._mean, self._std = c.mean(0), np.maximum(c.std(0), 1e-6)
-            self._w = np.ones(c.shape[1])
-            self._w[:2] = config.pose_weight
-            self._controls = (c - self._mean) / self._std * self._w
+            if np.ndim(controls) != 2 or len(controls) != len(crops):
+                raise ValueError(f"expected ({len(crops)}, C) controls, got {np.shape(controls)}")
+            self._index = ControlIndex(controls, config.pose_weight)
         self._thumbs = None
         self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
         gy, gx = np.mgrid[0:self.size, 0:self.size].astype(np.float32)
@@ -100,19 +120,14 @@ class VideoDetail:
 
     @property
     def has_controls(self) -> bool:
-        return self._controls is not None
+        return self._index is not None
 
     # ------------------------------------------------------------------ which frames
     def neighbours(self, controls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, k) indices into the frames and (B, k) weights summing to 1, by control distance."""
-        if self._controls is None:
+        if self._index is None:
             raise ValueError("these frames have no controls; use neighbours_by_image")
-        q = (np.asarray(controls, np.float64).reshape(len(controls), -1) - self._mean) / self._std * self._w
-        if q.shape[1] != self._controls.shape[1]:
-            raise ValueError(f"expected {self._controls.shape[1]} controls, got {q.shape[1]}")
-        a = self._controls
-        d = (q ** 2).sum(1)[:, None] - 2 * q @ a.T + (a ** 2).sum(1)[None]
-        return self._weights(d)
+        return self._weights(self._index.distances(np.asarray(controls).reshape(len(controls), -1)))
 
     def neighbours_by_image(self, renders: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """As `neighbours`, by the distance between blurred 24 px thumbnails of the renders and the
@@ -163,7 +178,7 @@ class VideoDetail:
         renders = np.asarray(renders)
         if renders.ndim != 4 or renders.shape[1:] != (self.size, self.size, 3):
             raise ValueError(f"expected (B, {self.size}, {self.size}, 3) renders, got {renders.shape}")
-        if controls is not None and self._controls is not None:
+        if controls is not None and self._index is not None:
             idx, w = self.neighbours(controls)
         else:
             idx, w = self.neighbours_by_image(renders)

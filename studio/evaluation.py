@@ -127,16 +127,12 @@ def retrieval_rows(train_controls: np.ndarray, query_controls: np.ndarray,
     """For each query (n, 2 + E) [yaw, pitch, expr...], the index into `train_controls` (N, 2 + E)
     of the nearest training frame: Euclidean distance after standardising every control with the
     training frames' mean and std, yaw and pitch multiplied by `pose_weight`. (n,) int."""
-    train = np.asarray(train_controls, np.float64)
-    query = np.asarray(query_controls, np.float64)
+    from .detail import ControlIndex
+
+    train, query = np.asarray(train_controls), np.asarray(query_controls)
     if train.ndim != 2 or query.ndim != 2 or train.shape[1] != query.shape[1] or not len(train):
         raise ValueError(f"expected (N, C) training and (n, C) query controls, got {train.shape}, {query.shape}")
-    mean, std = train.mean(0), np.maximum(train.std(0), 1e-6)
-    w = np.ones(train.shape[1])
-    w[:2] = pose_weight
-    a, b = (train - mean) / std * w, (query - mean) / std * w
-    d = (b ** 2).sum(1)[:, None] - 2 * b @ a.T + (a ** 2).sum(1)[None]   # (n, N)
-    return np.argmin(d, axis=1)
+    return np.argmin(ControlIndex(train, pose_weight).distances(query), axis=1)
 
 
 def face_masks(tracking, rows, size: int) -> np.ndarray:
