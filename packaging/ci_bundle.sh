@@ -30,7 +30,7 @@ else
   t0=$(date +%s)
   LOG="$CACHE/bundle-$hash.build.log"
   mkdir -p "$CACHE"
-  echo "   (build log: $LOG; a cold build takes 30-40 min on 2 cores)"
+  echo "   (build log: $LOG; a cold build took 6-8 min on 2 cores here, longer under load)"
   if ! DIST_DIR="$BUNDLE.tmp" nice -n 10 bash "$REPO/packaging/build.sh" > "$LOG" 2>&1; then
     tail -n 40 "$LOG" | grep -v "^WARNING: Location" >&2
     echo "error: the bundle build failed (packaging/build.sh; last lines above, full log in $LOG)" >&2

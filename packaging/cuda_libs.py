@@ -152,8 +152,8 @@ def slim(internal: Path) -> int:
                     print(f"error: {e}", file=sys.stderr)
                     return 1
                 saved += before - p.stat().st_size
-                print(f"   stub    {p.relative_to(internal)} ({before / 1e6:.0f} MB → {p.stat().st_size / 1e6:.1f} MB, "
-                      f"{n} functions)")
+                print(f"   stub    {p.relative_to(internal)} ({before / 1e6:.0f} MB → "
+                      f"{p.stat().st_size / 1e6:.1f} MB, {n} functions)")
     # what is still needed, starting from every library outside nvidia/ (the stubs need nothing)
     by_name = {p.name: p for p in cuda}
     left = [p for p in internal.rglob("*.so*") if p.is_file() and is_elf(p)]

@@ -123,3 +123,16 @@ def test_ci_bundle_reuses_the_cached_bundle_and_smoke_test_passes(tmp_path):
     else:
         assert "skipped new / run-stage: needs" in out
     assert out.rstrip().splitlines()[-1].startswith("smoke test: ")
+
+
+def test_ci_bundle_fails_with_a_clear_message_when_the_build_fails(tmp_path):
+    if shutil.which("git") is None:
+        pytest.skip("needs git (ci_bundle.sh hashes the tracked sources)")
+    # no bundle cached, and a "Python" that is not 3.11: build.sh stops at once
+    env = dict(os.environ, AVATAR_STUDIO_CACHE=str(tmp_path / "cache"), PYTHON="/bin/false")
+    res = subprocess.run(["bash", str(PACKAGING / "ci_bundle.sh")], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 1
+    assert "is not Python 3.11" in res.stderr
+    assert "error: the bundle build failed (packaging/build.sh" in res.stderr
+    assert not list((tmp_path / "cache").glob("bundle-*/")), "a failed build must not be left as a cached bundle"
