@@ -1,7 +1,7 @@
 """Benchmark: learned vs parameter transfer of a trained actor onto the avatar (issue 15).
 
     avatar-studio bench driving PROJECT --actor VIDEO [--engine nerf|pvp] [--clip side_by_side.mp4]
-    python -m studio.benchmarks.driving PROJECT --actor VIDEO [--json out.json]
+    python -m studio.benchmarks.driving PROJECT --actor VIDEO [--no-detail] [--json out.json]
 
 For each engine the actor's learned transfer can drive (or `--engine`), both transfers are
 exported (PNG frames in a temporary folder: lossless), the output frames are re-tracked with the
@@ -14,13 +14,22 @@ avatar's own tracker, and printed:
   the actor's own tracked value on the same frame, and the same for the mouth opening (inner-lip
   gap / face height, from landmarks 13, 14, 10, 152) and head yaw — learned and parameter
   transfer side by side, per expression and the mean over the twelve;
+- **controls before rendering**: Pearson r between each expression control the transfer hands the
+  renderer and the actor's tracked value (parameter transfer: 1 by construction, as it is the
+  actor's value rescaled; learned: how much of the actor's expression the γ → controls mapping
+  recovers; the NeRF engine renders the learned θ instead, so there it describes the controls
+  mapping only), so a loss in the mapping is told apart from a loss in the rendering;
 - **γ separability**: held-out accuracy of a linear classifier (logistic regression, 5-fold)
-  telling the avatar's codes from the actor's (0.5 = fully shared);
+  telling the avatar's codes from the actor's (0.5 = fully shared), and **γ pose share**: the share
+  of each person's code variance a linear function of head yaw and pitch explains (a shared
+  expression code should be low);
 - **driving speed**: output frames per second of the whole export (motion + render + PNG
   writing) and of the render alone.
 
-`--clip` also writes actor | parameter transfer | learned transfer side by side (the first
-engine), with the actor's audio. The project is only read (the actor must be trained already).
+Renders get detail from the video (`studio.detail`) as an export does by default; `--no-detail`
+scores the engine's render alone. `--clip` also writes actor | parameter transfer | learned
+transfer side by side (the first engine), with the actor's audio. The project is only read (the
+actor must be trained already).
 """
 from __future__ import annotations
 
@@ -98,15 +107,32 @@ def transfer_figures(frames: np.ndarray, rows: np.ndarray, ava_trk, act_trk, ref
     return out
 
 
+def control_figures(controls: np.ndarray, rows: np.ndarray, act_trk) -> dict:
+    """Pearson r of each expression control (T, 2 + E) (frame i shows actor row rows[i]) against the
+    actor's tracked value, over the rows with a face; and their mean."""
+    from ..driving.measure import pearson
+
+    ok = act_trk.valid[rows]
+    c, src = np.asarray(controls)[ok], rows[ok]
+    per = {name: pearson(c[:, 2 + k], act_trk.expr[src, k]) for k, name in enumerate(act_trk.expression_names)}
+    vals = [v for v in per.values() if v is not None]
+    return {"controls_r": per, "mean_controls_r": float(np.mean(vals)) if vals else None}
+
+
 def _fmt(v) -> str:
     return "   -  " if v is None else f"{v:+.3f}"
 
 
 def print_table(report: dict) -> None:
-    print(f"\nactor {report['actor']} → avatar {report['project']}")
+    print(f"\nactor {report['actor']} → avatar {report['project']}; detail from the video "
+          f"{'on' if report.get('detail', True) else 'off'}")
     sep = report.get("gamma_separability")
     print(f"γ separability (held-out accuracy of a linear classifier, 0.5 = shared): "
           f"{'-' if sep is None else f'{sep:.3f}'}  [cycle: {report.get('cycle')}]")
+    share = report.get("gamma_pose_share") or {}
+    if share:
+        print("γ pose share (variance explained by head yaw and pitch): " + ", ".join(
+            f"{who} {'-' if v is None else f'{v:.3f}'}" for who, v in share.items()))
     for eng, r in report["engines"].items():
         par, lea = r["parameters"], r["learned"]
         print(f"\n{eng} engine: {par['frames']} frames; face found in re-tracked output: parameter "
@@ -117,6 +143,12 @@ def print_table(report: dict) -> None:
         print(f"  {'mean (twelve)':<20} {_fmt(par['mean_expression_r']):>10} {_fmt(lea['mean_expression_r']):>10}")
         print(f"  {'mouth opening':<20} {_fmt(par.get('mouth_opening_r')):>10} {_fmt(lea.get('mouth_opening_r')):>10}")
         print(f"  {'head yaw':<20} {_fmt(par.get('yaw_r')):>10} {_fmt(lea.get('yaw_r')):>10}")
+        if "mean_controls_r" in lea:
+            print(f"  {'controls r (mean)':<20} {_fmt(par.get('mean_controls_r')):>10} "
+                  f"{_fmt(lea['mean_controls_r']):>10}   (the controls handed to the renderer against the actor's "
+                  f"tracked values)")
+            print(f"  {'controls r (jaw)':<20} {_fmt(par['controls_r'].get('jaw_open')):>10} "
+                  f"{_fmt(lea['controls_r'].get('jaw_open')):>10}")
         for label, x in (("parameter", par), ("learned", lea)):
             idn = x.get("identity")
             if idn:
@@ -148,13 +180,14 @@ def write_clip(path: Path, actor_crops: np.ndarray, par: np.ndarray, lea: np.nda
         raise
 
 
-def run(project_path: str, actor: str, engine: str | None = None, clip: str | None = None) -> dict:
+def run(project_path: str, actor: str, engine: str | None = None, clip: str | None = None,
+        detail: bool = True) -> dict:
     from ..avatar import Avatar
     from ..driving.actors import TrainedDriver, actor_state, usable_engines
     from ..driving.data import face_images
-    from ..driving.measure import separability
+    from ..driving.measure import pose_share, separability
     from ..errors import InputError, ProjectError
-    from ..export import ExportConfig, track_driver
+    from ..export import ExportConfig, build_motion, track_driver
     from ..metrics import embeddings
     from ..project import Project
     from ..tracking.data import TrackingData
@@ -176,21 +209,27 @@ def run(project_path: str, actor: str, engine: str | None = None, clip: str | No
     train, _ = ava_trk.split()
     act_rows = np.flatnonzero(act_trk.valid)
     drv = TrainedDriver(dproj)
-    sep = separability(drv.codes(face_images(ava_trk, train, drv.size, drv.matte)).numpy(),
-                       drv.codes(face_images(act_trk, act_rows, drv.size, drv.matte)).numpy())
+    g_ava = drv.codes(face_images(ava_trk, train, drv.size, drv.matte)).numpy()
+    g_act = drv.codes(face_images(act_trk, act_rows, drv.size, drv.matte)).numpy()
+    sep = separability(g_ava, g_act)
+    shares = {"avatar": pose_share(g_ava, ava_trk.pose[train, :2]),
+              "actor": pose_share(g_act, act_trk.pose[act_rows, :2])}
     pick = lambda rows: rows[np.linspace(0, len(rows) - 1, min(100, len(rows))).astype(int)]  # noqa: E731
     ea, eb = embeddings(ava_trk.crops(pick(train))), embeddings(act_trk.crops(pick(act_rows)))
     ref_ava = None if ea is None else ea.mean(0)
     ref_act = None if eb is None else eb.mean(0)
     report = {"project": project.name, "actor": Path(actor).name, "gamma_separability": sep,
-              "cycle": drv.meta.get("config", {}).get("cycle"), "training": drv.meta.get("figures"), "engines": {}}
+              "gamma_pose_share": {k: None if v is None else round(v, 4) for k, v in shares.items()},
+              "cycle": drv.meta.get("config", {}).get("cycle"), "detail": bool(detail),
+              "training": drv.meta.get("figures"), "engines": {}}
     frames_for_clip = {}
     with tempfile.TemporaryDirectory(prefix="bench-driving-") as tmp:
         for eng in engines:
-            avatar = Avatar.open(project, eng)
+            avatar = Avatar.open(project, eng, detail=detail)
             report["engines"][eng] = {}
             for transfer in ("parameters", "learned"):
-                cfg = ExportConfig(source="driver", driver=str(actor), transfer=transfer, engine=eng, format="png")
+                cfg = ExportConfig(source="driver", driver=str(actor), transfer=transfer, engine=eng, format="png",
+                                   detail=detail)
                 print(f"{eng}: exporting with {transfer} transfer…", file=sys.stderr, flush=True)
                 frames, res, wall = _export_frames(project, cfg, Path(tmp) / f"{eng}-{transfer}", avatar)
                 if transfer == "learned" and not any("learned transfer" in n for n in res.get("notes", [])):
@@ -200,6 +239,9 @@ def run(project_path: str, actor: str, engine: str | None = None, clip: str | No
                 figs = transfer_figures(frames, rows, ava_trk, act_trk, ref_ava, ref_act)
                 figs["fps_export"] = len(frames) / wall
                 figs["fps_render"] = len(frames) / max(1e-9, res["render_seconds"])
+                motion = build_motion(project, cfg, avatar)
+                mrows = motion.rows if motion.rows is not None else np.arange(len(motion))
+                figs.update(control_figures(motion.controls[:len(frames)], mrows[:len(frames)], act_trk))
                 report["engines"][eng][transfer] = figs
                 if clip and eng == engines[0]:
                     frames_for_clip[transfer] = frames
@@ -222,9 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--actor", required=True, help="the trained actor's video")
     ap.add_argument("--engine", choices=tuple(ENGINES), help="one engine (default: every one the actor drives)")
     ap.add_argument("--clip", help="also write actor | parameter | learned to this MP4")
+    ap.add_argument("--no-detail", action="store_true", help="render without detail from the video (the engine's "
+                                                             "render alone)")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
-    report = run(args.project, args.actor, args.engine, args.clip)
+    report = run(args.project, args.actor, args.engine, args.clip, detail=not args.no_detail)
     print_table(report)
     if args.clip:
         print(f"\nside-by-side clip (actor | parameter transfer | learned transfer): {report['clip']}")

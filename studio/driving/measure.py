@@ -31,6 +31,21 @@ def separability(codes_a: np.ndarray, codes_b: np.ndarray, folds: int = 5, seed:
     return float(np.mean(cross_val_score(clf, x, y, cv=cv)))
 
 
+def pose_share(codes: np.ndarray, pose: np.ndarray) -> float | None:
+    """Share of the total variance of (N, D) codes that a linear function of the (N, P) head pose
+    (yaw, pitch) explains: 0 = the codes ignore pose, 1 = they are pose and nothing else. A shared
+    expression code should be low. None with fewer than P + 2 codes or constant codes."""
+    x, p = np.asarray(codes, np.float64), np.asarray(pose, np.float64)
+    if len(x) < p.shape[1] + 2:
+        return None
+    total = x.var(0).sum()
+    if total < 1e-12:
+        return None
+    a = np.c_[p, np.ones(len(p))]
+    coef, *_ = np.linalg.lstsq(a, x, rcond=None)
+    return float(1.0 - (x - a @ coef).var(0).sum() / total)
+
+
 def identity_similarity(crops_a: np.ndarray, crops_b: np.ndarray) -> float | None:
     """Mean ArcFace cosine similarity over all pairs (one crop of each set); None without the
     ArcFace file. crops: (N, S, S, 3) uint8 aligned crops."""

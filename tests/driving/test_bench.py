@@ -74,3 +74,34 @@ def test_separability():
     apart = same[100:] + np.r_[6.0, np.zeros(5)]
     assert separability(same[:100], apart) > 0.95              # shifted along one axis: a hyperplane splits them
     assert separability(same[:3], same[3:6]) is None
+
+
+def test_control_figures():
+    """The controls handed to the renderer against the actor's tracked values: a rescaled copy scores
+    1, a sign flip −1, and the actor's frames without a face are left out (there a wrong value)."""
+    act = Track(np.random.default_rng(2))
+    ctrl = np.zeros((10, 4), np.float32)
+    ctrl[:, 2] = act.expr[:, 0] * 3 - 1                                           # jaw: rescaled
+    ctrl[:, 3] = -act.expr[:, 1]                                                   # smile: flipped
+    ctrl[3, 2] = 100.0                                                             # no face on row 3
+    figs = bench.control_figures(ctrl, np.arange(10), act)
+    assert figs["controls_r"]["jaw_open"] == pytest.approx(1.0)
+    assert figs["controls_r"]["smile_left"] == pytest.approx(-1.0)
+    assert figs["mean_controls_r"] == pytest.approx(0.0, abs=1e-6)
+    rows = np.array([9, 8, 7, 6, 5, 4, 3, 2, 1, 0])                                # frame i shows row rows[i]
+    figs = bench.control_figures(ctrl[rows], rows, act)
+    assert figs["controls_r"]["jaw_open"] == pytest.approx(1.0)
+
+
+def test_pose_share():
+    from studio.driving.measure import pose_share
+
+    rng = np.random.default_rng(3)
+    pose = rng.normal(size=(300, 2)) * [10.0, 5.0]
+    expr = rng.normal(size=(300, 8))
+    mix = rng.normal(size=(2, 8))
+    assert pose_share(pose @ mix, pose) == pytest.approx(1.0)                      # codes = pose, linearly
+    assert pose_share(expr, pose) < 0.05                                           # codes ignore pose
+    half = np.c_[pose @ mix / np.std(pose @ mix, 0), expr / expr.std(0)]           # 8 of 16 dims are pose
+    assert pose_share(half, pose) == pytest.approx(0.5, abs=0.05)
+    assert pose_share(expr[:3], pose[:3]) is None
