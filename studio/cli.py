@@ -642,7 +642,7 @@ def cmd_bench(args) -> int:
             raise InputError("bench driving needs a project and a trained actor",
                              "avatar-studio bench driving PROJECT --actor VIDEO")
         return bench_main([args.video, "--actor", args.actor] + (["--engine", args.engine] if args.engine else [])
-                          + (["--clip", args.clip] if args.clip else []))
+                          + (["--clip", args.clip] if args.clip else []) + (["--no-detail"] if args.no_detail else []))
     raise InputError(f"unknown benchmark {args.what}")
 
 
@@ -836,6 +836,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--actor", help="driving: the trained actor's video")
     sp.add_argument("--engine", choices=tuple(ENGINES), help="driving: the engine (default: every trained one)")
     sp.add_argument("--clip", help="driving: also write actor | parameter transfer | learned transfer to this MP4")
+    sp.add_argument("--no-detail", action="store_true",
+                    help="driving: render the engine's image alone, without detail from the subject's video")
     sp.add_argument("--max-frames", type=int)
     sp.add_argument("--repeat", type=int, help="track: the clip K times in a row (memory must stay flat)")
     sp.add_argument("--landscape-1080p", action="store_true",
