@@ -66,6 +66,11 @@ class ExpressionMapper(nn.Module):
     """(jaw, expression vector) → offsets for the first `n_layers` latents, one MLP per layer.
 
     PVP offsets the first 8 of 18 ws of a 1024 generator; a smaller generator scales that share.
+    Inputs are standardised with `expr_mean` / `expr_std` (the training controls' statistics), as
+    the pose mapper's are: FLAME controls mix units (jaw in radians, std ~0.05; coefficients, std
+    ~1), and an unscaled jaw barely reaches the first layer, so the mapper learned to ignore it.
+    A state dict saved before the standardisation (no ``expr_mean`` / ``expr_std``) loads with
+    mean 0 and std 1, i.e. as it was trained.
     """
 
     def __init__(self,
@@ -74,15 +79,29 @@ class ExpressionMapper(nn.Module):
                  num_ws: int,                 # L
                  n_layers: int | None = None,  # how many early layers get an offset
                  hidden: int = 128,
-                 layers: int = 3):
+                 layers: int = 3,
+                 expr_mean: torch.Tensor | None = None,  # (E,) for input standardisation
+                 expr_std: torch.Tensor | None = None):  # (E,)
         super().__init__()
         self.num_ws = num_ws
         self.n_layers = n_layers or max(1, round(num_ws * 8 / 18))
+        self.register_buffer("expr_mean", torch.zeros(in_dim) if expr_mean is None
+                             else torch.as_tensor(expr_mean, dtype=torch.float32).detach().clone())
+        self.register_buffer("expr_std", torch.ones(in_dim) if expr_std is None
+                             else torch.as_tensor(expr_std, dtype=torch.float32).detach().clone())
+        assert self.expr_mean.shape == (in_dim,) and self.expr_std.shape == (in_dim,), (in_dim, self.expr_std.shape)
         self.nets = nn.ModuleList([_mlp(in_dim, hidden, w_dim, layers) for _ in range(self.n_layers)])
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name, fill in (("expr_mean", 0.0), ("expr_std", 1.0)):  # saved before the standardisation
+            if prefix + name not in state_dict:
+                state_dict[prefix + name] = torch.full_like(getattr(self, name), fill)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, expr: torch.Tensor) -> torch.Tensor:
         """(B, E) → (B, L, D) offsets (zeros beyond the first n_layers)."""
-        offs = torch.stack([net(expr) for net in self.nets], dim=1)  # (B, n, D)
+        x = (expr - self.expr_mean) / self.expr_std
+        offs = torch.stack([net(x) for net in self.nets], dim=1)  # (B, n, D)
         pad = offs.new_zeros(offs.shape[0], self.num_ws - self.n_layers, offs.shape[2])
         return torch.cat([offs, pad], dim=1)
 

@@ -138,7 +138,8 @@ def run(ctx: StageContext, cfg: MappersConfig):
     est.out_std.copy_(c_std)
     pose_map = PoseMapper(pivots, hidden=cfg.hidden, beta=cfg.beta, pose_mean=c_mean[:2].to(dev),
                           pose_std=c_std[:2].to(dev)).to(dev)
-    expr_map = ExpressionMapper(n_expr, pivots.shape[2], G.num_ws, hidden=cfg.hidden).to(dev)
+    expr_map = ExpressionMapper(n_expr, pivots.shape[2], G.num_ws, hidden=cfg.hidden,  # inputs standardised
+                                expr_mean=c_mean[2:], expr_std=c_std[2:]).to(dev)
     opt_est = torch.optim.Adam(est.parameters(), lr=1e-3)
     opt_map = torch.optim.Adam(list(pose_map.parameters()) + list(expr_map.parameters()), lr=cfg.lr)
     ema_pose, ema_expr = copy.deepcopy(pose_map).requires_grad_(False), copy.deepcopy(expr_map).requires_grad_(False)

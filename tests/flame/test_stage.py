@@ -170,6 +170,15 @@ def test_mappers_train_on_flame_controls_and_go_stale_on_refit(pvp_flame_project
     av = Avatar.open(proj, "pvp")
     assert av.control_names[:4] == ["yaw", "pitch", "jaw", "flame_00"] and len(av.control_names) == 53
     assert av.render(expression={"flame_00": av.ranges["flame_00"][1]}).image.shape == (64, 64, 3)
+    # the expression mapper standardises its inputs with the training controls' statistics
+    # (a jaw in radians beside coefficients of std ~1; tests/flame/test_mapper_inputs.py)
+    from studio.tracking.data import TrackingData
+
+    trk = TrackingData.from_project(proj, controls="flame")
+    train_expr = torch.from_numpy(trk.controls(trk.split()[0])[:, 2:])
+    expr_map = av.engine.expr_map
+    assert torch.allclose(expr_map.expr_std, train_expr.std(0).clamp_min(1e-3), rtol=1e-4)
+    assert torch.allclose(expr_map.expr_mean, train_expr.mean(0), atol=1e-5)
     assert stage_state(proj, "mappers") == "done"
     run_stage(proj, "flame", {**FIT, "steps": 2, "rigid_steps": 1})  # a refit with other settings
     assert stage_state(proj, "mappers") == "stale"
@@ -317,10 +326,12 @@ def test_fit_sweeps_recovers_commanded_coefficients(flame_project, subject_flame
         tracked = [_synth_tracked(model, emb, full, v, v, k) for v in vals]
         tracked[1] = None  # a render where no face was found
         sweeps[name] = (vals, tracked)
-    res = fit_sweeps(proj, sweeps, steps=120)
+    res = fit_sweeps(proj, sweeps)  # the evaluation's own number of fitting steps
     assert set(res["pearson"]) == {"jaw", "flame_00", "flame_03"}
     assert res["jaw"] > 0.9 and res["pearson"]["flame_00"] > 0.9 and res["pearson"]["flame_03"] > 0.9, res
     assert res["mean"] > 0.9
+    # the gain (fitted change per commanded unit) says how much of the commanded change the face shows
+    assert all(0.7 < g < 1.3 for g in res["gain"].values()), res["gain"]
 
 
 def test_evaluation_reports_flame_slider_r(nerf_flame_project, subject_flame_module, monkeypatch, tmp_path):
