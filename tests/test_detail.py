@@ -141,3 +141,24 @@ def test_from_project_is_none_without_tracked_crops(tmp_path):
 
     proj = Project.create(tmp_path / "p")
     assert VideoDetail.from_project(proj, 64) is None
+
+
+def test_emphasis_finds_frames_that_show_the_pushed_slider():
+    """Frames: rest (all expressions 0) with small variations, and one frame with the jaw wide open
+    but another expression moved too. A query with only the jaw pushed to its end: the plain
+    distance prefers a rest frame, the emphasised one the open-jaw frame."""
+    from studio.detail import ControlIndex
+
+    rng = np.random.default_rng(0)
+    c = np.zeros((40, 6))
+    c[:, 2:] = rng.normal(0, 0.1, (40, 4))
+    c[7, 2], c[7, 3] = 1.5, 1.2                   # jaw open (and a second control moved) in frame 7
+    q = np.zeros((1, 6))
+    q[0, 2] = 1.5
+    plain, pushed = ControlIndex(c), ControlIndex(c)
+    assert plain.distances(q).argmin() != 7
+    assert pushed.distances(q, emphasis=1.5).argmin() == 7
+    # without emphasis it is the plain squared distance; at rest emphasis changes little
+    assert np.allclose(plain.distances(c[:3]), ControlIndex(c).distances(c[:3], emphasis=0.0))
+    assert ControlIndex(c).distances(np.zeros((1, 6)), emphasis=1.5).argmin() == \
+        ControlIndex(c).distances(np.zeros((1, 6))).argmin()
