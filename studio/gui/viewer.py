@@ -181,6 +181,9 @@ class ViewerPanel(QWidget):
         self.detail_box.toggled.connect(lambda _on: self.request_render())
         row.addWidget(self.reset_btn)
         row.addWidget(self.detail_box)
+        row.addStretch(1)
+        right.addLayout(row)
+        row = QHBoxLayout()            # a row of its own: the page must still fit a 1110-px window
         row.addWidget(self.nearest_box)
         row.addStretch(1)
         right.addLayout(row)
