@@ -35,9 +35,24 @@ PYI_VERSION="pyinstaller>=6.10,<7"
 
 # the venv depends on the dependency list and the torch choice only (the spec and the sources are read
 # by PyInstaller afresh on every build), so both variants and every source change share it
-key=$( { cat "$REPO/pyproject.toml"; \
+# (only pyproject's dependency lists count: an edit elsewhere in it, e.g. an import-linter contract,
+# must not cost a new 6.5 GB venv)
+deps=$("$PYTHON" - "$REPO/pyproject.toml" <<'PY'
+import json, sys, tomllib
+p = tomllib.load(open(sys.argv[1], "rb"))["project"]
+print(json.dumps([p.get("dependencies", []), p.get("optional-dependencies", {})], sort_keys=True))
+PY
+)
+key=$( { echo "$deps"; \
          echo "$TORCH_SPEC ${TORCH_INDEX:-} $PYI_VERSION $("$PYTHON" -V 2>&1)"; } | sha256sum | cut -c1-16)
 VENV="$CACHE/build-venv-$key"
+# build venvs of other dependency lists are 6.5 GB each: keep this one only
+for old in "$CACHE"/build-venv-*; do
+  [[ -d "$old" && "$old" != "$VENV" ]] && { echo "== removing an older build venv: $old"; rm -rf "$old"; }
+done
+for old in "$CACHE"/pyinstaller-work-*; do
+  [[ -d "$old" && "$old" != "$CACHE/pyinstaller-work-$key"* ]] && rm -rf "$old"
+done
 t0=$(date +%s)
 
 if [[ ! -x "$VENV/bin/pyinstaller" || ! -f "$VENV/.complete" ]]; then
