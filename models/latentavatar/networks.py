@@ -44,15 +44,35 @@ class ExpressionEncoder(nn.Module):
 
 
 class ExpressionMapper(nn.Module):
-    """Tracked expression controls (B, E) (jaw_open first) → θ (B, D); a small MLP."""
+    """Tracked expression controls (B, E) (jaw_open first) → θ (B, D); a small MLP.
+
+    Inputs are standardised with the buffers `expr_mean` / `expr_std` (`set_stats`, from the
+    training controls): FLAME controls mix units (jaw in radians, std ~0.05, beside coefficients of
+    std ~1), and an unscaled jaw barely reaches the first layer. A state dict saved before the
+    buffers existed loads with mean 0 and std 1, i.e. as it was trained.
+    """
 
     def __init__(self, n_expr: int, code_dim: int, hidden: int = 128):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(n_expr, hidden), _act(), nn.Linear(hidden, hidden), _act(),
                                  nn.Linear(hidden, code_dim))
+        self.register_buffer("expr_mean", torch.zeros(n_expr))
+        self.register_buffer("expr_std", torch.ones(n_expr))
+
+    @torch.no_grad()
+    def set_stats(self, expr: torch.Tensor, floor: float = 1e-4) -> None:
+        """Standardise inputs with the mean and std of (N, E) training controls."""
+        self.expr_mean.copy_(expr.mean(0))
+        self.expr_std.copy_(expr.std(0).clamp_min(floor))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name, fill in (("expr_mean", 0.0), ("expr_std", 1.0)):  # saved before the standardisation
+            if prefix + name not in state_dict:
+                state_dict[prefix + name] = torch.full_like(getattr(self, name), fill)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, expr: torch.Tensor) -> torch.Tensor:
-        return normalize_code(self.net(expr))
+        return normalize_code(self.net((expr - self.expr_mean) / self.expr_std))
 
 
 class PointDecoder(nn.Module):

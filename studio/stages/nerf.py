@@ -179,6 +179,7 @@ def run(ctx: StageContext, cfg: NerfConfig):
     data = FrameSet(tracking, train_rows, mcfg, ctx.device)
     held = FrameSet(tracking, held_rows, mcfg, ctx.device) if len(held_rows) else None
     model = LatentAvatar(mcfg).to(ctx.device)
+    model.mapper.set_stats(data.expr)
     with torch.no_grad():
         model.background.copy_(background_logits(data, mcfg.low_res))
     perceptual = PerceptualLoss(backbone).to(ctx.device)

@@ -78,3 +78,32 @@ def test_mapper_saved_before_the_standardisation_loads_unchanged():
                              expr_std=torch.full((5,), 0.1))
     again.load_state_dict(saved.state_dict())
     assert torch.equal(again.expr_std, torch.full((5,), 0.1))
+
+
+def test_nerf_expression_mapper_standardises_and_loads_old_files():
+    """The NeRF engine's mapper (controls → θ) gets the same standardisation: after `set_stats` a
+    jaw of std 0.05 moves the code as much as a coefficient of std 1 does before training, and a
+    state dict saved without the buffers loads as it was trained (mean 0, std 1)."""
+    from models.latentavatar.networks import ExpressionMapper as NerfMapper
+
+    X, _ = _collinear_controls(0)
+    torch.manual_seed(0)
+    m = NerfMapper(6, 16, hidden=32)
+    old_state = {k: v.clone() for k, v in m.state_dict().items() if k not in ("expr_mean", "expr_std")}
+    m.set_stats(X)
+    assert torch.allclose(m.expr_std, X.std(0)) and torch.allclose(m.expr_mean, X.mean(0))
+    with torch.no_grad():
+        base = m(X.mean(0)[None])
+        moves = []
+        for k in (0, 1):
+            x = X.mean(0).clone()
+            x[k] += 2 * X.std(0)[k]
+            moves.append(float((m(x[None]) - base).norm()))
+    assert moves[0] > 0.2 * moves[1], moves          # unscaled, the jaw's move is ~20x smaller
+    fresh = NerfMapper(6, 16, hidden=32)
+    fresh.load_state_dict(old_state)
+    assert torch.equal(fresh.expr_std, torch.ones(6)) and torch.equal(fresh.expr_mean, torch.zeros(6))
+    x = torch.randn(3, 6)
+    ref = NerfMapper(6, 16, hidden=32)
+    ref.load_state_dict({**old_state, "expr_mean": torch.zeros(6), "expr_std": torch.ones(6)})
+    assert torch.allclose(fresh(x), ref(x))
