@@ -39,6 +39,9 @@ class YShapeConfig:
     """Channels at the full resolution (doubling at each halving)."""
     max_channels: int = 256
     """Channel cap at the low resolutions."""
+    pose_dim: int = 0
+    """Size of the head pose the decoders also take (0 = the paper's decoders, γ alone; 2 = yaw and
+    pitch). With the pose given to the decoders, γ need not spend itself on head pose."""
 
     def __post_init__(self) -> None:
         r = self.resolution
@@ -89,23 +92,28 @@ class SharedEncoder(nn.Module):
 
 
 class FaceDecoder(nn.Module):
-    """D_ava or D_act: shared code γ (B, D) → face image (B, 3, R, R) in [0, 1]."""
+    """D_ava or D_act: shared code γ (B, D) (and head pose (B, P) when `pose_dim` > 0) → face
+    image (B, 3, R, R) in [0, 1]."""
 
     def __init__(self, cfg: YShapeConfig):
         super().__init__()
         w = cfg.widths()[::-1]                                                   # 4x4 first
         self.c0 = w[0]
-        self.fc = nn.Linear(cfg.code_dim, w[0] * 16)
+        self.fc = nn.Linear(cfg.code_dim + cfg.pose_dim, w[0] * 16)
         layers: list[nn.Module] = [_act(), nn.Conv2d(w[0], w[0], 3, 1, 1), _act()]
         for a, b in zip(w[:-1], w[1:]):  # upsample, then two 3x3 convs per level
             layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(a, b, 3, 1, 1), _act(),
                        nn.Conv2d(b, b, 3, 1, 1), _act()]
         layers.append(nn.Conv2d(w[-1], 3, 3, 1, 1))
         self.body = nn.Sequential(*layers)
-        self.code_dim = cfg.code_dim
+        self.code_dim, self.pose_dim = cfg.code_dim, cfg.pose_dim
 
-    def forward(self, code: torch.Tensor) -> torch.Tensor:
+    def forward(self, code: torch.Tensor, pose: torch.Tensor | None = None) -> torch.Tensor:
         assert code.ndim == 2 and code.shape[1] == self.code_dim, tuple(code.shape)
+        if self.pose_dim:
+            assert pose is not None and tuple(pose.shape) == (code.shape[0], self.pose_dim), \
+                f"these decoders take a (B, {self.pose_dim}) head pose beside γ"
+            code = torch.cat([code, pose.to(code.dtype)], 1)
         x = self.fc(code).view(-1, self.c0, 4, 4)
         return torch.sigmoid(self.body(x))
 
@@ -123,12 +131,13 @@ class YShapeNet(nn.Module):
         """(B, 3, R, R) → γ (B, D)."""
         return self.encoder(img)
 
-    def decode(self, code: torch.Tensor, subject: str) -> torch.Tensor:
-        """γ (B, D) → (B, 3, R, R) face of `subject` ("ava" or "act")."""
-        return self.decoders[subject](code)
+    def decode(self, code: torch.Tensor, subject: str, pose: torch.Tensor | None = None) -> torch.Tensor:
+        """γ (B, D) (and the head pose (B, P) for pose-conditioned decoders) → (B, 3, R, R) face of
+        `subject` ("ava" or "act")."""
+        return self.decoders[subject](code, pose)
 
-    def forward(self, img: torch.Tensor, subject: str) -> torch.Tensor:
-        return self.decode(self.encode(img), subject)
+    def forward(self, img: torch.Tensor, subject: str, pose: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decode(self.encode(img), subject, pose)
 
 
 def other(subject: str) -> str:
@@ -203,7 +212,7 @@ def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, ssim_weight: f
 
 
 def cycle_loss(net: YShapeNet, code: torch.Tensor, target: torch.Tensor, subject: str, ssim_weight: float = 0.1,
-               code_weight: float = 1e-4, weight: torch.Tensor | None = None
+               code_weight: float = 1e-4, weight: torch.Tensor | None = None, pose: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The cycle from `subject` through the other person and back (LatentAvatar eq. for L_cycle):
 
@@ -211,12 +220,79 @@ def cycle_loss(net: YShapeNet, code: torch.Tensor, target: torch.Tensor, subject
         L = ‖I*_s − I_s‖₁ + λ_ssim·(1 − SSIM(I*_s, I_s)) + λ_code·‖γ*_other − γ_s‖₂
 
     code: γ_s (B, D) of the images `target` (B, 3, R, R) of person `subject`; `weight` as in
-    `reconstruction_loss`, for the image term.
+    `reconstruction_loss`, for the image term; `pose` (B, P) the images' head pose, given to both
+    decoders when they take one (the other person is drawn in the same pose).
     """
-    crossed = net.decode(code, other(subject))                                 # I*_other
+    crossed = net.decode(code, other(subject), pose)                           # I*_other
     code2 = net.encode(crossed)                                                # γ*_other
-    back = net.decode(code2, subject)                                          # I*_s
+    back = net.decode(code2, subject, pose)                                    # I*_s
     img, parts = reconstruction_loss(back, target, ssim_weight, weight=weight)
     parts = {"cycle_l1": parts["l1"], "cycle_ssim": parts["ssim"],
              "cycle_code": (code2 - code).norm(dim=1).mean()}
     return img + code_weight * parts["cycle_code"], parts
+
+
+# ----------------------------------------------------------------------------- sharing the code
+class _Reverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.scale * grad, None
+
+
+def reverse_gradient(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Identity forward; the gradient flowing back is multiplied by −`scale` (domain-adversarial
+    training: what helps the critic tell the people apart is pushed out of the encoder)."""
+    return _Reverse.apply(x, scale)
+
+
+class SubjectCritic(nn.Module):
+    """γ (B, D) → one logit per code: which person the code came from (> 0: the actor).
+
+    Not in the paper. Trained through `reverse_gradient`, it makes E_shared's codes of the two
+    people indistinguishable, so the mapping fitted on the avatar's codes sees the actor's codes
+    inside the distribution it was fitted on. Not saved with the network: driving needs only
+    E_shared.
+    """
+
+    def __init__(self, code_dim: int, hidden: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(code_dim, hidden), _act(), nn.Linear(hidden, hidden), _act(),
+                                 nn.Linear(hidden, 1))
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        return self.net(code).squeeze(1)
+
+
+def adversarial_loss(critic: SubjectCritic, codes: dict[str, torch.Tensor], scale: float = 1.0
+                     ) -> tuple[torch.Tensor, float]:
+    """The critic's cross-entropy on codes {"ava": (Ba, D), "act": (Bb, D)} seen through
+    `reverse_gradient`: minimising it trains the critic and, reversed, pushes the encoder to make
+    the two people's codes alike. Returns (loss, the critic's accuracy on these codes)."""
+    logits = torch.cat([critic(reverse_gradient(codes[s], scale)) for s in SUBJECTS])
+    labels = torch.cat([torch.full((len(codes[s]),), float(i), device=logits.device) for i, s in enumerate(SUBJECTS)])
+    loss = F.binary_cross_entropy_with_logits(logits, labels)
+    acc = float(((logits.detach() > 0).float() == labels).float().mean())
+    return loss, acc
+
+
+class ExpressionAnchor(nn.Module):
+    """A linear read-out γ (B, D) → (B, E) of a person's tracked expressions, each standardised
+    over that person's own frames, shared by both people.
+
+    Not in the paper. The same read-out must find both people's expressions in γ, so a smile of
+    the actor and a smile of the avatar land in the same place of the code (the reconstruction and
+    the cycle alone leave the two people's codes unaligned here). The code keeps its other
+    dimensions for what the named expressions do not describe. Not saved with the network.
+    """
+
+    def __init__(self, code_dim: int, n_expr: int):
+        super().__init__()
+        self.head = nn.Linear(code_dim, n_expr)
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        return self.head(code)

@@ -447,7 +447,7 @@ def cmd_drive(args) -> int:
     s = res.get("summary") or {}
     outs = res.get("outputs") or {}
     shown = ("steps", "cycle", "train_minutes", "gamma_separability", "map_controls_heldout_r",
-             "map_nerf_heldout_cosine")
+             "map_nerf_heldout_cosine", "actor_controls_r")
     _say(f"actor trained in {res.get('actor')}: " + ", ".join(f"{k}={s[k]}" for k in shown if k in s))
     if "preview" in outs:
         _say(f"preview (actor above, the avatar's decoder fed with the actor's codes below): "

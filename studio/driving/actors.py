@@ -193,6 +193,11 @@ class TrainedDriver:
         """Whether driving moves the actor's codes to the avatar's distribution (`DriveConfig.align_codes`)."""
         return bool(self.meta.get("config", {}).get("align_codes", False)) and bool(self.align)
 
+    @property
+    def rescales(self) -> bool:
+        """Whether driving gives the learned expressions the avatar's spread (`DriveConfig.rescale`)."""
+        return bool(self.meta.get("config", {}).get("rescale", False))
+
     def actor_to_avatar(self, codes: "torch.Tensor", floor: float = 1e-3) -> "torch.Tensor":
         """The actor's codes (N, D) moved to the avatar's code distribution, per dimension:
         (γ − μ_actor) / σ_actor · σ_avatar + μ_avatar."""

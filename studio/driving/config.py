@@ -33,6 +33,16 @@ class DriveConfig:
                                    "tracked landmarks): 0 = the plain L1 of the paper, 1 = those parts count twice, "
                                    "so the code spends itself on the expression more than on hair and skin.",
                               minimum=0.0, maximum=20.0, advanced=True)
+    pose_decoders: bool = opt(True, "Give both decoders the tracked head pose (yaw, pitch) beside γ, so the code "
+                                    "need not spend itself on head pose (not in the paper; off = the paper's "
+                                    "decoders).", advanced=True)
+    adversarial_weight: float = opt(0.1, "Weight of a subject critic that tries to tell the two people's codes "
+                                         "apart, trained with a reversed gradient so the encoder makes them alike "
+                                         "(not in the paper; 0 = off).", minimum=0.0, maximum=10.0, advanced=True)
+    anchor_weight: float = opt(1.0, "Weight of a shared linear read-out that must find each person's tracked "
+                                    "expressions (standardised over their own frames) in γ, which lines up the two "
+                                    "people's codes (not in the paper; 0 = off).", minimum=0.0, maximum=100.0,
+                               advanced=True)
     augment: bool = opt(True, "Jitter the encoder's input (shift, scale, brightness, contrast; the target stays "
                               "clean), so the code follows the face and not the pixel grid.", advanced=True)
     matte: bool = opt(True, "Put each face on a grey background with the tracked matte (the backgrounds of the "
@@ -49,6 +59,10 @@ class DriveConfig:
                                   "dimension: mean and spread of the actor's frames → the avatar's) before the "
                                   "mapping, which was fitted on the avatar's codes only. Not in the paper; switch it "
                                   "off to compare.", advanced=True)
+    rescale: bool = opt(True, "When driving, give the learned expressions the avatar's own spread: each mapped "
+                              "control is standardised over the actor clip and set to the mean and spread of the "
+                              "avatar's training frames, as the parameter transfer does (the mapping alone "
+                              "shrinks toward the average; switch off to compare).", advanced=True)
     min_frames: int = opt(30, "Fewest frames with a face the actor clip must have.", minimum=8)
     time_budget_min: float = opt(0.0, "Optional wall-clock cap in minutes (0 = no cap; pauses do not count). "
                                       "Training says when it was cut short.", minimum=0.0)

@@ -38,8 +38,11 @@ from ..stages.base import StageContext
 from .actors import FORMAT, RECORD, avatar_runs, folder, read_meta
 from .config import PRESETS, DriveConfig
 
-DRIVING_ONLY = ("align_codes",)
+DRIVING_ONLY = ("align_codes", "rescale")
 """Settings used only when driving: changing them retrains nothing."""
+RUNTIME_ONLY = ("threads", "checkpoint_every_s", "preview_every")
+"""Settings of how a training runs, not of what it learns: changing them keeps a finished training
+(and resumes an unfinished one)."""
 STAGE = "drive"
 """The name progress events and checkpoint messages carry."""
 ProgressFn = Callable[[Progress], None]
@@ -103,7 +106,7 @@ def _run(project, dproj, cfg: DriveConfig, control: Control, on_progress: Progre
     from ..project import now_iso
 
     runs = avatar_runs(project)
-    trained_by = {k: v for k, v in to_dict(cfg).items() if k not in DRIVING_ONLY}
+    trained_by = {k: v for k, v in to_dict(cfg).items() if k not in DRIVING_ONLY + RUNTIME_ONLY}
     key = {"config": config_hash(trained_by), "track": runs["track"], "actor": dproj.record("track").get("run_id")}
     map_key = {**key, "nerf": runs["nerf"]}
     rec = dproj.record(RECORD)
@@ -176,14 +179,14 @@ def run_training(ctx: DriveContext, cfg: DriveConfig, project, dproj):
     """The training generator (yields `Progress`, returns the result dict)."""
     import torch
 
-    from models.yshape import SUBJECTS, YShapeConfig, YShapeNet
+    from models.yshape import SUBJECTS, ExpressionAnchor, SubjectCritic, YShapeConfig, YShapeNet, other
 
     from ..atomic import atomic_path, write_json
     from ..loop import TrainingLoop
     from ..tracking.data import TrackingData
     from .data import augment, face_images, focus_map, to_float
     from .measure import SAME_PERSON, identity_similarity, separability
-    from .training import LossWeights, encode_all, yshape_step
+    from .training import LossWeights, OtherBatch, encode_all, yshape_step
 
     dev = torch.device(ctx.device)
     notes: list[str] = []
@@ -203,6 +206,11 @@ def run_training(ctx: DriveContext, cfg: DriveConfig, project, dproj):
              "act": face_images(act_trk, act_rows, cfg.size, cfg.matte)}
     focus = {"ava": focus_map(ava_trk, ava_train, cfg.size, cfg.focus_weight).to(dev),
              "act": focus_map(act_trk, act_rows, cfg.size, cfg.focus_weight).to(dev)} if cfg.focus_weight > 0 else {}
+    rows = {"ava": ava_train, "act": act_rows}
+    trk = {"ava": ava_trk, "act": act_trk}
+    pose = {s: torch.from_numpy((trk[s].pose[rows[s], :2] / POSE_SCALE).astype(np.float32)).to(dev)
+            for s in SUBJECTS} if cfg.pose_decoders else {}
+    expr = {s: torch.from_numpy(_standardised(trk[s].expr[rows[s]])).to(dev) for s in SUBJECTS}
     notes += _same_person_notes(project, dproj, ava_trk, act_trk, ava_train, act_rows, identity_similarity,
                                 SAME_PERSON)
 
@@ -210,15 +218,23 @@ def run_training(ctx: DriveContext, cfg: DriveConfig, project, dproj):
     loop = TrainingLoop(ctx, seed=cfg.seed, checkpoint_every_s=cfg.checkpoint_every_s,
                         max_minutes=cfg.time_budget_min, threads=cfg.threads)
     mcfg = YShapeConfig(resolution=cfg.size, code_dim=cfg.code_dim, channels=cfg.channels,
-                        max_channels=cfg.max_channels)
+                        max_channels=cfg.max_channels, pose_dim=2 if cfg.pose_decoders else 0)
     net = YShapeNet(mcfg).to(dev)
-    optim = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    critic = SubjectCritic(cfg.code_dim).to(dev) if cfg.adversarial_weight > 0 else None
+    anchor = ExpressionAnchor(cfg.code_dim, expr["ava"].shape[1]).to(dev) if cfg.anchor_weight > 0 else None
+    params = list(net.parameters()) + [p for m in (critic, anchor) if m is not None for p in m.parameters()]
+    optim = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.999))
     loop.track("net", net)
     loop.track("optim", optim)
+    for name, module in (("critic", critic), ("anchor", anchor)):
+        if module is not None:
+            loop.track(name, module)
     loop.vars.setdefault("ema", {})
     perceptual, perceptual_kind = _perceptual(cfg, dev)
     weights = LossWeights(ssim=cfg.ssim_weight, code=cfg.code_weight, cycle=cfg.cycle,
-                          cycle_weight=cfg.cycle_weight, perceptual=cfg.perceptual_weight if perceptual else 0.0)
+                          cycle_weight=cfg.cycle_weight, perceptual=cfg.perceptual_weight if perceptual else 0.0,
+                          adversarial=cfg.adversarial_weight, anchor=cfg.anchor_weight)
+    extra = critic is not None or anchor is not None
     show = np.linspace(0, len(act_rows) - 1, 4).astype(int)
 
     def step(i: int) -> dict:
@@ -230,16 +246,27 @@ def run_training(ctx: DriveContext, cfg: DriveConfig, project, dproj):
         idx = torch.from_numpy(loop.rng.integers(0, len(data), size=min(cfg.batch, len(data))))
         target = to_float(data[idx]).to(dev)
         inputs = augment(target, loop.rng) if cfg.augment else target
-        logs = yshape_step(net, optim, subject, inputs, target, weights, perceptual, focus=focus.get(subject))
+        ob = None
+        if extra:  # the other person's faces, for the critic and the anchor only
+            o = other(subject)
+            oidx = torch.from_numpy(loop.rng.integers(0, len(faces[o]), size=max(2, min(cfg.batch, len(faces[o])) // 2)))
+            oimg = to_float(faces[o][oidx]).to(dev)
+            ob = OtherBatch(augment(oimg, loop.rng) if cfg.augment else oimg, expr[o][oidx.to(dev)])
+        logs = yshape_step(net, optim, subject, inputs, target, weights, perceptual, focus=focus.get(subject),
+                           pose=pose[subject][idx.to(dev)] if pose else None, critic=critic, anchor=anchor,
+                           expr=expr[subject][idx.to(dev)], other_batch=ob)
         new = {f"{subject}_l1": logs["l1"], f"{subject}_total": logs["total"]}
-        if "cycle_l1" in logs:
-            new["cycle_l1"] = logs["cycle_l1"]
+        for k in ("cycle_l1", "critic_acc", "anchor"):
+            if k in logs:
+                new[k] = logs[k]
         ema = loop.vars["ema"]
         loop.vars["ema"] = {**ema, **{k: v if k not in ema else 0.95 * ema[k] + 0.05 * v for k, v in new.items()}}
         return {k: round(v, 5) for k, v in sorted(loop.vars["ema"].items())}
 
+    show_pose = pose["act"][torch.from_numpy(show).to(dev)] if pose else None
+
     def preview() -> np.ndarray:
-        return _preview(net, faces["act"][show])
+        return _preview(net, faces["act"][show], pose=show_pose)
 
     yield from loop.part("yshape", cfg.steps, step, preview=preview, preview_every=cfg.preview_every,
                          progress_every=10, message="Y-shaped network")
@@ -275,7 +302,9 @@ def run_training(ctx: DriveContext, cfg: DriveConfig, project, dproj):
                "avatar_frames": int(len(ava_train)), "actor_frames": int(len(act_rows)),
                "losses": dict(loop.vars["ema"]), "perceptual": perceptual_kind,
                "gamma_separability": None if sep is None else round(sep, 4),
-               **{k: v for fig in map_figs.values() for k, v in fig.items()}}
+               **{k: v for fig in map_figs.values() for k, v in fig.items()},
+               **_actor_figures(cfg, mappers["controls"], gam, gam_act, act_trk.expr[act_rows],
+                                {s: trk[s].pose[rows[s], :2] for s in SUBJECTS})}
     if fig_net.get("resumed_from"):
         figures["resumed_from"] = fig_net["resumed_from"].get("yshape", 0)
     if fig_net.get("cut_short"):
@@ -290,7 +319,7 @@ def run_training(ctx: DriveContext, cfg: DriveConfig, project, dproj):
     flat.update({f"align.{k}": v.detach().cpu().contiguous() for k, v in code_stats(gam, gam_act).items()})
     with atomic_path(work / "mappings.safetensors") as tmp:
         save_file(flat, str(tmp))
-    _write_png(work / "preview.png", _preview(net, faces["act"][show], scale=2))
+    _write_png(work / "preview.png", _preview(net, faces["act"][show], scale=2, pose=show_pose))
     runs = avatar_runs(project)
     meta = {"format": FORMAT, "model": mcfg.to_dict(), "config": to_dict(cfg),
             "avatar": {"name": project.name, "track": runs["track"]},
@@ -307,6 +336,39 @@ def run_training(ctx: DriveContext, cfg: DriveConfig, project, dproj):
     return {"outputs": {"network": rel(work / "yshape.safetensors"), "mappings": rel(work / "mappings.safetensors"),
                         "meta": rel(work / "driver.json"), "preview": rel(work / "preview.png")},
             "summary": figures, "warnings": notes + warnings}
+
+
+POSE_SCALE = 20.0
+"""Degrees of yaw and pitch per unit of the pose the decoders take (the same for both people)."""
+
+
+def _standardised(x: np.ndarray, floor: float = 1e-6) -> np.ndarray:
+    """(N, E) values standardised per column over their own N rows, as float32."""
+    x = np.asarray(x, np.float64)
+    return ((x - x.mean(0)) / np.maximum(x.std(0), floor)).astype(np.float32)
+
+
+def _actor_figures(cfg: DriveConfig, mapper, gam, gam_act, act_expr: np.ndarray, poses: dict) -> dict:
+    """What can be told before anything is rendered: how the controls the mapping gives for the
+    actor's frames (codes aligned as driving aligns them) correlate with the actor's own tracked
+    expressions (per expression and mean; the parameter transfer's are 1.0 by construction), and
+    the share of each person's code variance that head pose explains."""
+    import torch
+
+    from .measure import pearson, pose_share
+
+    codes = gam_act
+    if cfg.align_codes:
+        st = code_stats(gam, gam_act)
+        codes = (gam_act - st["act_mean"]) / st["act_std"].clamp_min(1e-3) * st["ava_std"] + st["ava_mean"]
+    with torch.no_grad():
+        pred = mapper(codes).cpu().numpy()
+    rs = [pearson(pred[:, k], act_expr[:, k]) for k in range(act_expr.shape[1])]
+    valid = [r for r in rs if r is not None]
+    share = {s: pose_share(g.cpu().numpy(), poses[s]) for s, g in (("ava", gam), ("act", gam_act))}
+    return {"actor_controls_r": None if not valid else round(float(np.mean(valid)), 4),
+            "actor_controls_r_each": [None if r is None else round(r, 4) for r in rs],
+            "pose_share": {s: None if v is None else round(v, 4) for s, v in share.items()}}
 
 
 def code_stats(gam_ava, gam_act) -> dict:
@@ -407,8 +469,9 @@ def _same_person_notes(project, dproj, ava_trk, act_trk, ava_rows, act_rows, sim
     return []
 
 
-def _preview(net, act_faces, scale: int = 1) -> np.ndarray:
-    """Actor faces above the avatar's decoder fed with the actor's codes: (2R, 4R, 3) uint8."""
+def _preview(net, act_faces, scale: int = 1, pose=None) -> np.ndarray:
+    """Actor faces above the avatar's decoder fed with the actor's codes (and head pose, for
+    pose-conditioned decoders): (2R, 4R, 3) uint8."""
     import cv2
     import torch
 
@@ -416,7 +479,7 @@ def _preview(net, act_faces, scale: int = 1) -> np.ndarray:
     net.eval()
     with torch.no_grad():
         x = act_faces.float().to(next(net.parameters()).device) / 255.0
-        ava = net.decode(net.encode(x), "ava")
+        ava = net.decode(net.encode(x), "ava", pose)
     net.train(was)
     top = np.concatenate(list(act_faces.permute(0, 2, 3, 1).numpy()), 1)
     bottom = np.concatenate(list((ava.clamp(0, 1) * 255 + 0.5).byte().permute(0, 2, 3, 1).cpu().numpy()), 1)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from models.yshape import CodeMapper, YShapeNet, cycle_loss, other, reconstruction_loss
+from models.yshape import (CodeMapper, ExpressionAnchor, SubjectCritic, YShapeNet, adversarial_loss, cycle_loss,
+                           other, reconstruction_loss)
 
 
 @dataclass
@@ -28,14 +29,34 @@ class LossWeights:
     """Weight of the whole cycle term against the reconstruction."""
     perceptual: float = 0.0
     """Weight of the perceptual loss (0 without a perceptual network)."""
+    adversarial: float = 0.0
+    """Weight of the subject critic's reversed gradient on γ (0 = no critic; not in the paper)."""
+    anchor: float = 0.0
+    """Weight of the expression anchor's MSE (0 = no anchor; not in the paper)."""
+
+
+@dataclass
+class OtherBatch:
+    """Faces of the other person, encoded in the same step for the critic and the anchor (no
+    decoder sees them): inputs (B', 3, R, R) in [0, 1] and their standardised expressions (B', E)."""
+    inputs: torch.Tensor
+    expr: torch.Tensor | None = None
 
 
 def yshape_step(net: YShapeNet, optimizer: torch.optim.Optimizer, subject: str, inputs: torch.Tensor,
                 targets: torch.Tensor, weights: LossWeights, perceptual: torch.nn.Module | None = None,
-                clip: float = 5.0, focus: torch.Tensor | None = None) -> dict[str, float]:
+                clip: float = 5.0, focus: torch.Tensor | None = None, pose: torch.Tensor | None = None,
+                critic: SubjectCritic | None = None, anchor: ExpressionAnchor | None = None,
+                expr: torch.Tensor | None = None, other_batch: OtherBatch | None = None) -> dict[str, float]:
     """One step for person `subject` ("ava" or "act"): inputs (B, 3, R, R) (augmented) and their
     clean targets, both in [0, 1]; `focus` an optional (1, 1, R, R) L1 weight map of that person's
-    face (eyes and mouth count more). Returns the loss parts as floats (and "total")."""
+    face (eyes and mouth count more); `pose` (B, P) their head pose for pose-conditioned decoders.
+
+    With `critic` (and `weights.adversarial` > 0) the codes of this batch and of `other_batch`
+    train the subject critic, whose reversed gradient makes E_shared's codes of the two people
+    alike; with `anchor` (and `weights.anchor` > 0) a shared linear read-out must find each
+    person's standardised expressions (`expr`, `other_batch.expr`) in γ. Both are updated by
+    `optimizer` too. Returns the loss parts as floats (and "total")."""
     frozen = net.decoders[other(subject)]
     was = [p.requires_grad for p in frozen.parameters()]
     frozen.requires_grad_(False)
@@ -43,12 +64,25 @@ def yshape_step(net: YShapeNet, optimizer: torch.optim.Optimizer, subject: str, 
         net.train()
         optimizer.zero_grad(set_to_none=True)
         code = net.encode(inputs)
-        total, parts = reconstruction_loss(net.decode(code, subject), targets, weights.ssim, perceptual,
+        total, parts = reconstruction_loss(net.decode(code, subject, pose), targets, weights.ssim, perceptual,
                                            weights.perceptual, weight=focus)
         if weights.cycle and weights.cycle_weight > 0:
-            cyc, cparts = cycle_loss(net, code, targets, subject, weights.ssim, weights.code, weight=focus)
+            cyc, cparts = cycle_loss(net, code, targets, subject, weights.ssim, weights.code, weight=focus,
+                                     pose=pose)
             total = total + weights.cycle_weight * cyc
             parts.update(cparts)
+        other_code = net.encode(other_batch.inputs) if other_batch is not None else None
+        if critic is not None and weights.adversarial > 0 and other_code is not None:
+            adv, acc = adversarial_loss(critic, {subject: code, other(subject): other_code})
+            total = total + weights.adversarial * adv
+            parts["critic"], parts["critic_acc"] = adv, torch.tensor(acc)
+        if anchor is not None and weights.anchor > 0 and expr is not None:
+            pairs = [(code, expr)]
+            if other_code is not None and other_batch.expr is not None:
+                pairs.append((other_code, other_batch.expr))
+            anc = sum(F.mse_loss(anchor(c), e) for c, e in pairs) / len(pairs)
+            total = total + weights.anchor * anc
+            parts["anchor"] = anc
         total.backward()
         trainable = [p for p in net.parameters() if p.grad is not None]
         if clip:

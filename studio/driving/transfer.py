@@ -116,6 +116,14 @@ def learned_motion(project, dproj, avatar, base: Motion, transfer: str = "auto")
         else:
             codes = None
             expr = driver.mappers["controls"](gam_rows).cpu().numpy()
+    if driver.rescales:  # the learned expressions get the avatar's spread, as the parameter transfer's do
+        from ..motion import normalise_to_subject
+
+        with torch.no_grad():
+            ref = driver.mappers["controls"](gam).cpu().numpy()                       # every valid actor frame
+        subject = TrackingData.from_project(project)
+        subject_ref = subject.expr[subject.split()[0]]
+        expr = normalise_to_subject(expr, ref, subject_ref)
     controls = base.controls.copy()
     controls[:, 2:] = expr
     notes = list(base.notes) + [f"expressions by the learned transfer (Y-shaped network of "

@@ -216,6 +216,8 @@ class DriversPanel(QGroupBox):
         sep = s.get("gamma_separability")
         self.status.setText(f"trained: {s.get('steps', '?')} steps in {s.get('train_minutes', '?')} min"
                             + (f"; γ separability {sep:.2f}" if isinstance(sep, float) else "")
+                            + (f"; the actor's expressions come through at r {s['actor_controls_r']:.2f} (by the "
+                               f"tracker, before rendering)" if isinstance(s.get("actor_controls_r"), float) else "")
                             + "".join(f"\nNote: {w}" for w in res.get("warnings") or []))
 
     def _failed(self, f: Failure) -> None:

@@ -48,6 +48,10 @@ def test_training_writes_the_actor_folder(trained):
     s = res["summary"]
     assert s["steps"] == TINY["steps"] and s["cycle"] is True
     assert 0.0 <= s["gamma_separability"] <= 1.0
+    assert -1.0 <= s["actor_controls_r"] <= 1.0 and len(s["actor_controls_r_each"]) == 12
+    assert set(s["pose_share"]) == {"ava", "act"}
+    assert meta["model"]["pose_dim"] == 2, "the preset's decoders take the head pose"
+    assert {"critic_acc", "anchor"} <= set(s["losses"]), "the critic and the anchor took part"
     parts = {e.part for e in events}
     assert {"load", "yshape", "map_controls", "save"} <= parts and "map_nerf" not in parts
     previews = [e.preview for e in events if e.preview is not None]
@@ -89,9 +93,19 @@ def test_learned_transfer_replaces_the_expressions(trained):
     import torch
 
     assert drv.aligns  # the default: the actor's codes are moved to the avatar's distribution first
+    assert drv.rescales  # and the mapped expressions get the avatar's spread
+    valid = np.flatnonzero(trk.valid)
     with torch.no_grad():
-        expect = drv.mappers["controls"](drv.actor_to_avatar(drv.codes(face_images(trk, np.arange(3), drv.size))))
-    np.testing.assert_allclose(learned.controls[:3, 2:], expect.numpy(), rtol=1e-5, atol=1e-5)
+        mapped = drv.mappers["controls"](drv.actor_to_avatar(drv.codes(face_images(trk, valid, drv.size)))).numpy()
+    subject = TrackingData.from_project(avatar_proj)
+    ref = subject.expr[subject.split()[0]]
+    first = np.maximum(np.searchsorted(valid, np.arange(3), side="right") - 1, 0)
+    expect = (mapped[first] - mapped.mean(0)) / np.maximum(mapped.std(0), 1e-3) * ref.std(0) + ref.mean(0)
+    np.testing.assert_allclose(learned.controls[:3, 2:], expect, rtol=1e-4, atol=1e-4)
+    # over the actor's valid frames the learned expressions have the avatar's mean and spread
+    rows = np.asarray(learned.rows if learned.rows is not None else np.arange(len(learned.controls)))
+    on_valid = learned.controls[np.isin(rows, valid), 2:]
+    np.testing.assert_allclose(on_valid.mean(0), ref.mean(0), atol=1e-3)
     # moved codes of all the actor's frames have the avatar's per-dimension mean (the statistics were taken
     # over the right frames: the actor's valid ones, the avatar's training ones)
     moved = drv.actor_to_avatar(drv.codes(face_images(trk, np.flatnonzero(trk.valid), drv.size)))

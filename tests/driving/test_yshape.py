@@ -154,3 +154,76 @@ def test_weighted_l1():
     w2[..., 8:, :] = 3.0                                       # rows without error count three times
     _, bottom = reconstruction_loss(y, x, weight=w2)
     assert top["l1"] > p["l1"] > bottom["l1"]
+
+
+# ----------------------------------------------------------------------------- sharing the code
+def test_pose_conditioned_decoders_take_the_pose_and_old_configs_do_not():
+    torch.manual_seed(0)
+    pnet = YShapeNet(YShapeConfig(resolution=R, code_dim=8, channels=8, max_channels=16, pose_dim=2))
+    x = faces("ava", 3)
+    code = pnet.encode(x)
+    with pytest.raises(AssertionError):
+        pnet.decode(code, "ava")                                           # a pose is required
+    a = pnet.decode(code, "ava", torch.zeros(3, 2))
+    b = pnet.decode(code, "ava", torch.full((3, 2), 1.5))
+    assert a.shape == x.shape and float((a - b).detach().abs().mean()) > 1e-4  # the pose reaches the image
+    # a network saved before the pose existed reads as pose_dim 0 and loads into the old layout
+    old = YShapeConfig.from_dict({"resolution": R, "code_dim": 8, "channels": 8, "max_channels": 16})
+    assert old.pose_dim == 0
+    YShapeNet(old).load_state_dict(YShapeNet(old).state_dict())
+
+
+def test_the_critic_pushes_the_encoder_away_from_what_tells_people_apart():
+    """The reversed gradient: the critic's own parameters descend its loss while E_shared gets
+    the opposite of the gradient that would help the critic."""
+    from models.yshape import SubjectCritic, adversarial_loss
+
+    torch.manual_seed(0)
+    net = YShapeNet(YShapeConfig(resolution=R, code_dim=8, channels=8, max_channels=16))
+    critic = SubjectCritic(8, hidden=16)
+    xa, xb = faces("ava", 6), faces("act", 6, seed=1)
+
+    def enc_grad(reverse: bool):
+        net.zero_grad(set_to_none=True)
+        critic.zero_grad(set_to_none=True)
+        codes = {"ava": net.encode(xa), "act": net.encode(xb)}
+        if reverse:
+            loss, acc = adversarial_loss(critic, codes)
+        else:  # the same loss with a plain gradient
+            logits = torch.cat([critic(codes["ava"]), critic(codes["act"])])
+            labels = torch.cat([torch.zeros(6), torch.ones(6)])
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+            acc = None
+        loss.backward()
+        return torch.cat([p.grad.flatten() for p in net.encoder.parameters()]), \
+            torch.cat([p.grad.flatten() for p in critic.parameters()]), acc
+
+    ge_rev, gc_rev, acc = enc_grad(True)
+    ge, gc, _ = enc_grad(False)
+    assert 0.0 <= acc <= 1.0
+    assert torch.allclose(ge_rev, -ge, atol=1e-7) and float(ge.abs().sum()) > 0
+    assert torch.allclose(gc_rev, gc, atol=1e-7)
+
+
+def test_step_with_critic_and_anchor_trains_them_and_keeps_the_frozen_decoder():
+    from models.yshape import ExpressionAnchor, SubjectCritic
+    from studio.driving.training import OtherBatch
+
+    torch.manual_seed(0)
+    net = YShapeNet(YShapeConfig(resolution=R, code_dim=8, channels=8, max_channels=16, pose_dim=2))
+    critic, anchor = SubjectCritic(8, hidden=16), ExpressionAnchor(8, 3)
+    opt = torch.optim.Adam([*net.parameters(), *critic.parameters(), *anchor.parameters()], lr=5e-3)
+    xa, xb = faces("ava", 8), faces("act", 4, seed=1)
+    ea, eb = torch.randn(8, 3), torch.randn(4, 3)
+    w = LossWeights(adversarial=0.5, anchor=1.0)
+    frozen = {k: v.clone() for k, v in net.decoders["act"].state_dict().items()}
+    a0 = anchor.head.weight.detach().clone()
+    c0 = [p.detach().clone() for p in critic.parameters()]
+    logs = [yshape_step(net, opt, "ava", xa, xa, w, pose=torch.zeros(8, 2), critic=critic, anchor=anchor, expr=ea,
+                        other_batch=OtherBatch(xb, eb)) for _ in range(30)]
+    assert {"critic", "critic_acc", "anchor"} <= set(logs[0])
+    assert logs[-1]["anchor"] < logs[0]["anchor"], (logs[0]["anchor"], logs[-1]["anchor"])
+    assert not torch.equal(anchor.head.weight, a0)
+    assert any(not torch.equal(p, q) for p, q in zip(critic.parameters(), c0))
+    for k, v in net.decoders["act"].state_dict().items():
+        assert torch.equal(v, frozen[k]), f"the frozen decoder's {k} changed"
