@@ -58,9 +58,12 @@ class CodeDrivenAvatar:
         imgs = _render_codes_edited(engine, codes, c, bound) if bound else engine.render_codes(codes, c[:, 0], c[:, 1])
         if not hasattr(self._avatar, "add_detail"):
             return imgs, moved
-        # the codes are not controls: the frames that lend detail are matched by image
+        # the frames that lend detail are chosen by the motion's controls: the actor's pose and the
+        # learned expression controls (the γ → controls mapping), as for the StyleGAN engine; picked by
+        # a blurred thumbnail of the soft render instead, eyes and brows followed the wrong frames
+        # (measured in the README)
         unedited = engine.render_codes(codes, c[:, 0], c[:, 1]) if bound else None
-        return self._avatar.add_detail(imgs, None, unedited), moved
+        return self._avatar.add_detail(imgs, c, unedited), moved
 
 
 def _render_codes_edited(engine, codes, c, edits) -> np.ndarray:

@@ -214,8 +214,10 @@ def test_nerf_engine_is_driven_through_theta(nerf_pair, tmp_path):
     assert isinstance(bound, CodeDrivenAvatar) and bound.size == avatar.size
     imgs, _ = bound.render_batch(m.controls[:4])
     raw = avatar.engine.render_codes(m.codes[:4], m.controls[:4, 0], m.controls[:4, 1])
-    assert avatar.video_detail() is not None      # codes are not controls: frames matched by image
-    np.testing.assert_array_equal(imgs, avatar.video_detail().apply(raw))
+    assert avatar.video_detail() is not None
+    # the frames that lend detail are chosen by the motion's controls (pose + learned expression controls)
+    c4, _ = avatar.clamp(m.controls[:4])
+    np.testing.assert_array_equal(imgs, avatar.video_detail().apply(raw, c4))
     plain = m.bind_avatar(Avatar.open(avatar_proj, "nerf", detail=False))
     np.testing.assert_array_equal(plain.render_batch(m.controls[:4])[0], raw)
     res = run_export(avatar_proj, ExportConfig(source="driver", driver=str(actor)), tmp_path / "nerf_frames")
