@@ -123,8 +123,11 @@ class DriversPanel(QGroupBox):
         keep = self.selected_video()
         self.list.clear()
         self.actors = list_actors(self.project) if self.project is not None else []
+        names = [a.name for a in self.actors]
         for a in self.actors:
-            text = f"{a.name} — {STATE_TEXT.get(a.state, a.state)}"
+            # two actors from videos of the same name (other folders): the actor folder tells them apart
+            shown = a.name if names.count(a.name) == 1 else f"{a.name} [{a.root.name}]"
+            text = f"{shown} — {STATE_TEXT.get(a.state, a.state)}"
             if a.engines:
                 text += f" (drives: {', '.join(a.engines)})"
             if a.note:

@@ -97,3 +97,22 @@ def test_cancel_then_train_again_resumes(window, pair, qtbot):
     assert min(steps) >= stopped_at, f"training restarted at step {min(steps)} instead of resuming at {stopped_at}"
     drivers.cancel()
     qtbot.waitUntil(lambda: not drivers.is_running(), timeout=60000)
+
+
+def test_actors_from_videos_of_the_same_name_are_told_apart(window, pair, monkeypatch):
+    """Two actor videos called the same (from different folders) each get their own drivers/ folder;
+    the list names the folder so the two lines differ."""
+    from pathlib import Path
+
+    from studio.driving import actors
+    from studio.driving.actors import ActorInfo
+
+    avatar, _ = pair
+    two = [ActorInfo(root=Path(avatar.root) / "drivers" / f"clip-{h}", name="clip.mp4", video=f"/nowhere/{h}/clip.mp4",
+                     state="trained") for h in ("aaaa1111", "bbbb2222")]
+    monkeypatch.setattr(actors, "list_actors", lambda project: two)
+    panel = open_export(window, avatar)
+    panel.drivers.refresh()
+    texts = [panel.drivers.list.item(i).text() for i in range(panel.drivers.list.count())]
+    assert len(texts) == 2 and texts[0] != texts[1]
+    assert "clip-aaaa1111" in texts[0] and "clip-bbbb2222" in texts[1]
