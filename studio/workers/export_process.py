@@ -34,19 +34,30 @@ def drive(project, cfg_values: dict, out: str, control: Control, on_progress: Ca
         on_progress(ev)
 
 
+def open_avatar(project, cfg_values: dict, loader: Any):
+    """The avatar the export child renders: None without a loader (the export opens the named
+    engine itself), else the loader's engine opened as `Avatar.open` opens one, with the project,
+    so detail from the video follows `ExportConfig.detail` as in the CLI (wrapped bare, the window's
+    exports were the engine's soft render alone)."""
+    if loader is None:
+        return None
+    from ..avatar import Avatar
+    from ..engines import ENGINES, call_loader
+
+    return Avatar(call_loader(loader, project), ENGINES.get(cfg_values.get("engine")), project,
+                  detail=bool(cfg_values.get("detail", True)))
+
+
 def child_main(root: str, cfg_values: dict, out: str, loader: Any, queue, cancel, running) -> None:
     """Entry point of the export process. `loader(project)` gives the engine (None: the
     engine named in `cfg_values`, opened with `Avatar.open`)."""
 
     def body(reporter: Reporter, control: Control) -> None:
-        from ..avatar import Avatar
-        from ..engines import call_loader
         from ..project import Project
 
         def work(control: Control, on_progress: Callable) -> dict:
             project = Project.open(root)
-            avatar = Avatar(call_loader(loader, project)) if loader is not None else None
-            return drive(project, cfg_values, out, control, on_progress, avatar)
+            return drive(project, cfg_values, out, control, on_progress, open_avatar(project, cfg_values, loader))
 
         reporter.run(JOB, work, control, announce=False)
 

@@ -230,3 +230,23 @@ def test_face_mask_keeps_the_surroundings():
 
     m = face_mask(128)
     assert m[74, 64] == 1.0 and m[2, 2] == 0.0 and m[64, 2] == 0.0 and m[2, 64] == 0.0
+
+
+def test_the_window_export_child_opens_the_avatar_with_detail_from_the_video(tmp_path, monkeypatch):
+    """The export page's child process gets the engine's loader; it must open the avatar with the
+    project, so detail from the video follows the Export form's `detail` as the CLI does (it used to
+    wrap the bare engine: the window's clips were the soft render alone)."""
+    from studio.avatar import Avatar
+    from studio.engines import ENGINES, EngineSpec
+    from studio.workers.export_process import open_avatar
+    from tests.driving.synth import ControlsEngine, make_pair
+
+    avatar_proj, _ = make_pair(tmp_path / "p")
+    monkeypatch.setitem(ENGINES, "fake", EngineSpec(name="fake", title="fake", short="fake", stages=(),
+                                                    loader=lambda project: ControlsEngine()))
+    on = open_avatar(avatar_proj, {"engine": "fake", "detail": True}, ENGINES["fake"].loader)
+    off = open_avatar(avatar_proj, {"engine": "fake", "detail": False}, ENGINES["fake"].loader)
+    assert isinstance(on, Avatar) and on.project is avatar_proj and on.spec is ENGINES["fake"]
+    assert on.detail and on.video_detail() is not None      # the synthetic subject's crops lend detail
+    assert not off.detail and off.video_detail() is None
+    assert open_avatar(avatar_proj, {"engine": "fake"}, None) is None
