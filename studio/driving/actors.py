@@ -143,6 +143,12 @@ def list_actors(project) -> list[ActorInfo]:
     return out
 
 
+def align_to_avatar(codes, stats: dict, floor: float = 1e-3):
+    """(N, D) actor codes moved to the avatar's code distribution with `stats` (`job.code_stats`):
+    per dimension (γ − μ_actor) / σ_actor · σ_avatar + μ_avatar."""
+    return (codes - stats["act_mean"]) / stats["act_std"].clamp_min(floor) * stats["ava_std"] + stats["ava_mean"]
+
+
 class TrainedDriver:
     """A trained actor: the Y-shaped network and its mappings, read from ``yshape/``."""
 
@@ -201,5 +207,4 @@ class TrainedDriver:
     def actor_to_avatar(self, codes: "torch.Tensor", floor: float = 1e-3) -> "torch.Tensor":
         """The actor's codes (N, D) moved to the avatar's code distribution, per dimension:
         (γ − μ_actor) / σ_actor · σ_avatar + μ_avatar."""
-        a = self.align
-        return (codes - a["act_mean"]) / a["act_std"].clamp_min(floor) * a["ava_std"] + a["ava_mean"]
+        return align_to_avatar(codes, self.align, floor)

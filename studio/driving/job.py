@@ -357,10 +357,9 @@ def _actor_figures(cfg: DriveConfig, mapper, gam, gam_act, act_expr: np.ndarray,
 
     from .measure import pearson, pose_share
 
-    codes = gam_act
-    if cfg.align_codes:
-        st = code_stats(gam, gam_act)
-        codes = (gam_act - st["act_mean"]) / st["act_std"].clamp_min(1e-3) * st["ava_std"] + st["ava_mean"]
+    from .actors import align_to_avatar
+
+    codes = align_to_avatar(gam_act, code_stats(gam, gam_act)) if cfg.align_codes else gam_act
     with torch.no_grad():
         pred = mapper(codes).cpu().numpy()
     rs = [pearson(pred[:, k], act_expr[:, k]) for k in range(act_expr.shape[1])]

@@ -111,22 +111,17 @@ def learned_motion(project, dproj, avatar, base: Motion, transfer: str = "auto")
     rows = base.rows if base.rows is not None else np.arange(dtrk.n_frames)
     import torch
 
-    gam_rows = gam[torch.from_numpy(per_row[rows])]
-    with torch.no_grad():
-        if engine == "nerf" and "nerf" in driver.mappers:
-            codes = driver.mappers["nerf"](gam_rows).cpu().numpy()
-            expr = driver.mappers["controls"](gam_rows).cpu().numpy()
-        else:
-            codes = None
-            expr = driver.mappers["controls"](gam_rows).cpu().numpy()
+    pick = torch.from_numpy(per_row[rows])
+    with torch.no_grad():  # each valid actor frame mapped once; the motion's rows index into them
+        codes = driver.mappers["nerf"](gam[pick]).cpu().numpy() if engine == "nerf" and "nerf" in driver.mappers \
+            else None
+        mapped = driver.mappers["controls"](gam).cpu().numpy()                        # (V, E)
+    expr = mapped[per_row[rows]]
     if driver.rescales:  # the learned expressions get the avatar's spread, as the parameter transfer's do
         from ..motion import normalise_to_subject
 
-        with torch.no_grad():
-            ref = driver.mappers["controls"](gam).cpu().numpy()                       # every valid actor frame
         subject = TrackingData.from_project(project)
-        subject_ref = subject.expr[subject.split()[0]]
-        expr = normalise_to_subject(expr, ref, subject_ref)
+        expr = normalise_to_subject(expr, mapped, subject.expr[subject.split()[0]])
     controls = base.controls.copy()
     controls[:, 2:] = expr
     notes = list(base.notes) + [f"expressions by the learned transfer (Y-shaped network of "
