@@ -366,8 +366,11 @@ class TrainingLoop:
              preview_every: int = 0, progress_every: int = 1, message: str = "") -> Generator[Progress, None, int]:
         """Run `step(i)` until `total` steps of part `name` are done (or the cap / `stop_part`).
         Yields progress; returns the steps done. A part finished in an earlier run is skipped."""
-        if name in self.done:
-            return self.steps.get(name, 0)
+        if name in self.done:  # finished before a restart: say so, as a part resumed mid-way does
+            n = self.steps.get(name, 0)
+            yield Progress(stage=self.ctx.stage, step=n, total=max(total, n), part=name,
+                           message=f"resumed: {name} was finished before ({n} of {total} steps)")
+            return n
         if self._rng_pending:
             self._restore_rng()
         i = self.steps.get(name, 0)

@@ -69,6 +69,15 @@ def test_resume_after_a_crash_is_exact(tmp_path):
         assert torch.equal(a, b)
 
 
+def test_a_part_finished_before_a_restart_says_so_and_is_not_rerun(tmp_path):
+    """Killed after the part's last checkpoint: the rerun trains nothing and tells the user why."""
+    ref, _, _ = _train(_ctx(tmp_path), 20)
+    net, loop, events = _train(_ctx(tmp_path), 20)
+    assert [e.message for e in events] == ["resumed: fit was finished before (20 of 20 steps)"]
+    for a, b in zip(ref.parameters(), net.parameters()):
+        assert torch.equal(a, b)
+
+
 def test_loss_decreases_and_progress_reports_rate(tmp_path):
     _, loop, events = _train(_ctx(tmp_path), 60)
     losses = [e.losses["loss"] for e in events if e.losses]
