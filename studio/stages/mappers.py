@@ -53,8 +53,15 @@ class MappersConfig:
     w_l2: float = opt(1.0, "Weight of the L2 reconstruction loss.", advanced=True)
     w_perceptual: float = opt(0.5, "Weight of the perceptual loss.", advanced=True)
     w_identity: float = opt(0.1, "Weight of the identity loss (ArcFace).", advanced=True)
-    w_expression: float = opt(0.05, "Weight of the expression-matching loss on perturbed renders.", advanced=True)
+    w_expression: float = opt(0.05, "Weight of the expression-matching loss on perturbed renders (named sliders; "
+                                    "see w_expression_flame).", advanced=True)
     w_pose: float = opt(0.05, "Weight of the pose-consistency loss on perturbed renders.", advanced=True)
+    w_expression_flame: float = opt(0.5, "w_expression when the sliders are FLAME coefficients (controls = flame): "
+                                         "they are subtler and more entangled than the named expressions, and a "
+                                         "stronger read-back keeps each slider doing what it says.", minimum=0.0,
+                                    advanced=True)
+    w_pose_flame: float = opt(0.3, "w_pose when controls = flame (a stronger expression read-back otherwise lets "
+                                   "the sliders tilt the head).", minimum=0.0, advanced=True)
     w_rgb: float = opt(0.5, "Weight of the RGB consistency outside eyes and mouth on perturbed renders.",
                        advanced=True)
     w_reg: float = opt(1e-3, "Weight of the latent offset regulariser.", advanced=True)
@@ -70,6 +77,13 @@ class MappersConfig:
 PRESETS = {"preview": MappersConfig(),
            "quality": MappersConfig(steps=20000, batch=16, estimator_steps=4000, checkpoint_every_s=120,
                                     time_budget_min=0.0)}
+
+
+def readback_weights(cfg: MappersConfig) -> tuple[float, float]:
+    """(expression, pose) weights of the read-back losses for the project's kind of sliders."""
+    if cfg.controls == "flame":
+        return cfg.w_expression_flame, cfg.w_pose_flame
+    return cfg.w_expression, cfg.w_pose
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -185,6 +199,7 @@ def run(ctx: StageContext, cfg: MappersConfig):
                        "estimator_jaw_corr": float(np.corrcoef(pred[:, 2], truth[:, 2])[0, 1])}
 
     # ---- part 2: the mappers
+    w_exp, w_pose_rb = readback_weights(cfg)
     lo_d, hi_d = lo.to(dev), hi.to(dev)
     c_std_d = c_std.to(dev)
     last: dict = {}
@@ -217,7 +232,7 @@ def run(ctx: StageContext, cfg: MappersConfig):
             logs["identity"] = lid.item()
         reg = off[:, : expr_map.n_layers].pow(2).mean()
         loss = loss + cfg.w_reg * reg
-        if cfg.perturb > 0 and (cfg.w_expression > 0 or cfg.w_pose > 0 or cfg.w_rgb > 0):
+        if cfg.perturb > 0 and (w_exp > 0 or w_pose_rb > 0 or cfg.w_rgb > 0):
             h = max(1, len(idx) // 2)
             e2 = expr[:h] + cfg.perturb * torch.randn_like(expr[:h]) * c_std[2:].to(dev)
             if cfg.mix_expressions > 0:  # another frame's whole expression on this frame's pose
@@ -233,7 +248,7 @@ def run(ctx: StageContext, cfg: MappersConfig):
             lpose = F.smooth_l1_loss(read[:, :2] / std[:2], pose[:h] / std[:2])
             keep_r = F.interpolate(keep, size=out2.shape[-2:], mode="bilinear", align_corners=False)
             lrgb = (keep_r * (out2 - out[:h].detach()).abs()).mean()
-            loss = loss + cfg.w_expression * lexp + cfg.w_pose * lpose + cfg.w_rgb * lrgb
+            loss = loss + w_exp * lexp + w_pose_rb * lpose + cfg.w_rgb * lrgb
             logs.update(expression=lexp.item(), pose=lpose.item(), rgb=lrgb.item())
         opt_map.zero_grad(set_to_none=True)
         loss.backward()

@@ -184,6 +184,25 @@ def test_mappers_train_on_flame_controls_and_go_stale_on_refit(pvp_flame_project
     assert stage_state(proj, "mappers") == "stale"
 
 
+def test_flame_sliders_train_with_their_own_readback_weights(pvp_flame_project, tmp_path):
+    """With FLAME controls the read-back losses take w_expression_flame / w_pose_flame: the named
+    sliders' weights change nothing, the FLAME ones change the trained mappers."""
+    def trained(tag, **overrides):
+        root = tmp_path / tag
+        shutil.copytree(pvp_flame_project.root, root, ignore=shutil.ignore_patterns("*.lock", "*.ckpt", "mappers"))
+        proj = Project.open(root)
+        proj.manifest["stages"].pop("mappers", None)
+        proj.save()
+        run_stage(proj, "mappers", {**MAPPERS, **overrides})
+        return torch.load(root / "mappers" / "mappers.pt", weights_only=True)["expr"]
+
+    base = trained("base", w_expression=0.0, w_pose=0.0)
+    named_changed = trained("named", w_expression=5.0, w_pose=5.0)
+    flame_off = trained("flame_off", w_expression=0.0, w_pose=0.0, w_expression_flame=0.0, w_pose_flame=0.0)
+    assert all(torch.equal(base[k], named_changed[k]) for k in base)
+    assert any(not torch.equal(base[k], flame_off[k]) for k in base)
+
+
 def test_flame_controls_need_the_flame_stage(pvp_flame_project, tmp_path):
     root = tmp_path / "proj"
     shutil.copytree(pvp_flame_project.root, root, ignore=shutil.ignore_patterns("*.lock", "*.ckpt"))
