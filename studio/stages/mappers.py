@@ -197,6 +197,9 @@ def run(ctx: StageContext, cfg: MappersConfig):
         truth = trk.controls(held)
         est_quality = {"estimator_yaw_mae": float(np.abs(pred[:, 0] - truth[:, 0]).mean()),
                        "estimator_jaw_corr": float(np.corrcoef(pred[:, 2], truth[:, 2])[0, 1])}
+        if len(held) > 2 and truth.shape[1] > 3:  # mean r over the ten expression controls after the first
+            rs = [np.corrcoef(pred[:, j], truth[:, j])[0, 1] for j in range(3, min(truth.shape[1], 13))]
+            est_quality["estimator_expr_corr"] = float(np.nanmean(rs))
 
     # ---- part 2: the mappers
     w_exp, w_pose_rb = readback_weights(cfg)
