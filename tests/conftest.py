@@ -14,6 +14,10 @@ VIDEOS = SHARED / "data" / "videos"
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("AVATAR_STUDIO_CONFIG_DIR", str(REPO / "test-output" / "config"))
+# One torch thread in every test and every process a test starts: with "auto" the count follows the
+# machine's load, and float results that differ in the last bits from run to run made tests that
+# compare two trainings (or a sweep's smallest gain) flaky. tests/test_threads.py unsets it.
+os.environ.setdefault("AVATAR_STUDIO_THREADS", "1")
 
 
 def shared_video(name: str) -> Path:
