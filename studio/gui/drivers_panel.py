@@ -65,6 +65,7 @@ class DriversPanel(QGroupBox):
         super().__init__("Drivers (learned transfer)", parent)
         self.project = None
         self.trainer: DriverTrainer | None = None
+        self._busy = False  # from train() until _finished has listed the outcome
         self.overrides: dict = {}
         """Settings for the next training (`DriveConfig` fields); empty = the project's preset."""
         self.in_process = False
@@ -158,7 +159,9 @@ class DriversPanel(QGroupBox):
 
     # ------------------------------------------------------------------ training
     def is_running(self) -> bool:
-        return self.trainer is not None and self.trainer.isRunning()
+        """True from Train until the outcome is in the list (the thread ends a moment before its queued
+        `finished` reaches this page)."""
+        return self._busy or (self.trainer is not None and self.trainer.isRunning())
 
     def _pick_and_train(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Choose the actor's video", "",
@@ -186,6 +189,7 @@ class DriversPanel(QGroupBox):
         t.cancelled.connect(lambda: self.status.setText("cancelled — Train again resumes it"))
         t.finished.connect(self._finished)
         self.trainer = t
+        self._busy = True
         self.progress.setRange(0, 0)
         self.progress.show()
         self.preview.show()
@@ -228,6 +232,7 @@ class DriversPanel(QGroupBox):
         self.error_dialog = error_box(self, "The actor's training stopped", f)
 
     def _finished(self) -> None:
+        self._busy = False
         self.progress.hide()
         self.refresh()
         self._update_buttons()

@@ -115,6 +115,7 @@ class MainWindow(QMainWindow):
         self.settings = settings or AppSettings()
         self.project = None
         self.runner: StageRunner | None = None
+        self._busy = False  # from start_run until _run_finished has handled the outcome
         self.error_dialog = None
         self.new_dialog: NewProjectDialog | None = None
         self.models_dialog = None
@@ -620,6 +621,7 @@ class MainWindow(QMainWindow):
         self.stage_page.dashboard.set_running(True)
         if self.pages.currentWidget() is not self.stage_page:
             self.select_stage(stages[-1])
+        self._busy = True
         runner.start()
         self._poll.start()
         self._update_run_actions()
@@ -677,6 +679,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Cancelled {name}. Run it again to resume.", 8000)
 
     def _run_finished(self) -> None:
+        self._busy = False
         self._poll.stop()
         self.reload_manifest()
         d = self.stage_page.dashboard
@@ -709,7 +712,9 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("Cancelling after the current step…")
 
     def is_running(self) -> bool:
-        return self.runner is not None and self.runner.isRunning()
+        """True from the start of a run until its outcome has reached the window (the thread ends a moment
+        before its queued `finished` is handled; checking only the thread would miss that gap)."""
+        return self._busy or (self.runner is not None and self.runner.isRunning())
 
     def _update_run_actions(self) -> None:
         running = self.is_running()
