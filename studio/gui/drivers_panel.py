@@ -161,7 +161,7 @@ class DriversPanel(QGroupBox):
     def is_running(self) -> bool:
         """True from Train until the outcome is in the list (the thread ends a moment before its queued
         `finished` reaches this page)."""
-        return self._busy or (self.trainer is not None and self.trainer.isRunning())
+        return self._busy
 
     def _pick_and_train(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Choose the actor's video", "",

@@ -713,8 +713,8 @@ class MainWindow(QMainWindow):
 
     def is_running(self) -> bool:
         """True from the start of a run until its outcome has reached the window (the thread ends a moment
-        before its queued `finished` is handled; checking only the thread would miss that gap)."""
-        return self._busy or (self.runner is not None and self.runner.isRunning())
+        before its queued `finished` is handled; asking the thread would miss that gap)."""
+        return self._busy
 
     def _update_run_actions(self) -> None:
         running = self.is_running()
