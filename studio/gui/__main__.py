@@ -1,6 +1,6 @@
 import sys
 
-from .app import main
+from ..cli import main
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the same as `avatar-studio gui ...`: problems are one line and an exit code
+    sys.exit(main(["gui", *sys.argv[1:]]))

@@ -49,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     from .theme import apply_theme
 
     owns_process = QApplication.instance() is None  # not started from inside another Qt program or a test
+    if owns_process:
+        from .display_check import display_problem, tell_the_desktop
+
+        problem = display_problem()  # Qt would abort with a line about "platform plugin xcb"
+        if problem is not None:
+            tell_the_desktop(problem)
+            raise problem
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "avatar-studio"])
     app.setApplicationName("Avatar Studio")
     app.setOrganizationName("avatar-studio")
