@@ -420,3 +420,74 @@ def test_viewer_shows_flame_sliders_and_a_named_tab(nerf_flame_project, subject_
         assert [s.name for s in v.sliders][2:7] == ["jaw", "flame_00", "flame_01", "flame_02", "flame_03"]
     finally:
         v.shutdown()
+
+
+def _warp_landmarks(img: np.ndarray, src: np.ndarray, disp: np.ndarray) -> np.ndarray:
+    """`img` warped so that the points `src` (P, 2) move by `disp` (P, 2) pixels, smoothly in between
+    (thin-plate spline; the image border stays put)."""
+    import cv2
+    from scipy.interpolate import RBFInterpolator
+
+    S = img.shape[0]
+    edge = np.linspace(0, S - 1, 9)
+    border = np.array([[x, y] for x in edge for y in (0, S - 1)] + [[x, y] for y in edge for x in (0, S - 1)])
+    rbf = RBFInterpolator(np.concatenate([src, border]), np.concatenate([disp, np.zeros_like(border)]),
+                          kernel="thin_plate_spline", smoothing=1e-3, degree=1)
+    yy, xx = np.mgrid[0:S, 0:S].astype(np.float64)
+    d = rbf(np.stack([xx.ravel(), yy.ravel()], 1)).reshape(S, S, 2)
+    return cv2.remap(img, (xx - d[..., 0]).astype(np.float32), (yy - d[..., 1]).astype(np.float32), cv2.INTER_CUBIC,
+                     borderMode=cv2.BORDER_REFLECT)
+
+
+def test_fit_sweeps_reads_small_warps_of_a_real_face_at_the_render_size(flame_project, subject_flame_module,
+                                                                         monkeypatch, tmp_path):
+    """A known answer through the whole measurement the evaluation uses (MediaPipe on images, then
+    `fit_sweeps`), without an avatar: a real rest-face crop of d3 at the engines' 128 px is warped so its
+    landmarks move as FLAME says for the jaw, flame_00 and flame_08 (under a pixel at the sweep's end
+    for flame_08), and the fit must read the commanded values back. So a slider that evaluates weak on an
+    avatar is the avatar's doing, not the measure's."""
+    import cv2
+
+    from studio.flame.controls import rest_rows
+    from studio.flame.evaluate import fit_sweeps
+    from studio.flame.files import load_flame
+    from studio.tracking.data import TrackingData
+    from studio.tracking.tracker import ImageTracker
+
+    configure_flame(monkeypatch, tmp_path, subject_flame_module)
+    proj = flame_project[0]
+    model, emb = load_flame(subject_flame_module.model_path, subject_flame_module.embedding_path)
+    trk = TrackingData.from_project(proj, controls="flame")
+    rows = rest_rows(trk)
+    base = int(rows[np.argmin(np.abs(trk.pose[rows, :2]).sum(1))])
+    img = cv2.resize(trk.crop(base), (128, 128), interpolation=cv2.INTER_AREA)
+    with np.load(proj.output("flame", "sequence")) as z:
+        shape = z["shape"]
+    full = np.zeros(model.n_shape)
+    full[:len(shape)] = shape
+    rest3 = _synth_tracked(model, emb, full, 0.0, 0.0, 0)["landmarks"]      # the model's face, in pixels
+    tracker = ImageTracker.from_tracking(trk)
+    try:
+        seen = np.asarray(tracker(img)["landmarks"], np.float64)[:, :2]
+        # 2-D similarity from the model's face onto the tracked crop (the base frame is near frontal)
+        a, b = rest3[:, :2] - rest3[:, :2].mean(0), seen - seen.mean(0)
+        u, sv, vt = np.linalg.svd(b.T @ a)
+        rot = u @ np.diag([1.0, np.sign(np.linalg.det(u @ vt))]) @ vt
+        scale = sv.sum() / (a ** 2).sum()
+        src = (scale * (rot @ a.T)).T + seen.mean(0)
+        sweeps, moved = {}, {}
+        for name, k, vals in (("jaw", -1, np.linspace(0.0, 0.1, 5)), ("flame_00", 0, np.linspace(-2, 2, 5)),
+                              ("flame_08", 8, np.linspace(-2, 2, 5))):
+            tracked = []
+            for v in vals:
+                d = _synth_tracked(model, emb, full, v, v, k)["landmarks"][:, :2] - rest3[:, :2]
+                disp = scale * (rot @ d.T).T
+                moved[name] = max(moved.get(name, 0.0), float(np.sqrt((disp ** 2).sum(1).mean())))
+                tracked.append(tracker(_warp_landmarks(img, src, disp)))
+            sweeps[name] = (vals, tracked)
+    finally:
+        tracker.close()
+    assert moved["flame_08"] < 1.0, moved  # sub-pixel: the size of change a weak slider is judged on
+    res = fit_sweeps(proj, sweeps)
+    assert all(r is not None and r > 0.9 for r in res["pearson"].values()), res
+    assert all(g > 0.15 for g in res["gain"].values()), res["gain"]
