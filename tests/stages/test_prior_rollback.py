@@ -22,13 +22,20 @@ TINY = {"resolution": 64, "steps": 200, "batch": 2, "channel_max": 64, "w_dim": 
         "checkpoint_every_s": 600, "w_perceptual": 0.0}
 
 
-@pytest.fixture()
-def proj(tracked_d3, tmp_path):
-    root = tmp_path / "p"
+@pytest.fixture(scope="module")
+def pivoted(tracked_d3, tmp_path_factory):
+    """The tracked subject with its pivots chosen: what the prior starts from (copied by each test)."""
+    root = tmp_path_factory.mktemp("rollback") / "p"
     shutil.copytree(tracked_d3.root, root)
-    p = Project.open(root)
-    run_stage(p, "pivots", {"k": 4})
-    return p
+    run_stage(Project.open(root), "pivots", {"k": 4})
+    return root
+
+
+@pytest.fixture()
+def proj(pivoted, tmp_path):
+    root = tmp_path / "p"
+    shutil.copytree(pivoted, root)
+    return Project.open(root)
 
 
 def _inject(monkeypatch, bad):
