@@ -360,13 +360,18 @@ class MainWindow(QMainWindow):
 
         states = {n: stage_state(project, n) for n in REGISTRY}
         # reopened after a run stopped (the window or its training was killed, cancelled, failed): that stage,
-        # with its Resume button; otherwise the first stage not done
-        first = next((n for n, st in states.items() if st in ("interrupted", "cancelled", "failed")), None) or \
-            next((n for n, st in states.items() if st != "done"), next(iter(REGISTRY), None))
+        # with its Resume button; otherwise, when an avatar is trained, the viewer (a project trained with one
+        # engine would else open on the other engine's first stage); otherwise the first stage not done
+        stopped = next((n for n, st in states.items() if st in ("interrupted", "cancelled", "failed")), None)
+        first = stopped or next((n for n, st in states.items() if st != "done"), next(iter(REGISTRY), None))
         self.tracking_view.set_project(project)
         self.viewer.set_project(project)
         self.export_panel.set_project(project)
-        if first:
+        from ..avatar import trained_engines
+
+        if stopped is None and trained_engines(project):
+            self.show_view("viewer")
+        elif first:
             self.select_stage(first)
         self.statusBar().showMessage(f"Opened {project.root}", 5000)
 

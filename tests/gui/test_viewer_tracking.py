@@ -134,3 +134,20 @@ def test_detail_from_the_video_toggles_with_the_box_and_v(window, tracked, fake_
     qtbot.waitUntil(lambda: v.last_render["seq"] > seq, timeout=5000)
     assert v.detail_box.isChecked() and v.last_render["detail"] is True
     screenshot(window, "viewer_detail")
+
+
+def test_a_project_opens_on_its_avatar_when_one_is_trained(window, tracked, fake_engines, qtbot):
+    """Trained with one engine, a project opened on the other engine's first stage ("Pivot frames, not run
+    yet", seen in a real window); it now opens on the viewer."""
+    window.open_project(tracked.root)
+    assert window.pages.currentWidget() is window.viewer
+    qtbot.waitUntil(lambda: window.viewer.last_render is not None, timeout=10000)
+
+
+def test_a_project_without_an_avatar_opens_on_its_next_stage(window, tracked, qtbot):
+    from studio.pipeline import stage_state
+    from studio.stages import REGISTRY
+
+    window.open_project(tracked.root)
+    nxt = next(n for n in REGISTRY if stage_state(window.project, n) != "done")
+    assert window.pages.currentWidget() is window.stage_page and window.stage_page.stage == nxt
