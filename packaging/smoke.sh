@@ -9,7 +9,8 @@
 # subject prior at 64 px); status; torch, torchvision and open_clip load and compute in the bundle
 # (packaging/bundle_check.py); a text edit: a tiny CLIP and a tiny trained avatar made with the bundle's
 # own torch (packaging/smoke_fixtures.py, from the tests' fixtures), `models add clip`, `edit --text red`,
-# `export --edit`; the window started offscreen, a screenshot of it, clean quit.
+# `export --edit`; the window started offscreen, a screenshot of it, clean quit; where Xvfb is installed,
+# the window on a real X server (the xcb plugin), or the one-line message naming the X11 libraries it lacks.
 # Prints the bundle's size and the cold-start time to the window shown. Screenshots and logs go to
 # $SMOKE_OUT (default DIST_DIR/smoke). Exit code: 0 when every check passed (skips allowed).
 set -uo pipefail
@@ -113,6 +114,26 @@ if [[ -f "$P/project.json" ]]; then
   if [[ $rc == 0 && -s "$OUT/window_project.png" ]]; then ok "gui with the project's tracking page: $OUT/window_project.png"
   else bad "gui with the project: exit $rc, $(tail -3 "$OUT/gui_project.txt")"; fi
 fi
+
+# 6. the window on a real X server (Xvfb, where this machine has it): the bundle's Qt xcb plugin and the
+#    pre-flight check. Either the window opens (screenshot, exit 0) or, where the machine lacks X11 libraries
+#    Qt needs, the one-line message naming them and exit 2; anything else (Qt's abort, a crash) fails.
+if command -v Xvfb > /dev/null; then
+  : > "$OUT/xvfb.display"
+  Xvfb -displayfd 3 -screen 0 1280x900x24 -nolisten tcp 3> "$OUT/xvfb.display" > "$OUT/xvfb.txt" 2>&1 &
+  xpid=$!
+  for _ in $(seq 50); do [[ -s "$OUT/xvfb.display" ]] && break; sleep 0.1; done
+  disp=$(head -1 "$OUT/xvfb.display")
+  if [[ -n "$disp" ]]; then
+    env -i PATH=/usr/bin:/bin HOME="$OUT/home" LANG=C.UTF-8 DISPLAY=":$disp" AVATAR_STUDIO_CONFIG_DIR="$OUT/config" \
+      "$BIN" gui --fresh --screenshot "$OUT/window_x11.png" --quit-after-ms 4000 > "$OUT/gui_x11.txt" 2>&1; rc=$?
+    if [[ $rc == 0 && -s "$OUT/window_x11.png" ]]; then ok "gui on an X server (Xvfb :$disp, xcb plugin): $OUT/window_x11.png"
+    elif [[ $rc == 2 ]] && grep -q "^error: the window cannot open: Qt's X11 display plugin needs" "$OUT/gui_x11.txt"; then
+      ok "gui on an X server: this machine lacks X11 libraries, said in one line: $(head -c 200 "$OUT/gui_x11.txt")"
+    else bad "gui on an X server (Xvfb :$disp): exit $rc, $(tail -3 "$OUT/gui_x11.txt")"; fi
+  else skip "gui on an X server: Xvfb did not start ($(tail -2 "$OUT/xvfb.txt"))"; fi
+  kill "$xpid" 2> /dev/null; wait "$xpid" 2> /dev/null || true
+else skip "gui on an X server: no Xvfb here (Debian: apt install xvfb)"; fi
 
 echo "bundle size $size; cold start to the window shown: ${shown:-not measured} s"
 echo "smoke test: $passed checks ok, $failed failed, $skipped skipped"
