@@ -88,6 +88,21 @@ else
 fi
 t1=$(date +%s)
 
+# Qt's X11 plugin: PyInstaller carries the system libraries it needs only when this build machine has them
+xcb_missing=$(cd "$REPO" && PYTHONPATH="$REPO" "$VENV/bin/python" - <<'PY' 2>/dev/null
+from studio.gui.display_check import install_hint, missing_libraries, xcb_plugin
+plugin = xcb_plugin()
+missing = missing_libraries(plugin) if plugin else None
+if missing:
+    print(", ".join(missing) + " | " + install_hint(missing).split("; then")[0])
+PY
+) || xcb_missing=""
+if [[ -n "$xcb_missing" ]]; then
+  echo "   warning: this build machine lacks X11 libraries Qt's window needs (${xcb_missing%% | *}), so the bundle"
+  echo "   will not carry them and its users must have them installed; to carry them, install them here"
+  echo "   (${xcb_missing#* | }) and build again"
+fi
+
 echo "== pyinstaller ($VARIANT)"
 mkdir -p "$DIST"
 WORK="$CACHE/pyinstaller-work-$key-$VARIANT"
