@@ -32,7 +32,14 @@ def process_age_s() -> float | None:
 
 
 def open_initial(win, project: str | None, new: str | None, fresh: bool) -> None:
-    """What the window shows first: the given project, a new one from a video, or the last one."""
+    """What the window shows first: the given project, a new one from a video, or the last one. A video given
+    as the project (the desktop entry's "Open with Avatar Studio" on a video file) starts a new project."""
+    from pathlib import Path
+
+    from .dialogs import VIDEO_EXTENSIONS
+
+    if project and Path(project).is_file() and Path(project).suffix.lower() in VIDEO_EXTENSIONS:
+        new, project = project, None
     if project:
         win.open_project(project)
     elif new:

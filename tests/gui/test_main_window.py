@@ -138,3 +138,16 @@ def test_every_toolbar_and_page_button_once(window, tmp_path, qtbot, fake_stages
     qtbot.waitUntil(lambda: not window.is_running(), timeout=30000)
     window.act_close.trigger()
     assert window.pages.currentWidget() is window.welcome
+
+
+def test_a_video_given_as_the_project_starts_a_new_project(window, tmp_path):
+    """The desktop entry opens videos (`avatar-studio gui %f`, MimeType video/mp4): a video passed where a
+    project goes gets the New project dialog with that video, not "Cannot open the project"."""
+    from studio.gui.app import open_initial
+
+    video = _video(tmp_path)
+    open_initial(window, project=str(video), new=None, fresh=True)
+    dlg = window.new_dialog
+    assert dlg is not None and dlg.isVisible() and dlg.video.text() == str(video.resolve())
+    assert dlg.name.text() == "clip" and window.project is None
+    dlg.close()
