@@ -390,7 +390,8 @@ def cmd_eval(args) -> int:
         _say(format_edit_table(rep))
         return 0
     try:
-        rep = evaluate(project, args.engine, on_progress=printer, detail=args.detail)
+        rep = evaluate(project, args.engine, on_progress=printer, detail=args.detail,
+                       flame_geometry=args.flame_geometry)
     finally:
         printer.close()
     _say(format_table(rep))
@@ -757,6 +758,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "identity to the unedited render, share changed outside the face/hair)")
     sp.add_argument("--no-detail", dest="detail", action="store_false", default=True,
                     help="measure the engine's render alone, without detail from the subject's own video frames")
+    sp.add_argument("--no-flame-warp", dest="flame_geometry", action="store_false", default=True,
+                    help="FLAME controls: measure without FLAME's geometry warp (the FLAME sliders are scored "
+                         "both ways anyway)")
     sp.set_defaults(func=cmd_eval)
 
     sp = sub.add_parser("export", help="render a clip: turntable, the subject's own motion, a driver video, or a "
@@ -784,6 +788,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="apply a saved appearance edit, e.g. --edit \"blue hair=0.8\" (repeat to stack edits)")
     sp.add_argument("--no-detail", dest="detail", action="store_false", default=None,
                     help="render the engine's image alone, without detail from the subject's own video frames")
+    sp.add_argument("--no-flame-warp", dest="flame_geometry", action="store_false", default=None,
+                    help="FLAME controls: render without FLAME's geometry warp (the engine's own expression only)")
     sp.set_defaults(func=cmd_export)
 
     sp = sub.add_parser("drive", help="train the learned transfer of another person (an actor) onto the avatar, "

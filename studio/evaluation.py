@@ -187,12 +187,15 @@ def beats_retrieval(heldout: dict | None, retrieval: dict | None) -> dict:
 
 
 def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, latency_frames: int = 20,
-                  sheet_frames: int = 8, detail: bool = True) -> Generator[Progress, None, dict]:
+                  sheet_frames: int = 8, detail: bool = True,
+                  flame_geometry: bool = True) -> Generator[Progress, None, dict]:
     """Evaluate a trained engine; yields `Progress`, returns the report dict (also written to disk).
 
     `detail`: measure the avatar as the viewer and export show it, with detail from the video
     (`studio.detail`; the engine's render alone is scored beside it as ``heldout_engine``), or,
-    with False, the engine's render alone everywhere."""
+    with False, the engine's render alone everywhere. `flame_geometry`: for an avatar on FLAME
+    controls, warp renders by FLAME's geometry as the viewer does (`studio.flame.warp`); the FLAME
+    sliders are then also scored without it (``controls.flame_without_warp``)."""
     from .avatar import Avatar
     from .project import now_iso
     from .tracking.data import TrackingData
@@ -200,14 +203,15 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
     t_start = time.perf_counter()
     from .flame.controls import is_flame_controls
 
-    avatar = Avatar.open(project, engine, detail=detail)
+    avatar = Avatar.open(project, engine, detail=detail, flame_geometry=flame_geometry)
     name = avatar.name
     flame_controls = is_flame_controls(avatar.control_names)
     tracking = TrackingData.from_project(project, controls="flame" if flame_controls else "named")
     _, held = tracking.split()
     out_dir = project.root / "eval" / name
     report: dict = {"engine": name, "project": project.name, "created": now_iso(), "size": avatar.size,
-                    "heldout_frames": int(len(held)), "video_detail": avatar.video_detail() is not None}
+                    "heldout_frames": int(len(held)), "video_detail": avatar.video_detail() is not None,
+                    "flame_geometry": avatar.flame_warp() is not None}
 
     # 1 -------------------------------------------------------------- held-out frames
     # Rendered from the tracked controls as they are (the engine's own render_controls), and a
@@ -225,8 +229,8 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
     renders = np.concatenate(renders) if renders else empty
     clamped_renders = np.concatenate(clamped_renders) if clamped_renders else empty
     engine_renders = renders
-    if avatar.video_detail() is not None and len(renders):   # as the viewer shows it
-        renders = np.concatenate([avatar.add_detail(renders[i:i + 8], controls[i:i + 8])
+    if (avatar.video_detail() is not None or avatar.flame_warp() is not None) and len(renders):
+        renders = np.concatenate([avatar.finish(renders[i:i + 8], controls[i:i + 8])   # as the viewer shows it
                                   for i in range(0, len(renders), 8)])
     truth = tracking.crops(held, size=avatar.size)   # real crops, area-downscaled to the render size
     masks = face_masks(tracking, held, avatar.size)
@@ -236,7 +240,8 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
     if len(held):
         heldout.update(score_images(renders, truth, masks))
         if renders is not engine_renders:
-            report["heldout_engine"] = {"note": "the engine's render alone, without detail from the video",
+            report["heldout_engine"] = {"note": "the engine's render alone, without detail from the video"
+                                                + (" or FLAME's geometry" if avatar.flame_warp() is not None else ""),
                                         **score_images(engine_renders, truth, masks)}
         lp = metrics.lpips(renders, truth)
         heldout["lpips"] = None if lp is None else round(lp, 4)
@@ -319,6 +324,19 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
         flame_fit = fit_sweeps(project, flame_sweeps)
         for k, r in (flame_fit.get("pearson") or {}).items():
             sweeps[k]["pearson"] = r
+        if avatar.flame_warp() is not None:   # the same sliders without FLAME's geometry, said openly
+            yield Progress(stage=STAGE, step=0, total=1, part="flame",
+                           message=f"{name}: FLAME sliders without FLAME's geometry")
+            plain: dict = {}
+            avatar.flame_geometry = False
+            try:
+                for cname, (values, _) in flame_sweeps.items():
+                    c = np.repeat(neutral[None], len(values), 0)
+                    c[:, names.index(cname)] = values
+                    plain[cname] = (values, _retrack(_render_all(avatar, c), tracking))
+            finally:
+                avatar.flame_geometry = True
+            flame_plain = fit_sweeps(project, plain)
     exprs = [v["pearson"] for k, v in sweeps.items() if k not in ("yaw", "pitch") and v["pearson"] is not None]
     report["controls"] = {
         "yaw_mae_deg": sweeps["yaw"]["mae_deg"], "pitch_mae_deg": sweeps["pitch"]["mae_deg"],
@@ -327,6 +345,8 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
         "face_found": round(found_total / max(1, n_total), 4), "sweep_points": sweep_points, "sweeps": sweeps}
     if flame_fit is not None:
         report["controls"]["flame"] = flame_fit
+        if avatar.flame_warp() is not None:
+            report["controls"]["flame_without_warp"] = flame_plain
     _write_png(out_dir / "sweeps.png", _sheet(sheet_rows))
 
     # 3 -------------------------------------------------------------- latency
@@ -419,6 +439,8 @@ ROWS = [
     ("expression correlation (mean r)", ("controls", "expression_pearson_mean"), ".3f", 1.0),
     ("FLAME slider r (jaw + 10, mean)", ("controls", "flame", "mean"), ".3f", 1.0),
     ("FLAME jaw r", ("controls", "flame", "jaw"), ".3f", 1.0),
+    ("FLAME slider r without FLAME geometry", ("controls", "flame_without_warp", "mean"), ".3f", 1.0),
+    ("FLAME jaw r without FLAME geometry", ("controls", "flame_without_warp", "jaw"), ".3f", 1.0),
     ("face found in sweeps (%)", ("controls", "face_found"), ".1f", 100.0),
     ("render time (ms/frame)", ("latency", "render_ms_median"), ".1f", 1.0),
     ("multi-view identity (cos)", ("multiview", "identity_between_views"), ".3f", 1.0),
@@ -434,6 +456,8 @@ LEGEND = [
     "  size (1.0 = as sharp as the video; a blur scores far below 1).",
     "engine alone: the engine's render without detail from the video (the held-out rows above show the",
     "  avatar as the viewer and export do: detail of the nearest training frames over the render).",
+    "FLAME geometry (FLAME controls, FLAME's files present): renders warped by the landmark motion FLAME",
+    "  gives the controls beyond the expression the engine renders; the sliders are also scored without it.",
     "ArcFace feature distance: 1 − cos of channel-normalised MobileFaceNet feature maps, averaged over",
     "  positions and 4 layers; a stand-in for LPIPS that needs no download (0 = identical, lower is closer).",
 ]

@@ -58,6 +58,8 @@ class ExportConfig:
                          "project's saved edits of the rendering engine; `avatar-studio edit PROJECT --list`).")
     detail: bool = opt(True, "Detail from the video: the subject's own frames nearest each render lend it their "
                              "fine detail (eyes, skin, hair); off renders the engine's image alone.")
+    flame_geometry: bool = opt(True, "FLAME controls: warp each render by the landmark motion FLAME gives the "
+                                     "controls beyond the expression the engine renders (needs FLAME's files).")
     batch: int = opt(4, "Frames rendered per batch.", minimum=1, maximum=64, advanced=True)
     overwrite: bool = opt(True, "Replace an existing file at the output path (only once the new one is complete).")
 
@@ -396,7 +398,7 @@ def export(project, cfg: ExportConfig, out: str | Path, control: Control | None 
                          "folder name (no extension) for PNG frames")
     if out.exists() and not cfg.overwrite:
         raise InputError(f"{out} already exists", "choose another name")
-    avatar = avatar or Avatar.open(project, cfg.engine, detail=cfg.detail)
+    avatar = avatar or Avatar.open(project, cfg.engine, detail=cfg.detail, flame_geometry=cfg.flame_geometry)
     edits = _bind_edits(project, avatar, cfg.edits)
 
     yield Progress(stage="export", step=0, total=1, part="prepare", message=f"preparing {cfg.source} motion")

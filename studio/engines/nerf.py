@@ -96,6 +96,11 @@ class NerfEngine:
         with torch.no_grad(), self._cpu_threads():
             return self.model.map_expression(self._tensor(controls)[:, 2:]).cpu().numpy()
 
+    def expression_latents(self, controls: np.ndarray) -> np.ndarray:
+        """(B, 2+E) controls → (B, D): the expression code the render is made from (θ); used by
+        `studio.flame.warp` to find the training frames whose expression a render shows."""
+        return self.codes_for(controls)
+
     def render_controls(self, controls: np.ndarray, edits=None) -> np.ndarray:
         """(B, 2+E) float32 [yaw, pitch, expr...] → (B, S, S, 3) uint8 RGB.
 

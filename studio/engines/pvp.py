@@ -40,6 +40,15 @@ class PVPEngine:
         return self.pose_map(c[:, :2]) + self.expr_map(c[:, 2:])
 
     @torch.no_grad()
+    def expression_latents(self, controls: np.ndarray) -> np.ndarray:
+        """(B, 2+E) controls → (B, n·D): the expression mapper's offsets of the early latents; used by
+        `studio.flame.warp` to find the training frames whose expression a render shows."""
+        with self._cpu_threads():
+            c = torch.from_numpy(np.asarray(controls, np.float32)).to(self.device)
+            offs = self.expr_map(c[:, 2:])[:, :self.expr_map.n_layers]
+        return offs.reshape(len(c), -1).cpu().numpy()
+
+    @torch.no_grad()
     def render_controls(self, controls: np.ndarray, edits=None) -> np.ndarray:
         """(B, 2+E) controls → (B, S, S, 3) uint8. `edits`: an `studio.edits.model.ActiveEdits` (anything
         with ``apply(ws)``, adding its offsets to W+) or None; with no active edit the render is the

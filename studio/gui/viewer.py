@@ -183,8 +183,15 @@ class ViewerPanel(QWidget):
         row.addWidget(self.detail_box)
         row.addStretch(1)
         right.addLayout(row)
+        self.flame_box = QCheckBox("FLAME geometry")
+        self.flame_box.setChecked(True)
+        self.flame_box.setToolTip("FLAME controls: move the face's landmarks as FLAME says the sliders move them, "
+                                  "beyond the expression the engine renders (G). Off: the engine's expression alone.")
+        self.flame_box.toggled.connect(lambda _on: self.request_render())
+        self.flame_box.setVisible(False)
         row = QHBoxLayout()            # a row of its own: the page must still fit a 1110-px window
         row.addWidget(self.nearest_box)
+        row.addWidget(self.flame_box)
         row.addStretch(1)
         right.addLayout(row)
         self.flame_note = QWidget()
@@ -214,7 +221,8 @@ class ViewerPanel(QWidget):
         for seq, fn in (("A", lambda: self._nudge(0, -5)), ("D", lambda: self._nudge(0, 5)),
                         ("W", lambda: self._nudge(1, 5)), ("S", lambda: self._nudge(1, -5)),
                         ("R", self.reset_all), ("N", lambda: self.nearest_box.toggle()),
-                        ("V", lambda: self.detail_box.toggle())):
+                        ("V", lambda: self.detail_box.toggle()),
+                        ("G", lambda: self.flame_box.toggle() if self.flame_box.isVisible() else None)):
             sc = QShortcut(QKeySequence(seq), self)
             sc.setContext(Qt.WidgetWithChildrenShortcut)
             sc.activated.connect(fn)
@@ -275,6 +283,7 @@ class ViewerPanel(QWidget):
         self.reset_btn.setEnabled(on)
         self.nearest_box.setEnabled(on and getattr(self, "_has_tracking", False))
         self.detail_box.setEnabled(on and getattr(self, "_has_detail", False))
+        self.flame_box.setEnabled(on and getattr(self, "_has_flame_geometry", False))
 
     def _slider(self, name: str, info: dict, unit: str = "", ranges: dict | None = None) -> ControlSlider:
         lo, hi = (ranges or info["ranges"]).get(name, (-1.0, 1.0))
@@ -354,6 +363,10 @@ class ViewerPanel(QWidget):
         self._info = info
         self._has_tracking = info["has_tracking"]
         self._has_detail = info.get("has_detail", False)
+        self._has_flame_geometry = info.get("has_flame_geometry", False)
+        self.flame_box.setVisible(is_flame_controls(info["control_names"]))
+        if is_flame_controls(info["control_names"]) and not self._has_flame_geometry:
+            self.flame_box.setToolTip("needs FLAME's files and this project's FLAME fit (see Models…)")
         if self.edits.engine != info["engine"]:
             self.edits.set_engine(info["engine"])
         if is_flame_controls(info["control_names"]):
@@ -402,7 +415,7 @@ class ViewerPanel(QWidget):
         if not self.sliders:
             return -1
         return self.worker.request(self.controls(), nearest=self.nearest_box.isChecked(), edits=self.edits.active(),
-                                   detail=self.detail_box.isChecked())
+                                   detail=self.detail_box.isChecked(), flame_geometry=self.flame_box.isChecked())
 
     def _rendered(self, r: dict) -> None:
         self.last_render = r

@@ -154,14 +154,16 @@ class RenderWorker(QThread):
             self._cond.notify()
 
     def request(self, controls: np.ndarray, nearest: bool = False, edits: dict | None = None,
-                detail: bool = True) -> int:
-        """`detail`: with detail from the video (`studio.detail`) or the engine's render alone."""
+                detail: bool = True, flame_geometry: bool = True) -> int:
+        """`detail`: with detail from the video (`studio.detail`) or the engine's render alone;
+        `flame_geometry`: FLAME controls warped by FLAME's geometry (`studio.flame.warp`) or not."""
         with self._cond:
             self._seq += 1
             if self._pending is not None:
                 self.dropped_count += 1
             self._pending = (self._seq, np.asarray(controls, np.float32).copy(), nearest,
-                             {str(k): float(v) for k, v in (edits or {}).items()}, bool(detail))
+                             {str(k): float(v) for k, v in (edits or {}).items()}, bool(detail),
+                             bool(flame_geometry))
             self._cond.notify()
             return self._seq
 
@@ -219,7 +221,8 @@ class RenderWorker(QThread):
         self.loaded.emit({"engine": self.avatar.name, "control_names": self.avatar.control_names,
                           "ranges": self.avatar.ranges, "size": self.avatar.size,
                           "has_tracking": self._tracking is not None,
-                          "has_detail": self.avatar.video_detail() is not None})
+                          "has_detail": self.avatar.video_detail() is not None,
+                          "has_flame_geometry": self.avatar.flame_warp() is not None})
 
     def _do_thumbnail(self, name: str, strengths: tuple[float, ...]) -> None:
         if self.avatar is None:
@@ -233,11 +236,12 @@ class RenderWorker(QThread):
             self.thumbnail.emit(name, None)
 
     def _do_render(self, seq: int, controls: np.ndarray, want_nearest: bool, edits: dict | None = None,
-                   detail: bool = True) -> None:
+                   detail: bool = True, flame_geometry: bool = True) -> None:
         if self.avatar is None:
             return
         t0 = time.perf_counter()
         self.avatar.detail = detail and self.avatar.project is not None
+        self.avatar.flame_geometry = flame_geometry and self.avatar.project is not None
         imgs, clamped = self.avatar.render_batch(controls[None], edits=edits or None)
         image = to_qimage(imgs[0])
         nearest, row = None, None
@@ -254,6 +258,7 @@ class RenderWorker(QThread):
         self.rendered_count += 1
         self.rendered.emit({"seq": seq, "image": image, "clamped": clamped, "nearest": nearest, "row": row,
                             "detail": self.avatar.video_detail() is not None,
+                            "flame_geometry": self.avatar.flame_warp() is not None,
                             "ms": (time.perf_counter() - t0) * 1000.0, "controls": controls,
                             "edits": dict(edits or {})})
 

@@ -45,7 +45,8 @@ def open_avatar(project, cfg_values: dict, loader: Any):
     from ..engines import ENGINES, call_loader
 
     return Avatar(call_loader(loader, project), ENGINES.get(cfg_values.get("engine")), project,
-                  detail=bool(cfg_values.get("detail", True)))
+                  detail=bool(cfg_values.get("detail", True)),
+                  flame_geometry=bool(cfg_values.get("flame_geometry", True)))
 
 
 def child_main(root: str, cfg_values: dict, out: str, loader: Any, queue, cancel, running) -> None:

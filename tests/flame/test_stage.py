@@ -383,8 +383,11 @@ def test_evaluation_reports_flame_slider_r(nerf_flame_project, subject_flame_mod
     assert fl["fit_error_px"] is not None and fl["fit_error_px"] < 20
     saved = json.loads((proj.root / "eval" / "nerf" / "eval.json").read_text())
     assert saved["controls"]["flame"]["pearson"] == fl["pearson"]
+    # FLAME's geometry is on, as in the viewer, and the sliders are scored without it too
+    assert rep["flame_geometry"] is True
+    assert list(rep["controls"]["flame_without_warp"]["pearson"]) == list(fl["pearson"])
     table = format_table(rep)
-    assert "FLAME slider r" in table and "r flame_09" in table
+    assert "FLAME slider r" in table and "r flame_09" in table and "without FLAME geometry" in table
 
 
 # ------------------------------------------------------------------ viewer
@@ -399,6 +402,11 @@ def test_viewer_shows_flame_sliders_and_a_named_tab(nerf_flame_project, subject_
         v.set_project(nerf_flame_project)
         qtbot.waitUntil(lambda: v.last_render is not None, timeout=20000)
         assert not v.flame_note.isVisibleTo(v), "with FLAME's files the note is not needed"
+        assert v.flame_box.isVisibleTo(v) and v.flame_box.isEnabled() and v.flame_box.isChecked()
+        assert v.last_render["flame_geometry"] is True
+        v.flame_box.setChecked(False)
+        qtbot.waitUntil(lambda: v.last_render["flame_geometry"] is False, timeout=20000)
+        v.flame_box.setChecked(True)
         assert [v.tabs.tabText(i) for i in range(v.tabs.count())] == ["FLAME", "Named"]
         names = [s.name for s in v.sliders]
         assert names[:3] == ["yaw", "pitch", "jaw"] and names[3:13] == [f"flame_{k:02d}" for k in range(10)]
@@ -488,6 +496,56 @@ def test_fit_sweeps_reads_small_warps_of_a_real_face_at_the_render_size(flame_pr
     finally:
         tracker.close()
     assert moved["flame_08"] < 1.0, moved  # sub-pixel: the size of change a weak slider is judged on
+    res = fit_sweeps(proj, sweeps)
+    assert all(r is not None and r > 0.9 for r in res["pearson"].values()), res
+    assert all(g > 0.15 for g in res["gain"].values()), res["gain"]
+
+
+def test_flame_geometry_gives_a_still_render_the_sliders_motion(flame_project, subject_flame_module, monkeypatch,
+                                                                 tmp_path):
+    """`studio.flame.warp` through the evaluation's own measure: an "engine" whose expression latent
+    ignores every slider renders the same real rest face (d3, 128 px) whatever is commanded; with
+    FLAME's geometry on, re-tracking and `fit_sweeps` must read the jaw, flame_00 and flame_08 sweeps
+    back (without it the image would not change at all)."""
+    import cv2
+
+    from studio.flame.controls import rest_rows
+    from studio.flame.evaluate import fit_sweeps
+    from studio.flame.warp import FlameGeometry
+    from studio.tracking.data import TrackingData
+    from studio.tracking.tracker import ImageTracker
+
+    class StillEngine:   # the expression latent of an engine that ignores the sliders
+        @staticmethod
+        def expression_latents(c):
+            return np.zeros((len(c), 4))
+
+    configure_flame(monkeypatch, tmp_path, subject_flame_module)
+    proj = flame_project[0]
+    trk = TrackingData.from_project(proj, controls="flame")
+    rows = rest_rows(trk)
+    base = int(rows[np.argmin(np.abs(trk.pose[rows, :2]).sum(1))])
+    img = cv2.resize(trk.crop(base), (128, 128), interpolation=cv2.INTER_AREA)
+    geo = FlameGeometry.from_project(proj, 128, engine=StillEngine())
+    assert geo is not None
+    names = ["yaw", "pitch"] + trk.expression_names
+    ranges = trk.control_ranges()
+    neutral = np.clip(np.zeros(len(names), np.float32), [ranges[n][0] for n in names], [ranges[n][1] for n in names])
+    neutral[:2] = trk.pose[base, :2]
+    tracker = ImageTracker.from_tracking(trk)
+    sweeps, moved = {}, {}
+    try:
+        for name in ("jaw", "flame_00", "flame_08"):
+            vals = np.linspace(*ranges[name], 5).astype(np.float32)
+            c = np.repeat(neutral[None], len(vals), 0)
+            c[:, names.index(name)] = vals
+            _, shift = geo.displacements(c)
+            moved[name] = float(np.sqrt((shift ** 2).sum(-1).mean(-1)).max())
+            warped = geo.apply(np.repeat(img[None], len(vals), 0), c)
+            sweeps[name] = (vals, [tracker(w) for w in warped])
+    finally:
+        tracker.close()
+    assert all(m > 0.1 for m in moved.values()), moved
     res = fit_sweeps(proj, sweeps)
     assert all(r is not None and r > 0.9 for r in res["pearson"].values()), res
     assert all(g > 0.15 for g in res["gain"].values()), res["gain"]
