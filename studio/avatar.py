@@ -202,17 +202,29 @@ class Avatar:
         return self._video_detail
 
     def add_detail(self, images: np.ndarray, controls: np.ndarray | None = None,
-                   unedited: np.ndarray | None = None) -> np.ndarray:
+                   unedited: np.ndarray | None = None, fields: list | None = None) -> np.ndarray:
         """`images` (B, S, S, 3) uint8 with detail from the video when it is on (else unchanged).
         `controls`: what they were rendered from (None: frames are matched by image); `unedited`:
-        the same renders without appearance edits, so an edit's own detail is kept."""
+        the same renders without appearance edits, so an edit's own detail is kept; `fields`: a warp
+        of the result (FLAME's geometry, see `finish`)."""
         vd = self.video_detail()
         if vd is None:
-            return images
+            if fields is None:
+                return images
+            from .flame.warp import remap_by
+
+            return np.stack([im if f is None else remap_by(im, f) for im, f in zip(images, fields)])
         from .detail import edit_keep_mask
 
-        keep = None if unedited is None else edit_keep_mask(images, unedited, self.size)
-        return vd.apply(images, controls, keep=keep)
+        if unedited is not None and fields is not None:
+            from .flame.warp import remap_by
+
+            images_w = np.stack([im if f is None else remap_by(im, f) for im, f in zip(images, fields)])
+            unedited = np.stack([im if f is None else remap_by(im, f) for im, f in zip(unedited, fields)])
+            keep = edit_keep_mask(images_w, unedited, self.size)
+        else:
+            keep = None if unedited is None else edit_keep_mask(images, unedited, self.size)
+        return vd.apply(images, controls, keep=keep, fields=fields)
 
     # ------------------------------------------------------------------ FLAME geometry
     def flame_warp(self):
@@ -230,20 +242,13 @@ class Avatar:
                 self._flame_warp = FlameGeometry.from_project(self.project, self.size, engine=self.engine)
         return self._flame_warp
 
-    def add_flame_geometry(self, images: np.ndarray, controls: np.ndarray) -> np.ndarray:
-        """`images` rendered from `controls`, warped by FLAME's geometry when it is on (else unchanged)."""
-        fw = self.flame_warp()
-        return images if fw is None else fw.apply(images, controls)
-
     def finish(self, images: np.ndarray, controls: np.ndarray | None, unedited: np.ndarray | None = None) -> np.ndarray:
-        """The engine's renders of `controls` as the viewer shows them: FLAME's geometry on the soft
-        render (each when on), then detail from the video, whose flow follows the warped face (warped
-        after the detail, the resampling cost the held-out frames sharpness: 0.78 → 0.67 on d3)."""
-        if controls is not None:
-            images = self.add_flame_geometry(images, controls)
-            if unedited is not None:
-                unedited = self.add_flame_geometry(unedited, controls)
-        return self.add_detail(images, controls, unedited)
+        """The engine's renders of `controls` as the viewer shows them: detail from the video and
+        FLAME's geometry, each when on. The FLAME warp is folded into the detail's own resampling of
+        the frames (`studio.detail.VideoDetail.apply`), so the detail moves with it and stays sharp."""
+        fw = None if controls is None else self.flame_warp()
+        fields = None if fw is None else fw.fields(controls)
+        return self.add_detail(images, controls, unedited, fields)
 
     def _render(self, c: np.ndarray, edits: Any) -> np.ndarray:
         bound = self.bind_edits(edits)

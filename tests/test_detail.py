@@ -162,3 +162,30 @@ def test_emphasis_finds_frames_that_show_the_pushed_slider():
     assert np.allclose(plain.distances(c[:3]), ControlIndex(c).distances(c[:3], emphasis=0.0))
     assert ControlIndex(c).distances(np.zeros((1, 6)), emphasis=1.5).argmin() == \
         ControlIndex(c).distances(np.zeros((1, 6))).argmin()
+
+
+def test_a_further_warp_is_folded_into_the_frames_single_resampling():
+    """FLAME's geometry (`fields`): the result equals the finished image warped afterwards, but the
+    frames' detail is resampled once, so it stays sharper than warping the finished image."""
+    from studio.flame.warp import remap_by
+
+    crops, controls = _frames()
+    truth = _textured(3, shift=3)
+    render = cv2.GaussianBlur(truth, (0, 0), 3.0)
+    vd = VideoDetail(crops, controls, DetailConfig(neighbours=1))
+    yy, xx = np.mgrid[0:S, 0:S].astype(np.float32)
+    bump = np.exp(-((xx - 64) ** 2 + (yy - 54) ** 2) / (2 * 14.0 ** 2))
+    field = np.stack([-1.7 * bump, 0.8 * bump], -1).astype(np.float32)   # eyes region moves 1.7 px right
+    once = vd.apply(render[None], controls[[3]], fields=[field])[0]
+    twice = remap_by(vd.apply(render[None], controls[[3]])[0], field)
+    mask = np.zeros((S, S), bool)
+    mask[30:98, 30:98] = True
+    diff = np.abs(once.astype(np.float32) - twice.astype(np.float32))[mask].mean()
+    assert diff < 2.5, diff                          # the same picture, moved the same way
+    moved = np.abs(once.astype(np.float32) - vd.apply(render[None], controls[[3]])[0].astype(np.float32))[mask].mean()
+    assert moved > 2 * diff, (moved, diff)           # and the warp did move it
+    s_once, s_twice = metrics.sharpness_ratio_each(np.stack([once, twice]), np.stack([truth, truth]),
+                                                   np.stack([mask, mask]))
+    assert s_once > s_twice, (s_once, s_twice)
+    none = vd.apply(render[None], controls[[3]], fields=[None])[0]
+    assert np.array_equal(none, vd.apply(render[None], controls[[3]])[0])

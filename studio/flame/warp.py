@@ -109,8 +109,6 @@ class FlameGeometry:
         for j in range(len(self._lm)):
             self._scale[j], _ = similarity_to(self._project(j, self._lm[j]), self._src[j])
         self._sigma = config.sigma * self.size / REFERENCE_SIZE
-        gy, gx = np.mgrid[0:self.size, 0:self.size].astype(np.float32)
-        self._grid = (gx, gy)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -234,20 +232,34 @@ class FlameGeometry:
         num = cv2.GaussianBlur(num.astype(np.float32), (0, 0), self._sigma)
         return -num / (den + self.config.fade * max(float(den.max()), 1e-12))[..., None]
 
+    def fields(self, controls: np.ndarray) -> list:
+        """(B, C) controls → per render the (S, S, 2) backward offsets of FLAME's geometry, or None where
+        no landmark moves more than `min_shift` (see `field`)."""
+        where, shift = self.displacements(controls)
+        return [None if np.abs(shift[b]).max(initial=0.0) < self.config.min_shift else self.field(where[b], shift[b])
+                for b in range(len(shift))]
+
     def warp_image(self, image: np.ndarray, where: np.ndarray, shift: np.ndarray) -> np.ndarray:
         """(S, S, 3) uint8 image with the points `where` (L, 2) moved by `shift` (L, 2) px, smoothly
         in between (see `field`); unchanged when no point moves more than `min_shift`."""
         if np.abs(shift).max(initial=0.0) < self.config.min_shift:
             return image
-        f = self.field(where, shift)
-        gx, gy = self._grid
-        return np.clip(cv2.remap(image.astype(np.float32), gx + f[..., 0], gy + f[..., 1], cv2.INTER_CUBIC,
-                                 borderMode=cv2.BORDER_REFLECT), 0, 255).astype(np.uint8)
+        return remap_by(image, self.field(where, shift))
 
     def apply(self, images: np.ndarray, controls: np.ndarray) -> np.ndarray:
         """(B, S, S, 3) uint8 renders of `controls` (B, C) → the same with FLAME's geometry added."""
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[1:] != (self.size, self.size, 3):
             raise ValueError(f"expected (B, {self.size}, {self.size}, 3) renders, got {images.shape}")
-        where, shift = self.displacements(controls)
-        return np.stack([self.warp_image(images[b], where[b], shift[b]) for b in range(len(images))])
+        return np.stack([im if f is None else remap_by(im, f) for im, f in zip(images, self.fields(controls))])
+
+
+def remap_by(image: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """(S, S, C) image sampled at each pixel's position plus `offsets` (S, S, 2), bicubic; same dtype."""
+    S = image.shape[0]
+    gy, gx = np.mgrid[0:S, 0:S].astype(np.float32)
+    out = cv2.remap(image.astype(np.float32), gx + offsets[..., 0], gy + offsets[..., 1], cv2.INTER_CUBIC,
+                    borderMode=cv2.BORDER_REFLECT)
+    if image.dtype == np.uint8:
+        return np.clip(out, 0, 255).astype(np.uint8)
+    return out.astype(image.dtype)
