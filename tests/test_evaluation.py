@@ -166,7 +166,7 @@ def test_evaluate_reports_retrieval_sharpness_and_sheet(tmp_path, monkeypatch):
 
     proj = make_project(tmp_path / "proj")
     trk = TrackingData.from_project(proj)
-    monkeypatch.setattr(Avatar, "open", classmethod(lambda cls, project, engine=None, detail=True:
+    monkeypatch.setattr(Avatar, "open", classmethod(lambda cls, project, engine=None, detail=True, **_kw:
                                                     cls(BlurredTruthEngine(trk))))   # no project: no video detail
     monkeypatch.setattr(metrics, "arcface_weights", lambda: None)
     monkeypatch.setattr(tracker, "track_images", lambda images, tracking: [None] * len(images))  # 32 px discs
@@ -213,7 +213,7 @@ def test_evaluate_scores_the_avatar_with_video_detail_and_the_engine_alone(tmp_p
     proj = make_project(tmp_path / "proj")
     trk = TrackingData.from_project(proj)
     engine = BlurredTruthEngine(trk, sigma=2.0)
-    monkeypatch.setattr(Avatar, "open", classmethod(lambda cls, project, engine_name=None, detail=True:
+    monkeypatch.setattr(Avatar, "open", classmethod(lambda cls, project, engine_name=None, detail=True, **_kw:
                                                     cls(engine, project=project, detail=detail)))
     monkeypatch.setattr(metrics, "arcface_weights", lambda: None)
     monkeypatch.setattr(tracker, "track_images", lambda images, tracking: [None] * len(images))

@@ -89,6 +89,7 @@ class FlameGeometry:
         self._rest_expression = np.asarray(rest_expression, np.float32)
         self._rest_jaw = np.asarray(rest_jaw, np.float32)
         controls = np.asarray(controls, np.float32)
+        self._controls = controls
         self._latents = latents
         if latents is not None:
             z = np.asarray(latents(controls), np.float64)
