@@ -48,6 +48,11 @@ class DetailConfig:
     """Weight of a frame: exp(−(d − d_min) / temperature), d the squared standardised control distance."""
     pose_weight: float = 2.0
     """Weight of standardised yaw and pitch against each standardised expression control."""
+    pose_window: float = 6.0
+    """Degrees: only frames whose yaw and pitch are both within this of the render's lend detail (or,
+    where fewer than `neighbours` are, the ones nearest in pose). The flow cannot bridge a head turned
+    the other way: with FLAME controls (51 expression inputs against 2 of pose) a driver's strong
+    expressions picked frames turned 25° the other way and the face came out ghosted."""
     emphasis: float = 1.5
     """See `ControlIndex.distances`: how much more the expression controls a render moves far from
     the clip's average count in choosing its frames (0: plain distance). Measured on d3: one-slider
@@ -107,6 +112,7 @@ class VideoDetail:
             if np.ndim(controls) != 2 or len(controls) != len(crops):
                 raise ValueError(f"expected ({len(crops)}, C) controls, got {np.shape(controls)}")
             self._index = ControlIndex(controls, config.pose_weight)
+            self._pose = np.asarray(controls, np.float64)[:, :2]
         self._thumbs = None
         self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
         gy, gx = np.mgrid[0:self.size, 0:self.size].astype(np.float32)
@@ -141,8 +147,14 @@ class VideoDetail:
         """(B, k) indices into the frames and (B, k) weights summing to 1, by control distance."""
         if self._index is None:
             raise ValueError("these frames have no controls; use neighbours_by_image")
-        return self._weights(self._index.distances(np.asarray(controls).reshape(len(controls), -1),
-                                                   self.config.emphasis))
+        q = np.asarray(controls, np.float64).reshape(len(controls), -1)
+        d = self._index.distances(q, self.config.emphasis)
+        if self.config.pose_window > 0:
+            dp = np.abs(q[:, None, :2] - self._pose[None]).max(-1)                  # (B, N) degrees
+            k = max(1, min(self.config.neighbours, dp.shape[1]))
+            kth = np.partition(dp, k - 1, axis=1)[:, k - 1:k]
+            d = np.where((dp > self.config.pose_window) & (dp > kth), np.inf, d)
+        return self._weights(d)
 
     def neighbours_by_image(self, renders: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """As `neighbours`, by the distance between blurred 24 px thumbnails of the renders and the

@@ -189,3 +189,27 @@ def test_a_further_warp_is_folded_into_the_frames_single_resampling():
     assert s_once > s_twice, (s_once, s_twice)
     none = vd.apply(render[None], controls[[3]], fields=[None])[0]
     assert np.array_equal(none, vd.apply(render[None], controls[[3]])[0])
+
+
+def test_frames_turned_the_other_way_do_not_lend_detail():
+    """Many expression controls against two of pose: a render turned right whose expression matches a
+    frame turned left takes its detail from frames turned right (within `pose_window`)."""
+    n = 12
+    crops = np.stack([_textured(i) for i in range(n)])
+    controls = np.zeros((n, 2 + 20), np.float32)
+    controls[:, 0] = np.linspace(-30, 30, n)
+    rng = np.random.default_rng(0)
+    controls[:, 2:] = rng.normal(0, 1, (n, 20))
+    q = controls[[0]].copy()
+    q[0, 0] = 28.0                                       # frame 0's expression, head turned the other way
+    free = VideoDetail(crops, controls, DetailConfig(pose_window=0.0))
+    assert free.neighbours(q)[0][0, 0] == 0, "by control distance alone, the left-turned frame wins"
+    idx, _ = VideoDetail(crops, controls).neighbours(q)
+    # two frames are within 6° (24.5°, 30°); a third is needed, so the next nearest in pose (19.1°)
+    assert sorted(idx[0].tolist()) == [9, 10, 11], controls[idx[0], 0]
+    wide = VideoDetail(crops, controls, DetailConfig(pose_window=20.0)).neighbours(q)[0]
+    assert (controls[wide[0], 0] >= 28.0 - 20.0).all()
+    far = q.copy()
+    far[0, 0] = 80.0                                     # beyond every frame: the ones nearest in pose
+    idx, _ = VideoDetail(crops, controls).neighbours(far)
+    assert sorted(idx[0].tolist()) == [9, 10, 11]

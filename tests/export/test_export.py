@@ -190,7 +190,7 @@ def test_cli_export_end_to_end(tracked_d3, avatar, tmp_path, monkeypatch, capsys
     from studio import avatar as avatar_mod
     from studio.cli import main
 
-    monkeypatch.setattr(avatar_mod.Avatar, "open", classmethod(lambda cls, project, engine=None, detail=True: avatar))
+    monkeypatch.setattr(avatar_mod.Avatar, "open", classmethod(lambda cls, project, engine=None, detail=True, **_kw: avatar))
     out = tmp_path / "turn.mp4"
     assert main(["export", str(tracked_d3.root), "--source", "turntable", "--duration", "2", "-o", str(out)]) == 0
     d = media_duration(out)
