@@ -204,12 +204,12 @@ def test_frames_turned_the_other_way_do_not_lend_detail():
     q[0, 0] = 28.0                                       # frame 0's expression, head turned the other way
     free = VideoDetail(crops, controls, DetailConfig(pose_window=0.0))
     assert free.neighbours(q)[0][0, 0] == 0, "by control distance alone, the left-turned frame wins"
-    idx, _ = VideoDetail(crops, controls).neighbours(q)
+    idx, _ = VideoDetail(crops, controls, DetailConfig(pose_window=6.0)).neighbours(q)
     # two frames are within 6° (24.5°, 30°); a third is needed, so the next nearest in pose (19.1°)
     assert sorted(idx[0].tolist()) == [9, 10, 11], controls[idx[0], 0]
-    wide = VideoDetail(crops, controls, DetailConfig(pose_window=20.0)).neighbours(q)[0]
-    assert (controls[wide[0], 0] >= 28.0 - 20.0).all()
+    default = VideoDetail(crops, controls).neighbours(q)[0]          # 15°
+    assert (controls[default[0], 0] >= 28.0 - 15.0).all(), controls[default[0], 0]
     far = q.copy()
     far[0, 0] = 80.0                                     # beyond every frame: the ones nearest in pose
-    idx, _ = VideoDetail(crops, controls).neighbours(far)
+    idx, _ = VideoDetail(crops, controls, DetailConfig(pose_window=6.0)).neighbours(far)
     assert sorted(idx[0].tolist()) == [9, 10, 11]
