@@ -207,23 +207,16 @@ class Avatar:
         `controls`: what they were rendered from (None: frames are matched by image); `unedited`:
         the same renders without appearance edits, so an edit's own detail is kept; `fields`: a warp
         of the result (FLAME's geometry, see `finish`)."""
+        from .flame.warp import remap_each
+
         vd = self.video_detail()
         if vd is None:
-            if fields is None:
-                return images
-            from .flame.warp import remap_by
-
-            return np.stack([im if f is None else remap_by(im, f) for im, f in zip(images, fields)])
+            return images if fields is None else remap_each(images, fields)
         from .detail import edit_keep_mask
 
-        if unedited is not None and fields is not None:
-            from .flame.warp import remap_by
-
-            images_w = np.stack([im if f is None else remap_by(im, f) for im, f in zip(images, fields)])
-            unedited = np.stack([im if f is None else remap_by(im, f) for im, f in zip(unedited, fields)])
-            keep = edit_keep_mask(images_w, unedited, self.size)
-        else:
-            keep = None if unedited is None else edit_keep_mask(images, unedited, self.size)
+        keep = None
+        if unedited is not None:   # where the edit changed the render, in the render's final geometry
+            keep = edit_keep_mask(remap_each(images, fields), remap_each(unedited, fields), self.size)
         return vd.apply(images, controls, keep=keep, fields=fields)
 
     # ------------------------------------------------------------------ FLAME geometry

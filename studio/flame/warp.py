@@ -252,7 +252,15 @@ class FlameGeometry:
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[1:] != (self.size, self.size, 3):
             raise ValueError(f"expected (B, {self.size}, {self.size}, 3) renders, got {images.shape}")
-        return np.stack([im if f is None else remap_by(im, f) for im, f in zip(images, self.fields(controls))])
+        return remap_each(images, self.fields(controls))
+
+
+def remap_each(images: np.ndarray, fields: list | None) -> np.ndarray:
+    """`remap_by` of each image by its field (None: the image as it is); `images` itself when
+    `fields` is None."""
+    if fields is None:
+        return images
+    return np.stack([im if f is None else remap_by(im, f) for im, f in zip(images, fields)])
 
 
 def remap_by(image: np.ndarray, offsets: np.ndarray) -> np.ndarray:
