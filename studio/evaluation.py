@@ -337,6 +337,9 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
             finally:
                 avatar.flame_geometry = True
             flame_plain = fit_sweeps(project, plain)
+    named_via_flame = None
+    if flame_controls:
+        named_via_flame = yield from _named_via_flame(project, avatar, tracking, neutral, sweep_points)
     exprs = [v["pearson"] for k, v in sweeps.items() if k not in ("yaw", "pitch") and v["pearson"] is not None]
     report["controls"] = {
         "yaw_mae_deg": sweeps["yaw"]["mae_deg"], "pitch_mae_deg": sweeps["pitch"]["mae_deg"],
@@ -347,6 +350,8 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
         report["controls"]["flame"] = flame_fit
         if avatar.flame_warp() is not None:
             report["controls"]["flame_without_warp"] = flame_plain
+        if named_via_flame is not None:
+            report["controls"]["named_via_flame"] = named_via_flame
     _write_png(out_dir / "sweeps.png", _sheet(sheet_rows))
 
     # 3 -------------------------------------------------------------- latency
@@ -390,6 +395,42 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
     report["seconds"] = round(time.perf_counter() - t_start, 1)
     write_json(out_dir / "eval.json", report)
     return report
+
+
+def _named_via_flame(project, avatar, tracking, neutral: np.ndarray, sweep_points: int
+                     ) -> Generator[Progress, None, dict | None]:
+    """The viewer's "Named" tab of an avatar on FLAME controls, scored as a named avatar's sliders
+    are: each named slider swept over the subject's range (the others at 0, head pose at rest),
+    turned into FLAME controls by the `flame` stage's map (`NamedToFlame.apply`, as the viewer
+    does), rendered as shown, re-tracked, and the commanded value correlated with the tracker's own
+    named measure of that expression. None without the map."""
+    from .flame.controls import load_named_map
+
+    loaded = load_named_map(project)
+    if loaded is None:
+        return None
+    nmap, nranges = loaded
+    names = avatar.control_names
+    pearson, found_share = {}, {}
+    for k, nname in enumerate(nmap.named):
+        yield Progress(stage=STAGE, step=k, total=len(nmap.named), part="named",
+                       message=f"{avatar.name}: named slider {nname} through the FLAME map")
+        lo, hi = nranges.get(nname, (0.0, 1.0))
+        values = np.linspace(lo, hi, sweep_points).astype(np.float32)
+        named_values = np.zeros((sweep_points, len(nmap.named)), np.float32)
+        named_values[:, k] = values
+        c = nmap.apply(np.repeat(neutral[None], sweep_points, 0), names, named_values)
+        tracked = _retrack(_render_all(avatar, c), tracking)
+        found = [i for i, t in enumerate(tracked) if t is not None]
+        meas = np.array([float(tracked[i]["expr"][k]) for i in found])   # the tracker's named order
+        r = _pearson(values[found], meas) if found else None
+        pearson[nname] = None if r is None else round(r, 4)
+        found_share[nname] = round(len(found) / len(tracked), 4)
+    vals = [v for v in pearson.values() if v is not None]
+    return {"note": "named sliders through the FLAME map (the viewer's Named tab), scored against the "
+                    "tracker's named measures as a named avatar's are",
+            "mean": round(float(np.mean(vals)), 4) if vals else None, "pearson": pearson,
+            "found": found_share, "map_r2": dict(zip(nmap.flame[:11], [round(v, 3) for v in nmap.r2[:11]]))}
 
 
 def evaluate(project, engine: str | None = None, on_progress: Callable[[Progress], None] | None = None,
@@ -441,6 +482,7 @@ ROWS = [
     ("FLAME jaw r", ("controls", "flame", "jaw"), ".3f", 1.0),
     ("FLAME slider r without FLAME geometry", ("controls", "flame_without_warp", "mean"), ".3f", 1.0),
     ("FLAME jaw r without FLAME geometry", ("controls", "flame_without_warp", "jaw"), ".3f", 1.0),
+    ("named slider r through the FLAME map", ("controls", "named_via_flame", "mean"), ".3f", 1.0),
     ("face found in sweeps (%)", ("controls", "face_found"), ".1f", 100.0),
     ("render time (ms/frame)", ("latency", "render_ms_median"), ".1f", 1.0),
     ("multi-view identity (cos)", ("multiview", "identity_between_views"), ".3f", 1.0),
@@ -499,6 +541,14 @@ def format_table(reports: dict | list[dict], per_expression: bool = True) -> str
         for k in names:
             lines.append(f"{'  r ' + k:<{label_w}}" + "".join(
                 f"{_fmt(_get(r, 'controls', 'expression_pearson', k), '.3f'):>{col_w}}" for r in reps))
+        named: list[str] = []
+        for r in reps:
+            for k in (_get(r, "controls", "named_via_flame", "pearson") or {}):
+                if k not in named:
+                    named.append(k)
+        for k in named:
+            lines.append(f"{'  r ' + k + ' (Named tab)':<{label_w}}" + "".join(
+                f"{_fmt(_get(r, 'controls', 'named_via_flame', 'pearson', k), '.3f'):>{col_w}}" for r in reps))
     lines.append(f"{'held-out frames':<{label_w}}" + "".join(f"{str(r.get('heldout_frames', '—')):>{col_w}}"
                                                              for r in reps))
     if base:

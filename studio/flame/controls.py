@@ -135,3 +135,29 @@ class NamedToFlame:
     @classmethod
     def load(cls, path: str | Path) -> "NamedToFlame":
         return cls.from_json(json.loads(Path(path).read_text("utf-8")))
+
+    def apply(self, controls: np.ndarray, control_names: list[str], named_values: np.ndarray) -> np.ndarray:
+        """`controls` (..., C) of an avatar on FLAME controls with the FLAME controls the map gives
+        `named_values` (..., len(named)) written in (the others, head pose included, kept): what the
+        viewer's "Named" tab sends to the avatar."""
+        out = np.array(controls, np.float32, copy=True)
+        flame = self(named_values)
+        for k, n in enumerate(self.flame):
+            if n in control_names:
+                out[..., control_names.index(n)] = flame[..., k]
+        return out
+
+
+def load_named_map(project) -> tuple[NamedToFlame, dict[str, tuple[float, float]]] | None:
+    """The `flame` stage's named → FLAME map of `project` and the named sliders' ranges (the
+    subject's tracked 1st..99th percentiles), or None where the project has none (no FLAME fit, or
+    one written before the map)."""
+    try:
+        path = project.output("flame", "named_map")
+    except Exception:  # noqa: BLE001 — no FLAME stage record, or one without the map
+        return None
+    if path is None or not Path(path).exists():
+        return None
+    data = json.loads(Path(path).read_text("utf-8"))
+    ranges = {k: (float(v[0]), float(v[1])) for k, v in (data.get("named_ranges") or {}).items()}
+    return NamedToFlame.from_json(data), ranges

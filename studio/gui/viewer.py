@@ -302,7 +302,7 @@ class ViewerPanel(QWidget):
         """Sliders of an avatar with FLAME controls: head pose, then tabs "FLAME" (jaw + the first
         `flame_count` coefficients) and "Named" (the named expressions, mapped to FLAME controls by
         the least-squares map the `flame` stage fitted on the subject's frames)."""
-        from ..flame.controls import JAW, NamedToFlame
+        from ..flame.controls import JAW, load_named_map
 
         names = info["control_names"]
         t = QLabel("HEAD POSE")
@@ -331,17 +331,9 @@ class ViewerPanel(QWidget):
             lay.addWidget(self._slider(name, info))
         lay.addStretch(1)
         self.tabs.addTab(page, "FLAME")
-        path = None
-        try:
-            path = self.project.output("flame", "named_map") if self.project is not None else None
-        except Exception:  # noqa: BLE001 — an older FLAME fit without the map: no Named tab
-            path = None
-        if path is not None and path.exists():
-            import json
-
-            data = json.loads(path.read_text("utf-8"))
-            self._named_map = NamedToFlame.from_json(data)
-            ranges = {k: tuple(v) for k, v in (data.get("named_ranges") or {}).items()}
+        loaded = load_named_map(self.project) if self.project is not None else None
+        if loaded is not None:
+            self._named_map, ranges = loaded
             page = QWidget()
             lay = QVBoxLayout(page)
             hint = QLabel("Named expressions, turned into FLAME controls by a linear map fitted on your video.")
@@ -402,10 +394,7 @@ class ViewerPanel(QWidget):
         c = np.array([float(np.clip(0.0, *self._info["ranges"].get(n, (-1.0, 1.0)))) for n in names], np.float32)
         c[0], c[1] = self.sliders[0].value(), self.sliders[1].value()
         if self.tabs is not None and self.tabs.currentIndex() == 1 and self._named_map is not None:
-            flame = self._named_map(np.array([s.value() for s in self._named_sliders]))
-            for n, v in zip(self._named_map.flame, flame):
-                if n in names:
-                    c[names.index(n)] = v
+            c = self._named_map.apply(c, names, np.array([s.value() for s in self._named_sliders]))
         else:
             for s in self.sliders[2:2 + len(self._flame_names)]:
                 c[names.index(s.name)] = s.value()

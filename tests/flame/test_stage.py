@@ -388,6 +388,72 @@ def test_evaluation_reports_flame_slider_r(nerf_flame_project, subject_flame_mod
     assert list(rep["controls"]["flame_without_warp"]["pearson"]) == list(fl["pearson"])
     table = format_table(rep)
     assert "FLAME slider r" in table and "r flame_09" in table and "without FLAME geometry" in table
+    # the viewer's Named tab is scored beside them, one r per named slider of the stage's map
+    from studio.flame.controls import load_named_map
+
+    nv = rep["controls"]["named_via_flame"]
+    assert list(nv["pearson"]) == load_named_map(proj)[0].named and len(nv["pearson"]) == 12
+    assert "named slider r through the FLAME map" in table and "r jaw_open (Named tab)" in table
+
+
+def test_named_tab_is_scored_against_the_trackers_named_measure(monkeypatch):
+    """`_named_via_flame` renders each named slider through the map as the viewer does and
+    correlates it with the tracker's measure of that same named expression: with a "tracker" that
+    reads the named values back from the FLAME controls rendered, every named slider scores r = 1,
+    and one that reads an expression back with the wrong sign scores r = -1."""
+    import studio.evaluation as ev
+    import studio.flame.controls as fc
+    from studio.flame.controls import NamedToFlame
+
+    rng = np.random.default_rng(0)
+    named = [f"n{k}" for k in range(4)]
+    flame = ["jaw"] + [f"flame_{k:02d}" for k in range(6)]
+    W = np.concatenate([rng.normal(size=(4, 7)), np.zeros((1, 7))])
+    nmap = NamedToFlame(named, flame, W, [1.0] * 7)
+    ranges = {n: (-1.0 - k, 2.0 + k) for k, n in enumerate(named)}
+    monkeypatch.setattr(fc, "load_named_map", lambda project: (nmap, ranges))
+    names = ["yaw", "pitch"] + flame
+    shown: list[np.ndarray] = []
+
+    class Avatar:   # renders "images" that stand for the controls they were given
+        name, control_names, size = "fake", names, 2
+
+        def render_batch(self, c):
+            shown.extend(np.asarray(c))
+            first = len(shown) - len(c)
+            return np.arange(first, len(shown)).reshape(-1, 1, 1, 1) * np.ones((1, 2, 2, 3)), None
+
+    flip = {"on": False}
+
+    def track(images, tracking):   # reads the named values back: least squares through the map
+        out = []
+        for img in images:
+            c = shown[int(img[0, 0, 0])]
+            est = np.linalg.lstsq(W[:-1].T, c[2:], rcond=None)[0]
+            if flip["on"]:
+                est[2] = -est[2]
+            out.append({"pose": np.zeros(3), "expr": est, "landmarks": None})
+        return out
+
+    monkeypatch.setattr(ev, "_retrack", track)
+    neutral = np.zeros(len(names), np.float32)
+
+    def run():
+        gen = ev._named_via_flame(None, Avatar(), None, neutral, 5)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                return stop.value
+
+    res = run()
+    assert list(res["pearson"]) == named
+    assert all(abs(r - 1.0) < 1e-6 for r in res["pearson"].values()), res
+    # the sweep spans each named slider's own range, the others at 0
+    assert np.allclose(np.linalg.lstsq(W[:-1].T, shown[4][2:], rcond=None)[0], [ranges["n0"][1], 0, 0, 0], atol=1e-5)
+    flip["on"] = True
+    res = run()
+    assert res["pearson"]["n2"] < -0.999 and res["pearson"]["n1"] > 0.999
 
 
 # ------------------------------------------------------------------ viewer
