@@ -650,11 +650,7 @@ def cmd_bench(args) -> int:
 def cmd_gui(args) -> int:
     from .gui.app import main as gui_main
 
-    argv = [args.project] if args.project else []
-    argv += (["--new", args.new] if args.new else []) + (["--fresh"] if args.fresh else [])
-    if args.screenshot:
-        argv += ["--screenshot", args.screenshot, "--quit-after-ms", str(args.quit_after_ms)]
-    return gui_main(argv + (["--show", args.show] if args.show else []))
+    return gui_main(args=args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -852,13 +848,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--whole-frame", action="store_true", help="track: run the mesh on the whole frame (old way)")
     sp.set_defaults(func=cmd_bench)
 
+    from .gui.app import add_arguments as gui_arguments   # argparse only: no Qt is imported here
+
     sp = sub.add_parser("gui", help="open the studio window")
-    sp.add_argument("project", nargs="?", help="project folder to open (default: the last one)")
-    sp.add_argument("--new", metavar="VIDEO", help="start a new project from this video")
-    sp.add_argument("--fresh", action="store_true", help="do not reopen the last project")
-    sp.add_argument("--screenshot", metavar="PNG", help=argparse.SUPPRESS)  # smoke checks: grab the window, quit
-    sp.add_argument("--quit-after-ms", type=int, default=1500, help=argparse.SUPPRESS)
-    sp.add_argument("--show", choices=("tracking", "viewer"), help=argparse.SUPPRESS)
+    gui_arguments(sp)
     sp.set_defaults(func=cmd_gui)
     return p
 

@@ -9,6 +9,12 @@ import traceback
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="avatar-studio gui", description="Open the Avatar Studio window.")
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The window's command-line options, on `p` (this parser, and the CLI's `gui` command)."""
     p.add_argument("project", nargs="?", help="project folder to open (default: the last one)")
     p.add_argument("--new", metavar="VIDEO", help="start a new project from this video")
     p.add_argument("--fresh", action="store_true", help="do not reopen the last project")
@@ -16,7 +22,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--screenshot", metavar="PNG", help=argparse.SUPPRESS)
     p.add_argument("--quit-after-ms", type=int, default=1500, metavar="N", help=argparse.SUPPRESS)
     p.add_argument("--show", choices=("tracking", "viewer"), help=argparse.SUPPRESS)
-    return p
 
 
 def process_age_s() -> float | None:
@@ -48,8 +53,10 @@ def open_initial(win, project: str | None, new: str | None, fresh: bool) -> None
         win.open_project(win.settings.last_project)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) -> int:
+    """`argv` is parsed by `build_parser`; `args`, when given, is an already parsed namespace (the CLI's)."""
+    if args is None:
+        args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
