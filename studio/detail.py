@@ -63,6 +63,19 @@ class DetailConfig:
     slider r 0.267 at 0, 0.519 at 1.5; named 0.756 / 0.829); held-out frames barely change."""
 
 
+def soft_nearest(d: np.ndarray, k: int, temperature: float, relative: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(B, N) distances → (B, k) indices of the nearest and weights summing to 1: the nearest weighs
+    most, the others exp(−(d − d_min) / temperature) of it (`relative`: exp(−(d / d_min − 1) /
+    temperature), for distances without a natural scale)."""
+    k = max(1, min(int(k), d.shape[1]))
+    idx = np.argsort(d, axis=1)[:, :k]
+    dk = np.take_along_axis(d, idx, 1)
+    gap = dk / np.maximum(dk[:, :1], 1e-9) - 1 if relative else dk - dk[:, :1]
+    w = np.exp(-gap / max(temperature, 1e-6))
+    return idx, w / w.sum(1, keepdims=True)
+
+
 class ControlIndex:
     """Nearest training frames by tracked controls: each control standardised by the training frames'
     mean and std, yaw and pitch weighted by `pose_weight`, squared Euclidean distance. The retrieval
@@ -171,11 +184,7 @@ class VideoDetail:
         return self._weights(d * 10.0)
 
     def _weights(self, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        k = max(1, min(self.config.neighbours, d.shape[1]))
-        idx = np.argsort(d, axis=1)[:, :k]
-        dk = np.take_along_axis(d, idx, 1)
-        w = np.exp(-(dk - dk[:, :1]) / max(self.config.temperature, 1e-6))
-        return idx, w / w.sum(1, keepdims=True)
+        return soft_nearest(d, self.config.neighbours, self.config.temperature)
 
     def _thumbnails(self, images: np.ndarray) -> np.ndarray:
         out = []

@@ -177,11 +177,9 @@ class FlameGeometry:
 
     def _nearest(self, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, N) squared distances → (B, k) indices and weights summing to 1."""
-        k = max(1, min(self.config.neighbours, d.shape[1]))
-        idx = np.argsort(d, axis=1)[:, :k]
-        dk = np.take_along_axis(d, idx, 1)
-        w = np.exp(-(dk / np.maximum(dk[:, :1], 1e-9) - 1) / max(self.config.temperature, 1e-6))
-        return idx, w / w.sum(1, keepdims=True)
+        from ..detail import soft_nearest
+
+        return soft_nearest(d, self.config.neighbours, self.config.temperature, relative=True)
 
     def shown(self, controls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, C) controls → (B, k) training frames whose expression the render shows, and weights."""
