@@ -3,8 +3,11 @@
 The probe times a few real training steps of the subject prior (the StyleGAN engine's first
 network: its small StyleGAN2 synthesis network, its image encoder, the L1 + perceptual loss, the
 backward pass and an Adam step) on random images at the preset's resolution, at batch 1 and
-batch 2. A straight line through the two (fixed cost + cost per image) gives the time of one step
-at the preset's batch. Every other stage is priced in prior steps: `STEP_COST` says what one step
+batch 4 (the preset's batch where that is smaller), the median of three steps each. A straight
+line through the two (fixed cost + cost per image) gives the time of one step at the preset's
+batch. (Batches 1 and 2, one step each, as first built, multiplied their difference's noise by
+eight at the preview batch: two probes on the same quiet machine said 54 and 16 minutes for the
+NeRF avatar, which took 46.) Every other stage is priced in prior steps: `STEP_COST` says what one step
 of that stage cost relative to one prior step in a measured full run (README, "Measured":
 `avatar-studio run clip2.mp4`, 2-core CPU, 2026-11-21: prior 1600 steps in 13.0 min, PTI 500
 tuning steps in 6.0 min including the pivot inversions, mappers 2400 steps in 10.2 min; NeRF
@@ -151,8 +154,8 @@ def _time_steps(G, E, perc, batch: int, resolution: int, steps: int, device) -> 
     return times[len(times) // 2]
 
 
-def probe(preset: str = "preview", device: str = "auto", steps: int = 2, resolution: int | None = None,
-          batches: tuple[int, int] = (1, 2)) -> SpeedEstimate:
+def probe(preset: str = "preview", device: str = "auto", steps: int = 3, resolution: int | None = None,
+          batches: tuple[int, int] | None = None) -> SpeedEstimate:
     """Time the prior's training step at two small batch sizes and extrapolate (see the module text)."""
     import torch
 
@@ -171,7 +174,7 @@ def probe(preset: str = "preview", device: str = "auto", steps: int = 2, resolut
     perc = perceptual_loss(dev)
     if _STOP.is_set():
         raise Cancelled("speed probe stopped", "the app is closing")
-    b1, b2 = batches
+    b1, b2 = batches or (1, max(2, min(4, cfg.batch)))
     measured = {b: _time_steps(G, E, perc, b, cfg.resolution, steps, dev) for b in (b1, b2)}
     per_image = max(0.0, (measured[b2] - measured[b1]) / (b2 - b1))
     fixed = max(0.0, measured[b1] - per_image * b1)

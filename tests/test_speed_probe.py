@@ -17,7 +17,7 @@ def test_probe_times_real_steps_and_prices_every_training_stage(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     est = speed_probe.probe(resolution=32, steps=1)
     assert est.device == "cpu" and not est.gpu_found and est.threads == 1
-    assert set(est.measured) == {1, 2} and all(0 < s < 60 for s in est.measured.values())
+    assert set(est.measured) == {1, 4} and all(0 < s < 60 for s in est.measured.values())
     assert math.isfinite(est.step_seconds) and est.step_seconds > 0
     preview = REGISTRY["prior"].preset("preview")
     assert est.batch == preview.batch and est.resolution == 32
