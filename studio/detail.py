@@ -195,10 +195,14 @@ class VideoDetail:
         return f - f.mean(1, keepdims=True)
 
     # ------------------------------------------------------------------ the detail
-    def warp(self, render: np.ndarray, frame: np.ndarray, then: np.ndarray | None = None) -> np.ndarray:
-        """`frame` (S, S, 3) uint8 warped onto `render` (S, S, 3) uint8; float32. `then` (S, S, 2):
-        backward offsets of a further warp of the render (FLAME's geometry, `studio.flame.warp`),
-        folded into the same single resampling of the frame."""
+    def warp(self, render: np.ndarray, frame: np.ndarray, then: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """`frame` (S, S, 3) uint8 warped onto `render` (S, S, 3) uint8 (float32), and (S, S) float32
+        in [0, 1]: where the warp sampled inside the frame (feathered over a pixel). Outside it the
+        frame holds nothing: the edge is repeated there, and the detail leaves it out (mirroring the
+        frame at its edge, as first built, put a mirrored earring by the border of d3's turned-head
+        frames). `then` (S, S, 2): backward offsets of a further warp of the render (FLAME's
+        geometry, `studio.flame.warp`), folded into the same single resampling of the frame."""
         a = cv2.cvtColor(render, cv2.COLOR_RGB2GRAY)
         b = cv2.cvtColor(cv2.GaussianBlur(frame, (0, 0), self._flow_blur), cv2.COLOR_RGB2GRAY)
         flow = self._flow.calc(a, b, None)
@@ -209,8 +213,11 @@ class VideoDetail:
             mx, my = gx + then[..., 0], gy + then[..., 1]
             flow = cv2.remap(flow, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             gx, gy = mx, my
-        return cv2.remap(frame.astype(np.float32), gx + flow[..., 0], gy + flow[..., 1],
-                         cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+        mx, my = gx + flow[..., 0], gy + flow[..., 1]
+        last = self.size - 1
+        inside = np.clip(np.minimum(np.minimum(mx, last - mx), np.minimum(my, last - my)) + 1.0, 0.0, 1.0)
+        warped = cv2.remap(frame.astype(np.float32), mx, my, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        return warped, inside.astype(np.float32)
 
     def apply(self, renders: np.ndarray, controls: np.ndarray | None = None,
               keep: np.ndarray | None = None, fields: list | None = None) -> np.ndarray:
@@ -243,8 +250,8 @@ class VideoDetail:
             for j, wj in zip(idx[b], w[b]):
                 if wj < 1e-3:
                     continue
-                warped = self.warp(renders[b], self.crops[j], then)
-                detail += wj * (warped - cv2.GaussianBlur(warped, (0, 0), self._band))
+                warped, inside = self.warp(renders[b], self.crops[j], then)
+                detail += wj * inside[..., None] * (warped - cv2.GaussianBlur(warped, (0, 0), self._band))
             if keep is not None:      # an edit's own detail (e.g. a frame of glasses) is added there
                 detail += np.clip(np.asarray(keep[b], np.float32), 0, 1)[..., None] * (r - low)
             out[b] = np.clip(low + detail, 0, 255).astype(np.uint8)

@@ -213,3 +213,32 @@ def test_frames_turned_the_other_way_do_not_lend_detail():
     far[0, 0] = 80.0                                     # beyond every frame: the ones nearest in pose
     idx, _ = VideoDetail(crops, controls, DetailConfig(pose_window=6.0)).neighbours(far)
     assert sorted(idx[0].tolist()) == [9, 10, 11]
+
+
+def test_a_frame_sampled_past_its_edge_lends_no_mirrored_detail():
+    """Where the flow reaches past a frame's edge the frame holds nothing: that part lends no detail
+    (mirroring the frame there, as first built, put a mirrored earring by the border of d3's
+    turned-head renders). A bright line 4 px from the right edge, a flow 8 px to the right: the line
+    shows where the flow puts it (8 px left of it), and no copy of it appears where the mirror would
+    have put one."""
+    S = 128
+    frame = np.full((S, S, 3), 100, np.uint8)
+    frame[:, S - 4] = 250
+    vd = VideoDetail(frame[None], None)
+
+    class Shift:   # the flow the DIS estimator would find for a render 8 px to the left of the frame
+        @staticmethod
+        def calc(a, b, _):
+            f = np.zeros((S, S, 2), np.float32)
+            f[..., 0] = 8.0
+            return f
+
+    vd._flow = Shift()
+    render = np.full((1, S, S, 3), 100, np.uint8)
+    warped, inside = vd.warp(render[0], frame)
+    assert inside[:, :S - 9].min() == 1.0 and inside[:, S - 7:].max() == 0.0
+    assert warped.shape == (S, S, 3)
+    out = vd.apply(render)[0].astype(np.float32).mean(-1)
+    line, mirror = out[:, S - 12].mean(), out[:, S - 5].mean()   # the mirror: column S − 4 seen at S − 5
+    assert line > 150, line
+    assert abs(mirror - 100) < 3, mirror
