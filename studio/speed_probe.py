@@ -6,8 +6,8 @@ backward pass and an Adam step) on random images at the preset's resolution, at 
 batch 4 (the preset's batch where that is smaller), the median of three steps each. A straight
 line through the two (fixed cost + cost per image) gives the time of one step at the preset's
 batch. (Batches 1 and 2, one step each, as first built, multiplied their difference's noise by
-eight at the preview batch: two probes on the same quiet machine said 54 and 16 minutes for the
-NeRF avatar, which took 46.) Every other stage is priced in prior steps: `STEP_COST` says what one step
+eight at the preview batch: on one quiet machine the probe said 54, 16, 30, 40 and 44 minutes for
+the NeRF avatar, which took 45-46 minutes there; three probes as now said 35-38.) Every other stage is priced in prior steps: `STEP_COST` says what one step
 of that stage cost relative to one prior step in a measured full run (README, "Measured":
 `avatar-studio run clip2.mp4`, 2-core CPU, 2026-11-21: prior 1600 steps in 13.0 min, PTI 500
 tuning steps in 6.0 min including the pivot inversions, mappers 2400 steps in 10.2 min; NeRF
