@@ -10,8 +10,8 @@ eight at the preview batch: on one quiet machine the probe said 54, 16, 30, 40 a
 the NeRF avatar, which took 45-46 minutes there; three probes as now said 35-38.) Every other stage is priced in prior steps: `STEP_COST` says what one step
 of that stage cost relative to one prior step in a measured full run (README, "Measured":
 `avatar-studio run clip2.mp4`, 2-core CPU, 2026-11-21: prior 1600 steps in 13.0 min, PTI 500
-tuning steps in 6.0 min including the pivot inversions, mappers 2400 steps in 10.2 min; NeRF
-7000 steps in 30.8 min on the same machine). The step counts come from the stage presets
+tuning steps in 6.0 min including the pivot inversions, mappers 2400 steps in 10.2 min; the
+NeRF's step against this probe's own step on a quiet machine, 2026-12-02, see `STEP_COST`). The step counts come from the stage presets
 (`REGISTRY[stage].preset(name)`), so a preset with more steps gives a longer estimate.
 
 No Qt here: the GUI's welcome page runs `probe()` in a worker, the CLI can print `describe()`.
@@ -30,7 +30,11 @@ STEP_COST: dict[str, float] = {
     "prior": 1.0,
     "pti": 6.0 * 60 / 500 / _PRIOR_STEP_S,        # per tuning step, inversions included
     "mappers": 10.2 * 60 / 2400 / _PRIOR_STEP_S,
-    "nerf": 30.8 * 60 / 7000 / _PRIOR_STEP_S,
+    # NeRF: measured against this probe itself: on a quiet 2-core machine (2026-12-02) the probe
+    # gave 0.579 s per prior step (mean of three) and `nerf` ran 7000 steps in 44:58 (d14). The
+    # 2026-11-21 ratio (30.8 min against 0.49 s) left every NeRF estimate since short: 35 min
+    # said for 40:24 (d3, 12-01), 36 min for 44:58 (d14, 12-02).
+    "nerf": 2698.0 / 7000 / 0.579,
 }
 STEP_FIELD = {"pti": "tune_steps"}
 """The config field that counts a stage's steps, where it is not `steps`."""
