@@ -12,7 +12,9 @@ and colours are right. The video itself holds the detail. For each render this m
    and the frame blurred to about the render's softness, the flow field smoothed so the warp moves
    features without tearing them, sampled bicubically,
 3. keeps the render's low frequencies (a Gaussian low-pass of width `band_sigma`) and takes the
-   frequencies above it from the warped frames, weighted by how near each frame's controls are.
+   frequencies above it from the warped frames, weighted by how near each frame's controls are,
+   where the frames show the person (their tracked matte, warped with them); elsewhere (the
+   background, past a frame's edge) the render keeps its own.
 
 The result keeps what the engine decides (pose, jaw, expression shape, colour, appearance edits)
 and shows the subject's real eyes, skin, hair and teeth. Where an appearance edit changed the
@@ -61,6 +63,13 @@ class DetailConfig:
     the clip's average count in choosing its frames (0: plain distance). Measured on d3: one-slider
     sweeps pulled the frames toward the clip's rest face and the slider's detail with them (FLAME
     slider r 0.267 at 0, 0.519 at 1.5; named 0.756 / 0.829); held-out frames barely change."""
+    person_only: bool = True
+    """Frames lend detail only where they show the person (their tracked matte, warped with them):
+    the background behind the head moves in the crop with every head shift, which no control
+    says, so a frame's background texture lands where the held-out frame has other texture."""
+    render_fills: bool = True
+    """Where the frames lend less than their full weight (background, past a frame's edge), the
+    render's own detail fills the rest, so the image there is the render as it is, not its low band."""
 
 
 def soft_nearest(d: np.ndarray, k: int, temperature: float, relative: bool = False
@@ -112,7 +121,8 @@ class ControlIndex:
 class VideoDetail:
     """Training frames (aligned crops at the render size) and their controls, ready to lend detail."""
 
-    def __init__(self, crops: np.ndarray, controls: np.ndarray | None, config: DetailConfig = DetailConfig()):
+    def __init__(self, crops: np.ndarray, controls: np.ndarray | None, config: DetailConfig = DetailConfig(),
+                 mattes: np.ndarray | None = None):
         crops = np.asarray(crops)
         if crops.ndim != 4 or crops.shape[-1] != 3 or crops.shape[1] != crops.shape[2] or not len(crops):
             raise ValueError(f"expected (N, S, S, 3) uint8 crops, got {crops.shape}")
@@ -123,6 +133,13 @@ class VideoDetail:
         self._band = config.band_sigma * scale
         self._flow_blur = config.flow_sigma * scale
         self._flow_smooth = config.flow_smooth * scale
+        self.mattes = None
+        """(N, S, S) float32 person mattes in [0, 1], or None (then every pixel of a frame lends)."""
+        if mattes is not None and config.person_only:
+            mattes = np.asarray(mattes, np.float32)
+            if mattes.shape != crops.shape[:3]:
+                raise ValueError(f"expected {crops.shape[:3]} mattes, got {mattes.shape}")
+            self.mattes = mattes
         self._index = None
         if controls is not None:
             if np.ndim(controls) != 2 or len(controls) != len(crops):
@@ -152,7 +169,13 @@ class VideoDetail:
             ctl = tracking.controls(train)
         except (StudioError, OSError, KeyError, ValueError):
             return None
-        return cls(crops, ctl, config)
+        mattes = None
+        if config.person_only:
+            try:
+                mattes = tracking.mattes(train, size=size)
+            except (OSError, ValueError):    # an older project without mattes: whole frames lend
+                mattes = None
+        return cls(crops, ctl, config, mattes)
 
     @property
     def has_controls(self) -> bool:
@@ -195,14 +218,16 @@ class VideoDetail:
         return f - f.mean(1, keepdims=True)
 
     # ------------------------------------------------------------------ the detail
-    def warp(self, render: np.ndarray, frame: np.ndarray, then: np.ndarray | None = None
-             ) -> tuple[np.ndarray, np.ndarray]:
+    def warp(self, render: np.ndarray, frame: np.ndarray, then: np.ndarray | None = None,
+             matte: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """`frame` (S, S, 3) uint8 warped onto `render` (S, S, 3) uint8 (float32), and (S, S) float32
         in [0, 1]: where the warp sampled inside the frame (feathered over a pixel). Outside it the
         frame holds nothing: the edge is repeated there, and the detail leaves it out (mirroring the
         frame at its edge, as first built, put a mirrored earring by the border of d3's turned-head
         frames). `then` (S, S, 2): backward offsets of a further warp of the render (FLAME's
-        geometry, `studio.flame.warp`), folded into the same single resampling of the frame."""
+        geometry, `studio.flame.warp`), folded into the same single resampling of the frame.
+        `matte` (S, S) float32: the frame's person matte; the returned weight is then also 0 where
+        the warped frame shows background."""
         a = cv2.cvtColor(render, cv2.COLOR_RGB2GRAY)
         b = cv2.cvtColor(cv2.GaussianBlur(frame, (0, 0), self._flow_blur), cv2.COLOR_RGB2GRAY)
         flow = self._flow.calc(a, b, None)
@@ -217,6 +242,8 @@ class VideoDetail:
         last = self.size - 1
         inside = np.clip(np.minimum(np.minimum(mx, last - mx), np.minimum(my, last - my)) + 1.0, 0.0, 1.0)
         warped = cv2.remap(frame.astype(np.float32), mx, my, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        if matte is not None:
+            inside = inside * cv2.remap(matte, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         return warped, inside.astype(np.float32)
 
     def apply(self, renders: np.ndarray, controls: np.ndarray | None = None,
@@ -247,11 +274,16 @@ class VideoDetail:
                 r = cv2.remap(r, gx + then[..., 0], gy + then[..., 1], cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
             low = cv2.GaussianBlur(r, (0, 0), self._band)
             detail = np.zeros_like(r)
+            lent = np.zeros(r.shape[:2], np.float32)
             for j, wj in zip(idx[b], w[b]):
                 if wj < 1e-3:
                     continue
-                warped, inside = self.warp(renders[b], self.crops[j], then)
+                matte = None if self.mattes is None else self.mattes[j]
+                warped, inside = self.warp(renders[b], self.crops[j], then, matte)
                 detail += wj * inside[..., None] * (warped - cv2.GaussianBlur(warped, (0, 0), self._band))
+                lent += wj * inside
+            if self.config.render_fills:
+                detail += np.clip(1.0 - lent, 0, 1)[..., None] * (r - low)
             if keep is not None:      # an edit's own detail (e.g. a frame of glasses) is added there
                 detail += np.clip(np.asarray(keep[b], np.float32), 0, 1)[..., None] * (r - low)
             out[b] = np.clip(low + detail, 0, 255).astype(np.uint8)

@@ -242,3 +242,35 @@ def test_a_frame_sampled_past_its_edge_lends_no_mirrored_detail():
     line, mirror = out[:, S - 12].mean(), out[:, S - 5].mean()   # the mirror: column S − 4 seen at S − 5
     assert line > 150, line
     assert abs(mirror - 100) < 3, mirror
+
+
+def test_frames_lend_detail_only_where_they_show_the_person():
+    """A frame whose person (a textured disc, matte 1) stands before a textured background (matte 0):
+    the background's texture moves with every head shift in a real clip, so only the person's
+    detail is lent; the background stays the render's own (here a sharp edge of its own survives).
+    Without the matte the frame's background texture is pasted in."""
+    rng = np.random.default_rng(7)
+    frame = _textured(0).astype(np.float32)
+    yy, xx = np.mgrid[0:S, 0:S]
+    person = (np.hypot(yy - S / 2, xx - S / 2) < 40).astype(np.float32)
+    grain = cv2.GaussianBlur(rng.normal(0, 1, (S, S)).astype(np.float32), (0, 0), 0.8)
+    frame = np.clip(frame + (1 - person)[..., None] * 60 * grain[..., None], 0, 255).astype(np.uint8)
+    render = cv2.GaussianBlur(frame, (0, 0), 3.0)
+    render[:, :6] = 20                                 # the render's own sharp edge, in the background
+    controls = np.zeros((1, 4), np.float32)
+    cfg = DetailConfig(neighbours=1)
+    out = VideoDetail(frame[None], controls, cfg, mattes=person[None]).apply(render[None], controls)[0]
+    pasted = VideoDetail(frame[None], controls, DetailConfig(neighbours=1, person_only=False),
+                         mattes=person[None]).apply(render[None], controls)[0]
+    inner = np.hypot(yy - S / 2, xx - S / 2) < 30
+    far = (np.hypot(yy - S / 2, xx - S / 2) > 52) & (xx > 12) & (xx < S - 8) & (yy > 8) & (yy < S - 8)
+
+    def lap(img, m):
+        return float(cv2.Laplacian(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), cv2.CV_32F)[m].var())
+
+    assert lap(out, inner) > 0.5 * lap(frame, inner)                # the person's detail is lent
+    assert np.abs(out[far].astype(int) - render[far].astype(int)).max() <= 2   # the background is the render's
+    assert lap(pasted, far) > 5 * lap(out, far)                        # without the matte: pasted
+    assert np.abs(out[:, :4].astype(int) - 20).max() <= 2              # the render's own edge survives
+    with pytest.raises(ValueError):
+        VideoDetail(frame[None], controls, cfg, mattes=person[None, :64])
