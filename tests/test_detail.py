@@ -258,12 +258,16 @@ def test_frames_lend_detail_only_where_they_show_the_person():
     render = cv2.GaussianBlur(frame, (0, 0), 3.0)
     render[:, :6] = 20                                 # the render's own sharp edge, in the background
     controls = np.zeros((1, 4), np.float32)
-    cfg = DetailConfig(neighbours=1)
+    cfg = DetailConfig(neighbours=1, band_sigma=5.0, matte_grow=0.0)
     out = VideoDetail(frame[None], controls, cfg, mattes=person[None]).apply(render[None], controls)[0]
-    pasted = VideoDetail(frame[None], controls, DetailConfig(neighbours=1, person_only=False),
+    pasted = VideoDetail(frame[None], controls, DetailConfig(neighbours=1, band_sigma=5.0, person_only=False),
                          mattes=person[None]).apply(render[None], controls)[0]
-    inner = np.hypot(yy - S / 2, xx - S / 2) < 30
-    far = (np.hypot(yy - S / 2, xx - S / 2) > 52) & (xx > 12) & (xx < S - 8) & (yy > 8) & (yy < S - 8)
+    grown = VideoDetail(frame[None], controls, DetailConfig(neighbours=1, band_sigma=5.0, matte_grow=8.0),
+                        mattes=person[None]).apply(render[None], controls)[0]
+    rad = np.hypot(yy - S / 2, xx - S / 2)
+    inner = rad < 30
+    far = (rad > 60) & (xx > 12) & (xx < S - 8) & (yy > 8) & (yy < S - 8)
+    ring = (rad > 42) & (rad < 45)                     # just outside the person: the grown matte lends there
 
     def lap(img, m):
         return float(cv2.Laplacian(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), cv2.CV_32F)[m].var())
@@ -272,5 +276,7 @@ def test_frames_lend_detail_only_where_they_show_the_person():
     assert np.abs(out[far].astype(int) - render[far].astype(int)).max() <= 2   # the background is the render's
     assert lap(pasted, far) > 5 * lap(out, far)                        # without the matte: pasted
     assert np.abs(out[:, :4].astype(int) - 20).max() <= 2              # the render's own edge survives
+    assert lap(grown, ring) > 3 * lap(out, ring)                       # the matte grown by 8 px lends there
+    assert np.abs(grown[far].astype(int) - render[far].astype(int)).max() <= 2   # and still not far out
     with pytest.raises(ValueError):
         VideoDetail(frame[None], controls, cfg, mattes=person[None, :64])
