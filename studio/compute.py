@@ -12,8 +12,10 @@ bit-identical from run to run, which exact resume depends on).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
 import os
+import sys
 import time
 
 from .errors import StudioError
@@ -144,3 +146,60 @@ class FreeCpuThreads:
         finally:
             if n != before:
                 torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------ the C allocator during training
+
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4      # glibc's mallopt parameter numbers
+_libc = None
+_allocator_tuned = False
+
+
+def _glibc():
+    """The process's C library when it is glibc (has mallopt and malloc_trim), else None."""
+    global _libc
+    if _libc is None:
+        _libc = False
+        if sys.platform.startswith("linux"):
+            try:
+                lib = ctypes.CDLL(None)
+                lib.mallopt, lib.malloc_trim              # musl and others lack these
+                lib.mallopt.argtypes, lib.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+                lib.malloc_trim.argtypes, lib.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+                _libc = lib
+            except (OSError, AttributeError):
+                pass
+    return _libc or None
+
+
+def tune_allocator() -> bool:
+    """Keep freed memory for reuse instead of handing it back to the system after every step.
+
+    glibc serves each allocation over its threshold (at most 32 MB) with a fresh mmap and unmaps it
+    on free, so a training step's large activations are paged in, zeroed by the kernel and unmapped
+    again every step. Measured on the NeRF stage (d9, 200 steps, 2-core CPU, README "Measured"):
+    7.8-9.5 million page faults and 18-25 s of kernel time per 200 steps, 72 s of training on
+    average; with large blocks taken from the heap and the heap never trimmed: 0.8 million faults,
+    5-7 s of kernel time, 61 s, for about 1.1 GB more peak memory. Called when a training loop
+    starts (once per process); `release_memory` gives the free part back when it ends.
+    ``AVATAR_STUDIO_ALLOCATOR=system`` leaves the allocator as it is. True when it was changed."""
+    global _allocator_tuned
+    if _allocator_tuned:
+        return True
+    if os.environ.get("AVATAR_STUDIO_ALLOCATOR", "").strip().lower() == "system":
+        return False
+    lib = _glibc()
+    if lib is None:
+        return False
+    ok = bool(lib.mallopt(_M_MMAP_MAX, 0))                     # no per-block mmap: large blocks from the heap
+    ok = bool(lib.mallopt(_M_TRIM_THRESHOLD, 1 << 30)) and ok  # do not shrink the heap after each step
+    ok = bool(lib.mallopt(_M_TOP_PAD, 256 << 20)) and ok        # grow it in 256 MB strides
+    _allocator_tuned = ok
+    return ok
+
+
+def release_memory() -> None:
+    """Give the allocator's free memory back to the system (after a training has ended)."""
+    lib = _glibc()
+    if lib is not None:
+        lib.malloc_trim(0)

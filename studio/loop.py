@@ -52,7 +52,7 @@ from typing import Any, Callable, Generator
 import numpy as np
 
 from .atomic import atomic_path
-from .compute import apply_threads
+from .compute import apply_threads, release_memory, tune_allocator
 from .errors import ProjectError, StudioError
 from .progress import Progress
 
@@ -108,6 +108,7 @@ class TrainingLoop:
 
             self.requested_threads = fixed_threads() or max(1, (os.cpu_count() or 1) // self.dist.local_size)
         self.threads = apply_threads(ctx.device, self.requested_threads)
+        tune_allocator()
         if self.dist is not None:
             self._load_shared()
         elif self.path.exists():
@@ -430,6 +431,7 @@ class TrainingLoop:
         import torch
 
         torch.set_num_threads(self._threads_before)
+        release_memory()
         if self._averager is not None:
             self._averager.close()
             if not self.dist.main:
