@@ -170,10 +170,11 @@ def probe(preset: str = "preview", device: str = "auto", steps: int = 3, resolut
     gpu = torch.cuda.is_available()
     gpu_name = torch.cuda.get_device_name(0) if gpu else ""
     dev = torch.device("cuda" if (device == "cuda" or (device == "auto" and gpu)) else "cpu")
-    from .compute import apply_threads
+    from .compute import apply_threads, tune_allocator
 
     before = torch.get_num_threads()
     apply_threads(dev.type)  # time the steps with the threads training will use (busy cores spin)
+    tune_allocator()         # ... and the allocator setting training uses
     cfg, G, E = _prior_networks(preset, resolution, dev)
     perc = perceptual_loss(dev)
     if _STOP.is_set():
