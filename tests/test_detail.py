@@ -280,3 +280,99 @@ def test_frames_lend_detail_only_where_they_show_the_person():
     assert np.abs(grown[far].astype(int) - render[far].astype(int)).max() <= 2   # and still not far out
     with pytest.raises(ValueError):
         VideoDetail(frame[None], controls, cfg, mattes=person[None, :64])
+
+
+def _blobs(seed: int, sigma: float = 4.0, amplitude: float = 25.0) -> np.ndarray:
+    """A pattern of the detail band's middle (structure of a few px, none finer than a pixel)."""
+    rng = np.random.default_rng(seed)
+    g = cv2.GaussianBlur(rng.normal(0, 1, (S, S)).astype(np.float32), (0, 0), sigma)
+    return (amplitude * g / g.std())[..., None]
+
+
+def _mid(img: np.ndarray) -> np.ndarray:
+    x = np.asarray(img, np.float32).mean(-1)
+    return cv2.GaussianBlur(x, (0, 0), 1.0) - cv2.GaussianBlur(x, (0, 0), 12.0)
+
+
+def _corr(a: np.ndarray, b: np.ndarray, m: np.ndarray) -> float:
+    return float(np.corrcoef(a[m], b[m])[0, 1])
+
+
+def test_mid_band_is_shared_with_the_render_outside_the_features_and_the_frames_elsewhere():
+    """The render is the frame without its finest texture and with a middle-band pattern of its own.
+    Outside the eyes and mouth (feature mask 0) the frames give the finest band and `mid_share` of the
+    middle band, the render the rest: at 0 the render's pattern is kept whole, at 1 (as before) it is
+    replaced by the frame's middle band. Where the feature mask is 1 the frame's middle band is kept
+    whatever `mid_share` says. The fine band is the frame's in every case."""
+    frame = _textured(0)
+    pattern = _blobs(1)
+    render = np.clip(cv2.GaussianBlur(frame, (0, 0), 1.5).astype(np.float32) + pattern, 0, 255).astype(np.uint8)
+    controls = np.zeros((1, 4), np.float32)
+    zero, one = np.zeros((1, S, S), np.float32), np.ones((1, S, S), np.float32)
+
+    class Still:   # the frame is in place: the band logic alone is looked at, not the flow
+        @staticmethod
+        def calc(a, b, _):
+            return np.zeros((S, S, 2), np.float32)
+
+    def run(share, features):
+        cfg = DetailConfig(neighbours=1, mid_share=share)
+        vd = VideoDetail(frame[None], controls, cfg, features=features)
+        vd._flow = Still()
+        return vd.apply(render[None], controls)[0]
+
+    m = np.zeros((S, S), bool)
+    m[30:98, 30:98] = True
+    p = _mid(np.repeat(pattern, 3, -1) + 128)
+    own, half, frames_only = run(0.0, zero), run(0.5, zero), run(1.0, zero)
+    d = _mid(own) - _mid(frames_only)                                 # what keeping the render's band adds
+    assert _corr(d, p, m) > 0.8                                       # the render's own pattern
+    h = _mid(half) - _mid(frames_only)
+    assert _corr(h, d, m) > 0.95 and 0.4 < float(np.std(h[m]) / np.std(d[m])) < 0.6   # half of it
+    assert np.array_equal(run(0.0, one), frames_only)                # in the features: the frame's
+    fine = lambda img: np.asarray(img, np.float32).mean(-1) - cv2.GaussianBlur(   # noqa: E731
+        np.asarray(img, np.float32).mean(-1), (0, 0), 1.0)
+    for out in (own, half, frames_only):                             # the finest band is the frame's
+        assert _corr(fine(out), fine(frame), m) > 0.9
+        assert metrics.sharpness_ratio_each(out[None], frame[None], m[None])[0] > 0.4
+    assert metrics.sharpness_ratio_each(render[None], frame[None], m[None])[0] < 0.15
+    with pytest.raises(ValueError):
+        VideoDetail(frame[None], controls, features=zero[:, :64])
+
+
+def test_feature_masks_cover_eyes_and_mouth_not_the_cheeks():
+    from studio.detail import feature_masks
+    from studio.tracking.geometry import EYE_R_REGION, FEATURE_REGIONS, MOUTH_REGION
+
+    lm = np.full((2, 478, 2), 64.0, np.float32)
+    centres = {0: (44, 50), 1: (84, 50), 2: (64, 96)}              # eye, eye, mouth (px)
+    for k, idx in enumerate(FEATURE_REGIONS):
+        ang = np.linspace(0, 2 * np.pi, len(idx), endpoint=False)
+        lm[0, list(idx)] = np.stack([centres[k][0] + 8 * np.cos(ang), centres[k][1] + 4 * np.sin(ang)], 1)
+    lm[1] = np.nan                                                    # a frame the mesh missed
+    m = feature_masks(lm, S, grow=4.0)
+    assert m.shape == (2, S, S) and m.dtype == np.float32
+    assert m[0, 50, 44] > 0.95 and m[0, 50, 84] > 0.95 and m[0, 96, 64] > 0.95
+    assert m[0, 75, 30] < 0.05 and m[0, 10, 64] < 0.05               # cheek and forehead
+    assert m[1].min() == 1.0                                          # no landmarks: the frame lends as before
+    assert len(EYE_R_REGION) and len(MOUTH_REGION)
+
+
+def test_from_project_gives_each_frame_its_eyes_and_mouth(tracked_d3):
+    """On the real tracked clip: every training frame has a feature mask, over its own tracked eyes
+    and mouth and off the face's outline."""
+    from studio.tracking.data import TrackingData
+    from studio.tracking.geometry import EYE_R_OUTER, MOUTH_R
+
+    vd = VideoDetail.from_project(tracked_d3, 64)
+    assert vd is not None and vd.features is not None and vd.features.shape == vd.crops.shape[:3]
+    trk = TrackingData.from_project(tracked_d3)
+    train, _ = trk.split()
+    for i in (0, len(train) // 2, len(train) - 1):
+        lm = trk.crop_landmarks(int(train[i])) * (64 / trk.crop_size)
+        for p in (EYE_R_OUTER, MOUTH_R):
+            x, y = np.round(lm[p]).astype(int)
+            assert vd.features[i, y, x] > 0.5, (i, p)
+        x, y = np.round(lm[234]).astype(int)                          # the face's edge by the ear
+        assert vd.features[i, y, min(x + 1, 63)] < 0.5, i
+    assert VideoDetail.from_project(tracked_d3, 64, config=DetailConfig(mid_share=1.0)).features is None

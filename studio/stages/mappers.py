@@ -24,6 +24,7 @@ from ..loop import TrainingLoop
 from ..metrics import from_uint8, to_uint8
 from ..pvp.common import load_personal_generator
 from ..tracking.data import TrackingData
+from ..tracking.geometry import FEATURE_REGIONS
 from .base import StageContext, StageSpec, register
 
 
@@ -97,11 +98,8 @@ def region_mask(tracking: TrackingData, rows, size: int) -> np.ndarray:
     lm = np.mean([tracking.crop_landmarks(int(r)) for r in rows[:: max(1, len(rows) // 50)]], axis=0)
     lm = lm * (size / tracking.crop_size)
     m = np.zeros((size, size), np.uint8)
-    eye_r = [33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246, 70, 63, 105, 66, 107]
-    eye_l = [263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466, 300, 293, 334, 296, 336]
-    mouth = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185]
-    for idx in (eye_r, eye_l, mouth):
-        hull = cv2.convexHull(lm[idx].astype(np.float32)).astype(np.int32)
+    for idx in FEATURE_REGIONS:
+        hull = cv2.convexHull(lm[list(idx)].astype(np.float32)).astype(np.int32)
         cv2.fillConvexPoly(m, hull, 1)
     k = max(3, size // 24) | 1
     m = cv2.dilate(m, np.ones((k, k), np.uint8))

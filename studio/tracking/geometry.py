@@ -14,6 +14,14 @@ MESH_POINTS = 468
 EYE_R_OUTER, EYE_R_INNER, EYE_L_INNER, EYE_L_OUTER = 33, 133, 362, 263  # R = subject's right (image left)
 MOUTH_R, MOUTH_L = 61, 291
 FOREHEAD, CHIN = 10, 152
+EYE_R_REGION = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246, 70, 63, 105, 66, 107)
+"""The subject's right eye's contour and the brow above it (their convex hull is the eye region)."""
+EYE_L_REGION = (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466, 300, 293, 334, 296,
+                336)
+MOUTH_REGION = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185)
+"""The lips' outer contour."""
+FEATURE_REGIONS = (EYE_R_REGION, EYE_L_REGION, MOUTH_REGION)
+"""Eyes with brows, and mouth: where a face's identity and expression are read."""
 SYMMETRIC_PAIRS = [(263, 33), (362, 133), (291, 61), (454, 234), (386, 159), (374, 145), (334, 105), (285, 55)]
 """(subject's left, subject's right) landmark pairs used to find the face's left-right axis."""
 
