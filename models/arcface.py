@@ -155,6 +155,46 @@ class MobileFaceNet(nn.Module):
         return out
 
 
+class FaceLoss(nn.Module):
+    """A face loss from a frozen MobileFaceNet, for training: (x, y) (B, 3, S, S) FFHQ-aligned crops in
+    [0, 1] → (feature distance, identity loss), each (B,), differentiable in x.
+
+    - feature distance: as `studio.metrics.feature_distance_tensor` measures it (the maps after
+      `dw_conv` and at `FEATURE_TAPS`, unit-normalised over channels, 1 − cos averaged over positions,
+      then over the layers), a face-trained stand-in for LPIPS;
+    - identity loss: 1 − cosine of the two embeddings.
+
+    One pass through the network gives both: the embedding head runs on from the last tap. The target
+    `y` is passed without gradient. The network stays in eval mode (BatchNorm uses its stored
+    statistics) and its weights never train."""
+
+    def __init__(self, net: MobileFaceNet):
+        super().__init__()
+        if max(FEATURE_TAPS) != len(net.features) - 1:
+            raise ValueError("the feature taps must end at the last block for one pass to give the embedding")
+        self.net = net.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "FaceLoss":   # the frozen network never leaves eval mode
+        return self
+
+    def _pass(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        n = self.net
+        x = face_region_from_aligned(images)
+        maps = n.feature_maps(x)
+        e = n.bn(n.conv3(n.gdconv(n.conv2(maps[-1]))).flatten(1))
+        return maps, F.normalize(e, dim=1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected two (B, 3, S, S) tensors of one shape, got {tuple(x.shape)}, {tuple(y.shape)}")
+        mx, ex = self._pass(x)
+        with torch.no_grad():
+            my, ey = self._pass(y)
+        dist = sum((1.0 - (F.normalize(a, dim=1, eps=1e-10) * F.normalize(b, dim=1, eps=1e-10)).sum(1))
+                   .flatten(1).mean(1) for a, b in zip(mx, my)) / len(mx)
+        return dist, 1.0 - (ex * ey).sum(1)
+
+
 def load_arcface(path: str | os.PathLike, device: str | torch.device = "cpu") -> MobileFaceNet:
     """Build MobileFaceNet and load a state_dict file strictly (never executes code from the file)."""
     state = torch.load(path, map_location="cpu", weights_only=True)

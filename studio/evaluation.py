@@ -502,6 +502,9 @@ LEGEND = [
     "  gives the controls beyond the expression the engine renders; the sliders are also scored without it.",
     "ArcFace feature distance: 1 − cos of channel-normalised MobileFaceNet feature maps, averaged over",
     "  positions and 4 layers; a stand-in for LPIPS that needs no download (0 = identical, lower is closer).",
+    "  Identity and this distance use the network the avatars train against when it is configured (the",
+    "  StyleGAN mappers' identity loss, the NeRF's face losses): they are measured on held-out frames, but",
+    "  they are not independent of training; PSNR, SSIM and sharpness are.",
 ]
 
 

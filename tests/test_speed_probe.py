@@ -84,3 +84,21 @@ def test_cancel_stops_a_running_probe():
         speed_probe._time_steps = saved
     assert not t.is_alive() and "cancelled" in outcome, "a cancelled probe must stop, not run 10000 steps"
     assert speed_probe.probe(resolution=32, steps=1).step_seconds > 0, "the next probe runs again"
+
+
+def test_nerf_estimate_prices_the_face_losses_when_arcface_is_configured(monkeypatch, tmp_path):
+    import studio.model_files as model_files
+
+    monkeypatch.setattr(model_files, "arcface_path", lambda: None)
+    without, _ = speed_probe.estimate(1.0)
+    monkeypatch.setattr(model_files, "arcface_path", lambda: tmp_path / "arcface.pt")
+    with_face, engines = speed_probe.estimate(1.0)
+    assert with_face["nerf"] == pytest.approx(speed_probe.FACE_LOSS_COST * without["nerf"])
+    assert speed_probe.FACE_LOSS_COST > 1.05 and engines["nerf"] == pytest.approx(with_face["nerf"])
+    assert with_face["prior"] == pytest.approx(without["prior"])
+    spec = REGISTRY["nerf"]
+    original = spec.preset
+    monkeypatch.setattr(spec, "preset", lambda name: dataclasses.replace(original(name), face_weight=0.0,
+                                                                          identity_weight=0.0))
+    off, _ = speed_probe.estimate(1.0)
+    assert off["nerf"] == pytest.approx(without["nerf"])

@@ -2,7 +2,8 @@
 
 Part "train": encoder, tri-plane generator, point decoder and super-resolution train jointly
 (L1 + λ·perceptual on the final image, λ·L1 on the volume-rendered low-res image, λ·mask loss
-against the matte). The camera of each frame comes from its tracked yaw/pitch (see
+against the matte, and — when the ArcFace file is configured — λ·the ArcFace feature distance and
+λ·identity loss on the final image). The camera of each frame comes from its tracked yaw/pitch (see
 `models.latentavatar.camera`). Checkpoints are written atomically every `checkpoint_every_s`
 seconds; a killed or cancelled run resumes from the last one.
 
@@ -50,6 +51,15 @@ class NerfConfig:
     perceptual_weight: float = opt(0.3, "Weight of the perceptual loss on the final image.", minimum=0.0)
     low_weight: float = opt(0.5, "Weight of the L1 loss on the low-resolution image.", minimum=0.0)
     mask_weight: float = opt(0.3, "Weight of the mask loss against the matte.", minimum=0.0)
+    face_weight: float = opt(0.2, "Weight of the face feature loss on the final image: distances of the ArcFace "
+                                  "network's intermediate maps, as the eval's feature distance measures them. Needs "
+                                  "the ArcFace file (`avatar-studio models add arcface FILE`); without it the loss "
+                                  "is left out and the stage says so.", minimum=0.0)
+    identity_weight: float = opt(0.1, "Weight of the identity loss (1 − ArcFace embedding cosine) on the final "
+                                      "image; the same ArcFace file.", minimum=0.0)
+    face_batch: int = opt(2, "How many images of each batch the face losses look at (0 = all); on a CPU the "
+                             "ArcFace pass costs about a third of a step at four.", minimum=0, maximum=64,
+                          advanced=True)
     mapper_share: float = opt(0.7, "Share of training samples rendered from the expression mapper's code "
                                    "instead of the encoder's.", minimum=0.0, maximum=1.0, advanced=True)
     mapper_steps: int = opt(600, "Steps of the final mapper fit onto the encoder codes (0 = skip).", minimum=0,
@@ -70,7 +80,7 @@ class NerfConfig:
 PRESETS = {
     "preview": NerfConfig(),
     "quality": NerfConfig(size=512, low_res=128, samples=48, code_dim=128, encoder_res=128, plane_res=128,
-                          plane_channels=32, steps=150_000, time_budget_min=0.0, batch=8, lr=1e-3,
+                          plane_channels=32, steps=150_000, time_budget_min=0.0, batch=8, lr=1e-3, face_batch=0,
                           checkpoint_every_s=300.0, preview_every=1000),
 }
 
@@ -141,6 +151,28 @@ def render_rows(model, data: FrameSet, idx, use_mapper: bool = True):
         return model(code, b["yaw"], b["pitch"])["image"].clamp(0, 1), b["image"]
 
 
+def face_loss(cfg: NerfConfig, device):
+    """The ArcFace face loss (`models.arcface.FaceLoss`) when its weights ask for it and the ArcFace file
+    is configured, else None; and a sentence for the user when it was asked for and left out."""
+    if cfg.face_weight <= 0 and cfg.identity_weight <= 0:
+        return None, ""
+    from models.arcface import FaceLoss, load_arcface
+
+    from ..model_files import arcface_path
+
+    path = arcface_path()
+    if path is None:
+        return None, ("the face feature and identity losses were left out: no ArcFace file is configured "
+                      "(`avatar-studio models add arcface arcface_mobilefacenet.pt`, a MobileFaceNet state_dict); "
+                      "the avatar trains on the other losses")
+    try:
+        return FaceLoss(load_arcface(path, device)), ""
+    except Exception as e:   # a file that was valid when added and is no longer
+        raise InputError(f"the ArcFace file {path} could not be read ({type(e).__name__}: {e})",
+                         "add it again with `avatar-studio models add arcface FILE`, or set face_weight=0 "
+                         "and identity_weight=0") from e
+
+
 def mean_psnr(a, b) -> float:
     """Mean per-image PSNR (dB) of two (B, 3, H, W) batches in [0, 1]."""
     return float(psnr_tensor(a, b, (0, 1)).mean())
@@ -183,7 +215,10 @@ def run(ctx: StageContext, cfg: NerfConfig):
     with torch.no_grad():
         model.background.copy_(background_logits(data, mcfg.low_res))
     perceptual = PerceptualLoss(backbone).to(ctx.device)
-    weights = LossWeights(perceptual=cfg.perceptual_weight, low=cfg.low_weight, mask=cfg.mask_weight)
+    face, face_note = face_loss(cfg, ctx.device)
+    weights = LossWeights(perceptual=cfg.perceptual_weight, low=cfg.low_weight, mask=cfg.mask_weight,
+                          face=cfg.face_weight if face is not None else 0.0,
+                          identity=cfg.identity_weight if face is not None else 0.0, face_batch=cfg.face_batch)
     optim = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     mopt = torch.optim.Adam(model.mapper.parameters(), lr=3e-4)
     loop.track("model", model)
@@ -199,7 +234,7 @@ def run(ctx: StageContext, cfg: NerfConfig):
         for g in optim.param_groups:
             g["lr"] = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
         idx = torch.from_numpy(loop.shard(loop.rng.choice(len(data), size=min(cfg.batch, len(data)), replace=False)))
-        losses, _ = train_step(model, optim, data.batch(idx), perceptual, weights, cfg.mapper_share)
+        losses, _ = train_step(model, optim, data.batch(idx), perceptual, weights, cfg.mapper_share, face=face)
         ema = loop.vars["ema"]
         loop.vars["ema"] = {k: v if k not in ema else 0.95 * ema[k] + 0.05 * v for k, v in losses.items()}
         return {k: round(v, 5) for k, v in loop.vars["ema"].items()}
@@ -235,6 +270,7 @@ def run(ctx: StageContext, cfg: NerfConfig):
                "train_minutes": figures_loop["train_minutes"],
                "resumed_from": (figures_loop.get("resumed_from") or {}).get("train", 0),
                "mapper_mse": round(mapper_mse, 5), "perceptual": perceptual.kind,
+               "face_loss": face is not None,
                "losses": dict(loop.vars["ema"]), **loop.parallel_summary()}
     if "cut_short" in figures_loop:
         figures["cut_short"] = figures_loop["cut_short"]
@@ -261,12 +297,12 @@ def run(ctx: StageContext, cfg: NerfConfig):
     yield ctx.progress(1, 1, part="save", message="saved")
     proj = ctx.project
     return {"outputs": {"model": proj.rel(model_path), "config": proj.rel(ctx.workdir / "avatar.json")},
-            "warnings": loop.warnings(), "summary": figures}
+            "warnings": loop.warnings() + ([face_note] if face_note else []), "summary": figures}
 
 
 register(StageSpec(
     name="nerf", title="LatentAvatar (tri-plane NeRF)", config_cls=NerfConfig, presets=PRESETS, run=run,
-    depends_on=("track",), models=("lpips",), trains=True, parallel=True,
+    depends_on=("track",), models=("arcface", "lpips"), trains=True, parallel=True,
     extra_depends=lambda cfg: ("flame",) if getattr(cfg, "controls", "named") == "flame" else (),
     description="Trains a 3D head whose expression is a learned latent code: a tri-plane NeRF rendered "
                 "from the tracked camera, refined by super-resolution. Yaw and pitch move a real camera; "

@@ -117,3 +117,72 @@ def test_feature_maps_shapes_and_agree_with_forward():
         net.feature_maps(torch.rand(1, 3, 64, 64))
     with pytest.raises(ValueError):
         net.feature_maps(x, taps=(99,))
+
+
+def test_face_loss_matches_the_metrics_and_trains_the_input_only():
+    """`FaceLoss` gives, in one pass, the eval's feature distance and 1 − the embeddings' cosine; its
+    gradient reaches the image, not the frozen network, and `.train()` does not unfreeze BatchNorm."""
+    from models.arcface import FaceLoss
+    from studio import metrics
+
+    torch.manual_seed(0)
+    net = MobileFaceNet()
+    for m in net.modules():                          # non-trivial BatchNorm statistics
+        if isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    loss = FaceLoss(net)
+    loss.train()
+    assert not net.training and not any(p.requires_grad for p in net.parameters())
+    x, y = torch.rand(3, 3, 64, 64), torch.rand(3, 3, 64, 64)
+    dist, ident = loss(x, y)
+    assert dist.shape == ident.shape == (3,)
+    assert torch.allclose(dist, metrics.feature_distance_tensor(net, x, y), atol=1e-5)
+    ex = torch.nn.functional.normalize(net(face_region_from_aligned(x)), dim=1)
+    ey = torch.nn.functional.normalize(net(face_region_from_aligned(y)), dim=1)
+    assert torch.allclose(ident, 1 - (ex * ey).sum(1), atol=1e-5)
+    same_d, same_i = loss(x, x)
+    assert float(same_d.abs().max()) < 1e-5 and float(same_i.abs().max()) < 1e-5
+    assert bool((dist > 1e-3).all()) and bool((ident > -1e-5).all())   # a random net's embeddings nearly agree
+    xg = x.clone().requires_grad_(True)
+    d, i = loss(xg, y)
+    (d + i).sum().backward()
+    assert xg.grad is not None and float(xg.grad.abs().sum()) > 0
+    assert all(p.grad is None for p in net.parameters())
+    with pytest.raises(ValueError):
+        loss(x, y[:2])
+
+
+@needs_weights
+def test_face_loss_descends_toward_the_real_face():
+    """With the real network: a few gradient steps on a blurred real face lower both losses against
+    the sharp one, and the image gains fine detail it did not have."""
+    import cv2
+
+    from models.arcface import FaceLoss
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    cap = cv2.VideoCapture(str(VIDEOS / "subject_turns_d3.mp4"))
+    ok, f = cap.read()
+    cap.release()
+    assert ok
+    h, w = f.shape[:2]
+    s = min(h, w)
+    sharp = cv2.cvtColor(cv2.resize(f[(h - s) // 2:(h + s) // 2, (w - s) // 2:(w + s) // 2], (128, 128),
+                                    interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+    soft = cv2.GaussianBlur(sharp, (0, 0), 2.5)
+    y = torch.from_numpy(sharp).permute(2, 0, 1)[None].float() / 255
+    x = (torch.from_numpy(soft).permute(2, 0, 1)[None].float() / 255).requires_grad_(True)
+    loss = FaceLoss(load_arcface(WEIGHTS))
+    d0, i0 = (float(v) for v in loss(x, y))
+    opt = torch.optim.Adam([x], lr=3e-3)
+    for _ in range(30):
+        opt.zero_grad()
+        d, i = loss(x, y)
+        (d + i).sum().backward()
+        opt.step()
+        with torch.no_grad():
+            x.clamp_(0, 1)
+    d1, i1 = (float(v) for v in loss(x, y))
+    assert d1 < 0.7 * d0 and i1 < 0.7 * i0, (d0, d1, i0, i1)

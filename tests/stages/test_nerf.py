@@ -140,3 +140,43 @@ def test_evaluate_writes_report(trained, monkeypatch):
     assert {e.part for e in events} >= {"heldout", "sweeps", "latency", "multiview"}
     table = format_table([rep, {"engine": "pvp", "size": 256}])
     assert "held-out PSNR" in table and "multi-view yaw error" in table and "—" in table
+
+
+@pytest.mark.parametrize("arcface", ["fixture", "absent", "corrupt"])
+def test_face_losses_use_the_arcface_file_or_say_why_not(tmp_path, monkeypatch, arcface):
+    """With an ArcFace file (a fixture MobileFaceNet state_dict, the real file's format) the stage
+    trains on the face feature and identity losses and says so in its summary; without one it trains
+    on the rest and the warning names the file to add; an unreadable file stops it with a message."""
+    import torch
+
+    import studio.model_files as model_files
+    from models.arcface import MobileFaceNet
+    from studio.errors import InputError
+    from studio.pipeline import run_stage
+
+    path = tmp_path / "arcface.pt"
+    if arcface == "fixture":
+        torch.manual_seed(0)
+        torch.save(MobileFaceNet().state_dict(), path)
+    elif arcface == "corrupt":
+        path.write_bytes(b"not a state dict")
+    monkeypatch.setattr(model_files, "arcface_path", lambda: None if arcface == "absent" else path)
+    proj = make_project(tmp_path / "proj")
+    cfg = dict(TINY, steps=6, mapper_steps=2)
+    if arcface == "corrupt":
+        with pytest.raises(InputError, match="ArcFace file"):
+            run_stage(proj, "nerf", cfg)
+        return
+    events = []
+    result = run_stage(proj, "nerf", cfg, on_progress=events.append)
+    s = result["summary"]
+    losses = [e.losses for e in events if e.part == "train" and e.losses]
+    if arcface == "fixture":
+        assert s["face_loss"] is True and {"face", "identity"} <= set(s["losses"])
+        assert all(np.isfinite(v["face"]) and v["face"] > 0 for v in losses)
+        assert not any("ArcFace" in w for w in result["warnings"])
+    else:
+        assert s["face_loss"] is False and "face" not in s["losses"]
+        assert any("arcface" in w and "models add" in w for w in result["warnings"])
+    off = run_stage(make_project(tmp_path / "off"), "nerf", dict(cfg, face_weight=0.0, identity_weight=0.0))
+    assert off["summary"]["face_loss"] is False and not off["warnings"]
