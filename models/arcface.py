@@ -190,9 +190,14 @@ class FaceLoss(nn.Module):
         mx, ex = self._pass(x)
         with torch.no_grad():
             my, ey = self._pass(y)
-        dist = sum((1.0 - (F.normalize(a, dim=1, eps=1e-10) * F.normalize(b, dim=1, eps=1e-10)).sum(1))
-                   .flatten(1).mean(1) for a, b in zip(mx, my)) / len(mx)
-        return dist, 1.0 - (ex * ey).sum(1)
+        return map_distance(mx, my), 1.0 - (ex * ey).sum(1)
+
+
+def map_distance(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
+    """Feature distance of two lists of feature maps (`MobileFaceNet.feature_maps`), per image (B,): each
+    map unit-normalised over channels at every position, 1 − cos averaged over positions, then over layers."""
+    return sum((1.0 - (F.normalize(x, dim=1, eps=1e-10) * F.normalize(y, dim=1, eps=1e-10)).sum(1))
+               .flatten(1).mean(1) for x, y in zip(a, b)) / len(a)
 
 
 def load_arcface(path: str | os.PathLike, device: str | torch.device = "cpu") -> MobileFaceNet:

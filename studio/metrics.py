@@ -317,7 +317,7 @@ def feature_distance_tensor(net, x, y, aligned: bool = True):
     """
     import torch
     import torch.nn.functional as F
-    from models.arcface import INPUT_SIZE, face_region_from_aligned
+    from models.arcface import INPUT_SIZE, face_region_from_aligned, map_distance
 
     if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"expected two (B, 3, H, W) tensors of one shape, got {tuple(x.shape)}, {tuple(y.shape)}")
@@ -332,12 +332,7 @@ def feature_distance_tensor(net, x, y, aligned: bool = True):
 
     n = len(x)
     feats = net.feature_maps(prep(torch.cat([x, y], 0)))
-    per_layer = []
-    for f in feats:
-        f = F.normalize(f, dim=1, eps=1e-10)
-        a, b = f[:n], f[n:]
-        per_layer.append((1.0 - (a * b).sum(1)).flatten(1).mean(1))  # (B,)
-    return sum(per_layer) / len(per_layer)
+    return map_distance([f[:n] for f in feats], [f[n:] for f in feats])
 
 
 def feature_distance_each(a: np.ndarray, b: np.ndarray, aligned: bool = True, batch: int = 32) -> np.ndarray | None:
