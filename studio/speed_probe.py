@@ -36,10 +36,16 @@ STEP_COST: dict[str, float] = {
     # said for 40:24 (d3, 12-01), 36 min for 44:58 (d14, 12-02).
     "nerf": 2698.0 / 7000 / 0.579,
 }
-FACE_LOSS_COST = 3.70 / 3.11
-"""How much longer a NeRF step is with its face losses (`NerfConfig.face_weight`, on when the ArcFace
-file is configured): on d3, one machine, 2026-12-03, alone, 3.70 steps/s without them and 3.03–3.19
-with them (two images a step through the ArcFace network)."""
+FACE_LOSS_COST: dict[str, float] = {
+    "nerf": 3.70 / 3.11,
+    "pti": (1.06 + 3.95) / (1.06 + 3.22),
+}
+"""How much longer a stage takes with its ArcFace face losses (on when the stage's face weights are above 0
+and the ArcFace file is configured). NeRF: on d3, one machine, 2026-12-03, alone, 3.70 steps/s without them
+and 3.03–3.19 with them (two images a step through the ArcFace network). PTI: on d3, one machine, the same
+prior, 2026-12-03, alone: the 500 tuning steps 3.95 min with them (four pivots a step) against 3.22 without,
+the inversion (1.06 min, no face losses) unchanged. The mappers ran ArcFace for their identity loss before
+the face losses, at the same cost, so they have no entry."""
 STEP_FIELD = {"pti": "tune_steps"}
 """The config field that counts a stage's steps, where it is not `steps`."""
 FIXED_COST: dict[str, float] = {"pivots": 2.0 / _PRIOR_STEP_S}
@@ -112,15 +118,15 @@ def estimate(step_seconds: float, preset: str = "preview") -> tuple[dict[str, fl
         elif name in STEP_COST:
             steps = getattr(spec.preset(preset), STEP_FIELD.get(name, "steps"))
             stages[name] = STEP_COST[name] * steps * step_seconds
-            if name == "nerf" and _face_losses_on(spec.preset(preset)):
-                stages[name] *= FACE_LOSS_COST
+            if name in FACE_LOSS_COST and _face_losses_on(spec.preset(preset)):
+                stages[name] *= FACE_LOSS_COST[name]
     engines = {e: sum(stages.get(s, 0.0) for s in names) for e, names in engine_stages().items()
                if any(s in stages for s in names)}
     return stages, engines
 
 
 def _face_losses_on(cfg) -> bool:
-    """Whether the NeRF stage under `cfg` trains with its face losses (weights above 0, ArcFace configured)."""
+    """Whether a stage under `cfg` trains with its face losses (weights above 0, ArcFace configured)."""
     if getattr(cfg, "face_weight", 0.0) <= 0 and getattr(cfg, "identity_weight", 0.0) <= 0:
         return False
     from .model_files import arcface_path

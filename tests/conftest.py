@@ -58,3 +58,22 @@ def short_clip(tmp_path_factory, d3_video) -> Path:
     ffmpeg("-i", str(d3_video), "-frames:v", "40", "-t", "1.34", "-vf", "scale=256:256", "-c:v", "libx264", "-crf", "16", "-c:a", "aac",
            str(out))
     return out
+
+
+def use_arcface(monkeypatch, tmp_path: Path, kind: str) -> Path | None:
+    """Point the stages at an ArcFace file of `kind`: "fixture" (a seeded, untrained MobileFaceNet saved as
+    a state_dict, the real file's format), "corrupt" (bytes torch cannot read) or "absent" (none
+    configured). Returns the file's path (None when absent)."""
+    import torch
+
+    import studio.model_files as model_files
+    from models.arcface import MobileFaceNet
+
+    path = tmp_path / "arcface.pt"
+    if kind == "fixture":
+        torch.manual_seed(0)
+        torch.save(MobileFaceNet().state_dict(), path)
+    elif kind == "corrupt":
+        path.write_bytes(b"not a state dict")
+    monkeypatch.setattr(model_files, "arcface_path", lambda: None if kind == "absent" else path)
+    return None if kind == "absent" else path

@@ -86,19 +86,24 @@ def test_cancel_stops_a_running_probe():
     assert speed_probe.probe(resolution=32, steps=1).step_seconds > 0, "the next probe runs again"
 
 
-def test_nerf_estimate_prices_the_face_losses_when_arcface_is_configured(monkeypatch, tmp_path):
+@pytest.mark.parametrize("stage", ["nerf", "pti"])
+def test_estimate_prices_the_face_losses_when_arcface_is_configured(monkeypatch, tmp_path, stage):
     import studio.model_files as model_files
 
     monkeypatch.setattr(model_files, "arcface_path", lambda: None)
     without, _ = speed_probe.estimate(1.0)
     monkeypatch.setattr(model_files, "arcface_path", lambda: tmp_path / "arcface.pt")
     with_face, engines = speed_probe.estimate(1.0)
-    assert with_face["nerf"] == pytest.approx(speed_probe.FACE_LOSS_COST * without["nerf"])
-    assert speed_probe.FACE_LOSS_COST > 1.05 and engines["nerf"] == pytest.approx(with_face["nerf"])
+    cost = speed_probe.FACE_LOSS_COST[stage]
+    assert with_face[stage] == pytest.approx(cost * without[stage]) and cost > 1.05
+    engine = "nerf" if stage == "nerf" else "pvp"
+    assert engines[engine] == pytest.approx(sum(with_face[s] for s in speed_probe.engine_stages()[engine]
+                                                if s in with_face))
     assert with_face["prior"] == pytest.approx(without["prior"])
-    spec = REGISTRY["nerf"]
+    assert with_face["mappers"] == pytest.approx(without["mappers"])
+    spec = REGISTRY[stage]
     original = spec.preset
     monkeypatch.setattr(spec, "preset", lambda name: dataclasses.replace(original(name), face_weight=0.0,
                                                                           identity_weight=0.0))
     off, _ = speed_probe.estimate(1.0)
-    assert off["nerf"] == pytest.approx(without["nerf"])
+    assert off[stage] == pytest.approx(without[stage])

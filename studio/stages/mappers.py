@@ -1,8 +1,8 @@
 """Stage `mappers` (PVP): a pose mapper that blends the pivot latents and an expression mapper
 that offsets the early latents, trained on every training frame with the tuned generator frozen.
 
-Losses (weights in the preset): L2 + perceptual + identity (ArcFace, when its weights are
-present) on the training frames; on renders whose expression inputs are randomly perturbed,
+Losses (weights in the preset): L2 + perceptual + the ArcFace feature distance and identity loss
+(`studio.stages.face`, when the ArcFace file is configured) on the training frames; on renders whose expression inputs are randomly perturbed,
 an expression-matching and a pose-consistency loss read back through a small differentiable
 estimator trained on this video's own crops (PVP used DECA, which is not available offline),
 an RGB consistency loss outside the eyes and mouth, and a small latent regulariser.
@@ -26,6 +26,7 @@ from ..pvp.common import load_personal_generator
 from ..tracking.data import TrackingData
 from ..tracking.geometry import FEATURE_REGIONS
 from .base import StageContext, StageSpec, register
+from .face import face_loss, face_terms
 
 
 @dataclass
@@ -53,7 +54,12 @@ class MappersConfig:
                          advanced=True)
     w_l2: float = opt(1.0, "Weight of the L2 reconstruction loss.", advanced=True)
     w_perceptual: float = opt(0.5, "Weight of the perceptual loss.", advanced=True)
-    w_identity: float = opt(0.1, "Weight of the identity loss (ArcFace).", advanced=True)
+    w_identity: float = opt(0.1, "Weight of the identity loss (1 − ArcFace embedding cosine) on the training "
+                                 "frames. Needs the ArcFace file (`avatar-studio models add arcface FILE`).",
+                            minimum=0.0, advanced=True)
+    w_face: float = opt(0.2, "Weight of the face feature loss on the training frames (distances of the ArcFace "
+                             "network's intermediate feature maps: the eval's feature distance).", minimum=0.0,
+                        advanced=True)
     w_expression: float = opt(0.05, "Weight of the expression-matching loss on perturbed renders (named sliders; "
                                     "see w_expression_flame).", advanced=True)
     w_pose: float = opt(0.05, "Weight of the pose-consistency loss on perturbed renders.", advanced=True)
@@ -107,27 +113,6 @@ def region_mask(tracking: TrackingData, rows, size: int) -> np.ndarray:
     return (1.0 - np.clip(m, 0, 1)).astype(np.float32)
 
 
-def _face112(x: torch.Tensor) -> torch.Tensor:
-    """Central face region of FFHQ-aligned images, resized to 112 for ArcFace."""
-    s = x.shape[-1]
-    a, b = int(s * 0.19), int(s * 0.81)
-    return F.interpolate(x[..., a + int(s * 0.03): b + int(s * 0.03), a:b], size=(112, 112), mode="bilinear",
-                         align_corners=False, antialias=True)
-
-
-def load_identity_net(device="cpu"):
-    """ArcFace MobileFaceNet when its weights are available, else None."""
-    try:
-        from models.arcface import load_arcface
-        from ..model_files import arcface_path
-    except ImportError:
-        return None
-    path = arcface_path()
-    if path is None:
-        return None
-    return load_arcface(path, device)
-
-
 def pivot_pose_loss(pose_map, poses: torch.Tensor, pivot_pose: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """How far the pose mapper's blend is from the pose asked for: the blend's weighted mean of the
     pivots' tracked (yaw, pitch) against `poses` (B, 2), in units of `std` (2,), smooth L1. The
@@ -178,7 +163,7 @@ def run(ctx: StageContext, cfg: MappersConfig):
 
         lp = lpips_path()
         perceptual = PerceptualLoss(str(lp) if lp is not None else None).to(dev)
-    idnet = load_identity_net(dev) if cfg.w_identity > 0 else None
+    face, face_note = face_loss(cfg.w_identity > 0 or cfg.w_face > 0, dev, "w_identity=0 and w_face=0")
 
     # ---- part 1: the read-back estimator on real crops
     est.train()
@@ -240,12 +225,10 @@ def run(ctx: StageContext, cfg: MappersConfig):
             lp = perceptual(out, target)
             loss = loss + cfg.w_perceptual * lp
             logs["perceptual"] = lp.item()
-        if idnet is not None:
-            e1 = F.normalize(idnet(_face112(out)), dim=1)
-            e2 = F.normalize(idnet(_face112(target)), dim=1)
-            lid = (1 - (e1 * e2).sum(1)).mean()
-            loss = loss + cfg.w_identity * lid
-            logs["identity"] = lid.item()
+        if face is not None:
+            dist, lid = face_terms(face, out, target)
+            loss = loss + cfg.w_face * dist + cfg.w_identity * lid
+            logs.update(face=dist.item(), identity=lid.item())
         reg = off[:, : expr_map.n_layers].pow(2).mean()
         loss = loss + cfg.w_reg * reg
         if cfg.w_pivot_pose > 0:   # poses drawn evenly over the trained range, not as often as the clip shows them
@@ -304,8 +287,8 @@ def run(ctx: StageContext, cfg: MappersConfig):
     write_json(ctx.workdir / "mappers.json", meta)
     final_l2 = (last.get("logs") or {}).get("l2")
     return {"outputs": {"mappers": f"{ctx.stage}/mappers.pt", "meta": f"{ctx.stage}/mappers.json"},
-            "warnings": loop.warnings(),
-            "summary": {"steps": figures["steps"].get("mappers", 0), "of_steps": cfg.steps,
+            "warnings": loop.warnings() + ([face_note] if face_note else []),
+            "summary": {"steps": figures["steps"].get("mappers", 0), "of_steps": cfg.steps, "face_loss": face is not None,
                         **({"final_l2": round(final_l2, 5)} if final_l2 is not None else {}),
                         "minutes": figures["train_minutes"],
                         **{k: round(v, 3) for k, v in est_quality.items()}, **loop.parallel_summary(),

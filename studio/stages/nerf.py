@@ -30,6 +30,7 @@ from ..loop import TrainingLoop
 from ..metrics import psnr_tensor, to_uint8
 from ..nerf_format import FORMAT
 from .base import StageContext, StageSpec, register
+from .face import face_loss
 
 
 @dataclass
@@ -151,28 +152,6 @@ def render_rows(model, data: FrameSet, idx, use_mapper: bool = True):
         return model(code, b["yaw"], b["pitch"])["image"].clamp(0, 1), b["image"]
 
 
-def face_loss(cfg: NerfConfig, device):
-    """The ArcFace face loss (`models.arcface.FaceLoss`) when its weights ask for it and the ArcFace file
-    is configured, else None; and a sentence for the user when it was asked for and left out."""
-    if cfg.face_weight <= 0 and cfg.identity_weight <= 0:
-        return None, ""
-    from models.arcface import FaceLoss, load_arcface
-
-    from ..model_files import arcface_path
-
-    path = arcface_path()
-    if path is None:
-        return None, ("the face feature and identity losses were left out: no ArcFace file is configured "
-                      "(`avatar-studio models add arcface arcface_mobilefacenet.pt`, a MobileFaceNet state_dict); "
-                      "the avatar trains on the other losses")
-    try:
-        return FaceLoss(load_arcface(path, device)), ""
-    except Exception as e:   # a file that was valid when added and is no longer
-        raise InputError(f"the ArcFace file {path} could not be read ({type(e).__name__}: {e})",
-                         "add it again with `avatar-studio models add arcface FILE`, or set face_weight=0 "
-                         "and identity_weight=0") from e
-
-
 def mean_psnr(a, b) -> float:
     """Mean per-image PSNR (dB) of two (B, 3, H, W) batches in [0, 1]."""
     return float(psnr_tensor(a, b, (0, 1)).mean())
@@ -215,7 +194,8 @@ def run(ctx: StageContext, cfg: NerfConfig):
     with torch.no_grad():
         model.background.copy_(background_logits(data, mcfg.low_res))
     perceptual = PerceptualLoss(backbone).to(ctx.device)
-    face, face_note = face_loss(cfg, ctx.device)
+    face, face_note = face_loss(cfg.face_weight > 0 or cfg.identity_weight > 0, ctx.device,
+                                "face_weight=0 and identity_weight=0")
     weights = LossWeights(perceptual=cfg.perceptual_weight, low=cfg.low_weight, mask=cfg.mask_weight,
                           face=cfg.face_weight if face is not None else 0.0,
                           identity=cfg.identity_weight if face is not None else 0.0, face_batch=cfg.face_batch)

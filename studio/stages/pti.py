@@ -5,8 +5,8 @@
    noise maps the avatar renders with are optimised jointly for all pivots under the StyleGAN2
    projector's noise regulariser (no spatial autocorrelation at any scale) and renormalised
    after each step, so a still pose still gives a still image.
-2. Tuning: the generator is fine-tuned on all pivots jointly with L2 + perceptual loss, plus the
-   locality regulariser: latents sampled between each pivot and random latents of the subject's
+2. Tuning: the generator is fine-tuned on all pivots jointly with L2 + perceptual loss, the ArcFace
+   face losses when the ArcFace file is configured (`studio.stages.face`), plus the locality regulariser: latents sampled between each pivot and random latents of the subject's
    latent distribution must render as the untuned generator renders them. Tuning stops early
    when the mean pivot PSNR reaches the target, or at the step cap of the preset.
 3. Evaluation: pivot PSNR/SSIM, held-out PSNR/SSIM (held-out frames placed by a short W inversion
@@ -32,6 +32,7 @@ from ..metrics import psnr_tensor, to_uint8
 from ..pvp.common import load_frames, perceptual_loss, preview_grid, reconstruction_loss
 from ..tracking.data import TrackingData
 from .base import StageContext, StageSpec, register
+from .face import face_loss, face_terms
 
 
 @dataclass
@@ -47,6 +48,15 @@ class PTIConfig:
     tune_lr: float = opt(3e-4, "Learning rate of the tuning (PTI uses 3e-4).", minimum=1e-6, maximum=0.1,
                          advanced=True)
     w_perceptual: float = opt(1.0, "Weight of the perceptual loss.", minimum=0.0, advanced=True)
+    face_weight: float = opt(0.2, "Weight of the face feature loss in the tuning: distances of the ArcFace network's "
+                                  "intermediate feature maps between the pivot renders and their frames (the eval's "
+                                  "feature distance). Needs the ArcFace file (`avatar-studio models add arcface "
+                                  "FILE`); without it the loss is left out and the stage says so.", minimum=0.0,
+                             advanced=True)
+    identity_weight: float = opt(0.1, "Weight of the identity loss in the tuning (1 − ArcFace embedding cosine).",
+                                 minimum=0.0, advanced=True)
+    face_batch: int = opt(4, "How many of each tuning batch's pivots the face losses look at (0 = all).", minimum=0,
+                          maximum=64, advanced=True)
     locality_weight: float = opt(0.1, "Weight of the locality regulariser (PTI: 0.1).", minimum=0.0, advanced=True)
     locality_every: int = opt(4, "Apply the locality regulariser every N steps.", minimum=1, advanced=True)
     locality_alpha: float = opt(0.3, "How far towards a random latent the regularised latents lie (0..1).",
@@ -65,7 +75,7 @@ class PTIConfig:
 
 PRESETS = {"preview": PTIConfig(),
            "quality": PTIConfig(invert_steps=500, tune_steps=3000, tune_batch=8, target_psnr=33.0,
-                                checkpoint_every_s=120.0)}
+                                face_batch=0, checkpoint_every_s=120.0)}
 
 
 def noise_buffers(G) -> list[torch.Tensor]:
@@ -106,6 +116,8 @@ def run(ctx: StageContext, cfg: PTIConfig):
     targets = load_frames(trk, rows, res).to(dev)
     k = len(rows)
     perc = perceptual_loss(dev) if cfg.w_perceptual > 0 else None
+    face, face_note = face_loss(cfg.face_weight > 0 or cfg.identity_weight > 0, dev,
+                                "face_weight=0 and identity_weight=0")
     prior_latents = prior_rows = None
     if "latents" in (proj.record("prior").get("outputs") or {}):
         with np.load(proj.output("prior", "latents")) as z:
@@ -191,6 +203,10 @@ def run(ctx: StageContext, cfg: PTIConfig):
         wb = _broadcast(w_piv[idx], G.num_ws)
         out = G_tuned.synthesis(wb, noise_mode="const")
         loss, logs = reconstruction_loss(out, targets[idx], "l2", perc, cfg.w_perceptual)
+        if face is not None:
+            dist, ident = face_terms(face, out, targets[idx], cfg.face_batch)
+            loss = loss + cfg.face_weight * dist + cfg.identity_weight * ident
+            logs.update(face=dist.item(), identity=ident.item())
         if cfg.locality_weight > 0 and i % cfg.locality_every == 0:
             if prior_latents is None:  # an imported generator: w_z = mapping(z), as in the paper
                 with torch.no_grad():
@@ -242,8 +258,8 @@ def run(ctx: StageContext, cfg: PTIConfig):
     pm = figures["part_minutes"]
     return {"outputs": {"generator": f"{ctx.stage}/generator.safetensors", "latents": f"{ctx.stage}/latents.npz",
                         "recon": f"{ctx.stage}/pivots_recon.png", "metrics": f"{ctx.stage}/pivots_metrics.json"},
-            "warnings": loop.warnings(),
-            "summary": {"pivots": k, "pivot_psnr": round(float(p.mean()), 2), "pivot_psnr_min": round(float(p.min()), 2),
+            "warnings": loop.warnings() + ([face_note] if face_note else []),
+            "summary": {"pivots": k, "face_loss": face is not None, "pivot_psnr": round(float(p.mean()), 2), "pivot_psnr_min": round(float(p.min()), 2),
                         "pivot_ssim": round(float(np.mean(s)), 4), "inversion_psnr": round(loop.vars["inv_psnr"], 2),
                         "invert_steps": figures["steps"].get("invert", 0), "tune_steps": figures["steps"].get("tune", 0),
                         "invert_min": pm.get("invert", 0.0), "tune_min": pm.get("tune", 0.0), **held_summary,
@@ -298,6 +314,6 @@ def heldout_metrics(proj, trk: TrackingData, G, dev, steps: int, perc=None, prio
 
 
 register(StageSpec(name="pti", title="Pivotal tuning", config_cls=PTIConfig, presets=PRESETS, run=run,
-                   depends_on=("pivots", "prior"), models=("lpips",), trains=True, parallel=True,
+                   depends_on=("pivots", "prior"), models=("arcface", "lpips"), trains=True, parallel=True,
                    description="Inverts each pivot frame and tunes the generator on all pivots, so it reproduces "
                                "this person closely."))

@@ -68,3 +68,23 @@ def test_mappers_train_and_render(pvp_project):
     c = av.render(yaw=lo).image
     d = av.render(yaw=hi).image
     assert np.abs(c.astype(int) - d.astype(int)).mean() > 0.5, "yaw must change the picture"
+
+
+@pytest.mark.parametrize("arcface", ["fixture", "absent"])
+def test_mappers_face_losses_follow_the_arcface_file(pvp_project, tmp_path, monkeypatch, arcface):
+    """The mappers train on the ArcFace feature distance and identity loss when the file is there (logged,
+    finite), and without it say which file to add."""
+    from tests.conftest import use_arcface
+
+    use_arcface(monkeypatch, tmp_path, arcface)
+    events = []
+    res = run_stage(pvp_project, "mappers", {"steps": 4, "batch": 2, "estimator_steps": 2, "w_perceptual": 0.0},
+                    on_progress=events.append, force=True)
+    logged = [e.losses for e in events if e.part == "mappers" and e.losses]
+    assert len(logged) == 4
+    if arcface == "fixture":
+        assert res["summary"]["face_loss"] is True and not res["warnings"]
+        assert all(np.isfinite(v["face"]) and v["face"] > 0 and 0 <= v["identity"] <= 2 for v in logged)
+    else:
+        assert res["summary"]["face_loss"] is False and not any("face" in v for v in logged)
+        assert any("arcface" in w and "models add" in w for w in res["warnings"])

@@ -147,20 +147,11 @@ def test_face_losses_use_the_arcface_file_or_say_why_not(tmp_path, monkeypatch, 
     """With an ArcFace file (a fixture MobileFaceNet state_dict, the real file's format) the stage
     trains on the face feature and identity losses and says so in its summary; without one it trains
     on the rest and the warning names the file to add; an unreadable file stops it with a message."""
-    import torch
-
-    import studio.model_files as model_files
-    from models.arcface import MobileFaceNet
     from studio.errors import InputError
     from studio.pipeline import run_stage
+    from tests.conftest import use_arcface
 
-    path = tmp_path / "arcface.pt"
-    if arcface == "fixture":
-        torch.manual_seed(0)
-        torch.save(MobileFaceNet().state_dict(), path)
-    elif arcface == "corrupt":
-        path.write_bytes(b"not a state dict")
-    monkeypatch.setattr(model_files, "arcface_path", lambda: None if arcface == "absent" else path)
+    use_arcface(monkeypatch, tmp_path, arcface)
     proj = make_project(tmp_path / "proj")
     cfg = dict(TINY, steps=6, mapper_steps=2)
     if arcface == "corrupt":

@@ -57,3 +57,43 @@ def test_cancelled_pti_resumes_in_tuning(tracked_d3, tmp_path):
     assert resumed and int(resumed[0].split(" step ")[1].split()[0]) > 0, messages[:5]
     assert res["summary"]["tune_steps"] == 40
     assert np.isfinite(res["summary"]["inversion_psnr"])  # kept across the resume
+
+
+@pytest.mark.parametrize("arcface", ["fixture", "absent", "corrupt"])
+def test_tuning_uses_the_face_losses_when_the_arcface_file_is_there(tracked_d3, tmp_path, monkeypatch, arcface):
+    """With an ArcFace file (a fixture in the real file's format) the tuning adds the face feature and
+    identity losses, logs them and tunes the generator differently from a run without them; without a
+    file it tunes on the rest and the warning names the file; an unreadable file stops it with a message."""
+    import torch
+    from safetensors.torch import load_file
+
+    from studio.errors import InputError
+    from tests.conftest import use_arcface
+
+    root = tmp_path / "p"
+    shutil.copytree(tracked_d3.root, root)
+    proj = Project.open(root)
+    run_stage(proj, "pivots", {"k": 4})
+    tiny_generator(tmp_path / "g.safetensors")
+    run_stage(proj, "prior", {"pretrained": str(tmp_path / "g.safetensors")})
+    use_arcface(monkeypatch, tmp_path, arcface)
+    cfg = {"invert_steps": 2, "tune_steps": 6, "tune_batch": 3, "face_batch": 2, "target_psnr": 60,
+           "heldout_invert_steps": 0, "checkpoint_every_s": 0}
+    if arcface == "corrupt":
+        with pytest.raises(InputError, match="ArcFace file"):
+            run_stage(proj, "pti", cfg)
+        return
+    events = []
+    res = run_stage(proj, "pti", cfg, on_progress=events.append)
+    tuned = [e.losses for e in events if e.part == "tune" and e.losses]
+    if arcface == "absent":
+        assert res["summary"]["face_loss"] is False and not any("face" in v for v in tuned)
+        assert any("arcface" in w and "models add" in w for w in res["warnings"])
+        return
+    assert res["summary"]["face_loss"] is True and not any("ArcFace" in w for w in res["warnings"])
+    assert tuned and all(np.isfinite(v["face"]) and v["face"] > 0 and 0 <= v["identity"] <= 2 for v in tuned)
+    with_face = load_file(str(root / "pti" / "generator.safetensors"))
+    off = run_stage(proj, "pti", dict(cfg, face_weight=0.0, identity_weight=0.0), force=True)
+    assert off["summary"]["face_loss"] is False and not off["warnings"]
+    without = load_file(str(root / "pti" / "generator.safetensors"))
+    assert any(not torch.equal(with_face[k], without[k]) for k in with_face), "the face losses changed nothing"
