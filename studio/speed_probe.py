@@ -38,13 +38,14 @@ STEP_COST: dict[str, float] = {
 }
 FACE_LOSS_COST: dict[str, float] = {
     "nerf": 3.70 / 3.11,
-    "pti": (1.06 + 3.95) / (1.06 + 3.22),
+    "pti": ((1.06 + 3.95) / (1.06 + 3.22) + (1.13 + 4.62) / (1.13 + 2.91)) / 2,
 }
 """How much longer a stage takes with its ArcFace face losses (on when the stage's face weights are above 0
 and the ArcFace file is configured). NeRF: on d3, one machine, 2026-12-03, alone, 3.70 steps/s without them
-and 3.03–3.19 with them (two images a step through the ArcFace network). PTI: on d3, one machine, the same
-prior, 2026-12-03, alone: the 500 tuning steps 3.95 min with them (four pivots a step) against 3.22 without,
-the inversion (1.06 min, no face losses) unchanged. The mappers ran ArcFace for their identity loss before
+and 3.03–3.19 with them (two images a step through the ArcFace network). PTI: on one machine, the same prior
+per clip, 2026-12-03, alone: the 500 tuning steps with them (four pivots a step) against without, 3.95 against
+3.22 min on d3 and 4.62 against 2.91 on d9; the inversion (1.06 and 1.13 min, no face losses) is unchanged;
+the mean of the two clips' ratios over the whole stage. The mappers ran ArcFace for their identity loss before
 the face losses, at the same cost, so they have no entry."""
 STEP_FIELD = {"pti": "tune_steps"}
 """The config field that counts a stage's steps, where it is not `steps`."""
