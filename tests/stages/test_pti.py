@@ -30,13 +30,20 @@ def tiny_generator(path, resolution=32):
 CFG = {"invert_steps": 6, "tune_steps": 40, "tune_batch": 3, "target_psnr": 60, "checkpoint_every_s": 1}
 
 
-def test_cancelled_pti_resumes_in_tuning(tracked_d3, tmp_path):
+def project_with_prior(tracked_d3, tmp_path, pivots: int) -> Project:
+    """A copy of the tracked d3 project with `pivots` pivots and the tiny generator as its prior."""
     root = tmp_path / "p"
     shutil.copytree(tracked_d3.root, root)
     proj = Project.open(root)
-    run_stage(proj, "pivots", {"k": 5})
+    run_stage(proj, "pivots", {"k": pivots})
     tiny_generator(tmp_path / "g.safetensors")
     run_stage(proj, "prior", {"pretrained": str(tmp_path / "g.safetensors")})
+    return proj
+
+
+def test_cancelled_pti_resumes_in_tuning(tracked_d3, tmp_path):
+    proj = project_with_prior(tracked_d3, tmp_path, 5)
+    root = proj.root
 
     control = Control()
 
@@ -70,12 +77,8 @@ def test_tuning_uses_the_face_losses_when_the_arcface_file_is_there(tracked_d3, 
     from studio.errors import InputError
     from tests.conftest import use_arcface
 
-    root = tmp_path / "p"
-    shutil.copytree(tracked_d3.root, root)
-    proj = Project.open(root)
-    run_stage(proj, "pivots", {"k": 4})
-    tiny_generator(tmp_path / "g.safetensors")
-    run_stage(proj, "prior", {"pretrained": str(tmp_path / "g.safetensors")})
+    proj = project_with_prior(tracked_d3, tmp_path, 4)
+    root = proj.root
     use_arcface(monkeypatch, tmp_path, arcface)
     cfg = {"invert_steps": 2, "tune_steps": 6, "tune_batch": 3, "face_batch": 2, "target_psnr": 60,
            "heldout_invert_steps": 0, "checkpoint_every_s": 0}
