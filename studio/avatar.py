@@ -193,12 +193,14 @@ class Avatar:
         if not self.detail:
             return None
         if not self._video_detail_tried:
-            from .detail import VideoDetail
+            from .detail import DetailConfig, VideoDetail
             from .flame.controls import is_flame_controls
 
             self._video_detail_tried = True
+            config = self.spec.detail_config() if self.spec is not None else DetailConfig()
             self._video_detail = VideoDetail.from_project(
-                self.project, self.size, controls="flame" if is_flame_controls(self.control_names) else "named")
+                self.project, self.size, controls="flame" if is_flame_controls(self.control_names) else "named",
+                config=config)
         return self._video_detail
 
     def add_detail(self, images: np.ndarray, controls: np.ndarray | None = None,

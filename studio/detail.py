@@ -102,6 +102,10 @@ class DetailConfig:
     bicubic more so: on held-out frames Lanczos raised the sharpness ratio by 0.04–0.08 on five avatars
     (d3 NeRF 0.685 → 0.765, d9 StyleGAN 0.700 → 0.788) with PSNR within ±0.03 dB and identity within
     ±0.001 (README, "Detail from the video")."""
+    feature_share: float = 1.0
+    """Inside the eyes, brows and mouth, the share of the middle band (`fine_sigma` to `band_sigma`) that
+    comes from the frames (with `mid_share` < 1). 1 for the StyleGAN engine, whose eyes are smudges there;
+    the NeRF engine draws the eyes (`studio.engines.ENGINES["nerf"].detail`: 0.5)."""
     feature_grow: float = 8.0
     """Pixels (at 128 px) the eyes-with-brows and mouth regions (each frame's tracked landmarks,
     warped with it) are grown by, then feathered, for `mid_share`."""
@@ -246,7 +250,7 @@ class VideoDetail:
             except (OSError, ValueError):    # an older project without mattes: whole frames lend
                 mattes = None
         features = None
-        if config.mid_share < 1.0:
+        if config.mid_share < 1.0 or config.feature_share < 1.0:
             scale = size / float(tracking.crop_size)
             features = feature_masks(np.stack([tracking.crop_landmarks(int(r)) for r in train]) * scale,
                                      size, config.feature_grow * size / REFERENCE_SIZE)
@@ -361,7 +365,7 @@ class VideoDetail:
                 gx, gy = self._grid
                 r = cv2.remap(r, gx + then[..., 0], gy + then[..., 1], cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
             low = cv2.GaussianBlur(r, (0, 0), self._band)
-            split = self.features is not None and self.config.mid_share < 1.0
+            split = self.features is not None and (self.config.mid_share < 1.0 or self.config.feature_share < 1.0)
             r_mid = cv2.GaussianBlur(r, (0, 0), self._fine) - low if split else None
             detail = np.zeros_like(r)
             lent = np.zeros(r.shape[:2], np.float32)
@@ -374,7 +378,7 @@ class VideoDetail:
                 if split:   # fine band from the frame; mid band shared with the render outside the features
                     mid = cv2.GaussianBlur(warped, (0, 0), self._fine) - (warped - band)
                     feat = cv2.remap(self.features[j], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-                    share = (self.config.mid_share + (1.0 - self.config.mid_share) * feat)[..., None]
+                    share = (self.config.mid_share + (self.config.feature_share - self.config.mid_share) * feat)[..., None]
                     band = band - (1.0 - share) * (mid - r_mid)
                 detail += (wj * inside)[..., None] * band
                 lent += wj * inside

@@ -148,7 +148,7 @@ def test_avatar_uses_video_detail_only_with_a_project_and_when_on(tmp_path, monk
     assert np.array_equal(plain.render_batch(c)[0], engine.render_controls(c))
 
     monkeypatch.setattr(VideoDetail, "from_project",
-                        classmethod(lambda cls, project, size, controls="named": cls(crops, _frames()[1])))
+                        classmethod(lambda cls, project, size, controls="named", config=None: cls(crops, _frames()[1])))
     project = object()
     on = Avatar(engine, project=project)
     off = Avatar(engine, project=project, detail=False)
@@ -158,6 +158,26 @@ def test_avatar_uses_video_detail_only_with_a_project_and_when_on(tmp_path, monk
     assert cv2.Laplacian(cv2.cvtColor(shown[0], cv2.COLOR_RGB2GRAY), cv2.CV_32F).var() > \
         5 * cv2.Laplacian(cv2.cvtColor(engine.render_controls(c)[0], cv2.COLOR_RGB2GRAY), cv2.CV_32F).var()
     assert np.array_equal(on.render(yaw=0.0).image, shown[0])
+
+
+def test_each_engine_brings_its_own_detail_config(tmp_path, monkeypatch):
+    """The NeRF engine's render draws the eyes, so its detail keeps half of its own middle band there and
+    matches the flow more finely; the StyleGAN engine's uses the defaults. `Avatar` builds the detail with
+    its engine's config."""
+    import studio.detail as detail_mod
+    from studio.engines import ENGINES
+    from studio.project import Project
+
+    nerf, pvp = ENGINES["nerf"].detail_config(), ENGINES["pvp"].detail_config()
+    assert pvp == DetailConfig()
+    assert (nerf.feature_share, nerf.flow_smooth, nerf.flow_sigma) == (0.5, 4.0, 1.0)
+    assert nerf.mid_share == DetailConfig().mid_share and "arcface" in ENGINES["nerf"].model_files
+    seen = []
+    monkeypatch.setattr(detail_mod.VideoDetail, "from_project",
+                        classmethod(lambda cls, project, size, controls="named", config=DetailConfig(): seen.append(config)))
+    for name in ("nerf", "pvp"):
+        Avatar(_Engine(), ENGINES[name], Project.create(tmp_path / name)).video_detail()
+    assert seen == [nerf, pvp]
 
 
 def test_from_project_is_none_without_tracked_crops(tmp_path):
@@ -339,8 +359,8 @@ def test_mid_band_is_shared_with_the_render_outside_the_features_and_the_frames_
         def calc(a, b, _):
             return np.zeros((S, S, 2), np.float32)
 
-    def run(share, features):
-        cfg = DetailConfig(neighbours=1, mid_share=share)
+    def run(share, features, feature_share=1.0):
+        cfg = DetailConfig(neighbours=1, mid_share=share, feature_share=feature_share)
         vd = VideoDetail(frame[None], controls, cfg, features=features)
         vd._flow = Still()
         return vd.apply(render[None], controls)[0]
@@ -354,6 +374,9 @@ def test_mid_band_is_shared_with_the_render_outside_the_features_and_the_frames_
     h = _mid(half) - _mid(frames_only)
     assert _corr(h, d, m) > 0.95 and 0.4 < float(np.std(h[m]) / np.std(d[m])) < 0.6   # half of it
     assert np.array_equal(run(0.0, one), frames_only)                # in the features: the frame's
+    # ... unless `feature_share` says otherwise (the NeRF engine's 0.5): there the render's band counts too
+    assert np.array_equal(run(0.5, one, feature_share=0.5), half)
+    assert np.array_equal(run(1.0, one, feature_share=0.0), own)     # split on with mid_share 1 as well
     fine = lambda img: np.asarray(img, np.float32).mean(-1) - cv2.GaussianBlur(   # noqa: E731
         np.asarray(img, np.float32).mean(-1), (0, 0), 1.0)
     for out in (own, half, frames_only):                             # the finest band is the frame's

@@ -3,7 +3,8 @@
     python -m studio.benchmarks.detail_sweep PROJECT [--engine pvp|nerf] [--variant JSON ...]
 
 The engine renders the held-out frames (the last 15 % of the clip) once, from their tracked controls;
-then each variant of `studio.detail.DetailConfig` (a JSON object of its fields; ``{}`` is the default)
+then each variant of `studio.detail.DetailConfig` (a JSON object of the fields that differ from the engine's
+own config, `EngineSpec.detail_config`; ``{}`` is what the viewer shows)
 lays the training frames' detail over those renders, and the result is scored as `avatar-studio eval`
 scores the held-out frames (PSNR, SSIM, ArcFace identity and feature distance when the ArcFace file is
 configured, the face region's sharpness ratio). It prints one line per variant and the milliseconds a
@@ -36,6 +37,7 @@ def sweep(project, engine: str | None, variants: list[dict]) -> list[dict]:
         if unknown:
             raise ValueError(f"not a DetailConfig field: {', '.join(sorted(unknown))} (fields: {', '.join(sorted(fields))})")
     avatar = Avatar.open(project, engine, detail=False, flame_geometry=False)
+    base = avatar.spec.detail_config() if avatar.spec is not None else DetailConfig()
     controls = "flame" if is_flame_controls(avatar.control_names) else "named"
     tracking = TrackingData.from_project(project, controls=controls)
     _, held = tracking.split()
@@ -47,7 +49,7 @@ def sweep(project, engine: str | None, variants: list[dict]) -> list[dict]:
     truth, masks = tracking.crops(held, size=size), face_masks(tracking, held, size)
     rows = []
     for v in variants:
-        vd = VideoDetail.from_project(project, size, controls, DetailConfig(**v))
+        vd = VideoDetail.from_project(project, size, controls, dataclasses.replace(base, **v))
         if vd is None:
             raise ValueError("the project has no tracked training crops to lend detail")
         t = time.perf_counter()

@@ -42,9 +42,18 @@ class EngineSpec:
     """Appearance edits can be applied to its renders."""
     driving: bool = False
     """Another person's video can drive it (export --source driver)."""
+    detail: tuple[tuple[str, Any], ...] = ()
+    """(field, value) pairs of `studio.detail.DetailConfig` that differ from its defaults for this
+    engine's renders (see `detail_config`)."""
 
     def load(self, project) -> Any:
         return call_loader(self.loader, project)
+
+    def detail_config(self):
+        """The `studio.detail.DetailConfig` the detail from the video uses over this engine's renders."""
+        from ..detail import DetailConfig
+
+        return DetailConfig(**dict(self.detail))
 
 
 def call_loader(loader: "str | Callable[[Any], Any]", project) -> Any:
@@ -66,7 +75,10 @@ ENGINES: dict[str, EngineSpec] = {
                    loader="studio.engines.nerf:load",
                    summary="A tri-plane NeRF driven by a learned expression code: a real 3D head, so "
                            "yaw and pitch move a camera.",
-                   model_files=("lpips", "clip"), free_camera=True, edits=True, driving=True),
+                   model_files=("arcface", "lpips", "clip"), free_camera=True, edits=True, driving=True,
+                   # its render draws the eyes (held-out ArcFace identity 0.84-0.91 alone): its own middle band
+                   # is kept there too, and the flow is matched more finely (README, "Detail from the video")
+                   detail=(("feature_share", 0.5), ("flow_smooth", 4.0), ("flow_sigma", 1.0))),
     )
 }
 COMMON_STAGES = ("ingest", "track")
