@@ -187,20 +187,25 @@ class Avatar:
         return bound if bound else None
 
     # ------------------------------------------------------------------ detail from the video
+    def detail_config(self):
+        """The `studio.detail.DetailConfig` for this avatar's renders: its engine's (`EngineSpec.detail`)."""
+        from .detail import DetailConfig
+
+        return self.spec.detail_config() if self.spec is not None else DetailConfig()
+
     def video_detail(self):
         """The project's training frames ready to lend detail (`studio.detail.VideoDetail`), loaded
         once; None when detail is off or the project has no tracked crops."""
         if not self.detail:
             return None
         if not self._video_detail_tried:
-            from .detail import DetailConfig, VideoDetail
+            from .detail import VideoDetail
             from .flame.controls import is_flame_controls
 
             self._video_detail_tried = True
-            config = self.spec.detail_config() if self.spec is not None else DetailConfig()
             self._video_detail = VideoDetail.from_project(
                 self.project, self.size, controls="flame" if is_flame_controls(self.control_names) else "named",
-                config=config)
+                config=self.detail_config())
         return self._video_detail
 
     def add_detail(self, images: np.ndarray, controls: np.ndarray | None = None,

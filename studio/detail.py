@@ -110,6 +110,12 @@ class DetailConfig:
     """Pixels (at 128 px) the eyes-with-brows and mouth regions (each frame's tracked landmarks,
     warped with it) are grown by, then feathered, for `mid_share`."""
 
+    @property
+    def splits_mid_band(self) -> bool:
+        """Whether the middle band is shared with the render anywhere (`mid_share` or `feature_share`
+        below 1), so the frames' eyes-and-mouth masks are needed."""
+        return self.mid_share < 1.0 or self.feature_share < 1.0
+
 
 def soft_nearest(d: np.ndarray, k: int, temperature: float, relative: bool = False
                  ) -> tuple[np.ndarray, np.ndarray]:
@@ -250,7 +256,7 @@ class VideoDetail:
             except (OSError, ValueError):    # an older project without mattes: whole frames lend
                 mattes = None
         features = None
-        if config.mid_share < 1.0 or config.feature_share < 1.0:
+        if config.splits_mid_band:
             scale = size / float(tracking.crop_size)
             features = feature_masks(np.stack([tracking.crop_landmarks(int(r)) for r in train]) * scale,
                                      size, config.feature_grow * size / REFERENCE_SIZE)
@@ -365,7 +371,7 @@ class VideoDetail:
                 gx, gy = self._grid
                 r = cv2.remap(r, gx + then[..., 0], gy + then[..., 1], cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
             low = cv2.GaussianBlur(r, (0, 0), self._band)
-            split = self.features is not None and (self.config.mid_share < 1.0 or self.config.feature_share < 1.0)
+            split = self.features is not None and self.config.splits_mid_band
             r_mid = cv2.GaussianBlur(r, (0, 0), self._fine) - low if split else None
             detail = np.zeros_like(r)
             lent = np.zeros(r.shape[:2], np.float32)

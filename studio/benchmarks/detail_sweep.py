@@ -37,7 +37,7 @@ def sweep(project, engine: str | None, variants: list[dict]) -> list[dict]:
         if unknown:
             raise ValueError(f"not a DetailConfig field: {', '.join(sorted(unknown))} (fields: {', '.join(sorted(fields))})")
     avatar = Avatar.open(project, engine, detail=False, flame_geometry=False)
-    base = avatar.spec.detail_config() if avatar.spec is not None else DetailConfig()
+    base = avatar.detail_config()
     controls = "flame" if is_flame_controls(avatar.control_names) else "named"
     tracking = TrackingData.from_project(project, controls=controls)
     _, held = tracking.split()
