@@ -14,6 +14,9 @@ An avatar trained on FLAME controls also gets FLAME's geometry (`studio.flame.wa
 files are present: the render is warped by the landmark motion FLAME gives the commanded controls
 beyond the expression the engine renders; ``flame_geometry=False`` (CLI ``--no-flame-warp``) turns
 it off.
+Behind the person the renders get the video's own background, a clean plate of the scene
+(`studio.scene`), placed where the head was most of the clip; ``scene=False`` (CLI ``--no-scene``)
+keeps the engine's own background.
 """
 from __future__ import annotations
 
@@ -62,7 +65,7 @@ class Avatar:
     """A trained avatar. ``Avatar.open(project).render(yaw=10, expression={"jaw_open": 0.8})``."""
 
     def __init__(self, engine: AvatarEngine, spec=None, project=None, detail: bool = True,
-                 flame_geometry: bool = True):
+                 flame_geometry: bool = True, scene: bool = True):
         self.engine = engine
         self.spec = spec
         """The engine's `studio.engines.EngineSpec` (title, capabilities), when opened from a project."""
@@ -78,10 +81,14 @@ class Avatar:
         """Whether renders of FLAME controls get FLAME's geometry (see `flame_warp`)."""
         self._flame_warp = None
         self._flame_warp_tried = False
+        self.scene = bool(scene) and project is not None
+        """Whether renders get the video's own background behind the person (see `scene_plate`)."""
+        self._scene_plate = None
+        self._scene_plate_tried = False
 
     @classmethod
     def open(cls, project, engine: str | None = None, detail: bool = True,
-             flame_geometry: bool = True) -> "Avatar":
+             flame_geometry: bool = True, scene: bool = True) -> "Avatar":
         from .engines import ENGINES
 
         engines = trained_engines(project)
@@ -96,7 +103,7 @@ class Avatar:
             raise ProjectError(f"the {engine} engine is not trained in project {project.name}",
                                f"train it with `avatar-studio run {project.root} --engine {engine}`")
         return cls(ENGINES[engine].load(project), ENGINES[engine], project, detail=detail,
-                   flame_geometry=flame_geometry)
+                   flame_geometry=flame_geometry, scene=scene)
 
     @property
     def name(self) -> str:
@@ -242,18 +249,36 @@ class Avatar:
                 self._flame_warp = FlameGeometry.from_project(self.project, self.size, engine=self.engine)
         return self._flame_warp
 
-    def finish(self, images: np.ndarray, controls: np.ndarray | None, unedited: np.ndarray | None = None) -> np.ndarray:
+    # ------------------------------------------------------------------ the video's background
+    def scene_plate(self):
+        """The project's clean plate of the scene (`studio.scene.ScenePlate`), built once; None when the
+        scene is off or the project has no tracked crops with mattes."""
+        if not self.scene:
+            return None
+        if not self._scene_plate_tried:
+            from .scene import ScenePlate
+
+            self._scene_plate_tried = True
+            self._scene_plate = ScenePlate.from_project(self.project)
+        return self._scene_plate
+
+    def finish(self, images: np.ndarray, controls: np.ndarray | None, unedited: np.ndarray | None = None,
+               placements: np.ndarray | None = None, scene: bool = True) -> np.ndarray:
         """The engine's renders of `controls` as the viewer shows them: detail from the video and
         FLAME's geometry, each when on. The FLAME warp is folded into the detail's own resampling of
-        the frames (`studio.detail.VideoDetail.apply`), so the detail moves with it and stays sharp."""
+        the frames (`studio.detail.VideoDetail.apply`), so the detail moves with it and stays sharp.
+        Then the video's background behind the person (when `scene` and the avatar's scene are on), at
+        `placements` ((B, 2, 3) frame -> crop transforms; None: where the head was most of the clip)."""
         fw = None if controls is None else self.flame_warp()
         fields = None if fw is None else fw.fields(controls)
-        return self.add_detail(images, controls, unedited, fields)
+        out = self.add_detail(images, controls, unedited, fields)
+        plate = self.scene_plate() if scene else None
+        return out if plate is None else plate.composite(out, placements)
 
     def _render(self, c: np.ndarray, edits: Any) -> np.ndarray:
         bound = self.bind_edits(edits)
         imgs = self.engine.render_controls(c, edits=bound)
-        if self.video_detail() is None and self.flame_warp() is None:
+        if self.video_detail() is None and self.flame_warp() is None and self.scene_plate() is None:
             return imgs
         unedited = self.engine.render_controls(c) if bound and self.video_detail() is not None else None
         return self.finish(imgs, c, unedited)

@@ -391,7 +391,7 @@ def cmd_eval(args) -> int:
         return 0
     try:
         rep = evaluate(project, args.engine, on_progress=printer, detail=args.detail,
-                       flame_geometry=args.flame_geometry)
+                       flame_geometry=args.flame_geometry, scene=args.scene)
     finally:
         printer.close()
     _say(format_table(rep))
@@ -757,6 +757,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-flame-warp", dest="flame_geometry", action="store_false", default=True,
                     help="FLAME controls: measure without FLAME's geometry warp (the FLAME sliders are scored "
                          "both ways anyway)")
+    sp.add_argument("--no-scene", dest="scene", action="store_false", default=True,
+                    help="measure with the engine's own background instead of the video's (the held-out frames "
+                         "are scored both ways anyway)")
     sp.set_defaults(func=cmd_eval)
 
     sp = sub.add_parser("export", help="render a clip: turntable, the subject's own motion, a driver video, or a "
@@ -786,6 +789,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="render the engine's image alone, without detail from the subject's own video frames")
     sp.add_argument("--no-flame-warp", dest="flame_geometry", action="store_false", default=None,
                     help="FLAME controls: render without FLAME's geometry warp (the engine's own expression only)")
+    sp.add_argument("--no-scene", dest="scene", action="store_false", default=None,
+                    help="keep the engine's own background instead of the video's behind the person")
     sp.set_defaults(func=cmd_export)
 
     sp = sub.add_parser("drive", help="train the learned transfer of another person (an actor) onto the avatar, "

@@ -188,14 +188,17 @@ def beats_retrieval(heldout: dict | None, retrieval: dict | None) -> dict:
 
 def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, latency_frames: int = 20,
                   sheet_frames: int = 8, detail: bool = True,
-                  flame_geometry: bool = True) -> Generator[Progress, None, dict]:
+                  flame_geometry: bool = True, scene: bool = True) -> Generator[Progress, None, dict]:
     """Evaluate a trained engine; yields `Progress`, returns the report dict (also written to disk).
 
     `detail`: measure the avatar as the viewer and export show it, with detail from the video
     (`studio.detail`; the engine's render alone is scored beside it as ``heldout_engine``), or,
     with False, the engine's render alone everywhere. `flame_geometry`: for an avatar on FLAME
     controls, warp renders by FLAME's geometry as the viewer does (`studio.flame.warp`); the FLAME
-    sliders are then also scored without it (``controls.flame_without_warp``)."""
+    sliders are then also scored without it (``controls.flame_without_warp``). `scene`: the video's
+    own background behind the person (`studio.scene`), each held-out render placed where that frame's
+    head was (its tracked frame -> crop transform); the avatar with the engine's own background is
+    scored beside it as ``heldout_own_background``."""
     from .avatar import Avatar
     from .project import now_iso
     from .tracking.data import TrackingData
@@ -203,7 +206,7 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
     t_start = time.perf_counter()
     from .flame.controls import is_flame_controls
 
-    avatar = Avatar.open(project, engine, detail=detail, flame_geometry=flame_geometry)
+    avatar = Avatar.open(project, engine, detail=detail, flame_geometry=flame_geometry, scene=scene)
     name = avatar.name
     flame_controls = is_flame_controls(avatar.control_names)
     tracking = TrackingData.from_project(project, controls="flame" if flame_controls else "named")
@@ -211,7 +214,7 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
     out_dir = project.root / "eval" / name
     report: dict = {"engine": name, "project": project.name, "created": now_iso(), "size": avatar.size,
                     "heldout_frames": int(len(held)), "video_detail": avatar.video_detail() is not None,
-                    "flame_geometry": avatar.flame_warp() is not None}
+                    "flame_geometry": avatar.flame_warp() is not None, "scene": avatar.scene_plate() is not None}
 
     # 1 -------------------------------------------------------------- held-out frames
     # Rendered from the tracked controls as they are (the engine's own render_controls), and a
@@ -220,18 +223,26 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
     # mouth than in any training frame), so both figures are reported.
     yield Progress(stage=STAGE, step=0, total=max(1, len(held)), part="heldout", message=f"{name}: held-out frames")
     controls = tracking.controls(held)
+    placements = np.asarray(tracking.transforms, np.float64)[held]   # where each held-out head was in its frame
     renders, clamped_renders = [], []
     for i in range(0, len(held), 8):
         renders.append(avatar.engine.render_controls(controls[i:i + 8]))
-        clamped_renders.append(avatar.render_batch(controls[i:i + 8])[0])
+        clamped = avatar.clamp(controls[i:i + 8])[0]   # as `Avatar.render_batch` renders them
+        clamped_renders.append(avatar.finish(avatar.engine.render_controls(clamped), clamped,
+                                             placements=placements[i:i + 8]))
         yield Progress(stage=STAGE, step=min(i + 8, len(held)), total=len(held), part="heldout")
     empty = np.zeros((0, avatar.size, avatar.size, 3), np.uint8)
     renders = np.concatenate(renders) if renders else empty
     clamped_renders = np.concatenate(clamped_renders) if clamped_renders else empty
-    engine_renders = renders
-    if (avatar.video_detail() is not None or avatar.flame_warp() is not None) and len(renders):
-        renders = np.concatenate([avatar.finish(renders[i:i + 8], controls[i:i + 8])   # as the viewer shows it
-                                  for i in range(0, len(renders), 8)])
+    engine_renders, own_background = renders, None
+    finishing = avatar.video_detail() is not None or avatar.flame_warp() is not None
+    if (finishing or avatar.scene_plate() is not None) and len(renders):
+        finished = [avatar.finish(renders[i:i + 8], controls[i:i + 8], scene=False)   # as the viewer shows it
+                    for i in range(0, len(renders), 8)]
+        if avatar.scene_plate() is not None:   # behind the person: the video's background at the frame's placement
+            own_background = np.concatenate(finished) if finishing else None
+            finished = [avatar.scene_plate().composite(f, placements[i * 8:i * 8 + 8]) for i, f in enumerate(finished)]
+        renders = np.concatenate(finished)
     truth = tracking.crops(held, size=avatar.size)   # real crops, area-downscaled to the render size
     masks = face_masks(tracking, held, avatar.size)
     heldout: dict = {"psnr": None, "ssim": None, "identity": None, "feature_distance": None,
@@ -241,8 +252,13 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
         heldout.update(score_images(renders, truth, masks))
         if renders is not engine_renders:
             report["heldout_engine"] = {"note": "the engine's render alone, without detail from the video"
-                                                + (" or FLAME's geometry" if avatar.flame_warp() is not None else ""),
+                                                + (" or FLAME's geometry" if avatar.flame_warp() is not None else "")
+                                                + (" or the video's background" if avatar.scene_plate() is not None else ""),
                                         **score_images(engine_renders, truth, masks)}
+        if own_background is not None:
+            report["heldout_own_background"] = {"note": "the avatar with the engine's own background instead of "
+                                                        "the video's (`--no-scene`)",
+                                                **score_images(own_background, truth, masks)}
         lp = metrics.lpips(renders, truth)
         heldout["lpips"] = None if lp is None else round(lp, 4)
         heldout["psnr_clamped"] = round(metrics.psnr(clamped_renders, truth), 3)
@@ -465,6 +481,7 @@ def _get(rep: dict, *path):
 ROWS = [
     ("held-out PSNR (dB)", ("heldout", "psnr"), ".2f", 1.0),
     ("held-out PSNR, controls clamped (dB)", ("heldout", "psnr_clamped"), ".2f", 1.0),
+    ("held-out PSNR, engine's own background (dB)", ("heldout_own_background", "psnr"), ".2f", 1.0),
     ("held-out SSIM", ("heldout", "ssim"), ".3f", 1.0),
     ("held-out identity (ArcFace cos)", ("heldout", "identity"), ".3f", 1.0),
     ("held-out ArcFace feature distance", ("heldout", "feature_distance"), ".4f", 1.0),
@@ -498,6 +515,8 @@ LEGEND = [
     "  size (1.0 = as sharp as the video; a blur scores far below 1).",
     "engine alone: the engine's render without detail from the video (the held-out rows above show the",
     "  avatar as the viewer and export do: detail of the nearest training frames over the render).",
+    "scene: behind the person, the video's own background (a plate of the training frames' background),",
+    "  each held-out render placed where that frame's head was; 'engine's own background': without it.",
     "FLAME geometry (FLAME controls, FLAME's files present): renders warped by the landmark motion FLAME",
     "  gives the controls beyond the expression the engine renders; the sliders are also scored without it.",
     "ArcFace feature distance: 1 − cos of channel-normalised MobileFaceNet feature maps, averaged over",

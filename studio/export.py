@@ -60,6 +60,8 @@ class ExportConfig:
                              "fine detail (eyes, skin, hair); off renders the engine's image alone.")
     flame_geometry: bool = opt(True, "FLAME controls: warp each render by the landmark motion FLAME gives the "
                                      "controls beyond the expression the engine renders (needs FLAME's files).")
+    scene: bool = opt(True, "The video's own background behind the person (a clean plate of the training "
+                            "frames' background); off keeps the engine's own, softer background.")
     batch: int = opt(4, "Frames rendered per batch.", minimum=1, maximum=64, advanced=True)
     overwrite: bool = opt(True, "Replace an existing file at the output path (only once the new one is complete).")
 
@@ -398,7 +400,8 @@ def export(project, cfg: ExportConfig, out: str | Path, control: Control | None 
                          "folder name (no extension) for PNG frames")
     if out.exists() and not cfg.overwrite:
         raise InputError(f"{out} already exists", "choose another name")
-    avatar = avatar or Avatar.open(project, cfg.engine, detail=cfg.detail, flame_geometry=cfg.flame_geometry)
+    avatar = avatar or Avatar.open(project, cfg.engine, detail=cfg.detail, flame_geometry=cfg.flame_geometry,
+                                   scene=cfg.scene)
     edits = _bind_edits(project, avatar, cfg.edits)
 
     yield Progress(stage="export", step=0, total=1, part="prepare", message=f"preparing {cfg.source} motion")

@@ -63,7 +63,9 @@ class CodeDrivenAvatar:
         # a blurred thumbnail of the soft render instead, eyes and brows followed the wrong frames
         # (measured in the README)
         unedited = engine.render_codes(codes, c[:, 0], c[:, 1]) if bound else None
-        return self._avatar.add_detail(imgs, c, unedited), moved
+        out = self._avatar.add_detail(imgs, c, unedited)
+        plate = self._avatar.scene_plate() if hasattr(self._avatar, "scene_plate") else None
+        return (out if plate is None else plate.composite(out)), moved
 
 
 def _render_codes_edited(engine, codes, c, edits) -> np.ndarray:

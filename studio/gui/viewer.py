@@ -189,8 +189,14 @@ class ViewerPanel(QWidget):
                                   "beyond the expression the engine renders (G). Off: the engine's expression alone.")
         self.flame_box.toggled.connect(lambda _on: self.request_render())
         self.flame_box.setVisible(False)
+        self.scene_box = QCheckBox("Video's background")
+        self.scene_box.setChecked(True)
+        self.scene_box.setToolTip("Put the background of the subject's own video behind the person, where the head "
+                                  "was most of the clip (K). Off: the background the engine draws.")
+        self.scene_box.toggled.connect(lambda _on: self.request_render())
         row = QHBoxLayout()            # a row of its own: the page must still fit a 1110-px window
         row.addWidget(self.nearest_box)
+        row.addWidget(self.scene_box)
         row.addWidget(self.flame_box)
         row.addStretch(1)
         right.addLayout(row)
@@ -206,7 +212,7 @@ class ViewerPanel(QWidget):
         fl.addWidget(self.flame_label, 1)
         fl.addWidget(models_btn)
         right.addWidget(self.flame_note)
-        keys = QLabel("Keys: A/D yaw · W/S pitch · R reset · V detail · N nearest frame · hold B before edits")
+        keys = QLabel("Keys: A/D yaw · W/S pitch · R reset · V detail · K background · N nearest frame · hold B before edits")
         keys.setObjectName("Hint")
         keys.setWordWrap(True)
         right.addWidget(keys)
@@ -222,6 +228,7 @@ class ViewerPanel(QWidget):
                         ("W", lambda: self._nudge(1, 5)), ("S", lambda: self._nudge(1, -5)),
                         ("R", self.reset_all), ("N", lambda: self.nearest_box.toggle()),
                         ("V", lambda: self.detail_box.toggle()),
+                        ("K", lambda: self.scene_box.toggle()),
                         ("G", lambda: self.flame_box.toggle() if self.flame_box.isVisible() else None)):
             sc = QShortcut(QKeySequence(seq), self)
             sc.setContext(Qt.WidgetWithChildrenShortcut)
@@ -284,6 +291,7 @@ class ViewerPanel(QWidget):
         self.nearest_box.setEnabled(on and getattr(self, "_has_tracking", False))
         self.detail_box.setEnabled(on and getattr(self, "_has_detail", False))
         self.flame_box.setEnabled(on and getattr(self, "_has_flame_geometry", False))
+        self.scene_box.setEnabled(on and getattr(self, "_has_scene", False))
 
     def _slider(self, name: str, info: dict, unit: str = "", ranges: dict | None = None) -> ControlSlider:
         lo, hi = (ranges or info["ranges"]).get(name, (-1.0, 1.0))
@@ -356,6 +364,7 @@ class ViewerPanel(QWidget):
         self._has_tracking = info["has_tracking"]
         self._has_detail = info.get("has_detail", False)
         self._has_flame_geometry = info.get("has_flame_geometry", False)
+        self._has_scene = info.get("has_scene", False)
         self.flame_box.setVisible(is_flame_controls(info["control_names"]))
         if is_flame_controls(info["control_names"]) and not self._has_flame_geometry:
             self.flame_box.setToolTip("needs FLAME's files and this project's FLAME fit (see Models…)")
@@ -383,6 +392,8 @@ class ViewerPanel(QWidget):
         self.nearest_box.setToolTip("" if self._has_tracking else "needs the Tracking stage's results")
         if not self._has_detail:
             self.detail_box.setToolTip("needs the Tracking stage's crops (this project has none)")
+        if not self._has_scene:
+            self.scene_box.setToolTip("needs the Tracking stage's crops and mattes (this project has none)")
         self.info.setText(f"{_short_title(info['engine'])} avatar, {info['size']} px")
         self.request_render()
 
@@ -404,7 +415,8 @@ class ViewerPanel(QWidget):
         if not self.sliders:
             return -1
         return self.worker.request(self.controls(), nearest=self.nearest_box.isChecked(), edits=self.edits.active(),
-                                   detail=self.detail_box.isChecked(), flame_geometry=self.flame_box.isChecked())
+                                   detail=self.detail_box.isChecked(), flame_geometry=self.flame_box.isChecked(),
+                                   scene=self.scene_box.isChecked())
 
     def _rendered(self, r: dict) -> None:
         self.last_render = r

@@ -135,7 +135,7 @@ class RenderWorker(QThread):
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
         self._cond = threading.Condition()
-        self._pending: tuple | None = None   # (seq, controls, want_nearest, edits)
+        self._pending: tuple | None = None   # (seq, controls, want_nearest, edits, detail, flame_geometry, scene)
         self._thumbs: list[tuple[str, tuple[float, ...]]] = []   # thumbnails to render, oldest first
         self._load: tuple | None = None      # (project, engine)
         self._stop = False
@@ -154,16 +154,17 @@ class RenderWorker(QThread):
             self._cond.notify()
 
     def request(self, controls: np.ndarray, nearest: bool = False, edits: dict | None = None,
-                detail: bool = True, flame_geometry: bool = True) -> int:
+                detail: bool = True, flame_geometry: bool = True, scene: bool = True) -> int:
         """`detail`: with detail from the video (`studio.detail`) or the engine's render alone;
-        `flame_geometry`: FLAME controls warped by FLAME's geometry (`studio.flame.warp`) or not."""
+        `flame_geometry`: FLAME controls warped by FLAME's geometry (`studio.flame.warp`) or not;
+        `scene`: the video's own background behind the person (`studio.scene`) or the engine's."""
         with self._cond:
             self._seq += 1
             if self._pending is not None:
                 self.dropped_count += 1
             self._pending = (self._seq, np.asarray(controls, np.float32).copy(), nearest,
                              {str(k): float(v) for k, v in (edits or {}).items()}, bool(detail),
-                             bool(flame_geometry))
+                             bool(flame_geometry), bool(scene))
             self._cond.notify()
             return self._seq
 
@@ -222,7 +223,8 @@ class RenderWorker(QThread):
                           "ranges": self.avatar.ranges, "size": self.avatar.size,
                           "has_tracking": self._tracking is not None,
                           "has_detail": self.avatar.video_detail() is not None,
-                          "has_flame_geometry": self.avatar.flame_warp() is not None})
+                          "has_flame_geometry": self.avatar.flame_warp() is not None,
+                          "has_scene": self.avatar.scene_plate() is not None})
 
     def _do_thumbnail(self, name: str, strengths: tuple[float, ...]) -> None:
         if self.avatar is None:
@@ -236,12 +238,13 @@ class RenderWorker(QThread):
             self.thumbnail.emit(name, None)
 
     def _do_render(self, seq: int, controls: np.ndarray, want_nearest: bool, edits: dict | None = None,
-                   detail: bool = True, flame_geometry: bool = True) -> None:
+                   detail: bool = True, flame_geometry: bool = True, scene: bool = True) -> None:
         if self.avatar is None:
             return
         t0 = time.perf_counter()
         self.avatar.detail = detail and self.avatar.project is not None
         self.avatar.flame_geometry = flame_geometry and self.avatar.project is not None
+        self.avatar.scene = scene and self.avatar.project is not None
         imgs, clamped = self.avatar.render_batch(controls[None], edits=edits or None)
         image = to_qimage(imgs[0])
         nearest, row = None, None
@@ -259,6 +262,7 @@ class RenderWorker(QThread):
         self.rendered.emit({"seq": seq, "image": image, "clamped": clamped, "nearest": nearest, "row": row,
                             "detail": self.avatar.video_detail() is not None,
                             "flame_geometry": self.avatar.flame_warp() is not None,
+                            "scene": self.avatar.scene_plate() is not None,
                             "ms": (time.perf_counter() - t0) * 1000.0, "controls": controls,
                             "edits": dict(edits or {})})
 

@@ -46,7 +46,8 @@ def open_avatar(project, cfg_values: dict, loader: Any):
 
     return Avatar(call_loader(loader, project), ENGINES.get(cfg_values.get("engine")), project,
                   detail=bool(cfg_values.get("detail", True)),
-                  flame_geometry=bool(cfg_values.get("flame_geometry", True)))
+                  flame_geometry=bool(cfg_values.get("flame_geometry", True)),
+                  scene=bool(cfg_values.get("scene", True)))
 
 
 def child_main(root: str, cfg_values: dict, out: str, loader: Any, queue, cancel, running) -> None:

@@ -1,0 +1,168 @@
+"""The video's own background behind the avatar: a clean plate of the scene.
+
+The engines render a whole crop, background included, from the avatar's controls alone. They
+cannot know where the head was in the video frame, so the background they draw is an average over
+the clip: soft, and wrong wherever the phone or the head moved. Yet the tracked crops hold the real
+background, and the tracked mattes say which pixels are the person. `ScenePlate` gathers those
+background pixels of the *training* frames into one image in video-frame coordinates (each crop
+mapped back by its tracked frame -> crop transform, pixels near the person left out), and lays it
+behind a render at a placement:
+
+- the viewer and export place the head where it was most of the clip (the median training
+  transform, `ScenePlate.placement`);
+- `avatar-studio eval` places each held-out frame's render where that frame's head was (its tracked
+  transform): the head's position and size in the frame are the part of the tracked head pose the
+  aligned crop takes out, as the yaw, pitch and roll sliders are the rest. This is how head-avatar
+  papers with a static background (NeRFace) render held-out frames.
+
+The person is cut out of the render by the same selfie segmentation the tracker uses for its mattes,
+feathered outward by `SceneConfig.matte_blur` of the image's side. Where the plate has seen too little
+background (behind the person for the whole clip, beyond the crops) the render's own background
+stays. Built in memory when an avatar is opened (about 2 s for 500 crops); nothing is written to
+the project.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SceneConfig:
+    erode: float = 5 / 256
+    """Background pixels closer than this share of the crop's side to the person's matte are left
+    out of the plate (the matte's edge is soft and hair strays past it)."""
+    background_below: float = 0.1
+    """A crop pixel is background where its matte (after erosion) is below this."""
+    min_frames: float = 3.0
+    """A plate pixel is fully trusted once this many frames have seen it (weights summed); below, it
+    is blended with the render's own background; never seen: the render's."""
+    matte_blur: float = 1 / 64
+    """The render's person matte is feathered outward by a Gaussian of this sigma, as a share of the
+    image side (2 px at 128)."""
+
+
+def _affine3(t: np.ndarray) -> np.ndarray:
+    return np.vstack([np.asarray(t, np.float64).reshape(2, 3), [0.0, 0.0, 1.0]])
+
+
+class ScenePlate:
+    """The background of the training frames in video-frame coordinates (see the module docstring).
+
+    `color`: (H, W, 3) float32 background colour (RGB, 0..255) summed over the frames, each pixel
+    weighted by how clearly it was background; `weight`: (H, W) float32 those weights summed (the
+    colour is `color / weight`; the two are resampled apart and divided after, so the plate's holes
+    do not bleed in as black); `scale`: plate pixels per video-frame pixel; `crop_size`: side of the tracked crops the
+    transforms map to; `placement`: (2, 3) frame -> crop transform the viewer uses."""
+
+    def __init__(self, color: np.ndarray, weight: np.ndarray, scale: float, crop_size: int,
+                 placement: np.ndarray, config: SceneConfig | None = None):
+        self.color = np.asarray(color, np.float32)
+        self.weight = np.asarray(weight, np.float32)
+        self.scale = float(scale)
+        self.crop_size = int(crop_size)
+        self.placement = np.asarray(placement, np.float64).reshape(2, 3)
+        self.config = config or SceneConfig()
+        self._segmenter = None
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_tracking(cls, tracking, rows, config: SceneConfig | None = None) -> "ScenePlate | None":
+        """The plate of `tracking`'s crops at `rows` (pass the training rows, never held-out ones);
+        None when there are no rows, no mattes or no transforms."""
+        config = config or SceneConfig()
+        rows = np.asarray(rows, int)
+        if not len(rows) or getattr(tracking, "transforms", None) is None:
+            return None
+        if not all(tracking.matte_path(int(r)).exists() for r in rows[:: max(1, len(rows) // 8)]):
+            return None
+        transforms = np.asarray(tracking.transforms, np.float64)[rows]
+        # crop pixels per frame pixel: the plate needs no more resolution than the crops had
+        per_px = np.sqrt(np.abs(np.linalg.det(transforms[:, :, :2])))
+        scale = float(min(1.0, np.median(per_px)))
+        fw, fh = tracking.frame_size
+        pw, ph = max(1, int(round(fw * scale))), max(1, int(round(fh * scale)))
+        color = np.zeros((ph, pw, 3), np.float32)
+        weight = np.zeros((ph, pw), np.float32)
+        S = tracking.crop_size
+        k = max(1, int(round(config.erode * S)))
+        kernel = np.ones((k, k), np.uint8)
+        to_plate = np.diag([scale, scale, 1.0])
+        used = 0
+        for r, t in zip(rows, transforms):
+            try:
+                crop, matte = tracking.crop(int(r)).astype(np.float32), tracking.matte(int(r))
+            except FileNotFoundError:
+                continue
+            if crop.shape[0] != S:
+                crop = cv2.resize(crop, (S, S), interpolation=cv2.INTER_AREA)
+            if matte.shape[0] != S:
+                matte = cv2.resize(matte, (S, S), interpolation=cv2.INTER_LINEAR)
+            bg = cv2.erode(1.0 - matte, kernel)
+            bg = np.where(bg > 1.0 - config.background_below, bg, 0.0).astype(np.float32)
+            m = (to_plate @ np.linalg.inv(_affine3(t)))[:2]   # crop -> plate
+            w = cv2.warpAffine(bg, m, (pw, ph), flags=cv2.INTER_LINEAR, borderValue=0)
+            color += cv2.warpAffine(crop, m, (pw, ph), flags=cv2.INTER_LINEAR, borderValue=0) * w[..., None]
+            weight += w
+            used += 1
+        if not used or not np.any(weight > 0):
+            return None
+        return cls(color, weight, scale, S, np.median(transforms, axis=0), config)
+
+    @classmethod
+    def from_project(cls, project, config: SceneConfig | None = None) -> "ScenePlate | None":
+        """The plate of the project's training frames; None when it has no tracked crops and mattes."""
+        from .tracking.data import TrackingData
+
+        try:
+            tracking = TrackingData.from_project(project)
+        except (FileNotFoundError, OSError, ValueError, KeyError):
+            return None
+        train, _ = tracking.split()
+        return cls.from_tracking(tracking, train, config)
+
+    # ------------------------------------------------------------------ use
+    def background(self, transform: np.ndarray | None, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """The plate seen through a crop of side `size` at `transform` (frame -> crop at the tracked
+        crop size; None: `placement`): (size, size, 3) float32 colour and (size, size) float32 trust
+        in [0, 1] (0 where the plate has seen no background)."""
+        t = self.placement if transform is None else transform
+        m = (np.diag([size / self.crop_size, size / self.crop_size, 1.0]) @ _affine3(t)
+             @ np.diag([1.0 / self.scale, 1.0 / self.scale, 1.0]))[:2]
+        color = cv2.warpAffine(self.color, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
+        weight = cv2.warpAffine(self.weight, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
+        color /= np.maximum(weight, 1e-6)[..., None]
+        return color, np.clip(weight / self.config.min_frames, 0.0, 1.0)
+
+    def person_matte(self, image: np.ndarray) -> np.ndarray:
+        """(S, S) float32 in [0, 1]: the person in `image` (selfie segmentation), softened."""
+        if self._segmenter is None:
+            from .tracking.tracker import Segmenter
+
+            self._segmenter = Segmenter()
+        a = self._segmenter(image)
+        sigma = self.config.matte_blur * image.shape[0]
+        # feathered outward only: the person's own pixels are never mixed with the plate (a symmetric
+        # blur gave d9 0.2 dB more PSNR but softened the face's outline: sharpness 0.86 -> 0.72)
+        return np.maximum(a, cv2.GaussianBlur(a, (0, 0), sigma)) if sigma > 0 else a
+
+    def composite(self, images: np.ndarray, transforms: np.ndarray | None = None,
+                  mattes: np.ndarray | None = None) -> np.ndarray:
+        """`images` (B, S, S, 3) uint8 with the plate behind the person. `transforms`: (B, 2, 3) frame ->
+        crop placements (None: `placement` for all); `mattes`: (B, S, S) person mattes in [0, 1]
+        (None: segmented from each image)."""
+        images = np.asarray(images)
+        out = np.empty_like(images)
+        for i, img in enumerate(images):
+            bg, trust = self.background(None if transforms is None else transforms[i], img.shape[0])
+            a = self.person_matte(img) if mattes is None else np.asarray(mattes[i], np.float32)
+            f = img.astype(np.float32)
+            out[i] = np.clip(f + ((1.0 - a) * trust)[..., None] * (bg - f) + 0.5, 0, 255).astype(np.uint8)
+        return out
+
+    def close(self) -> None:
+        if self._segmenter is not None:
+            self._segmenter.close()
+            self._segmenter = None
