@@ -39,6 +39,9 @@ class SceneConfig:
     min_frames: float = 3.0
     """A plate pixel is fully trusted once this many frames have seen it (weights summed); below, it
     is blended with the render's own background; never seen: the render's."""
+    edge_feather: float = 1 / 32
+    """Where the plate's evidence ends it fades out over a Gaussian of this sigma (share of the image
+    side) into the render's own background."""
     matte_blur: float = 1 / 64
     """The render's person matte is feathered outward by a Gaussian of this sigma, as a share of the
     image side (2 px at 128)."""
@@ -46,6 +49,11 @@ class SceneConfig:
 
 def _affine3(t: np.ndarray) -> np.ndarray:
     return np.vstack([np.asarray(t, np.float64).reshape(2, 3), [0.0, 0.0, 1.0]])
+
+
+def _centred(k: float) -> np.ndarray:
+    """Scaling by `k` about pixel centres (as an area resize does), not about the corner."""
+    return np.array([[k, 0.0, (k - 1.0) / 2.0], [0.0, k, (k - 1.0) / 2.0], [0.0, 0.0, 1.0]])
 
 
 class ScenePlate:
@@ -89,7 +97,7 @@ class ScenePlate:
         S = tracking.crop_size
         k = max(1, int(round(config.erode * S)))
         kernel = np.ones((k, k), np.uint8)
-        to_plate = np.diag([scale, scale, 1.0])
+        to_plate = _centred(scale)
         used = 0
         for r, t in zip(rows, transforms):
             try:
@@ -104,7 +112,8 @@ class ScenePlate:
             bg = np.where(bg > 1.0 - config.background_below, bg, 0.0).astype(np.float32)
             m = (to_plate @ np.linalg.inv(_affine3(t)))[:2]   # crop -> plate
             w = cv2.warpAffine(bg, m, (pw, ph), flags=cv2.INTER_LINEAR, borderValue=0)
-            color += cv2.warpAffine(crop, m, (pw, ph), flags=cv2.INTER_LINEAR, borderValue=0) * w[..., None]
+            # weighted before the warp, so the crop's edge fades colour and weight alike
+            color += cv2.warpAffine(crop * bg[..., None], m, (pw, ph), flags=cv2.INTER_LINEAR, borderValue=0)
             weight += w
             used += 1
         if not used or not np.any(weight > 0):
@@ -114,11 +123,12 @@ class ScenePlate:
     @classmethod
     def from_project(cls, project, config: SceneConfig | None = None) -> "ScenePlate | None":
         """The plate of the project's training frames; None when it has no tracked crops and mattes."""
+        from .errors import StudioError
         from .tracking.data import TrackingData
 
         try:
             tracking = TrackingData.from_project(project)
-        except (FileNotFoundError, OSError, ValueError, KeyError):
+        except (StudioError, OSError, ValueError, KeyError):
             return None
         train, _ = tracking.split()
         return cls.from_tracking(tracking, train, config)
@@ -126,15 +136,19 @@ class ScenePlate:
     # ------------------------------------------------------------------ use
     def background(self, transform: np.ndarray | None, size: int) -> tuple[np.ndarray, np.ndarray]:
         """The plate seen through a crop of side `size` at `transform` (frame -> crop at the tracked
-        crop size; None: `placement`): (size, size, 3) float32 colour and (size, size) float32 trust
-        in [0, 1] (0 where the plate has seen no background)."""
+        crop size; None: `placement`): (size, size, 3) float32 colour (NaN where the plate has seen no
+        background) and (size, size) float32 trust in [0, 1]."""
         t = self.placement if transform is None else transform
-        m = (np.diag([size / self.crop_size, size / self.crop_size, 1.0]) @ _affine3(t)
-             @ np.diag([1.0 / self.scale, 1.0 / self.scale, 1.0]))[:2]
+        m = (_centred(size / self.crop_size) @ _affine3(t) @ np.linalg.inv(_centred(self.scale)))[:2]
         color = cv2.warpAffine(self.color, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
         weight = cv2.warpAffine(self.weight, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
-        color /= np.maximum(weight, 1e-6)[..., None]
-        return color, np.clip(weight / self.config.min_frames, 0.0, 1.0)
+        seen = weight > 1e-3
+        color = np.where(seen[..., None], color / np.maximum(weight, 1e-3)[..., None], np.nan).astype(np.float32)
+        trust = np.clip(weight / self.config.min_frames, 0.0, 1.0)
+        sigma = self.config.edge_feather * size
+        if sigma > 0:   # fade the plate in over a few pixels where its evidence ends: no seam
+            trust = cv2.GaussianBlur(trust, (0, 0), sigma) * seen
+        return color, trust
 
     def person_matte(self, image: np.ndarray) -> np.ndarray:
         """(S, S) float32 in [0, 1]: the person in `image` (selfie segmentation), softened."""
@@ -159,6 +173,7 @@ class ScenePlate:
             bg, trust = self.background(None if transforms is None else transforms[i], img.shape[0])
             a = self.person_matte(img) if mattes is None else np.asarray(mattes[i], np.float32)
             f = img.astype(np.float32)
+            bg = np.where(np.isnan(bg), f, bg)   # unseen: the render's own background
             out[i] = np.clip(f + ((1.0 - a) * trust)[..., None] * (bg - f) + 0.5, 0, 255).astype(np.uint8)
         return out
 

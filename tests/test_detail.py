@@ -150,8 +150,8 @@ def test_avatar_uses_video_detail_only_with_a_project_and_when_on(tmp_path, monk
     monkeypatch.setattr(VideoDetail, "from_project",
                         classmethod(lambda cls, project, size, controls="named", config=None: cls(crops, _frames()[1])))
     project = object()
-    on = Avatar(engine, project=project)
-    off = Avatar(engine, project=project, detail=False)
+    on = Avatar(engine, project=project, scene=False)   # the scene has its own tests
+    off = Avatar(engine, project=project, detail=False, scene=False)
     assert off.video_detail() is None and np.array_equal(off.render_batch(c)[0], engine.render_controls(c))
     shown = on.render_batch(c)[0]
     assert not np.array_equal(shown, engine.render_controls(c))

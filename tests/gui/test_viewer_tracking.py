@@ -151,3 +151,48 @@ def test_a_project_without_an_avatar_opens_on_its_next_stage(window, tracked, qt
     window.open_project(tracked.root)
     nxt = next(n for n in REGISTRY if stage_state(window.project, n) != "done")
     assert window.pages.currentWidget() is window.stage_page and window.stage_page.stage == nxt
+
+
+def _write_disc_mattes(project, crop: int = 64) -> None:
+    """Mattes for the synthetic crops: the disc `render_disc` drew from each row's pose."""
+    import cv2
+
+    from studio.tracking.data import TrackingData
+
+    trk = TrackingData.from_project(project)
+    (trk.root / "mattes").mkdir(exist_ok=True)
+    for i in range(trk.n_frames):
+        m = np.zeros((crop, crop), np.uint8)
+        cx, cy = int(crop / 2 + trk.pose[i, 0] / 30 * crop / 4), int(crop / 2 - trk.pose[i, 1] / 15 * crop / 4)
+        cv2.circle(m, (cx, cy), crop // 3, 255, -1)
+        cv2.imwrite(str(trk.matte_path(i)), m)
+
+
+def test_videos_background_toggles_with_the_box_and_k(window, tracked, fake_engines, qtbot, monkeypatch):
+    from studio.scene import ScenePlate
+
+    _write_disc_mattes(tracked)
+    # the fake engine's disc is no person to mediapipe; say so outright, so the plate shows wherever it saw
+    monkeypatch.setattr(ScenePlate, "person_matte", lambda self, image: np.zeros(image.shape[:2], np.float32))
+    v = _open_viewer(window, tracked, qtbot)
+    assert v.scene_box.isEnabled() and v.scene_box.isChecked()        # the project has crops and mattes
+    assert v.last_render["scene"] is True
+    shown = qimage_to_array(v.last_render["image"]).astype(int)
+    seq = v.last_render["seq"]
+    v.scene_box.setChecked(False)
+    qtbot.waitUntil(lambda: v.last_render["seq"] > seq, timeout=5000)
+    assert v.last_render["scene"] is False
+    own = qimage_to_array(v.last_render["image"]).astype(int)
+    assert np.abs(shown - own).mean() > 1.0            # the crops' background was behind the disc
+    seq = v.last_render["seq"]
+    v.setFocus()
+    qtbot.keyClick(v, Qt.Key_K)
+    qtbot.waitUntil(lambda: v.last_render["seq"] > seq, timeout=5000)
+    assert v.scene_box.isChecked() and v.last_render["scene"] is True
+    assert np.array_equal(qimage_to_array(v.last_render["image"]).astype(int), shown)
+
+
+def test_videos_background_box_is_off_without_mattes(window, tracked, fake_engines, qtbot):
+    v = _open_viewer(window, tracked, qtbot)                          # the synthetic project has no mattes
+    assert not v.scene_box.isEnabled() and v.last_render["scene"] is False
+    assert "mattes" in v.scene_box.toolTip()

@@ -1,0 +1,357 @@
+"""The video's own background behind the avatar (`studio.scene`).
+
+A synthetic clip: a fixed, smoothly textured background frame (200 x 160) and a magenta disc (the
+"person") that moves over it. Each row's frame -> crop transform moves, scales and turns the crop a
+little, as tracking does; its crop is the frame warped by that transform and its matte the disc
+warped by it. The plate is built from the training rows and checked against the background a
+held-out row's crop really shows, and against the frame area that no training crop saw.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from studio import metrics
+from studio.scene import SceneConfig, ScenePlate
+from studio.tracking.data import EXPRESSION_NAMES, TrackingData
+
+W, H, S = 200, 160, 64          # frame width and height, crop side
+N_TRAIN = 24
+HELD = N_TRAIN                  # held-out row inside the area the training crops saw
+BEYOND = N_TRAIN + 1            # held-out row looking past the right edge of what they saw (and of the frame)
+PERSON = (255, 0, 255)
+
+
+def _background(seed: int = 0) -> np.ndarray:
+    """(H, W, 3) uint8: smooth random colour texture (σ 4 frame px), grey 128 ± 40."""
+    noise = cv2.GaussianBlur(np.random.default_rng(seed).normal(0, 1, (H, W, 3)).astype(np.float32), (0, 0), 4.0)
+    return np.clip(128 + noise / noise.std() * 40, 0, 255).astype(np.uint8)
+
+
+def _affine(scale: float, cx: float, cy: float, deg: float = 0.0) -> np.ndarray:
+    """(2, 3) frame -> crop: the frame point (cx, cy) to the crop's centre, `scale` crop px per frame px."""
+    a = np.radians(deg)
+    r = scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    t = np.array([(S - 1) / 2, (S - 1) / 2]) - r @ [cx, cy]
+    return np.hstack([r, t[:, None]])
+
+
+def _frame_with_person(bg: np.ndarray, px: float, py: float, radius: float = 22.0) -> tuple[np.ndarray, np.ndarray]:
+    """The frame with the disc at (px, py) and the disc's (H, W) float32 matte (anti-aliased edge)."""
+    m = np.zeros((H, W), np.float32)
+    cv2.circle(m, (int(round(px * 16)), int(round(py * 16))), int(round(radius * 16)), 1.0, -1,
+               lineType=cv2.LINE_AA, shift=4)
+    f = bg * (1 - m[..., None]) + np.array(PERSON, np.float32) * m[..., None]
+    return np.clip(f + 0.5, 0, 255).astype(np.uint8), m
+
+
+def _write_tracking(root, bg, transforms, people) -> TrackingData:
+    """A `track` folder (crops, mattes, tracking.npz/json) of `bg` seen through `transforms` with the
+    disc at `people` ((n, 2) frame px); returns it loaded."""
+    (root / "crops").mkdir(parents=True)
+    (root / "mattes").mkdir()
+    n = len(transforms)
+    for i, (t, (px, py)) in enumerate(zip(transforms, people)):
+        frame, m = _frame_with_person(bg, px, py)
+        crop = cv2.warpAffine(frame, t, (S, S), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        matte = cv2.warpAffine(m, t, (S, S), flags=cv2.INTER_LINEAR)
+        cv2.imwrite(str(root / "crops" / f"{i:06d}.png"), crop[..., ::-1])
+        cv2.imwrite(str(root / "mattes" / f"{i:06d}.png"), np.round(matte * 255).astype(np.uint8))
+    np.savez(root / "tracking.npz", time=np.arange(n, dtype=np.float32) / 25, valid=np.ones(n, bool),
+             pose=np.zeros((n, 3), np.float32), expr=np.zeros((n, len(EXPRESSION_NAMES)), np.float32),
+             landmarks=np.zeros((n, 478, 3), np.float32), transforms=np.asarray(transforms, np.float32))
+    (root / "tracking.json").write_text(json.dumps({"fps": 25, "frame_size": [W, H], "crop_size": S,
+                                                    "expression_names": EXPRESSION_NAMES}))
+    return TrackingData.load(root)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """(tracking, train rows, background frame): 24 training rows, then HELD and BEYOND."""
+    rng = np.random.default_rng(1)
+    bg = _background()
+    transforms, people = [], []
+    for _ in range(N_TRAIN):
+        cx, cy = rng.uniform(70, 100), rng.uniform(62, 98)       # crops stay left of x = 170
+        transforms.append(_affine(rng.uniform(0.5, 0.6), cx, cy, rng.uniform(-5, 5)))
+        people.append((cx + rng.uniform(-12, 12), cy + rng.uniform(-10, 10)))
+    transforms += [_affine(0.55, 85, 80, 2.0), _affine(0.55, 150, 80)]
+    people += [(92, 75), (150, 80)]
+    tracking = _write_tracking(tmp_path_factory.mktemp("scene") / "track", bg, transforms, people)
+    return tracking, np.arange(N_TRAIN), bg
+
+
+@pytest.fixture(scope="module")
+def plate(clip):
+    tracking, train, _ = clip
+    p = ScenePlate.from_tracking(tracking, train)
+    assert p is not None
+    return p
+
+
+def _true_background(bg: np.ndarray, t: np.ndarray, size: int = S) -> np.ndarray:
+    return cv2.warpAffine(bg, np.asarray(t, np.float64), (size, size), flags=cv2.INTER_LINEAR).astype(np.float32)
+
+
+def _frame_x(t: np.ndarray, size: int = S) -> np.ndarray:
+    """(size, size): the frame x each crop pixel of `t` shows."""
+    inv = cv2.invertAffineTransform(np.asarray(t, np.float64))
+    yy, xx = np.mgrid[0:size, 0:size]
+    return inv[0, 0] * xx + inv[0, 1] * yy + inv[0, 2]
+
+
+# ------------------------------------------------------------------ building and looking through the plate
+
+def test_plate_shows_the_true_background_of_a_heldout_crop_without_the_person(clip, plate):
+    tracking, train, bg = clip
+    t = tracking.transforms[train].astype(np.float64)
+    per_px = np.sqrt(np.abs(np.linalg.det(t[:, :, :2])))
+    assert plate.scale == pytest.approx(min(1.0, float(np.median(per_px))))
+    assert plate.color.shape == (round(H * plate.scale), round(W * plate.scale), 3)
+    assert plate.weight.shape == plate.color.shape[:2] and plate.crop_size == S
+
+    color, trust = plate.background(tracking.transforms[HELD], S)
+    assert color.shape == (S, S, 3) and trust.shape == (S, S)
+    assert color.dtype == np.float32 and trust.dtype == np.float32
+    assert trust.min() >= 0.0 and trust.max() <= 1.0
+    truth = _true_background(bg, tracking.transforms[HELD])
+    background = (trust > 0.999) & (tracking.matte(HELD) < 0.01)
+    assert background.mean() > 0.6, "the plate should fully trust most of the held-out crop's background"
+    err = np.abs(color - truth).mean(-1)[background]
+    assert err.mean() < 3.0, err.mean()
+    # the discs of the training frames (magenta, far from any background colour) are left out
+    ever_person = np.zeros((S, S), bool)              # held-out crop pixels some training frame had the person on
+    held = np.vstack([tracking.transforms[HELD], [0, 0, 1]])
+    for r in train:
+        crop_to_held = (held @ np.linalg.inv(np.vstack([tracking.transforms[r], [0, 0, 1]])))[:2]
+        ever_person |= cv2.warpAffine(tracking.matte(int(r)), crop_to_held, (S, S)) > 0.5
+    assert (background & ever_person).sum() > 200, "the check should cover where training frames had the person"
+    assert np.percentile(np.abs(color - truth).mean(-1)[background & ever_person], 99) < 10.0
+
+
+def test_trust_is_zero_where_no_training_crop_saw_the_frame(clip, plate):
+    tracking, train, _ = clip
+    corners = np.array([[-0.5, -0.5], [S - 0.5, -0.5], [-0.5, S - 0.5], [S - 0.5, S - 0.5]])
+    seen_right = max((corners @ cv2.invertAffineTransform(t.astype(np.float64))[:, :2].T
+                      + cv2.invertAffineTransform(t.astype(np.float64))[:, 2])[:, 0].max()
+                     for t in tracking.transforms[train])
+    assert seen_right < 172
+    _, trust = plate.background(tracking.transforms[BEYOND], S)
+    fx = _frame_x(tracking.transforms[BEYOND])
+    unseen = fx > seen_right + 4                      # a plate pixel's linear footprint
+    assert unseen.mean() > 0.2 and (fx > W).any()     # beyond what the crops saw, and beyond the frame
+    assert trust[unseen].max() == 0.0
+    assert (trust[fx < seen_right - 25] > 0.999).mean() > 0.95
+
+
+def test_placement_is_the_median_training_transform(clip, plate):
+    tracking, train, _ = clip
+    med = np.median(tracking.transforms[train].astype(np.float64), axis=0)
+    assert np.allclose(plate.placement, med)
+    a, ta = plate.background(None, S)
+    b, tb = plate.background(med, S)
+    assert np.array_equal(a, b) and np.array_equal(ta, tb)
+
+
+def test_background_at_a_render_size_matches_the_area_downscaled_crop(clip, plate):
+    tracking, _, bg = clip
+    size = S // 2
+    color, trust = plate.background(tracking.transforms[HELD], size)
+    assert color.shape == (size, size, 3)
+    truth = cv2.resize(_true_background(bg, tracking.transforms[HELD]), (size, size), interpolation=cv2.INTER_AREA)
+    matte = cv2.resize(tracking.matte(HELD), (size, size), interpolation=cv2.INTER_AREA)
+    background = (trust > 0.999) & (matte < 0.01)
+    assert background.mean() > 0.5
+    assert np.abs(color - truth).mean(-1)[background].mean() < 2.5
+
+
+def test_crop_edges_do_not_darken_the_plate(tmp_path):
+    flat = np.full((H, W, 3), 200, np.uint8)
+    rng = np.random.default_rng(3)
+    base = _affine(0.55, 90, 80)
+    transforms = [base + [[0, 0, dx], [0, 0, dy]] for dx, dy in rng.uniform(-0.5, 0.5, (10, 2))]
+    tracking = _write_tracking(tmp_path / "track", flat, transforms, [(-100, -100)] * 10)   # no person in view
+    plate = ScenePlate.from_tracking(tracking, np.arange(10))
+    color, trust = plate.background(base, S)
+    assert (trust > 0.999).mean() > 0.95
+    assert np.abs(color[trust > 0.999] - 200).max() < 2.0
+
+
+# ------------------------------------------------------------------ compositing
+
+def test_composite_puts_the_plate_behind_the_person_and_keeps_the_rest(clip, plate):
+    tracking, _, _ = clip
+    truth = tracking.crop(HELD)
+    matte = tracking.matte(HELD)
+    grey = np.full_like(truth, 128)
+    render = np.clip(truth * matte[..., None] + grey * (1 - matte[..., None]) + 0.5, 0, 255).astype(np.uint8)
+    t = tracking.transforms[HELD][None].astype(np.float64)
+    out = plate.composite(render[None], t, mattes=matte[None])
+    assert out.shape == (1, S, S, 3) and out.dtype == np.uint8
+    assert metrics.psnr(out, truth[None]) > metrics.psnr(render[None], truth[None]) + 8.0
+    person = matte >= 1.0
+    assert person.sum() > 100 and np.array_equal(out[0][person], render[person])      # the person is untouched
+    # no placement: the plate at the median training transform
+    at_placement = plate.composite(render[None], plate.placement[None], mattes=matte[None])
+    assert np.array_equal(plate.composite(render[None], None, mattes=matte[None]), at_placement)
+    assert not np.array_equal(at_placement, out)
+
+    # where the plate saw nothing the render stays as it was; where it is trusted the plate replaces it
+    flat = np.full((2, S, S, 3), 90, np.uint8)
+    beyond = np.repeat(tracking.transforms[BEYOND][None].astype(np.float64), 2, 0)
+    out = plate.composite(flat, beyond, mattes=np.zeros((2, S, S), np.float32))
+    color, trust = plate.background(tracking.transforms[BEYOND], S)
+    assert (trust == 0).sum() > 500 and np.array_equal(out[:, trust == 0], flat[:, trust == 0])
+    full = trust > 0.999
+    assert full.sum() > 500 and np.abs(out[0][full].astype(np.float32) - color[full]).max() <= 1.0
+
+
+def test_from_tracking_is_none_without_rows_mattes_transforms_or_background(clip, tmp_path):
+    tracking, train, _ = clip
+    assert ScenePlate.from_tracking(tracking, []) is None
+    assert ScenePlate.from_tracking(dataclasses.replace(tracking, transforms=None), train) is None
+    no_mattes = tmp_path / "no_mattes"
+    shutil.copytree(tracking.root / "crops", no_mattes / "crops")
+    assert ScenePlate.from_tracking(dataclasses.replace(tracking, root=no_mattes), train) is None
+    all_person = tmp_path / "all_person"
+    shutil.copytree(tracking.root / "crops", all_person / "crops")
+    (all_person / "mattes").mkdir()
+    for r in train:
+        cv2.imwrite(str(all_person / "mattes" / f"{r:06d}.png"), np.full((S, S), 255, np.uint8))
+    assert ScenePlate.from_tracking(dataclasses.replace(tracking, root=all_person), train) is None
+    # the clip itself does build one (so the Nones above are about what was taken away)
+    assert ScenePlate.from_tracking(tracking, train) is not None
+
+
+def test_from_project_builds_the_plate_of_the_training_rows_only(clip, tmp_path):
+    from studio.project import Project
+
+    tracking, _, _ = clip
+    proj = Project.create(tmp_path / "p")
+    shutil.copytree(tracking.root, proj.stage_dir("track"), dirs_exist_ok=True)
+    proj.update_record("track", status="done", run_id="track0", outputs={"tracking": "track/tracking.npz"})
+    train, held = TrackingData.from_project(proj).split()
+    assert HELD in held and BEYOND in held
+    plate = ScenePlate.from_project(proj)
+    expected = ScenePlate.from_tracking(tracking, train)
+    assert np.allclose(plate.color, expected.color) and np.allclose(plate.weight, expected.weight)
+    right = lambda p: p.weight[:, int(np.ceil(180 * p.scale)):]   # frame x >= 180: only BEYOND saw it  # noqa: E731
+    assert right(plate).max() == 0.0
+    assert right(ScenePlate.from_tracking(tracking, np.arange(BEYOND + 1))).max() > 0.5
+
+
+def test_from_project_is_none_for_an_untracked_project(tmp_path):
+    from studio.project import Project
+
+    assert ScenePlate.from_project(Project.create(tmp_path / "untracked")) is None
+
+
+# ------------------------------------------------------------------ the default matte: selfie segmentation
+
+def _flat_plate(rgb, size: int = 128) -> ScenePlate:
+    """A plate of one colour over the whole frame, seen by 5 frames, placed at the identity."""
+    color = np.broadcast_to(np.asarray(rgb, np.float32) * 5, (size, size, 3)).copy()
+    return ScenePlate(color, np.full((size, size), 5, np.float32), 1.0, size, np.eye(2, 3), SceneConfig())
+
+
+def test_default_composite_segments_and_replaces_a_person_free_image():
+    pytest.importorskip("mediapipe", reason="the default person matte is mediapipe's selfie segmentation")
+    plate = _flat_plate((20, 200, 60))
+    try:
+        img = np.full((1, 128, 128, 3), 128, np.uint8)        # no person in it
+        assert plate.person_matte(img[0]).max() < 0.05
+        out = plate.composite(img)
+        assert out.shape == img.shape and out.dtype == np.uint8
+        assert np.abs(out.astype(int) - [20, 200, 60]).max() <= 1
+    finally:
+        plate.close()
+    assert plate._segmenter is None
+
+
+def test_default_composite_keeps_a_real_person(tmp_path):
+    pytest.importorskip("mediapipe", reason="the default person matte is mediapipe's selfie segmentation")
+    from tests.conftest import shared_video
+
+    cap = cv2.VideoCapture(str(shared_video("subject_turns_d3.mp4")))
+    ok, frame = cap.read()
+    cap.release()
+    assert ok
+    img = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), (128, 128), interpolation=cv2.INTER_AREA)
+    blue = np.array([0, 0, 255])
+    plate = _flat_plate(blue)
+    try:
+        out = plate.composite(img[None])[0].astype(int)
+    finally:
+        plate.close()
+    face = (slice(50, 90), slice(45, 85))                    # nose, mouth, cheeks
+    assert np.abs(out[face] - img[face]).mean() < 3.0
+    wall = (slice(0, 12), slice(0, 12))                      # the top-left corner is the wall behind her
+    assert np.abs(out[wall] - blue).mean() < 10.0
+
+
+# ------------------------------------------------------------------ the avatar and `avatar-studio eval`
+
+def test_avatar_and_eval_put_the_videos_background_behind_the_person(tmp_path, monkeypatch):
+    """The tiny project of tests/test_evaluation.py, with disc mattes, and an engine that draws the
+    right person on a wrong (flat grey) background. The person matte of a render is the disc (no
+    mediapipe): the report scores the avatar with the video's background (clearly nearer the real
+    crops) and with the engine's own (the same figures as a run with the scene off)."""
+    import studio.tracking.tracker as tracker
+    from studio import evaluation
+    from studio.avatar import Avatar
+    from test_evaluation import CROP, RENDER, BlurredTruthEngine, make_project
+
+    def disc(size: int, radius: float) -> np.ndarray:
+        yy, xx = np.mgrid[0:size, 0:size]
+        return np.clip(radius + 0.5 - np.hypot(yy - (size - 1) / 2, xx - (size - 1) / 2), 0, 1).astype(np.float32)
+
+    class GreyBackground(BlurredTruthEngine):
+        def render_controls(self, controls, edits=None):
+            imgs = super().render_controls(controls)
+            keep = disc(self.size, 24 / CROP * self.size)[None, ..., None]
+            return np.clip(imgs * keep + 90 * (1 - keep) + 0.5, 0, 255).astype(np.uint8)
+
+    proj = make_project(tmp_path / "proj")
+    matte = np.round(disc(CROP, 22) * 255).astype(np.uint8)       # the 'face' disc of every crop
+    for p in (proj.stage_dir("track") / "mattes").glob("*.png"):
+        cv2.imwrite(str(p), matte)
+    trk = TrackingData.from_project(proj)
+    engine = GreyBackground(trk)
+    monkeypatch.setattr(ScenePlate, "person_matte",
+                        lambda self, image: disc(image.shape[0], 24 / CROP * image.shape[0]))
+    monkeypatch.setattr(Avatar, "open", classmethod(
+        lambda cls, project, engine_name=None, detail=True, flame_geometry=True, scene=True:
+        cls(engine, project=project, detail=detail, flame_geometry=flame_geometry, scene=scene)))
+    monkeypatch.setattr(metrics, "arcface_weights", lambda: None)
+    monkeypatch.setattr(tracker, "track_images", lambda images, tracking: [None] * len(images))
+
+    assert Avatar(engine).scene_plate() is None                             # no project
+    assert Avatar(engine, project=proj, scene=False).scene_plate() is None
+    assert isinstance(Avatar(engine, project=proj).scene_plate(), ScenePlate)
+    _, held = trk.split()
+    c = trk.controls(held[:1])
+    corner = (slice(0, 4), slice(0, 4))
+    shown = Avatar(engine, project=proj, detail=False).render_batch(c)[0][0]
+    assert np.abs(shown[corner].astype(int) - (200, 190, 170)).max() <= 2            # the crops' background
+    assert np.array_equal(Avatar(engine, project=proj, detail=False, scene=False).render_batch(c)[0][0][corner],
+                          np.full((4, 4, 3), 90, np.uint8))
+
+    on = evaluation.evaluate(proj, sweep_points=3, latency_frames=2)
+    off = evaluation.evaluate(proj, sweep_points=3, latency_frames=2, scene=False)
+    assert on["scene"] is True and off["scene"] is False
+    assert "heldout_own_background" in on and "heldout_own_background" not in off
+    assert on["heldout_own_background"]["psnr"] == pytest.approx(off["heldout"]["psnr"], abs=1e-3)
+    assert on["heldout"]["psnr"] > off["heldout"]["psnr"] + 3.0
+    assert on["heldout"]["psnr_clamped"] > off["heldout"]["psnr_clamped"] + 3.0
+    assert "background" in on["heldout_engine"]["note"]
+    assert "engine's own background" in evaluation.format_table(on)
+    alone = evaluation.evaluate(proj, sweep_points=3, latency_frames=2, detail=False)
+    assert alone["scene"] is True and "heldout_own_background" not in alone      # the engine's render is it
+    assert alone["heldout_engine"]["psnr"] == pytest.approx(off["heldout_engine"]["psnr"], abs=1e-3)
+    assert alone["heldout"]["psnr"] > alone["heldout_engine"]["psnr"] + 3.0
+    assert RENDER < CROP                                                        # placed at a render size
