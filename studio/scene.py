@@ -111,10 +111,19 @@ class ScenePlate:
             bg = cv2.erode(1.0 - matte, kernel)
             bg = np.where(bg > 1.0 - config.background_below, bg, 0.0).astype(np.float32)
             m = (to_plate @ np.linalg.inv(_affine3(t)))[:2]   # crop -> plate
-            w = cv2.warpAffine(bg, m, (pw, ph), flags=cv2.INTER_LINEAR, borderValue=0)
+            # only the crop's footprint on the plate is warped (a small face in a 1080p frame: a few
+            # percent of the plate)
+            corners = np.array([[0, 0, 1], [S, 0, 1], [0, S, 1], [S, S, 1]], np.float64) @ m.T
+            x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 1, 0)
+            x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 2, (pw, ph))
+            if x1 <= x0 or y1 <= y0:
+                continue
+            m_roi = m - np.array([[0, 0, x0], [0, 0, y0]], np.float64)
+            box = (int(x1 - x0), int(y1 - y0))
+            weight[y0:y1, x0:x1] += cv2.warpAffine(bg, m_roi, box, flags=cv2.INTER_LINEAR, borderValue=0)
             # weighted before the warp, so the crop's edge fades colour and weight alike
-            color += cv2.warpAffine(crop * bg[..., None], m, (pw, ph), flags=cv2.INTER_LINEAR, borderValue=0)
-            weight += w
+            color[y0:y1, x0:x1] += cv2.warpAffine(crop * bg[..., None], m_roi, box, flags=cv2.INTER_LINEAR,
+                                                  borderValue=0)
             used += 1
         if not used or not np.any(weight > 0):
             return None
