@@ -275,13 +275,13 @@ class Avatar:
         plate = self.scene_plate() if scene else None
         return out if plate is None else plate.composite(out, placements)
 
-    def _render(self, c: np.ndarray, edits: Any) -> np.ndarray:
+    def _render(self, c: np.ndarray, edits: Any, placements: np.ndarray | None = None) -> np.ndarray:
         bound = self.bind_edits(edits)
         imgs = self.engine.render_controls(c, edits=bound)
         if self.video_detail() is None and self.flame_warp() is None and self.scene_plate() is None:
             return imgs
         unedited = self.engine.render_controls(c) if bound and self.video_detail() is not None else None
-        return self.finish(imgs, c, unedited)
+        return self.finish(imgs, c, unedited, placements=placements)
 
     def render(self, yaw: float = 0.0, pitch: float = 0.0,
                expression: Mapping[str, float] | np.ndarray | None = None, edits: Any = None) -> Render:
@@ -289,6 +289,9 @@ class Avatar:
         c, moved = self.clamp(self.controls_from(yaw, pitch, expression))
         return Render(image=self._render(c[None], edits)[0], clamped=moved, controls=c)
 
-    def render_batch(self, controls: np.ndarray, edits: Any = None) -> tuple[np.ndarray, list[str]]:
+    def render_batch(self, controls: np.ndarray, edits: Any = None,
+                     placements: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
+        """`placements`: (B, 2, 3) frame -> crop transforms placing each render in the video's scene
+        (`finish`; None: where the head was most of the clip)."""
         c, moved = self.clamp(controls)
-        return self._render(c, edits), moved
+        return self._render(c, edits, placements), moved

@@ -61,7 +61,9 @@ class ExportConfig:
     flame_geometry: bool = opt(True, "FLAME controls: warp each render by the landmark motion FLAME gives the "
                                      "controls beyond the expression the engine renders (needs FLAME's files).")
     scene: bool = opt(True, "The video's own background behind the person (a clean plate of the training "
-                            "frames' background); off keeps the engine's own, softer background.")
+                            "frames' background; source self: each head placed where it was in its frame, "
+                            "other sources: where it was most of the clip); off keeps the engine's own, "
+                            "softer background.")
     batch: int = opt(4, "Frames rendered per batch.", minimum=1, maximum=64, advanced=True)
     overwrite: bool = opt(True, "Replace an existing file at the output path (only once the new one is complete).")
 
@@ -434,6 +436,12 @@ def export(project, cfg: ExportConfig, out: str | Path, control: Control | None 
     writer = ClipWriter(out, fmt, width, height, motion.fps, cfg.crf, audio, motion.audio_offset, motion.duration)
     frames_it = _source_frames(motion, project) if needs_frames else None
     mask = face_mask(S)
+    placements = None
+    if motion.name == "self" and motion.rows is not None:
+        from .motion import _fill_invalid
+
+        # a frame without a face keeps the last placement, as its controls keep the last frame's
+        placements = _fill_invalid(np.asarray(src_trk.transforms, np.float64), src_trk.valid)
     clamped: set[str] = set()
     t0 = time.perf_counter()
     total = len(motion)
@@ -441,7 +449,11 @@ def export(project, cfg: ExportConfig, out: str | Path, control: Control | None 
     try:
         for start, ctrl in motion.chunks(cfg.batch):
             control.checkpoint()
-            imgs, moved = avatar.render_batch(ctrl, edits=edits)
+            if placements is not None:   # the subject's own frames: each head where it was in its frame
+                imgs, moved = avatar.render_batch(ctrl, edits=edits,
+                                                  placements=placements[motion.rows[start:start + len(ctrl)]])
+            else:
+                imgs, moved = avatar.render_batch(ctrl, edits=edits)
             clamped.update(moved)
             for k, img in enumerate(imgs):
                 frame = img

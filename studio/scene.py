@@ -174,12 +174,13 @@ class ScenePlate:
     def composite(self, images: np.ndarray, transforms: np.ndarray | None = None,
                   mattes: np.ndarray | None = None) -> np.ndarray:
         """`images` (B, S, S, 3) uint8 with the plate behind the person. `transforms`: (B, 2, 3) frame ->
-        crop placements (None: `placement` for all); `mattes`: (B, S, S) person mattes in [0, 1]
-        (None: segmented from each image)."""
+        crop placements (None, or a row that is not finite, e.g. a frame without a face: `placement`);
+        `mattes`: (B, S, S) person mattes in [0, 1] (None: segmented from each image)."""
         images = np.asarray(images)
         out = np.empty_like(images)
         for i, img in enumerate(images):
-            bg, trust = self.background(None if transforms is None else transforms[i], img.shape[0])
+            t = None if transforms is None else np.asarray(transforms[i], np.float64)
+            bg, trust = self.background(t if t is not None and np.all(np.isfinite(t)) else None, img.shape[0])
             a = self.person_matte(img) if mattes is None else np.asarray(mattes[i], np.float32)
             f = img.astype(np.float32)
             bg = np.where(np.isnan(bg), f, bg)   # unseen: the render's own background

@@ -217,8 +217,11 @@ def test_nerf_engine_is_driven_through_theta(nerf_pair, tmp_path):
     assert avatar.video_detail() is not None
     # the frames that lend detail are chosen by the motion's controls (pose + learned expression controls)
     c4, _ = avatar.clamp(m.controls[:4])
-    np.testing.assert_array_equal(imgs, avatar.video_detail().apply(raw, c4))
-    plain = m.bind_avatar(Avatar.open(avatar_proj, "nerf", detail=False))
+    # ... and the video's background goes behind the person, as for every render of the avatar
+    expected = avatar.video_detail().apply(raw, c4)
+    assert avatar.scene_plate() is not None
+    np.testing.assert_array_equal(imgs, avatar.scene_plate().composite(expected))
+    plain = m.bind_avatar(Avatar.open(avatar_proj, "nerf", detail=False, scene=False))
     np.testing.assert_array_equal(plain.render_batch(m.controls[:4])[0], raw)
     res = run_export(avatar_proj, ExportConfig(source="driver", driver=str(actor)), tmp_path / "nerf_frames")
     assert res["frames"] == 30 and any("learned transfer" in n for n in res["notes"])
