@@ -355,3 +355,38 @@ def test_avatar_and_eval_put_the_videos_background_behind_the_person(tmp_path, m
     assert alone["heldout_engine"]["psnr"] == pytest.approx(off["heldout_engine"]["psnr"], abs=1e-3)
     assert alone["heldout"]["psnr"] > alone["heldout_engine"]["psnr"] + 3.0
     assert RENDER < CROP                                                        # placed at a render size
+
+
+def test_a_scene_that_changes_between_frames_is_trusted_less(clip, plate, tmp_path):
+    """Frames that disagree about the background (a walking camera, a door, a screen) leave a smeared
+    plate: its trust falls with the colour's spread over the frames. The still clip's plate agrees with
+    itself to within resampling and keeps its full trust."""
+    tracking, train, _ = clip
+    transforms = [tracking.transforms[int(r)].astype(np.float64) for r in train]
+    people = [(10.0, 10.0)] * len(train)   # the person far off: every crop pixel is background
+    root = tmp_path / "changing"
+    (root / "crops").mkdir(parents=True)
+    (root / "mattes").mkdir()
+    for i, t in enumerate(transforms):         # another background in every frame
+        frame, m = _frame_with_person(_background(seed=100 + i), *people[i])
+        cv2.imwrite(str(root / "crops" / f"{i:06d}.png"),
+                    cv2.warpAffine(frame, t, (S, S), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[..., ::-1])
+        cv2.imwrite(str(root / "mattes" / f"{i:06d}.png"),
+                    np.round(cv2.warpAffine(m, t, (S, S)) * 255).astype(np.uint8))
+    n = len(transforms)
+    np.savez(root / "tracking.npz", time=np.arange(n, dtype=np.float32) / 25, valid=np.ones(n, bool),
+             pose=np.zeros((n, 3), np.float32), expr=np.zeros((n, len(EXPRESSION_NAMES)), np.float32),
+             landmarks=np.zeros((n, 478, 3), np.float32), transforms=np.asarray(transforms, np.float32))
+    (root / "tracking.json").write_text(json.dumps({"fps": 25, "frame_size": [W, H], "crop_size": S,
+                                                    "expression_names": EXPRESSION_NAMES}))
+    changing = ScenePlate.from_tracking(TrackingData.load(root), np.arange(n))
+    t = tracking.transforms[HELD]
+    seen = plate.background(t, S)[1] > 0.99
+    assert seen.mean() > 0.5
+    assert np.median(plate.spread[plate.weight > 3]) < 10.0   # resampling at other scales and turns
+    assert np.median(changing.spread[changing.weight > 3]) > 25.0
+    trust_changing = changing.background(t, S)[1]
+    assert trust_changing[seen].mean() < 0.6
+    # without the spread the same plate would be fully trusted there
+    blind = ScenePlate(changing.color, changing.weight, changing.scale, S, changing.placement)
+    assert blind.background(t, S)[1][seen].mean() > 0.95
