@@ -403,6 +403,7 @@ def cmd_export(args) -> int:
 
     from .config import from_dict
     from .export import ExportConfig, export
+    from .progress import run_to_end
     from .project import Project
 
     project = Project.open(args.project)
@@ -412,14 +413,8 @@ def cmd_export(args) -> int:
         over["edits"] = _edit_list(args.edit)
     cfg = from_dict(ExportConfig, over)
     printer = ProgressPrinter()
-    gen = export(project, cfg, args.out)
     try:
-        while True:
-            try:
-                printer(next(gen))
-            except StopIteration as stop:
-                res = stop.value
-                break
+        res = run_to_end(export(project, cfg, args.out), printer)
     finally:
         printer.close()
     for n in res.get("notes", []):

@@ -452,14 +452,9 @@ def _named_via_flame(project, avatar, tracking, neutral: np.ndarray, sweep_point
 def evaluate(project, engine: str | None = None, on_progress: Callable[[Progress], None] | None = None,
              **kw) -> dict:
     """Run `iter_evaluate` to the end, passing its progress events to `on_progress`."""
-    gen = iter_evaluate(project, engine, **kw)
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if on_progress:
-            on_progress(ev)
+    from .progress import run_to_end
+
+    return run_to_end(iter_evaluate(project, engine, **kw), on_progress)
 
 
 # ------------------------------------------------------------------ the table
@@ -667,14 +662,9 @@ def iter_evaluate_edits(project, engine: str | None = None, names: list[str] | N
 def evaluate_edits(project, engine: str | None = None, on_progress: Callable[[Progress], None] | None = None,
                    **kw) -> dict:
     """Run `iter_evaluate_edits` to the end, passing its progress events to `on_progress`."""
-    gen = iter_evaluate_edits(project, engine, **kw)
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if on_progress:
-            on_progress(ev)
+    from .progress import run_to_end
+
+    return run_to_end(iter_evaluate_edits(project, engine, **kw), on_progress)
 
 
 def format_edit_table(report: dict) -> str:

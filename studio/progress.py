@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Generator
 
 from .errors import Cancelled
 
@@ -84,3 +84,15 @@ class Control:
             pass
         if self._cancel.is_set():
             raise Cancelled()
+
+
+def run_to_end(gen: Generator[Any, None, Any], on_event: Callable[[Any], None] | None = None) -> Any:
+    """Drive a generator of progress events (a stage, `iter_evaluate`, `export`) to its end and return
+    what it returns; each event it yields goes to `on_event` when one is given."""
+    while True:
+        try:
+            ev = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if on_event is not None:
+            on_event(ev)

@@ -60,15 +60,10 @@ def _export_frames(project, cfg, out: Path, avatar) -> tuple[np.ndarray, dict, f
     import cv2
 
     from ..export import export
+    from ..progress import run_to_end
 
     t0 = time.perf_counter()
-    gen = export(project, cfg, out, avatar=avatar)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            res = stop.value
-            break
+    res = run_to_end(export(project, cfg, out, avatar=avatar))
     wall = time.perf_counter() - t0
     frames = np.stack([cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in sorted(out.glob("*.png"))])
     return frames, res, wall

@@ -28,18 +28,13 @@ def _child(project: str, duration: float, fps: float, engine: str | None, out: s
     import torch  # noqa: F401  (imported as the app does, so memory figures include it)
 
     from ..export import ExportConfig, export
+    from ..progress import run_to_end
     from ..project import Project
 
     proj = Project.open(project)
     cfg = ExportConfig(source="turntable", duration=duration, fps=fps, engine=engine)
     t0 = time.perf_counter()
-    gen = export(proj, cfg, out)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            res = stop.value
-            break
+    res = run_to_end(export(proj, cfg, out))
     wall = time.perf_counter() - t0
     self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss

@@ -46,7 +46,7 @@ from typing import Any, Callable, Generator
 import numpy as np
 
 from ..errors import Cancelled, InputError, MissingModelError, ProjectError
-from ..progress import Control, Progress
+from ..progress import Control, Progress, run_to_end
 from .model import Edit, EditSet, file_stem, validate_name
 
 STAGE = "edit"
@@ -127,15 +127,8 @@ class JobContext:
         """The job's own checkpoint records how far it got; nothing goes into the manifest."""
 
 
-def drive(gen: Generator[Progress, None, Any], on_progress: ProgressFn | None = None) -> Any:
-    """Run a job generator to the end, handing each event to `on_progress`; returns its result."""
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if on_progress is not None:
-            on_progress(ev)
+drive = run_to_end
+"""Run a job generator to the end, handing each event to `on_progress`; returns its result."""
 
 
 # ----------------------------------------------------------------------------- weight files

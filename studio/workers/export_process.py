@@ -23,15 +23,10 @@ def drive(project, cfg_values: dict, out: str, control: Control, on_progress: Ca
     """Run one export to the end; progress goes to `on_progress`; returns the result dict."""
     from ..config import from_dict
     from ..export import ExportConfig, export
+    from ..progress import run_to_end
 
     cfg = from_dict(ExportConfig, cfg_values)
-    gen = export(project, cfg, out, control=control, avatar=avatar)
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        on_progress(ev)
+    return run_to_end(export(project, cfg, out, control=control, avatar=avatar), on_progress)
 
 
 def open_avatar(project, cfg_values: dict, loader: Any):

@@ -14,19 +14,14 @@ from studio.driving.job import train_actor
 from studio.driving.transfer import CodeDrivenAvatar, LearnedMotion, learned_motion
 from studio.errors import Cancelled, InputError
 from studio.export import ExportConfig, build_motion, export
-from studio.progress import Control
+from studio.progress import Control, run_to_end
 from studio.project import Project
 
 from .synth import NERF_TINY, TINY, ControlsEngine, make_pair
 
 
 def run_export(project, cfg, out, avatar=None):
-    gen = export(project, cfg, out, avatar=avatar)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return run_to_end(export(project, cfg, out, avatar=avatar))
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from studio.avatar import Avatar
 from studio.errors import Cancelled, InputError
 from studio.export import ExportConfig, export, feather_mask, paste_back
 from studio.motion import normalise_to_subject, timeline_motion
-from studio.progress import Control
+from studio.progress import Control, run_to_end
 from studio.tracking.data import TrackingData
 from studio.video import media_duration, probe
 from tests.conftest import shared_video
@@ -40,13 +40,8 @@ class NearestFrameEngine:
 
 
 def run_export(project, cfg, out, control=None, avatar=None):
-    gen = export(project, cfg, out, control=control, avatar=avatar)
     events = []
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            return stop.value, events
+    return run_to_end(export(project, cfg, out, control=control, avatar=avatar), events.append), events
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ import pytest
 
 from studio.avatar import Avatar
 from studio.export import ExportConfig, export
+from studio.progress import run_to_end
 from studio.project import Project
 from studio.scene import ScenePlate
 from studio.tracking.data import EXPRESSION_NAMES, TrackingData
@@ -134,13 +135,7 @@ def opened(project, monkeypatch):
 
 
 def run_export(project, cfg, out) -> tuple[dict, np.ndarray]:
-    gen = export(project, cfg, out)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            res = stop.value
-            break
+    res = run_to_end(export(project, cfg, out))
     pngs = sorted(out.glob("*.png"))
     assert len(pngs) == res["frames"]
     return res, np.stack([cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in pngs])

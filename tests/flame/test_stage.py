@@ -13,7 +13,7 @@ import torch
 
 from studio.errors import Cancelled, MissingModelError, ProjectError
 from studio.pipeline import run_stage, stage_state
-from studio.progress import Control
+from studio.progress import Control, run_to_end
 from studio.project import Project
 from studio.stages import REGISTRY
 
@@ -438,21 +438,13 @@ def test_named_tab_is_scored_against_the_trackers_named_measure(monkeypatch):
     monkeypatch.setattr(ev, "_retrack", track)
     neutral = np.zeros(len(names), np.float32)
 
-    def run():
-        gen = ev._named_via_flame(None, Avatar(), None, neutral, 5)
-        while True:
-            try:
-                next(gen)
-            except StopIteration as stop:
-                return stop.value
-
-    res = run()
+    res = run_to_end(ev._named_via_flame(None, Avatar(), None, neutral, 5))
     assert list(res["pearson"]) == named
     assert all(abs(r - 1.0) < 1e-6 for r in res["pearson"].values()), res
     # the sweep spans each named slider's own range, the others at 0
     assert np.allclose(np.linalg.lstsq(W[:-1].T, shown[4][2:], rcond=None)[0], [ranges["n0"][1], 0, 0, 0], atol=1e-5)
     flip["on"] = True
-    res = run()
+    res = run_to_end(ev._named_via_flame(None, Avatar(), None, neutral, 5))
     assert res["pearson"]["n2"] < -0.999 and res["pearson"]["n1"] > 0.999
 
 

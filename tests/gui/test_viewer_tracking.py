@@ -119,21 +119,28 @@ def test_tracking_view_curves_pivots_and_scrubbing(window, tracked, qtbot, scree
 
 def test_detail_from_the_video_toggles_with_the_box_and_v(window, tracked, fake_engines, qtbot, screenshot):
     v = _open_viewer(window, tracked, qtbot)
-    assert v.detail_box.isEnabled() and v.detail_box.isChecked()       # the project has its tracked crops
-    assert v.last_render["detail"] is True
+    shown, alone = _toggle_box_and_key(v, v.detail_box, "detail", Qt.Key_V, qtbot)   # the project has its crops
+    assert np.abs(shown - alone).mean() > 1.0          # the frames' detail was on the render
+    screenshot(window, "viewer_detail")
+
+
+def _toggle_box_and_key(v, box, flag: str, key, qtbot):
+    """`box` starts enabled and checked with `flag` on in the render; unchecking re-renders with it off,
+    and `key` turns it back on. → (image with it on, image with it off), as int arrays."""
+    assert box.isEnabled() and box.isChecked()
+    assert v.last_render[flag] is True
     shown = qimage_to_array(v.last_render["image"]).astype(int)
     seq = v.last_render["seq"]
-    v.detail_box.setChecked(False)
+    box.setChecked(False)
     qtbot.waitUntil(lambda: v.last_render["seq"] > seq, timeout=5000)
-    assert v.last_render["detail"] is False
-    alone = qimage_to_array(v.last_render["image"]).astype(int)
-    assert np.abs(shown - alone).mean() > 1.0          # the frames' detail was on the render
+    assert v.last_render[flag] is False
+    off = qimage_to_array(v.last_render["image"]).astype(int)
     seq = v.last_render["seq"]
     v.setFocus()
-    qtbot.keyClick(v, Qt.Key_V)
+    qtbot.keyClick(v, key)
     qtbot.waitUntil(lambda: v.last_render["seq"] > seq, timeout=5000)
-    assert v.detail_box.isChecked() and v.last_render["detail"] is True
-    screenshot(window, "viewer_detail")
+    assert box.isChecked() and v.last_render[flag] is True
+    return shown, off
 
 
 def test_a_project_opens_on_its_avatar_when_one_is_trained(window, tracked, fake_engines, qtbot):
@@ -175,20 +182,8 @@ def test_videos_background_toggles_with_the_box_and_k(window, tracked, fake_engi
     # the fake engine's disc is no person to mediapipe; say so outright, so the plate shows wherever it saw
     monkeypatch.setattr(ScenePlate, "person_matte", lambda self, image: np.zeros(image.shape[:2], np.float32))
     v = _open_viewer(window, tracked, qtbot)
-    assert v.scene_box.isEnabled() and v.scene_box.isChecked()        # the project has crops and mattes
-    assert v.last_render["scene"] is True
-    shown = qimage_to_array(v.last_render["image"]).astype(int)
-    seq = v.last_render["seq"]
-    v.scene_box.setChecked(False)
-    qtbot.waitUntil(lambda: v.last_render["seq"] > seq, timeout=5000)
-    assert v.last_render["scene"] is False
-    own = qimage_to_array(v.last_render["image"]).astype(int)
+    shown, own = _toggle_box_and_key(v, v.scene_box, "scene", Qt.Key_K, qtbot)   # the project has crops and mattes
     assert np.abs(shown - own).mean() > 1.0            # the crops' background was behind the disc
-    seq = v.last_render["seq"]
-    v.setFocus()
-    qtbot.keyClick(v, Qt.Key_K)
-    qtbot.waitUntil(lambda: v.last_render["seq"] > seq, timeout=5000)
-    assert v.scene_box.isChecked() and v.last_render["scene"] is True
     assert np.array_equal(qimage_to_array(v.last_render["image"]).astype(int), shown)
 
 
