@@ -227,9 +227,7 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
     renders, clamped_renders = [], []
     for i in range(0, len(held), 8):
         renders.append(avatar.engine.render_controls(controls[i:i + 8]))
-        clamped = avatar.clamp(controls[i:i + 8])[0]   # as `Avatar.render_batch` renders them
-        clamped_renders.append(avatar.finish(avatar.engine.render_controls(clamped), clamped,
-                                             placements=placements[i:i + 8]))
+        clamped_renders.append(avatar.render_batch(controls[i:i + 8], placements=placements[i:i + 8])[0])
         yield Progress(stage=STAGE, step=min(i + 8, len(held)), total=len(held), part="heldout")
     empty = np.zeros((0, avatar.size, avatar.size, 3), np.uint8)
     renders = np.concatenate(renders) if renders else empty
