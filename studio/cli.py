@@ -639,6 +639,10 @@ def cmd_bench(args) -> int:
                              "avatar-studio bench driving PROJECT --actor VIDEO")
         return bench_main([args.video, "--actor", args.actor] + (["--engine", args.engine] if args.engine else [])
                           + (["--clip", args.clip] if args.clip else []) + (["--no-detail"] if args.no_detail else []))
+    if args.what == "train-step":
+        from .benchmarks.train_step import main as bench_main
+
+        return bench_main(["--steps", str(args.repeat)] if args.repeat else [])
     raise InputError(f"unknown benchmark {args.what}")
 
 
@@ -833,7 +837,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_models)
 
     sp = sub.add_parser("bench", help="benchmarks that print figures")
-    sp.add_argument("what", choices=("track", "generator", "export", "driving"))
+    sp.add_argument("what", choices=("track", "generator", "export", "driving", "train-step"))
     sp.add_argument("video", nargs="?", help="video for the tracking benchmark (project for the export and driving "
                                              "ones)")
     sp.add_argument("--actor", help="driving: the trained actor's video")
@@ -842,7 +846,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-detail", action="store_true",
                     help="driving: render the engine's image alone, without detail from the subject's video")
     sp.add_argument("--max-frames", type=int)
-    sp.add_argument("--repeat", type=int, help="track: the clip K times in a row (memory must stay flat)")
+    sp.add_argument("--repeat", type=int, help="track: the clip K times in a row (memory must stay flat); "
+                                                 "train-step: how many steps are timed")
     sp.add_argument("--landscape-1080p", action="store_true",
                     help="track: a 1920x1080 landscape clip with a small face, made from a shared clip")
     sp.add_argument("--whole-frame", action="store_true", help="track: run the mesh on the whole frame (old way)")

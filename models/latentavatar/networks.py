@@ -11,6 +11,38 @@ def _act() -> nn.Module:
     return nn.LeakyReLU(0.2, inplace=True)
 
 
+class _SoftplusCPU(torch.autograd.Function):
+    """softplus(x) = max(x, 0) + log(1 + exp(−|x|)); the backward is PyTorch's own.
+
+    The same function as `F.softplus` (β 1, threshold 20: within 1e-6, and x itself above 20), built
+    from operations the CPU runs vectorised. PyTorch's CPU softplus goes through a log1p that is not
+    vectorised: on the point decoder's (4 · 1024 rays · 24 samples, 64) activations it took 36 ms
+    against 1–4 ms for exp, log or sigmoid of the same tensor, and this one about 9 ms; a preview
+    NeRF training step went from 255–267 ms to 201–229 (`avatar-studio bench train-step`, README)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return torch.exp(-x.abs()).add_(1).log_().add_(x.clamp_min(0))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return torch.ops.aten.softplus_backward(grad, x, 1.0, 20.0)
+
+
+def softplus(x: torch.Tensor) -> torch.Tensor:
+    """`F.softplus` (β 1, threshold 20), computed by `_SoftplusCPU` on the CPU; on a GPU PyTorch's own."""
+    return F.softplus(x) if x.device.type != "cpu" else _SoftplusCPU.apply(x)
+
+
+class Softplus(nn.Module):
+    """`nn.Softplus()` through `softplus`; no parameters, so state dicts are unchanged."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return softplus(x)
+
+
 def normalize_code(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Scale codes to unit RMS (the sphere of radius √D), as StyleGAN normalises its latents.
 
@@ -87,13 +119,13 @@ class PointDecoder(nn.Module):
     def __init__(self, in_channels: int, feature_dim: int, hidden: int = 64, density_scale: float = 10.0,
                  density_bias: float = -4.0):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_channels, hidden), nn.Softplus(), nn.Linear(hidden, hidden),
-                                 nn.Softplus(), nn.Linear(hidden, 1 + feature_dim))
+        self.net = nn.Sequential(nn.Linear(in_channels, hidden), Softplus(), nn.Linear(hidden, hidden),
+                                 Softplus(), nn.Linear(hidden, 1 + feature_dim))
         self.density_scale, self.density_bias = density_scale, density_bias
 
     def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.net(feats)
-        sigma = self.density_scale * F.softplus(out[..., 0] + self.density_bias)
+        sigma = self.density_scale * softplus(out[..., 0] + self.density_bias)
         rgb = torch.sigmoid(out[..., 1:4]) * 1.002 - 0.001
         return sigma, torch.cat([rgb, out[..., 4:]], dim=-1)
 
