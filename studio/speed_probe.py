@@ -33,8 +33,10 @@ STEP_COST: dict[str, float] = {
     # NeRF: measured against this probe itself: on a quiet 2-core machine (2026-12-02) the probe
     # gave 0.579 s per prior step (mean of three) and `nerf` ran 7000 steps in 44:58 (d14). The
     # 2026-11-21 ratio (30.8 min against 0.49 s) left every NeRF estimate since short: 35 min
-    # said for 40:24 (d3, 12-01), 36 min for 44:58 (d14, 12-02).
-    "nerf": 2698.0 / 7000 / 0.579,
+    # said for 40:24 (d3, 12-01), 36 min for 44:58 (d14, 12-02). × 0.80 since 2026-12-04: the point
+    # decoder's softplus (`models.latentavatar.networks.softplus`) made a step 0.80 of what it was
+    # (`avatar-studio bench train-step`, medians 255 -> 204 ms with the face losses, quiet machine).
+    "nerf": 2698.0 / 7000 / 0.579 * 0.80,
 }
 FACE_LOSS_COST: dict[str, float] = {
     "nerf": 3.70 / 3.11,
