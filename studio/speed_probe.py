@@ -1,18 +1,25 @@
 """How long training will take on this machine: a short speed probe and an extrapolation.
 
-The probe times a few real training steps of the subject prior (the StyleGAN engine's first
-network: its small StyleGAN2 synthesis network, its image encoder, the L1 + perceptual loss, the
-backward pass and an Adam step) on random images at the preset's resolution, at batch 1 and
-batch 4 (the preset's batch where that is smaller), the median of three steps each. A straight
-line through the two (fixed cost + cost per image) gives the time of one step at the preset's
-batch. (Batches 1 and 2, one step each, as first built, multiplied their difference's noise by
-eight at the preview batch: on one quiet machine the probe said 54, 16, 30, 40 and 44 minutes for
-the NeRF avatar, which took 45-46 minutes there; three probes as now said 35-38.) Every other stage is priced in prior steps: `STEP_COST` says what one step
-of that stage cost relative to one prior step in a measured full run (README, "Measured":
-`avatar-studio run clip2.mp4`, 2-core CPU, 2026-11-21: prior 1600 steps in 13.0 min, PTI 500
-tuning steps in 6.0 min including the pivot inversions, mappers 2400 steps in 10.2 min; the
-NeRF's step against this probe's own step on a quiet machine, 2026-12-02, see `STEP_COST`). The step counts come from the stage presets
-(`REGISTRY[stage].preset(name)`), so a preset with more steps gives a longer estimate.
+The probe times real training steps on random inputs of the preset's shapes, the median of three
+after a warm-up: the subject prior's step (the StyleGAN engine's first network: its small StyleGAN2
+synthesis network, its image encoder, the L1 + perceptual loss, the backward pass and an Adam step)
+at the preset's batch, and for the preview preset the NeRF stage's own step (`models.latentavatar.
+train_step` with the stage's losses, its ArcFace face losses when that file is configured).
+
+Until 2026-12-04 the probe timed the prior at batches 1 and 4 and drew a straight line to the
+preset's 8, and priced the NeRF from the prior's step by a ratio measured on one machine. That ratio
+did not carry from one CPU to the next: on the slower machine seen here it said 81 min for a d14
+NeRF run whose training took 60 and 67 min for a d9 one that took 48 (README, "Measured"), because
+the NeRF's step (ray sampling, a point decoder, small convolutions) and the generator's step
+(modulated convolutions) do not speed up alike from one CPU to the next. The NeRF's step is now
+timed itself. The prior is timed at the preset's batch as training runs it; the line through
+batches 1 and 4 is kept for batches over `DIRECT_BATCH` (on a 2-core Xeon, 2026-12-04, it gave
+0.427 s at batch 8 against 0.422 s timed).
+
+PTI and the mappers are priced in probe steps: `STEP_COST` says what one step of each cost
+relative to the probe's prior step in a measured full run (see there); both run the same generator
+as the prior. The step counts come from the stage presets (`REGISTRY[stage].preset(name)`), so a preset
+with more steps gives a longer estimate.
 
 No Qt here: the GUI's welcome page runs `probe()` in a worker, the CLI can print `describe()`.
 """
@@ -24,13 +31,22 @@ from dataclasses import dataclass, field
 
 from .errors import Cancelled
 
-# seconds of one step of the stage / seconds of one prior step, in the measured run above
+# seconds of one step of the stage / seconds of one prior step (2026-11-21 run: prior 1600 steps in 13.0 min)
 _PRIOR_STEP_S = 13.0 * 60 / 1600
+_PTI_FACE = ((1.06 + 3.95) / (1.06 + 3.22) + (1.13 + 4.62) / (1.13 + 2.91)) / 2  # see FACE_LOSS_COST
 STEP_COST: dict[str, float] = {
     "prior": 1.0,
-    "pti": 6.0 * 60 / 500 / _PRIOR_STEP_S,        # per tuning step, inversions included
-    "mappers": 10.2 * 60 / 2400 / _PRIOR_STEP_S,
-    # NeRF: measured against this probe itself: on a quiet 2-core machine (2026-12-02) the probe
+    # PTI (per tuning step, inversions included) and the mappers: against the probe's own prior step,
+    # since 2026-12-04, from a d14 StyleGAN run on a quiet 2-core Xeon: the probe gave 0.434 s, PTI took
+    # 57 s + 4:19 (face losses on: the base cost is that over `FACE_LOSS_COST["pti"]`) and the mappers
+    # 2400 steps 14:03. The 2026-11-21 ratios (`_PRIOR_STEP_S`) priced the mappers at 9.1 min there: they
+    # have trained with the face losses and a heavier step since. Against the run's own prior step the
+    # mappers' step cost 0.88 there and 0.77 in a d9 run on another machine (2026-12-03, README). Both
+    # with the ArcFace file configured; without it the mappers skip their identity loss and run faster.
+    "pti": (57 + 259) / 500 / 0.434 / _PTI_FACE,
+    "mappers": (14 * 60 + 3) / 2400 / 0.434,
+    # NeRF, where the probe does not time its step (presets outside `NERF_PROBED`): measured against
+    # the old probe itself: on a quiet 2-core machine (2026-12-02) the probe
     # gave 0.579 s per prior step (mean of three) and `nerf` ran 7000 steps in 44:58 (d14). The
     # 2026-11-21 ratio (30.8 min against 0.49 s) left every NeRF estimate since short: 35 min
     # said for 40:24 (d3, 12-01), 36 min for 44:58 (d14, 12-02). × 0.80 since 2026-12-04: the point
@@ -40,7 +56,7 @@ STEP_COST: dict[str, float] = {
 }
 FACE_LOSS_COST: dict[str, float] = {
     "nerf": 3.70 / 3.11,
-    "pti": ((1.06 + 3.95) / (1.06 + 3.22) + (1.13 + 4.62) / (1.13 + 2.91)) / 2,
+    "pti": _PTI_FACE,
 }
 """How much longer a stage takes with its ArcFace face losses (on when the stage's face weights are above 0
 and the ArcFace file is configured). NeRF: on d3, one machine, 2026-12-03, alone, 3.70 steps/s without them
@@ -71,6 +87,8 @@ class SpeedEstimate:
     """Seconds of one prior training step at the preset's batch and resolution (extrapolated)."""
     measured: dict[int, float] = field(default_factory=dict)
     """Median seconds of one step at each probed batch size."""
+    nerf_step_seconds: float | None = None
+    """Median seconds of one NeRF training step at the preset, where the probe timed it."""
     stage_seconds: dict[str, float] = field(default_factory=dict)
     engine_seconds: dict[str, float] = field(default_factory=dict)
     probe_seconds: float = 0.0
@@ -110,8 +128,10 @@ def engine_stages() -> dict[str, tuple[str, ...]]:
     return {name: tuple(spec.stages) for name, spec in ENGINES.items()}
 
 
-def estimate(step_seconds: float, preset: str = "preview") -> tuple[dict[str, float], dict[str, float]]:
-    """(seconds per stage, seconds per engine) for one prior step of `step_seconds`."""
+def estimate(step_seconds: float, preset: str = "preview", nerf_step_seconds: float | None = None
+             ) -> tuple[dict[str, float], dict[str, float]]:
+    """(seconds per stage, seconds per engine) for one prior step of `step_seconds`; the NeRF stage
+    from its own measured step (`nerf_step_seconds`, face losses included as measured) where given."""
     from .stages import REGISTRY
 
     stages: dict[str, float] = {}
@@ -120,6 +140,9 @@ def estimate(step_seconds: float, preset: str = "preview") -> tuple[dict[str, fl
             stages[name] = FIXED_COST[name] * step_seconds
         elif name in STEP_COST:
             steps = getattr(spec.preset(preset), STEP_FIELD.get(name, "steps"))
+            if name == "nerf" and nerf_step_seconds is not None:
+                stages[name] = steps * nerf_step_seconds
+                continue
             stages[name] = STEP_COST[name] * steps * step_seconds
             if name in FACE_LOSS_COST and _face_losses_on(spec.preset(preset)):
                 stages[name] *= FACE_LOSS_COST[name]
@@ -153,20 +176,24 @@ def _prior_networks(preset: str, resolution: int | None, device):
     return cfg, G, E
 
 
-def _time_steps(G, E, perc, batch: int, resolution: int, steps: int, device) -> float:
-    """Median seconds of one prior training step (after one warm-up step)."""
+def prior_step(preset: str = "preview", device="cpu", batch: int | None = None, resolution: int | None = None):
+    """(step, cfg): a closure running one subject-prior training step of `preset` (encoder +
+    generator, L1 + perceptual, backward, Adam) on random images, at `batch` (default: the preset's)."""
     import torch
     import torch.nn.functional as F
 
+    from .pvp.common import perceptual_loss
+
+    device = torch.device(device)
+    cfg, G, E = _prior_networks(preset, resolution, device)
+    perc = perceptual_loss(device)
     params = list(G.synthesis.parameters()) + list(E.parameters())
     opt = torch.optim.Adam(params, lr=1e-4)
-    gen = torch.Generator().manual_seed(batch)
-    x = (torch.rand(batch, 3, resolution, resolution, generator=gen) * 2 - 1).to(device)
-    times = []
-    for i in range(steps + 1):
-        if _STOP.is_set():
-            raise Cancelled("speed probe stopped", "the app is closing")
-        t0 = time.perf_counter()
+    b = batch or cfg.batch
+    gen = torch.Generator().manual_seed(b)
+    x = (torch.rand(b, 3, cfg.resolution, cfg.resolution, generator=gen) * 2 - 1).to(device)
+
+    def step():
         w = E(x)
         out = G.synthesis(w[:, None, :].expand(-1, G.num_ws, -1), noise_mode="const")
         loss = F.l1_loss(out, x) + perc(out, x)
@@ -174,20 +201,78 @@ def _time_steps(G, E, perc, batch: int, resolution: int, steps: int, device) -> 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        if device.type == "cuda":
+
+    return step, cfg
+
+
+def nerf_step(preset: str = "preview", device="cpu"):
+    """(step, cfg): a closure running one training step of the `nerf` stage of `preset`
+    (`models.latentavatar.train_step` with the stage's losses, the ArcFace face losses when the file
+    is configured, as the stage trains) on random inputs of the stage's shapes."""
+    import torch
+
+    from models.latentavatar import LatentAvatar, LossWeights, train_step
+    from models.perceptual import PerceptualLoss
+
+    from .stages import REGISTRY
+    from .stages.face import face_loss
+    from .stages.nerf import model_config
+
+    device = torch.device(device)
+    cfg = REGISTRY["nerf"].preset(preset)
+    n_expr = 12
+    model = LatentAvatar(model_config(cfg, n_expr)).to(device)
+    perceptual = PerceptualLoss(None).to(device)
+    face, _ = face_loss(cfg.face_weight > 0 or cfg.identity_weight > 0, device, "face_weight=0")
+    weights = LossWeights(perceptual=cfg.perceptual_weight, low=cfg.low_weight, mask=cfg.mask_weight,
+                          face=cfg.face_weight if face is not None else 0.0,
+                          identity=cfg.identity_weight if face is not None else 0.0, face_batch=cfg.face_batch)
+    optim = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+    b, gen = cfg.batch, torch.Generator().manual_seed(0)
+    rand = lambda *shape: torch.rand(*shape, generator=gen).to(device)  # noqa: E731
+    batch = {"image": rand(b, 3, cfg.size, cfg.size), "face": rand(b, 3, cfg.encoder_res, cfg.encoder_res),
+             "matte": rand(b, 1, cfg.low_res, cfg.low_res), "yaw": (rand(b) - 0.5) * 30,
+             "pitch": (rand(b) - 0.5) * 20, "expr": rand(b, n_expr) - 0.5}
+
+    def step():
+        train_step(model, optim, batch, perceptual, weights, cfg.mapper_share, face=face)
+
+    step.face_losses = face is not None
+    return step, cfg
+
+
+def _time_steps(step, steps: int, device, warmup: int = 1) -> float:
+    """Median seconds of `step()` over `steps` calls, after `warmup` calls (the first steps pay for
+    allocation and kernel selection)."""
+    import torch
+
+    times = []
+    for i in range(warmup + steps):
+        if _STOP.is_set():
+            raise Cancelled("speed probe stopped", "the app is closing")
+        t0 = time.perf_counter()
+        step()
+        if torch.device(device).type == "cuda":
             torch.cuda.synchronize()
-        if i:  # the first step pays for allocation and kernel selection
+        if i >= warmup:
             times.append(time.perf_counter() - t0)
     times.sort()
     return times[len(times) // 2]
 
 
-def probe(preset: str = "preview", device: str = "auto", steps: int = 3, resolution: int | None = None,
-          batches: tuple[int, int] | None = None) -> SpeedEstimate:
-    """Time the prior's training step at two small batch sizes and extrapolate (see the module text)."""
-    import torch
+DIRECT_BATCH = 8
+"""The prior's step is timed at the preset's own batch up to this (the preview's 8); a larger batch
+(the quality preset's 16 on a GPU) is priced by a straight line through batches 1 and 4."""
+NERF_PROBED = ("preview",)
+"""Presets whose NeRF step the probe times itself; others price it from the prior's step (`STEP_COST`)."""
 
-    from .pvp.common import perceptual_loss
+
+def probe(preset: str = "preview", device: str = "auto", steps: int = 3, resolution: int | None = None,
+          nerf: bool | None = None) -> SpeedEstimate:
+    """Time the prior's training step at the preset's batch and, for the preview preset, the NeRF's
+    own step; price every stage from them (see the module text). `nerf=False` skips the NeRF's step
+    (priced by `STEP_COST` instead); `resolution` shrinks the prior's images (for tests)."""
+    import torch
 
     t_start = time.perf_counter()
     _STOP.clear()  # `cancel()` stops the probe that is running, not the next one
@@ -199,22 +284,35 @@ def probe(preset: str = "preview", device: str = "auto", steps: int = 3, resolut
     before = torch.get_num_threads()
     apply_threads(dev.type)  # time the steps with the threads training will use (busy cores spin)
     tune_allocator()         # ... and the allocator setting training uses
-    cfg, G, E = _prior_networks(preset, resolution, dev)
-    perc = perceptual_loss(dev)
-    if _STOP.is_set():
-        raise Cancelled("speed probe stopped", "the app is closing")
-    b1, b2 = batches or (1, max(2, min(4, cfg.batch)))
-    measured = {b: _time_steps(G, E, perc, b, cfg.resolution, steps, dev) for b in (b1, b2)}
-    per_image = max(0.0, (measured[b2] - measured[b1]) / (b2 - b1))
-    fixed = max(0.0, measured[b1] - per_image * b1)
-    step_s = fixed + per_image * cfg.batch
-    stages, engines = estimate(step_s, preset)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(before)
+    try:
+        from .stages import REGISTRY
+
+        batch = REGISTRY["prior"].preset(preset).batch
+        if _STOP.is_set():
+            raise Cancelled("speed probe stopped", "the app is closing")
+        if batch <= DIRECT_BATCH:
+            step, cfg = prior_step(preset, dev, batch, resolution)
+            measured = {batch: _time_steps(step, steps, dev)}
+            step_s = measured[batch]
+        else:
+            measured = {}
+            for b in (1, 4):
+                step, cfg = prior_step(preset, dev, b, resolution)
+                measured[b] = _time_steps(step, steps, dev)
+            per_image = max(0.0, (measured[4] - measured[1]) / 3)
+            step_s = max(0.0, measured[1] - per_image) + per_image * batch
+        nerf_s = None
+        if nerf if nerf is not None else preset in NERF_PROBED:
+            nstep, _ = nerf_step(preset, dev)
+            nerf_s = _time_steps(nstep, steps, dev, warmup=2)
+        stages, engines = estimate(step_s, preset, nerf_step_seconds=nerf_s)
+        threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
     return SpeedEstimate(device=dev.type, gpu_found=gpu, gpu_name=gpu_name, threads=threads,
-                         preset=preset, batch=cfg.batch, resolution=cfg.resolution, step_seconds=step_s,
-                         measured=measured, stage_seconds=stages, engine_seconds=engines,
-                         probe_seconds=time.perf_counter() - t_start)
+                         preset=preset, batch=batch, resolution=cfg.resolution, step_seconds=step_s,
+                         measured=measured, nerf_step_seconds=nerf_s, stage_seconds=stages,
+                         engine_seconds=engines, probe_seconds=time.perf_counter() - t_start)
 
 
 _CACHE: dict[tuple, SpeedEstimate] = {}
@@ -238,6 +336,7 @@ if __name__ == "__main__":  # python -m studio.speed_probe
     est = probe()
     print(est.describe())
     print(f"prior step: {est.step_seconds:.3f} s at batch {est.batch}, {est.resolution} px "
-          f"(measured {', '.join(f'batch {b}: {s:.3f} s' for b, s in est.measured.items())})")
+          f"(measured {', '.join(f'batch {b}: {s:.3f} s' for b, s in est.measured.items())})"
+          + (f"; NeRF step: {est.nerf_step_seconds:.3f} s" if est.nerf_step_seconds is not None else ""))
     for name, s in est.stage_seconds.items():
         print(f"  {name:<8} {s / 60:6.1f} min")

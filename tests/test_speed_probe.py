@@ -1,4 +1,5 @@
-"""The speed probe: real prior training steps timed on a tiny batch, extrapolated to the preset's step counts."""
+"""The speed probe: real training steps (the prior's at the preset's batch, the NeRF's own) timed and
+extrapolated to the preset's step counts."""
 from __future__ import annotations
 
 import dataclasses
@@ -17,17 +18,45 @@ def test_probe_times_real_steps_and_prices_every_training_stage(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     est = speed_probe.probe(resolution=32, steps=1)
     assert est.device == "cpu" and not est.gpu_found and est.threads == 1
-    assert set(est.measured) == {1, 4} and all(0 < s < 60 for s in est.measured.values())
-    assert math.isfinite(est.step_seconds) and est.step_seconds > 0
     preview = REGISTRY["prior"].preset("preview")
+    assert set(est.measured) == {preview.batch}, "the preview batch is timed as it is, not extrapolated"
+    assert all(0 < s < 60 for s in est.measured.values())
+    assert math.isfinite(est.step_seconds) and est.step_seconds == est.measured[preview.batch]
     assert est.batch == preview.batch and est.resolution == 32
     assert {"prior", "pti", "mappers", "nerf", "pivots"} <= set(est.stage_seconds)
     assert est.stage_seconds["prior"] == pytest.approx(preview.steps * est.step_seconds)
+    assert est.nerf_step_seconds is not None and 0 < est.nerf_step_seconds < 60, "the NeRF's own step is timed"
+    assert est.stage_seconds["nerf"] == pytest.approx(REGISTRY["nerf"].preset("preview").steps * est.nerf_step_seconds)
     stages = speed_probe.engine_stages()
     assert est.engine_seconds["pvp"] == pytest.approx(sum(est.stage_seconds[s] for s in stages["pvp"]))
     assert est.engine_seconds["nerf"] == pytest.approx(est.stage_seconds["nerf"])
     text = est.describe()
     assert "StyleGAN avatar" in text and "NeRF avatar" in text and "No GPU found" in text
+
+
+def test_a_batch_over_the_direct_limit_is_extrapolated_from_batches_1_and_4(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    spec = REGISTRY["prior"]
+    original = spec.preset
+    monkeypatch.setattr(spec, "preset", lambda name: dataclasses.replace(original(name), batch=16))
+    est = speed_probe.probe(resolution=32, steps=1, nerf=False)
+    assert set(est.measured) == {1, 4} and est.batch == 16
+    per_image = max(0.0, (est.measured[4] - est.measured[1]) / 3)
+    assert est.step_seconds == pytest.approx(max(0.0, est.measured[1] - per_image) + 16 * per_image)
+    assert est.nerf_step_seconds is None
+    assert est.stage_seconds["nerf"] > 0, "without its own step the NeRF is priced from the prior's"
+
+
+def test_a_measured_nerf_step_prices_the_nerf_stage_alone(monkeypatch):
+    import studio.model_files as model_files
+
+    for arcface in (None, "x.pt"):   # the measured step already holds the face losses or not
+        monkeypatch.setattr(model_files, "arcface_path", lambda: arcface)
+        stages, engines = speed_probe.estimate(1.0, nerf_step_seconds=0.25)
+        steps = REGISTRY["nerf"].preset("preview").steps
+        assert stages["nerf"] == pytest.approx(0.25 * steps) and engines["nerf"] == pytest.approx(stages["nerf"])
+        ratio, _ = speed_probe.estimate(1.0)
+        assert stages["prior"] == ratio["prior"] and stages["mappers"] == ratio["mappers"]
 
 
 def test_estimate_follows_the_step_time_and_the_preset_step_counts(monkeypatch):

@@ -4,12 +4,13 @@
                                            [--reference-softplus] [--profile]
     avatar-studio bench train-step
 
-`nerf`: a LatentAvatar step at `NerfConfig()` (batch 4, 32 px volume render, 24 samples a ray,
-128 px super-resolution, the no-download perceptual loss; the ArcFace face losses too when the
-ArcFace file is configured, as the stage would). `prior`: a subject-prior step at `PriorConfig()`
-(encoder + generator, batch 8 at 128 px, L1 + perceptual). The inputs are random tensors of the
-stage's shapes: a step's cost does not depend on what the pixels show. The allocator is tuned as the
-stages tune it (`studio.compute.tune_allocator`).
+The steps are the speed probe's (`studio.speed_probe.nerf_step` / `prior_step`): `nerf`, a
+LatentAvatar step of the preview preset (batch 4, 32 px volume render, 24 samples a ray, 128 px
+super-resolution, the no-download perceptual loss; the ArcFace face losses too when the ArcFace file
+is configured, as the stage would); `prior`, a subject-prior step (encoder + generator, batch 8 at
+128 px, L1 + perceptual). The inputs are random tensors of the stage's shapes: a step's cost does not
+depend on what the pixels show. The allocator is tuned as the stages tune it
+(`studio.compute.tune_allocator`).
 
 It prints the median and the best milliseconds a step over `--steps` steps after a warm-up, and
 with `--profile` the operations that took the most time. `--reference-softplus` runs the NeRF's
@@ -42,66 +43,23 @@ def reference_softplus(on: bool):
 
 
 def nerf_step():
-    """A closure running one preview NeRF training step on random inputs, and a description."""
-    import torch
-
-    from models.latentavatar import LatentAvatar, LossWeights, train_step
+    """A closure running one preview NeRF training step on random inputs (the speed probe's), and a description."""
     from models.perceptual import PerceptualLoss
 
-    from ..stages.face import face_loss
-    from ..stages.nerf import NerfConfig, model_config
+    from ..speed_probe import nerf_step as probe_step
 
-    cfg = NerfConfig()
-    mcfg = model_config(cfg, 12)
-    torch.manual_seed(0)
-    model = LatentAvatar(mcfg)
-    perceptual = PerceptualLoss(None)
-    face, _ = face_loss(cfg.face_weight > 0 or cfg.identity_weight > 0, "cpu", "face_weight=0")
-    weights = LossWeights(perceptual=cfg.perceptual_weight, low=cfg.low_weight, mask=cfg.mask_weight,
-                          face=cfg.face_weight if face is not None else 0.0,
-                          identity=cfg.identity_weight if face is not None else 0.0, face_batch=cfg.face_batch)
-    optim = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
-    b = cfg.batch
-    batch = {"image": torch.rand(b, 3, cfg.size, cfg.size), "face": torch.rand(b, 3, cfg.encoder_res, cfg.encoder_res),
-             "matte": torch.rand(b, 1, cfg.low_res, cfg.low_res), "yaw": torch.randn(b) * 10,
-             "pitch": torch.randn(b) * 5, "expr": torch.randn(b, 12)}
-
-    def step():
-        train_step(model, optim, batch, perceptual, weights, cfg.mapper_share, face=face)
-
-    what = (f"nerf: batch {b}, {cfg.low_res} px volume x {cfg.samples} samples, {cfg.size} px out, perceptual "
-            f"{perceptual.kind}, face losses {'on' if face is not None else 'off (no ArcFace file configured)'}")
+    step, cfg = probe_step("preview", "cpu")
+    what = (f"nerf: batch {cfg.batch}, {cfg.low_res} px volume x {cfg.samples} samples, {cfg.size} px out, "
+            f"perceptual {PerceptualLoss(None).kind}, face losses "
+            f"{'on' if step.face_losses else 'off (no ArcFace file configured)'}")
     return step, what
 
 
 def prior_step():
-    """A closure running one preview subject-prior step on random inputs, and a description."""
-    import torch
+    """A closure running one preview subject-prior step on random inputs (the speed probe's), and a description."""
+    from ..speed_probe import prior_step as probe_step
 
-    from models.encoders import LatentEncoder
-
-    from ..pvp.common import perceptual_loss, reconstruction_loss
-    from ..stages.prior import PriorConfig, _generator_config
-
-    cfg = PriorConfig()
-    gcfg = _generator_config(cfg)
-    torch.manual_seed(0)
-    G = gcfg.build().train()
-    E = LatentEncoder(cfg.resolution, gcfg.w_dim, channel_max=max(128, cfg.channel_max))
-    params = list(G.synthesis.parameters()) + list(E.parameters())
-    optim = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.99))
-    perc = perceptual_loss("cpu") if cfg.w_perceptual > 0 else None
-    x = torch.rand(cfg.batch, 3, cfg.resolution, cfg.resolution) * 2 - 1
-
-    def step():
-        w = E(x)
-        out = G.synthesis(w[:, None, :].expand(-1, G.num_ws, -1), noise_mode="const")
-        loss, _ = reconstruction_loss(out, x, "l1", perc, cfg.w_perceptual)
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optim.step()
-
+    step, cfg = probe_step("preview", "cpu")
     return step, f"prior: batch {cfg.batch} at {cfg.resolution} px, encoder + generator, L1 + perceptual"
 
 
