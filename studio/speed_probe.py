@@ -176,9 +176,10 @@ def _prior_networks(preset: str, resolution: int | None, device):
     return cfg, G, E
 
 
-def prior_step(preset: str = "preview", device="cpu", batch: int | None = None, resolution: int | None = None):
-    """(step, cfg): a closure running one subject-prior training step of `preset` (encoder +
-    generator, L1 + perceptual, backward, Adam) on random images, at `batch` (default: the preset's)."""
+def prior_steps(preset: str = "preview", device="cpu", batches=(None,), resolution: int | None = None):
+    """({batch: step}, cfg): closures each running one subject-prior training step of `preset`
+    (encoder + generator, L1 + perceptual, backward, Adam) on random images of that batch (None: the
+    preset's); the networks, the loss and the optimiser are built once and shared between them."""
     import torch
     import torch.nn.functional as F
 
@@ -189,20 +190,29 @@ def prior_step(preset: str = "preview", device="cpu", batch: int | None = None, 
     perc = perceptual_loss(device)
     params = list(G.synthesis.parameters()) + list(E.parameters())
     opt = torch.optim.Adam(params, lr=1e-4)
-    b = batch or cfg.batch
-    gen = torch.Generator().manual_seed(b)
-    x = (torch.rand(b, 3, cfg.resolution, cfg.resolution, generator=gen) * 2 - 1).to(device)
 
-    def step():
-        w = E(x)
-        out = G.synthesis(w[:, None, :].expand(-1, G.num_ws, -1), noise_mode="const")
-        loss = F.l1_loss(out, x) + perc(out, x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+    def make(b: int):
+        gen = torch.Generator().manual_seed(b)
+        x = (torch.rand(b, 3, cfg.resolution, cfg.resolution, generator=gen) * 2 - 1).to(device)
 
-    return step, cfg
+        def step():
+            w = E(x)
+            out = G.synthesis(w[:, None, :].expand(-1, G.num_ws, -1), noise_mode="const")
+            loss = F.l1_loss(out, x) + perc(out, x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+
+        return step
+
+    return {b: make(b) for b in (batch or cfg.batch for batch in batches)}, cfg
+
+
+def prior_step(preset: str = "preview", device="cpu", batch: int | None = None, resolution: int | None = None):
+    """(step, cfg): one closure of `prior_steps`, at `batch` (default: the preset's)."""
+    steps, cfg = prior_steps(preset, device, (batch,), resolution)
+    return next(iter(steps.values())), cfg
 
 
 def nerf_step(preset: str = "preview", device="cpu"):
@@ -238,6 +248,7 @@ def nerf_step(preset: str = "preview", device="cpu"):
         train_step(model, optim, batch, perceptual, weights, cfg.mapper_share, face=face)
 
     step.face_losses = face is not None
+    step.perceptual_kind = perceptual.kind
     return step, cfg
 
 
@@ -295,10 +306,8 @@ def probe(preset: str = "preview", device: str = "auto", steps: int = 3, resolut
             measured = {batch: _time_steps(step, steps, dev)}
             step_s = measured[batch]
         else:
-            measured = {}
-            for b in (1, 4):
-                step, cfg = prior_step(preset, dev, b, resolution)
-                measured[b] = _time_steps(step, steps, dev)
+            closures, cfg = prior_steps(preset, dev, (1, 4), resolution)
+            measured = {b: _time_steps(step, steps, dev) for b, step in closures.items()}
             per_image = max(0.0, (measured[4] - measured[1]) / 3)
             step_s = max(0.0, measured[1] - per_image) + per_image * batch
         nerf_s = None

@@ -44,13 +44,11 @@ def reference_softplus(on: bool):
 
 def nerf_step():
     """A closure running one preview NeRF training step on random inputs (the speed probe's), and a description."""
-    from models.perceptual import PerceptualLoss
-
     from ..speed_probe import nerf_step as probe_step
 
     step, cfg = probe_step("preview", "cpu")
     what = (f"nerf: batch {cfg.batch}, {cfg.low_res} px volume x {cfg.samples} samples, {cfg.size} px out, "
-            f"perceptual {PerceptualLoss(None).kind}, face losses "
+            f"perceptual {step.perceptual_kind}, face losses "
             f"{'on' if step.face_losses else 'off (no ArcFace file configured)'}")
     return step, what
 
