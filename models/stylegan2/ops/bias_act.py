@@ -102,6 +102,14 @@ def _bias_act_ref(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=N
     return x
 
 
+def _sum_except(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """`t` summed over every dimension but `dim` (the bias gradient). A 1-D `t` is returned as it is:
+    `sum([])` would sum over every dimension (found on an H200: a (1000,) input's bias gradient came
+    back as a scalar)."""
+    dims = [d for d in range(t.ndim) if d != dim]
+    return t.sum(dims) if dims else t
+
+
 class _BiasActCuda(torch.autograd.Function):
     """y = kernel mode 0. Backward: dx = kernel mode 1 (through _BiasActGrad, so a second
     backward works), db = dx summed over every dimension but `dim`."""
@@ -122,7 +130,7 @@ class _BiasActCuda(torch.autograd.Function):
         dx = _BiasActGrad.apply(dy, x, bb, dim, act_id, alpha, gain, clamp, plugin)
         db = None
         if has_b and ctx.needs_input_grad[1]:
-            db = dx.sum([d for d in range(dx.ndim) if d != dim])
+            db = _sum_except(dx, dim)
         return dx, db, None, None, None, None, None, None
 
 
@@ -148,7 +156,7 @@ class _BiasActGrad(torch.autograd.Function):
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             d_x = plugin.bias_act(x, bb, (dy * d_dx).contiguous(), 2, act_id, alpha, gain, clamp, dim, stream)
             if bb.numel() > 0 and ctx.needs_input_grad[2]:
-                d_b = d_x.sum([d for d in range(d_x.ndim) if d != dim])
+                d_b = _sum_except(d_x, dim)
         return d_dy, d_x, d_b, None, None, None, None, None, None
 
 

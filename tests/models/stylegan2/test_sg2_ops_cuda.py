@@ -55,13 +55,28 @@ def test_bias_act_cuda_matches_ref(dtype, act, shape, dim, clamp):
         torch.testing.assert_close(a, r, **TOL[dtype])
     if dtype == torch.float32:   # second order (R1 regularization goes through it)
         gg_cuda = torch.autograd.grad(g_cuda[0].square().sum(), [x, b], allow_unused=True)
-        gg_ref = torch.autograd.grad(g_ref[0].square().sum(), [x, b], allow_unused=True)
+        # the reference's dx has no graph where the activation is linear in x (y'' = 0 there)
+        gg_ref = (torch.autograd.grad(g_ref[0].square().sum(), [x, b], allow_unused=True)
+                  if g_ref[0].requires_grad else (None, None))
         for a, r in zip(gg_cuda, gg_ref):
+            if a is None and r is None:
+                continue
             torch.testing.assert_close(a if a is not None else torch.zeros_like(r), r if r is not None else torch.zeros_like(a), rtol=1e-3, atol=1e-3)
 
 
+@pytest.fixture
+def no_tf32():
+    """Full fp32 in cuDNN and cuBLAS: by default PyTorch lets convolutions use TF32 (10-bit mantissa)
+    on Ampere and later, and the reference path's convolutions then differ from the kernels by ~1e-3
+    (seen on an H200: 2 of 49152 pixels 0.0016 apart)."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 @pytest.mark.parametrize('num_fp16_res', [0, 2])
-def test_generator_forward_backward_cuda_matches_ref(num_fp16_res):
+def test_generator_forward_backward_cuda_matches_ref(num_fp16_res, no_tf32):
     from models.stylegan2.networks import GeneratorConfig
     torch.manual_seed(2)
     cfg = GeneratorConfig(z_dim=64, w_dim=64, img_resolution=64, mapping_layers=2, channel_base=2048, channel_max=64,

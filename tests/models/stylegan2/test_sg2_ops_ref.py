@@ -198,6 +198,25 @@ def test_bias_act_kernel_wrapper_backward(act):
     torch.autograd.gradgradcheck(fn, (x, b), fast_mode=True)
 
 
+@pytest.mark.parametrize('act', ['linear', 'lrelu'])
+def test_bias_act_kernel_wrapper_backward_1d(act):
+    """A 1-D input with its bias along dim 0: the bias gradient keeps its shape (it came back as a
+    scalar sum on a GPU: `sum([])` sums every dimension)."""
+    torch.manual_seed(4)
+    x = torch.randn(7, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(7, dtype=torch.float64, requires_grad=True)
+    spec = activation_funcs[act]
+    fn = lambda x, b: _BiasActCuda.apply(x, b, 0, spec.id, float(spec.def_alpha), float(spec.def_gain), -1.0, BiasActEmulated)
+    torch.testing.assert_close(fn(x, b), _bias_act_ref(x, b, dim=0, act=act))
+    dy = torch.randn(7, dtype=torch.float64)
+    dx, db = torch.autograd.grad(fn(x, b), [x, b], dy)
+    dx_ref, db_ref = torch.autograd.grad(_bias_act_ref(x, b, dim=0, act=act), [x, b], dy)
+    assert db.shape == (7,)
+    torch.testing.assert_close(db, db_ref)
+    torch.testing.assert_close(dx, dx_ref)
+    torch.autograd.gradgradcheck(fn, (x, b), fast_mode=True)
+
+
 @pytest.mark.parametrize('up,down,k', [(1, 1, 3), (2, 1, 3), (1, 2, 3), (2, 1, 1), (1, 2, 1)])
 @pytest.mark.parametrize('groups', [1, 2])
 def test_conv2d_resample_matches_resample_then_conv(up, down, k, groups):
