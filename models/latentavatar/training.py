@@ -44,17 +44,27 @@ class LossWeights:
     the face network costs about a third of a preview step at four images on a CPU."""
 
 
+def jitter_controls(model: LatentAvatar, expr: torch.Tensor, sigma: float) -> torch.Tensor:
+    """`expr` (B, E) plus Gaussian noise of `sigma` training standard deviations per control (the
+    mapper's `expr_std`); `expr` itself when `sigma` is 0."""
+    if sigma <= 0:
+        return expr
+    return expr + sigma * model.mapper.expr_std * torch.randn_like(expr)
+
+
 def compute_losses(model: LatentAvatar, batch: dict[str, torch.Tensor], perceptual: torch.nn.Module | None,
                    weights: LossWeights, mapper_share: float = 0.5, stratified: bool = True,
-                   face: torch.nn.Module | None = None
+                   face: torch.nn.Module | None = None, expr_noise: float = 0.0
                    ) -> tuple[torch.Tensor, dict[str, float], dict[str, torch.Tensor]]:
     """Total loss, its parts as floats, and the render outputs. `face`: (x, y) → (feature distance,
     identity loss), each (B,) (`models.arcface.FaceLoss`); used when `weights.face` or
-    `weights.identity` is above 0."""
+    `weights.identity` is above 0. `expr_noise`: the mapper sees the tracked controls with this much
+    noise (`jitter_controls`), so frames whose controls nearly agree get nearly one code and what no
+    control says (hair that swings, the light) is not tied to each training frame's code."""
     image = batch["image"]
     b = image.shape[0]
     code_enc = model.encode(batch["face"])
-    code_map = model.map_expression(batch["expr"])
+    code_map = model.map_expression(jitter_controls(model, batch["expr"], expr_noise))
     use_map = (torch.rand(b, device=image.device) < mapper_share)[:, None]
     code = torch.where(use_map, code_map, code_enc)
     out = model(code, batch["yaw"], batch["pitch"], stratified=stratified)
@@ -84,11 +94,12 @@ def compute_losses(model: LatentAvatar, batch: dict[str, torch.Tensor], perceptu
 
 def train_step(model: LatentAvatar, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
                perceptual: torch.nn.Module | None, weights: LossWeights, mapper_share: float = 0.5,
-               stratified: bool = True, face: torch.nn.Module | None = None
+               stratified: bool = True, face: torch.nn.Module | None = None, expr_noise: float = 0.0
                ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    total, floats, out = compute_losses(model, batch, perceptual, weights, mapper_share, stratified, face)
+    total, floats, out = compute_losses(model, batch, perceptual, weights, mapper_share, stratified, face,
+                                        expr_noise)
     total.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
     optimizer.step()
@@ -96,9 +107,10 @@ def train_step(model: LatentAvatar, optimizer: torch.optim.Optimizer, batch: dic
 
 
 def mapper_step(model: LatentAvatar, optimizer: torch.optim.Optimizer, expr: torch.Tensor,
-                codes: torch.Tensor) -> float:
-    """One step of fitting the expression mapper to encoder codes: expr (B, E) → codes (B, D)."""
-    loss = F.mse_loss(model.mapper(expr), codes)
+                codes: torch.Tensor, noise: float = 0.0) -> float:
+    """One step of fitting the expression mapper to encoder codes: expr (B, E) → codes (B, D), the
+    controls jittered by `noise` (`jitter_controls`)."""
+    loss = F.mse_loss(model.mapper(jitter_controls(model, expr, noise)), codes)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

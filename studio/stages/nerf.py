@@ -63,6 +63,11 @@ class NerfConfig:
                           advanced=True)
     mapper_share: float = opt(0.7, "Share of training samples rendered from the expression mapper's code "
                                    "instead of the encoder's.", minimum=0.0, maximum=1.0, advanced=True)
+    mapper_noise: float = opt(0.5, "Noise on the tracked controls the expression mapper sees in training and in "
+                                   "its final fit, in training standard deviations per control: frames whose "
+                                   "controls nearly agree then share a code, and what no control says (hair that "
+                                   "swings, the light) is not learnt per frame.", minimum=0.0, maximum=2.0,
+                            advanced=True)
     mapper_steps: int = opt(600, "Steps of the final mapper fit onto the encoder codes (0 = skip).", minimum=0,
                             advanced=True)
     backbone: str = opt("", "VGG16/AlexNet torchvision .pth for an LPIPS perceptual loss; empty = the LPIPS "
@@ -152,6 +157,14 @@ def render_rows(model, data: FrameSet, idx, use_mapper: bool = True):
         return model(code, b["yaw"], b["pitch"])["image"].clamp(0, 1), b["image"]
 
 
+def heldout_psnr(model, held: FrameSet) -> float:
+    """Mean per-frame PSNR (dB) of `held` rendered from its tracked controls through the mapper."""
+    import torch
+
+    chunks = [torch.arange(i, min(i + 16, len(held))) for i in range(0, len(held), 16)]
+    return float(sum(mean_psnr(*render_rows(model, held, c)) * len(c) for c in chunks) / len(held))
+
+
 def mean_psnr(a, b) -> float:
     """Mean per-image PSNR (dB) of two (B, 3, H, W) batches in [0, 1]."""
     return float(psnr_tensor(a, b, (0, 1)).mean())
@@ -214,7 +227,8 @@ def run(ctx: StageContext, cfg: NerfConfig):
         for g in optim.param_groups:
             g["lr"] = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
         idx = torch.from_numpy(loop.shard(loop.rng.choice(len(data), size=min(cfg.batch, len(data)), replace=False)))
-        losses, _ = train_step(model, optim, data.batch(idx), perceptual, weights, cfg.mapper_share, face=face)
+        losses, _ = train_step(model, optim, data.batch(idx), perceptual, weights, cfg.mapper_share, face=face,
+                               expr_noise=cfg.mapper_noise)
         ema = loop.vars["ema"]
         loop.vars["ema"] = {k: v if k not in ema else 0.95 * ema[k] + 0.05 * v for k, v in losses.items()}
         return {k: round(v, 5) for k, v in loop.vars["ema"].items()}
@@ -230,13 +244,14 @@ def run(ctx: StageContext, cfg: NerfConfig):
 
     # -------------------------------------------------------------- mapper
     model.eval()
+    before_fit = heldout_psnr(model, held) if held is not None and cfg.mapper_steps else None
     with torch.no_grad():
         codes = torch.cat([model.encode(data.batch(torch.arange(i, min(i + 32, len(data))))["face"])
                            for i in range(0, len(data), 32)])
 
     def fit(i: int) -> dict:
         bi = torch.from_numpy(loop.shard(loop.rng.integers(0, len(data), size=min(64, len(data)))))
-        return {"code": mapper_step(model, mopt, data.expr[bi], codes[bi])}
+        return {"code": mapper_step(model, mopt, data.expr[bi], codes[bi], cfg.mapper_noise)}
 
     yield from loop.part("mapper", cfg.mapper_steps, fit, progress_every=100)
     figures_loop = loop.finish()
@@ -258,9 +273,9 @@ def run(ctx: StageContext, cfg: NerfConfig):
     figures["train_psnr_mapper"] = round(mean_psnr(*render_rows(model, data, sub)), 3)
     figures["train_psnr_encoder"] = round(mean_psnr(*render_rows(model, data, sub, use_mapper=False)), 3)
     if held is not None:
-        chunks = [torch.arange(i, min(i + 16, len(held))) for i in range(0, len(held), 16)]
-        ps = [mean_psnr(*render_rows(model, held, c)) * len(c) for c in chunks]  # per-frame mean
-        figures["heldout_psnr"] = round(float(np.sum(ps) / len(held)), 3)
+        figures["heldout_psnr"] = round(heldout_psnr(model, held), 3)
+        if before_fit is not None:
+            figures["heldout_psnr_before_mapper_fit"] = round(before_fit, 3)
         figures["heldout_psnr_encoder"] = round(mean_psnr(*render_rows(
             model, held, torch.arange(len(held)), use_mapper=False)), 3)
     from safetensors.torch import save_file

@@ -78,6 +78,7 @@ def test_stage_trains_and_saves(trained):
     assert train[-1].losses["total"] < train[0].losses["total"]
     s = result["summary"]
     assert s["steps"] == TINY["steps"] and np.isfinite(s["heldout_psnr"]) and s["heldout_psnr"] > 8
+    assert np.isfinite(s["heldout_psnr_before_mapper_fit"]) and s["heldout_psnr_before_mapper_fit"] > 8
     assert not list((proj.root / "nerf").glob("*.tmp*"))
 
 

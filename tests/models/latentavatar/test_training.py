@@ -1,4 +1,5 @@
-"""LatentAvatar end to end on tiny data: shapes, a training step lowers the loss, mapper fit."""
+"""LatentAvatar end to end on tiny data: shapes, a training step lowers the loss, mapper fit, the
+mapper's control noise."""
 from __future__ import annotations
 
 import pytest
@@ -6,6 +7,7 @@ import torch
 
 from models.latentavatar import LatentAvatar, LatentAvatarConfig, LossWeights, compute_losses, fit_mapper, \
     train_step
+from models.latentavatar.training import jitter_controls, mapper_step
 from models.perceptual import PerceptualLoss
 
 TINY = LatentAvatarConfig(code_dim=8, encoder_res=16, n_expr=3, plane_res=16, plane_channels=4, gen_max_channels=32,
@@ -75,3 +77,55 @@ def test_fit_mapper_regresses_codes():
     before = float(torch.nn.functional.mse_loss(model.mapper(expr), codes))
     after = fit_mapper(model, expr, codes, steps=200, lr=3e-3)
     assert after < 0.2 * before
+
+
+def test_jitter_controls_scales_with_each_controls_spread():
+    model = LatentAvatar(TINY)
+    train = torch.stack([torch.randn(500) * s for s in (0.05, 1.0, 4.0)], 1)    # controls in mixed units
+    model.mapper.set_stats(train)
+    expr = torch.zeros(20000, 3)
+    assert jitter_controls(model, expr, 0.0) is expr
+    torch.manual_seed(0)
+    noise = jitter_controls(model, expr, 0.5)
+    torch.testing.assert_close(noise.std(0), 0.5 * model.mapper.expr_std, rtol=0.03, atol=0)
+    assert float(noise.mean(0).abs().max()) < 0.05
+
+
+def test_expr_noise_reaches_the_mapper_only():
+    """With noise the mapper's code moves (its `code` loss changes); the encoder's code does not (`code_reg`)."""
+    torch.manual_seed(0)
+    model = LatentAvatar(TINY).eval()
+    batch = _batch()
+    model.mapper.set_stats(batch["expr"])
+
+    def parts(noise):
+        torch.manual_seed(3)
+        with torch.no_grad():
+            return compute_losses(model, batch, None, LossWeights(perceptual=0.0), mapper_share=1.0,
+                                  stratified=False, expr_noise=noise)[1]
+    clean, again, noisy = parts(0.0), parts(0.0), parts(1.0)
+    assert clean["code"] == again["code"] and clean["l1"] == again["l1"]
+    assert noisy["code"] != clean["code"] and noisy["l1"] != clean["l1"]
+    assert noisy["code_reg"] == clean["code_reg"]
+
+
+def test_mapper_step_with_noise_learns_the_smoothed_map():
+    """Fitted on two nearly equal control vectors with different codes, the noisy fit gives both about
+    their mean code; the clean fit keeps them apart."""
+    def fit(noise):
+        torch.manual_seed(0)
+        model = LatentAvatar(TINY)
+        expr = torch.tensor([[0.0, 0.0, 0.0], [0.02, 0.0, 0.0]]).repeat(50, 1) + torch.randn(100, 3) * 0.5
+        expr[:2] = torch.tensor([[0.0, 0.0, 0.0], [0.02, 0.0, 0.0]])
+        model.mapper.set_stats(expr)
+        codes = torch.nn.functional.normalize(torch.randn(100, 8), dim=1) * 8 ** 0.5
+        opt = torch.optim.Adam(model.mapper.parameters(), lr=3e-3)
+        for _ in range(400):
+            mapper_step(model, opt, expr[:2], codes[:2], noise)
+        with torch.no_grad():
+            out = model.mapper(expr[:2])
+        return float((out[0] - out[1]).norm()), float((codes[0] - codes[1]).norm())
+    apart_clean, target = fit(0.0)
+    apart_noisy, _ = fit(1.0)
+    assert apart_clean > 0.5 * target
+    assert apart_noisy < 0.5 * apart_clean
