@@ -245,7 +245,7 @@ def nerf_step(preset: str = "preview", device="cpu"):
              "pitch": (rand(b) - 0.5) * 20, "expr": rand(b, n_expr) - 0.5}
 
     def step():
-        train_step(model, optim, batch, perceptual, weights, cfg.mapper_share, face=face)
+        train_step(model, optim, batch, perceptual, weights, cfg.mapper_share, face=face, expr_noise=cfg.mapper_noise)
 
     step.face_losses = face is not None
     step.perceptual_kind = perceptual.kind
