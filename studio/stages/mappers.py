@@ -43,9 +43,13 @@ class MappersConfig:
     mix_expressions: float = opt(0.5, "Share of the perturbed renders whose expression is taken from another random "
                                       "training frame (new pose/expression combinations), instead of jittered.",
                                  minimum=0.0, maximum=1.0, advanced=True)
-    input_noise: float = opt(0.05, "Std of the noise added to the pose/expression inputs of the reconstruction "
+    input_noise: float = opt(0.15, "Std of the noise added to the pose inputs (yaw, pitch) of the reconstruction "
                                    "pass (x their spread in the video), for smoother sliders.", minimum=0.0,
                              maximum=1.0, advanced=True)
+    expression_noise: float = opt(0.6, "Std of the noise added to the expression inputs of the reconstruction pass "
+                                        "(x each control's spread in the video). Larger values let frames whose "
+                                        "controls nearly agree share one latent offset instead of each memorising "
+                                        "its own hair and light.", minimum=0.0, maximum=2.0, advanced=True)
     hidden: int = opt(128, "Width of the mapper MLPs.", minimum=16, maximum=1024, advanced=True)
     beta: float = opt(0.05, "Hull dilation β of the pose mapper: how far outside the pivots' convex hull it may go.",
                       minimum=0.0, maximum=1.0, advanced=True)
@@ -96,6 +100,14 @@ def readback_weights(cfg: MappersConfig) -> tuple[float, float]:
     if cfg.controls == "flame":
         return cfg.w_expression_flame, cfg.w_pose_flame
     return cfg.w_expression, cfg.w_pose
+
+
+def input_noise_scale(cfg: MappersConfig, n_controls: int) -> torch.Tensor:
+    """(n_controls,) std of the reconstruction pass's input noise per control, in units of that control's
+    spread in the video: `input_noise` for yaw and pitch, `expression_noise` for the rest."""
+    scale = torch.full((n_controls,), float(cfg.expression_noise))
+    scale[:2] = float(cfg.input_noise)
+    return scale
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -203,6 +215,8 @@ def run(ctx: StageContext, cfg: MappersConfig):
     lo_d, hi_d = lo.to(dev), hi.to(dev)
     pivot_pose = torch.from_numpy(trk.pose[np.asarray(pivot_rows), :2].astype(np.float32)).to(dev)
     c_std_d = c_std.to(dev)
+    noise_scale = input_noise_scale(cfg, ctrl_all.shape[1]).to(dev)
+    noisy = bool((noise_scale > 0).any())
     last: dict = {}
 
     def mapper_step(i: int) -> dict:
@@ -214,7 +228,7 @@ def run(ctx: StageContext, cfg: MappersConfig):
         target = imgs[idx].to(dev)
         c = ctrl_all[idx].to(dev)
         pose, expr = c[:, :2], c[:, 2:]
-        c_in = c + cfg.input_noise * c_std_d * torch.randn_like(c) if cfg.input_noise > 0 else c
+        c_in = c + noise_scale * c_std_d * torch.randn_like(c) if noisy else c
         w_pose = pose_map(c_in[:, :2])
         off = expr_map(c_in[:, 2:])
         out = G.synthesis(w_pose + off, noise_mode="const")

@@ -88,3 +88,39 @@ def test_mappers_face_losses_follow_the_arcface_file(pvp_project, tmp_path, monk
     else:
         assert res["summary"]["face_loss"] is False and not any("face" in v for v in logged)
         assert any("arcface" in w and "models add" in w for w in res["warnings"])
+
+
+def test_input_noise_scale_splits_pose_and_expression():
+    from studio.stages.mappers import MappersConfig, input_noise_scale
+
+    s = input_noise_scale(MappersConfig(input_noise=0.05, expression_noise=0.6), 5)
+    assert s.tolist() == pytest.approx([0.05, 0.05, 0.6, 0.6, 0.6])
+
+
+@pytest.mark.parametrize("expression_noise", [0.0, 0.8])
+def test_expression_noise_reaches_the_expression_inputs_only(pvp_project, monkeypatch, expression_noise):
+    """The reconstruction pass's expression inputs are jittered by `expression_noise`; with `input_noise` 0 its
+    pose inputs stay the training frames' own tracked poses."""
+    from models.pvp_mappers import ExpressionMapper, PoseMapper
+    from studio.tracking.data import TrackingData
+
+    seen = {"pose": [], "expr": []}
+    pose_fwd, expr_fwd = PoseMapper.forward, ExpressionMapper.forward
+    monkeypatch.setattr(PoseMapper, "forward", lambda self, p: (seen["pose"].append(p.detach().clone()),
+                                                                pose_fwd(self, p))[1])
+    monkeypatch.setattr(ExpressionMapper, "forward", lambda self, e: (seen["expr"].append(e.detach().clone()),
+                                                                      expr_fwd(self, e))[1])
+    run_stage(pvp_project, "mappers", {"steps": 3, "batch": 4, "estimator_steps": 1, "w_perceptual": 0.0,
+                                       "w_identity": 0.0, "w_face": 0.0, "perturb": 0.0, "input_noise": 0.0,
+                                       "expression_noise": expression_noise}, force=True)
+    trk = TrackingData.from_project(pvp_project)
+    train, _ = trk.split()
+    ctrl = torch.from_numpy(trk.controls(train))
+
+    def on_rows(x, cols):  # each row of x is one training frame's tracked controls (these columns)
+        return all(bool((ctrl[:, cols] - row).abs().amax(1).min() < 1e-6) for row in x)
+
+    recon = [e for e in seen["expr"] if len(e) == 4]
+    assert len(seen["pose"]) >= 3 and len(recon) >= 3
+    assert all(on_rows(p, slice(0, 2)) for p in seen["pose"])
+    assert all(on_rows(e, slice(2, None)) for e in recon) == (expression_noise == 0.0)
