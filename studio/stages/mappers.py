@@ -216,8 +216,8 @@ def run(ctx: StageContext, cfg: MappersConfig):
     lo_d, hi_d = lo.to(dev), hi.to(dev)
     pivot_pose = torch.from_numpy(trk.pose[np.asarray(pivot_rows), :2].astype(np.float32)).to(dev)
     c_std_d = c_std.to(dev)
-    noise_scale = input_noise_scale(cfg, ctrl_all.shape[1]).to(dev)
-    noisy = bool((noise_scale > 0).any())
+    noise_std = input_noise_scale(cfg, ctrl_all.shape[1]).to(dev) * c_std_d  # per control, in its own units
+    noisy = bool((noise_std > 0).any())
     last: dict = {}
 
     def mapper_step(i: int) -> dict:
@@ -229,7 +229,7 @@ def run(ctx: StageContext, cfg: MappersConfig):
         target = imgs[idx].to(dev)
         c = ctrl_all[idx].to(dev)
         pose, expr = c[:, :2], c[:, 2:]
-        c_in = c + noise_scale * c_std_d * torch.randn_like(c) if noisy else c
+        c_in = c + noise_std * torch.randn_like(c) if noisy else c
         w_pose = pose_map(c_in[:, :2])
         off = expr_map(c_in[:, 2:])
         out = G.synthesis(w_pose + off, noise_mode="const")
