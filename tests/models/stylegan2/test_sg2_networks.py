@@ -97,6 +97,32 @@ def test_fused_and_unfused_modconv_agree(G):
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
+def test_cpu_batches_take_the_unfused_path_and_single_renders_the_fused_one(G, monkeypatch):
+    """On a CPU the shared-weight convolution is faster for a batch (README of networks.fused_modconv_default);
+    one render, or any batch off the CPU in eval mode, keeps NVIDIA's fused path."""
+    from models.stylegan2 import layers, networks
+
+    seen = []
+    real = layers.modulated_conv2d
+
+    def spy(*a, **k):
+        seen.append(k.get("fused_modconv"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(networks, "modulated_conv2d", spy)
+    ws = G.mapping(torch.randn(3, G.z_dim)).detach()
+    with torch.no_grad():
+        G.synthesis(ws[:1])
+        single, seen[:] = list(seen), []
+        G.synthesis(ws)
+        batch = list(seen)
+    assert single and all(single), single
+    assert batch and not any(batch), batch
+    meta = torch.empty(3, 2, 4, device="meta")
+    assert networks.fused_modconv_default(False, torch.float32, meta)     # a GPU batch in eval: fused
+    assert not networks.fused_modconv_default(True, torch.float32, meta)  # training: never fused
+
+
 def test_shape_checks(G):
     with pytest.raises(ValueError, match='Wrong size'):
         G(torch.randn(1, G.z_dim + 1))
