@@ -55,10 +55,10 @@ class Render:
 
 def trained_engines(project) -> list[str]:
     """Engines whose every stage is done in `project`, in registry order."""
-    from .engines import ENGINES, chain
+    from .engines import ENGINES, required
     from .pipeline import stage_state
 
-    return [name for name in ENGINES if all(stage_state(project, s) == "done" for s in chain(name))]
+    return [name for name in ENGINES if all(stage_state(project, s) == "done" for s in required(name))]
 
 
 class Avatar:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from .engines import ENGINES, chain, engine
+from .engines import ENGINES, chain, engine, required
 from .errors import ProjectError
 from .pipeline import (ProgressFn, interruption, next_stage, run_pipeline, set_stage_config, spec, stage_config,
                        stage_state)
@@ -81,7 +81,7 @@ class Session:
                          summary=summary, note=note)
 
     def trained_engines(self) -> list[str]:
-        return [e for e in ENGINES if all(self.state(s) == "done" for s in chain(e))]
+        return [e for e in ENGINES if all(self.state(s) == "done" for s in required(e))]
 
     def engine_lines(self) -> list[str]:
         """One line per engine: trained, or the next command."""

@@ -45,6 +45,10 @@ STEP_COST: dict[str, float] = {
     # with the ArcFace file configured; without it the mappers skip their identity loss and run faster.
     "pti": (57 + 259) / 500 / 0.434 / _PTI_FACE,
     "mappers": (14 * 60 + 3) / 2400 / 0.434,
+    # the StyleGAN engine's sharpening head (2026-12-04, d3 on a quiet 2-core Xeon): 600 steps in 6:56 wall,
+    # the training frames' renders and the held-out sheet included; `python -m studio.speed_probe` right after
+    # gave 0.561 s per prior step
+    "sharpen": (6 * 60 + 56) / 600 / 0.561,
     # NeRF, where the probe does not time its step (presets outside `NERF_PROBED`): measured against
     # the old probe itself: on a quiet 2-core machine (2026-12-02) the probe
     # gave 0.579 s per prior step (mean of three) and `nerf` ran 7000 steps in 44:58 (d14). The

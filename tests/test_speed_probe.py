@@ -136,3 +136,13 @@ def test_estimate_prices_the_face_losses_when_arcface_is_configured(monkeypatch,
                                                                           identity_weight=0.0))
     off, _ = speed_probe.estimate(1.0)
     assert off[stage] == pytest.approx(without[stage])
+
+
+def test_every_stage_of_an_engine_is_priced():
+    """A stage added to an engine without a measured cost would make `run`'s estimate silently short."""
+    from studio.engines import ENGINES
+
+    stages, engines = speed_probe.estimate(1.0)
+    for name, spec in ENGINES.items():
+        for stage in spec.stages:
+            assert stages.get(stage, 0.0) > 0, f"stage '{stage}' of engine '{name}' has no cost in speed_probe"

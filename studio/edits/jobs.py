@@ -97,11 +97,13 @@ def resolve_engine(project, engine: str | None = None) -> str:
 
 
 def model_key(project, engine: str) -> str:
-    """Names the trained model of `engine` in `project`: the run ids of its stages (changes on retraining)."""
+    """Names the trained model of `engine` in `project`: the run ids of its core stages (changes on retraining
+    them; an optional stage such as the StyleGAN engine's sharpening head works after the latents an edit
+    moves, so retraining it leaves the edits valid)."""
     from ..engines import engine as engine_spec
 
     project = _project(project)
-    return "/".join(str(project.record(s).get("run_id") or "-") for s in engine_spec(engine).stages)
+    return "/".join(str(project.record(s).get("run_id") or "-") for s in engine_spec(engine).core_stages)
 
 
 def _open_avatar(project, engine: str):

@@ -42,9 +42,17 @@ class EngineSpec:
     """Appearance edits can be applied to its renders."""
     driving: bool = False
     """Another person's video can drive it (export --source driver)."""
+    optional: tuple[str, ...] = ()
+    """Stages among `stages` that `run` trains but an avatar does not need to open: one trained before
+    they existed still opens and renders without them (`required` leaves them out)."""
     detail: tuple[tuple[str, Any], ...] = ()
     """(field, value) pairs of `studio.detail.DetailConfig` that differ from its defaults for this
     engine's renders (see `detail_config`)."""
+
+    @property
+    def core_stages(self) -> tuple[str, ...]:
+        """Its stages without the optional ones: what a trained avatar of this engine must have done."""
+        return tuple(s for s in self.stages if s not in self.optional)
 
     def load(self, project) -> Any:
         return call_loader(self.loader, project)
@@ -66,7 +74,8 @@ def call_loader(loader: "str | Callable[[Any], Any]", project) -> Any:
 
 ENGINES: dict[str, EngineSpec] = {
     spec.name: spec for spec in (
-        EngineSpec(name="pvp", title="StyleGAN avatar (PVP)", short="StyleGAN", stages=("pivots", "prior", "pti", "mappers"),
+        EngineSpec(name="pvp", title="StyleGAN avatar (PVP)", short="StyleGAN", stages=("pivots", "prior", "pti", "mappers", "sharpen"),
+                   optional=("sharpen",),
                    loader="studio.engines.pvp:load",
                    summary="A StyleGAN2 generator tuned on your video's pivot frames, steered by pose and "
                            "expression mappers. Sharpest in the poses your video shows.",
@@ -92,6 +101,11 @@ def engine(name: str) -> EngineSpec:
         return ENGINES[name]
     except KeyError:
         raise ProjectError(f"unknown engine '{name}'", f"engines: {', '.join(ENGINES)}") from None
+
+
+def required(name: str) -> tuple[str, ...]:
+    """The stages an avatar of engine `name` needs to open: the common ones, then its core stages."""
+    return COMMON_STAGES + engine(name).core_stages
 
 
 def engine_of(stage: str) -> str | None:

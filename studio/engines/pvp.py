@@ -13,7 +13,9 @@ from ..metrics import to_uint8
 class PVPEngine:
     name = "pvp"
 
-    def __init__(self, project, device: str = "cpu"):
+    def __init__(self, project, device: str = "cpu", sharpen: bool = True):
+        """`sharpen`: apply the sharpening head (stage `sharpen`) when the project has one trained; False
+        renders the generator's own output (what the head is trained on)."""
         from models.pvp_mappers import ExpressionMapper, PoseMapper
 
         from ..pvp.common import load_personal_generator
@@ -32,6 +34,10 @@ class PVPEngine:
         self.G = G
         self.size = int(G.img_resolution)
         self.control_names = list(meta["control_names"])
+        self.controls = str((meta.get("config") or {}).get("controls", "named"))
+        """What the expression sliders are: "named" or "flame" (the mappers' setting)."""
+        self.head = load_sharpen_head(project, self.device) if sharpen else None
+        """The sharpening head (`models.sharpen_head.SharpenHead`) applied to every render, or None."""
         self.ranges = {k: (float(v[0]), float(v[1])) for k, v in meta["ranges"].items()}
         self._cpu_threads = FreeCpuThreads(str(self.device))
 
@@ -60,7 +66,32 @@ class PVPEngine:
             if edits:
                 ws = edits.apply(ws)
             img = self.G.synthesis(ws, noise_mode="const")
+            if self.head is not None:
+                img = self.head(img)
         return to_uint8(img)
+
+
+def load_sharpen_head(project, device="cpu"):
+    """The trained sharpening head of `project` (stage `sharpen`), or None when that stage is not done (an
+    avatar trained before it existed renders without it) or was trained on mappers that have been trained
+    again since (stale: it learnt another model's renders)."""
+    from models.sharpen_head import SharpenHead
+
+    from ..errors import ProjectError
+
+    rec = project.record("sharpen")
+    if rec.get("status") != "done" or "head" not in (rec.get("outputs") or {}):
+        return None
+    if (rec.get("upstream") or {}).get("mappers") != project.record("mappers").get("run_id"):
+        return None
+    try:
+        meta = json.loads(project.output("sharpen", "meta").read_text("utf-8"))
+        head = SharpenHead(tuple(meta["channels"]))
+        head.load_state_dict(torch.load(project.output("sharpen", "head"), map_location=device, weights_only=True))
+    except Exception as e:   # a damaged file: say which and how to mend it, never a traceback
+        raise ProjectError(f"the sharpening head of project {project.name} could not be read ({type(e).__name__}: {e})",
+                           f"train it again with `avatar-studio run-stage {project.root} sharpen --force`") from e
+    return head.to(device).eval().requires_grad_(False)
 
 
 def load(project) -> PVPEngine:

@@ -11,7 +11,7 @@ import importlib
 from .base import REGISTRY, StageContext, StageSpec, register
 
 # Order matters: it is the order stages run in and are listed in.
-_STAGE_MODULES = ["ingest", "track", "flame", "pivots", "prior", "pti", "mappers", "nerf"]
+_STAGE_MODULES = ["ingest", "track", "flame", "pivots", "prior", "pti", "mappers", "sharpen", "nerf"]
 
 for _name in _STAGE_MODULES:
     importlib.import_module(f"{__name__}.{_name}")

@@ -1,0 +1,215 @@
+"""Stage `sharpen` (PVP): a sharpening head after the tuned generator (`models.sharpen_head`).
+
+The StyleGAN engine's generator, trained for a preview's minutes, renders a soft face: on held-out
+frames its face region keeps 5–10 % of the video's high-frequency energy and the eyes are smudges
+(README, "Why the StyleGAN engine's render stays a blur"). LatentAvatar ends in a super-resolution
+U-Net; this stage gives the StyleGAN engine the same kind of last step. A small U-Net learns to turn
+the engine's render of each training frame (from that frame's tracked controls, through the trained
+mappers) into the real frame.
+
+The engine reproduces its training frames more exactly than new ones (d14: about 25 dB against 21 on
+held-out frames), so a head trained on those renders as they are learns to trust them. Each render is
+therefore degraded before the head sees it — a smooth random warp of about `warp_px` pixels and a
+Gaussian blur of up to `blur` pixels — so that it learns to draw eyes, lips and hair onto a render that
+is a little off, as held-out renders are. Losses: L1, the perceptual loss, and the ArcFace feature
+distance and identity loss when the ArcFace file is configured (`studio.stages.face`).
+
+The engine applies the head to every render (viewer, eval, export, edits, driving) once this stage is
+done; an avatar trained before the stage existed renders without it until `avatar-studio run` trains it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ..atomic import atomic_path, write_bytes, write_json
+from ..config import opt, to_dict
+from ..loop import TrainingLoop
+from ..metrics import from_uint8, to_uint8
+from ..pvp.common import perceptual_loss
+from ..tracking.data import TrackingData
+from .base import StageContext, StageSpec, register
+from .face import face_loss, face_terms
+
+
+@dataclass
+class SharpenConfig:
+    steps: int = opt(600, "Training steps of the sharpening head.", minimum=1)
+    batch: int = opt(8, "Training frames per step.", minimum=1, maximum=64)
+    lr: float = opt(1e-3, "Learning rate (Adam), decayed (cosine) to a tenth over the steps.", minimum=1e-6,
+                    maximum=1.0, advanced=True)
+    channels: str = opt("16,32,64,96", "Widths of the U-Net's levels, full resolution first (32,64,96,128 costs "
+                                       "twice the time a step).", advanced=True)
+    warp_px: float = opt(1.5, "Size (pixels at the render's resolution) of the smooth random warp laid on each "
+                              "training render, so the head learns to correct renders that are a little off.",
+                         minimum=0.0, maximum=8.0, advanced=True)
+    blur: float = opt(0.8, "Largest Gaussian blur (σ, pixels) laid on the training renders (each draws one from "
+                           "0 to this).", minimum=0.0, maximum=4.0, advanced=True)
+    w_l1: float = opt(1.0, "Weight of the L1 loss.", minimum=0.0, advanced=True)
+    w_perceptual: float = opt(0.5, "Weight of the perceptual loss.", minimum=0.0, advanced=True)
+    w_face: float = opt(0.2, "Weight of the face feature loss (ArcFace feature maps' distance, the eval's feature "
+                             "distance). Needs the ArcFace file (`avatar-studio models add arcface FILE`).",
+                        minimum=0.0, advanced=True)
+    w_identity: float = opt(0.1, "Weight of the identity loss (1 − ArcFace embedding cosine).", minimum=0.0,
+                            advanced=True)
+    face_batch: int = opt(4, "How many of each step's frames the face losses look at (0 = all).", minimum=0,
+                          maximum=64, advanced=True)
+    time_budget_min: float = opt(0.0, "Optional wall-clock cap in minutes (0 = no cap; pauses do not count). The "
+                                      "stage says when it cut training short.", minimum=0.0)
+    checkpoint_every_s: float = opt(45.0, "Seconds between checkpoints.", minimum=0.0, advanced=True)
+    threads: int = opt(0, "CPU threads (0 = the cores other programs leave free, re-checked as it runs).", minimum=0,
+                       advanced=True)
+    seed: int = opt(0, "Random seed.", advanced=True)
+
+
+PRESETS = {"preview": SharpenConfig(),
+           "quality": SharpenConfig(steps=6000, batch=16, face_batch=0, checkpoint_every_s=120.0)}
+
+
+def parse_channels(text: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in str(text).replace(" ", "").split(",") if v)
+    except ValueError:
+        out = ()
+    if not out or min(out) < 1:
+        from ..errors import InputError
+
+        raise InputError(f"channels must be comma-separated positive widths such as 32,64,96,128, got '{text}'")
+    return out
+
+
+def degrade(x: torch.Tensor, rng: np.random.Generator, warp_px: float, blur: float) -> torch.Tensor:
+    """(B, 3, S, S) renders → the same renders, each warped by a smooth random field of about `warp_px`
+    pixels (a 4×4 grid of offsets, bicubically interpolated) and blurred by a Gaussian of σ drawn from
+    [0, `blur`] (none under 0.2). All randomness comes from `rng`, so a resumed run draws the same."""
+    b, _, h, w = x.shape
+    if warp_px > 0:
+        offsets = torch.from_numpy(rng.standard_normal((b, 2, 4, 4)).astype(np.float32)).to(x)
+        offsets = offsets * torch.tensor([2.0 * warp_px / w, 2.0 * warp_px / h], device=x.device).view(1, 2, 1, 1)
+        field = F.interpolate(offsets, size=(h, w), mode="bicubic", align_corners=False).permute(0, 2, 3, 1)
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=x.device), torch.linspace(-1, 1, w, device=x.device),
+                                indexing="ij")
+        grid = torch.stack([xs, ys], -1)[None] + field
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    if blur > 0:
+        sigmas = rng.uniform(0.0, blur, size=b)
+        out = []
+        for i, s in enumerate(sigmas):
+            xi = x[i:i + 1]
+            if s >= 0.2:
+                r = int(math.ceil(3 * s))
+                g = torch.exp(-torch.arange(-r, r + 1, device=x.device, dtype=x.dtype) ** 2 / (2 * s * s))
+                g = g / g.sum()
+                xi = F.conv2d(F.pad(xi, (r, r, 0, 0), mode="replicate"), g.view(1, 1, 1, -1).expand(3, 1, 1, -1),
+                              groups=3)
+                xi = F.conv2d(F.pad(xi, (0, 0, r, r), mode="replicate"), g.view(1, 1, -1, 1).expand(3, 1, -1, 1),
+                              groups=3)
+            out.append(xi)
+        x = torch.cat(out)
+    return x
+
+
+def run(ctx: StageContext, cfg: SharpenConfig):
+    from models.sharpen_head import SharpenHead
+
+    from ..engines.pvp import PVPEngine
+    from ..evaluation import face_masks, score_images
+
+    dev = torch.device(ctx.device)
+    loop = TrainingLoop(ctx, seed=cfg.seed, checkpoint_every_s=cfg.checkpoint_every_s,
+                        max_minutes=cfg.time_budget_min, threads=cfg.threads)
+    proj = ctx.project
+    engine = PVPEngine(proj, ctx.device, sharpen=False)   # the generator's own renders, whatever head exists
+    trk = TrackingData.from_project(proj, controls=engine.controls)   # the sliders the mappers were trained on
+    train, held = trk.split()
+    size = engine.size
+    yield ctx.progress(0, 1, part="renders", message=f"rendering {len(train)} training frames")
+    ctl = trk.controls(train)
+    renders = np.concatenate([engine.render_controls(ctl[i:i + 16]) for i in range(0, len(ctl), 16)])
+    renders = from_uint8(renders)                                   # (N, 3, S, S) in [-1, 1]
+    frames = from_uint8(trk.crops(train, size=size))
+    head = loop.track("head", SharpenHead(parse_channels(cfg.channels)).to(dev))
+    opt_h = loop.track("opt", torch.optim.Adam(head.parameters(), lr=cfg.lr))
+    perc = perceptual_loss(dev) if cfg.w_perceptual > 0 else None
+    face, face_note = face_loss(cfg.w_face > 0 or cfg.w_identity > 0, dev, "w_face=0 and w_identity=0")
+    last: dict = {}
+
+    def step(i: int) -> dict:
+        rng = loop.rng
+        for g in opt_h.param_groups:
+            g["lr"] = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, i / cfg.steps))))
+        idx = torch.from_numpy(loop.shard(rng.integers(0, len(train), size=min(cfg.batch, len(train)))))
+        x, y = renders[idx].to(dev), frames[idx].to(dev)
+        if rng.random() < 0.5:             # mirrored faces are faces too
+            x, y = x.flip(3), y.flip(3)
+        with torch.no_grad():
+            x = degrade(x, loop.local_rng, cfg.warp_px, cfg.blur)   # per sample: this process's own draws
+        out = head(x)
+        l1 = F.l1_loss(out, y)
+        loss = cfg.w_l1 * l1
+        logs = {"l1": l1.item()}
+        if perc is not None:
+            lp = perc(out, y)
+            loss = loss + cfg.w_perceptual * lp
+            logs["perceptual"] = lp.item()
+        if face is not None:
+            dist, lid = face_terms(face, out, y, count=cfg.face_batch)
+            loss = loss + cfg.w_face * dist + cfg.w_identity * lid
+            logs.update(face=dist.item(), identity=lid.item())
+        opt_h.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_h.step()
+        last.update(x=x, out=out, y=y)
+        return logs
+
+    def preview():
+        k = min(4, len(last["y"]))
+        return np.concatenate([np.concatenate(list(to_uint8(last[n][:k])), 1) for n in ("y", "x", "out")], 0)
+
+    yield from loop.part("sharpen", cfg.steps, step, preview=preview, preview_every=50)
+    figures = loop.finish()
+    head.eval().requires_grad_(False)
+    final = ctx.workdir / "head.pt"
+    with atomic_path(final) as tmp:
+        torch.save(head.state_dict(), tmp)
+    meta = {"format": "avatar-studio/sharpen-head", "version": 1, "channels": list(head.channels),
+            "resolution": int(size), "config": to_dict(cfg)}
+    write_json(ctx.workdir / "head.json", meta)
+    # held-out frames before and after the head (engine alone, no detail): what it bought, and a sheet to look at
+    heldout = {}
+    if len(held):
+        import cv2
+
+        hc = trk.controls(held)
+        before = np.concatenate([engine.render_controls(hc[i:i + 16]) for i in range(0, len(hc), 16)])
+        with torch.no_grad():
+            after = to_uint8(torch.cat([head(from_uint8(before[i:i + 16]).to(dev)).cpu()
+                                        for i in range(0, len(before), 16)]))
+        truth, masks = trk.crops(held, size=size), face_masks(trk, held, size)
+        for name, imgs in (("before", before), ("after", after)):
+            s = score_images(imgs, truth, masks)
+            heldout[name] = {k: s[k] for k in ("psnr", "identity", "feature_distance", "sharpness_median")}
+        pick = np.linspace(0, len(held) - 1, min(8, len(held))).round().astype(int)
+        sheet = np.concatenate([np.concatenate(list(a[pick]), 1) for a in (truth, before, after)], 0)
+        ok, png = cv2.imencode(".png", sheet[..., ::-1])
+        if ok:
+            write_bytes(ctx.workdir / "heldout.png", png.tobytes())
+    summary = {"steps": figures["steps"].get("sharpen", 0), "of_steps": cfg.steps, "face_loss": face is not None,
+               "minutes": figures["train_minutes"], **loop.parallel_summary(),
+               **({"cut_short": figures["cut_short"]} if "cut_short" in figures else {})}
+    for name, s in heldout.items():
+        summary.update({f"heldout_{k}_{name}": (None if v is None else round(float(v), 3)) for k, v in s.items()})
+    return {"outputs": {"head": f"{ctx.stage}/head.pt", "meta": f"{ctx.stage}/head.json",
+                        **({"heldout": f"{ctx.stage}/heldout.png"} if heldout else {})},
+            "warnings": loop.warnings() + ([face_note] if face_note else []),
+            "summary": summary}
+
+
+register(StageSpec(name="sharpen", title="Sharpening head", config_cls=SharpenConfig, presets=PRESETS,
+                   run=run, depends_on=("track", "mappers"), models=("arcface", "lpips"), trains=True, parallel=True,
+                   description="Trains a small U-Net that draws the eyes, lips and hair the StyleGAN engine's "
+                               "soft render lacks, on your video's training frames."))
