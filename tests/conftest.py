@@ -77,3 +77,43 @@ def use_arcface(monkeypatch, tmp_path: Path, kind: str) -> Path | None:
         path.write_bytes(b"not a state dict")
     monkeypatch.setattr(model_files, "arcface_path", lambda: None if kind == "absent" else path)
     return None if kind == "absent" else path
+
+
+def mark_done(proj, name: str, outputs: dict | None = None) -> None:
+    """Record stage `name` of `proj` as done (with these outputs), upstream run ids as the pipeline writes them."""
+    import uuid
+
+    from studio.stages import REGISTRY
+
+    deps = REGISTRY[name].depends_on if name in REGISTRY else ()
+    proj.update_record(name, status="done", run_id=uuid.uuid4().hex[:12], outputs=outputs or {},
+                       upstream={d: proj.record(d).get("run_id") for d in deps}, config=None)
+
+
+def small_pvp_project(src, root: Path):
+    """A copy of the tracked project `src` at `root` whose StyleGAN engine is trained up to PTI, with a small
+    randomly initialised 64 px generator and six pivot latents standing in for the real prior and PTI (their
+    stages are tested on their own); for the tests of the stages after them."""
+    import shutil
+
+    import numpy as np
+    import torch
+
+    from models.stylegan2.checkpoint import save_generator
+    from models.stylegan2.networks import GeneratorConfig
+    from studio.project import Project
+
+    shutil.copytree(src.root, root, ignore=shutil.ignore_patterns("*.lock", "*.ckpt"))
+    proj = Project.open(root)
+    torch.manual_seed(0)
+    cfg = GeneratorConfig(z_dim=64, w_dim=64, img_resolution=64, mapping_layers=2, channel_base=1024, channel_max=64)
+    G = cfg.build().eval()
+    (root / "pti").mkdir()
+    save_generator(G, cfg, root / "pti" / "generator.safetensors")
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(6, cfg.z_dim))
+    np.savez(root / "pti" / "latents.npz", ws=ws.numpy(), rows=np.arange(6) * 40)
+    for name in ("pivots", "prior"):
+        mark_done(proj, name)
+    mark_done(proj, "pti", {"generator": "pti/generator.safetensors", "latents": "pti/latents.npz"})
+    return proj

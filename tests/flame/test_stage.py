@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import uuid
 
 import numpy as np
 import pytest
@@ -15,7 +14,6 @@ from studio.errors import Cancelled, MissingModelError, ProjectError
 from studio.pipeline import run_stage, stage_state
 from studio.progress import Control, run_to_end
 from studio.project import Project
-from studio.stages import REGISTRY
 
 FIT = {"steps": 8, "rigid_steps": 3, "checkpoint_every_s": 0.0, "threads": 1}
 
@@ -127,34 +125,12 @@ def test_missing_flame_files_say_what_to_add(tracked_d3, tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------ engines on FLAME controls
-def _mark_done(proj, name, outputs=None):
-    deps = REGISTRY[name].depends_on if name in REGISTRY else ()
-    proj.update_record(name, status="done", run_id=uuid.uuid4().hex[:12], outputs=outputs or {},
-                       upstream={d: proj.record(d).get("run_id") for d in deps}, config=None)
-
-
 @pytest.fixture(scope="module")
 def pvp_flame_project(flame_project, tmp_path_factory):
     """The FLAME-fitted project with a small random generator standing in for PTI's."""
-    from models.stylegan2.checkpoint import save_generator
-    from models.stylegan2.networks import GeneratorConfig
+    from tests.conftest import small_pvp_project
 
-    src = flame_project[0]
-    root = tmp_path_factory.mktemp("pvp_flame") / "proj"
-    shutil.copytree(src.root, root, ignore=shutil.ignore_patterns("*.lock", "*.ckpt"))
-    proj = Project.open(root)
-    torch.manual_seed(0)
-    cfg = GeneratorConfig(z_dim=64, w_dim=64, img_resolution=64, mapping_layers=2, channel_base=1024, channel_max=64)
-    G = cfg.build().eval()
-    (root / "pti").mkdir()
-    save_generator(G, cfg, root / "pti" / "generator.safetensors")
-    with torch.no_grad():
-        ws = G.mapping(torch.randn(6, cfg.z_dim))
-    np.savez(root / "pti" / "latents.npz", ws=ws.numpy(), rows=np.arange(6) * 40)
-    for name in ("pivots", "prior"):
-        _mark_done(proj, name)
-    _mark_done(proj, "pti", {"generator": "pti/generator.safetensors", "latents": "pti/latents.npz"})
-    return proj
+    return small_pvp_project(flame_project[0], tmp_path_factory.mktemp("pvp_flame") / "proj")
 
 
 MAPPERS = {"steps": 6, "batch": 2, "estimator_steps": 3, "w_identity": 0.0, "w_perceptual": 0.0, "threads": 1,

@@ -6,47 +6,19 @@ this checks the mapper training and the Avatar plumbing, not image quality.
 """
 from __future__ import annotations
 
-import uuid
-
 import numpy as np
 import pytest
 import torch
 
 from studio.avatar import Avatar
 from studio.pipeline import run_stage
-from studio.project import Project
-from studio.stages import REGISTRY
-
-
-def _mark_done(proj, name, outputs=None):
-    deps = REGISTRY[name].depends_on if name in REGISTRY else ()
-    proj.update_record(name, status="done", run_id=uuid.uuid4().hex[:12], outputs=outputs or {},
-                       upstream={d: proj.record(d).get("run_id") for d in deps}, config=None)
 
 
 @pytest.fixture(scope="module")
 def pvp_project(tracked_d3, tmp_path_factory):
-    import shutil
+    from tests.conftest import small_pvp_project
 
-    from models.stylegan2.checkpoint import save_generator
-    from models.stylegan2.networks import GeneratorConfig
-
-    root = tmp_path_factory.mktemp("pvp") / "proj"
-    shutil.copytree(tracked_d3.root, root)
-    proj = Project.open(root)
-    torch.manual_seed(0)
-    cfg = GeneratorConfig(z_dim=64, w_dim=64, img_resolution=64, mapping_layers=2, channel_base=1024, channel_max=64)
-    G = cfg.build().eval()
-    (root / "pti").mkdir()
-    save_generator(G, cfg, root / "pti" / "generator.safetensors")
-    k = 6
-    with torch.no_grad():
-        ws = G.mapping(torch.randn(k, cfg.z_dim))
-    np.savez(root / "pti" / "latents.npz", ws=ws.numpy(), rows=np.arange(k) * 40)
-    for name in ("pivots", "prior"):
-        _mark_done(proj, name)
-    _mark_done(proj, "pti", {"generator": "pti/generator.safetensors", "latents": "pti/latents.npz"})
-    return proj
+    return small_pvp_project(tracked_d3, tmp_path_factory.mktemp("pvp") / "proj")
 
 
 def test_mappers_train_and_render(pvp_project):

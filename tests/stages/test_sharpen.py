@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import uuid
 
 import numpy as np
 import pytest
@@ -16,7 +15,6 @@ from studio.avatar import Avatar, trained_engines
 from studio.errors import ProjectError
 from studio.pipeline import run_stage, stage_state
 from studio.project import Project
-from studio.stages import REGISTRY
 from studio.stages.sharpen import degrade, parse_channels
 
 
@@ -79,32 +77,12 @@ def test_channels_setting_is_checked():
         parse_channels("8,x")
 
 
-def _mark_done(proj, name, outputs=None):
-    deps = REGISTRY[name].depends_on if name in REGISTRY else ()
-    proj.update_record(name, status="done", run_id=uuid.uuid4().hex[:12], outputs=outputs or {},
-                       upstream={d: proj.record(d).get("run_id") for d in deps}, config=None)
-
-
 @pytest.fixture(scope="module")
 def mapped_project(tracked_d3, tmp_path_factory):
     """A project whose StyleGAN avatar is trained up to the mappers, on a small random generator."""
-    from models.stylegan2.checkpoint import save_generator
-    from models.stylegan2.networks import GeneratorConfig
+    from tests.conftest import small_pvp_project
 
-    root = tmp_path_factory.mktemp("sharpen") / "proj"
-    shutil.copytree(tracked_d3.root, root)
-    proj = Project.open(root)
-    torch.manual_seed(0)
-    cfg = GeneratorConfig(z_dim=64, w_dim=64, img_resolution=64, mapping_layers=2, channel_base=1024, channel_max=64)
-    G = cfg.build().eval()
-    (root / "pti").mkdir()
-    save_generator(G, cfg, root / "pti" / "generator.safetensors")
-    with torch.no_grad():
-        ws = G.mapping(torch.randn(6, cfg.z_dim))
-    np.savez(root / "pti" / "latents.npz", ws=ws.numpy(), rows=np.arange(6) * 40)
-    for name in ("pivots", "prior"):
-        _mark_done(proj, name)
-    _mark_done(proj, "pti", {"generator": "pti/generator.safetensors", "latents": "pti/latents.npz"})
+    proj = small_pvp_project(tracked_d3, tmp_path_factory.mktemp("sharpen") / "proj")
     run_stage(proj, "mappers", {"steps": 6, "batch": 2, "estimator_steps": 2, "w_identity": 0.0, "w_face": 0.0,
                                 "w_perceptual": 0.0})
     return proj
