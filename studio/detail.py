@@ -107,6 +107,16 @@ class DetailConfig:
     comes from the frames (with `mid_share` < 1). 1 for the StyleGAN engine, whose eyes are smudges there;
     the NeRF engine draws the eyes (`studio.engines.ENGINES["nerf"].detail`: 0.5)."""
     feature_grow: float = 8.0
+    face_flow: float = 1.0
+    """Inside the face (the convex hull of each frame's tracked mesh, eroded by `face_erode` and
+    feathered), the share of the flow to the render that is applied (1: all of it). The crops are
+    aligned on the tracked mesh, so a frame near the render's controls already has its eyes, nose
+    and mouth about where the held-out frame has them (d3: 1.2 px from the real held-out frame's
+    mesh, mean over the landmarks at 128 px), while the flow to a soft render moves them toward the
+    render's shapes, which are less right (d3 StyleGAN: the nearest frame alone scores ArcFace
+    identity 0.91, warped to the render 0.84)."""
+    face_erode: float = 0.0
+    """Pixels (at 128 px) the face hull is eroded by before it is feathered, for `face_flow`."""
     """Pixels (at 128 px) the eyes-with-brows and mouth regions (each frame's tracked landmarks,
     warped with it) are grown by, then feathered, for `mid_share`."""
 
@@ -150,6 +160,24 @@ def feature_masks(landmarks: np.ndarray, size: int, grow: float) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)
 
 
+def face_hull_masks(landmarks: np.ndarray, size: int, erode: float, feather: float) -> np.ndarray:
+    """(N, P, 2) face-mesh landmarks in pixels of a `size` image → (N, size, size) float32 masks, 1 over
+    the convex hull of each frame's mesh, eroded by `erode` px and feathered (Gaussian σ `feather`). A
+    frame whose landmarks are missing (NaN) gets 0 (the flow applies there in full)."""
+    lms = np.asarray(landmarks, np.float32)
+    out = np.zeros((len(lms), size, size), np.float32)
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(round(erode)) + 1,) * 2) if erode >= 0.5 else None
+    for m, lm in zip(out, lms):
+        if not np.isfinite(lm).all():
+            continue
+        cv2.fillConvexPoly(m, cv2.convexHull(lm).astype(np.int32), 1.0)
+        if k is not None:
+            m[:] = cv2.erode(m, k)
+        if feather > 0:
+            m[:] = cv2.GaussianBlur(m, (0, 0), feather)
+    return np.clip(out, 0.0, 1.0)
+
+
 class ControlIndex:
     """Nearest training frames by tracked controls: each control standardised by the training frames'
     mean and std, yaw and pitch weighted by `pose_weight`, squared Euclidean distance. The retrieval
@@ -187,7 +215,8 @@ class VideoDetail:
     """Training frames (aligned crops at the render size) and their controls, ready to lend detail."""
 
     def __init__(self, crops: np.ndarray, controls: np.ndarray | None, config: DetailConfig = DetailConfig(),
-                 mattes: np.ndarray | None = None, features: np.ndarray | None = None):
+                 mattes: np.ndarray | None = None, features: np.ndarray | None = None,
+                 faces: np.ndarray | None = None):
         crops = np.asarray(crops)
         if crops.ndim != 4 or crops.shape[-1] != 3 or crops.shape[1] != crops.shape[2] or not len(crops):
             raise ValueError(f"expected (N, S, S, 3) uint8 crops, got {crops.shape}")
@@ -220,6 +249,13 @@ class VideoDetail:
                 raise ValueError(f"expected {crops.shape[:3]} feature masks, got {features.shape}")
             self.features = features
         self._fine = config.fine_sigma * scale
+        self.faces = None
+        """(N, S, S) float32 face-hull masks of the frames (`face_hull_masks`) for `face_flow` < 1."""
+        if faces is not None:
+            faces = np.asarray(faces, np.float32)
+            if faces.shape != crops.shape[:3]:
+                raise ValueError(f"expected {crops.shape[:3]} face masks, got {faces.shape}")
+            self.faces = faces
         self._index = None
         if controls is not None:
             if np.ndim(controls) != 2 or len(controls) != len(crops):
@@ -260,7 +296,12 @@ class VideoDetail:
             scale = size / float(tracking.crop_size)
             features = feature_masks(np.stack([tracking.crop_landmarks(int(r)) for r in train]) * scale,
                                      size, config.feature_grow * size / REFERENCE_SIZE)
-        return cls(crops, ctl, config, mattes, features)
+        faces = None
+        if config.face_flow < 1.0:
+            scale = size / float(tracking.crop_size)
+            faces = face_hull_masks(np.stack([tracking.crop_landmarks(int(r)) for r in train]) * scale,
+                                    size, config.face_erode * size / REFERENCE_SIZE, 4.0 * size / REFERENCE_SIZE)
+        return cls(crops, ctl, config, mattes, features, faces)
 
     @property
     def has_controls(self) -> bool:
@@ -315,9 +356,10 @@ class VideoDetail:
         the warped frame shows background."""
         return self._warp(render, frame, then, matte)[:2]
 
-    def _warp(self, render, frame, then, matte) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
-        """`warp`, and the sampling maps it used (to warp more of the frame's planes the same way)."""
-        mx, my = self._sampling(render, frame, then)
+    def _warp(self, render, frame, then, matte, face=None) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """`warp`, and the sampling maps it used (to warp more of the frame's planes the same way).
+        `face` (S, S): the frame's face mask, inside which only `face_flow` of the flow applies."""
+        mx, my = self._sampling(render, frame, then, face)
         inside = self._inside(mx, my)
         warped = cv2.remap(frame.astype(np.float32), mx, my, SAMPLING[self.config.sampling],
                            borderMode=cv2.BORDER_REPLICATE)
@@ -325,8 +367,8 @@ class VideoDetail:
             inside = inside * cv2.remap(matte, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         return warped, inside.astype(np.float32), (mx, my)
 
-    def _sampling(self, render: np.ndarray, frame: np.ndarray, then: np.ndarray | None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+    def _sampling(self, render: np.ndarray, frame: np.ndarray, then: np.ndarray | None,
+                  face: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Where each pixel of the render samples `frame` (see `warp`): two (S, S) float32 maps."""
         a = cv2.cvtColor(render, cv2.COLOR_RGB2GRAY)
         b = cv2.cvtColor(cv2.GaussianBlur(frame, (0, 0), self._flow_blur), cv2.COLOR_RGB2GRAY)
@@ -334,6 +376,10 @@ class VideoDetail:
         if self._flow_smooth > 0:
             flow = cv2.GaussianBlur(flow, (0, 0), self._flow_smooth)
         gx, gy = self._grid
+        if face is not None and self.config.face_flow < 1.0:   # the face keeps (most of) its own place
+            inside = cv2.remap(face, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            flow = flow * (1.0 - (1.0 - self.config.face_flow) * inside)[..., None]
         if then is not None:   # p → p + then(p) → that point's flow
             mx, my = gx + then[..., 0], gy + then[..., 1]
             flow = cv2.remap(flow, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -379,7 +425,8 @@ class VideoDetail:
                 if wj < 1e-3:
                     continue
                 matte = None if self.mattes is None else self.mattes[j]
-                warped, inside, (mx, my) = self._warp(renders[b], self.crops[j], then, matte)
+                face = None if self.faces is None else self.faces[j]
+                warped, inside, (mx, my) = self._warp(renders[b], self.crops[j], then, matte, face)
                 band = warped - cv2.GaussianBlur(warped, (0, 0), self._band)
                 if split:   # fine band from the frame; mid band shared with the render outside the features
                     mid = cv2.GaussianBlur(warped, (0, 0), self._fine) - (warped - band)

@@ -162,14 +162,14 @@ def test_avatar_uses_video_detail_only_with_a_project_and_when_on(tmp_path, monk
 
 def test_each_engine_brings_its_own_detail_config(tmp_path, monkeypatch):
     """The NeRF engine's render draws the eyes, so its detail keeps half of its own middle band there and
-    matches the flow more finely; the StyleGAN engine's uses the defaults. `Avatar` builds the detail with
+    matches the flow more finely; the StyleGAN engine's applies half the flow inside the face. `Avatar` builds the detail with
     its engine's config."""
     import studio.detail as detail_mod
     from studio.engines import ENGINES
     from studio.project import Project
 
     nerf, pvp = ENGINES["nerf"].detail_config(), ENGINES["pvp"].detail_config()
-    assert pvp == DetailConfig()
+    assert pvp == DetailConfig(face_flow=0.5)
     assert (nerf.feature_share, nerf.flow_smooth, nerf.flow_sigma) == (0.5, 4.0, 1.0)
     assert nerf.mid_share == DetailConfig().mid_share and "arcface" in ENGINES["nerf"].model_files
     seen = []
@@ -423,3 +423,53 @@ def test_from_project_gives_each_frame_its_eyes_and_mouth(tracked_d3):
         x, y = np.round(lm[234]).astype(int)                          # the face's edge by the ear
         assert vd.features[i, y, min(x + 1, 63)] < 0.5, i
     assert VideoDetail.from_project(tracked_d3, 64, config=DetailConfig(mid_share=1.0)).features is None
+    assert vd.faces is None                                           # the default applies the whole flow
+    faced = VideoDetail.from_project(tracked_d3, 64, config=DetailConfig(face_flow=0.5))
+    assert faced.faces is not None and faced.faces.shape == vd.crops.shape[:3]
+    for i in (0, len(train) - 1):
+        lm = trk.crop_landmarks(int(train[i])) * (64 / trk.crop_size)
+        x, y = np.round(lm[4]).astype(int)                            # the nose tip: inside the face
+        assert faced.faces[i, y, x] > 0.9, i
+        assert faced.faces[i, 1, 1] < 0.05 and faced.faces[i, 1, 62] < 0.05, i   # the crop's top corners
+
+
+def test_face_hull_masks_cover_the_mesh_and_nothing_without_landmarks():
+    from studio.detail import face_hull_masks
+
+    lm = np.full((2, 4, 2), np.nan, np.float32)
+    lm[0] = [[40, 30], [88, 30], [88, 100], [40, 100]]
+    m = face_hull_masks(lm, S, erode=0.0, feather=0.0)
+    assert m.shape == (2, S, S) and m[0, 64, 64] == 1.0 and m[0, 64, 20] == 0.0 and m[0, 10, 64] == 0.0
+    assert m[1].max() == 0.0                                          # no landmarks: the flow applies in full
+    eroded = face_hull_masks(lm, S, erode=6.0, feather=2.0)
+    assert eroded[0, 64, 64] > 0.99 and eroded[0, 64, 42] < 0.05 < m[0, 64, 42]
+
+
+def test_inside_the_face_only_face_flow_of_the_flow_to_the_render_applies():
+    """The render is the frame's face moved 3 px and blurred (a soft render whose shapes are off). With
+    the whole flow the frame's eyes follow the render; with `face_flow` 0 over a face mask they stay
+    where the frame has them, and the flow still applies outside the mask."""
+    crops, controls = _frames()
+    frame = crops[3]
+    render = cv2.GaussianBlur(_textured(3, shift=3), (0, 0), 3.0)
+    face = np.zeros((len(crops), S, S), np.float32)
+    face[:, 24:104, 24:104] = 1.0                                     # the disc of each frame's 'face'
+    full = VideoDetail(crops, controls, DetailConfig(neighbours=1))
+    kept = VideoDetail(crops, controls, DetailConfig(neighbours=1, face_flow=0.0), faces=face)
+    assert kept.faces is not None and full.faces is None
+
+    def high(img):
+        f = img.astype(np.float32).mean(-1)
+        return f - cv2.GaussianBlur(f, (0, 0), 2.0)
+
+    def agree(a, b, sl):
+        a, b = high(a)[sl].ravel(), high(b)[sl].ravel()
+        return float(np.corrcoef(a, b)[0, 1])
+
+    moved = _textured(3, shift=3)
+    inner = (slice(40, 88), slice(40, 88))
+    out_full, out_kept = full.apply(render[None], controls[[3]])[0], kept.apply(render[None], controls[[3]])[0]
+    assert agree(out_full, moved, inner) > agree(out_full, frame, inner) + 0.2       # followed the render
+    assert agree(out_kept, frame, inner) > agree(out_kept, moved, inner) + 0.2       # stayed in place
+    with pytest.raises(ValueError):
+        VideoDetail(crops, controls, DetailConfig(face_flow=0.0), faces=face[:, :64, :64])
