@@ -107,6 +107,8 @@ class DetailConfig:
     comes from the frames (with `mid_share` < 1). 1 for the StyleGAN engine, whose eyes are smudges there;
     the NeRF engine draws the eyes (`studio.engines.ENGINES["nerf"].detail`: 0.5)."""
     feature_grow: float = 8.0
+    """Pixels (at 128 px) the eyes-with-brows and mouth regions (each frame's tracked landmarks,
+    warped with it) are grown by, then feathered, for `mid_share`."""
     face_flow: float = 1.0
     """Inside the face (the convex hull of each frame's tracked mesh, eroded by `face_erode` and
     feathered), the share of the flow to the render that is applied (1: all of it). The crops are
@@ -117,8 +119,6 @@ class DetailConfig:
     identity 0.91, warped to the render 0.84)."""
     face_erode: float = 0.0
     """Pixels (at 128 px) the face hull is eroded by before it is feathered, for `face_flow`."""
-    """Pixels (at 128 px) the eyes-with-brows and mouth regions (each frame's tracked landmarks,
-    warped with it) are grown by, then feathered, for `mid_share`."""
 
     @property
     def splits_mid_band(self) -> bool:
@@ -291,16 +291,13 @@ class VideoDetail:
                 mattes = tracking.mattes(train, size=size)
             except (OSError, ValueError):    # an older project without mattes: whole frames lend
                 mattes = None
-        features = None
-        if config.splits_mid_band:
-            scale = size / float(tracking.crop_size)
-            features = feature_masks(np.stack([tracking.crop_landmarks(int(r)) for r in train]) * scale,
-                                     size, config.feature_grow * size / REFERENCE_SIZE)
-        faces = None
-        if config.face_flow < 1.0:
-            scale = size / float(tracking.crop_size)
-            faces = face_hull_masks(np.stack([tracking.crop_landmarks(int(r)) for r in train]) * scale,
-                                    size, config.face_erode * size / REFERENCE_SIZE, 4.0 * size / REFERENCE_SIZE)
+        features = faces = None
+        if config.splits_mid_band or config.face_flow < 1.0:   # each frame's mesh, at `size`
+            lms = np.stack([tracking.crop_landmarks(int(r)) for r in train]) * (size / float(tracking.crop_size))
+            if config.splits_mid_band:
+                features = feature_masks(lms, size, config.feature_grow * size / REFERENCE_SIZE)
+            if config.face_flow < 1.0:
+                faces = face_hull_masks(lms, size, config.face_erode * size / REFERENCE_SIZE, 4.0 * size / REFERENCE_SIZE)
         return cls(crops, ctl, config, mattes, features, faces)
 
     @property
