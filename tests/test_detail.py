@@ -473,3 +473,61 @@ def test_inside_the_face_only_face_flow_of_the_flow_to_the_render_applies():
     assert agree(out_kept, frame, inner) > agree(out_kept, moved, inner) + 0.2       # stayed in place
     with pytest.raises(ValueError):
         VideoDetail(crops, controls, DetailConfig(face_flow=0.0), faces=face[:, :64, :64])
+
+
+def test_face_hull_masks_grow_when_erode_is_negative():
+    from studio.detail import face_hull_masks
+
+    lm = np.float32([[[40, 30], [88, 30], [88, 100], [40, 100]]])
+    bare = face_hull_masks(lm, S, erode=0.0, feather=0.0)
+    grown = face_hull_masks(lm, S, erode=-6.0, feather=0.0)
+    assert bare[0, 64, 36] == 0.0 and grown[0, 64, 36] == 1.0 and grown[0, 64, 30] == 0.0
+    assert grown[0, 64, 64] == 1.0 and grown.sum() > bare.sum()
+
+
+def test_outside_the_face_only_a_share_of_the_frames_finest_band_is_lent():
+    """The render is the frame blurred (σ 3): outside a face mask, `outside_fine_share` 0 leaves out the
+    frame's finest band (σ < 1 px) while the coarser detail still comes; inside it the finest band is
+    the frame's in full, as it is everywhere with share 1."""
+    crops, controls = _frames()
+    frame = crops[3]
+    render = cv2.GaussianBlur(frame, (0, 0), 3.0)
+    wide = np.zeros((len(crops), S, S), np.float32)
+    wide[:, :, :S // 2] = 1.0                                        # the 'face': the left half
+    cfg = DetailConfig(neighbours=1, mid_share=1.0, outside_fine_share=0.0)
+    cut = VideoDetail(crops, controls, cfg, wide_faces=wide)
+    full = VideoDetail(crops, controls, DetailConfig(neighbours=1, mid_share=1.0, outside_fine_share=1.0), wide_faces=wide)
+    assert cut.wide_faces is not None and VideoDetail(crops, controls, cfg).wide_faces is None
+
+    def fine(img):
+        f = img.astype(np.float32).mean(-1)
+        return f - cv2.GaussianBlur(f, (0, 0), 1.0)
+
+    def mid(img):
+        f = img.astype(np.float32).mean(-1)
+        return cv2.GaussianBlur(f, (0, 0), 1.0) - cv2.GaussianBlur(f, (0, 0), 6.0)
+
+    left, right = (slice(34, 94), slice(30, 56)), (slice(34, 94), slice(72, 98))   # inside the disc, off the seam
+    a, b, c = cut.apply(render[None], controls[[3]])[0], full.apply(render[None], controls[[3]])[0], frame
+    energy = lambda img, sl: float((fine(img)[sl] ** 2).mean())          # noqa: E731
+    assert energy(a, left) > 0.8 * energy(c, left) and energy(b, right) > 0.8 * energy(c, right)
+    assert energy(a, right) < 0.3 * energy(c, right)                    # the finest band left out there
+    corr = np.corrcoef(mid(a)[right].ravel(), mid(c)[right].ravel())[0, 1]
+    assert corr > 0.9                                                   # the coarser detail still lent
+    with pytest.raises(ValueError):
+        VideoDetail(crops, controls, cfg, wide_faces=wide[:, :64, :64])
+
+
+def test_from_project_grows_each_frames_face_for_the_finest_band(tracked_d3):
+    from studio.tracking.data import TrackingData
+
+    vd = VideoDetail.from_project(tracked_d3, 64)
+    assert vd is not None and vd.wide_faces is not None and vd.wide_faces.shape == vd.crops.shape[:3]
+    assert VideoDetail.from_project(tracked_d3, 64, config=DetailConfig(outside_fine_share=1.0)).wide_faces is None
+    trk = TrackingData.from_project(tracked_d3)
+    train, _ = trk.split()
+    for i in (0, len(train) - 1):
+        lm = trk.crop_landmarks(int(train[i])) * (64 / trk.crop_size)
+        x, y = np.round(lm[234]).astype(int)                          # the face's edge by the ear: kept whole
+        assert vd.wide_faces[i, y, x] > 0.9, i
+        assert vd.wide_faces[i, 1, 1] < 0.05 and vd.wide_faces[i, 1, 62] < 0.05, i
