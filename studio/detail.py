@@ -137,7 +137,7 @@ class DetailConfig:
 
     @property
     def splits_outside(self) -> bool:
-        """Whether the finest band is shared with the render outside the face (`outside_fine_share` < 1)."""
+        """Whether only a share of the frames' finest band is lent outside the face (`outside_fine_share` < 1)."""
         return self.outside_fine_share < 1.0
 
     @property
@@ -184,7 +184,7 @@ def face_hull_masks(landmarks: np.ndarray, size: int, erode: float, feather: flo
     """(N, P, 2) face-mesh landmarks in pixels of a `size` image → (N, size, size) float32 masks, 1 over
     the convex hull of each frame's mesh, eroded by `erode` px (grown by −`erode` when negative) and
     feathered (Gaussian σ `feather`). A frame whose landmarks are missing (NaN) gets 0 (the flow applies
-    there in full; the finest band is shared there as outside the face)."""
+    there in full; only a share of the finest band is lent there, as outside the face)."""
     lms = np.asarray(landmarks, np.float32)
     out = np.zeros((len(lms), size, size), np.float32)
     r = int(round(abs(erode)))
@@ -459,16 +459,16 @@ class VideoDetail:
                 face = None if self.faces is None else self.faces[j]
                 warped, inside, (mx, my) = self._warp(renders[b], self.crops[j], then, matte, face)
                 band = warped - cv2.GaussianBlur(warped, (0, 0), self._band)
+                soft = cv2.GaussianBlur(warped, (0, 0), self._fine) if split or outside else None
                 if split:   # fine band from the frame; mid band shared with the render outside the features
-                    mid = cv2.GaussianBlur(warped, (0, 0), self._fine) - (warped - band)
+                    mid = soft - (warped - band)
                     feat = cv2.remap(self.features[j], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
                     share = (self.config.mid_share + (self.config.feature_share - self.config.mid_share) * feat)[..., None]
                     band = band - (1.0 - share) * (mid - r_mid)
-                if outside:   # the finest band outside the face shared with the render
+                if outside:   # outside the face only a share of the frame's finest band
                     wide = cv2.remap(self.wide_faces[j], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
                     share = self.config.outside_fine_share + (1.0 - self.config.outside_fine_share) * wide
-                    fine = warped - cv2.GaussianBlur(warped, (0, 0), self._fine)
-                    band = band - (1.0 - share)[..., None] * fine
+                    band = band - (1.0 - share)[..., None] * (warped - soft)
                 detail += (wj * inside)[..., None] * band
                 lent += wj * inside
             if self.config.render_fills:
