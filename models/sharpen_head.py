@@ -64,3 +64,35 @@ class SharpenHead(nn.Module):
             h = F.interpolate(h, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             h = block(torch.cat([h, skip], 1))
         return img + self.to_rgb(h)
+
+
+class PatchCritic(nn.Module):
+    """A conditional patch critic for the sharpening head's adversarial term (pix2pix-style).
+
+    (B, 3, S, S) render and (B, 3, S, S) image, both in [−1, 1] → (B, 1, S/2^levels, S/2^levels) logits, one
+    per patch: high where the image looks like a real frame for that render, low where it looks like the
+    head's output. With `levels` 3 each logit sees about 46 px of a 128 px render, the scale of an eye or the
+    mouth, so the critic judges texture and local structure rather than the whole face. Spectral
+    normalisation keeps it from overpowering the head in a preview's few hundred steps.
+    """
+
+    def __init__(self,
+                 width: int = 32,    # channels of the first level, doubled at each further level
+                 levels: int = 3,    # stride-2 convolutions
+                 ):
+        super().__init__()
+        if width < 1 or levels < 1:
+            raise ValueError(f"width and levels must be positive, got {width}, {levels}")
+        sn = nn.utils.parametrizations.spectral_norm
+        layers: list[nn.Module] = []
+        cin, c = 6, int(width)
+        for _ in range(int(levels)):
+            layers += [sn(nn.Conv2d(cin, c, 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True)]
+            cin, c = c, c * 2
+        layers.append(sn(nn.Conv2d(cin, 1, 3, 1, 1)))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, render: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        assert_shape(render, [None, 3, None, None])
+        assert_shape(image, list(render.shape))
+        return self.net(torch.cat([render, image], 1))

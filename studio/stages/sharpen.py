@@ -56,6 +56,13 @@ class SharpenConfig:
                         minimum=0.0, advanced=True)
     w_identity: float = opt(0.1, "Weight of the identity loss (1 − ArcFace embedding cosine).", minimum=0.0,
                             advanced=True)
+    w_adv: float = opt(0.0, "Weight of the adversarial term: a small patch critic (`models.sharpen_head.PatchCritic`) "
+                            "learns to tell the real frames from the head's output, given the render, and the head "
+                            "learns to fool it (0 = off).", minimum=0.0, advanced=True)
+    adv_start: float = opt(0.25, "Share of the steps trained without the adversarial term first, so the critic "
+                                 "meets a head that already reconstructs.", minimum=0.0, maximum=1.0, advanced=True)
+    adv_lr: float = opt(2e-4, "Learning rate of the patch critic (Adam, betas 0.5 / 0.99).", minimum=1e-6,
+                        maximum=1.0, advanced=True)
     face_batch: int = opt(4, "How many of each step's frames the face losses look at (0 = all).", minimum=0,
                           maximum=64, advanced=True)
     time_budget_min: float = opt(0.0, "Optional wall-clock cap in minutes (0 = no cap; pauses do not count). The "
@@ -114,7 +121,7 @@ def degrade(x: torch.Tensor, rng: np.random.Generator, warp_px: float, blur: flo
 
 
 def run(ctx: StageContext, cfg: SharpenConfig):
-    from models.sharpen_head import SharpenHead
+    from models.sharpen_head import PatchCritic, SharpenHead
 
     from ..engines.pvp import PVPEngine
     from ..evaluation import face_masks, score_images
@@ -134,6 +141,11 @@ def run(ctx: StageContext, cfg: SharpenConfig):
     frames = from_uint8(trk.crops(train, size=size))
     head = loop.track("head", SharpenHead(parse_channels(cfg.channels)).to(dev))
     opt_h = loop.track("opt", torch.optim.Adam(head.parameters(), lr=cfg.lr))
+    critic = opt_c = None
+    if cfg.w_adv > 0:
+        critic = loop.track("critic", PatchCritic().to(dev))
+        opt_c = loop.track("opt_critic", torch.optim.Adam(critic.parameters(), lr=cfg.adv_lr, betas=(0.5, 0.99)))
+    adv_from = int(round(cfg.adv_start * cfg.steps))
     perc = perceptual_loss(dev) if cfg.w_perceptual > 0 else None
     face, face_note = face_loss(cfg.w_face > 0 or cfg.w_identity > 0, dev, "w_face=0 and w_identity=0")
     last: dict = {}
@@ -160,9 +172,23 @@ def run(ctx: StageContext, cfg: SharpenConfig):
             dist, lid = face_terms(face, out, y, count=cfg.face_batch)
             loss = loss + cfg.w_face * dist + cfg.w_identity * lid
             logs.update(face=dist.item(), identity=lid.item())
+        adv = critic is not None and i >= adv_from
+        if adv:     # non-saturating GAN loss on the critic's patch logits; the critic is not stepped here
+            critic.requires_grad_(False)
+            lg = F.softplus(-critic(x, out)).mean()
+            critic.requires_grad_(True)
+            loss = loss + cfg.w_adv * lg
+            logs["adv"] = lg.item()
         opt_h.zero_grad(set_to_none=True)
         loss.backward()
         opt_h.step()
+        if adv:
+            fake = out.detach()
+            lc = F.softplus(-critic(x, y)).mean() + F.softplus(critic(x, fake)).mean()
+            opt_c.zero_grad(set_to_none=True)
+            lc.backward()
+            opt_c.step()
+            logs["critic"] = lc.item()
         last.update(x=x, out=out, y=y)
         return logs
 
@@ -199,6 +225,7 @@ def run(ctx: StageContext, cfg: SharpenConfig):
         if ok:
             write_bytes(ctx.workdir / "heldout.png", png.tobytes())
     summary = {"steps": figures["steps"].get("sharpen", 0), "of_steps": cfg.steps, "face_loss": face is not None,
+               "adversarial": critic is not None,
                "minutes": figures["train_minutes"], **loop.parallel_summary(),
                **({"cut_short": figures["cut_short"]} if "cut_short" in figures else {})}
     for name, s in heldout.items():

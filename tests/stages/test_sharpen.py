@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from models.sharpen_head import SharpenHead
+from models.sharpen_head import PatchCritic, SharpenHead
 from studio.avatar import Avatar, trained_engines
 from studio.errors import ProjectError
 from studio.pipeline import run_stage, stage_state
@@ -57,6 +57,28 @@ def test_the_head_learns_to_restore_blurred_detail():
     with torch.no_grad():
         out = head(soft)
     assert _laplacian_energy(out) > 1.5 * _laplacian_energy(soft)
+
+
+def test_the_patch_critic_learns_to_tell_sharp_frames_from_blurred_ones():
+    """Given the same soft render, the critic learns to score the sharp image above a blurred one, per patch;
+    an untrained or a broken critic would not separate them."""
+    torch.manual_seed(0)
+    sharp = F.interpolate(torch.rand(16, 3, 8, 8) * 2 - 1, size=32, mode="nearest")
+    soft = F.avg_pool2d(F.pad(sharp, (2, 2, 2, 2), mode="replicate"), 5, 1)
+    critic = PatchCritic(width=8, levels=2)
+    assert critic(soft, sharp).shape == (16, 1, 8, 8)
+    with pytest.raises(ValueError, match="Wrong size"):
+        critic(soft, sharp[:, :, :16])
+    opt = torch.optim.Adam(critic.parameters(), lr=2e-3, betas=(0.5, 0.99))
+    for _ in range(80):
+        loss = F.softplus(-critic(soft, sharp)).mean() + F.softplus(critic(soft, soft)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        real, fake = critic(soft, sharp), critic(soft, soft)
+    assert (real.mean(dim=(1, 2, 3)) > fake.mean(dim=(1, 2, 3))).all()
+    assert loss.item() < 2 * np.log(2) - 0.3, "the critic must do better than chance"
 
 
 def test_degrade_is_random_but_repeatable_and_off_when_asked():
@@ -128,6 +150,20 @@ def test_sharpen_stage_trains_and_the_engine_applies_the_head(mapped_project, tm
     from studio.engines.pvp import PVPEngine
 
     assert np.array_equal(PVPEngine(mapped_project, sharpen=False).render_controls(ctl), plain)
+
+
+def test_the_adversarial_term_starts_after_its_warm_up(mapped_project, tmp_path):
+    root = tmp_path / "proj"
+    shutil.copytree(mapped_project.root, root)
+    proj = Project.open(root)
+    losses = []
+    res = run_stage(proj, "sharpen", {"steps": 12, "batch": 2, "channels": "8,16", "w_face": 0.0, "w_identity": 0.0,
+                                      "w_adv": 0.1, "adv_start": 0.5},
+                    force=True, on_progress=lambda ev: ev.part == "sharpen" and ev.losses and losses.append(ev.losses))
+    assert len(losses) == 12 and res["summary"]["adversarial"] is True
+    assert not any("adv" in v for v in losses[:6])
+    assert all(np.isfinite(v["adv"]) and np.isfinite(v["critic"]) for v in losses[6:])
+    assert Avatar.open(proj, "pvp").engine.head is not None
 
 
 def test_a_damaged_head_file_is_named_with_the_way_out(mapped_project, tmp_path):
