@@ -71,21 +71,24 @@ class PatchCritic(nn.Module):
 
     (B, 3, S, S) render and (B, 3, S, S) image, both in [−1, 1] → (B, 1, S/2^levels, S/2^levels) logits, one
     per patch: high where the image looks like a real frame for that render, low where it looks like the
-    head's output. With `levels` 3 each logit sees about 46 px of a 128 px render, the scale of an eye or the
-    mouth, so the critic judges texture and local structure rather than the whole face. Spectral
+    head's output. With `conditional` False the critic sees the image alone (the render is ignored): it
+    then judges only whether the patch looks like the video, not whether it agrees with the render. With
+    `levels` 3 each logit sees about 46 px of a 128 px render, the scale of an eye or the mouth, so the critic judges texture and local structure rather than the whole face. Spectral
     normalisation keeps it from overpowering the head in a preview's few hundred steps.
     """
 
     def __init__(self,
                  width: int = 32,    # channels of the first level, doubled at each further level
                  levels: int = 3,    # stride-2 convolutions
+                 conditional: bool = True,   # the render is an input beside the image
                  ):
         super().__init__()
         if width < 1 or levels < 1:
             raise ValueError(f"width and levels must be positive, got {width}, {levels}")
         sn = nn.utils.parametrizations.spectral_norm
         layers: list[nn.Module] = []
-        cin, c = 6, int(width)
+        self.conditional = bool(conditional)
+        cin, c = (6 if self.conditional else 3), int(width)
         for _ in range(int(levels)):
             layers += [sn(nn.Conv2d(cin, c, 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True)]
             cin, c = c, c * 2
@@ -95,4 +98,4 @@ class PatchCritic(nn.Module):
     def forward(self, render: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         assert_shape(render, [None, 3, None, None])
         assert_shape(image, list(render.shape))
-        return self.net(torch.cat([render, image], 1))
+        return self.net(torch.cat([render, image], 1) if self.conditional else image)

@@ -61,6 +61,8 @@ class SharpenConfig:
                             "learns to fool it (0 = off).", minimum=0.0, advanced=True)
     adv_start: float = opt(0.25, "Share of the steps trained without the adversarial term first, so the critic "
                                  "meets a head that already reconstructs.", minimum=0.0, maximum=1.0, advanced=True)
+    adv_conditional: bool = opt(True, "The critic sees the render beside the image (on) or the image alone (off).",
+                                advanced=True)
     adv_lr: float = opt(2e-4, "Learning rate of the patch critic (Adam, betas 0.5 / 0.99).", minimum=1e-6,
                         maximum=1.0, advanced=True)
     face_batch: int = opt(4, "How many of each step's frames the face losses look at (0 = all).", minimum=0,
@@ -143,7 +145,7 @@ def run(ctx: StageContext, cfg: SharpenConfig):
     opt_h = loop.track("opt", torch.optim.Adam(head.parameters(), lr=cfg.lr))
     critic = opt_c = None
     if cfg.w_adv > 0:
-        critic = loop.track("critic", PatchCritic().to(dev))
+        critic = loop.track("critic", PatchCritic(conditional=cfg.adv_conditional).to(dev))
         opt_c = loop.track("opt_critic", torch.optim.Adam(critic.parameters(), lr=cfg.adv_lr, betas=(0.5, 0.99)))
     adv_from = int(round(cfg.adv_start * cfg.steps))
     perc = perceptual_loss(dev) if cfg.w_perceptual > 0 else None
