@@ -79,7 +79,8 @@ def test_the_patch_critic_learns_to_tell_sharp_frames_from_blurred_ones():
         real, fake = critic(soft, sharp), critic(soft, soft)
     assert (real.mean(dim=(1, 2, 3)) > fake.mean(dim=(1, 2, 3))).all()
     assert loss.item() < 2 * np.log(2) - 0.3, "the critic must do better than chance"
-    alone = PatchCritic(width=8, levels=2, conditional=False)
+    alone = PatchCritic(width=8, levels=2, conditional=False).eval()   # eval: spectral norm's power step stays put
+    critic.eval()
     with torch.no_grad():
         assert torch.equal(alone(soft, sharp), alone(torch.zeros_like(soft), sharp)), "the image alone is judged"
         assert not torch.equal(critic(soft, sharp), critic(torch.zeros_like(soft), sharp))
