@@ -67,14 +67,15 @@ class SharpenHead(nn.Module):
 
 
 class PatchCritic(nn.Module):
-    """A conditional patch critic for the sharpening head's adversarial term (pix2pix-style).
+    """A patch critic for the sharpening head's adversarial term (pix2pix-style when conditional).
 
     (B, 3, S, S) render and (B, 3, S, S) image, both in [−1, 1] → (B, 1, S/2^levels, S/2^levels) logits, one
     per patch: high where the image looks like a real frame for that render, low where it looks like the
     head's output. With `conditional` False the critic sees the image alone (the render is ignored): it
     then judges only whether the patch looks like the video, not whether it agrees with the render. With
-    `levels` 3 each logit sees about 46 px of a 128 px render, the scale of an eye or the mouth, so the critic judges texture and local structure rather than the whole face. Spectral
-    normalisation keeps it from overpowering the head in a preview's few hundred steps.
+    `levels` 3 each logit sees about 46 px of a 128 px render, the scale of an eye or the mouth, so the
+    critic judges texture and local structure rather than the whole face. Spectral normalisation keeps it
+    from overpowering the head in a preview's few hundred steps.
     """
 
     def __init__(self,

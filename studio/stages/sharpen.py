@@ -57,11 +57,13 @@ class SharpenConfig:
     w_identity: float = opt(0.1, "Weight of the identity loss (1 − ArcFace embedding cosine).", minimum=0.0,
                             advanced=True)
     w_adv: float = opt(0.0, "Weight of the adversarial term: a small patch critic (`models.sharpen_head.PatchCritic`) "
-                            "learns to tell the real frames from the head's output, given the render, and the head "
-                            "learns to fool it (0 = off).", minimum=0.0, advanced=True)
+                            "learns to tell the real frames from the head's output and the head learns to fool it "
+                            "(0 = off, the default: on d3 it drew texture but no eyes, and identity did not rise; "
+                            "README, \"An adversarial term in the sharpening head\").", minimum=0.0, advanced=True)
     adv_start: float = opt(0.25, "Share of the steps trained without the adversarial term first, so the critic "
                                  "meets a head that already reconstructs.", minimum=0.0, maximum=1.0, advanced=True)
-    adv_conditional: bool = opt(True, "The critic sees the render beside the image (on) or the image alone (off).",
+    adv_conditional: bool = opt(False, "The critic sees the render beside the image (on) or the image alone (off, "
+                                       "the default: on d3 the render-aware critic made the head blurrier).",
                                 advanced=True)
     adv_lr: float = opt(2e-4, "Learning rate of the patch critic (Adam, betas 0.5 / 0.99).", minimum=1e-6,
                         maximum=1.0, advanced=True)
