@@ -119,6 +119,11 @@ class DetailConfig:
     mesh, mean over the landmarks at 128 px), while the flow to a soft render moves them toward the
     render's shapes, which are less right (d3 StyleGAN: the nearest frame alone scores ArcFace
     identity 0.91, warped to the render 0.84)."""
+    face_flow_sharpness: float = 0.0
+    """When > 0, the share of the flow applied inside the face is set per render instead of `face_flow`:
+    min(1, s / this), where s is the render's own fine detail in the face (Laplacian energy of its nearest
+    frame's face region) over that frame's. The flow can only lock onto structure the render has: a
+    render about as sharp as the frames is followed in full, a blur hardly at all."""
     face_erode: float = 0.0
     """Pixels (at 128 px) the face hull is eroded by before it is feathered, for `face_flow`."""
     outside_fine_share: float = 0.5
@@ -134,6 +139,11 @@ class DetailConfig:
     outside_grow: float = 6.0
     """Pixels (at 128 px) the face hull is grown by for `outside_fine_share` (then feathered by 3 px), so
     the face's outline keeps the frames' finest detail (grown 2 px, the face's sharpness fell by 0.05)."""
+
+    @property
+    def needs_faces(self) -> bool:
+        """Whether the frames' face-hull masks are needed (`face_flow` < 1 or `face_flow_sharpness` set)."""
+        return self.face_flow < 1.0 or self.face_flow_sharpness > 0
 
     @property
     def splits_outside(self) -> bool:
@@ -323,11 +333,11 @@ class VideoDetail:
                 mattes = None
         features = faces = wide = None
         scale = size / REFERENCE_SIZE
-        if config.splits_mid_band or config.face_flow < 1.0 or config.splits_outside:   # each frame's mesh, at `size`
+        if config.splits_mid_band or config.needs_faces or config.splits_outside:   # each frame's mesh, at `size`
             lms = np.stack([tracking.crop_landmarks(int(r)) for r in train]) * (size / float(tracking.crop_size))
             if config.splits_mid_band:
                 features = feature_masks(lms, size, config.feature_grow * scale)
-            if config.face_flow < 1.0:
+            if config.needs_faces:
                 faces = face_hull_masks(lms, size, config.face_erode * scale, 4.0 * scale)
             if config.splits_outside:
                 wide = face_hull_masks(lms, size, -config.outside_grow * scale, 3.0 * scale)
@@ -386,10 +396,12 @@ class VideoDetail:
         the warped frame shows background."""
         return self._warp(render, frame, then, matte)[:2]
 
-    def _warp(self, render, frame, then, matte, face=None) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    def _warp(self, render, frame, then, matte, face=None, face_flow: float | None = None
+              ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
         """`warp`, and the sampling maps it used (to warp more of the frame's planes the same way).
-        `face` (S, S): the frame's face mask, inside which only `face_flow` of the flow applies."""
-        mx, my = self._sampling(render, frame, then, face)
+        `face` (S, S): the frame's face mask, inside which only `face_flow` (default: the config's) of the
+        flow applies."""
+        mx, my = self._sampling(render, frame, then, face, face_flow)
         inside = self._inside(mx, my)
         warped = cv2.remap(frame.astype(np.float32), mx, my, SAMPLING[self.config.sampling],
                            borderMode=cv2.BORDER_REPLICATE)
@@ -398,18 +410,19 @@ class VideoDetail:
         return warped, inside.astype(np.float32), (mx, my)
 
     def _sampling(self, render: np.ndarray, frame: np.ndarray, then: np.ndarray | None,
-                  face: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  face: np.ndarray | None = None, face_flow: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Where each pixel of the render samples `frame` (see `warp`): two (S, S) float32 maps."""
+        share = self.config.face_flow if face_flow is None else float(face_flow)
         a = cv2.cvtColor(render, cv2.COLOR_RGB2GRAY)
         b = cv2.cvtColor(cv2.GaussianBlur(frame, (0, 0), self._flow_blur), cv2.COLOR_RGB2GRAY)
         flow = self._flow.calc(a, b, None)
         if self._flow_smooth > 0:
             flow = cv2.GaussianBlur(flow, (0, 0), self._flow_smooth)
         gx, gy = self._grid
-        if face is not None and self.config.face_flow < 1.0:   # the face keeps (most of) its own place
+        if face is not None and share < 1.0:   # the face keeps (most of) its own place
             inside = cv2.remap(face, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-            flow = flow * (1.0 - (1.0 - self.config.face_flow) * inside)[..., None]
+            flow = flow * (1.0 - (1.0 - share) * inside)[..., None]
         if then is not None:   # p → p + then(p) → that point's flow
             mx, my = gx + then[..., 0], gy + then[..., 1]
             flow = cv2.remap(flow, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -419,6 +432,23 @@ class VideoDetail:
     def _inside(self, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
         last = self.size - 1
         return np.clip(np.minimum(np.minimum(mx, last - mx), np.minimum(my, last - my)) + 1.0, 0.0, 1.0)
+
+    def face_flow_for(self, render: np.ndarray, nearest: int) -> float | None:
+        """The share of the flow applied inside the face for `render` (S, S, 3) uint8 whose nearest frame is
+        `nearest`: with `face_flow_sharpness` set, min(1, render's face Laplacian energy / the frame's /
+        `face_flow_sharpness`) over the frame's face hull; otherwise None (the config's `face_flow`)."""
+        c = self.config
+        if c.face_flow_sharpness <= 0 or self.faces is None:
+            return None
+        from .metrics import laplacian_energy
+
+        m = self.faces[nearest] > 0.5
+        if m.sum() < 16:
+            return None
+        e_frame = laplacian_energy(self.crops[nearest], m)
+        if not np.isfinite(e_frame) or e_frame <= 1e-9:
+            return None
+        return float(min(1.0, laplacian_energy(render, m) / e_frame / c.face_flow_sharpness))
 
     def apply(self, renders: np.ndarray, controls: np.ndarray | None = None,
               keep: np.ndarray | None = None, fields: list | None = None) -> np.ndarray:
@@ -452,12 +482,13 @@ class VideoDetail:
             r_mid = cv2.GaussianBlur(r, (0, 0), self._fine) - low if split else None
             detail = np.zeros_like(r)
             lent = np.zeros(r.shape[:2], np.float32)
+            flow_share = self.face_flow_for(renders[b], int(idx[b][0]))
             for j, wj in zip(idx[b], w[b]):
                 if wj < 1e-3:
                     continue
                 matte = None if self.mattes is None else self.mattes[j]
                 face = None if self.faces is None else self.faces[j]
-                warped, inside, (mx, my) = self._warp(renders[b], self.crops[j], then, matte, face)
+                warped, inside, (mx, my) = self._warp(renders[b], self.crops[j], then, matte, face, flow_share)
                 band = warped - cv2.GaussianBlur(warped, (0, 0), self._band)
                 soft = cv2.GaussianBlur(warped, (0, 0), self._fine) if split or outside else None
                 if split:   # fine band from the frame; mid band shared with the render outside the features

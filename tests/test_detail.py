@@ -475,6 +475,35 @@ def test_inside_the_face_only_face_flow_of_the_flow_to_the_render_applies():
         VideoDetail(crops, controls, DetailConfig(face_flow=0.0), faces=face[:, :64, :64])
 
 
+def test_the_face_follows_a_sharp_render_and_not_a_blur_with_face_flow_sharpness():
+    """With `face_flow_sharpness` the share of the flow inside the face is set per render by the render's own
+    fine detail against its nearest frame's: a render as sharp as the frame is followed in full, a heavy
+    blur hardly at all (its frame's eyes stay where the frame has them)."""
+    crops, controls = _frames()
+    face = np.zeros((len(crops), S, S), np.float32)
+    face[:, 24:104, 24:104] = 1.0
+    vd = VideoDetail(crops, controls, DetailConfig(neighbours=1, face_flow=0.5, face_flow_sharpness=0.5), faces=face)
+    moved = _textured(3, shift=3)
+    blurred = cv2.GaussianBlur(moved, (0, 0), 3.0)
+    assert vd.face_flow_for(moved, 3) == 1.0                    # as sharp as the frame (ratio 1 > 0.5)
+    soft = vd.face_flow_for(blurred, 3)
+    assert soft is not None and 0.0 <= soft < 0.1
+    half = metrics.laplacian_energy(moved, face[3] > 0.5)
+    assert vd.face_flow_for(cv2.GaussianBlur(moved, (0, 0), 0.6), 3) == pytest.approx(
+        min(1.0, metrics.laplacian_energy(cv2.GaussianBlur(moved, (0, 0), 0.6), face[3] > 0.5) / half / 0.5), rel=0.05)
+    plain = VideoDetail(crops, controls, DetailConfig(neighbours=1, face_flow=0.5), faces=face)
+    assert plain.face_flow_for(moved, 3) is None                # off: the config's face_flow
+    inner = (slice(40, 88), slice(40, 88))
+
+    def high(img):
+        f = img.astype(np.float32).mean(-1)
+        return (f - cv2.GaussianBlur(f, (0, 0), 2.0))[inner].ravel()
+
+    out = vd.apply(blurred[None], controls[[3]])[0]
+    assert np.corrcoef(high(out), high(crops[3]))[0, 1] > np.corrcoef(high(out), high(moved))[0, 1] + 0.2
+    assert DetailConfig(face_flow_sharpness=0.4).needs_faces and not DetailConfig().needs_faces
+
+
 def test_face_hull_masks_grow_when_erode_is_negative():
     from studio.detail import face_hull_masks
 

@@ -67,6 +67,11 @@ class SharpenConfig:
                                 advanced=True)
     adv_lr: float = opt(2e-4, "Learning rate of the patch critic (Adam, betas 0.5 / 0.99).", minimum=1e-6,
                         maximum=1.0, advanced=True)
+    w_features: float = opt(0.0, "Extra weight of the L1 loss inside the eyes with their brows and the mouth (each "
+                                 "training frame's tracked landmarks, grown by `features_grow`): 0 = the whole "
+                                 "image weighs the same.", minimum=0.0, advanced=True)
+    features_grow: float = opt(4.0, "Pixels (at 128 px) the eyes-and-mouth regions of `w_features` are grown by, "
+                                    "then feathered.", minimum=0.0, maximum=32.0, advanced=True)
     face_batch: int = opt(4, "How many of each step's frames the face losses look at (0 = all).", minimum=0,
                           maximum=64, advanced=True)
     time_budget_min: float = opt(0.0, "Optional wall-clock cap in minutes (0 = no cap; pauses do not count). The "
@@ -143,6 +148,12 @@ def run(ctx: StageContext, cfg: SharpenConfig):
     renders = np.concatenate([engine.render_controls(ctl[i:i + 16]) for i in range(0, len(ctl), 16)])
     renders = from_uint8(renders)                                   # (N, 3, S, S) in [-1, 1]
     frames = from_uint8(trk.crops(train, size=size))
+    regions = None          # (N, 1, S, S) eyes-with-brows and mouth of each training frame, for w_features
+    if cfg.w_features > 0:
+        from ..detail import REFERENCE_SIZE, feature_masks
+
+        lms = np.stack([trk.crop_landmarks(int(r)) for r in train]) * (size / float(trk.crop_size))
+        regions = torch.from_numpy(feature_masks(lms, size, cfg.features_grow * size / REFERENCE_SIZE))[:, None]
     head = loop.track("head", SharpenHead(parse_channels(cfg.channels)).to(dev))
     opt_h = loop.track("opt", torch.optim.Adam(head.parameters(), lr=cfg.lr))
     critic = opt_c = None
@@ -160,14 +171,20 @@ def run(ctx: StageContext, cfg: SharpenConfig):
             g["lr"] = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, i / cfg.steps))))
         idx = torch.from_numpy(loop.shard(rng.integers(0, len(train), size=min(cfg.batch, len(train)))))
         x, y = renders[idx].to(dev), frames[idx].to(dev)
+        m = None if regions is None else regions[idx].to(dev)
         if rng.random() < 0.5:             # mirrored faces are faces too
             x, y = x.flip(3), y.flip(3)
+            m = None if m is None else m.flip(3)
         with torch.no_grad():
             x = degrade(x, loop.local_rng, cfg.warp_px, cfg.blur)   # per sample: this process's own draws
         out = head(x)
         l1 = F.l1_loss(out, y)
         loss = cfg.w_l1 * l1
         logs = {"l1": l1.item()}
+        if m is not None:                  # the eyes and mouth weigh more
+            lf = ((out - y).abs() * m).mean()
+            loss = loss + cfg.w_l1 * cfg.w_features * lf
+            logs["l1_features"] = lf.item()
         if perc is not None:
             lp = perc(out, y)
             loss = loss + cfg.w_perceptual * lp

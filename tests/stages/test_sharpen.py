@@ -171,6 +171,25 @@ def test_the_adversarial_term_starts_after_its_warm_up(mapped_project, tmp_path)
     assert Avatar.open(proj, "pvp").engine.head is not None
 
 
+def test_the_eyes_and_mouth_can_weigh_more(mapped_project, tmp_path):
+    """With `w_features` the stage adds an L1 term over each frame's eyes-with-brows and mouth: logged,
+    finite, and (the regions covering part of the image) below the whole image's L1; without it, not logged."""
+    root = tmp_path / "proj"
+    shutil.copytree(mapped_project.root, root)
+    proj = Project.open(root)
+    losses = []
+    run_stage(proj, "sharpen", {"steps": 4, "batch": 2, "channels": "8,16", "w_face": 0.0, "w_identity": 0.0,
+                                "w_perceptual": 0.0, "w_features": 2.0},
+              force=True, on_progress=lambda ev: ev.part == "sharpen" and ev.losses and losses.append(ev.losses))
+    assert len(losses) == 4
+    assert all(0.0 < v["l1_features"] < v["l1"] for v in losses)
+    losses.clear()
+    run_stage(proj, "sharpen", {"steps": 2, "batch": 2, "channels": "8,16", "w_face": 0.0, "w_identity": 0.0,
+                                "w_perceptual": 0.0, "w_features": 0.0},
+              force=True, on_progress=lambda ev: ev.part == "sharpen" and ev.losses and losses.append(ev.losses))
+    assert losses and not any("l1_features" in v for v in losses)
+
+
 def test_a_damaged_head_file_is_named_with_the_way_out(mapped_project, tmp_path):
     root = tmp_path / "proj"
     shutil.copytree(mapped_project.root, root)
