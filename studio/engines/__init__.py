@@ -80,9 +80,10 @@ ENGINES: dict[str, EngineSpec] = {
                    summary="A StyleGAN2 generator tuned on your video's pivot frames, steered by pose and "
                            "expression mappers. Sharpest in the poses your video shows.",
                    model_files=("stylegan2", "arcface", "lpips", "clip"), edits=True, driving=True,
-                   # its render's shapes are less right than a near frame's: inside the face half the flow
-                   # to it applies (README, "The face keeps its place")
-                   detail=(("face_flow", 0.5),)),
+                   # its render's shapes are less right than a near frame's: inside the face only part of the
+                   # flow to it applies, in proportion to the render's own fine detail against its nearest
+                   # frame's (README, "The face keeps its place"; half where that cannot be measured)
+                   detail=(("face_flow", 0.5), ("face_flow_sharpness", 0.4))),
         EngineSpec(name="nerf", title="NeRF avatar (LatentAvatar)", short="NeRF", stages=("nerf",),
                    loader="studio.engines.nerf:load",
                    summary="A tri-plane NeRF driven by a learned expression code: a real 3D head, so "
