@@ -334,7 +334,7 @@ class VideoDetail:
         features = faces = wide = None
         scale = size / REFERENCE_SIZE
         if config.splits_mid_band or config.needs_faces or config.splits_outside:   # each frame's mesh, at `size`
-            lms = np.stack([tracking.crop_landmarks(int(r)) for r in train]) * (size / float(tracking.crop_size))
+            lms = tracking.crop_landmarks_at(train, size)
             if config.splits_mid_band:
                 features = feature_masks(lms, size, config.feature_grow * scale)
             if config.needs_faces:

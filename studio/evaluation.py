@@ -140,7 +140,7 @@ def face_masks(tracking, rows, size: int) -> np.ndarray:
     in crop pixels, scaled to `size` (the FFHQ face ellipse where the mesh is missing)."""
     out = []
     for r in rows:
-        lm = tracking.crop_landmarks(int(r)) * (size / float(tracking.crop_size))
+        lm = tracking.crop_landmarks_at([r], size)[0]
         out.append(metrics.face_mask(size, lm))
     return np.stack(out) if out else np.zeros((0, size, size), bool)
 

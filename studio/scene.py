@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .tracking.data import crop_picture_share
+
 
 @dataclass(frozen=True)
 class SceneConfig:
@@ -47,6 +49,12 @@ class SceneConfig:
     over them) by more than the first, the plate is trusted less, and not at all past the second: a
     camera that walks, a door that opens, a screen that flickers. On d3, d9 and d14 (a phone held still
     or on a stand) 90 % of the plate is within 4–7 levels."""
+    frame_edge: bool = True
+    """Black bars the video has baked in (a portrait clip padded to a square, a letterboxed film;
+    `TrackingData.picture`) lie over the avatar as they lay over the person in the video's crops (past the
+    frame's edge, where the tracker repeats the edge, a bar's black repeats too). Only videos with bars and
+    placements that reach them change. (d14 has a 59-px black bar down its left side, which ffmpeg's
+    cropdetect also finds.)"""
     matte_blur: float = 1 / 64
     """The render's person matte is feathered outward by a Gaussian of this sigma, as a share of the
     image side (2 px at 128)."""
@@ -71,7 +79,8 @@ class ScenePlate:
     transforms map to; `placement`: (2, 3) frame -> crop transform the viewer uses."""
 
     def __init__(self, color: np.ndarray, weight: np.ndarray, scale: float, crop_size: int,
-                 placement: np.ndarray, config: SceneConfig | None = None, spread: np.ndarray | None = None):
+                 placement: np.ndarray, config: SceneConfig | None = None, spread: np.ndarray | None = None,
+                 picture: tuple[float, float, float, float] | None = None, frame_size: tuple[int, int] | None = None):
         self.color = np.asarray(color, np.float32)
         self.weight = np.asarray(weight, np.float32)
         self.spread = None if spread is None else np.asarray(spread, np.float32)
@@ -81,6 +90,11 @@ class ScenePlate:
         self.crop_size = int(crop_size)
         self.placement = np.asarray(placement, np.float64).reshape(2, 3)
         self.config = config or SceneConfig()
+        self.picture = None if picture is None else tuple(float(v) for v in picture)
+        """(x0, y0, x1, y1) in video-frame pixels (x1, y1 exclusive): the video's picture, the frame less any
+        black bars; None: not known (nothing is cut at its edge)."""
+        self.frame_size = None if frame_size is None else (int(frame_size[0]), int(frame_size[1]))
+        """(width, height) of the video frame in pixels, or None (not known)."""
         self._segmenter = None
 
     # ------------------------------------------------------------------ building
@@ -140,7 +154,8 @@ class ScenePlate:
             return None
         w = np.maximum(weight, 1e-3)[..., None]
         spread = np.sqrt(np.clip(square / w - (color / w) ** 2, 0.0, None).mean(-1))
-        return cls(color, weight, scale, S, np.median(transforms, axis=0), config, spread)
+        return cls(color, weight, scale, S, np.median(transforms, axis=0), config, spread,
+                   getattr(tracking, "picture", None), (fw, fh))
 
     @classmethod
     def from_project(cls, project, config: SceneConfig | None = None) -> "ScenePlate | None":
@@ -176,6 +191,18 @@ class ScenePlate:
             trust = cv2.GaussianBlur(trust, (0, 0), sigma) * seen
         return color, trust
 
+    def picture_view(self, transform: np.ndarray | None, size: int) -> np.ndarray | None:
+        """(size, size) float32 in [0, 1]: how much of each pixel of a crop of side `size` at `transform`
+        (frame -> crop at the tracked crop size; None: `placement`) shows the video's picture rather than one
+        of its black bars, as the tracker cuts its crops (past the frame's edge the edge repeats, a bar's
+        black included); None when the crop shows no bar."""
+        if self.picture is None or self.frame_size is None:
+            return None
+        t = self.placement if transform is None else np.asarray(transform, np.float64)
+        m = _centred(size / self.crop_size) @ _affine3(t)   # frame -> this crop
+        held = crop_picture_share(m, size, self.frame_size, self.picture)
+        return None if held.min() >= 1.0 else held
+
     def person_matte(self, image: np.ndarray) -> np.ndarray:
         """(S, S) float32 in [0, 1]: the person in `image` (selfie segmentation), softened."""
         if self._segmenter is None:
@@ -201,7 +228,12 @@ class ScenePlate:
             a = self.person_matte(img) if mattes is None else np.asarray(mattes[i], np.float32)
             f = img.astype(np.float32)
             bg = np.where(np.isnan(bg), f, bg)   # unseen: the render's own background
-            out[i] = np.clip(f + ((1.0 - a) * trust)[..., None] * (bg - f) + 0.5, 0, 255).astype(np.uint8)
+            f = f + ((1.0 - a) * trust)[..., None] * (bg - f)
+            if self.config.frame_edge:   # the video's black bars lie over the avatar as over the person
+                held = self.picture_view(t if t is not None and np.all(np.isfinite(t)) else None, img.shape[0])
+                if held is not None:   # black: bars decode as black (limited-range 16 becomes 0 in RGB)
+                    f = held[..., None] * f
+            out[i] = np.clip(f + 0.5, 0, 255).astype(np.uint8)
         return out
 
     def close(self) -> None:

@@ -390,3 +390,71 @@ def test_a_scene_that_changes_between_frames_is_trusted_less(clip, plate, tmp_pa
     # without the spread the same plate would be fully trusted there
     blind = ScenePlate(changing.color, changing.weight, changing.scale, S, changing.placement)
     assert blind.background(t, S)[1][seen].mean() > 0.95
+
+
+# ------------------------------------------------------------------ black bars baked into the video
+
+BAR = 40     # frame columns 0..39 are a black bar in every frame
+
+
+def test_black_bars_lie_over_the_avatar_where_the_crop_shows_them(tmp_path):
+    """A clip padded with a black bar down its left side: the tracker's picture box leaves the bar out, the
+    crops that reach it show it (and, past the frame's edge, repeat it), and the composite lays it over a
+    render that drew the person and the background there, as the video's crop does; a video without bars
+    is left as it was."""
+    from studio.tracking.data import picture_box
+
+    bg = _background(5)
+    bg[:, :BAR] = 0
+    rng = np.random.default_rng(2)
+    transforms = [_affine(0.55, rng.uniform(70, 100), rng.uniform(62, 98)) for _ in range(N_TRAIN)]
+    transforms.append(_affine(0.55, 50, 80))            # a held-out crop reaching over the bar and past the frame
+    people = [(85.0, 80.0)] * N_TRAIN + [(70.0, 80.0)]
+    brightest = np.max([_frame_with_person(bg, px, py)[0].max(-1) for px, py in people], axis=0)
+    assert picture_box(brightest) == (BAR, 0, W, H)
+    tracking = _write_tracking(tmp_path / "track", bg, transforms, people)
+    tracking.meta["picture"] = [BAR, 0, W, H]
+    plate = ScenePlate.from_tracking(tracking, np.arange(N_TRAIN))
+    assert plate.picture == (BAR, 0.0, W, H) and plate.frame_size == (W, H)
+
+    held = N_TRAIN
+    truth = tracking.crop(held).astype(np.float32)
+    fx = _frame_x(tracking.transforms[held])
+    on_bar = fx < BAR - 1                                # inside the bar, or past the frame's edge beside it
+    assert on_bar.mean() > 0.2 and (fx < 0).any()
+    assert truth[on_bar].max() < 2.0                     # the crop shows the bar there
+    masks = tracking.picture_masks([held])
+    assert masks.shape == (1, S, S)
+    assert masks[0][on_bar].max() == 0.0 and masks[0][fx > BAR + 1].min() == 1.0
+
+    # the avatar draws the frame as if it had no bar: the composite lays the bar back over it
+    clean, m = _frame_with_person(_background(5), 70.0, 80.0)
+    render = cv2.warpAffine(clean, tracking.transforms[held].astype(np.float64), (S, S), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE)
+    matte = cv2.warpAffine(m, tracking.transforms[held].astype(np.float64), (S, S), flags=cv2.INTER_LINEAR)
+    t = tracking.transforms[held][None].astype(np.float64)
+    out = plate.composite(render[None], t, mattes=matte[None])[0].astype(np.float32)
+    assert render[on_bar].mean() > 60                    # the render drew something there
+    assert out[on_bar].max() < 3.0
+    inside = fx > BAR + 2
+    assert np.abs(out - render)[inside & (matte >= 1.0)].max() == 0     # the person in the picture is untouched
+    without = ScenePlate.from_tracking(tracking, np.arange(N_TRAIN), dataclasses.replace(SceneConfig(), frame_edge=False))
+    assert without.composite(render[None], t, mattes=matte[None])[0][on_bar].mean() > 60
+
+    # no bars: nothing is cut, and the masks are all ones
+    tracking.meta["picture"] = None
+    assert tracking.picture == (0.0, 0.0, W, H)
+    assert tracking.picture_masks([held]).min() == 1.0
+    assert ScenePlate.from_tracking(tracking, np.arange(N_TRAIN)).picture_view(tracking.transforms[held], S) is None
+
+
+def test_picture_box_finds_bars_on_any_side_and_not_in_a_dark_clip():
+    from studio.tracking.data import picture_box
+
+    b = np.full((90, 160), 120.0)
+    assert picture_box(b) == (0, 0, 160, 90)
+    b[:12], b[-9:], b[:, :3], b[:, -20:] = 10.0, 0.0, 23.0, 5.0
+    assert picture_box(b) == (3, 12, 140, 81)
+    b[40, 1] = 200.0                                     # a bright pixel in column 1: the bar ends before it
+    assert picture_box(b)[0] == 1
+    assert picture_box(np.full((90, 160), 12.0)) is None  # a dark clip is not all bars

@@ -70,10 +70,18 @@ def compute_losses(model: LatentAvatar, batch: dict[str, torch.Tensor], perceptu
     out = model(code, batch["yaw"], batch["pitch"], stratified=stratified)
     r = out["low"].shape[-1]
     target_low = F.interpolate(image, size=(r, r), mode="area")
+    mask_error = (out["mask"] - batch["matte"]).abs()
+    keep = batch.get("picture")
+    if keep is not None:   # (B, 1, S, S) in [0, 1]: where the crop shows the video's picture; elsewhere (its black
+        # bars, the repeated frame edge) the target is the render itself, so no loss is taken there
+        image = image * keep + out["image"].detach() * (1 - keep)
+        keep_low = F.interpolate(keep, size=(r, r), mode="area")
+        target_low = target_low * keep_low + out["low"].detach() * (1 - keep_low)
+        mask_error = mask_error * F.interpolate(keep, size=mask_error.shape[-2:], mode="area")
     parts = {
         "l1": (out["image"] - image).abs().mean(),
         "low": (out["low"] - target_low).abs().mean(),
-        "mask": (out["mask"] - batch["matte"]).abs().mean(),
+        "mask": mask_error.mean(),
         "code": F.mse_loss(code_map, code_enc.detach()),
         "code_reg": code_enc.pow(2).mean(),
     }

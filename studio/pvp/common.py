@@ -46,6 +46,27 @@ def load_frames(tracking: TrackingData, rows, resolution: int) -> torch.Tensor:
     return from_uint8(tracking.crops(rows, size=resolution))
 
 
+def load_pictures(tracking: TrackingData, rows, resolution: int) -> torch.Tensor | None:
+    """(n, 1, R, R) uint8 masks, 255 where each row's crop shows the video's picture
+    (`TrackingData.picture_masks`: not a black bar of the video, not past the frame's edge); None when
+    every crop shows the picture throughout (then nothing is left out of the losses)."""
+    m = tracking.picture_masks(rows, resolution)
+    if not len(m) or m.min() >= 0.999:
+        return None
+    return torch.from_numpy(np.round(m * 255).astype(np.uint8))[:, None]
+
+
+def within_picture(target: torch.Tensor, out: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """`target` where `keep` ((B, 1, H, W) uint8 from `load_pictures`, or None) says its crop shows the
+    video's picture, and the model's own `out` (detached) elsewhere, so every loss taken against it (L1/L2,
+    perceptual, the face losses) ignores the black bars and the repeated frame edge: where they lie in a
+    crop moves with the head, and a network trained on them draws a blurred bar into the picture."""
+    if keep is None:
+        return target
+    k = keep.to(target.device, target.dtype) / 255.0
+    return target * k + out.detach() * (1.0 - k)
+
+
 def perceptual_loss(device):
     """LPIPS when a backbone file is configured, else the no-download substitute (see models.perceptual)."""
     from models.perceptual import PerceptualLoss

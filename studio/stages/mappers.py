@@ -22,7 +22,7 @@ from ..atomic import atomic_path, write_json
 from ..config import opt, to_dict
 from ..loop import TrainingLoop
 from ..metrics import from_uint8, to_uint8
-from ..pvp.common import load_personal_generator
+from ..pvp.common import load_personal_generator, load_pictures, within_picture
 from ..tracking.data import TrackingData
 from ..tracking.geometry import FEATURE_REGIONS
 from .base import StageContext, StageSpec, register
@@ -150,6 +150,7 @@ def run(ctx: StageContext, cfg: MappersConfig):
     res = G.img_resolution
     yield ctx.progress(0, 1, part="data", message=f"loading {len(train)} training crops at {res}px")
     imgs = from_uint8(trk.crops(train, size=res))
+    pictures = load_pictures(trk, train, res)   # None unless the crops show bars or the frame's edge
     ctrl_all = torch.from_numpy(trk.controls(train))
     lo = ctrl_all.min(dim=0).values  # the range seen in training: sliders are clamped to it
     hi = ctrl_all.max(dim=0).values
@@ -233,6 +234,7 @@ def run(ctx: StageContext, cfg: MappersConfig):
         w_pose = pose_map(c_in[:, :2])
         off = expr_map(c_in[:, 2:])
         out = G.synthesis(w_pose + off, noise_mode="const")
+        target = within_picture(target, out, None if pictures is None else pictures[idx])
         l2 = F.mse_loss(out, target)
         loss = cfg.w_l2 * l2
         logs = {"l2": l2.item()}

@@ -123,6 +123,9 @@ class FrameSet:
         self.face = torch.cat(faces).to(device)                                    # (N, 3, e, e) uint8
         self.image = torch.cat(images).to(device)                                  # (N, 3, s, s) uint8
         self.matte = torch.from_numpy(tracking.mattes(self.rows, size=mcfg.low_res))[:, None].to(device)
+        pictures = tracking.picture_masks(self.rows, mcfg.out_res)   # where each crop shows the video's picture
+        self.picture = None if not len(pictures) or pictures.min() >= 0.999 else \
+            torch.from_numpy(np.round(pictures * 255).astype(np.uint8))[:, None].to(device)
         self.pose = torch.from_numpy(tracking.pose[self.rows, :2].astype(np.float32)).to(device)
         self.expr = torch.from_numpy(tracking.expr[self.rows].astype(np.float32)).to(device)
 
@@ -130,9 +133,12 @@ class FrameSet:
         return len(self.rows)
 
     def batch(self, idx) -> dict:
-        return {"image": self.image[idx].float() / 255, "face": self.face[idx].float() / 255,
-                "matte": self.matte[idx], "yaw": self.pose[idx, 0], "pitch": self.pose[idx, 1],
-                "expr": self.expr[idx]}
+        b = {"image": self.image[idx].float() / 255, "face": self.face[idx].float() / 255,
+             "matte": self.matte[idx], "yaw": self.pose[idx, 0], "pitch": self.pose[idx, 1],
+             "expr": self.expr[idx]}
+        if self.picture is not None:
+            b["picture"] = self.picture[idx].float() / 255
+        return b
 
 
 def background_logits(data: FrameSet, low_res: int):

@@ -37,7 +37,8 @@ from ..config import opt
 from ..errors import InputError, StudioError
 from ..loop import TrainingLoop
 from ..metrics import psnr_tensor
-from ..pvp.common import load_frames, pca_latents, perceptual_loss, preview_grid, reconstruction_loss
+from ..pvp.common import (load_frames, load_pictures, pca_latents, perceptual_loss, preview_grid,
+                          reconstruction_loss, within_picture)
 from ..tracking.data import TrackingData
 from .base import StageContext, StageSpec, register
 
@@ -135,6 +136,7 @@ def run(ctx: StageContext, cfg: PriorConfig):
     G = gcfg.build().train().to(dev)
     yield ctx.progress(0, cfg.steps, part="prior", message=f"loading {len(train)} training frames")
     imgs = load_frames(trk, train, cfg.resolution)
+    pictures = load_pictures(trk, train, cfg.resolution)   # None unless the crops show bars or the frame's edge
     E = table = None
     if cfg.method == "encoder":
         E = LatentEncoder(cfg.resolution, gcfg.w_dim, channel_max=max(128, cfg.channel_max)).to(dev)
@@ -191,13 +193,15 @@ def run(ctx: StageContext, cfg: PriorConfig):
         rng = loop.rng
         idx = torch.from_numpy(loop.shard(rng.integers(0, len(train), size=min(cfg.batch, len(train)))))
         x = imgs[idx].to(dev)
+        keep = None if pictures is None else pictures[idx].to(dev)
         if E is not None and rng.random() < 0.5:  # flips double the encoder's data (a GLO latent is per frame)
             x = x.flip(3)
+            keep = None if keep is None else keep.flip(3)
         w = E(x) if E is not None else table[idx.to(dev)]
         w_std = loop.batch_std(w.detach()).mean().clamp_min(1e-3)
         wn = w + cfg.latent_noise * w_std * torch.randn_like(w)
         out = G.synthesis(wn[:, None, :].expand(-1, G.num_ws, -1), noise_mode="const")
-        loss, logs = reconstruction_loss(out, x, "l1", perc, cfg.w_perceptual)
+        loss, logs = reconstruction_loss(out, within_picture(x, out, keep), "l1", perc, cfg.w_perceptual)
         opt.zero_grad(set_to_none=True)
         lv = loop.all_mean(loss.item())  # every process takes the same skip decision
         ema = loop.vars["ema"]

@@ -29,7 +29,7 @@ from ..atomic import atomic_path, write_json
 from ..config import opt
 from ..loop import TrainingLoop
 from ..metrics import psnr_tensor, to_uint8
-from ..pvp.common import load_frames, perceptual_loss, preview_grid, reconstruction_loss
+from ..pvp.common import load_frames, load_pictures, perceptual_loss, preview_grid, reconstruction_loss, within_picture
 from ..tracking.data import TrackingData
 from .base import StageContext, StageSpec, register
 from .face import face_loss, face_terms
@@ -114,6 +114,9 @@ def run(ctx: StageContext, cfg: PTIConfig):
     G, gcfg = load_generator(proj.output("prior", "generator"), device=dev)
     res = G.img_resolution
     targets = load_frames(trk, rows, res).to(dev)
+    pictures = load_pictures(trk, rows, res)   # None unless a pivot's crop shows bars or the frame's edge
+    pictures = None if pictures is None else pictures.to(dev)
+    pick = (lambda idx: None) if pictures is None else (lambda idx: pictures[idx])
     k = len(rows)
     perc = perceptual_loss(dev) if cfg.w_perceptual > 0 else None
     face, face_note = face_loss(cfg.face_weight > 0 or cfg.identity_weight > 0, dev,
@@ -156,7 +159,8 @@ def run(ctx: StageContext, cfg: PTIConfig):
             g["lr"] = lr
         mine = loop.shard(k)  # all pivots every step: each process inverts its share of them
         out = G.synthesis(_broadcast(ws[mine], G.num_ws), noise_mode="const")
-        loss, logs = reconstruction_loss(out, targets[mine], "l2", perc, cfg.w_perceptual)
+        loss, logs = reconstruction_loss(out, within_picture(targets[mine], out, pick(mine)), "l2", perc,
+                                         cfg.w_perceptual)
         if cfg.optimize_noise and cfg.noise_reg > 0:
             nr = noise_regularizer(noises)
             loss = loss + cfg.noise_reg * nr
@@ -178,7 +182,7 @@ def run(ctx: StageContext, cfg: PTIConfig):
     if "inv_psnr" not in loop.vars:
         with torch.no_grad():
             out = G.synthesis(_broadcast(ws, G.num_ws), noise_mode="const")
-            loop.vars["inv_psnr"] = float(psnr_tensor(out, targets).mean())
+            loop.vars["inv_psnr"] = float(psnr_tensor(out, within_picture(targets, out, pictures)).mean())
 
     # ---------------------------------------------------------------- 2. tuning
     G.requires_grad_(False).eval()
@@ -196,15 +200,16 @@ def run(ctx: StageContext, cfg: PTIConfig):
         with torch.no_grad():
             out = torch.cat([G_tuned.synthesis(_broadcast(w_piv[i: i + 16], G.num_ws), noise_mode="const")
                              for i in range(0, k, 16)])
-        return psnr_tensor(out, targets)
+        return psnr_tensor(out, within_picture(targets, out, pictures))
 
     def tune_step(i: int) -> dict:
         idx = torch.from_numpy(loop.shard(loop.rng.choice(k, size=min(cfg.tune_batch, k), replace=False)))
         wb = _broadcast(w_piv[idx], G.num_ws)
         out = G_tuned.synthesis(wb, noise_mode="const")
-        loss, logs = reconstruction_loss(out, targets[idx], "l2", perc, cfg.w_perceptual)
+        target = within_picture(targets[idx], out, pick(idx))
+        loss, logs = reconstruction_loss(out, target, "l2", perc, cfg.w_perceptual)
         if face is not None:
-            dist, ident = face_terms(face, out, targets[idx], cfg.face_batch)
+            dist, ident = face_terms(face, out, target, cfg.face_batch)
             loss = loss + cfg.face_weight * dist + cfg.identity_weight * ident
             logs.update(face=dist.item(), identity=ident.item())
         if cfg.locality_weight > 0 and i % cfg.locality_every == 0:

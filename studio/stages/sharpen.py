@@ -30,7 +30,7 @@ from ..atomic import atomic_path, write_bytes, write_json
 from ..config import opt, to_dict
 from ..loop import TrainingLoop
 from ..metrics import from_uint8, to_uint8
-from ..pvp.common import perceptual_loss
+from ..pvp.common import load_pictures, perceptual_loss, within_picture
 from ..tracking.data import TrackingData
 from .base import StageContext, StageSpec, register
 from .face import face_loss, face_terms
@@ -148,11 +148,12 @@ def run(ctx: StageContext, cfg: SharpenConfig):
     renders = np.concatenate([engine.render_controls(ctl[i:i + 16]) for i in range(0, len(ctl), 16)])
     renders = from_uint8(renders)                                   # (N, 3, S, S) in [-1, 1]
     frames = from_uint8(trk.crops(train, size=size))
+    pictures = load_pictures(trk, train, size)   # None unless the crops show bars or the frame's edge
     regions = None          # (N, 1, S, S) eyes-with-brows and mouth of each training frame, for w_features
     if cfg.w_features > 0:
         from ..detail import REFERENCE_SIZE, feature_masks
 
-        lms = np.stack([trk.crop_landmarks(int(r)) for r in train]) * (size / float(trk.crop_size))
+        lms = trk.crop_landmarks_at(train, size)
         regions = torch.from_numpy(feature_masks(lms, size, cfg.features_grow * size / REFERENCE_SIZE))[:, None]
     head = loop.track("head", SharpenHead(parse_channels(cfg.channels)).to(dev))
     opt_h = loop.track("opt", torch.optim.Adam(head.parameters(), lr=cfg.lr))
@@ -172,12 +173,15 @@ def run(ctx: StageContext, cfg: SharpenConfig):
         idx = torch.from_numpy(loop.shard(rng.integers(0, len(train), size=min(cfg.batch, len(train)))))
         x, y = renders[idx].to(dev), frames[idx].to(dev)
         m = None if regions is None else regions[idx].to(dev)
+        keep = None if pictures is None else pictures[idx]
         if rng.random() < 0.5:             # mirrored faces are faces too
             x, y = x.flip(3), y.flip(3)
             m = None if m is None else m.flip(3)
+            keep = None if keep is None else keep.flip(3)
         with torch.no_grad():
             x = degrade(x, loop.local_rng, cfg.warp_px, cfg.blur)   # per sample: this process's own draws
         out = head(x)
+        y = within_picture(y, out, keep)
         l1 = F.l1_loss(out, y)
         loss = cfg.w_l1 * l1
         logs = {"l1": l1.item()}

@@ -104,6 +104,14 @@ def run(ctx: StageContext, cfg: TrackConfig):
         "crop_size": cfg.crop_size, "fps": settings.fps, **decode_summary,
     }
     warnings = list(decode_notes)
+    W, H = settings.width, settings.height
+    picture = None if res.picture is None or tuple(res.picture) == (0, 0, W, H) else [int(v) for v in res.picture]
+    if picture is not None:
+        x0, y0, x1, y1 = picture
+        summary["picture"] = picture
+        warnings.append(f"the video has black bars baked in ({x0} px left, {W - x1} right, {y0} top, {H - y1} "
+                        f"bottom); the avatar learns only the picture between them, and the bars are laid "
+                        f"over it where the video's background is shown")
     multi = int((res.n_faces > 1).sum())
     if multi:
         warnings.append(f"several faces were seen in {multi} frames; the largest face was tracked")
@@ -113,7 +121,7 @@ def run(ctx: StageContext, cfg: TrackConfig):
         warnings.append(f"{sum(no_face.values())} frames without a usable face were skipped ({why})")
     meta = {"fps": settings.fps, "frame_size": [settings.width, settings.height], "crop_size": cfg.crop_size,
             "expression_names": EXPRESSION_NAMES, "pose_names": POSE_NAMES, "holdout_fraction": HOLDOUT_FRACTION,
-            "expression_scaling": solved.scaling, "summary": summary, "warnings": warnings,
+            "expression_scaling": solved.scaling, "summary": summary, "warnings": warnings, "picture": picture,
             "damage": {"lost": reader.report.bad_spans if reader.report else [],
                        "ingest": video.get("damage", {}).get("notes", []), "decode": decode_notes}}
     write_json(out / "tracking.json", meta)

@@ -35,6 +35,56 @@ POSE_NAMES = ["yaw", "pitch", "roll"]
 pitch > 0: the face tilts up; roll > 0: the head tilts counter-clockwise in the image."""
 
 
+BAR_LIMIT = 24
+"""Grey level (brightest channel, 0–255) under which a row or column at the frame's edge that no frame of
+the clip ever showed brighter is a black bar (ffmpeg's cropdetect uses 24 too)."""
+
+
+def picture_box(brightest: np.ndarray, limit: float = BAR_LIMIT) -> tuple[int, int, int, int] | None:
+    """The video's picture inside any black bars baked into its frames (a portrait clip padded to a square,
+    a letterboxed film): (H, W) brightest grey level each pixel showed over the clip → (x0, y0, x1, y1) in
+    pixels, x1 and y1 exclusive (the whole frame when there are no bars); None when the bars would leave
+    less than a quarter of either side (a dark clip, not bars)."""
+    b = np.asarray(brightest, np.float32)
+    if b.ndim != 2 or not b.size:
+        return None
+    h, w = b.shape
+    dark_col, dark_row = b.max(0) < limit, b.max(1) < limit
+
+    def run(dark: np.ndarray) -> int:
+        n = np.argmin(dark) if not dark.all() else len(dark)
+        return int(n)
+
+    x0, x1 = run(dark_col), w - run(dark_col[::-1])
+    y0, y1 = run(dark_row), h - run(dark_row[::-1])
+    if x1 - x0 < w / 4 or y1 - y0 < h / 4:
+        return None
+    return x0, y0, x1, y1
+
+
+def picture_share(x: np.ndarray, y: np.ndarray, picture) -> np.ndarray:
+    """float32 in [0, 1]: how much of a bilinear sample at video-frame pixel coordinates (`x`, `y`) the
+    picture (x0, y0, x1, y1; x1, y1 exclusive) holds: 1 inside, 0 a pixel past its edge."""
+    x0, y0, x1, y1 = picture
+    return (np.clip(x - x0 + 1.0, 0, 1) * np.clip(x1 - x, 0, 1)
+            * np.clip(y - y0 + 1.0, 0, 1) * np.clip(y1 - y, 0, 1)).astype(np.float32)
+
+
+def crop_picture_share(frame_to_crop: np.ndarray, size: int, frame_size, picture) -> np.ndarray:
+    """(size, size) float32 in [0, 1]: how much of each pixel of a crop cut by `frame_to_crop` ((2, 3) or
+    (3, 3) affine, frame pixels -> this crop's pixels) shows the video's picture rather than a black bar,
+    as the tracker cuts its crops: past the frame's edge the edge repeats (`BORDER_REPLICATE`), so a crop
+    pixel there shows whatever the nearest edge pixel shows, picture or bar."""
+    A = np.asarray(frame_to_crop, np.float64)
+    A = np.vstack([A[:2], [0.0, 0.0, 1.0]])
+    inv = np.linalg.inv(A)
+    v, u = np.mgrid[0:size, 0:size].astype(np.float64)
+    fw, fh = frame_size
+    x = np.clip(inv[0, 0] * u + inv[0, 1] * v + inv[0, 2], 0.0, fw - 1.0)
+    y = np.clip(inv[1, 0] * u + inv[1, 1] * v + inv[1, 2], 0.0, fh - 1.0)
+    return picture_share(x, y, picture)
+
+
 def split_rows(n_frames: int, valid: np.ndarray, holdout: float = HOLDOUT_FRACTION) -> tuple[np.ndarray, np.ndarray]:
     """Rows for training and held-out evaluation: the last `holdout` share of the clip is held out."""
     cut = int(round(n_frames * (1.0 - holdout)))
@@ -168,11 +218,47 @@ class TrackingData:
             out.append(m)
         return np.stack(out) if out else np.zeros((0, size or self.crop_size, size or self.crop_size), np.float32)
 
+    @property
+    def picture(self) -> tuple[float, float, float, float]:
+        """(x0, y0, x1, y1) in frame pixels (x1, y1 exclusive): the part of the frame the video's picture
+        holds, without the black bars the tracker found baked into the clip (`picture_box`; tracked
+        before 2026-12-05: the whole frame)."""
+        box = self.meta.get("picture")
+        if box is None or len(box) != 4:
+            return 0.0, 0.0, float(self.frame_size[0]), float(self.frame_size[1])
+        return tuple(float(v) for v in box)
+
+    def picture_masks(self, rows, size: int | None = None) -> np.ndarray:
+        """(n, size, size) float32 in [0, 1]: how much of each pixel of each row's crop shows the video's
+        picture; 0 where it shows one of the video's black bars (`crop_picture_share`). No control says
+        where a bar lies in a crop (it moves with the head), so the engines are not trained on them
+        (`studio.pvp.common.within_picture`, `models.latentavatar.training.compute_losses`). All ones for a
+        video without bars. At the crop size, then area-resized to `size`."""
+        S = self.crop_size
+        size = size or S
+        out = np.ones((len(rows), size, size), np.float32)
+        full = (0.0, 0.0, float(self.frame_size[0]), float(self.frame_size[1]))
+        if self.picture == full:
+            return out
+        for i, r in enumerate(rows):
+            A = np.asarray(self.transforms[int(r)], np.float64)
+            if not np.all(np.isfinite(A)) or abs(np.linalg.det(A[:, :2])) < 1e-12:
+                continue
+            m = crop_picture_share(A, S, self.frame_size, self.picture)
+            out[i] = m if size == S else cv2.resize(m, (size, size), interpolation=cv2.INTER_AREA)
+        return out
+
     def crop_landmarks(self, row: int) -> np.ndarray:
         """(478, 2) landmarks of row `row` in crop pixels."""
         lm = self.landmarks[row, :, :2]
         A = self.transforms[row]
         return lm @ A[:, :2].T + A[:, 2]
+
+    def crop_landmarks_at(self, rows, size: int) -> np.ndarray:
+        """(n, 478, 2) landmarks of `rows` in pixels of their crops resized to `size`."""
+        if not len(rows):
+            return np.zeros((0, self.landmarks.shape[1], 2), np.float64)
+        return np.stack([self.crop_landmarks(int(r)) for r in rows]) * (size / float(self.crop_size))
 
     def controls(self, rows=None) -> np.ndarray:
         """(n, 2 + E) [yaw, pitch, expr...]: the inputs the avatar mappers take."""

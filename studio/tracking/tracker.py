@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from . import geometry as geo
+from .data import picture_box
 from .expressions import apply_scaling, fit_scaling, raw_features
 
 os.environ.setdefault("GLOG_minloglevel", "2")
@@ -95,6 +96,7 @@ class PassResult:
     transforms: np.ndarray      # (N, 2, 3)
     n_faces: np.ndarray         # (N,) faces seen
     reasons: dict               # why frames were skipped: {"no face": k, "face too small": k}
+    picture: tuple | None = None  # (x0, y0, x1, y1): the frame less any black bars (`data.picture_box`)
 
 
 def _usable(lm: np.ndarray | None, w: int, h: int, opts: TrackOptions) -> str | None:
@@ -231,9 +233,13 @@ def track_frames(frames: Iterable[np.ndarray], out_dir: Path, opts: TrackOptions
         smooth_lm[row] = lm_s.astype(np.float32)
         transforms[row] = A.astype(np.float32)
 
+    brightest = None   # the brightest each pixel of the frame gets over the clip: black bars stay dark
     try:
         for row, frame in enumerate(frames):
             h, w = frame.shape[:2]
+            level = frame.max(-1)
+            brightest = level.copy() if brightest is None or brightest.shape != level.shape \
+                else np.maximum(brightest, level, out=brightest)
             lm, nf = mesh(frame)
             why = _usable(lm, w, h, opts)
             ok = why is None
@@ -267,7 +273,8 @@ def track_frames(frames: Iterable[np.ndarray], out_dir: Path, opts: TrackOptions
         tf_arr[r] = v
     return PassResult(n_frames=n, valid=np.array(valid, bool), landmarks=lm_arr,
                       raw_landmarks=np.stack(raw_lm).astype(np.float32) if raw_lm else np.zeros((0, 478, 3), np.float32),
-                      transforms=tf_arr, n_faces=np.array(n_faces, np.int16), reasons=dict(reasons))
+                      transforms=tf_arr, n_faces=np.array(n_faces, np.int16), reasons=dict(reasons),
+                      picture=None if brightest is None else picture_box(brightest))
 
 
 def drop_rows(res: PassResult, rows, reason: str, out_dir: Path) -> int:

@@ -20,6 +20,7 @@ def trk(tracked_d3):
 def test_every_frame_tracked_and_report(tracked_d3, trk):
     s = tracked_d3.result("track")["summary"]
     assert s["frames"] == 354 and s["tracked"] == 354
+    assert "picture" not in s and trk.meta["picture"] is None and trk.picture == (0.0, 0.0, 512.0, 512.0)  # no bars
     assert s["yaw_range"][1] - s["yaw_range"][0] > 20  # she turns her head
     assert s["pitch_range"][1] - s["pitch_range"][0] > 10
     for key in ("contact_sheet", "curves", "pose_scatter"):
@@ -119,3 +120,25 @@ def test_portrait_with_rotation_tag_is_tracked_upright(tmp_path, d3_video):
     assert res["summary"]["tracked"] == res["summary"]["frames"] >= 30
     assert tuple(t.frame_size) == (320, 512)  # upright portrait
     assert np.abs(t.pose[:, 2]).max() < 15  # roll near 0: the face is upright, not on its side
+
+
+def test_black_bars_baked_into_a_clip_are_found_and_left_out(tmp_path, d3_video):
+    """d3 padded with black bars (48 px left, 32 top, 48 bottom, as a clip re-exported to another aspect ratio):
+    the tracker finds the picture between them, says so, and the crops' pixels on the bars (inside the
+    frame, or past its edge where the tracker repeats it) are the ones `picture_masks` leaves out."""
+    src = tmp_path / "barred.mp4"
+    ffmpeg("-ss", "2", "-i", str(d3_video), "-t", "0.8", "-vf", "pad=560:592:48:32:black", "-an", "-c:v", "libx264",
+           "-preset", "ultrafast", "-crf", "12", str(src))
+    proj = Project.create(tmp_path / "p", src)
+    run_stage(proj, "ingest")
+    res = run_stage(proj, "track", {"min_frames": 10})
+    assert res["summary"]["picture"] == [48, 32, 560, 544]
+    assert any("black bars" in w for w in res["warnings"])
+    trk = TrackingData.from_project(proj)
+    assert trk.picture == (48.0, 32.0, 560.0, 544.0)
+    rows = np.flatnonzero(trk.valid)[:6]
+    masks = trk.picture_masks(rows)
+    crops = trk.crops(rows).max(-1)
+    assert (masks < 0.01).mean() > 0.02, "the crops should reach the bars"
+    assert np.percentile(crops[masks < 0.01], 99) < 12          # left out: the bars' black
+    assert np.median(crops[masks > 0.99]) > 40                   # kept: the picture

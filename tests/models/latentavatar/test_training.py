@@ -129,3 +129,28 @@ def test_mapper_step_with_noise_learns_the_smoothed_map():
     apart_noisy, _ = fit(1.0)
     assert apart_clean > 0.5 * target
     assert apart_noisy < 0.5 * apart_clean
+
+
+def test_no_loss_is_taken_on_the_videos_black_bars():
+    """With `picture` 0 over the left half (a black bar of the video), changing the target there changes no
+    loss term, and the image losses' gradient reaches the render only through the picture."""
+    torch.manual_seed(0)
+    model = LatentAvatar(TINY)
+    batch = _batch()
+    keep = torch.ones(3, 1, 16, 16)
+    keep[..., :8] = 0.0
+    barred = {**batch, "picture": keep}
+    other = {**barred, "image": batch["image"].clone()}
+    other["image"][..., :8] = 0.0                                        # the bar drawn in black
+    other["matte"] = batch["matte"].clone()
+    other["matte"][..., :4] = 0.0                                        # the segmenter sees no person on the bar
+
+    def parts(b):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            return compute_losses(model, b, None, LossWeights(), mapper_share=0.0, stratified=False)[1]
+
+    a, b, plain = parts(barred), parts(other), parts(other | {"picture": torch.ones(3, 1, 16, 16)})
+    for k in ("l1", "low", "mask"):
+        assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-7), k
+        assert plain[k] > b[k] + 1e-4, k                                 # without the mask the bar counts
