@@ -148,19 +148,24 @@ def background_logits(data: FrameSet, low_res: int):
 
     img = F.interpolate(data.image[:64].float() / 255, size=(low_res, low_res), mode="area")
     w = (1 - data.matte[:64]).clamp_min(0)
+    if data.picture is not None:   # not the video's black bars
+        w = w * F.interpolate(data.picture[:64].float() / 255, size=(low_res, low_res), mode="area")
     mean = (img * w).sum(dim=(0, 2, 3)) / w.sum(dim=(0, 2, 3)).clamp_min(1e-3)
     mean = mean.clamp(0.02, 0.98)
     return torch.log(mean / (1 - mean)).view(1, 3, 1, 1).expand(1, 3, low_res, low_res).clone()
 
 
 def render_rows(model, data: FrameSet, idx, use_mapper: bool = True):
-    """Render frames `idx` of `data` from their tracked controls (mapper) or their crops (encoder)."""
+    """Render frames `idx` of `data` from their tracked controls (mapper) or their crops (encoder), and
+    their crops (where a crop shows one of the video's black bars, the render itself: not scored)."""
     import torch
 
     with torch.no_grad():
         b = data.batch(idx)
         code = model.map_expression(b["expr"]) if use_mapper else model.encode(b["face"])
-        return model(code, b["yaw"], b["pitch"])["image"].clamp(0, 1), b["image"]
+        out = model(code, b["yaw"], b["pitch"])["image"].clamp(0, 1)
+        keep = b.get("picture")
+        return out, (b["image"] if keep is None else b["image"] * keep + out * (1 - keep))
 
 
 def heldout_psnr(model, held: FrameSet) -> float:

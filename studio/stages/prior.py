@@ -146,7 +146,9 @@ def run(ctx: StageContext, cfg: PriorConfig):
         groups = [{"params": list(G.synthesis.parameters())}, {"params": [table], "lr": cfg.latent_lr}]
     trained = [p for g in groups for p in g["params"]]
     opt = torch.optim.Adam(groups, lr=cfg.lr, betas=(0.9, 0.99))
-    held_imgs = load_frames(trk, held[:: max(1, len(held) // 16)], cfg.resolution) if len(held) else imgs[:8]
+    held_some = held[:: max(1, len(held) // 16)] if len(held) else train[:8]
+    held_imgs = load_frames(trk, held_some, cfg.resolution)
+    held_keep = load_pictures(trk, held_some, cfg.resolution)   # the video's black bars are not scored
     perc = perceptual_loss(dev) if cfg.w_perceptual > 0 else None
     loop.track("G", G)
     loop.track("E" if E is not None else "table", E if E is not None else table)
@@ -238,7 +240,8 @@ def run(ctx: StageContext, cfg: PriorConfig):
             E.eval()
             lat = torch.cat([E(imgs[i: i + 32].to(dev)) for i in range(0, len(imgs), 32)])
             rec = G.synthesis(E(held_imgs.to(dev))[:, None].expand(-1, G.num_ws, -1), noise_mode="const")
-            summary_held["heldout_psnr_encoder"] = round(float(psnr_tensor(rec, held_imgs.to(dev)).mean()), 2)
+            seen = within_picture(held_imgs.to(dev), rec, held_keep)
+            summary_held["heldout_psnr_encoder"] = round(float(psnr_tensor(rec, seen).mean()), 2)
         else:
             lat = table.detach()
         G.mapping.w_avg.copy_(lat.mean(0))

@@ -246,8 +246,9 @@ def run(ctx: StageContext, cfg: PTIConfig):
     with torch.no_grad():
         recon = torch.cat([G_tuned.synthesis(_broadcast(w_piv[i: i + 16], G.num_ws), noise_mode="const")
                            for i in range(0, k, 16)])
-    p = psnr_tensor(recon, targets).cpu().numpy()
-    s = ssim_each(to_uint8(recon), to_uint8(targets))
+    seen = within_picture(targets, recon, pictures)   # the video's black bars are not scored
+    p = psnr_tensor(recon, seen).cpu().numpy()
+    s = ssim_each(to_uint8(recon), to_uint8(seen))
     held_summary = heldout_metrics(proj, trk, G_tuned, dev, cfg.heldout_invert_steps, perc, prior_latents, prior_rows)
     smooth = interpolation_smoothness(G_tuned, _broadcast(w_piv, G.num_ws), trk.pose[rows, 0])
     save_generator(G_tuned.cpu(), gcfg, ctx.workdir / "generator.safetensors")
@@ -298,12 +299,13 @@ def heldout_metrics(proj, trk: TrackingData, G, dev, steps: int, perc=None, prio
         return {}
     held = held[:: max(1, len(held) // 16)]
     x = load_frames(trk, held, G.img_resolution).to(dev)
+    keep = load_pictures(trk, held, G.img_resolution)   # the video's black bars are not scored
     out = {}
     with torch.no_grad():
         if "encoder" in (proj.record("prior").get("outputs") or {}):
             w0 = load_encoder(proj, dev)(x)
             rec = G.synthesis(_broadcast(w0, G.num_ws), noise_mode="const")
-            out["heldout_psnr_direct"] = round(float(psnr_tensor(rec, x).mean()), 2)
+            out["heldout_psnr_direct"] = round(float(psnr_tensor(rec, within_picture(x, rec, keep)).mean()), 2)
         elif prior_latents is not None:
             frames = load_frames(trk, prior_rows, 32)
             w0 = nearest_latents(x, frames, prior_latents)
@@ -312,6 +314,7 @@ def heldout_metrics(proj, trk: TrackingData, G, dev, steps: int, perc=None, prio
     w = invert_w(G, x, w0, steps, perc) if steps else w0
     with torch.no_grad():
         rec = G.synthesis(_broadcast(w, G.num_ws), noise_mode="const")
+    x = within_picture(x, rec, keep)
     out.update(heldout_psnr=round(float(psnr_tensor(rec, x).mean()), 2),
                heldout_ssim=round(float(np.mean(ssim_each(to_uint8(rec), to_uint8(x)))), 4),
                heldout_frames=int(len(held)), heldout_invert_steps=steps)
