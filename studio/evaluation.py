@@ -135,6 +135,16 @@ def retrieval_rows(train_controls: np.ndarray, query_controls: np.ndarray,
     return np.argmin(ControlIndex(train, pose_weight).distances(query), axis=1)
 
 
+def within_bars(truth: np.ndarray, renders: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
+    """The real crops `truth` where `keep` ((n, H, W, 1) in [0, 1], `TrackingData.picture_masks`) says they
+    show the video's picture, the `renders` on the video's black bars (left out of the score); `truth` itself
+    when `keep` is None."""
+    if keep is None:
+        return truth
+    mixed = truth.astype(np.float32) * keep + renders.astype(np.float32) * (1.0 - keep)
+    return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
+
+
 def face_masks(tracking, rows, size: int) -> np.ndarray:
     """(n, size, size) bool face regions of the given rows: the convex hull of the tracked mesh
     in crop pixels, scaled to `size` (the FFHQ face ellipse where the mesh is missing)."""
@@ -248,15 +258,22 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
     train, retrieval = tracking.split()[0], None
     if len(held):
         heldout.update(score_images(renders, truth, masks))
+        # The rows below draw no black bars where the video has them (only the scene lays them over the
+        # avatar); the engines are not trained on the bars, so there the rows are scored on the picture alone.
+        keep = tracking.picture_masks(held, avatar.size)[..., None]
+        keep = keep if keep.size and keep.min() < 0.999 else None
+        bars = "; the video's black bars left out of the score" if keep is not None else ""
         if renders is not engine_renders:
             report["heldout_engine"] = {"note": "the engine's render alone, without detail from the video"
                                                 + (" or FLAME's geometry" if avatar.flame_warp() is not None else "")
-                                                + (" or the video's background" if avatar.scene_plate() is not None else ""),
-                                        **score_images(engine_renders, truth, masks)}
+                                                + (" or the video's background" if avatar.scene_plate() is not None else "")
+                                                + bars,
+                                        **score_images(engine_renders, within_bars(truth, engine_renders, keep), masks)}
         if own_background is not None:
             report["heldout_own_background"] = {"note": "the avatar with the engine's own background instead of "
-                                                        "the video's (`--no-scene`)",
-                                                **score_images(own_background, truth, masks)}
+                                                        "the video's (`--no-scene`)" + bars,
+                                                **score_images(own_background, within_bars(truth, own_background, keep),
+                                                               masks)}
         lp = metrics.lpips(renders, truth)
         heldout["lpips"] = None if lp is None else round(lp, 4)
         heldout["psnr_clamped"] = round(metrics.psnr(clamped_renders, truth), 3)

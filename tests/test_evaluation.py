@@ -65,6 +65,20 @@ def test_beats_retrieval_directions():
     assert beats_retrieval(eng, None)["psnr"] is None
 
 
+def test_rows_without_the_scene_leave_the_videos_black_bars_out_of_their_score():
+    truth = np.full((2, 8, 8, 3), 120, np.uint8)
+    truth[:, :, :3] = 0                                  # a black bar over the crops' left three columns
+    render = np.full((2, 8, 8, 3), 118, np.uint8)        # an engine draws the picture there, not the bar
+    keep = np.ones((2, 8, 8, 1), np.float32)
+    keep[:, :, :3] = 0.0
+    keep[:, :, 3] = 0.5                                  # the bar's edge, half inside a pixel
+    seen = evaluation.within_bars(truth, render, keep)
+    assert seen.dtype == np.uint8 and seen.shape == truth.shape
+    assert np.all(seen[:, :, :3] == 118) and np.all(seen[:, :, 3] == 119) and np.all(seen[:, :, 4:] == 120)
+    assert metrics.psnr(render, seen) > metrics.psnr(render, truth) + 10   # the bar no longer counts as error
+    assert evaluation.within_bars(truth, render, None) is truth          # no bars: the crops as they are
+
+
 # ------------------------------------------------------------------ the table
 
 def _report(engine: str, size: int, **heldout) -> dict:
