@@ -109,8 +109,13 @@ def train_step(model: LatentAvatar, optimizer: torch.optim.Optimizer, batch: dic
     total, floats, out = compute_losses(model, batch, perceptual, weights, mapper_share, stratified, face,
                                         expr_noise)
     total.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-    optimizer.step()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    if torch.isfinite(norm) and torch.isfinite(total.detach()):
+        optimizer.step()
+        floats["skipped"] = 0.0
+    else:   # a NaN/inf loss or gradient would poison every weight through Adam: leave them as they are
+        optimizer.zero_grad(set_to_none=True)
+        floats["skipped"] = 1.0
     return floats, out
 
 

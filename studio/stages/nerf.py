@@ -25,7 +25,7 @@ import numpy as np
 
 from ..atomic import atomic_path, write_json
 from ..config import opt
-from ..errors import InputError
+from ..errors import InputError, StudioError
 from ..loop import TrainingLoop
 from ..metrics import psnr_tensor, to_uint8
 from ..nerf_format import FORMAT
@@ -70,6 +70,9 @@ class NerfConfig:
                             advanced=True)
     mapper_steps: int = opt(600, "Steps of the final mapper fit onto the encoder codes (0 = skip).", minimum=0,
                             advanced=True)
+    picture_only: bool = opt(False, "Take no loss on black bars baked into the video (as the StyleGAN engine does): "
+                                    "off, since the one d14 training with it on (2026-12-05) ended with every "
+                                    "weight NaN.", advanced=True)
     backbone: str = opt("", "VGG16/AlexNet torchvision .pth for an LPIPS perceptual loss; empty = the LPIPS "
                             "backbone set in the Models settings, else the no-download substitute.")
     threads: int = opt(0, "CPU threads for training (CPU only); 0 = auto: the cores other programs leave free, "
@@ -82,6 +85,10 @@ class NerfConfig:
                                  "= jaw + FLAME expression coefficients (needs the FLAME fit, stage 'flame').",
                         choices=("named", "flame"))
 
+
+MAX_SKIPPED = 50
+"""Training steps in a row whose loss or gradient is not finite (skipped, weights untouched) before the stage
+stops with a plain error instead of training on."""
 
 PRESETS = {
     "preview": NerfConfig(),
@@ -238,10 +245,23 @@ def run(ctx: StageContext, cfg: NerfConfig):
         for g in optim.param_groups:
             g["lr"] = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
         idx = torch.from_numpy(loop.shard(loop.rng.choice(len(data), size=min(cfg.batch, len(data)), replace=False)))
-        losses, _ = train_step(model, optim, data.batch(idx), perceptual, weights, cfg.mapper_share, face=face,
+        batch = data.batch(idx)
+        if not cfg.picture_only:
+            batch.pop("picture", None)
+        losses, _ = train_step(model, optim, batch, perceptual, weights, cfg.mapper_share, face=face,
                                expr_noise=cfg.mapper_noise)
-        ema = loop.vars["ema"]
-        loop.vars["ema"] = {k: v if k not in ema else 0.95 * ema[k] + 0.05 * v for k, v in losses.items()}
+        if losses.pop("skipped", 0.0):   # a NaN/inf loss or gradient: the step was not taken
+            loop.vars["skipped"] = loop.vars.get("skipped", 0) + 1
+            loop.vars["skipped_total"] = loop.vars.get("skipped_total", 0) + 1
+            if loop.vars["skipped"] > MAX_SKIPPED:
+                raise StudioError(f"the NeRF's training broke down near step {i}: {MAX_SKIPPED} steps in a row gave "
+                                  f"a loss or gradient that is not a number",
+                                  "run the stage again with a lower learning rate, e.g. --set lr=0.001; the "
+                                  "checkpoint before it is kept")
+        else:
+            loop.vars["skipped"] = 0
+            ema = loop.vars["ema"]
+            loop.vars["ema"] = {k: v if k not in ema else 0.95 * ema[k] + 0.05 * v for k, v in losses.items()}
         return {k: round(v, 5) for k, v in loop.vars["ema"].items()}
 
     def preview():
@@ -302,8 +322,12 @@ def run(ctx: StageContext, cfg: NerfConfig):
     write_json(ctx.workdir / "avatar.json", meta)
     yield ctx.progress(1, 1, part="save", message="saved")
     proj = ctx.project
+    n_skipped = int(loop.vars.get("skipped_total", 0))
+    figures["skipped_steps"] = n_skipped
+    skipped_note = [f"{n_skipped} training steps gave a loss or gradient that is not a number and were skipped "
+                    f"(the weights were left as they were)"] if n_skipped else []
     return {"outputs": {"model": proj.rel(model_path), "config": proj.rel(ctx.workdir / "avatar.json")},
-            "warnings": loop.warnings() + ([face_note] if face_note else []), "summary": figures}
+            "warnings": loop.warnings() + ([face_note] if face_note else []) + skipped_note, "summary": figures}
 
 
 register(StageSpec(

@@ -108,7 +108,7 @@ def run(ctx: StageContext, cfg: TrackConfig):
     picture = None if res.picture is None or tuple(res.picture) == (0, 0, W, H) else [int(v) for v in res.picture]
     if picture is not None:
         x0, y0, x1, y1 = picture
-        summary["picture"] = picture
+        summary["picture"] = f"{x1 - x0}×{y1 - y0} px (x {x0}–{x1}, y {y0}–{y1})"   # between the bars
         warnings.append(f"the video has black bars baked in ({x0} px left, {W - x1} right, {y0} top, {H - y1} "
                         f"bottom); the avatar learns only the picture between them, and the bars are laid "
                         f"over it where the video's background is shown")

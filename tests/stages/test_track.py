@@ -132,7 +132,7 @@ def test_black_bars_baked_into_a_clip_are_found_and_left_out(tmp_path, d3_video)
     proj = Project.create(tmp_path / "p", src)
     run_stage(proj, "ingest")
     res = run_stage(proj, "track", {"min_frames": 10})
-    assert res["summary"]["picture"] == [48, 32, 560, 544]
+    assert res["summary"]["picture"] == "512×512 px (x 48–560, y 32–544)"
     assert any("black bars" in w for w in res["warnings"])
     trk = TrackingData.from_project(proj)
     assert trk.picture == (48.0, 32.0, 560.0, 544.0)

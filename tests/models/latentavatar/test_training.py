@@ -69,6 +69,23 @@ def test_training_step_lowers_the_loss():
     assert _eval_loss(model, batch, perceptual) < 0.8 * before
 
 
+def test_a_step_whose_loss_is_not_a_number_is_skipped_and_leaves_the_weights_alone():
+    torch.manual_seed(0)
+    model = LatentAvatar(TINY)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    good = train_step(model, opt, _batch(), None, LossWeights(), mapper_share=0.0, stratified=False)[0]
+    assert good["skipped"] == 0.0
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    bad = _batch()
+    bad["image"][0, :, 3, 3] = float("nan")   # one poisoned pixel: the loss and every gradient are NaN
+    floats = train_step(model, opt, bad, None, LossWeights(), mapper_share=0.0, stratified=False)[0]
+    assert floats["skipped"] == 1.0
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)   # nothing moved, nothing became NaN
+    again = train_step(model, opt, _batch(), None, LossWeights(), mapper_share=0.0, stratified=False)[0]
+    assert again["skipped"] == 0.0 and all(torch.isfinite(v).all() for v in model.state_dict().values())
+
+
 def test_fit_mapper_regresses_codes():
     torch.manual_seed(0)
     model = LatentAvatar(TINY)
