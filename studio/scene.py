@@ -198,7 +198,11 @@ class ScenePlate:
         black included); None when the crop shows no bar."""
         if self.picture is None or self.frame_size is None:
             return None
+        if self.picture == (0.0, 0.0, float(self.frame_size[0]), float(self.frame_size[1])):
+            return None   # no bars: the whole frame is picture
         t = self.placement if transform is None else np.asarray(transform, np.float64)
+        if abs(np.linalg.det(t[:2, :2])) < 1e-12:   # no usable placement (a frame without a face)
+            t = self.placement
         m = _centred(size / self.crop_size) @ _affine3(t)   # frame -> this crop
         held = crop_picture_share(m, size, self.frame_size, self.picture)
         return None if held.min() >= 1.0 else held
