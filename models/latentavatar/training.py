@@ -73,10 +73,12 @@ def compute_losses(model: LatentAvatar, batch: dict[str, torch.Tensor], perceptu
     mask_error = (out["mask"] - batch["matte"]).abs()
     keep = batch.get("picture")
     if keep is not None:   # (B, 1, S, S) in [0, 1]: where the crop shows the video's picture; elsewhere (its black
-        # bars, the repeated frame edge) the target is the render itself, so no loss is taken there
-        image = image * keep + out["image"].detach() * (1 - keep)
+        # bars, the repeated frame edge) the target is the render itself, so no loss is taken there, clamped to
+        # the colour range: the super-resolution output is not bounded, and with nothing holding it on the bars
+        # it grew there until the whole image blew up (d14, near step 3000: l1 1e10, then NaN)
+        image = image * keep + out["image"].detach().clamp(0, 1) * (1 - keep)
         keep_low = F.interpolate(keep, size=(r, r), mode="area")
-        target_low = target_low * keep_low + out["low"].detach() * (1 - keep_low)
+        target_low = target_low * keep_low + out["low"].detach().clamp(0, 1) * (1 - keep_low)
         mask_error = mask_error * F.interpolate(keep, size=mask_error.shape[-2:], mode="area")
     parts = {
         "l1": (out["image"] - image).abs().mean(),

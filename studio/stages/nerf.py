@@ -71,8 +71,9 @@ class NerfConfig:
     mapper_steps: int = opt(600, "Steps of the final mapper fit onto the encoder codes (0 = skip).", minimum=0,
                             advanced=True)
     picture_only: bool = opt(False, "Take no loss on black bars baked into the video (as the StyleGAN engine does): "
-                                    "off, since the one d14 training with it on (2026-12-05) ended with every "
-                                    "weight NaN.", advanced=True)
+                                    "off: the d14 trainings with it on (2026-12-05) blew up near step 3000 (the "
+                                    "super-resolution output grew on the bars); the bars' targets are clamped to "
+                                    "the colour range since, not yet tried on a whole run.", advanced=True)
     backbone: str = opt("", "VGG16/AlexNet torchvision .pth for an LPIPS perceptual loss; empty = the LPIPS "
                             "backbone set in the Models settings, else the no-download substitute.")
     threads: int = opt(0, "CPU threads for training (CPU only); 0 = auto: the cores other programs leave free, "

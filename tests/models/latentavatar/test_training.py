@@ -148,6 +148,32 @@ def test_mapper_step_with_noise_learns_the_smoothed_map():
     assert apart_noisy < 0.5 * apart_clean
 
 
+def test_on_the_bars_a_render_outside_the_colour_range_is_pulled_back():
+    """Nothing but the clamped target holds the unbounded super-resolution output on a bar: in range it costs
+    nothing there, out of range it costs, and the gradient points back into [0, 1]."""
+    torch.manual_seed(0)
+    model = LatentAvatar(TINY)
+    batch = {**_batch(), "picture": torch.zeros(3, 1, 16, 16)}           # all bar
+
+    def l1(shift: float) -> torch.Tensor:
+        orig = model.forward
+
+        def shifted(*a, **k):
+            out = orig(*a, **k)
+            return {**out, "image": out["image"] * 0 + shift + out["image"] * 0.01}
+        model.forward = shifted
+        try:
+            torch.manual_seed(0)
+            _, parts, _ = compute_losses(model, batch, None, LossWeights(), mapper_share=0.0, stratified=False)
+            return torch.tensor(parts["l1"])
+        finally:
+            model.forward = orig
+
+    assert float(l1(0.5)) == pytest.approx(0.0, abs=1e-7)               # in range: no loss on the bar
+    assert float(l1(3.0)) > 1.5                                           # far out of range: about 2 per pixel
+    assert float(l1(-2.0)) > 1.5
+
+
 def test_no_loss_is_taken_on_the_videos_black_bars():
     """With `picture` 0 over the left half (a black bar of the video), changing the target there changes no
     loss term, and the image losses' gradient reaches the render only through the picture."""
