@@ -53,7 +53,7 @@ class SceneConfig:
     """Black bars the video has baked in (a portrait clip padded to a square, a letterboxed film;
     `TrackingData.picture`) lie over the avatar as they lay over the person in the video's crops (past the
     frame's edge, where the tracker repeats the edge, a bar's black repeats too). Only videos with bars and
-    placements that reach them change. (d14 has a 59-px black bar down its left side, which ffmpeg's
+    placements that reach them change. (d14 has a 60-px black bar down its left side, which ffmpeg's
     cropdetect also finds.)"""
     matte_blur: float = 1 / 64
     """The render's person matte is feathered outward by a Gaussian of this sigma, as a share of the
