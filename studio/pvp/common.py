@@ -50,10 +50,8 @@ def load_pictures(tracking: TrackingData, rows, resolution: int) -> torch.Tensor
     """(n, 1, R, R) uint8 masks, 255 where each row's crop shows the video's picture
     (`TrackingData.picture_masks`: not a black bar of the video, not past the frame's edge); None when
     every crop shows the picture throughout (then nothing is left out of the losses)."""
-    m = tracking.picture_masks(rows, resolution)
-    if not len(m) or m.min() >= 0.999:
-        return None
-    return torch.from_numpy(np.round(m * 255).astype(np.uint8))[:, None]
+    m = tracking.picture_masks_u8(rows, resolution)
+    return None if m is None else torch.from_numpy(m)[:, None]
 
 
 def within_picture(target: torch.Tensor, out: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:

@@ -131,9 +131,8 @@ class FrameSet:
         self.face = torch.cat(faces).to(device)                                    # (N, 3, e, e) uint8
         self.image = torch.cat(images).to(device)                                  # (N, 3, s, s) uint8
         self.matte = torch.from_numpy(tracking.mattes(self.rows, size=mcfg.low_res))[:, None].to(device)
-        pictures = tracking.picture_masks(self.rows, mcfg.out_res)   # where each crop shows the video's picture
-        self.picture = None if not len(pictures) or pictures.min() >= 0.999 else \
-            torch.from_numpy(np.round(pictures * 255).astype(np.uint8))[:, None].to(device)
+        pictures = tracking.picture_masks_u8(self.rows, mcfg.out_res)   # where each crop shows the video's picture
+        self.picture = None if pictures is None else torch.from_numpy(pictures)[:, None].to(device)
         self.pose = torch.from_numpy(tracking.pose[self.rows, :2].astype(np.float32)).to(device)
         self.expr = torch.from_numpy(tracking.expr[self.rows].astype(np.float32)).to(device)
 

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from studio.pvp.common import load_pictures, within_picture
+from studio.tracking.data import TrackingData
 
 
 class _Tracking:
@@ -13,6 +14,8 @@ class _Tracking:
 
     def picture_masks(self, rows, size):
         return self.masks[list(rows)]
+
+    picture_masks_u8 = TrackingData.picture_masks_u8   # the real conversion, over the masks above
 
 
 def test_the_target_is_the_render_itself_on_a_bar_and_the_frame_elsewhere():
