@@ -106,8 +106,10 @@ class DetailConfig:
     ±0.001 (README, "Detail from the video")."""
     feature_share: float = 1.0
     """Inside the eyes, brows and mouth, the share of the middle band (`fine_sigma` to `band_sigma`) that
-    comes from the frames (with `mid_share` < 1). 1 for the StyleGAN engine, whose eyes are smudges there;
-    the NeRF engine draws the eyes (`studio.engines.ENGINES["nerf"].detail`: 0.5)."""
+    comes from the frames (with `mid_share` < 1). 1 for both engines: the StyleGAN engine's eyes are smudges
+    there; the NeRF engine draws the eyes, and from 2026-12-03 to 12-05 kept half of its own band there (0.5), which
+    helped while the whole flow bent the frames onto its render, and cost identity once only half of the flow applies
+    inside the face (README, "The frames' own eyes")."""
     feature_grow: float = 8.0
     """Pixels (at 128 px) the eyes-with-brows and mouth regions (each frame's tracked landmarks,
     warped with it) are grown by, then feathered, for `mid_share`."""

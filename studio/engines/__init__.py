@@ -89,9 +89,10 @@ ENGINES: dict[str, EngineSpec] = {
                    summary="A tri-plane NeRF driven by a learned expression code: a real 3D head, so "
                            "yaw and pitch move a camera.",
                    model_files=("arcface", "lpips", "clip"), free_camera=True, edits=True, driving=True,
-                   # its render draws the eyes (held-out ArcFace identity 0.84-0.91 alone): its own middle band
-                   # is kept there too, and the flow is matched more finely (README, "Detail from the video")
-                   detail=(("feature_share", 0.5), ("flow_smooth", 4.0), ("flow_sigma", 1.0))),
+                   # its render draws the eyes (held-out ArcFace identity 0.84-0.91 alone), so the flow is matched
+                   # more finely (README, "Detail from the video"); inside the face half of it applies and the
+                   # frames give the eyes' and mouth's whole middle band (README, "The frames' own eyes")
+                   detail=(("face_flow", 0.5), ("flow_smooth", 4.0), ("flow_sigma", 1.0))),
     )
 }
 COMMON_STAGES = ("ingest", "track")
