@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from studio import metrics
@@ -40,3 +41,21 @@ def test_unknown_field_and_bad_json_are_explained(project, capsys):
     assert "not a DetailConfig field: sharpen" in capsys.readouterr().err
     assert detail_sweep.main([str(project.root), "--variant", "{oops"]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_the_videos_black_bars_are_left_out_of_the_score(project, capsys, monkeypatch):
+    """As `eval`'s rows without the video's background: where a crop shows one of the video's black bars
+    (`TrackingData.picture_masks` 0), the render is not scored against it."""
+    assert detail_sweep.main([str(project.root)]) == 0
+    plain = json.loads(capsys.readouterr().out.strip().splitlines()[-1])[0]
+
+    def half_bar(self, rows, size=None):
+        m = np.ones((len(rows), size, size), np.float32)
+        m[:, :, : size // 2] = 0.0
+        return m
+
+    monkeypatch.setattr(TrackingData, "picture_masks", half_bar)
+    assert detail_sweep.main([str(project.root)]) == 0
+    barred = json.loads(capsys.readouterr().out.strip().splitlines()[-1])[0]
+    # half of every crop is "bar", scored as a perfect match: the error left is the other half's
+    assert barred["psnr"] > plain["psnr"] + 2.0

@@ -7,7 +7,8 @@ then each variant of `studio.detail.DetailConfig` (a JSON object of the fields t
 own config, `EngineSpec.detail_config`; ``{}`` is what the viewer shows)
 lays the training frames' detail over those renders, and the result is scored as `avatar-studio eval`
 scores the held-out frames (PSNR, SSIM, ArcFace identity and feature distance when the ArcFace file is
-configured, the face region's sharpness ratio). It prints one line per variant and the milliseconds a
+configured, the face region's sharpness ratio; the video's black bars, where it has them, left out of the score, as
+`eval` leaves them out of its rows without the video's background). It prints one line per variant and the milliseconds a
 frame the detail took, and writes nothing into the project. FLAME's geometry is left off (it is scored
 by `eval`)."""
 from __future__ import annotations
@@ -27,7 +28,7 @@ def sweep(project, engine: str | None, variants: list[dict]) -> list[dict]:
     """One row per variant: {"variant", the `MEASURES`, "ms_per_frame"}."""
     from ..avatar import Avatar
     from ..detail import DetailConfig, VideoDetail
-    from ..evaluation import face_masks, score_images
+    from ..evaluation import face_masks, score_images, within_bars
     from ..flame.controls import is_flame_controls
     from ..tracking.data import TrackingData
 
@@ -47,6 +48,8 @@ def sweep(project, engine: str | None, variants: list[dict]) -> list[dict]:
     ctl = tracking.controls(held)
     renders = np.concatenate([avatar.engine.render_controls(ctl[i:i + 8]) for i in range(0, len(ctl), 8)])
     truth, masks = tracking.crops(held, size=size), face_masks(tracking, held, size)
+    keep = tracking.picture_masks(held, size)[..., None]    # as `eval`'s rows without the scene: no black bars
+    keep = keep if keep.size and keep.min() < 0.999 else None
     rows = []
     for v in variants:
         vd = VideoDetail.from_project(project, size, controls, dataclasses.replace(base, **v))
@@ -55,7 +58,7 @@ def sweep(project, engine: str | None, variants: list[dict]) -> list[dict]:
         t = time.perf_counter()
         out = vd.apply(renders, ctl)
         ms = (time.perf_counter() - t) / len(renders) * 1000
-        score = score_images(out, truth, masks)
+        score = score_images(out, within_bars(truth, out, keep), masks)
         rows.append({"variant": v, **{k: score[k] for k in MEASURES}, "ms_per_frame": round(ms, 2)})
     return rows
 
