@@ -135,6 +135,13 @@ def retrieval_rows(train_controls: np.ndarray, query_controls: np.ndarray,
     return np.argmin(ControlIndex(train, pose_weight).distances(query), axis=1)
 
 
+def bar_keep(tracking, rows, size: int) -> np.ndarray | None:
+    """(n, size, size, 1) float32: where each row's crop shows the video's picture (1) and where one of its
+    black bars (0), the `keep` of `within_bars`; None when every crop shows the picture throughout."""
+    keep = tracking.picture_masks(rows, size)[..., None]
+    return keep if keep.size and keep.min() < 0.999 else None
+
+
 def within_bars(truth: np.ndarray, renders: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
     """The real crops `truth` where `keep` ((n, H, W, 1) in [0, 1], `TrackingData.picture_masks`) says they
     show the video's picture, the `renders` on the video's black bars (left out of the score); `truth` itself
@@ -260,8 +267,7 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
         heldout.update(score_images(renders, truth, masks))
         # The rows below draw no black bars where the video has them (only the scene lays them over the
         # avatar); the engines are not trained on the bars, so there the rows are scored on the picture alone.
-        keep = tracking.picture_masks(held, avatar.size)[..., None]
-        keep = keep if keep.size and keep.min() < 0.999 else None
+        keep = bar_keep(tracking, held, avatar.size)
         bars = "; the video's black bars left out of the score" if keep is not None else ""
         if renders is not engine_renders:
             report["heldout_engine"] = {"note": "the engine's render alone, without detail from the video"

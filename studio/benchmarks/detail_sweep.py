@@ -28,7 +28,7 @@ def sweep(project, engine: str | None, variants: list[dict]) -> list[dict]:
     """One row per variant: {"variant", the `MEASURES`, "ms_per_frame"}."""
     from ..avatar import Avatar
     from ..detail import DetailConfig, VideoDetail
-    from ..evaluation import face_masks, score_images, within_bars
+    from ..evaluation import bar_keep, face_masks, score_images, within_bars
     from ..flame.controls import is_flame_controls
     from ..tracking.data import TrackingData
 
@@ -48,8 +48,7 @@ def sweep(project, engine: str | None, variants: list[dict]) -> list[dict]:
     ctl = tracking.controls(held)
     renders = np.concatenate([avatar.engine.render_controls(ctl[i:i + 8]) for i in range(0, len(ctl), 8)])
     truth, masks = tracking.crops(held, size=size), face_masks(tracking, held, size)
-    keep = tracking.picture_masks(held, size)[..., None]    # as `eval`'s rows without the scene: no black bars
-    keep = keep if keep.size and keep.min() < 0.999 else None
+    keep = bar_keep(tracking, held, size)    # as `eval`'s rows without the scene: no black bars
     rows = []
     for v in variants:
         vd = VideoDetail.from_project(project, size, controls, dataclasses.replace(base, **v))
