@@ -163,13 +163,14 @@ def test_avatar_uses_video_detail_only_with_a_project_and_when_on(tmp_path, monk
 def test_each_engine_brings_its_own_detail_config(tmp_path, monkeypatch):
     """The NeRF engine's render draws the eyes, so its detail matches the flow more finely and applies half of it
     inside the face (the frames' own eyes and mouth, whole); the StyleGAN engine's applies part of the flow inside the
-    face, as much as its render's own sharpness says. `Avatar` builds the detail with its engine's config."""
+    face, as much as its render's own sharpness says, and its frames give the middle band over a wider region
+    round the eyes and mouth. `Avatar` builds the detail with its engine's config."""
     import studio.detail as detail_mod
     from studio.engines import ENGINES
     from studio.project import Project
 
     nerf, pvp = ENGINES["nerf"].detail_config(), ENGINES["pvp"].detail_config()
-    assert pvp == DetailConfig(face_flow=0.5, face_flow_sharpness=0.4)
+    assert pvp == DetailConfig(face_flow=0.5, face_flow_sharpness=0.6, feature_grow=20.0)
     assert nerf == DetailConfig(face_flow=0.5, flow_smooth=4.0, flow_sigma=1.0)
     assert nerf.mid_share == DetailConfig().mid_share and "arcface" in ENGINES["nerf"].model_files
     seen = []
