@@ -79,7 +79,6 @@ def test_rows_without_the_scene_leave_the_videos_black_bars_out_of_their_score()
     assert evaluation.within_bars(truth, render, None) is truth          # no bars: the crops as they are
 
 
-
 def test_bar_keep_is_none_without_bars_and_the_picture_masks_with_them():
     class Tracking:
         def __init__(self, masks):
@@ -96,6 +95,7 @@ def test_bar_keep_is_none_without_bars_and_the_picture_masks_with_them():
     assert evaluation.bar_keep(Tracking(barred), [0, 1], 4) is None           # not in the rows asked for
     keep = evaluation.bar_keep(Tracking(barred), [1, 2], 4)
     assert keep.shape == (2, 4, 4, 1) and keep[1, 0, 0, 0] == 0.0 and keep[0].min() == 1.0
+
 
 # ------------------------------------------------------------------ the table
 
