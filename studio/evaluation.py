@@ -138,8 +138,8 @@ def retrieval_rows(train_controls: np.ndarray, query_controls: np.ndarray,
 def bar_keep(tracking, rows, size: int) -> np.ndarray | None:
     """(n, size, size, 1) float32: where each row's crop shows the video's picture (1) and where one of its
     black bars (0), the `keep` of `within_bars`; None when every crop shows the picture throughout."""
-    keep = tracking.picture_masks(rows, size)[..., None]
-    return keep if keep.size and keep.min() < 0.999 else None
+    keep = tracking.bar_masks(rows, size)
+    return None if keep is None else keep[..., None]
 
 
 def within_bars(truth: np.ndarray, renders: np.ndarray, keep: np.ndarray | None) -> np.ndarray:

@@ -87,6 +87,8 @@ def test_bar_keep_is_none_without_bars_and_the_picture_masks_with_them():
         def picture_masks(self, rows, size):
             return self.masks[list(rows)]
 
+        bar_masks = TrackingData.bar_masks      # the real "no bars: None", over the masks above
+
     full = np.ones((3, 4, 4), np.float32)
     assert evaluation.bar_keep(Tracking(full), [0, 2], 4) is None           # the picture throughout
     assert evaluation.bar_keep(Tracking(full[:0]), [], 4) is None            # no rows

@@ -248,14 +248,19 @@ class TrackingData:
             out[i] = m if size == S else cv2.resize(m, (size, size), interpolation=cv2.INTER_AREA)
         return out
 
-    def picture_masks_u8(self, rows, size: int | None = None) -> np.ndarray | None:
-        """`picture_masks` as (n, size, size) uint8 (255 where a crop shows the video's picture), or None when
-        every crop shows the picture throughout, so that the training stages can skip the masking (the
-        form both engines keep on their device)."""
+    def bar_masks(self, rows, size: int | None = None) -> np.ndarray | None:
+        """`picture_masks`, or None when every crop shows the picture throughout (no black bar in these rows),
+        so that callers can skip the masking."""
         m = self.picture_masks(rows, size)
         if not len(m) or m.min() >= 0.999:
             return None
-        return np.round(m * 255).astype(np.uint8)
+        return m
+
+    def picture_masks_u8(self, rows, size: int | None = None) -> np.ndarray | None:
+        """`bar_masks` as (n, size, size) uint8 (255 where a crop shows the video's picture), or None (the
+        form both engines' training keeps on its device)."""
+        m = self.bar_masks(rows, size)
+        return None if m is None else np.round(m * 255).astype(np.uint8)
 
     def crop_landmarks(self, row: int) -> np.ndarray:
         """(478, 2) landmarks of row `row` in crop pixels."""
