@@ -15,6 +15,7 @@ class _Tracking:
     def picture_masks(self, rows, size):
         return self.masks[list(rows)]
 
+    bar_masks = TrackingData.bar_masks
     picture_masks_u8 = TrackingData.picture_masks_u8   # the real conversion, over the masks above
 
 
