@@ -217,28 +217,51 @@ def merge_spans(spans) -> list:
     return out
 
 
-def damaged_spans(events, end: float, settle: int = 2) -> list:
+SNAP_BACK_S = 2.0
+"""How far before the first error a damaged stretch may start: back to the keyframe before it."""
+
+
+def damaged_spans(events, end: float, settle: int = 2, snap_back: float = SNAP_BACK_S) -> list:
     """Stretches from a decoder error to the next keyframe decoded cleanly.
 
     `events`: the decoder's log in order, ("frame", time, is_keyframe) or ("error",). Errors come
     from the parser too, which runs a few packets ahead of the decoder, so a keyframe closes a
     stretch only when at least `settle` frames were decoded since the last error (otherwise the
-    errors may belong to packets after it)."""
-    spans, start, last_t, since_error = [], None, 0.0, 0
+    errors may belong to packets after it).
+
+    Where an error line lands among the frame lines varies from run to run (the parser, the
+    decoder and the frame log are different threads: up to eight frames apart at 30 fps on a busy
+    machine). So a stretch starts at the keyframe before the first error (no earlier than
+    `snap_back` seconds before it), which is the same in every run; and in a clip with errors, a
+    jump in the frame times (frames the decoder could not produce) starts a stretch too, since the
+    frames after it predict from the missing ones until the next keyframe."""
+    frames = sorted(ev[1] for ev in events if ev[0] == "frame")
+    steps = np.diff(frames) if len(frames) > 2 else np.array([1.0 / 30])
+    gap = max(GAP_MIN_S, 4.0 * max(float(np.median(steps)), 1e-3))
+    any_error = any(ev[0] == "error" for ev in events)
+    spans, start, last_t, last_key, since_error = [], None, None, 0.0, 0
+
+    def opened(t: float) -> float:
+        return round(max(last_key, t - snap_back), 3)
+
     for ev in events:
         if ev[0] == "error":
             if start is None:
-                start = last_t
+                start = opened(last_t if last_t is not None else 0.0)
             since_error = 0
             continue
         _, t, key = ev
+        if any_error and last_t is not None and t - last_t > gap and start is None:
+            start = opened(last_t)  # a keyframe right after the hole, decoded cleanly, ends it
         since_error += 1
         if start is not None and key and since_error > settle:
-            spans.append([round(start, 3), round(t, 3)])
+            spans.append([start, round(t, 3)])
             start = None
+        if key:
+            last_key = t
         last_t = t
     if start is not None:
-        spans.append([round(start, 3), round(max(end, start), 3)])
+        spans.append([start, round(max(end, start), 3)])
     return spans
 
 

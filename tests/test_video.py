@@ -126,7 +126,8 @@ def test_undecodable_stretch_is_reported_with_its_time(tmp_path, pattern_clip):
     # the damaged stretch covers the hole and ends on a keyframe
     assert len(rep.bad_spans) == 1
     d0, d1 = rep.bad_spans[0]
-    assert d0 <= a and b <= d1 and abs(d1 - round(d1)) < 1e-6 and d1 - d0 < 2.0
+    # (it starts at the keyframe before the first error: at most two keyframe intervals in all)
+    assert d0 <= a and b <= d1 and abs(d1 - round(d1)) < 1e-6 and abs(d0 - round(d0)) < 1e-6 and d1 - d0 <= 2.0
 
 
 def test_damaged_spans_from_the_decoder_log():
@@ -134,16 +135,30 @@ def test_damaged_spans_from_the_decoder_log():
 
     f = lambda t, key=False: ("frame", t, key)  # noqa: E731
     err = ("error",)
-    # an error after 1.0 s; the keyframe at 2.0 s, decoded cleanly, ends the stretch
+    # an error after 1.0 s; the keyframe at 2.0 s, decoded cleanly, ends the stretch; it starts at
+    # the keyframe before the error (where the error line lands among the frames varies by run)
     ev = [f(0.0, True), f(0.5), f(1.0), err, f(1.5), f(1.6), f(1.7), f(2.0, True), f(2.5)]
-    assert damaged_spans(ev, end=3.0) == [[1.0, 2.0]]
+    assert damaged_spans(ev, end=3.0) == [[0.0, 2.0]]
+    assert damaged_spans(ev[:3] + [err] + ev[3:], end=3.0) == [[0.0, 2.0]]  # a line later: the same
+    # ... but no more than `snap_back` before the error
+    assert damaged_spans(ev, end=3.0, snap_back=0.25) == [[0.75, 2.0]]
     # errors right before a keyframe may belong to packets after it (the parser reads ahead):
     # that keyframe does not end the stretch, the next clean one does
     ev = [f(0.0, True), f(0.9), err, f(1.0, True), f(1.1), f(1.2), f(1.3), f(2.0, True)]
-    assert damaged_spans(ev, end=3.0) == [[0.9, 2.0]]
+    assert damaged_spans(ev, end=3.0) == [[0.0, 2.0]]
     # damage up to the end of the clip
-    assert damaged_spans([f(0.0, True), f(0.1), err, f(0.2)], end=0.3) == [[0.1, 0.3]]
+    assert damaged_spans([f(0.0, True), f(0.1), err, f(0.2)], end=0.3) == [[0.0, 0.3]]
     assert damaged_spans([f(0.0, True), f(0.1)], end=0.2) == []
+    # frames missing (a jump in the times) in a clip with errors: the frames after the hole
+    # predict from missing ones until the next keyframe, even where the errors were logged long
+    # before (and the stretch they opened was closed)
+    ten = [f(i / 10, i % 10 == 0) for i in range(40)]
+    ev = [err] + ten[:5] + ten[6:25] + ten[31:]  # errors at 0 s, a hole from 2.5 s to 3.1 s
+    assert damaged_spans(ev, end=4.0) == [[0.0, 1.0], [2.0, 4.0]]
+    ev = [err] + ten[:5] + ten[6:25] + ten[30:]  # the first frame after the hole is a keyframe
+    assert damaged_spans(ev, end=4.0) == [[0.0, 1.0], [2.0, 3.0]]
+    # a jump without any error is a clip's own timing (a variable frame rate), not damage
+    assert damaged_spans(ten[:25] + ten[31:], end=4.0) == []
     assert merge_spans([[2, 3], [0, 1], [0.5, 1.5]]) == [[0, 1.5], [2, 3]]
 
 
@@ -206,12 +221,9 @@ def test_prefetching_reader_gives_the_same_frames_and_report(tmp_path, pattern_c
         assert b[0].flags.owndata and not np.shares_memory(b[0], b[1])  # each frame its own array
         ra, rb = plain.report, ahead.report
         assert rb.complete and (rb.frames, rb.decoded, rb.lost) == (ra.frames, ra.decoded, ra.lost)
-        # where a damaged stretch starts can move by a few frames between any two runs (ffmpeg's
-        # decoder errors and its frame log come from different threads), prefetching or not: two
-        # frames (2.633 s against 2.7 s) in a full-suite CI run
-        assert len(rb.bad_spans) == len(ra.bad_spans)
-        if ra.bad_spans:
-            assert np.allclose(rb.bad_spans, ra.bad_spans, atol=3.5 / 30)
+        # the damaged stretch starts at a keyframe (where ffmpeg's error lines land among its frame
+        # lines varies between runs, up to eight frames apart on a busy machine), so it is the same
+        assert rb.bad_spans == ra.bad_spans
     assert ra.lost  # the damaged clip was seen as damaged by both
 
 
