@@ -424,8 +424,10 @@ def test_from_project_gives_each_frame_its_eyes_and_mouth(tracked_d3):
         x, y = np.round(lm[234]).astype(int)                          # the face's edge by the ear
         assert vd.features[i, y, min(x + 1, 63)] < 0.5, i
     assert VideoDetail.from_project(tracked_d3, 64, config=DetailConfig(mid_share=1.0)).features is None
-    assert vd.faces is None                                           # the default applies the whole flow
-    faced = VideoDetail.from_project(tracked_d3, 64, config=DetailConfig(face_flow=0.5))
+    assert vd.faces is not None and vd.landmarks is not None          # the default warps the face's shape
+    bare = VideoDetail.from_project(tracked_d3, 64, config=DetailConfig(shape_share=0.0))
+    assert bare.faces is None and bare.landmarks is None              # ... off: the whole flow, no masks
+    faced = VideoDetail.from_project(tracked_d3, 64, config=DetailConfig(face_flow=0.5, shape_share=0.0))
     assert faced.faces is not None and faced.faces.shape == vd.crops.shape[:3]
     for i in (0, len(train) - 1):
         lm = trk.crop_landmarks(int(train[i])) * (64 / trk.crop_size)
@@ -502,7 +504,8 @@ def test_the_face_follows_a_sharp_render_and_not_a_blur_with_face_flow_sharpness
 
     out = vd.apply(blurred[None], controls[[3]])[0]
     assert np.corrcoef(high(out), high(crops[3]))[0, 1] > np.corrcoef(high(out), high(moved))[0, 1] + 0.2
-    assert DetailConfig(face_flow_sharpness=0.4).needs_faces and not DetailConfig().needs_faces
+    assert DetailConfig(face_flow_sharpness=0.4, shape_share=0.0).needs_faces
+    assert not DetailConfig(shape_share=0.0).needs_faces and DetailConfig().needs_faces
 
 
 def test_face_hull_masks_grow_when_erode_is_negative():
