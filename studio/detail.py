@@ -272,7 +272,7 @@ def shape_field(source: np.ndarray, target: np.ndarray, size: int, smooth: float
 
     src, dst = np.asarray(source, np.float64), np.asarray(target, np.float64)
     last = size - 1.0
-    border = np.array([[x, y] for x in (0.0, last / 2, last) for y in (0.0, last / 2, last)])
+    border = np.array([[x, y] for x in (0.0, last / 2, last) for y in (0.0, last / 2, last) if x != y or x != last / 2])
     pts = np.concatenate([dst, border])
     vals = np.concatenate([src - dst, np.zeros_like(border)])
     n = int(min(size, grid))

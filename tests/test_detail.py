@@ -564,3 +564,89 @@ def test_from_project_grows_each_frames_face_for_the_finest_band(tracked_d3):
         x, y = np.round(lm[234]).astype(int)                          # the face's edge by the ear: kept whole
         assert vd.wide_faces[i, y, x] > 0.9, i
         assert vd.wide_faces[i, 1, 1] < 0.05 and vd.wide_faces[i, 1, 62] < 0.05, i
+
+
+# ----------------------------------------------------------------------------- the face shape the controls predict
+def test_shape_model_learns_how_the_controls_move_the_mesh():
+    """Landmarks that move linearly with the controls (plus tracking jitter) are predicted to within the
+    jitter, frames without a mesh are left out of the fit, and bad shapes are refused."""
+    from studio.detail import ShapeModel
+
+    rng = np.random.default_rng(0)
+    n, p = 60, 5
+    controls = rng.normal(0, 1, (n, 3))
+    base = rng.uniform(30, 90, (p, 2))
+    motion = rng.normal(0, 2, (3, p, 2))                              # px per unit of each control
+    lms = base + np.einsum("nc,cpk->npk", controls, motion) + rng.normal(0, 0.2, (n, p, 2))
+    lms[7] = np.nan                                                   # a frame the tracker lost
+    model = ShapeModel(controls, lms, ridge=1.0)
+    query = np.array([[1.5, -0.5, 0.0], [0.0, 0.0, 2.0]])
+    want = base + np.einsum("nc,cpk->npk", query, motion)
+    got = model.predict(query)
+    assert got.shape == (2, p, 2) and np.abs(got - want).max() < 0.5
+    with pytest.raises(ValueError):
+        model.predict(np.zeros((1, 2)))
+    with pytest.raises(ValueError):
+        ShapeModel(controls[:1], lms[:1])                             # one frame: nothing to learn
+    with pytest.raises(ValueError):
+        ShapeModel(controls, lms[:, :, :1])
+
+
+def test_shape_field_moves_the_points_and_leaves_the_border():
+    """The backward offsets at each target point reach back to its source point (a patch of points
+    shifted 4 px right samples 4 px to the left), fall to 0 at the image's border, and stop at `cap`."""
+    from studio.detail import shape_field
+
+    yy, xx = np.mgrid[44:85:8, 44:85:8]
+    src = np.stack([xx.ravel(), yy.ravel()], 1).astype(np.float32)
+    f = shape_field(src, src + [4.0, 0.0], S, smooth=0.0, cap=0.0)
+    assert f.shape == (S, S, 2) and f.dtype == np.float32
+    assert f[64, 68, 0] == pytest.approx(-4.0, abs=0.2) and abs(f[64, 68, 1]) < 0.2
+    assert np.abs(f[0]).max() < 1e-3 and np.abs(f[:, -1]).max() < 1e-3
+    capped = shape_field(src, src + [4.0, 0.0], S, smooth=2.0, cap=1.5)
+    assert np.linalg.norm(capped, axis=-1).max() <= 1.5 + 1e-4
+
+
+def _dotted(x: float) -> np.ndarray:
+    """A textured 'face' with one dark dot (a mouth corner) centred at column `x`, row 80."""
+    img = _textured(0).astype(np.float32)
+    yy, xx = np.mgrid[0:S, 0:S]
+    img[np.hypot(yy - 80, xx - x) < 4] = 20
+    return img.astype(np.uint8)
+
+
+def _dot_x(img: np.ndarray) -> float:
+    band = img[72:89, 40:100].astype(np.float32).mean(-1)
+    w = np.clip(60 - band, 0, None)
+    return 40 + float((w.sum(0) * np.arange(w.shape[1])).sum() / w.sum())
+
+
+def test_a_frame_is_moved_toward_the_shape_the_renders_controls_predict():
+    """Frames whose dot sits at 50 + 10·c px for an expression control c; the render asks for c = 1.6, past
+    the last frame (c = 1, dot at 60), and is a blur the flow cannot lock onto. The mesh: a ring round the
+    face and the dot's outline. With `shape_share` s the frame's dot moves s · 6 px toward where the mesh
+    model puts it (66); with 0 it stays at 60."""
+    cs = np.linspace(0, 1, 6)
+    crops = np.stack([_dotted(50 + 10 * c) for c in cs])
+    controls = np.zeros((6, 3), np.float32)
+    controls[:, 2] = cs
+    ring = np.stack([[64 + 30 * np.cos(a), 64 + 30 * np.sin(a)] for a in np.linspace(0, 2 * np.pi, 12, endpoint=False)])
+    mouth = np.stack([[7 * np.cos(a), 7 * np.sin(a)] for a in np.linspace(0, 2 * np.pi, 8, endpoint=False)] + [[0, 0]])
+    lms = np.stack([np.concatenate([ring, mouth + [50 + 10 * c, 80.0]]) for c in cs]).astype(np.float32)
+    face = np.stack([cv2.GaussianBlur(cv2.fillConvexPoly(np.zeros((S, S), np.float32), ring.astype(np.int32), 1.0),
+                                      (0, 0), 2.0)] * 6)
+    query = np.array([[0.0, 0.0, 1.6]], np.float32)
+    render = cv2.GaussianBlur(crops[-1], (0, 0), 6.0)[None]
+    x = {}
+    for share in (0.0, 0.5, 1.0):
+        vd = VideoDetail(crops, controls, DetailConfig(neighbours=1, face_flow=0.0, shape_share=share, shape_cap=20.0, shape_ridge=0.01),
+                         faces=face, landmarks=lms)
+        assert (vd.landmarks is None) == (share == 0.0)
+        x[share] = _dot_x(vd.apply(render, query)[0])
+    assert x[0.0] == pytest.approx(60.0, abs=0.7)
+    assert x[0.5] == pytest.approx(63.0, abs=1.0) and x[1.0] == pytest.approx(66.0, abs=1.2)
+    # the shape the frame's own controls predict: no move
+    same = VideoDetail(crops, controls, DetailConfig(neighbours=1, face_flow=0.0, shape_share=1.0), faces=face, landmarks=lms)
+    assert _dot_x(same.apply(render, controls[[-1]])[0]) == pytest.approx(60.0, abs=0.7)
+    with pytest.raises(ValueError):
+        VideoDetail(crops, controls, DetailConfig(shape_share=0.5), faces=face, landmarks=lms[:, :, :1])
