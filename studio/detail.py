@@ -262,26 +262,57 @@ class ShapeModel:
         return (self._design(c) @ self._w).reshape(len(c), self.points, 2)
 
 
-def shape_field(source: np.ndarray, target: np.ndarray, size: int, smooth: float, cap: float,
-                grid: int = 64) -> np.ndarray:
-    """Backward offsets (size, size, 2) float32 that move the points `source` (P, 2) of an image to
-    `target` (P, 2): the warped image at `target[k]` samples the image at `source[k]`. Linear between
-    the points, falling to 0 at the image's border; computed on a `grid` px lattice and resized, smoothed
-    by a Gaussian of σ `smooth` px, no offset longer than `cap` px."""
-    from scipy.interpolate import griddata
+class MeshLattice:
+    """Where each point of a `grid` px lattice over a `size` image falls in a triangulation of a frame's
+    face mesh (plus the image's border): its triangle's three points and barycentric weights, computed
+    once per frame, so that any offsets given at the mesh's points are spread over the image by a gather
+    and a weighted sum (linear inside each triangle, falling to 0 at the border)."""
 
-    src, dst = np.asarray(source, np.float64), np.asarray(target, np.float64)
-    last = size - 1.0
-    border = np.array([[x, y] for x in (0.0, last / 2, last) for y in (0.0, last / 2, last) if x != y or x != last / 2])
-    pts = np.concatenate([dst, border])
-    vals = np.concatenate([src - dst, np.zeros_like(border)])
-    n = int(min(size, grid))
-    ax = np.linspace(0.0, last, n)
-    gx, gy = np.meshgrid(ax, ax)
-    f = np.stack([griddata(pts, vals[:, k], (gx, gy), method="linear", fill_value=0.0) for k in (0, 1)], -1)
-    f = cv2.resize(np.nan_to_num(f).astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+    def __init__(self, points: np.ndarray, size: int, grid: int = 64):
+        from scipy.spatial import Delaunay
+
+        pts = np.asarray(points, np.float64)
+        if pts.ndim != 2 or pts.shape[1] != 2 or not np.isfinite(pts).all():
+            raise ValueError(f"expected (P, 2) finite points, got {pts.shape}")
+        last = size - 1.0
+        border = np.array([[x, y] for x in (0.0, last / 2, last) for y in (0.0, last / 2, last)
+                           if x != y or x != last / 2])
+        self.size, self.points = int(size), len(pts)
+        self.grid = int(min(size, grid))
+        ax = np.linspace(0.0, last, self.grid)
+        gx, gy = np.meshgrid(ax, ax)
+        q = np.stack([gx.ravel(), gy.ravel()], 1)
+        tri = Delaunay(np.concatenate([pts, border]))
+        simplex = tri.find_simplex(q)
+        simplex = np.where(simplex < 0, tri.find_simplex(np.clip(q, 0.0, last), bruteforce=True), simplex)
+        t = tri.transform[simplex]                                    # (G, 3, 2): affine to barycentric
+        b = np.einsum("gij,gj->gi", t[:, :2], q - t[:, 2])
+        self._vertices = tri.simplices[simplex]                       # (G, 3)
+        self._weights = np.concatenate([b, 1.0 - b.sum(1, keepdims=True)], 1)
+
+    def spread(self, offsets: np.ndarray) -> np.ndarray:
+        """(P, 2) offsets at the mesh's points → (size, size, 2) float32 over the image."""
+        vals = np.concatenate([np.asarray(offsets, np.float64), np.zeros((8, 2))])
+        f = (vals[self._vertices] * self._weights[..., None]).sum(1).reshape(self.grid, self.grid, 2)
+        return cv2.resize(f.astype(np.float32), (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+
+
+def shape_field(source: np.ndarray, target: np.ndarray, size: int, smooth: float, cap: float,
+                lattice: MeshLattice | None = None) -> np.ndarray:
+    """Backward offsets (size, size, 2) float32 that move the points `source` (P, 2) of an image to
+    `target` (P, 2): the warped image near `target[k]` samples the image near `source[k]`. The moves are
+    spread over the image from the source points (`MeshLattice`; pass the frame's own to reuse it),
+    smoothed by a Gaussian of σ `smooth` px, and turned round (one fixed-point step of b(p) = −f(p + b(p)),
+    f the forward move: exact for a uniform move, within a small fraction of a pixel for the smooth moves of
+    a few pixels used here); no offset longer than `cap` px."""
+    src = np.asarray(source, np.float64)
+    lattice = lattice if lattice is not None else MeshLattice(src, size)
+    fwd = lattice.spread(np.asarray(target, np.float64) - src)
     if smooth > 0:
-        f = cv2.GaussianBlur(f, (0, 0), smooth)
+        fwd = cv2.GaussianBlur(fwd, (0, 0), smooth)
+    # turned round: b(p) = −fwd(p + b(p)), one step from b = −fwd(p)
+    gy, gx = np.mgrid[0:size, 0:size].astype(np.float32)
+    f = -cv2.remap(fwd, gx - fwd[..., 0], gy - fwd[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     if cap > 0:
         length = np.linalg.norm(f, axis=-1, keepdims=True)
         f = f * np.minimum(1.0, cap / np.maximum(length, 1e-6))
@@ -384,6 +415,7 @@ class VideoDetail:
         self.landmarks = None
         """(N, P, 2) float32 tracked face meshes of the frames (pixels at `size`), for `shape_share`."""
         self._shape = self._own_shape = None
+        self._lattices: dict[int, MeshLattice] = {}
         if landmarks is not None and controls is not None and config.shape_share > 0:
             landmarks = np.asarray(landmarks, np.float32)
             if landmarks.ndim != 3 or landmarks.shape[0] != len(crops) or landmarks.shape[2] != 2:
@@ -556,8 +588,11 @@ class VideoDetail:
         target = own + (np.asarray(wanted, np.float32) - self._own_shape[frame])
         if not (np.isfinite(own).all() and np.isfinite(target).all()):
             return None
+        if frame not in self._lattices:
+            self._lattices[frame] = MeshLattice(own, self.size)
         scale = self.size / REFERENCE_SIZE
-        return shape_field(own, target, self.size, self.config.shape_smooth * scale, self.config.shape_cap * scale)
+        return shape_field(own, target, self.size, self.config.shape_smooth * scale, self.config.shape_cap * scale,
+                           self._lattices[frame])
 
     def apply(self, renders: np.ndarray, controls: np.ndarray | None = None,
               keep: np.ndarray | None = None, fields: list | None = None) -> np.ndarray:
