@@ -10,7 +10,10 @@ and colours are right. The video itself holds the detail. For each render this m
    code),
 2. warps each toward the render with dense optical flow (OpenCV's DIS) computed between the render
    and the frame blurred to about the render's softness, the flow field smoothed so the warp moves
-   features without tearing them, sampled with a Lanczos kernel (bicubic softened the finest detail),
+   features without tearing them, sampled with a Lanczos kernel (bicubic softened the finest detail);
+   inside the face only part of that flow applies (a soft render's shapes are less right than the
+   frame's), and part of the change of face shape from the frame's controls to the render's, as the
+   tracked mesh moves with the controls (`ShapeModel`, `shape_share`),
 3. keeps the render's low frequencies (a Gaussian low-pass of width `band_sigma`) and takes the
    frequencies above it from the warped frames, weighted by how near each frame's controls are,
    where the frames show the person (their tracked matte, warped with them); elsewhere (the
@@ -49,7 +52,9 @@ class DetailConfig:
     """Gaussian σ (px at 128 px) splitting the render's low band from the frames' detail band. 12
     since 2026-12-02 (5 before): on d14 and d9 held-out frames the wider band raised ArcFace identity
     by 0.01 for both engines and PSNR by up to 0.06 dB (d14 now beats the retrieval baseline with
-    both engines); on d3 it cost 0.14 dB (NeRF on FLAME controls) for +0.004 identity."""
+    both engines); on d3 it cost 0.14 dB (NeRF on FLAME controls) for +0.004 identity. The StyleGAN engine
+    uses 24 since 2026-12-06 (its render's middle band is less right than the frames'; with the shape warp,
+    held-out identity d3 0.899 → 0.902, d9 0.902 → 0.903, d14 unchanged, PSNR −0.02 / +0.04 / −0.09 dB)."""
     flow_sigma: float = 2.0
     """σ (px at 128 px) the frames are blurred by before the flow to the (soft) render is computed."""
     flow_smooth: float = 6.0
@@ -142,11 +147,11 @@ class DetailConfig:
     """Inside the face, each frame is also warped by the change of face shape from its own controls to the
     render's (`ShapeModel`: the tracked mesh the controls predict, a ridge regression fitted on the training
     frames), by this share of it (0: off). The flow to a soft render cannot see a mouth corner or a lid move
-    by a pixel or two, the tracked mesh can: a frame picked for a grin, shown for a smirk, has its mouth
-    pulled toward the smirk. Held-out frames, 0.5 against 0 (README, "The face shape the controls
-    predict"): ArcFace identity +0.004 / −0.001 / +0.007 on the StyleGAN avatars of d9, d3 and d14 and
-    +0.001 / +0.000 / +0.008 on the NeRF avatars of d3, d9 and d14, PSNR up on all six (+0.02 to +0.35
-    dB); the whole shift (1.0) lost identity on d3 and d9 (the mesh's own jitter)."""
+    by a pixel or two; the tracked mesh can, and a slider moves the face's shape with it even where the
+    frames it picks show less. `avatar-studio eval`, six avatars (README, "The face shape the controls
+    predict"): PSNR +0.11 to +0.38 dB, ArcFace feature distance lower on all six, identity within −0.001 to
+    +0.008, yaw / pitch errors lower and slider mean r 0.83–0.92 → 0.90–0.93. The whole shift (1.0) lost
+    identity on d3 and d9 held-out frames (−0.016 and −0.007 against 0.5)."""
     shape_ridge: float = 1.0
     """Ridge penalty of `ShapeModel` (on standardised controls; the intercept is not penalised)."""
     shape_smooth: float = 2.0

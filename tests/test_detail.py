@@ -170,7 +170,7 @@ def test_each_engine_brings_its_own_detail_config(tmp_path, monkeypatch):
     from studio.project import Project
 
     nerf, pvp = ENGINES["nerf"].detail_config(), ENGINES["pvp"].detail_config()
-    assert pvp == DetailConfig(face_flow=0.5, face_flow_sharpness=0.6, feature_grow=20.0)
+    assert pvp == DetailConfig(face_flow=0.5, face_flow_sharpness=0.6, feature_grow=20.0, band_sigma=24.0)
     assert nerf == DetailConfig(face_flow=0.5, flow_smooth=4.0, flow_sigma=1.0)
     assert nerf.mid_share == DetailConfig().mid_share and "arcface" in ENGINES["nerf"].model_files
     seen = []

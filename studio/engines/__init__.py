@@ -84,8 +84,11 @@ ENGINES: dict[str, EngineSpec] = {
                    # flow to it applies, in proportion to the render's own fine detail against its nearest
                    # frame's (README, "The face keeps its place"; half where that cannot be measured), and the
                    # frames give the whole middle band over eyes, brows and mouth grown 20 px, nose and cheeks
-                   # with them (README, "The frames' own eyes, wider")
-                   detail=(("face_flow", 0.5), ("face_flow_sharpness", 0.6), ("feature_grow", 20.0))),
+                   # with them (README, "The frames' own eyes, wider"); and everything finer than 24 px (at
+                   # 128 px) from the frames, only the broadest shading from its render (README, "The face shape
+                   # the controls predict")
+                   detail=(("face_flow", 0.5), ("face_flow_sharpness", 0.6), ("feature_grow", 20.0),
+                           ("band_sigma", 24.0))),
         EngineSpec(name="nerf", title="NeRF avatar (LatentAvatar)", short="NeRF", stages=("nerf",),
                    loader="studio.engines.nerf:load",
                    summary="A tri-plane NeRF driven by a learned expression code: a real 3D head, so "
