@@ -34,6 +34,7 @@ and the viewer's "Detail from the video" box turn it off.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import cv2
@@ -41,6 +42,9 @@ import numpy as np
 
 REFERENCE_SIZE = 128
 """Image side the pixel widths below are given for; they scale with the render size."""
+
+LATTICES_KEPT = 256
+"""`VideoDetail` keeps the `MeshLattice` of this many frames (the last used; about 100 KB each)."""
 
 SAMPLING = {"lanczos": cv2.INTER_LANCZOS4, "cubic": cv2.INTER_CUBIC}
 """`DetailConfig.sampling`: OpenCV's interpolation for resampling the warped frames."""
@@ -292,8 +296,8 @@ class MeshLattice:
         simplex = np.where(simplex < 0, tri.find_simplex(np.clip(q, 0.0, last), bruteforce=True), simplex)
         t = tri.transform[simplex]                                    # (G, 3, 2): affine to barycentric
         b = np.einsum("gij,gj->gi", t[:, :2], q - t[:, 2])
-        self._vertices = tri.simplices[simplex]                       # (G, 3)
-        self._weights = np.concatenate([b, 1.0 - b.sum(1, keepdims=True)], 1)
+        self._vertices = tri.simplices[simplex].astype(np.int32)     # (G, 3)
+        self._weights = np.concatenate([b, 1.0 - b.sum(1, keepdims=True)], 1).astype(np.float32)
 
     def spread(self, offsets: np.ndarray) -> np.ndarray:
         """(P, 2) offsets at the mesh's points → (size, size, 2) float32 over the image."""
@@ -420,7 +424,7 @@ class VideoDetail:
         self.landmarks = None
         """(N, P, 2) float32 tracked face meshes of the frames (pixels at `size`), for `shape_share`."""
         self._shape = self._own_shape = None
-        self._lattices: dict[int, MeshLattice] = {}
+        self._lattices: OrderedDict[int, MeshLattice] = OrderedDict()   # the last LATTICES_KEPT frames used
         if landmarks is not None and controls is not None and config.shape_share > 0:
             landmarks = np.asarray(landmarks, np.float32)
             if landmarks.ndim != 3 or landmarks.shape[0] != len(crops) or landmarks.shape[2] != 2:
@@ -593,11 +597,20 @@ class VideoDetail:
         target = own + (np.asarray(wanted, np.float32) - self._own_shape[frame])
         if not (np.isfinite(own).all() and np.isfinite(target).all()):
             return None
-        if frame not in self._lattices:
-            self._lattices[frame] = MeshLattice(own, self.size)
+        lattice = self._lattices.pop(frame, None)
+        if lattice is None:
+            from scipy.spatial import QhullError
+
+            try:
+                lattice = MeshLattice(own, self.size)
+            except (ValueError, QhullError):       # qhull refusing the points: this frame lends unwarped
+                return None
+        self._lattices[frame] = lattice
+        while len(self._lattices) > LATTICES_KEPT:
+            self._lattices.popitem(last=False)
         scale = self.size / REFERENCE_SIZE
         return shape_field(own, target, self.size, self.config.shape_smooth * scale, self.config.shape_cap * scale,
-                           self._lattices[frame])
+                           lattice)
 
     def apply(self, renders: np.ndarray, controls: np.ndarray | None = None,
               keep: np.ndarray | None = None, fields: list | None = None) -> np.ndarray:

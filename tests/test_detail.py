@@ -650,3 +650,21 @@ def test_a_frame_is_moved_toward_the_shape_the_renders_controls_predict():
     assert _dot_x(same.apply(render, controls[[-1]])[0]) == pytest.approx(60.0, abs=0.7)
     with pytest.raises(ValueError):
         VideoDetail(crops, controls, DetailConfig(shape_share=0.5), faces=face, landmarks=lms[:, :, :1])
+
+
+def test_shape_warp_keeps_a_bounded_number_of_lattices_and_skips_a_frame_without_a_mesh(monkeypatch):
+    import studio.detail as detail
+
+    monkeypatch.setattr(detail, "LATTICES_KEPT", 2)
+    crops, controls = _frames()
+    rng = np.random.default_rng(1)
+    lms = rng.uniform(30, 100, (len(crops), 20, 2)).astype(np.float32)
+    lms[5] = np.nan                                                   # the tracker lost the face there
+    face = np.ones((len(crops), S, S), np.float32)
+    vd = VideoDetail(crops, controls, DetailConfig(shape_share=0.5), faces=face, landmarks=lms)
+    wanted = vd._shape.predict(controls[[0]] + 0.5)[0]
+    for j in range(5):
+        assert vd.shape_field_for(j, wanted).shape == (S, S, 2)
+    assert list(vd._lattices) == [3, 4]                                 # the last two used
+    assert vd.shape_field_for(5, wanted) is None
+    assert vd.apply(crops[[5]], controls[[5]]).shape == (1, S, S, 3)  # that frame still lends, unwarped
