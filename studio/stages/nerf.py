@@ -72,8 +72,10 @@ class NerfConfig:
                             advanced=True)
     picture_only: bool = opt(False, "Take no loss on black bars baked into the video (as the StyleGAN engine does): "
                                     "off: the d14 trainings with it on (2026-12-05) blew up near step 3000 (the "
-                                    "super-resolution output grew on the bars); the bars' targets are clamped to "
-                                    "the colour range since, not yet tried on a whole run.", advanced=True)
+                                    "super-resolution output grew on the bars); with the bars' targets clamped to "
+                                    "the colour range a whole d14 run (2026-12-06) trained cleanly but measured the "
+                                    "same as without (held-out 22.71 against 22.73 dB, identity 0.871 against "
+                                    "0.869).", advanced=True)
     backbone: str = opt("", "VGG16/AlexNet torchvision .pth for an LPIPS perceptual loss; empty = the LPIPS "
                             "backbone set in the Models settings, else the no-download substitute.")
     threads: int = opt(0, "CPU threads for training (CPU only); 0 = auto: the cores other programs leave free, "
