@@ -202,8 +202,13 @@ GAP_MIN_S = 0.25
 def find_gaps(times, interval: float) -> list[tuple[float, float]]:
     """(last time before, first time after) for each jump in sorted `times` longer than a gap."""
     t = sorted(times)
-    limit = max(GAP_MIN_S, 4.0 * interval)
+    limit = gap_limit(interval)
     return [(a, b) for a, b in zip(t, t[1:]) if b - a > limit]
+
+
+def gap_limit(interval: float) -> float:
+    """The jump between consecutive timestamps (frames `interval` s apart) that counts as a gap."""
+    return max(GAP_MIN_S, 4.0 * interval)
 
 
 def merge_spans(spans) -> list:
@@ -237,7 +242,7 @@ def damaged_spans(events, end: float, settle: int = 2, snap_back: float = SNAP_B
     frames after it predict from the missing ones until the next keyframe."""
     frames = sorted(ev[1] for ev in events if ev[0] == "frame")
     steps = np.diff(frames) if len(frames) > 2 else np.array([1.0 / 30])
-    gap = max(GAP_MIN_S, 4.0 * max(float(np.median(steps)), 1e-3))
+    gap = gap_limit(max(float(np.median(steps)), 1e-3))
     any_error = any(ev[0] == "error" for ev in events)
     spans, start, last_t, last_key, since_error = [], None, None, 0.0, 0
 
