@@ -540,7 +540,7 @@ class FrameReader:
         if len(times) > 2:
             interval = max(float(np.median(np.diff(times))), 1e-3)
         lost = [[round(a + interval, 3), round(b, 3)] for a, b in find_gaps(times, interval)]
-        if complete and times and times[0] > max(GAP_MIN_S, 4 * interval):
+        if complete and times and times[0] > gap_limit(interval):
             lost.insert(0, [0.0, round(times[0], 3)])
         end = (times[-1] + interval) if times else 0.0
         self.report = DecodeReport(frames=self._frames, decoded=len(times), first=times[0] if times else None,
