@@ -76,7 +76,8 @@ class ControlSlider(QWidget):
         self.set_value(self.neutral)
 
     def _label(self) -> None:
-        self.value_label.setText(f"{self.value():+.2f}{self.unit}")
+        shown = round(self.value(), 2) + 0.0  # + 0.0: a value that rounds to zero reads +0.00, not -0.00
+        self.value_label.setText(f"{shown:+.2f}{self.unit}")
 
     def _changed(self) -> None:
         self._label()

@@ -191,3 +191,15 @@ def test_videos_background_box_is_off_without_mattes(window, tracked, fake_engin
     v = _open_viewer(window, tracked, qtbot)                          # the synthetic project has no mattes
     assert not v.scene_box.isEnabled() and v.last_render["scene"] is False
     assert "mattes" in v.scene_box.toolTip()
+
+
+def test_a_slider_near_zero_reads_plus_zero_not_minus_zero(qtbot):
+    from studio.gui.viewer import STEPS, ControlSlider
+
+    # a range whose steps fall on both sides of 0: the step nearest 0 lands at a small negative value
+    s = ControlSlider("smile_left", -1.0, 0.997, 0.0)
+    qtbot.addWidget(s)
+    assert -0.005 < s.value() < 0 and s.slider.maximum() == STEPS
+    assert s.value_label.text() == "+0.00"
+    s.set_value(-0.5)
+    assert s.value_label.text() == "-0.50"
