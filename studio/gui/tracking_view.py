@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QKeySequence, QShortcut
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPushButton, QScrollArea, QSlider, QSplitter, QTabWidget,
-                               QVBoxLayout, QWidget)
+from PySide6.QtGui import QColor, QIcon, QKeySequence, QPainter, QPen, QPixmap, QShortcut
+from PySide6.QtWidgets import (QCheckBox, QGridLayout, QHBoxLayout, QLabel, QPushButton, QScrollArea, QSlider,
+                               QSplitter, QTabWidget, QToolButton, QVBoxLayout, QWidget)
 
 from .imaging import ImageView, to_qimage
 from .theme import COLORS, CURVE_COLORS, icon
@@ -20,6 +20,26 @@ from .workers import Failure, run_job
 
 SHEET_COLS = 10
 SHEET_THUMB = 96
+TOGGLE_COLS = 3
+"""Columns of the expression curves' on/off boxes under the expression plot."""
+
+
+def curve_style(i: int) -> tuple[str, Qt.PenStyle]:
+    """Colour and line style of expression curve `i`: the palette's colours, solid, then the same colours dashed
+    (twelve named expressions against eight colours: no two curves look alike)."""
+    return CURVE_COLORS[i % len(CURVE_COLORS)], (Qt.SolidLine, Qt.DashLine, Qt.DotLine)[(i // len(CURVE_COLORS)) % 3]
+
+
+def _swatch(color: str, style: Qt.PenStyle) -> QIcon:
+    pm = QPixmap(22, 10)
+    pm.fill(Qt.transparent)
+    painter = QPainter(pm)
+    pen = QPen(QColor(color), 2)
+    pen.setStyle(style)
+    painter.setPen(pen)
+    painter.drawLine(1, 5, 21, 5)
+    painter.end()
+    return QIcon(pm)
 
 
 def pivot_rows(project, n_frames: int) -> list[int]:
@@ -149,9 +169,36 @@ class TrackingView(QWidget):
         for p, label in ((self.pose_plot, "degrees"), (self.expr_plot, "expression")):
             p.showGrid(x=True, y=True, alpha=0.15)
             p.setLabel("left", label)
-            p.addLegend(offset=(-10, 6), labelTextColor=COLORS["text"], colCount=3 if p is self.expr_plot else 1,
-                        brush=pg.mkBrush(32, 36, 44, 215))
             cl.addWidget(p, 1)
+        # the pose plot's few curves keep a legend; the expression curves get on/off boxes under their plot
+        # (a legend of twelve inside the plot covered half of it)
+        self.pose_plot.addLegend(offset=(-10, 6), labelTextColor=COLORS["text"], brush=pg.mkBrush(32, 36, 44, 215))
+        self.expr_toggles = QWidget()
+        tl = QVBoxLayout(self.expr_toggles)
+        tl.setContentsMargins(4, 0, 4, 0)
+        tl.setSpacing(2)
+        head = QHBoxLayout()
+        head.addWidget(QLabel("Expression curves:"))
+        self.expr_all = QToolButton()
+        self.expr_all.setText("All")
+        self.expr_all.setToolTip("Show every expression curve")
+        self.expr_none = QToolButton()
+        self.expr_none.setText("None")
+        self.expr_none.setToolTip("Hide every expression curve (then tick the ones to compare)")
+        self.expr_all.clicked.connect(lambda: self._show_all_curves(True))
+        self.expr_none.clicked.connect(lambda: self._show_all_curves(False))
+        head.addWidget(self.expr_all)
+        head.addWidget(self.expr_none)
+        head.addStretch(1)
+        tl.addLayout(head)
+        self.expr_grid = QGridLayout()
+        self.expr_grid.setHorizontalSpacing(10)
+        self.expr_grid.setVerticalSpacing(0)
+        tl.addLayout(self.expr_grid)
+        cl.addWidget(self.expr_toggles)
+        self.expr_curves: dict[str, pg.PlotDataItem] = {}
+        self.expr_boxes: dict[str, QCheckBox] = {}
+        self.hidden_curves: set[str] = set()
         self.expr_plot.setXLink(self.pose_plot)
         self.expr_plot.setLabel("bottom", "frame")
         self.tabs.addTab(curves, icon("tracking"), "Curves")
@@ -221,7 +268,8 @@ class TrackingView(QWidget):
         names = td.meta.get("pose_names", ["yaw", "pitch", "roll"])
         for plot in (self.pose_plot, self.expr_plot):
             plot.clear()
-            plot.plotItem.legend.clear()
+            if plot.plotItem.legend is not None:
+                plot.plotItem.legend.clear()
         def masked(y):
             y = np.asarray(y, np.float64).copy()
             y[~td.valid] = np.nan
@@ -229,15 +277,31 @@ class TrackingView(QWidget):
         for i, n in enumerate(names[: td.pose.shape[1]]):
             self.pose_plot.plot(x, masked(td.pose[:, i]), pen=pg.mkPen(CURVE_COLORS[i], width=2), name=n,
                                 connect="finite")
+        while self.expr_grid.count():
+            item = self.expr_grid.takeAt(0)
+            if item.widget() is not None:
+                item.widget().deleteLater()
+        self.expr_curves, self.expr_boxes = {}, {}
         for i, n in enumerate(td.expression_names[: td.expr.shape[1]]):
-            self.expr_plot.plot(x, masked(td.expr[:, i]), pen=pg.mkPen(CURVE_COLORS[i % len(CURVE_COLORS)],
-                                                                         width=1.5), name=n, connect="finite")
+            color, style = curve_style(i)
+            curve = self.expr_plot.plot(x, masked(td.expr[:, i]), pen=pg.mkPen(color, width=1.5, style=style),
+                                        connect="finite")
+            curve.setVisible(n not in self.hidden_curves)
+            box = QCheckBox(n.replace("_", " "))
+            box.setIcon(_swatch(color, style))
+            box.setChecked(n not in self.hidden_curves)
+            box.setToolTip(f"Show the {n} curve")
+            box.toggled.connect(lambda on, n=n: self._show_curve(n, on))
+            self.expr_grid.addWidget(box, i // TOGGLE_COLS, i % TOGGLE_COLS)
+            self.expr_curves[n], self.expr_boxes[n] = curve, box
         train, held = td.split()
         if len(held):
             for plot in (self.pose_plot, self.expr_plot):
                 region = pg.LinearRegionItem((held[0], td.n_frames - 1), movable=False,
                                              brush=pg.mkBrush(255, 255, 255, 14), pen=pg.mkPen(None))
                 plot.addItem(region)
+                if plot is self.pose_plot:
+                    pg.InfLineLabel(region.lines[0], "held out", position=0.04, anchor=(-0.1, 1), color=COLORS["dim"])
         self.lines = []
         for plot in (self.pose_plot, self.expr_plot):
             for r in self.pivots:
@@ -251,6 +315,19 @@ class TrackingView(QWidget):
             line.sigPositionChanged.connect(self._line_moved)
             plot.addItem(line)
             self.lines.append(line)
+
+    def _show_curve(self, name: str, on: bool) -> None:
+        if on:
+            self.hidden_curves.discard(name)
+        else:
+            self.hidden_curves.add(name)
+        curve = self.expr_curves.get(name)
+        if curve is not None:
+            curve.setVisible(on)
+
+    def _show_all_curves(self, on: bool) -> None:
+        for box in self.expr_boxes.values():
+            box.setChecked(on)
 
     # ------------------------------------------------------------------ scrubbing
     def _line_moved(self, line) -> None:

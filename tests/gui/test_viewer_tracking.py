@@ -117,6 +117,29 @@ def test_tracking_view_curves_pivots_and_scrubbing(window, tracked, qtbot, scree
     screenshot(window, "tracking_contact_sheet")
 
 
+def test_expression_curves_switch_on_and_off_and_stay_so(window, tracked, qtbot):
+    window.open_project(tracked.root)
+    window.show_view("tracking")
+    tv = window.tracking_view
+    qtbot.waitUntil(lambda: tv.data is not None, timeout=10000)
+    names = list(tv.data.expression_names)
+    assert list(tv.expr_boxes) == names and tv.expr_plot.plotItem.legend is None
+    assert all(tv.expr_curves[n].isVisible() for n in names)
+    tv.expr_boxes["jaw_open"].setChecked(False)
+    assert not tv.expr_curves["jaw_open"].isVisible() and tv.expr_curves[names[1]].isVisible()
+    tv.expr_none.click()
+    assert not any(c.isVisible() for c in tv.expr_curves.values())
+    tv.expr_boxes[names[2]].setChecked(True)
+    tv._plot(tv.data)  # a reload (the tracking stage run again) keeps the choice
+    assert [n for n in names if tv.expr_curves[n].isVisible()] == [names[2]]
+    assert not tv.expr_boxes["jaw_open"].isChecked()
+    tv.expr_all.click()
+    assert all(c.isVisible() for c in tv.expr_curves.values())
+    # twelve curves, eight colours: no two curves share colour and line style
+    from studio.gui.tracking_view import curve_style
+    assert len({curve_style(i) for i in range(len(names))}) == len(names)
+
+
 def test_detail_from_the_video_toggles_with_the_box_and_v(window, tracked, fake_engines, qtbot, screenshot):
     v = _open_viewer(window, tracked, qtbot)
     shown, alone = _toggle_box_and_key(v, v.detail_box, "detail", Qt.Key_V, qtbot)   # the project has its crops
