@@ -17,8 +17,12 @@ one step function per part; the loop owns everything else:
   and when it cuts a part short the stage's summary and warnings say so (`cut_short`);
 - **threads**: the CPU thread count follows the load (`studio.compute`), re-checked every 50 steps;
 - **progress**: a `Progress` event per step (or every ``progress_every``) with losses, rate
-  (it/s) and ETA; a preview image every ``preview_every`` steps; with ``AVATAR_STUDIO_LOSS_LOG=FILE``
-  every step's losses are appended to FILE as JSON lines (to compare runs);
+  (it/s) and ETA; a preview image every ``preview_every`` steps;
+- **loss history**: each run keeps its losses in the stage folder (``train.losses.jsonl`` beside
+  ``train.ckpt``: JSON lines, every step up to `LOSS_LOG_ROWS` rows a part, thinned evenly past that),
+  written with each checkpoint, so a resumed run's history matches its checkpoint and the window can
+  draw a finished run's curves; a fresh run starts a new one. With ``AVATAR_STUDIO_LOSS_LOG=FILE``
+  every step's losses are also appended to FILE (to compare runs);
 - **several processes** (`studio.distributed`, started by torchrun or ``--nproc N``): the stage
   draws its global batch from ``loop.rng`` as in one process and passes the indices through
   ``loop.shard`` (each process keeps its share); per-sample randomness uses torch's generator
@@ -58,6 +62,18 @@ from .progress import Progress
 
 CHECKPOINT_FORMAT = 2
 StepFn = Callable[[int], "dict[str, float] | None"]
+LOSS_LOG_ROWS = 4000
+"""Rows of the stage folder's loss history per part at most (a longer part logs every k-th step)."""
+
+
+def loss_log_of(checkpoint: Path) -> Path:
+    """The loss history kept beside a training checkpoint (``train.ckpt`` → ``train.losses.jsonl``)."""
+    return checkpoint.with_suffix(".losses.jsonl")
+
+
+def stage_loss_log(project, stage: str) -> Path:
+    """The loss history of a stage's last run in `project` (the file may not exist)."""
+    return loss_log_of(Path(project.root) / stage / "train.ckpt")
 
 
 class TrainingLoop:
@@ -103,6 +119,9 @@ class TrainingLoop:
         self._batches: dict[str, tuple[int, list[int]]] = {}
         self._averager = distributed.GradientAverager(self.world) if self.dist else None
         self._loss_log = os.environ.get("AVATAR_STUDIO_LOSS_LOG", "")
+        self.loss_path = loss_log_of(self.path)
+        """This run's loss history (JSON lines, written with each checkpoint; see the module's text)."""
+        self._loss_rows: list[str] = []
         if self.dist and not self.requested_threads and str(ctx.device) == "cpu":
             from .compute import fixed_threads  # the cores are shared by the processes on this machine
 
@@ -113,6 +132,11 @@ class TrainingLoop:
             self._load_shared()
         elif self.path.exists():
             self._load()
+        if not self.resumed and self.rank == 0:  # a fresh run: the history of an earlier one goes
+            try:
+                self.loss_path.unlink(missing_ok=True)
+            except OSError:
+                pass
 
     # ------------------------------------------------------------------ state
     @property
@@ -231,7 +255,20 @@ class TrainingLoop:
             with open(tmp, "wb") as f:  # a Python file: a full disk raises OSError (ENOSPC), which
                 torch.save(state, f)    # atomic_path turns into "the disk is full"; a path gives a RuntimeError
         self._last_save = time.perf_counter()
+        self._flush_losses()
         self.ctx.note_step(self.steps)
+
+    def _flush_losses(self) -> None:
+        """Append the rows logged since the last checkpoint to the loss history. The history only serves
+        the window's curves: a failed write drops them and never stops training."""
+        if not self._loss_rows:
+            return
+        rows, self._loss_rows = self._loss_rows, []
+        try:
+            with open(self.loss_path, "a", encoding="utf-8") as f:
+                f.write("".join(rows))
+        except OSError:
+            pass
 
     def _rank_rng_state(self) -> dict:
         import torch
@@ -407,6 +444,9 @@ class TrainingLoop:
             self.active_s += dt
             self.part_s[name] = self.part_s.get(name, 0.0) + dt
             part_s += dt
+            if self.rank == 0:   # before the checkpoint below: the history holds what it holds
+                if i == total or i % max(1, total // LOSS_LOG_ROWS) == 0:
+                    self._loss_rows.append(self._loss_row(name, i, logs) + "\n")
             if save_now:
                 self.save()
             if self._loss_log and self.rank == 0:
@@ -419,11 +459,14 @@ class TrainingLoop:
         self.save()
         return i
 
+    def _loss_row(self, part: str, step: int, logs: dict) -> str:
+        return json.dumps({"stage": self.ctx.stage, "part": part, "step": step, "processes": self.world,
+                           "losses": {k: float(v) for k, v in logs.items()
+                                      if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)}})
+
     def _log_losses(self, part: str, step: int, logs: dict) -> None:
-        row = {"stage": self.ctx.stage, "part": part, "step": step, "processes": self.world,
-               "losses": {k: float(v) for k, v in logs.items() if isinstance(v, (int, float, np.number))}}
         with open(self._loss_log, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(self._loss_row(part, step, logs) + "\n")
 
     def finish(self) -> dict:
         """Restore the thread count; figures for the stage's summary (steps per part, training

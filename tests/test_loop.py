@@ -116,3 +116,39 @@ def test_a_pause_does_not_count_against_the_cap(tmp_path):
     assert out["wall"] > 3.2, "the run must have waited out the pause"
     assert 0.9 < loop.active_s < 1.8, f"training time {loop.active_s:.2f} s must exclude the 2.5 s pause"
     assert loop.cut_short is not None
+
+
+def _history(path: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (path / "train.losses.jsonl").read_text().splitlines()]
+
+
+def test_the_loss_history_follows_the_checkpoint_and_a_fresh_run_starts_anew(tmp_path):
+    """The stage folder keeps each run's losses (the window draws a finished run's curves from them): a
+    resumed run's history is the same as one that never stopped; a fresh run does not mix in the old one."""
+    _train(_ctx(tmp_path / "ref"), 30)
+    with pytest.raises(RuntimeError):
+        _train(_ctx(tmp_path / "b"), 30, crash_at=17)
+    assert [r["step"] for r in _history(tmp_path / "b")] == list(range(1, 18))
+    _train(_ctx(tmp_path / "b"), 30)
+    ref, got = _history(tmp_path / "ref"), _history(tmp_path / "b")
+    assert [r["step"] for r in got] == list(range(1, 31))
+    assert all(r["stage"] == "toy" and r["part"] == "fit" for r in got)
+    assert [r["losses"]["loss"] for r in got] == [r["losses"]["loss"] for r in ref]
+    assert got[-1]["losses"]["loss"] < got[0]["losses"]["loss"]
+    (tmp_path / "b" / "train.ckpt").unlink()          # what a changed setting or --force does
+    _train(_ctx(tmp_path / "b"), 5)
+    assert [r["step"] for r in _history(tmp_path / "b")] == [1, 2, 3, 4, 5]
+
+
+def test_a_long_part_logs_evenly_thinned_and_a_failed_write_never_stops_training(tmp_path, monkeypatch):
+    import studio.loop
+
+    monkeypatch.setattr(studio.loop, "LOSS_LOG_ROWS", 10)
+    _train(_ctx(tmp_path / "a"), 30)
+    assert [r["step"] for r in _history(tmp_path / "a")] == list(range(3, 31, 3))
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "train.losses.jsonl").mkdir()   # cannot be written (as on a full disk)
+    net, loop, events = _train(_ctx(tmp_path / "b"), 12)
+    assert loop.steps == {"fit": 12} and (tmp_path / "b" / "train.ckpt").is_file()

@@ -1,9 +1,9 @@
 """The training dashboard: loss curves (raw and smoothed), previews, progress with ETA and it/s.
 
 Curves are drawn against each part's own step count, so a resumed run continues at the step its
-checkpoint held (not at 1); the steps before it come from the loss log when one is kept
-(``AVATAR_STUDIO_LOSS_LOG``, see `studio.loop`). With no run in this window, `show_last_run`
-shows the stage's last run as the project recorded it (outcome, steps, time, final losses).
+checkpoint held (not at 1); the steps before it come from the stage's loss history (kept beside its
+checkpoint, see `studio.loop`). With no run in this window, `show_last_run` shows the stage's last
+run as the project recorded it (outcome, steps, time, its loss curves, the images it wrote).
 """
 from __future__ import annotations
 
@@ -59,6 +59,28 @@ def loss_log_path() -> Path | None:
     """The loss log every training step appends to, when one is kept (``AVATAR_STUDIO_LOSS_LOG``)."""
     p = os.environ.get("AVATAR_STUDIO_LOSS_LOG", "")
     return Path(p) if p and Path(p).is_file() else None
+
+
+def history_log(project, stage: str) -> Path | None:
+    """Where a run of `stage` finds its losses so far: the stage folder's loss history, else the
+    ``AVATAR_STUDIO_LOSS_LOG`` file (older projects)."""
+    from ..loop import stage_loss_log
+
+    p = stage_loss_log(project, stage) if project is not None else None
+    return p if p is not None and p.is_file() else loss_log_path()
+
+
+def result_images(project, stage: str) -> list[tuple[str, Path]]:
+    """(caption, path) of the images the stage's last finished run wrote (its recorded outputs)."""
+    rec = project.record(stage)
+    outputs = (rec.get("result") or {}).get("outputs") or rec.get("outputs") or {}
+    out = []
+    for key, rel in outputs.items() if isinstance(outputs, dict) else ():
+        if isinstance(rel, str) and rel.lower().endswith((".png", ".jpg", ".jpeg")):
+            path = Path(project.root) / rel
+            if path.is_file():
+                out.append((f"{key}: {rel}", path))
+    return out
 
 
 def read_loss_log(path: Path | None, stage: str, part: str | None = None,
@@ -229,12 +251,16 @@ class Dashboard(QWidget):
         super().resizeEvent(ev)
 
     # ------------------------------------------------------------------ state
-    def reset(self, stage: str) -> None:
+    def reset(self, stage: str, log: Path | None = None) -> None:
+        """Empty the dashboard for a run of `stage`; `log`: where its losses before a resume are (else
+        ``AVATAR_STUDIO_LOSS_LOG``)."""
         self.stage = stage
+        self.log = log
         self.x = 0
         self.series: dict[str, tuple[list[int], list[float]]] = {}
         self.curves: dict[str, tuple[pg.PlotDataItem, pg.PlotDataItem]] = {}
         self.plot.clear()
+        self.plot.setTitle(None)
         self.legend.clear()
         self.plot.setXRange(0, 100, padding=0)  # an empty plot shows steps, not a ±400 default
         self.plot.setYRange(0, 1, padding=0)
@@ -252,8 +278,10 @@ class Dashboard(QWidget):
         self._history: list = []
         self._dirty = False
         self.preview.set_image(None)
+        self.preview.setToolTip("")
         for t in self.thumbs:
             t.set_image(None)
+            t.setToolTip("earlier preview")
         self.bar.setValue(0)
         self.stats.setText("")
         self.message.set_full_text("")
@@ -293,7 +321,8 @@ class Dashboard(QWidget):
 
     def _load_history(self, part: str, upto: int) -> None:
         """Steps 1..upto of `part` from the loss log (the run this one resumes), when one is kept."""
-        rows = read_loss_log(loss_log_path(), self.stage, part, upto).get(part, {})
+        rows = read_loss_log(self.log if self.log is not None else loss_log_path(), self.stage, part,
+                             upto).get(part, {})
         for step in sorted(rows):
             self._add_point(self._offset + step, rows[step])
         self.history_points += len(rows)
@@ -361,6 +390,7 @@ class Dashboard(QWidget):
         self.reset("")
         self.stage = stage
         rec = project.record(stage)
+        self._show_images(project, stage)
         state = stage_state(project, stage)
         if state == "pending" or not rec.get("status"):
             self.title.set_full_text("No run of this stage yet")
@@ -386,7 +416,7 @@ class Dashboard(QWidget):
         self.bar.setValue(1000 if done else 0)
         self.bar.setFormat("done" if done else outcome)
         # curves from the loss log, parts one after another; else the summary's loss figures
-        log = read_loss_log(loss_log_path(), stage)
+        log = read_loss_log(history_log(project, stage), stage)
         last: dict[str, float] = {}
         for part, rows in log.items():
             if self.x:
@@ -399,6 +429,8 @@ class Dashboard(QWidget):
         if log:
             self._dirty = True
             self._draw_curves()
+        else:   # runs before 2026-12-06 (or with no training loop) kept no history
+            self.plot.setTitle("no loss history kept for this run", color=COLORS["dim"], size="9pt")
         if not last:
             last = {k: float(v) for k, v in summary.items() if isinstance(v, (int, float))
                     and not isinstance(v, bool) and any(w in k.lower() for w in LOSS_WORDS)}
@@ -406,6 +438,28 @@ class Dashboard(QWidget):
         if state == "failed" and rec.get("error"):
             text = f"error: {rec['error']}" + (f"   {text}" if text else "")
         self.message.set_full_text(text)
+
+    def _show_images(self, project, stage: str) -> None:
+        """The images the stage's last finished run wrote (reconstructions, contact sheets), in the preview
+        place: the first large, the others as thumbnails (each with its file in the tooltip)."""
+        import cv2
+
+        from .imaging import to_qimage
+
+        shown = []
+        for caption, path in result_images(project, stage)[: 1 + N_THUMBS]:
+            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if img is not None:
+                shown.append((caption, to_qimage(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))))
+        if not shown:
+            self.preview.set_placeholder("Previews appear here while a stage runs")
+            return
+        (caption, first), rest = shown[0], shown[1:]
+        self.preview.set_image(first)
+        self.preview.setToolTip(f"written by the last run — {caption}")
+        for t, (cap, img) in zip(self.thumbs, rest):
+            t.set_image(img)
+            t.setToolTip(cap)
 
     def eta_text(self) -> str:
         return self.stats.text()

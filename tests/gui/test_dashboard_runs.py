@@ -56,6 +56,41 @@ def test_last_run_curves_come_from_the_loss_log(window, trained, tmp_path, monke
     assert "mse 0.0125" in window.stage_page.dashboard.message.full_text()
 
 
+def test_last_run_curves_and_images_come_from_the_project(window, trained, monkeypatch, screenshot):
+    """Without the AVATAR_STUDIO_LOSS_LOG file: the stage folder's own loss history and the images the
+    run wrote (its recorded outputs) are shown."""
+    import cv2
+    import numpy as np
+
+    from studio.loop import stage_loss_log
+
+    monkeypatch.delenv("AVATAR_STUDIO_LOSS_LOG", raising=False)
+    folder = trained.stage_dir(FAKE_TRAIN)
+    _write_log(stage_loss_log(trained, FAKE_TRAIN), FAKE_TRAIN, "fit", range(1, 81), base=3.0)
+    sheet = np.zeros((40, 60, 3), np.uint8)
+    sheet[:, :30] = (0, 0, 255)                      # BGR: the left half red
+    cv2.imwrite(str(folder / "sheet.png"), sheet)
+    cv2.imwrite(str(folder / "recon.png"), np.full((20, 20, 3), 200, np.uint8))
+    trained.update_record(FAKE_TRAIN, outputs={"weights": f"{FAKE_TRAIN}/net.pt", "sheet": f"{FAKE_TRAIN}/sheet.png",
+                                               "recon": f"{FAKE_TRAIN}/recon.png", "gone": f"{FAKE_TRAIN}/gone.png"},
+                          result={"summary": {"final_mse": 0.0123, "steps": 80}})
+    window.open_project(trained.root)
+    window.select_stage(FAKE_TRAIN)
+    d = window.stage_page.dashboard
+    xs, ys = d.series["mse"]
+    assert xs == list(range(1, 81)) and ys[-1] == pytest.approx(3.0 / 80)
+    from studio.gui.imaging import qimage_to_array
+
+    big = qimage_to_array(d.preview.image())
+    assert big.shape[:2] == (40, 60) and big[5, 5].tolist() == [255, 0, 0] and big[5, 50].tolist() == [0, 0, 0]
+    assert "sheet.png" in d.preview.toolTip()
+    assert d.thumbs[0].image() is not None and "recon.png" in d.thumbs[0].toolTip()
+    assert d.thumbs[1].image() is None, "a recorded image that is gone is skipped, weights are not images"
+    screenshot(window, "stage_last_run_images")
+    window.select_stage("ingest")                    # a stage never run: no image of another stage stays
+    assert d.preview.image() is None and d.thumbs[0].image() is None
+
+
 def test_resumed_run_continues_at_the_checkpointed_step(qtbot, themed, tmp_path, monkeypatch):
     from studio.gui.dashboard import Dashboard
     from studio.gui.workers import ProgressBatch
