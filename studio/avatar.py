@@ -17,6 +17,9 @@ it off.
 Behind the person the renders get the video's own background, a clean plate of the scene
 (`studio.scene`), placed where the head was most of the clip; ``scene=False`` (CLI ``--no-scene``)
 keeps the engine's own background.
+``out_size`` (CLI ``--size``, the viewer's Size box): images larger than the engine renders, up to the
+tracked crops' size (`max_out_size`): the render is upsampled (it is soft: its low band loses nothing)
+and the video's frames lend their detail at their own full resolution.
 """
 from __future__ import annotations
 
@@ -26,6 +29,30 @@ from typing import Any, Mapping, Protocol
 import numpy as np
 
 from .errors import ProjectError
+
+
+def max_out_size(project) -> int | None:
+    """The largest image size an avatar of `project` can show with detail from the video: its tracked
+    crops' size (None when the project has no tracking)."""
+    import json
+
+    try:
+        with open(project.root / "track" / "tracking.json", encoding="utf-8") as f:
+            return int(json.load(f)["crop_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """(B, S, S, 3) uint8 → (B, size, size, 3): Lanczos up, area down (unchanged at the same size)."""
+    import cv2
+
+    images = np.asarray(images)
+    if images.shape[1] == size:
+        return images
+    flag = cv2.INTER_LANCZOS4 if size > images.shape[1] else cv2.INTER_AREA
+    return np.stack([cv2.resize(im, (size, size), interpolation=flag) for im in images]) if len(images) \
+        else np.zeros((0, size, size, 3), np.uint8)
 
 
 class AvatarEngine(Protocol):
@@ -65,8 +92,10 @@ class Avatar:
     """A trained avatar. ``Avatar.open(project).render(yaw=10, expression={"jaw_open": 0.8})``."""
 
     def __init__(self, engine: AvatarEngine, spec=None, project=None, detail: bool = True,
-                 flame_geometry: bool = True, scene: bool = True):
+                 flame_geometry: bool = True, scene: bool = True, out_size: int | None = None):
         self.engine = engine
+        self.out_size = int(out_size) if out_size else None
+        """Side of the images this avatar gives (None: the engine's own); see the module's text."""
         self.spec = spec
         """The engine's `studio.engines.EngineSpec` (title, capabilities), when opened from a project."""
         self.project = project
@@ -75,12 +104,11 @@ class Avatar:
         self._edits_key = None
         self.detail = bool(detail) and project is not None
         """Whether renders get detail from the video (see `video_detail`)."""
-        self._video_detail = None
-        self._video_detail_tried = False
+        self._video_details: dict = {}
+        """`video_detail` per image size (the viewer switches between sizes)."""
         self.flame_geometry = bool(flame_geometry) and project is not None
         """Whether renders of FLAME controls get FLAME's geometry (see `flame_warp`)."""
-        self._flame_warp = None
-        self._flame_warp_tried = False
+        self._flame_warps: dict = {}
         self.scene = bool(scene) and project is not None
         """Whether renders get the video's own background behind the person (see `scene_plate`)."""
         self._scene_plate = None
@@ -88,7 +116,9 @@ class Avatar:
 
     @classmethod
     def open(cls, project, engine: str | None = None, detail: bool = True,
-             flame_geometry: bool = True, scene: bool = True) -> "Avatar":
+             flame_geometry: bool = True, scene: bool = True, out_size: int | None = None) -> "Avatar":
+        """`out_size`: images of this side (between the engine's render size and the tracked crops'
+        size) instead of the engine's own; a size outside that range is refused with a ProjectError."""
         from .engines import ENGINES
 
         engines = trained_engines(project)
@@ -102,16 +132,36 @@ class Avatar:
         if engine not in engines:
             raise ProjectError(f"the {engine} engine is not trained in project {project.name}",
                                f"train it with `avatar-studio run {project.root} --engine {engine}`")
-        return cls(ENGINES[engine].load(project), ENGINES[engine], project, detail=detail,
-                   flame_geometry=flame_geometry, scene=scene)
+        loaded = ENGINES[engine].load(project)
+        if out_size and int(out_size) != loaded.size:
+            top = max_out_size(project)
+            if int(out_size) < loaded.size or top is None or int(out_size) > max(top, loaded.size):
+                within = f"{loaded.size}–{top}" if top and top > loaded.size else f"{loaded.size} only"
+                raise ProjectError(f"cannot show the {engine} avatar at {int(out_size)} px: its engine renders "
+                                   f"{loaded.size} px and the video's tracked crops, which lend the detail above "
+                                   f"that, are {top or 'missing'}" + (" px" if top else ""),
+                                   f"choose a size in {within}")
+        return cls(loaded, ENGINES[engine], project, detail=detail, flame_geometry=flame_geometry, scene=scene,
+                   out_size=out_size)
 
     @property
     def name(self) -> str:
         return self.engine.name
 
+    def sizes(self) -> list[int]:
+        """The image sizes this avatar can give: the engine's, and the tracked crops' when larger (then the
+        frames lend detail the engine's size cannot hold)."""
+        top = max_out_size(self.project) if self.project is not None and hasattr(self.project, "root") else None
+        return [self.engine.size] + ([top] if top and top > self.engine.size else [])
+
     @property
     def size(self) -> int:
-        return self.engine.size
+        """Side of the images `render`, `render_batch` and `finish` give (the engine's, or `out_size`)."""
+        return self.out_size or self.engine.size
+
+    def engine_renders(self, controls: np.ndarray) -> np.ndarray:
+        """The engine's renders of `controls` alone (no detail, FLAME geometry or background), at `size`."""
+        return resize_images(self.engine.render_controls(controls), self.size)
 
     @property
     def control_names(self) -> list[str]:
@@ -205,15 +255,14 @@ class Avatar:
         once; None when detail is off or the project has no tracked crops."""
         if not self.detail:
             return None
-        if not self._video_detail_tried:
+        if self.size not in self._video_details:
             from .detail import VideoDetail
             from .flame.controls import is_flame_controls
 
-            self._video_detail_tried = True
-            self._video_detail = VideoDetail.from_project(
+            self._video_details[self.size] = VideoDetail.from_project(
                 self.project, self.size, controls="flame" if is_flame_controls(self.control_names) else "named",
                 config=self.detail_config())
-        return self._video_detail
+        return self._video_details[self.size]
 
     def add_detail(self, images: np.ndarray, controls: np.ndarray | None = None,
                    unedited: np.ndarray | None = None, fields: list | None = None) -> np.ndarray:
@@ -223,6 +272,9 @@ class Avatar:
         of the result (FLAME's geometry, see `finish`)."""
         from .flame.warp import remap_each
 
+        images = resize_images(images, self.size)
+        if unedited is not None:
+            unedited = resize_images(unedited, self.size)
         vd = self.video_detail()
         if vd is None:
             return images if fields is None else remap_each(images, fields)
@@ -239,15 +291,15 @@ class Avatar:
         avatar is not on FLAME controls, or FLAME's files or fit are missing."""
         if not self.flame_geometry:
             return None
-        if not self._flame_warp_tried:
+        if self.size not in self._flame_warps:
             from .flame.controls import is_flame_controls
 
-            self._flame_warp_tried = True
+            self._flame_warps[self.size] = None
             if is_flame_controls(self.control_names):
                 from .flame.warp import FlameGeometry
 
-                self._flame_warp = FlameGeometry.from_project(self.project, self.size, engine=self.engine)
-        return self._flame_warp
+                self._flame_warps[self.size] = FlameGeometry.from_project(self.project, self.size, engine=self.engine)
+        return self._flame_warps[self.size]
 
     # ------------------------------------------------------------------ the video's background
     def scene_plate(self):
@@ -279,7 +331,7 @@ class Avatar:
         bound = self.bind_edits(edits)
         imgs = self.engine.render_controls(c, edits=bound)
         if self.video_detail() is None and self.flame_warp() is None and self.scene_plate() is None:
-            return imgs
+            return resize_images(imgs, self.size)
         unedited = self.engine.render_controls(c) if bound and self.video_detail() is not None else None
         return self.finish(imgs, c, unedited, placements=placements)
 

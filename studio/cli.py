@@ -391,7 +391,7 @@ def cmd_eval(args) -> int:
         return 0
     try:
         rep = evaluate(project, args.engine, on_progress=printer, detail=args.detail,
-                       flame_geometry=args.flame_geometry, scene=args.scene)
+                       flame_geometry=args.flame_geometry, scene=args.scene, out_size=args.size)
     finally:
         printer.close()
     _say(format_table(rep))
@@ -759,6 +759,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-scene", dest="scene", action="store_false", default=True,
                     help="measure with the engine's own background instead of the video's (the held-out frames "
                          "are scored both ways anyway)")
+    sp.add_argument("--size", type=int, default=None, metavar="PX",
+                    help="measure the avatar shown at PX pixels (up to the tracked crops' size, 256): the render "
+                         "upsampled, the video's frames lending their detail at full resolution; the report goes to "
+                         "eval/<engine>_<PX>px/")
     sp.set_defaults(func=cmd_eval)
 
     sp = sub.add_parser("export", help="render a clip: turntable, the subject's own motion, a driver video, or a "
@@ -790,6 +794,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="FLAME controls: render without FLAME's geometry warp (the engine's own expression only)")
     sp.add_argument("--no-scene", dest="scene", action="store_false", default=None,
                     help="keep the engine's own background instead of the video's behind the person")
+    sp.add_argument("--size", type=int, metavar="PX",
+                    help="image size in pixels (default: the engine's, 128 in preview; up to the tracked crops' "
+                         "size, 256): the render upsampled, the video's frames lending their detail at full "
+                         "resolution")
     sp.set_defaults(func=cmd_export)
 
     sp = sub.add_parser("drive", help="train the learned transfer of another person (an actor) onto the avatar, "

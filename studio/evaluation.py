@@ -205,7 +205,8 @@ def beats_retrieval(heldout: dict | None, retrieval: dict | None) -> dict:
 
 def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, latency_frames: int = 20,
                   sheet_frames: int = 8, detail: bool = True,
-                  flame_geometry: bool = True, scene: bool = True) -> Generator[Progress, None, dict]:
+                  flame_geometry: bool = True, scene: bool = True,
+                  out_size: int | None = None) -> Generator[Progress, None, dict]:
     """Evaluate a trained engine; yields `Progress`, returns the report dict (also written to disk).
 
     `detail`: measure the avatar as the viewer and export show it, with detail from the video
@@ -215,7 +216,9 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
     sliders are then also scored without it (``controls.flame_without_warp``). `scene`: the video's
     own background behind the person (`studio.scene`), each held-out render placed where that frame's
     head was (its tracked frame -> crop transform); the avatar with the engine's own background is
-    scored beside it as ``heldout_own_background``."""
+    scored beside it as ``heldout_own_background``. `out_size`: measure the avatar shown larger than
+    the engine renders (`Avatar.open`'s `out_size`; the real frames at that size too); the report goes
+    to ``eval/<engine>_<size>px/`` beside the default one."""
     from .avatar import Avatar
     from .project import now_iso
     from .tracking.data import TrackingData
@@ -223,12 +226,13 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
     t_start = time.perf_counter()
     from .flame.controls import is_flame_controls
 
-    avatar = Avatar.open(project, engine, detail=detail, flame_geometry=flame_geometry, scene=scene)
+    avatar = Avatar.open(project, engine, detail=detail, flame_geometry=flame_geometry, scene=scene,
+                         out_size=out_size)
     name = avatar.name
     flame_controls = is_flame_controls(avatar.control_names)
     tracking = TrackingData.from_project(project, controls="flame" if flame_controls else "named")
     _, held = tracking.split()
-    out_dir = project.root / "eval" / name
+    out_dir = project.root / "eval" / (name if avatar.size == avatar.engine.size else f"{name}_{avatar.size}px")
     report: dict = {"engine": name, "project": project.name, "created": now_iso(), "size": avatar.size,
                     "heldout_frames": int(len(held)), "video_detail": avatar.video_detail() is not None,
                     "flame_geometry": avatar.flame_warp() is not None, "scene": avatar.scene_plate() is not None}
@@ -243,7 +247,7 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
     placements = np.asarray(tracking.transforms, np.float64)[held]   # where each held-out head was in its frame
     renders, clamped_renders = [], []
     for i in range(0, len(held), 8):
-        renders.append(avatar.engine.render_controls(controls[i:i + 8]))
+        renders.append(avatar.engine_renders(controls[i:i + 8]))
         clamped_renders.append(avatar.render_batch(controls[i:i + 8], placements=placements[i:i + 8])[0])
         yield Progress(stage=STAGE, step=min(i + 8, len(held)), total=len(held), part="heldout")
     empty = np.zeros((0, avatar.size, avatar.size, 3), np.uint8)

@@ -64,6 +64,9 @@ class ExportConfig:
                             "frames' background; source self: each head placed where it was in its frame, "
                             "other sources: where it was most of the clip); off keeps the engine's own, "
                             "softer background.")
+    size: int | None = opt(None, "Image size in pixels (empty = the engine's render size, 128 in the preview preset). "
+                                 "Up to the tracked crops' size (256): the render is upsampled and the video's frames "
+                                 "lend their detail at full resolution.", minimum=32, maximum=2048)
     batch: int = opt(4, "Frames rendered per batch.", minimum=1, maximum=64, advanced=True)
     overwrite: bool = opt(True, "Replace an existing file at the output path (only once the new one is complete).")
 
@@ -403,7 +406,7 @@ def export(project, cfg: ExportConfig, out: str | Path, control: Control | None 
     if out.exists() and not cfg.overwrite:
         raise InputError(f"{out} already exists", "choose another name")
     avatar = avatar or Avatar.open(project, cfg.engine, detail=cfg.detail, flame_geometry=cfg.flame_geometry,
-                                   scene=cfg.scene)
+                                   scene=cfg.scene, out_size=cfg.size)
     edits = _bind_edits(project, avatar, cfg.edits)
 
     yield Progress(stage="export", step=0, total=1, part="prepare", message=f"preparing {cfg.source} motion")

@@ -160,6 +160,68 @@ def test_avatar_uses_video_detail_only_with_a_project_and_when_on(tmp_path, monk
     assert np.array_equal(on.render(yaw=0.0).image, shown[0])
 
 
+def test_a_larger_out_size_takes_the_frames_detail_at_their_own_resolution(monkeypatch):
+    """`out_size` 256 over an engine rendering 128: the render is upsampled and the frames (here 256 px with
+    grain finer than a 128 px image holds) lend their detail at 256, so the image holds far more fine detail
+    than the 128 px avatar blown up."""
+    def grain(seed):
+        rng = np.random.default_rng(seed)
+        g = cv2.GaussianBlur(rng.normal(0, 1, (256, 256)).astype(np.float32), (0, 0), 0.7)
+        return np.clip(150 + 80 * g, 0, 255).astype(np.uint8)[..., None].repeat(3, -1)
+
+    big = np.stack([grain(i) for i in range(6)])
+    controls = _frames()[1]
+    sizes = []
+
+    def from_project(cls, project, size, **_):
+        sizes.append(size)
+        return cls(np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in big]), controls)
+
+    monkeypatch.setattr(VideoDetail, "from_project", classmethod(from_project))
+    engine = _Engine()
+    c = np.zeros((1, 4), np.float32)
+    small = Avatar(engine, project=object(), scene=False)
+    large = Avatar(engine, project=object(), scene=False, out_size=256)
+    a, b = small.render_batch(c)[0][0], large.render_batch(c)[0][0]
+    assert a.shape == (S, S, 3) and b.shape == (256, 256, 3) and large.size == 256 and sizes == [S, 256]
+
+    def fine(img):
+        return cv2.Laplacian(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), cv2.CV_32F).var()
+
+    assert fine(b) > 3 * fine(cv2.resize(a, (256, 256), interpolation=cv2.INTER_LANCZOS4))
+    # the engine alone, and an avatar with detail off, are the render upsampled
+    assert large.engine_renders(c).shape == (1, 256, 256, 3)
+    off = Avatar(engine, project=object(), detail=False, scene=False, out_size=256)
+    assert np.array_equal(off.render_batch(c)[0], large.engine_renders(c))
+
+
+def test_open_refuses_an_out_size_the_frames_cannot_serve(tmp_path, monkeypatch):
+    import json
+
+    from studio.engines import ENGINES
+    from studio.errors import ProjectError
+    from studio.project import Project
+
+    import dataclasses
+
+    import studio.avatar as avatar_mod
+    import studio.engines as engines_mod
+
+    proj = Project.create(tmp_path / "p")
+    monkeypatch.setattr(avatar_mod, "trained_engines", lambda project: ["pvp"])
+    monkeypatch.setitem(engines_mod.ENGINES, "pvp", dataclasses.replace(ENGINES["pvp"], loader=lambda project: _Engine()))
+    with pytest.raises(ProjectError, match="tracked crops.*missing"):     # no tracking: nothing past the engine's
+        Avatar.open(proj, "pvp", out_size=256)
+    (proj.root / "track").mkdir()
+    (proj.root / "track" / "tracking.json").write_text(json.dumps({"crop_size": 256}))
+    assert Avatar.open(proj, "pvp", out_size=256).size == 256
+    assert Avatar.open(proj, "pvp", out_size=S).size == S and Avatar.open(proj, "pvp").size == S
+    for bad in (512, 64):
+        with pytest.raises(ProjectError, match=f"at {bad} px") as err:
+            Avatar.open(proj, "pvp", out_size=bad)
+        assert "128–256" in err.value.hint
+
+
 def test_each_engine_brings_its_own_detail_config(tmp_path, monkeypatch):
     """The NeRF engine's render draws the eyes, so its detail matches the flow more finely and applies half of it
     inside the face (the frames' own eyes and mouth, whole); the StyleGAN engine's applies part of the flow inside the

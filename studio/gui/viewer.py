@@ -97,6 +97,9 @@ class ViewerPanel(QWidget):
         self.flame_count = FLAME_SLIDERS
         """How many FLAME coefficient sliders an avatar with FLAME controls shows (a setting)."""
         self._info: dict | None = None
+        self._shown_size = 0
+        self._sizes_seen: set[int] = set()
+        """Image sizes rendered since the avatar was loaded (the first render at a new size prepares its frames)."""
         self._flame_names: list[str] = []    # FLAME sliders shown (jaw + coefficients)
         self._named_sliders: list[ControlSlider] = []
         self._named_map = None                 # studio.flame.controls.NamedToFlame
@@ -140,6 +143,11 @@ class ViewerPanel(QWidget):
         self.engine_box.setMinimumWidth(140)
         self.engine_box.currentIndexChanged.connect(self._engine_chosen)
         head.addWidget(self.engine_box)
+        self.size_box = QComboBox()
+        self.size_box.setToolTip("The image's size: the engine's own, or the video's tracked crops' (the render "
+                                 "upsampled, the video's frames lending their detail at full resolution; the first "
+                                 "switch prepares the frames at that size)")
+        self.size_box.currentIndexChanged.connect(self._size_chosen)
         left.addLayout(head)
         self.notice = QLabel("")
         self.notice.setObjectName("Warning")
@@ -155,7 +163,12 @@ class ViewerPanel(QWidget):
         left.addLayout(images, 1)
         self.info = QLabel("")
         self.info.setObjectName("Dim")
-        left.addWidget(self.info)
+        self.info.setWordWrap(True)   # a long line (clamped sliders) wraps instead of widening the column
+        foot = QHBoxLayout()       # under the image: a wider header pushed the Edits column out of a 1360-px window
+        foot.addWidget(self.info, 1)
+        foot.addWidget(QLabel("Size"))
+        foot.addWidget(self.size_box)
+        left.addLayout(foot)
         lay.addLayout(left, 3)
 
         right = QVBoxLayout()
@@ -273,6 +286,12 @@ class ViewerPanel(QWidget):
             self.render_view.set_placeholder("Loading the avatar…")
             self.worker.load(project, engines[0])
 
+    def _size_chosen(self) -> None:
+        px = self.size_box.currentData()
+        if px is not None and px != self._shown_size and px not in self._sizes_seen:
+            self.info.setText(f"{self.info.text().split(' · ')[0]} · preparing the video's frames at {px} px…")
+        self.request_render()
+
     def _engine_chosen(self) -> None:
         e = self.engine_box.currentData()
         if e and self.project is not None:
@@ -366,6 +385,17 @@ class ViewerPanel(QWidget):
         self._has_detail = info.get("has_detail", False)
         self._has_flame_geometry = info.get("has_flame_geometry", False)
         self._has_scene = info.get("has_scene", False)
+        self._shown_size = info["size"]
+        self._sizes_seen = {info["size"]}
+        chosen = self.size_box.currentData()
+        self.size_box.blockSignals(True)
+        self.size_box.clear()
+        for px in info.get("sizes") or [info["size"]]:
+            self.size_box.addItem(f"{px} px", px)
+        if chosen in (info.get("sizes") or []):
+            self.size_box.setCurrentIndex(self.size_box.findData(chosen))
+        self.size_box.setEnabled(self.size_box.count() > 1)
+        self.size_box.blockSignals(False)
         self.flame_box.setVisible(is_flame_controls(info["control_names"]))
         if is_flame_controls(info["control_names"]) and not self._has_flame_geometry:
             self.flame_box.setToolTip("needs FLAME's files and this project's FLAME fit (see Models…)")
@@ -417,7 +447,7 @@ class ViewerPanel(QWidget):
             return -1
         return self.worker.request(self.controls(), nearest=self.nearest_box.isChecked(), edits=self.edits.active(),
                                    detail=self.detail_box.isChecked(), flame_geometry=self.flame_box.isChecked(),
-                                   scene=self.scene_box.isChecked())
+                                   scene=self.scene_box.isChecked(), size=self.size_box.currentData())
 
     def _rendered(self, r: dict) -> None:
         self.last_render = r
@@ -427,6 +457,10 @@ class ViewerPanel(QWidget):
         clamp = f" · clamped to the trained range: {', '.join(r['clamped'])}" if r["clamped"] else ""
         near = f" · nearest frame {r['row']}" if r.get("row") is not None and self.nearest_box.isChecked() else ""
         base = self.info.text().split(" · ")[0]
+        if self._info is not None and r["image"] is not None:   # the size the image came at
+            base = base.replace(f"{self._shown_size} px", f"{r['image'].width()} px")
+            self._shown_size = r["image"].width()
+            self._sizes_seen.add(self._shown_size)
         self.info.setText(f"{base} · {r['ms']:.0f} ms{near}{clamp}")
 
     def _failed(self, f: Failure) -> None:

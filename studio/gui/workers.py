@@ -135,7 +135,7 @@ class RenderWorker(QThread):
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
         self._cond = threading.Condition()
-        self._pending: tuple | None = None   # (seq, controls, want_nearest, edits, detail, flame_geometry, scene)
+        self._pending: tuple | None = None   # (seq, controls, want_nearest, edits, detail, flame_geometry, scene, size)
         self._thumbs: list[tuple[str, tuple[float, ...]]] = []   # thumbnails to render, oldest first
         self._load: tuple | None = None      # (project, engine)
         self._stop = False
@@ -154,17 +154,18 @@ class RenderWorker(QThread):
             self._cond.notify()
 
     def request(self, controls: np.ndarray, nearest: bool = False, edits: dict | None = None,
-                detail: bool = True, flame_geometry: bool = True, scene: bool = True) -> int:
+                detail: bool = True, flame_geometry: bool = True, scene: bool = True, size: int | None = None) -> int:
         """`detail`: with detail from the video (`studio.detail`) or the engine's render alone;
         `flame_geometry`: FLAME controls warped by FLAME's geometry (`studio.flame.warp`) or not;
-        `scene`: the video's own background behind the person (`studio.scene`) or the engine's."""
+        `scene`: the video's own background behind the person (`studio.scene`) or the engine's;
+        `size`: the image's side, one of the loaded avatar's ``sizes`` (None: the engine's)."""
         with self._cond:
             self._seq += 1
             if self._pending is not None:
                 self.dropped_count += 1
             self._pending = (self._seq, np.asarray(controls, np.float32).copy(), nearest,
                              {str(k): float(v) for k, v in (edits or {}).items()}, bool(detail),
-                             bool(flame_geometry), bool(scene))
+                             bool(flame_geometry), bool(scene), size)
             self._cond.notify()
             return self._seq
 
@@ -224,7 +225,8 @@ class RenderWorker(QThread):
                           "has_tracking": self._tracking is not None,
                           "has_detail": self.avatar.video_detail() is not None,
                           "has_flame_geometry": self.avatar.flame_warp() is not None,
-                          "has_scene": self.avatar.scene_plate() is not None})
+                          "has_scene": self.avatar.scene_plate() is not None,
+                          "sizes": self.avatar.sizes()})
 
     def _do_thumbnail(self, name: str, strengths: tuple[float, ...]) -> None:
         if self.avatar is None:
@@ -238,10 +240,12 @@ class RenderWorker(QThread):
             self.thumbnail.emit(name, None)
 
     def _do_render(self, seq: int, controls: np.ndarray, want_nearest: bool, edits: dict | None = None,
-                   detail: bool = True, flame_geometry: bool = True, scene: bool = True) -> None:
+                   detail: bool = True, flame_geometry: bool = True, scene: bool = True,
+                   size: int | None = None) -> None:
         if self.avatar is None:
             return
         t0 = time.perf_counter()
+        self.avatar.out_size = size if size in self.avatar.sizes()[1:] else None
         self.avatar.detail = detail and self.avatar.project is not None
         self.avatar.flame_geometry = flame_geometry and self.avatar.project is not None
         self.avatar.scene = scene and self.avatar.project is not None

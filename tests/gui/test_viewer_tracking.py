@@ -226,3 +226,23 @@ def test_a_slider_near_zero_reads_plus_zero_not_minus_zero(qtbot):
     assert s.value_label.text() == "+0.00"
     s.set_value(-0.5)
     assert s.value_label.text() == "-0.50"
+
+
+def test_size_box_shows_the_avatar_at_the_tracked_crops_size(window, tmp_path, fake_engines, qtbot, screenshot):
+    """Crops tracked at 256 px, an engine rendering 128: the Size box offers both; at 256 the image is 256 px
+    (the render upsampled, the frames' detail at full size) and the label says so; back at 128, 128 again."""
+    project = synthetic_tracked_project(tmp_path / "big", crop=256)
+    v = _open_viewer(window, project, qtbot)
+    assert [v.size_box.itemData(i) for i in range(v.size_box.count())] == [128, 256] and v.size_box.isEnabled()
+    assert v.last_render["image"].width() == 128
+    v.size_box.setCurrentIndex(1)
+    qtbot.waitUntil(lambda: v.last_render["image"].width() == 256, timeout=10000)
+    qtbot.waitUntil(lambda: "256 px" in v.info.text(), timeout=5000)
+    screenshot(window, "viewer_256")
+    v.size_box.setCurrentIndex(0)
+    qtbot.waitUntil(lambda: v.last_render["image"].width() == 128 and "128 px" in v.info.text(), timeout=10000)
+
+
+def test_size_box_is_off_when_the_crops_are_no_larger_than_the_render(window, tracked, fake_engines, qtbot):
+    v = _open_viewer(window, tracked, qtbot)          # crops of 64 px under a 128 px engine
+    assert v.size_box.count() == 1 and not v.size_box.isEnabled()
