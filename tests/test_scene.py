@@ -325,8 +325,8 @@ def test_avatar_and_eval_put_the_videos_background_behind_the_person(tmp_path, m
     monkeypatch.setattr(ScenePlate, "person_matte",
                         lambda self, image: disc(image.shape[0], 24 / CROP * image.shape[0]))
     monkeypatch.setattr(Avatar, "open", classmethod(
-        lambda cls, project, engine_name=None, detail=True, flame_geometry=True, scene=True:
-        cls(engine, project=project, detail=detail, flame_geometry=flame_geometry, scene=scene)))
+        lambda cls, project, engine_name=None, detail=True, flame_geometry=True, scene=True, out_size=None:
+        cls(engine, project=project, detail=detail, flame_geometry=flame_geometry, scene=scene, out_size=out_size)))
     monkeypatch.setattr(metrics, "arcface_weights", lambda: None)
     monkeypatch.setattr(tracker, "track_images", lambda images, tracking: [None] * len(images))
 

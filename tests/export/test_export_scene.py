@@ -124,8 +124,8 @@ def opened(project, monkeypatch):
     engine = DiscOnGreyEngine(TrackingData.from_project(project))
     avatars: list[Avatar] = []
 
-    def open_(cls, project, engine_name=None, detail=True, flame_geometry=True, scene=True):
-        av = cls(engine, project=project, detail=detail, flame_geometry=flame_geometry, scene=scene)
+    def open_(cls, project, engine_name=None, detail=True, flame_geometry=True, scene=True, out_size=None):
+        av = cls(engine, project=project, detail=detail, flame_geometry=flame_geometry, scene=scene, out_size=out_size)
         avatars.append(av)
         return av
 
