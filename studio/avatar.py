@@ -132,26 +132,34 @@ class Avatar:
         if engine not in engines:
             raise ProjectError(f"the {engine} engine is not trained in project {project.name}",
                                f"train it with `avatar-studio run {project.root} --engine {engine}`")
-        loaded = ENGINES[engine].load(project)
-        if out_size and int(out_size) != loaded.size:
-            top = max_out_size(project)
-            if int(out_size) < loaded.size or top is None or int(out_size) > max(top, loaded.size):
-                within = f"{loaded.size}–{top}" if top and top > loaded.size else f"{loaded.size} only"
+        avatar = cls(ENGINES[engine].load(project), ENGINES[engine], project, detail=detail,
+                     flame_geometry=flame_geometry, scene=scene)
+        if out_size and int(out_size) != avatar.engine.size:
+            sizes, top = avatar.sizes(), avatar._crop_size()
+            if not sizes[0] <= int(out_size) <= sizes[-1]:
+                within = f"{sizes[0]}–{sizes[-1]}" if len(sizes) > 1 else f"{sizes[0]} only"
                 raise ProjectError(f"cannot show the {engine} avatar at {int(out_size)} px: its engine renders "
-                                   f"{loaded.size} px and the video's tracked crops, which lend the detail above "
+                                   f"{sizes[0]} px and the video's tracked crops, which lend the detail above "
                                    f"that, are {top or 'missing'}" + (" px" if top else ""),
                                    f"choose a size in {within}")
-        return cls(loaded, ENGINES[engine], project, detail=detail, flame_geometry=flame_geometry, scene=scene,
-                   out_size=out_size)
+            avatar.out_size = int(out_size)
+        return avatar
 
     @property
     def name(self) -> str:
         return self.engine.name
 
+    def _crop_size(self) -> int | None:
+        """The project's tracked crop size, read once (None without a project or tracking)."""
+        if not hasattr(self, "_crop_size_read"):
+            has_root = self.project is not None and hasattr(self.project, "root")
+            self._crop_size_read = max_out_size(self.project) if has_root else None
+        return self._crop_size_read
+
     def sizes(self) -> list[int]:
         """The image sizes this avatar can give: the engine's, and the tracked crops' when larger (then the
         frames lend detail the engine's size cannot hold)."""
-        top = max_out_size(self.project) if self.project is not None and hasattr(self.project, "root") else None
+        top = self._crop_size()
         return [self.engine.size] + ([top] if top and top > self.engine.size else [])
 
     @property

@@ -622,9 +622,9 @@ class MainWindow(QMainWindow):
         runner.cancelled.connect(self._run_cancelled)
         runner.finished.connect(self._run_finished)
         self.runner = runner
-        from ..loop import stage_loss_log
+        from .dashboard import history_log
 
-        self.stage_page.dashboard.reset(stages[0], log=stage_loss_log(self.project, stages[0]))
+        self.stage_page.dashboard.reset(stages[0], log=history_log(self.project, stages[0]))
         self.stage_page.dashboard.set_running(True)
         if self.pages.currentWidget() is not self.stage_page:
             self.select_stage(stages[-1])
@@ -647,11 +647,11 @@ class MainWindow(QMainWindow):
             pass  # keep what we have; the next poll tries again
 
     def _run_started(self, name: str) -> None:
-        from ..loop import stage_loss_log
         from ..stages import REGISTRY
+        from .dashboard import history_log
 
         d = self.stage_page.dashboard
-        d.reset(name, log=stage_loss_log(self.project, name))
+        d.reset(name, log=history_log(self.project, name))
         d.set_running(True)
         d.set_title(f"Running: {REGISTRY[name].title}")
         self.statusBar().showMessage(f"Running {REGISTRY[name].title}…")
