@@ -121,3 +121,31 @@ def test_the_warp_moves_what_is_at_the_landmarks_and_leaves_the_border(synthetic
     cx, cy = (out * xx).sum() / out.sum(), (out * yy).sum() / out.sum()
     assert cx == pytest.approx(66.0, abs=0.2) and cy == pytest.approx(63.0, abs=0.2)
     assert geo.warp_image(img, where, shift * 0.001) is img, "below min_shift nothing is resampled"
+
+
+def test_the_warp_at_twice_the_size_is_the_same_motion_in_twice_the_pixels(synthetic_flame):
+    """An avatar shown at the tracked crops' size (`Avatar(out_size=256)` over a 128 px engine) builds its
+    FLAME geometry at that size: the same controls must move each landmark twice as many pixels, and the
+    field, brought back to 128 px, must be the 128 px field."""
+    import cv2
+
+    model, emb = _load(synthetic_flame)
+    fr = _frames(model, emb)
+    big = dict(fr, crop_landmarks=fr["crop_landmarks"] * 2)
+    args = lambda f: (model, emb, np.zeros(10, np.float32), f["expression"], f["jaw"], f["rotation"],  # noqa: E731
+                      f["crop_landmarks"], f["controls"], f["rest_expression"], f["rest_jaw"])
+    g128, g256 = FlameGeometry(*args(fr), 128), FlameGeometry(*args(big), 256)
+    c = fr["controls"][4].copy()
+    c[3 + 2] += 1.5
+    c[2] += 0.08
+    w1, s1 = g128.displacements(c[None])
+    w2, s2 = g256.displacements(c[None])
+    assert np.abs(s1).max() > 0.5, "the commanded move is visible at 128 px"
+    assert np.allclose(w2, 2 * w1, atol=1e-6) and np.allclose(s2, 2 * s1, rtol=1e-4, atol=1e-4)
+    f1, f2 = g128.fields(c[None])[0], g256.fields(c[None])[0]
+    assert f1 is not None and f2 is not None and f2.shape == (256, 256, 2)
+    back = cv2.resize(f2, (128, 128), interpolation=cv2.INTER_AREA) / 2
+    moved = np.linalg.norm(f1, axis=-1) > 0.2
+    assert moved.sum() > 50
+    err = np.linalg.norm(back - f1, axis=-1)[moved]
+    assert err.mean() < 0.05 * np.linalg.norm(f1, axis=-1)[moved].mean() + 0.02, err.mean()
