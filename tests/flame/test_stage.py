@@ -222,6 +222,28 @@ def test_nerf_trains_on_flame_controls(nerf_flame_project):
     assert av.render(expression={"jaw": av.ranges["jaw"][1]}).image.shape == (16, 16, 3)
 
 
+def test_a_flame_avatar_at_a_larger_size_warps_at_that_size(nerf_flame_project, subject_flame_module, monkeypatch,
+                                                             tmp_path):
+    """`Avatar(out_size=…)` (`export --size`, the viewer's Size box) on an avatar on FLAME controls: the
+    FLAME geometry is built at the larger size (its own cache), and a jaw opened there moves the image."""
+    from studio.avatar import Avatar
+
+    configure_flame(monkeypatch, tmp_path, subject_flame_module)
+    small = Avatar.open(nerf_flame_project, "nerf")
+    sizes = small.sizes()
+    assert len(sizes) == 2 and sizes[1] > sizes[0], sizes
+    big = Avatar.open(nerf_flame_project, "nerf", out_size=sizes[1])
+    assert small.flame_warp().size == sizes[0] and big.flame_warp().size == sizes[1]
+    rest = big.neutral()
+    jaw = rest.copy()
+    jaw[2] = big.ranges["jaw"][1]
+    (a, b), _ = big.render_batch(np.stack([rest, jaw]))
+    assert a.shape == b.shape == (sizes[1], sizes[1], 3)
+    _, shift = big.flame_warp().displacements(jaw[None])
+    _, shift_small = small.flame_warp().displacements(jaw[None])
+    assert np.abs(shift).max() > 0.5 and np.allclose(shift, shift_small * sizes[1] / sizes[0], rtol=1e-3, atol=1e-3)
+
+
 # ------------------------------------------------------------------ driving from FLAME files
 def test_head_rotation_gives_the_tracking_yaw_pitch(flame_project):
     from studio.flame.drive import yaw_pitch_degrees
