@@ -38,6 +38,28 @@ def _explain(exc: OSError, path: Path) -> StudioError:
     return StudioError(f"could not write {path}: {exc.strerror or exc}", "check the disk and try again")
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read from /proc where there is one: `os.umask` can only be
+    read by setting it, which races with other threads creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def file_mode() -> int:
+    """The permissions of a file the user creates (0666 less the umask). `tempfile.mkstemp` makes 0600
+    files, so without this every file of a project would be private to its owner, unlike the folders
+    beside it (and the project could not be shared with a group or read by another account)."""
+    return 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path` atomically.
@@ -55,6 +77,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, file_mode())
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 
@@ -108,6 +109,28 @@ def test_atomic_write_keeps_old_file_when_writer_dies(tmp_path):
     assert json.loads(path.read_text()) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"], "no temp file left behind"
 
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file permission bits are POSIX's")
+def test_atomic_writes_give_files_the_users_permissions_not_mkstemps(tmp_path):
+    """mkstemp's temp files are 0600; a project's files should be as any file the user makes (0666 less
+    the umask), so a project folder can be shared or read by another account like the folders in it."""
+    import stat
+
+    from models.stylegan2.checkpoint import _atomic_write
+
+    old = os.umask(0o022)
+    try:
+        atomic.write_json(tmp_path / "a.json", {"v": 1})
+        with atomic.atomic_path(tmp_path / "b.bin") as tmp:
+            tmp.write_bytes(b"x")
+        _atomic_write(tmp_path / "c.pt", lambda f: f.write(b"y"))
+        os.umask(0o077)
+        atomic.write_json(tmp_path / "a.json", {"v": 2})
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == {"a.json": 0o600, "b.bin": 0o644, "c.pt": 0o644}, {k: oct(v) for k, v in modes.items()}
 
 def test_disk_full_is_a_plain_error(tmp_path, monkeypatch):
     import errno

@@ -221,12 +221,16 @@ def _read_config(path, embedded):
 def _atomic_write(path, write):
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
+    mask = os.umask(0o022)  # mkstemp makes a 0600 file: give it a new file's permissions instead
+    os.umask(mask)
+    mode = 0o666 & ~mask
     fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
     try:
         with os.fdopen(fd, 'wb') as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
