@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 import time
@@ -38,11 +39,13 @@ class ProgressPrinter:
             self._key, self._t0 = key, now
             self._last = 0.0
         done = ev.total and ev.step >= ev.total
-        news = bool(ev.message) and not ev.losses and ev.message != getattr(self, "_last_msg", None)
+        # a new kind of message is shown at once; one that only counts on ("frame 10", "frame 20") waits its turn
+        gist = re.sub(r"\d+", "#", ev.message) if ev.message else ""
+        news = bool(ev.message) and not ev.losses and gist != getattr(self, "_last_msg", None)
         if now - self._last < self.min_interval and not done and not news:
             return
         if news:
-            self._last_msg = ev.message
+            self._last_msg = gist
         self._last = now
         elapsed = ev.elapsed or (now - self._t0)
         name = f"{ev.stage}" + (f"/{ev.part}" if ev.part else "")
