@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (QCheckBox, QGridLayout, QHBoxLayout, QLabel, QPro
 
 from .imaging import ImageView
 from .labels import ElidedLabel
-from .theme import COLORS, CURVE_COLORS, icon
+from .theme import COLORS, curve_style, icon, swatch
 from .workers import ProgressBatch
 
 N_THUMBS = 6
@@ -199,9 +199,16 @@ class Dashboard(QWidget):
         self.plot.setLabel("bottom", "step")
         self.plot.setLabel("left", "loss")
         self.plot.getAxis("left").setWidth(60)  # fixed: a wider tick label must not relayout the plot
-        self.legend = self.plot.addLegend(offset=(-10, 10), labelTextColor=COLORS["text"],
-                                          brush=pg.mkBrush(32, 36, 44, 210))
         pl.addWidget(self.plot, 1)
+        # one on/off box a loss under the plot, not a legend inside it: a legend covered the curves' top right
+        # (the sharpening head's perceptual loss vanished under it) and the mappers' nine losses filled it
+        self.loss_grid = QGridLayout()
+        self.loss_grid.setHorizontalSpacing(10)
+        self.loss_grid.setVerticalSpacing(0)
+        pl.addLayout(self.loss_grid)
+        self.loss_boxes: dict[str, QCheckBox] = {}
+        self.hidden_losses: set[str] = set()
+        """Losses the user switched off; kept from one run to the next."""
         opts = QHBoxLayout()
         self.raw_box = QCheckBox("Raw")
         self.raw_box.setChecked(True)
@@ -233,6 +240,7 @@ class Dashboard(QWidget):
         split.setSizes([520, 360])
         split.setChildrenCollapsible(False)
         self.split = split
+        split.splitterMoved.connect(lambda *_: self._relayout_loss_boxes())
         lay.addWidget(split, 1)
 
         self._redraw = QTimer(self)
@@ -249,6 +257,7 @@ class Dashboard(QWidget):
         if self.split.orientation() != want:
             self.split.setOrientation(want)
         super().resizeEvent(ev)
+        QTimer.singleShot(0, self._relayout_loss_boxes)   # once the plot has its new width
 
     # ------------------------------------------------------------------ state
     def reset(self, stage: str, log: Path | None = None) -> None:
@@ -261,7 +270,12 @@ class Dashboard(QWidget):
         self.curves: dict[str, tuple[pg.PlotDataItem, pg.PlotDataItem]] = {}
         self.plot.clear()
         self.plot.setTitle(None)
-        self.legend.clear()
+        while self.loss_grid.count():
+            item = self.loss_grid.takeAt(0)
+            if item.widget() is not None:   # hidden now: deleteLater waits for the event loop, and
+                item.widget().hide()        # until then the old boxes showed under the new ones
+                item.widget().deleteLater()
+        self.loss_boxes = {}
         self.plot.setXRange(0, 100, padding=0)  # an empty plot shows steps, not a ±400 default
         self.plot.setYRange(0, 1, padding=0)
         self.plot.enableAutoRange()
@@ -470,21 +484,61 @@ class Dashboard(QWidget):
         self._dirty = True
         self._draw_curves()
 
+    LOSS_BOX_WIDTH = 118
+    """Pixels of plot width a loss's on/off box takes: as many columns of boxes as fit under the plot."""
+
+    def loss_columns(self) -> int:
+        return max(1, self.plot.width() // self.LOSS_BOX_WIDTH)
+
+    def _add_loss_box(self, name: str, i: int, color: str, style) -> None:
+        box = QCheckBox(name.replace("_", " "))
+        box.setIcon(swatch(color, style))
+        box.setChecked(name not in self.hidden_losses)
+        box.setToolTip(f"Show the {name} loss")
+        box.toggled.connect(lambda on, n=name: self.show_loss(n, on))
+        cols = self.loss_columns()
+        self.loss_grid.addWidget(box, i // cols, i % cols)
+        self.loss_boxes[name] = box
+
+    def _relayout_loss_boxes(self) -> None:
+        cols = self.loss_columns()
+        placed = [self.loss_grid.getItemPosition(self.loss_grid.indexOf(b))[:2] for b in self.loss_boxes.values()]
+        if placed == [(i // cols, i % cols) for i in range(len(placed))]:
+            return
+        while self.loss_grid.count():   # all out first: a box moved into a cell another still holds overlaps it
+            self.loss_grid.takeAt(0)
+        for i, box in enumerate(self.loss_boxes.values()):
+            self.loss_grid.addWidget(box, i // cols, i % cols)
+
+    def show_loss(self, name: str, on: bool) -> None:
+        """Show or hide one loss's curves (its box under the plot)."""
+        if on:
+            self.hidden_losses.discard(name)
+        else:
+            self.hidden_losses.add(name)
+        box = self.loss_boxes.get(name)
+        if box is not None and box.isChecked() != on:
+            box.setChecked(on)
+        if name in self.curves:
+            self._dirty = True
+            self._draw_curves()
+
     def _draw_curves(self) -> None:
         if not self._dirty:
             return
         self._dirty = False
         show_raw, show_smooth = self.raw_box.isChecked(), self.smooth_box.isChecked()
         for i, (k, (xs, ys)) in enumerate(self.series.items()):
-            color = CURVE_COLORS[i % len(CURVE_COLORS)]
+            color, style = curve_style(i)
             if k not in self.curves:
                 raw = self.plot.plot([], [], pen=pg.mkPen(pg.mkColor(color).lighter(80), width=1), antialias=False)
                 raw.setOpacity(0.35)
-                smooth = self.plot.plot([], [], pen=pg.mkPen(color, width=2), name=k)
+                smooth = self.plot.plot([], [], pen=pg.mkPen(color, width=2, style=style))
                 for c in (raw, smooth):
                     c.setDownsampling(auto=True, method="mean")
                     c.setClipToView(True)
                 self.curves[k] = (raw, smooth)
+                self._add_loss_box(k, len(self.loss_boxes), color, style)
             raw, smooth = self.curves[k]
             x = np.asarray(xs, np.float64)
             y = np.asarray(ys, np.float64)
@@ -492,7 +546,8 @@ class Dashboard(QWidget):
                 keep = y > 0
                 x, y = x[keep], y[keep]
             raw.setData(x, y)
-            raw.setVisible(show_raw)
+            shown = k not in self.hidden_losses
+            raw.setVisible(show_raw and shown)
             alpha = min(0.98, 1.0 - 10.0 / max(20, len(y)))  # heavier smoothing on longer runs
             smooth.setData(x, ema(y, alpha) if len(y) else y)
-            smooth.setVisible(show_smooth)
+            smooth.setVisible(show_smooth and shown)

@@ -5,7 +5,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from . import _qtfix  # noqa: F401  (PySide6 emit refcount bug)
-from PySide6.QtGui import QColor, QIcon, QPalette
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QIcon, QPainter, QPalette, QPen, QPixmap
 from PySide6.QtWidgets import QApplication
 
 RESOURCES = Path(__file__).resolve().parents[2] / "resources"
@@ -16,6 +17,25 @@ COLORS = {
     "warn": "#ebcb8b", "bad": "#bf616a", "orange": "#d08770", "purple": "#b48ead",
 }
 CURVE_COLORS = ["#88c0d0", "#a3be8c", "#ebcb8b", "#b48ead", "#d08770", "#bf616a", "#5e81ac", "#8fbcbb"]
+
+
+def curve_style(i: int) -> tuple[str, Qt.PenStyle]:
+    """Colour and line style of curve `i` of a plot: the palette's colours, solid, then the same colours dashed,
+    then dotted (twelve named expressions, or a stage's nine losses, against eight colours: no two alike)."""
+    return CURVE_COLORS[i % len(CURVE_COLORS)], (Qt.SolidLine, Qt.DashLine, Qt.DotLine)[(i // len(CURVE_COLORS)) % 3]
+
+
+def swatch(color: str, style: Qt.PenStyle = Qt.SolidLine) -> QIcon:
+    """A short line in `color` and `style`: the icon of a curve's on/off box."""
+    pm = QPixmap(22, 10)
+    pm.fill(Qt.transparent)
+    painter = QPainter(pm)
+    pen = QPen(QColor(color), 2)
+    pen.setStyle(style)
+    painter.setPen(pen)
+    painter.drawLine(1, 5, 21, 5)
+    painter.end()
+    return QIcon(pm)
 
 
 @lru_cache(maxsize=None)

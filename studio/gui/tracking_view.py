@@ -10,36 +10,18 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QColor, QIcon, QKeySequence, QPainter, QPen, QPixmap, QShortcut
+from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (QCheckBox, QGridLayout, QHBoxLayout, QLabel, QPushButton, QScrollArea, QSlider,
                                QSplitter, QTabWidget, QToolButton, QVBoxLayout, QWidget)
 
 from .imaging import ImageView, to_qimage
-from .theme import COLORS, CURVE_COLORS, icon
+from .theme import COLORS, CURVE_COLORS, curve_style, icon, swatch
 from .workers import Failure, run_job
 
 SHEET_COLS = 10
 SHEET_THUMB = 96
 TOGGLE_COLS = 3
 """Columns of the expression curves' on/off boxes under the expression plot."""
-
-
-def curve_style(i: int) -> tuple[str, Qt.PenStyle]:
-    """Colour and line style of expression curve `i`: the palette's colours, solid, then the same colours dashed
-    (twelve named expressions against eight colours: no two curves look alike)."""
-    return CURVE_COLORS[i % len(CURVE_COLORS)], (Qt.SolidLine, Qt.DashLine, Qt.DotLine)[(i // len(CURVE_COLORS)) % 3]
-
-
-def _swatch(color: str, style: Qt.PenStyle) -> QIcon:
-    pm = QPixmap(22, 10)
-    pm.fill(Qt.transparent)
-    painter = QPainter(pm)
-    pen = QPen(QColor(color), 2)
-    pen.setStyle(style)
-    painter.setPen(pen)
-    painter.drawLine(1, 5, 21, 5)
-    painter.end()
-    return QIcon(pm)
 
 
 def pivot_rows(project, n_frames: int) -> list[int]:
@@ -279,7 +261,8 @@ class TrackingView(QWidget):
                                 connect="finite")
         while self.expr_grid.count():
             item = self.expr_grid.takeAt(0)
-            if item.widget() is not None:
+            if item.widget() is not None:   # hidden now: deleteLater waits for the event loop
+                item.widget().hide()
                 item.widget().deleteLater()
         self.expr_curves, self.expr_boxes = {}, {}
         for i, n in enumerate(td.expression_names[: td.expr.shape[1]]):
@@ -288,7 +271,7 @@ class TrackingView(QWidget):
                                         connect="finite")
             curve.setVisible(n not in self.hidden_curves)
             box = QCheckBox(n.replace("_", " "))
-            box.setIcon(_swatch(color, style))
+            box.setIcon(swatch(color, style))
             box.setChecked(n not in self.hidden_curves)
             box.setToolTip(f"Show the {n} curve")
             box.toggled.connect(lambda on, n=n: self._show_curve(n, on))

@@ -145,3 +145,39 @@ def test_one_resume_button(window, tmp_path, fake_stages, qtbot):
     window.cancel()
     qtbot.waitUntil(lambda: not window.is_running(), timeout=20000)
     assert _resume_buttons(window) == ["Resume"] and window.stage_page.run_btn.text() == "Resume"
+
+
+def test_each_loss_gets_an_on_off_box_under_the_plot_not_a_legend_over_it(qtbot, themed):
+    """A stage with more losses than the palette has colours (the mappers log nine): one box each under the plot,
+    each curve's look unlike the others, no legend inside the plot; a box hides that loss's raw and smoothed
+    curves, and the choice holds for the next run."""
+    from studio.gui.dashboard import Dashboard
+    from studio.gui.workers import ProgressBatch
+
+    names = ["readback", "l2", "perceptual", "face", "identity", "pivot_pose", "expression", "pose", "rgb"]
+    d = Dashboard()
+    qtbot.addWidget(d)
+    d.show()
+    d.reset("mappers")
+    d.add_batch(ProgressBatch(stage="mappers", part="mappers", step=3, total=10, time=0.0, message="",
+                              losses=[{n: 0.1 * (i + 1) / s for i, n in enumerate(names)} for s in (1, 2, 3)],
+                              steps=[1, 2, 3]))
+    d._draw_curves()
+    assert d.plot.plotItem.legend is None
+    assert list(d.loss_boxes) == names and all(b.isChecked() for b in d.loss_boxes.values())
+    looks = {(c[1].opts["pen"].color().name(), c[1].opts["pen"].style()) for c in d.curves.values()}
+    assert len(looks) == len(names), "the ninth loss must not look like the first"
+    d.loss_boxes["rgb"].setChecked(False)
+    raw, smooth = d.curves["rgb"]
+    assert not raw.isVisible() and not smooth.isVisible()
+    assert d.curves["l2"][1].isVisible()
+    old = list(d.loss_boxes.values())
+    d.reset("mappers")
+    assert not any(b.isVisible() for b in old), "the last run's boxes must not show under the next one's"
+    d.add_batch(ProgressBatch(stage="mappers", part="mappers", step=1, total=10, time=0.0, message="",
+                              losses=[{"l2": 0.3, "rgb": 0.2}], steps=[1]))
+    d._draw_curves()
+    assert list(d.loss_boxes) == ["l2", "rgb"] and not d.loss_boxes["rgb"].isChecked()
+    assert not d.curves["rgb"][1].isVisible() and d.curves["l2"][1].isVisible()
+    d.loss_boxes["rgb"].setChecked(True)
+    assert d.curves["rgb"][1].isVisible()
