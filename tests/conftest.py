@@ -13,11 +13,25 @@ SHARED = Path(os.environ.get("AVATAR_STUDIO_SHARED", REPO.parent / "shared"))
 VIDEOS = SHARED / "data" / "videos"
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-os.environ.setdefault("AVATAR_STUDIO_CONFIG_DIR", str(REPO / "test-output" / "config"))
+# the app's settings folder of the tests: one per pytest-xdist worker (they run side by side)
+os.environ.setdefault("AVATAR_STUDIO_CONFIG_DIR",
+                      str(REPO / "test-output" / ("config-" + os.environ["PYTEST_XDIST_WORKER"]
+                                                  if os.environ.get("PYTEST_XDIST_WORKER") else "config")))
 # One torch thread in every test and every process a test starts: with "auto" the count follows the
 # machine's load, and float results that differ in the last bits from run to run made tests that
 # compare two trainings (or a sweep's smallest gain) flaky. tests/test_threads.py unsets it.
 os.environ.setdefault("AVATAR_STUDIO_THREADS", "1")
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto` (pyproject's addopts): one test process per CPU core, at most 8 and one per 4 GB of memory
+    (a worker holding a tracked clip and a few small trainings peaks near 3 GB). `-n 0` runs in one process."""
+    cores = os.cpu_count() or 1
+    try:
+        mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
+    except (AttributeError, ValueError, OSError):
+        mem_gb = 8.0
+    return max(1, min(cores, 8, int(mem_gb // 4)))
 
 
 def shared_video(name: str) -> Path:
