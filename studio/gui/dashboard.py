@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (QCheckBox, QGridLayout, QHBoxLayout, QLabel, QPro
 
 from .imaging import ImageView
 from .labels import ElidedLabel
-from .theme import COLORS, curve_style, icon, swatch
+from .theme import COLORS, clear_layout, curve_box, curve_style, icon
 from .workers import ProgressBatch
 
 N_THUMBS = 6
@@ -270,11 +270,7 @@ class Dashboard(QWidget):
         self.curves: dict[str, tuple[pg.PlotDataItem, pg.PlotDataItem]] = {}
         self.plot.clear()
         self.plot.setTitle(None)
-        while self.loss_grid.count():
-            item = self.loss_grid.takeAt(0)
-            if item.widget() is not None:   # hidden now: deleteLater waits for the event loop, and
-                item.widget().hide()        # until then the old boxes showed under the new ones
-                item.widget().deleteLater()
+        clear_layout(self.loss_grid)
         self.loss_boxes = {}
         self.plot.setXRange(0, 100, padding=0)  # an empty plot shows steps, not a ±400 default
         self.plot.setYRange(0, 1, padding=0)
@@ -491,11 +487,8 @@ class Dashboard(QWidget):
         return max(1, self.plot.width() // self.LOSS_BOX_WIDTH)
 
     def _add_loss_box(self, name: str, i: int, color: str, style) -> None:
-        box = QCheckBox(name.replace("_", " "))
-        box.setIcon(swatch(color, style))
-        box.setChecked(name not in self.hidden_losses)
-        box.setToolTip(f"Show the {name} loss")
-        box.toggled.connect(lambda on, n=name: self.show_loss(n, on))
+        box = curve_box(name, color, style, name not in self.hidden_losses, "loss",
+                        lambda on, n=name: self.show_loss(n, on))
         cols = self.loss_columns()
         self.loss_grid.addWidget(box, i // cols, i % cols)
         self.loss_boxes[name] = box

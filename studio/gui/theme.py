@@ -7,7 +7,7 @@ from pathlib import Path
 from . import _qtfix  # noqa: F401  (PySide6 emit refcount bug)
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QIcon, QPainter, QPalette, QPen, QPixmap
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QCheckBox, QLayout
 
 RESOURCES = Path(__file__).resolve().parents[2] / "resources"
 
@@ -36,6 +36,26 @@ def swatch(color: str, style: Qt.PenStyle = Qt.SolidLine) -> QIcon:
     painter.drawLine(1, 5, 21, 5)
     painter.end()
     return QIcon(pm)
+
+
+def curve_box(name: str, color: str, style: Qt.PenStyle, shown: bool, what: str, on_toggle) -> QCheckBox:
+    """The on/off box of curve `name` under a plot: its swatch, "Show the <name> <what>", `on_toggle(on)`."""
+    box = QCheckBox(name.replace("_", " "))
+    box.setIcon(swatch(color, style))
+    box.setChecked(shown)
+    box.setToolTip(f"Show the {name} {what}")
+    box.toggled.connect(on_toggle)
+    return box
+
+
+def clear_layout(layout: QLayout) -> None:
+    """Take every item out of `layout`, deleting its widgets; they are hidden at once (deleteLater waits for
+    the event loop, and until then the old boxes showed under the new ones)."""
+    while layout.count():
+        item = layout.takeAt(0)
+        if item.widget() is not None:
+            item.widget().hide()
+            item.widget().deleteLater()
 
 
 @lru_cache(maxsize=None)

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (QCheckBox, QGridLayout, QHBoxLayout, QLabel, QPus
                                QSplitter, QTabWidget, QToolButton, QVBoxLayout, QWidget)
 
 from .imaging import ImageView, to_qimage
-from .theme import COLORS, CURVE_COLORS, curve_style, icon, swatch
+from .theme import COLORS, CURVE_COLORS, clear_layout, curve_box, curve_style, icon
 from .workers import Failure, run_job
 
 SHEET_COLS = 10
@@ -259,22 +259,15 @@ class TrackingView(QWidget):
         for i, n in enumerate(names[: td.pose.shape[1]]):
             self.pose_plot.plot(x, masked(td.pose[:, i]), pen=pg.mkPen(CURVE_COLORS[i], width=2), name=n,
                                 connect="finite")
-        while self.expr_grid.count():
-            item = self.expr_grid.takeAt(0)
-            if item.widget() is not None:   # hidden now: deleteLater waits for the event loop
-                item.widget().hide()
-                item.widget().deleteLater()
+        clear_layout(self.expr_grid)
         self.expr_curves, self.expr_boxes = {}, {}
         for i, n in enumerate(td.expression_names[: td.expr.shape[1]]):
             color, style = curve_style(i)
             curve = self.expr_plot.plot(x, masked(td.expr[:, i]), pen=pg.mkPen(color, width=1.5, style=style),
                                         connect="finite")
             curve.setVisible(n not in self.hidden_curves)
-            box = QCheckBox(n.replace("_", " "))
-            box.setIcon(swatch(color, style))
-            box.setChecked(n not in self.hidden_curves)
-            box.setToolTip(f"Show the {n} curve")
-            box.toggled.connect(lambda on, n=n: self._show_curve(n, on))
+            box = curve_box(n, color, style, n not in self.hidden_curves, "curve",
+                            lambda on, n=n: self._show_curve(n, on))
             self.expr_grid.addWidget(box, i // TOGGLE_COLS, i % TOGGLE_COLS)
             self.expr_curves[n], self.expr_boxes[n] = curve, box
         train, held = td.split()
