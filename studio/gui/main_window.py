@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QFileSystemWatcher, QSize, Qt, QTimer
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
                                QMainWindow, QMessageBox, QPushButton, QSizePolicy, QStackedWidget, QToolBar, QVBoxLayout, QWidget)
 
@@ -144,11 +144,24 @@ class MainWindow(QMainWindow):
         geo = self.settings.get("geometry")
         if geo:
             self.restoreGeometry(QByteArray.fromBase64(geo.encode()))
+        else:
+            self._fit_screen()
         self.set_project(None)
         run_job(_cuda_available, self._gpu_detected, lambda _f: None)
         from ..workers.stage_process import warm_up
 
         run_job(warm_up)  # the first Run starts sooner and does not fork from the GUI thread
+
+    def _fit_screen(self) -> None:
+        """First start: no bigger than the screen leaves (a 1366 × 768 laptop has about 1366 × 730 for a
+        window), so the bottom of the pages is not under the task bar."""
+        screen = self.screen() or QGuiApplication.primaryScreen()
+        if screen is None:
+            return
+        room = screen.availableGeometry()
+        w = max(self.minimumWidth(), min(self.width(), room.width()))
+        h = max(self.minimumHeight(), min(self.height(), room.height() - 40))   # the title bar
+        self.resize(w, h)
 
     # ------------------------------------------------------------------ building
     def _build_actions(self) -> None:
@@ -261,6 +274,10 @@ class MainWindow(QMainWindow):
         sl.addWidget(t1)
         self.stage_list = QListWidget()
         self.stage_list.setIconSize(QSize(18, 18))
+        # in a short window the list scrolls down; its scroll bar then takes the width a long stage name
+        # needs: that name is elided (its tooltip says it whole) instead of a sideways scroll bar appearing
+        self.stage_list.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.stage_list.setTextElideMode(Qt.ElideRight)
         self.stage_list.currentItemChanged.connect(self._stage_selected)
         sl.addWidget(self.stage_list, 3)
         t2 = QLabel("RESULTS")

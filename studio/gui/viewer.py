@@ -3,7 +3,8 @@ avatar trained on FLAME controls, jaw + the first N FLAME coefficients and a "Na
 
 Renders run in a `RenderWorker` that only renders the newest slider state. An optional
 panel shows the nearest real training frame beside the render. The Edits panel
-(`edits_panel.EditsPanel`) sits beside the sliders: every render applies the edits switched on
+(`edits_panel.EditsPanel`) sits beside the sliders (in a page too narrow for three columns, the sliders
+and the Edits are two tabs beside the render): every render applies the edits switched on
 there at their strengths, so an edit stays on while the sliders move; holding B (or the panel's
 Before button) shows the unedited render.
 """
@@ -113,12 +114,14 @@ class ViewerPanel(QWidget):
         self.edits = EditsPanel()
         self.edits.setMinimumWidth(340)
         self.edits.render_changed.connect(self.request_render)
+        self.edits.render_changed.connect(self._edits_tab_label)
         self.edits.show_models.connect(self.show_models)
         self.edits.thumbnails_wanted.connect(self.worker.request_thumbnails)
         self.worker.thumbnail.connect(self.edits.set_thumbnail)
 
-        # the three columns (render, controls, edits) need about 1100 px; in a narrower window (it may be
-        # 1000 px wide, the page then 750) the page scrolls sideways instead of drawing them over each other
+        # the three columns (render, controls, edits) need about 1080 px; in a narrower page (a 1280-px window
+        # leaves it about 1030, the 1000-px minimum 750) the controls and the Edits share one column as two
+        # tabs (`_arrange`); the page scrolls sideways only if even that does not fit
         page = QWidget()
         page.setObjectName("ViewerPage")
         self.page_scroll = QScrollArea()
@@ -170,8 +173,11 @@ class ViewerPanel(QWidget):
         foot.addWidget(self.size_box)
         left.addLayout(foot)
         lay.addLayout(left, 3)
+        self._columns = lay
 
-        right = QVBoxLayout()
+        self.controls_col = QWidget()
+        right = QVBoxLayout(self.controls_col)
+        right.setContentsMargins(0, 0, 0, 0)
         right.setSpacing(10)
         self.controls_box = QGroupBox("Controls")
         self.grid = QVBoxLayout(self.controls_box)
@@ -230,13 +236,22 @@ class ViewerPanel(QWidget):
         keys.setObjectName("Hint")
         keys.setWordWrap(True)
         right.addWidget(keys)
-        lay.addLayout(right, 2)
-        edits_col = QVBoxLayout()
-        edits_title = QLabel("Edits")
-        edits_title.setObjectName("PageTitle")
-        edits_col.addWidget(edits_title)
+        lay.addWidget(self.controls_col, 2)
+        self.edits_col = QWidget()
+        edits_col = QVBoxLayout(self.edits_col)
+        edits_col.setContentsMargins(0, 0, 0, 0)
+        self.edits_title = QLabel("Edits")
+        self.edits_title.setObjectName("PageTitle")
+        edits_col.addWidget(self.edits_title)
         edits_col.addWidget(self.edits, 1)
-        lay.addLayout(edits_col, 2)
+        lay.addWidget(self.edits_col, 2)
+        self.side_tabs = QTabWidget()
+        """In a narrow page: the controls and the Edits as two tabs of one column (`tabbed`)."""
+        self.side_tabs.setDocumentMode(True)
+        self.side_tabs.tabBar().setDrawBase(False)       # no light line across the dark page
+        self.side_tabs.hide()
+        lay.addWidget(self.side_tabs, 4)
+        self.tabbed = False
 
         for seq, fn in (("A", lambda: self._nudge(0, -5)), ("D", lambda: self._nudge(0, 5)),
                         ("W", lambda: self._nudge(1, 5)), ("S", lambda: self._nudge(1, -5)),
@@ -248,6 +263,65 @@ class ViewerPanel(QWidget):
             sc.setContext(Qt.WidgetWithChildrenShortcut)
             sc.activated.connect(fn)
         self._set_enabled(False)
+
+    # ------------------------------------------------------------------ layout
+    def columns_width(self) -> int:
+        """The page width the render, the controls and the Edits need side by side."""
+        lay = self._columns
+        m = lay.contentsMargins()
+        left = lay.itemAt(0).layout().minimumSize().width()
+        return (m.left() + m.right() + 2 * lay.spacing() + left
+                + self.controls_col.minimumSizeHint().width() + self.edits_col.minimumSizeHint().width())
+
+    def _arrange(self) -> None:
+        """Three columns where the page has room for them, else the render beside two tabs (Controls,
+        Edits): a 1280-px window shows everything without scrolling sideways."""
+        if not self.isVisible():
+            return
+        room, need = self.page_scroll.viewport().width(), self.columns_width()
+        want = room < need if not self.tabbed else room < need + 16      # a little slack: no flapping at the edge
+        if want == self.tabbed:
+            return
+        self.tabbed = want
+        lay = self._columns
+        if want:
+            self.edits_title.hide()
+            self.controls_box.setTitle("")                # the tab says it
+            self.side_tabs.addTab(self.controls_col, "Controls")
+            self.side_tabs.addTab(self.edits_col, "Edits")
+            self.side_tabs.setTabToolTip(1, "Text edits and directions, applied to every render")
+            self._edits_tab_label()
+            self.side_tabs.show()
+        else:
+            current = self.side_tabs.currentIndex()
+            self.side_tabs.hide()
+            self.side_tabs.clear()                       # the pages stay, parented to the page again below
+            lay.insertWidget(1, self.controls_col, 2)
+            lay.insertWidget(2, self.edits_col, 2)
+            self.edits_title.show()
+            self.controls_box.setTitle("Controls")
+            self.controls_col.show()
+            self.edits_col.show()
+            self.side_tabs.setCurrentIndex(max(current, 0))
+
+    def _edits_tab_label(self) -> None:
+        """The Edits tab says how many edits the render applies, so they are not forgotten behind it."""
+        if self.tabbed:
+            n = len(self.edits.active())
+            self.side_tabs.setTabText(1, f"Edits ({n} on)" if n else "Edits")
+
+    def show_edits(self) -> None:
+        """Bring the Edits into view (their tab, in a narrow page)."""
+        if self.tabbed:
+            self.side_tabs.setCurrentWidget(self.edits_col)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt)
+        super().resizeEvent(event)
+        self._arrange()
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt)
+        super().showEvent(event)
+        self._arrange()
 
     # ------------------------------------------------------------------ project / engine
     def set_project(self, project) -> None:

@@ -240,9 +240,10 @@ def test_edits_column_fits_beside_the_viewer_with_a_long_edit_name(viewer, with_
     assert short.text() == "component 1", "a name that fits is not elided"
 
 
-def test_narrow_window_scrolls_the_viewer_page_instead_of_overlapping(viewer, with_directions, qtbot):
-    """The window may be 1000 px wide (its minimum), which leaves the viewer page 750 px: the render,
-    the controls and the Edits column keep their widths side by side and the page scrolls sideways."""
+def test_narrow_page_puts_controls_and_edits_in_tabs(viewer, with_directions, qtbot):
+    """A 1280-px window leaves the viewer page about 1030 px and the 1000-px minimum 750, too narrow
+    for the render, the controls and the Edits side by side (about 1090): there the controls and the
+    Edits become two tabs beside the render and nothing scrolls sideways; with room, three columns."""
     from PySide6.QtCore import QPoint
 
     v = open_viewer(viewer, with_directions, qtbot)
@@ -251,20 +252,41 @@ def test_narrow_window_scrolls_the_viewer_page_instead_of_overlapping(viewer, wi
         return w.mapTo(v, QPoint(0, 0)).x()
 
     controls = v.controls_box.parentWidget().parentWidget()      # the controls' scroll area
-    for width, scrolls in ((750, True), (1110, False)):
+    need = v.columns_width()
+    assert 900 < need < 1110, need
+    for width, tabbed in ((750, True), (1030, True), (1110, False), (750, True), (1300, False)):
         v.resize(width, 580)
         qtbot.wait(100)
         assert v.width() == width, "the page's minimum width is wider than the window leaves it"
-        assert v.page_scroll.horizontalScrollBar().isVisible() == scrolls, width
+        assert v.tabbed == tabbed, width
+        assert not v.page_scroll.horizontalScrollBar().isVisible(), width
         assert left(v.render_view) + v.render_view.width() <= left(controls), width
-        assert left(controls) + controls.width() <= left(v.edits), width
+        assert v.edits_title.isVisibleTo(v) != tabbed and v.side_tabs.isVisibleTo(v) == tabbed
+        assert v.controls_box.title() == ("" if tabbed else "Controls")
+        if tabbed:
+            assert v.side_tabs.count() == 2 and v.side_tabs.widget(0) is v.controls_col
+            v.show_edits()
+            qtbot.wait(50)
+            assert v.edits.isVisible() and not controls.isVisible()
+            assert left(v.edits) >= left(v.render_view) + v.render_view.width()
+            assert left(v.edits) + v.edits.width() <= v.width(), "the Edits tab is cut at the right"
+            v.side_tabs.setCurrentIndex(0)
+            qtbot.wait(50)
+            assert controls.isVisible() and not v.edits.isVisible()
+        else:
+            assert v.side_tabs.count() == 0
+            assert left(controls) + controls.width() <= left(v.edits), width
+            assert left(v.edits) + v.edits.width() <= v.width(), width
+            assert v.edits.isVisible() and controls.isVisible()
         assert v.edits.width() >= v.edits.minimumWidth() and controls.width() >= controls.minimumWidth()
-    v.resize(750, 580)
+    # the Edits tab counts the edits the render applies
+    v.resize(1030, 580)
     qtbot.wait(100)
-    bar = v.page_scroll.horizontalScrollBar()
-    bar.setValue(bar.maximum())                                  # scrolled to the right: the whole Edits column
-    qtbot.wait(50)
-    assert left(v.edits) + v.edits.width() <= v.width()
+    assert v.side_tabs.tabText(1) == "Edits"
+    v.edits.list.rows["component 0"].check.setChecked(True)
+    qtbot.waitUntil(lambda: v.side_tabs.tabText(1) == "Edits (1 on)", timeout=5000)
+    v.edits.list.rows["component 0"].check.setChecked(False)
+    qtbot.waitUntil(lambda: v.side_tabs.tabText(1) == "Edits", timeout=5000)
 
 
 # ----------------------------------------------------------------------------- CLIP file or not

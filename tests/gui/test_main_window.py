@@ -151,3 +151,26 @@ def test_a_video_given_as_the_project_starts_a_new_project(window, tmp_path):
     assert dlg is not None and dlg.isVisible() and dlg.video.text() == str(video.resolve())
     assert dlg.name.text() == "clip" and window.project is None
     dlg.close()
+
+
+def test_first_start_fits_the_screen_and_a_saved_size_comes_back(qtbot, themed, monkeypatch):
+    """No saved window size: the window is no bigger than the screen leaves (the offscreen screen is
+    800 × 800, smaller than the 1360 × 860 the window asks for), but never under its minimum; once
+    closed, the next window comes back at the size the user left it."""
+    from studio.gui.main_window import MainWindow
+
+    monkeypatch.setenv("AVATAR_STUDIO_SPEED_PROBE", "0")
+    win = MainWindow()
+    qtbot.addWidget(win)
+    room = win.screen().availableGeometry()
+    assert room.height() < 860, "this test needs a screen lower than the window's default"
+    assert win.height() <= room.height() - 40 or win.height() == win.minimumHeight()
+    assert win.width() == max(win.minimumWidth(), min(1360, room.width()))
+    first = win.height()
+    win.resize(1000, 700)                     # within the screen: Qt fits a restored window to the screen
+    assert first != 700
+    win.close()
+    again = MainWindow()
+    qtbot.addWidget(again)
+    assert (again.width(), again.height()) == (1000, 700)
+    again.close()
