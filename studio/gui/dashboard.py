@@ -51,6 +51,16 @@ def ema(values: np.ndarray, alpha: float) -> np.ndarray:
     return out / (1.0 - alpha ** np.arange(1, len(values) + 1))
 
 
+RIGHT_AXIS = {"psnr": "dB"}
+"""Series that are not losses but a quality in other units (a name containing the key): drawn against an axis of
+their own at the plot's right, so PTI's pivot PSNR (20–30 dB) does not flatten its losses (0–1) into one line."""
+
+
+def right_axis_unit(name: str) -> str | None:
+    low = name.lower()
+    return next((u for k, u in RIGHT_AXIS.items() if k in low), None)
+
+
 LOSS_WORDS = ("loss", "mse", "l1", "l2", "lpips", "psnr", "ssim", "identity")
 """Summary keys that read as a loss or a quality figure (shown as the last run's losses)."""
 
@@ -194,11 +204,20 @@ class Dashboard(QWidget):
         pl = QVBoxLayout(plot_box)
         pl.setContentsMargins(0, 0, 0, 0)
         self.plot = pg.PlotWidget()
-        self.plot.setMinimumSize(280, 200)
+        self.plot.setMinimumSize(280, self.PLOT_HEIGHT)
         self.plot.showGrid(x=True, y=True, alpha=0.15)
         self.plot.setLabel("bottom", "step")
         self.plot.setLabel("left", "loss")
         self.plot.getAxis("left").setWidth(60)  # fixed: a wider tick label must not relayout the plot
+        # a second y axis at the right for the series of `RIGHT_AXIS` (shown only while one is drawn)
+        item = self.plot.getPlotItem()
+        self.right_view = pg.ViewBox()
+        item.scene().addItem(self.right_view)
+        item.getAxis("right").linkToView(self.right_view)
+        item.getAxis("right").setWidth(48)
+        self.right_view.setXLink(item)
+        item.vb.sigResized.connect(self._sync_right_view)
+        item.hideAxis("right")
         pl.addWidget(self.plot, 1)
         # one on/off box a loss under the plot, not a legend inside it: a legend covered the curves' top right
         # (the sharpening head's perceptual loss vanished under it) and the mappers' nine losses filled it
@@ -225,9 +244,10 @@ class Dashboard(QWidget):
         prev_box = QWidget()
         pv = QVBoxLayout(prev_box)
         pv.setContentsMargins(0, 0, 0, 0)
-        self.preview = ImageView("Previews appear here while a stage runs", min_side=200)
+        self.preview = ImageView("Previews appear here while a stage runs", min_side=self.PREVIEW_SIDE)
         pv.addWidget(self.preview, 1)
         grid = QGridLayout()
+        self.thumb_grid = grid
         grid.setSpacing(4)
         self.thumbs: list[ImageView] = []
         for i in range(N_THUMBS):
@@ -251,11 +271,25 @@ class Dashboard(QWidget):
 
     NARROW = 640
     """Below this width the previews go under the curves (side by side, both were cut)."""
+    PREVIEW_SIDE = 200
+    """Smallest side of the preview beside the curves; under them, `PREVIEW_SIDE_UNDER`, and the earlier
+    previews' row is left out: a 1280 × 800 window leaves the page's dashboard about 530 px of height, less
+    than the curves, their boxes and a 200-px preview with its row need, and Qt then drew them over each other."""
+    PREVIEW_SIDE_UNDER = 90
+    PLOT_HEIGHT, PLOT_HEIGHT_UNDER = 200, 120
+    """Smallest height of the plot beside the previews, and above them (the window's smallest height, 660 px,
+    leaves a stage page's dashboard about 430 px)."""
 
     def resizeEvent(self, ev) -> None:  # noqa: N802
         want = Qt.Vertical if ev.size().width() < self.NARROW else Qt.Horizontal
         if self.split.orientation() != want:
             self.split.setOrientation(want)
+            under = want == Qt.Vertical
+            side = self.PREVIEW_SIDE_UNDER if under else self.PREVIEW_SIDE
+            self.preview.setMinimumSize(side, side)
+            self.plot.setMinimumHeight(self.PLOT_HEIGHT_UNDER if under else self.PLOT_HEIGHT)
+            for t in self.thumbs:
+                t.setVisible(not under)
         super().resizeEvent(ev)
         QTimer.singleShot(0, self._relayout_loss_boxes)   # once the plot has its new width
 
@@ -269,6 +303,8 @@ class Dashboard(QWidget):
         self.series: dict[str, tuple[list[int], list[float]]] = {}
         self.curves: dict[str, tuple[pg.PlotDataItem, pg.PlotDataItem]] = {}
         self.plot.clear()
+        self.right_view.clear()
+        self.plot.getPlotItem().hideAxis("right")
         self.plot.setTitle(None)
         clear_layout(self.loss_grid)
         self.loss_boxes = {}
@@ -475,6 +511,11 @@ class Dashboard(QWidget):
         return self.stats.text()
 
     # ------------------------------------------------------------------ curves
+    def _sync_right_view(self) -> None:
+        vb = self.plot.getPlotItem().vb
+        self.right_view.setGeometry(vb.sceneBoundingRect())
+        self.right_view.linkedViewChanged(vb, self.right_view.XAxis)
+
     def _options_changed(self) -> None:
         self.plot.setLogMode(y=self.log_box.isChecked())
         self._dirty = True
@@ -486,8 +527,9 @@ class Dashboard(QWidget):
     def loss_columns(self) -> int:
         return max(1, self.plot.width() // self.LOSS_BOX_WIDTH)
 
-    def _add_loss_box(self, name: str, i: int, color: str, style) -> None:
-        box = curve_box(name, color, style, name not in self.hidden_losses, "loss",
+    def _add_loss_box(self, label: str, i: int, color: str, style, key: str | None = None) -> None:
+        name = key or label
+        box = curve_box(label, color, style, name not in self.hidden_losses, "loss",
                         lambda on, n=name: self.show_loss(n, on))
         cols = self.loss_columns()
         self.loss_grid.addWidget(box, i // cols, i % cols)
@@ -523,19 +565,27 @@ class Dashboard(QWidget):
         show_raw, show_smooth = self.raw_box.isChecked(), self.smooth_box.isChecked()
         for i, (k, (xs, ys)) in enumerate(self.series.items()):
             color, style = curve_style(i)
+            unit = right_axis_unit(k)
             if k not in self.curves:
-                raw = self.plot.plot([], [], pen=pg.mkPen(pg.mkColor(color).lighter(80), width=1), antialias=False)
+                raw = pg.PlotDataItem([], [], pen=pg.mkPen(pg.mkColor(color).lighter(80), width=1), antialias=False)
                 raw.setOpacity(0.35)
-                smooth = self.plot.plot([], [], pen=pg.mkPen(color, width=2, style=style))
+                smooth = pg.PlotDataItem([], [], pen=pg.mkPen(color, width=2, style=style))
                 for c in (raw, smooth):
                     c.setDownsampling(auto=True, method="mean")
                     c.setClipToView(True)
+                    (self.right_view.addItem if unit else self.plot.addItem)(c)
+                if unit:
+                    axis = self.plot.getPlotItem().getAxis("right")
+                    axis.setLabel(unit)
+                    self.plot.getPlotItem().showAxis("right")
+                    self._sync_right_view()
                 self.curves[k] = (raw, smooth)
-                self._add_loss_box(k, len(self.loss_boxes), color, style)
+                self._add_loss_box(k + (f" ({unit})" if unit else ""), len(self.loss_boxes), color, style,
+                                   key=k)
             raw, smooth = self.curves[k]
             x = np.asarray(xs, np.float64)
             y = np.asarray(ys, np.float64)
-            if self.log_box.isChecked():
+            if self.log_box.isChecked() and not unit:        # the right axis stays linear
                 keep = y > 0
                 x, y = x[keep], y[keep]
             raw.setData(x, y)

@@ -181,3 +181,84 @@ def test_each_loss_gets_an_on_off_box_under_the_plot_not_a_legend_over_it(qtbot,
     assert not d.curves["rgb"][1].isVisible() and d.curves["l2"][1].isVisible()
     d.loss_boxes["rgb"].setChecked(True)
     assert d.curves["rgb"][1].isVisible()
+
+
+def test_a_psnr_series_gets_its_own_axis_at_the_right(qtbot, themed):
+    """PTI logs its pivot PSNR (20–30 dB) beside losses under 1: drawn on the losses' axis it flattened them
+    into one line at 0. It is drawn against a dB axis at the right; the losses keep the left one."""
+    from studio.gui.dashboard import Dashboard
+    from studio.gui.workers import ProgressBatch
+
+    d = Dashboard()
+    qtbot.addWidget(d)
+    d.resize(800, 600)
+    d.show()
+    d.reset("pti")
+    item = d.plot.getPlotItem()
+    assert not item.getAxis("right").isVisible()
+    d.add_batch(ProgressBatch(stage="pti", part="tune", step=3, total=10, time=0.0, message="",
+                              losses=[{"l2": 0.1 / s, "pivot_psnr": 20.0 + s} for s in (1, 2, 3)], steps=[1, 2, 3]))
+    d._draw_curves()
+    assert item.getAxis("right").isVisible() and item.getAxis("right").labelText == "dB"
+    psnr, l2 = d.curves["pivot_psnr"][1], d.curves["l2"][1]
+    assert psnr.getViewBox() is d.right_view and l2.getViewBox() is item.vb
+    assert d.loss_boxes["pivot_psnr"].text() == "pivot psnr (dB)"
+    qtbot.wait(50)
+    left_top = item.vb.viewRange()[1][1]
+    right_lo, right_hi = d.right_view.viewRange()[1]
+    assert left_top < 1.0, "the losses' axis must not stretch to the PSNR's 20 dB"
+    assert right_lo <= 21.0 and right_hi >= 23.0
+    assert d.right_view.viewRange()[0] == pytest.approx(item.vb.viewRange()[0]), "one step axis for both"
+    d.loss_boxes["pivot_psnr"].setChecked(False)
+    assert not psnr.isVisible()
+    d.reset("mappers")
+    assert not item.getAxis("right").isVisible() and not d.right_view.addedItems
+
+
+def test_curves_boxes_and_preview_do_not_overlap_in_a_short_page(qtbot, themed):
+    """A 1280 × 800 window leaves a stage page's dashboard about 614 × 530 px: the previews go under the curves
+    and everything keeps its own place (at 200 px the preview and its row of earlier ones were drawn over the
+    boxes under the plot, and those over its step axis)."""
+    from PySide6.QtCore import QPoint, Qt
+
+    from studio.gui.dashboard import Dashboard
+    from studio.gui.workers import ProgressBatch
+
+    names = ["readback", "l2", "perceptual", "face", "identity", "pivot_pose", "expression", "pose", "rgb"]
+    from PySide6.QtWidgets import QSplitter, QWidget
+
+    split = QSplitter(Qt.Horizontal)                  # as on the stage page: the settings form beside it
+    form = QWidget()
+    form.setMinimumWidth(340)
+    d = Dashboard()
+    split.addWidget(form)
+    split.addWidget(d)
+    qtbot.addWidget(split)
+    split.resize(960, 530)
+    split.setSizes([340, 614])
+    split.show()
+    qtbot.wait(50)
+    assert d.width() < 640
+    d.reset("mappers")
+    d.add_batch(ProgressBatch(stage="mappers", part="mappers", step=2, total=10, time=0.0, message="",
+                              losses=[{n: 0.1 for n in names}] * 2, steps=[1, 2]))
+    d._draw_curves()
+    qtbot.wait(100)
+
+    def span(w):
+        top = w.mapTo(d, QPoint(0, 0)).y()
+        return top, top + w.height()
+
+    assert d.split.orientation() == Qt.Vertical
+    assert d.height() <= 530, "the dashboard needs more height than the page has (Qt then overlaps its parts)"
+    assert not any(t.isVisible() for t in d.thumbs), "no row of earlier previews under the curves"
+    plot, preview = span(d.plot), span(d.preview)
+    boxes = [span(b) for b in d.loss_boxes.values()]
+    assert all(plot[1] <= top for top, _ in boxes), "a loss box over the plot"
+    assert all(bottom <= span(d.raw_box)[0] for _, bottom in boxes)
+    assert span(d.raw_box)[1] <= preview[0] and preview[1] <= d.height()
+    assert preview[1] - preview[0] >= 100
+    split.resize(1400, 530)                           # wide: the preview beside the curves, its row back
+    split.setSizes([340, 1054])
+    qtbot.wait(100)
+    assert d.split.orientation() == Qt.Horizontal and all(t.isVisible() for t in d.thumbs)
