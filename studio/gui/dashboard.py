@@ -51,6 +51,14 @@ def ema(values: np.ndarray, alpha: float) -> np.ndarray:
     return out / (1.0 - alpha ** np.arange(1, len(values) + 1))
 
 
+def _trains(stage: str) -> bool:
+    """Whether `stage` trains (and so logs losses); an unknown or empty name: True (curves shown as before)."""
+    from ..stages import REGISTRY
+
+    spec = REGISTRY.get(stage) if stage else None
+    return True if spec is None else bool(spec.trains)
+
+
 RIGHT_AXIS = {"psnr": "dB"}
 """Series that are not losses but a quality in other units (a name containing the key): drawn against an axis of
 their own at the plot's right, so PTI's pivot PSNR (20–30 dB) does not flatten its losses (0–1) into one line."""
@@ -240,6 +248,7 @@ class Dashboard(QWidget):
         opts.addStretch(1)
         pl.addLayout(opts)
         split.addWidget(plot_box)
+        self.plot_box = plot_box
 
         prev_box = QWidget()
         pv = QVBoxLayout(prev_box)
@@ -332,6 +341,7 @@ class Dashboard(QWidget):
         self.stats.setText("")
         self.message.set_full_text("")
         self.title.set_full_text(f"Running {stage}" if stage else "No run yet")
+        self._show_curves(_trains(stage))
 
     def set_running(self, running: bool, paused: bool = False) -> None:
         # one of Pause / Resume, and only during a run: a stopped stage's Resume is the page's Run button
@@ -399,6 +409,7 @@ class Dashboard(QWidget):
             self._add_point(self.x, losses)
         if b.losses:
             self._dirty = True
+            self._show_curves(True)
         self.rate.add(b.time, b.step)
         self.last_batch = b
         if b.preview is not None:
@@ -426,7 +437,7 @@ class Dashboard(QWidget):
         last = {k: ys[-1] for k, (xs, ys) in self.series.items() if ys}
         if last:
             self.message.set_full_text((b.message + "   " if b.message else "") +
-                                 "  ".join(f"{k} {v:.4g}" for k, v in list(last.items())[:4]))
+                                 "  ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in list(last.items())[:4]))
 
     def show_last_run(self, project, stage: str) -> None:
         """No run of `stage` in this window: show its last run as the project recorded it (outcome,
@@ -435,6 +446,7 @@ class Dashboard(QWidget):
 
         self.reset("")
         self.stage = stage
+        self._show_curves(_trains(stage))
         rec = project.record(stage)
         self._show_images(project, stage)
         state = stage_state(project, stage)
@@ -474,13 +486,14 @@ class Dashboard(QWidget):
             self.x = self._offset + max(rows, default=0)
         if log:
             self._dirty = True
+            self._show_curves(True)
             self._draw_curves()
         else:   # runs before 2026-12-06 (or with no training loop) kept no history
             self.plot.setTitle("no loss history kept for this run", color=COLORS["dim"], size="9pt")
         if not last:
             last = {k: float(v) for k, v in summary.items() if isinstance(v, (int, float))
                     and not isinstance(v, bool) and any(w in k.lower() for w in LOSS_WORDS)}
-        text = "  ".join(f"{k} {v:.4g}" for k, v in list(last.items())[:6])
+        text = "  ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in list(last.items())[:6])
         if state == "failed" and rec.get("error"):
             text = f"error: {rec['error']}" + (f"   {text}" if text else "")
         self.message.set_full_text(text)
@@ -511,6 +524,11 @@ class Dashboard(QWidget):
         return self.stats.text()
 
     # ------------------------------------------------------------------ curves
+    def _show_curves(self, on: bool) -> None:
+        """The plot with its boxes only for a stage that trains (or logs losses): tracking, pivots and the
+        like have none, and an empty plot there said "no loss history kept", as if one had been lost."""
+        self.plot_box.setVisible(on)
+
     def _sync_right_view(self) -> None:
         vb = self.plot.getPlotItem().vb
         self.right_view.setGeometry(vb.sceneBoundingRect())

@@ -1,6 +1,8 @@
 """One stage's page: what it does, its status and results, its settings form, and the dashboard."""
 from __future__ import annotations
 
+import html
+
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPushButton, QScrollArea, QSplitter, QStackedWidget,
                                QVBoxLayout, QWidget)
@@ -23,17 +25,26 @@ def models_used(spec) -> tuple[str, ...]:
     return tuple(m)
 
 
+SUMMARY_WORDS = {"nodownload": "built in (no download)"}
+"""Values a stage's summary records as codes, in words (the perceptual loss's kind; "lpips-vgg" reads as is)."""
+
+
+def _summary_value(v) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):           # e.g. the NeRF's final losses: each figure as short as the others
+        return ", ".join(f"{str(a).replace('_', ' ')} {_summary_value(b)}" for a, b in v.items()) or "none"
+    if isinstance(v, (list, tuple)):
+        items = [_summary_value(x) for x in v]
+        return " … ".join(items) if len(items) == 2 else ", ".join(items)
+    return html.escape(SUMMARY_WORDS.get(str(v), str(v)))
+
+
 def format_summary(summary: dict) -> str:
-    parts = []
-    for k, v in (summary or {}).items():
-        if isinstance(v, dict):
-            v = ", ".join(f"{a}: {b}" for a, b in v.items()) or "none"
-        elif isinstance(v, (list, tuple)):
-            v = " … ".join(map(str, v)) if len(v) == 2 else ", ".join(map(str, v))
-        elif isinstance(v, float):
-            v = f"{v:.4g}"
-        parts.append(f"{k.replace('_', ' ')}: <b>{v}</b>")
-    return " &nbsp;·&nbsp; ".join(parts)
+    return " &nbsp;·&nbsp; ".join(f"{k.replace('_', ' ')}: <b>{_summary_value(v)}</b>"
+                                  for k, v in (summary or {}).items())
 
 
 class StagePage(QWidget):

@@ -34,7 +34,7 @@ def test_reopened_project_shows_the_last_run(window, trained, screenshot):
     assert d.title.full_text().startswith("Last run: finished"), d.title.full_text()
     assert "2026-12-01" in d.title.full_text()
     assert "fit 80" in d.stats.text() and "1:15" in d.stats.text(), d.stats.text()
-    assert "final_mse 0.0123" in d.message.full_text()
+    assert "final mse 0.0123" in d.message.full_text()
     assert d.bar.value() == 1000
     screenshot(window, "stage_last_run")
     # a stage never run says so, and going back shows the recorded run again
@@ -262,3 +262,36 @@ def test_curves_boxes_and_preview_do_not_overlap_in_a_short_page(qtbot, themed):
     split.setSizes([340, 1054])
     qtbot.wait(100)
     assert d.split.orientation() == Qt.Horizontal and all(t.isVisible() for t in d.thumbs)
+
+
+def test_stages_that_do_not_train_show_no_empty_plot(window, trained, qtbot):
+    """Tracking, pivots and the like log no losses: their page shows the images the run wrote, not an empty loss
+    plot saying "no loss history kept"; a training stage keeps its curves; a run that logs losses shows them."""
+    from studio.gui.workers import ProgressBatch
+
+    window.open_project(trained.root)
+    d = window.stage_page.dashboard
+    window.select_stage("track")
+    assert not d.plot_box.isVisibleTo(d)
+    window.select_stage(FAKE_TRAIN)
+    assert d.plot_box.isVisibleTo(d)
+    d.reset("track")
+    assert not d.plot_box.isVisibleTo(d)
+    d.add_batch(ProgressBatch(stage="track", part="", step=1, total=2, time=0.0, message="",
+                              losses=[{"mse": 0.1}], steps=[1]))
+    assert d.plot_box.isVisibleTo(d)
+
+
+def test_a_stage_summary_reads_as_words_and_short_figures():
+    """The NeRF's summary holds its final losses as a dict of 17-digit floats and the perceptual loss's kind as a
+    code: each figure to four significant digits, yes / no for flags, codes in words, names without underscores."""
+    from studio.gui.stage_page import format_summary
+
+    text = format_summary({"face_loss": True, "perceptual": "nodownload", "yaw_range": [-16.3, 23.5],
+                           "losses": {"l1": 0.01382006071546401, "code_reg": 1.000000002296193}, "steps": 7000,
+                           "note": "a<b"})
+    assert "face loss: <b>yes</b>" in text
+    assert "perceptual: <b>built in (no download)</b>" in text
+    assert "yaw range: <b>-16.3 … 23.5</b>" in text
+    assert "losses: <b>l1 0.01382, code reg 1</b>" in text
+    assert "steps: <b>7000</b>" in text and "a&lt;b" in text
