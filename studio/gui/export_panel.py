@@ -29,10 +29,11 @@ from .workers import Failure, ProgressBatch
 
 NO_AVATAR = ("No trained avatar yet: train the StyleGAN or NeRF engine first (Run all asks which), "
              "then export here.")
-OWN_CHOOSERS = ("engine", "driver", "timeline", "edits")
+OWN_CHOOSERS = ("engine", "driver", "timeline", "flame", "edits")
 """ExportConfig fields edited by the page's own choosers, not the generated form."""
 RELEVANT = {"frames": {"self"}, "duration": {"turntable"}, "expression": {"turntable"},
-            "side_by_side": {"self", "driver"}, "paste_back": {"self"}, "transfer": {"driver"}}
+            "side_by_side": {"self", "driver"}, "paste_back": {"self"}, "transfer": {"driver"},
+            "audio": {"self", "driver"}}
 """Form fields shown only for some sources (the others are always shown)."""
 EXTENSIONS = {"mp4": ".mp4", "gif": ".gif", "png": ""}
 
@@ -103,10 +104,13 @@ class ExportPanel(QWidget):
         self.output.edit.textChanged.connect(self.output.edit.setToolTip)
         self.driver = PathField("the driving video (another person)", self._pick_driver)
         self.timeline = PathField("a JSON file of keys {t, slider: value}", self._pick_timeline)
+        self.flame_file = PathField("FLAME parameters: DECA / EMOCA, SMIRK, metrical-tracker or ours (.npz, .npy, "
+                                    ".pkl, or a folder of them)", self._pick_flame)
         form.addRow("Engine", self.engine_box)
         form.addRow("Output", self.output)
         form.addRow("Driver video", self.driver)
         form.addRow("Timeline file", self.timeline)
+        form.addRow("FLAME file", self.flame_file)
         self.clip_form = form
         ll.addWidget(box)
         self.drivers = DriversPanel()  # trained actors (learned transfer); picking one sets the driver video
@@ -206,6 +210,7 @@ class ExportPanel(QWidget):
         self.form.set_config(ExportConfig())
         self.driver.setText("")
         self.timeline.setText("")
+        self.flame_file.setText("")
         self._out_auto = True
         self._source_changed()
         self.refresh()
@@ -291,6 +296,7 @@ class ExportPanel(QWidget):
             self._set_row_visible(name, src in sources)
         self.clip_form.setRowVisible(self.driver, src == "driver")
         self.clip_form.setRowVisible(self.timeline, src == "timeline")
+        self.clip_form.setRowVisible(self.flame_file, src == "flame")
         self.drivers.setVisible(src == "driver")
         if self._out_auto:
             self.output.setText(self.default_output())
@@ -332,12 +338,19 @@ class ExportPanel(QWidget):
         if path:
             field.setText(path)
 
+    def _pick_flame(self, field: PathField) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a FLAME parameter file", field.text(),
+                                              "FLAME parameters (*.npz *.npy *.pkl *.pickle)")
+        if path:
+            field.setText(path)
+
     def values(self) -> dict:
-        """The ExportConfig values of the page (form + engine, driver and timeline choosers)."""
+        """The ExportConfig values of the page (form + engine, driver, timeline and FLAME file choosers)."""
         v = self.form.values()
         v["engine"] = self.engine_box.currentData()
         v["driver"] = self.driver.text() or None
         v["timeline"] = self.timeline.text() or None
+        v["flame"] = self.flame_file.text() or None
         from ..edits.model import format_edit_list
 
         v["edits"] = format_edit_list(self.active_edits())
@@ -360,6 +373,10 @@ class ExportPanel(QWidget):
             return "Choose the timeline file."
         if src == "timeline" and not Path(self.timeline.text()).is_file():
             return f"There is no timeline file at {self.timeline.text()}."
+        if src == "flame" and not self.flame_file.text():
+            return "Choose the FLAME parameter file."
+        if src == "flame" and not Path(self.flame_file.text()).exists():
+            return f"There is no FLAME parameter file at {self.flame_file.text()}."
         return ""
 
     # ------------------------------------------------------------------ running
@@ -457,7 +474,7 @@ class ExportPanel(QWidget):
         self.export_btn.setEnabled(not running and self.project is not None and
                                    (bool(self.engines()) or self.avatar_override is not None))
         self.cancel_btn.setEnabled(running)
-        for w in (self.form, self.output, self.driver, self.timeline, self.edits_box):
+        for w in (self.form, self.output, self.driver, self.timeline, self.flame_file, self.edits_box):
             w.setEnabled(not running)
 
     def output_folder(self) -> Path | None:

@@ -213,3 +213,28 @@ def test_self_export_of_a_real_clip_with_audio(window, short_clip, monkeypatch, 
     assert d["frames"] == panel.result["frames"] and panel.result["audio"] is True
     assert d["audio_seconds"] == pytest.approx(d["video_seconds"], abs=0.15)
     assert "with audio" in panel.result_label.text()
+
+
+def test_flame_source_has_its_own_file_chooser(window, tracked, monkeypatch, tmp_path):
+    """source=flame asks for its FLAME parameter file in the Clip box with a Browse button (the generated form gave
+    a bare text row, shown for every source); the audio box shows only where there is audio (self, driver)."""
+    use_engine(monkeypatch, load_fast)
+    panel = open_export(window, tracked)
+    f = panel.form.editors
+    assert not panel.flame_file.isVisibleTo(panel) and not panel._form_row("flame").isVisibleTo(panel)
+    assert not f["audio"].isVisibleTo(panel), "a turntable has no audio"
+    f["source"].setCurrentIndex(f["source"].findData("self"))
+    assert f["audio"].isVisibleTo(panel)
+    f["source"].setCurrentIndex(f["source"].findData("flame"))
+    assert panel.flame_file.isVisibleTo(panel) and not panel._form_row("flame").isVisibleTo(panel)
+    assert not f["audio"].isVisibleTo(panel) and not f["duration"].isVisibleTo(panel)
+    assert panel.problem() == "Choose the FLAME parameter file."
+    missing = tmp_path / "nope.npz"
+    panel.flame_file.setText(str(missing))
+    assert panel.problem() == f"There is no FLAME parameter file at {missing}."
+    seq = tmp_path / "seq.npz"
+    seq.write_bytes(b"")
+    panel.flame_file.setText(str(seq))
+    assert panel.problem() == "" and panel.values()["flame"] == str(seq)
+    f["source"].setCurrentIndex(f["source"].findData("turntable"))
+    assert not panel.flame_file.isVisibleTo(panel)
