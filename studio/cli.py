@@ -332,16 +332,18 @@ def cmd_run(args) -> int:
     overrides = parse_settings(args.set or [])
     opts = options_from_args(args)
     # the estimate prices the preset's steps in one process: with --set or --nproc it would mislead
-    estimate = "" if overrides or opts.several else _time_estimate(project, engines, stages, args.device)
+    estimate, est = ("", None) if overrides or opts.several else _time_estimate(project, engines, stages, args.device)
     if estimate:
         _say(estimate)
     printer = ProgressPrinter()
+    clock = RunClock(est, stages, say=lambda line: (printer.close(), _say(line))) if est is not None else None
     try:
         if opts.several:
             results = run_stages(session, stages, opts, overrides=overrides, device=args.device, on_progress=printer,
                                  say=_say)
         else:
-            results = session.run(stages, overrides=overrides, on_progress=printer, device=args.device)
+            results = session.run(stages, overrides=overrides, on_progress=printer, device=args.device,
+                                  on_stage_done=clock.stage_done if clock is not None else None)
     except BaseException:
         printer.close()
         if created and project.record("track").get("status") != "done":
@@ -361,20 +363,62 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _time_estimate(project, engines: list[str], stages: list[str], device: str | None) -> str:
-    """"about N min on this machine" for the stages about to run, from a short speed probe of this
-    machine (`studio.speed_probe`); empty when nothing trains."""
+class RunClock:
+    """After each stage of `run`: how long it took against what the speed test priced it at, and how long
+    the stages left will take, re-priced at this run's own speed. One quick speed test cannot foresee a
+    shared machine that slows down or speeds up for minutes at a time (on a 2-core AMD EPYC, probes a minute
+    apart priced the same StyleGAN avatar at 49 and 91 min); the stages that ran say how fast it really goes.
+
+    `est`: the `studio.speed_probe.SpeedEstimate` of the run's start; `say(line)` prints a line."""
+
+    def __init__(self, est, stages, say):
+        self.est, self.say = est, say
+        self.left = list(stages)
+        self.actual = self.priced = 0.0
+
+    def price(self, name: str) -> float:
+        return float(self.est.stage_seconds.get(name, 0.0))
+
+    def ratio(self) -> float:
+        """This run's seconds per priced second so far (1 before any stage has trained here)."""
+        return self.actual / self.priced if self.priced > 0 else 1.0
+
+    def stage_done(self, name: str, result: dict, seconds: float) -> None:
+        if name in self.left:
+            self.left.remove(name)
+        priced = self.price(name)
+        if priced <= 0:                                  # tracking, ingest: not priced
+            return
+        resumed = bool((result or {}).get("summary", {}).get("resumed_from"))
+        trained = seconds >= max(2.0, 0.05 * priced)     # else it was already up to date
+        if trained and not resumed:
+            self.actual += seconds
+            self.priced += priced
+        left = [s for s in self.left if self.price(s) > 0]
+        if not trained or not left:
+            return
+        r = self.ratio()
+        rest = r * sum(self.price(s) for s in left)
+        pace = "" if abs(r - 1.0) < 0.1 else \
+            f" (this run goes {r if r > 1 else 1 / r:.1f} times {'slower' if r > 1 else 'faster'} than the speed test said)"
+        self.say(f"{name} took {_fmt_s(seconds)} (the speed test said {_fmt_s(priced)}); about "
+                 f"{max(1, round(rest / 60))} min left for {', '.join(left)}{pace}")
+
+
+def _time_estimate(project, engines: list[str], stages: list[str], device: str | None):
+    """("about N min on this machine" for the stages about to run, from a short speed probe of this
+    machine (`studio.speed_probe`), the probe's `SpeedEstimate`); ("", None) when nothing trains."""
     from .engines import ENGINES
     from .speed_probe import probe
 
     if not any(s in stages for e in engines for s in ENGINES[e].stages):
-        return ""
+        return "", None
     est = probe(project.preset, device or project.device)
     parts = [f"{ENGINES[e].title}: about {est.minutes_for([s for s in ENGINES[e].stages if s in stages])} min"
              for e in engines if any(s in stages for s in ENGINES[e].stages)]
     where = "on the GPU" if est.device == "cuda" else f"on this machine's CPU ({est.threads} thread{'s' if est.threads != 1 else ''})"
     return (f"expected training time {where}, measured by a {est.probe_seconds:.0f}-second speed test: "
-            + "; ".join(parts) + " (tracking comes on top)")
+            + "; ".join(parts) + " (tracking comes on top)"), est
 
 
 def cmd_eval(args) -> int:

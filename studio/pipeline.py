@@ -178,14 +178,20 @@ def _run_stage(project: Project, name: str, overrides: dict | None, *, control: 
 
 def run_pipeline(project: Project, stages: Iterable[str], *, overrides: dict[str, dict] | None = None,
                  control: Control | None = None, on_progress: ProgressFn | None = None,
-                 device: str | None = None, force: Iterable[str] = ()) -> dict[str, dict]:
+                 device: str | None = None, force: Iterable[str] = (),
+                 on_stage_done: Callable[[str, dict, float], None] | None = None) -> dict[str, dict]:
+    """Run `stages` in order under the project's lock; `on_stage_done(name, result, seconds)` after each
+    (seconds: its wall time in this call, a stage already done counting its check only)."""
     out = {}
     force = set(force)
     stages = list(stages)
     with project_lock(project.root, "stages " + ", ".join(stages)):
         for name in stages:
+            t0 = time.perf_counter()
             out[name] = run_stage(project, name, (overrides or {}).get(name), control=control,
                                   on_progress=on_progress, device=device, force=name in force)
+            if on_stage_done is not None:
+                on_stage_done(name, out[name], time.perf_counter() - t0)
     return out
 
 

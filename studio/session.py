@@ -172,10 +172,10 @@ class Session:
     # ------------------------------------------------------------------ running
     def run(self, stages: Iterable[str], *, overrides: dict[str, dict] | None = None, force: Iterable[str] = (),
             control: Control | None = None, on_progress: ProgressFn | None = None,
-            device: str | None = None) -> dict[str, dict]:
-        """Run `stages` in this process (holding the project's lock); see `studio.pipeline`."""
+            device: str | None = None, on_stage_done=None) -> dict[str, dict]:
+        """Run `stages` in this process (holding the project's lock); see `studio.pipeline.run_pipeline`."""
         return run_pipeline(self.project, stages, overrides=overrides, control=control, on_progress=on_progress,
-                            device=device, force=force)
+                            device=device, force=force, on_stage_done=on_stage_done)
 
     def force_for(self, name: str) -> tuple[str, ...]:
         """Running a stage that is already done means "train it again": force it."""

@@ -247,3 +247,17 @@ def test_migrations_run_one_version_at_a_time(tmp_path, monkeypatch):
     monkeypatch.setattr(project_mod, "MIGRATIONS", {0: project_mod._migrate_0_to_1, 2: step(2)})
     with pytest.raises(ProjectError, match="format 1, which this version cannot upgrade"):
         project_mod.migrate({"schema": 1, "stages": {}}, tmp_path)
+
+
+def test_run_pipeline_reports_each_stage_when_it_ends(tmp_path, fake_stages):
+    """`run` re-prices the stages left after each one: the pipeline says which stage ended, its result and its
+    time, in order, under one hold of the project's lock; a stage already done is reported too."""
+    from studio.pipeline import run_pipeline
+
+    proj = Project.create(tmp_path / "p")
+    run_stage(proj, "t_a")
+    seen = []
+    out = run_pipeline(proj, ["t_a", "t_b", "t_c"], on_stage_done=lambda n, r, s: seen.append((n, r, s)))
+    assert [n for n, _, _ in seen] == ["t_a", "t_b", "t_c"] and CALLS == ["t_a", "t_b", "t_c"]
+    assert all(r is out[n] and s >= 0 for n, r, s in seen)
+    assert seen[1][1]["summary"] == {"value": 1}

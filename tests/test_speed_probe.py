@@ -146,3 +146,43 @@ def test_every_stage_of_an_engine_is_priced():
     for name, spec in ENGINES.items():
         for stage in spec.stages:
             assert stages.get(stage, 0.0) > 0, f"stage '{stage}' of engine '{name}' has no cost in speed_probe"
+
+
+def test_a_step_is_priced_by_the_lower_quartile_after_two_warm_ups(monkeypatch):
+    """A shared machine runs a step slow now and then: one slow step of three moved the median-of-three probe's
+    NeRF estimate from 36 to 53 min. Six steps after two warm-ups, the lower quartile: the slow ones drop out."""
+    clock = [0.0]
+    durations = iter([9.0, 9.0, 1.0, 5.0, 1.2, 1.1, 0.9, 7.0])   # two warm-ups, then six timed steps
+
+    def step():
+        clock[0] += next(durations)
+
+    monkeypatch.setattr(speed_probe.time, "perf_counter", lambda: clock[0])
+    assert speed_probe._time_steps(step, 6, "cpu") == pytest.approx(1.0)   # sorted 0.9, 1.0, 1.1, ...: the 2nd
+
+
+def test_run_reprices_the_stages_left_at_the_run_s_own_pace():
+    """`run` says after each trained stage how long it took against the speed test's price and how long the rest
+    will take at the pace seen so far; stages already done, resumed ones and unpriced ones do not set the pace."""
+    from studio.cli import RunClock
+
+    est = speed_probe.SpeedEstimate(device="cpu", gpu_found=False, gpu_name="", threads=2, preset="preview",
+                                    batch=8, resolution=128, step_seconds=0.5,
+                                    stage_seconds={"prior": 600.0, "pti": 300.0, "mappers": 600.0, "sharpen": 0.0})
+    lines: list[str] = []
+    clock = RunClock(est, ["track", "prior", "pti", "mappers"], say=lines.append)
+    clock.stage_done("track", {}, 5.0)
+    assert lines == [] and clock.ratio() == 1.0, "tracking is not priced"
+    clock.stage_done("prior", {"summary": {"resumed_from": 0}}, 720.0)
+    assert clock.ratio() == pytest.approx(1.2)
+    assert lines[-1] == ("prior took 12:00 (the speed test said 10:00); about 18 min left for pti, mappers "
+                         "(this run goes 1.2 times slower than the speed test said)")
+    clock.stage_done("pti", {}, 0.4)                                 # already up to date
+    assert len(lines) == 1 and clock.ratio() == pytest.approx(1.2)
+    fast = RunClock(est, ["prior", "pti", "mappers"], say=lines.append)
+    fast.stage_done("prior", {"summary": {"resumed_from": 800}}, 100.0)   # resumed: its time says nothing
+    assert fast.ratio() == 1.0 and lines[-1].endswith("about 15 min left for pti, mappers")
+    fast.stage_done("pti", {}, 150.0)
+    assert lines[-1].endswith("about 5 min left for mappers (this run goes 2.0 times faster than the speed test said)")
+    fast.stage_done("mappers", {}, 300.0)
+    assert len(lines) == 3, "nothing is left after the last stage"
