@@ -371,6 +371,9 @@ class RunClock:
 
     `est`: the `studio.speed_probe.SpeedEstimate` of the run's start; `say(line)` prints a line."""
 
+    SMALL = 60.0
+    """Stages priced under this many seconds neither set the pace nor get a line."""
+
     def __init__(self, est, stages, say):
         self.est, self.say = est, say
         self.left = list(stages)
@@ -387,7 +390,7 @@ class RunClock:
         if name in self.left:
             self.left.remove(name)
         priced = self.price(name)
-        if priced <= 0:                                  # tracking, ingest: not priced
+        if priced < self.SMALL:                          # tracking (not priced), pivots (seconds): no line
             return
         resumed = bool((result or {}).get("summary", {}).get("resumed_from"))
         trained = seconds >= max(2.0, 0.05 * priced)     # else it was already up to date

@@ -168,11 +168,12 @@ def test_run_reprices_the_stages_left_at_the_run_s_own_pace():
 
     est = speed_probe.SpeedEstimate(device="cpu", gpu_found=False, gpu_name="", threads=2, preset="preview",
                                     batch=8, resolution=128, step_seconds=0.5,
-                                    stage_seconds={"prior": 600.0, "pti": 300.0, "mappers": 600.0, "sharpen": 0.0})
+                                    stage_seconds={"pivots": 3.0, "prior": 600.0, "pti": 300.0, "mappers": 600.0})
     lines: list[str] = []
-    clock = RunClock(est, ["track", "prior", "pti", "mappers"], say=lines.append)
+    clock = RunClock(est, ["track", "pivots", "prior", "pti", "mappers"], say=lines.append)
     clock.stage_done("track", {}, 5.0)
-    assert lines == [] and clock.ratio() == 1.0, "tracking is not priced"
+    clock.stage_done("pivots", {}, 9.0)
+    assert lines == [] and clock.ratio() == 1.0, "tracking is not priced, the pivots' seconds say nothing"
     clock.stage_done("prior", {"summary": {"resumed_from": 0}}, 720.0)
     assert clock.ratio() == pytest.approx(1.2)
     assert lines[-1] == ("prior took 12:00 (the speed test said 10:00); about 18 min left for pti, mappers "
