@@ -301,6 +301,7 @@ def cmd_run(args) -> int:
     from .engines import ENGINES
     from .project import Project, is_project
     from .session import Session
+    from .speed_probe import RunPace
     from .video import probe
 
     if args.controls == "flame":  # say it before any tracking runs
@@ -336,14 +337,24 @@ def cmd_run(args) -> int:
     if estimate:
         _say(estimate)
     printer = ProgressPrinter()
-    clock = RunClock(est, stages, say=lambda line: (printer.close(), _say(line))) if est is not None else None
+    pace = RunPace(est, stages) if est is not None else None
+
+    def stage_done(name, result, seconds):
+        try:
+            line = pace.stage_done(name, result, seconds)
+        except Exception:                  # a note on the time must never stop the training
+            line = None
+        if line:
+            printer.close()
+            _say(line)
+
     try:
         if opts.several:
             results = run_stages(session, stages, opts, overrides=overrides, device=args.device, on_progress=printer,
                                  say=_say)
         else:
             results = session.run(stages, overrides=overrides, on_progress=printer, device=args.device,
-                                  on_stage_done=clock.stage_done if clock is not None else None)
+                                  on_stage_done=stage_done if pace is not None else None)
     except BaseException:
         printer.close()
         if created and project.record("track").get("status") != "done":
@@ -361,51 +372,6 @@ def cmd_run(args) -> int:
             printer.close()
             _say(format_table(rep))
     return 0
-
-
-class RunClock:
-    """After each stage of `run`: how long it took against what the speed test priced it at, and how long
-    the stages left will take, re-priced at this run's own speed. One quick speed test cannot foresee a
-    shared machine that slows down or speeds up for minutes at a time (on a 2-core AMD EPYC, probes a minute
-    apart priced the same StyleGAN avatar at 49 and 91 min); the stages that ran say how fast it really goes.
-
-    `est`: the `studio.speed_probe.SpeedEstimate` of the run's start; `say(line)` prints a line."""
-
-    SMALL = 60.0
-    """Stages priced under this many seconds neither set the pace nor get a line."""
-
-    def __init__(self, est, stages, say):
-        self.est, self.say = est, say
-        self.left = list(stages)
-        self.actual = self.priced = 0.0
-
-    def price(self, name: str) -> float:
-        return float(self.est.stage_seconds.get(name, 0.0))
-
-    def ratio(self) -> float:
-        """This run's seconds per priced second so far (1 before any stage has trained here)."""
-        return self.actual / self.priced if self.priced > 0 else 1.0
-
-    def stage_done(self, name: str, result: dict, seconds: float) -> None:
-        if name in self.left:
-            self.left.remove(name)
-        priced = self.price(name)
-        if priced < self.SMALL:                          # tracking (not priced), pivots (seconds): no line
-            return
-        resumed = bool((result or {}).get("summary", {}).get("resumed_from"))
-        trained = seconds >= max(2.0, 0.05 * priced)     # else it was already up to date
-        if trained and not resumed:
-            self.actual += seconds
-            self.priced += priced
-        left = [s for s in self.left if self.price(s) > 0]
-        if not trained or not left:
-            return
-        r = self.ratio()
-        rest = r * sum(self.price(s) for s in left)
-        pace = "" if abs(r - 1.0) < 0.1 else \
-            f" (this run goes {r if r > 1 else 1 / r:.1f} times {'slower' if r > 1 else 'faster'} than the speed test said)"
-        self.say(f"{name} took {_fmt_s(seconds)} (the speed test said {_fmt_s(priced)}); about "
-                 f"{max(1, round(rest / 60))} min left for {', '.join(left)}{pace}")
 
 
 def _time_estimate(project, engines: list[str], stages: list[str], device: str | None):

@@ -44,11 +44,15 @@ STEP_COST: dict[str, float] = {
     # mappers' step cost 0.88 there and 0.77 in a d9 run on another machine (2026-12-03, README). Both
     # with the ArcFace file configured; without it the mappers skip their identity loss and run faster.
     "pti": (57 + 259) / 500 / 0.434 / _PTI_FACE,
-    "mappers": (14 * 60 + 3) / 2400 / 0.434,
+    # × 0.89 since 2026-12-06: on a 2-core AMD EPYC the mappers took 0.82 and 0.74 of this price against the
+    # prior's 1.13 and 0.93 (whole d9 and d14 runs, 12-06, README "Measured"); the factor is the mean of that
+    # machine's 0.78 and the Xeon's 1.0, so neither machine's estimate is off by more than about 12 %
+    "mappers": (14 * 60 + 3) / 2400 / 0.434 * 0.89,
     # the StyleGAN engine's sharpening head (2026-12-04, d3 on a quiet 2-core Xeon): 600 steps in 6:56 wall,
     # the training frames' renders and the held-out sheet included; `python -m studio.speed_probe` right after
     # gave 0.561 s per prior step
-    "sharpen": (6 * 60 + 56) / 600 / 0.561,
+    # × 0.82 since 2026-12-06: on the AMD EPYC the head took 0.65 and 0.62 of this price (the same two runs)
+    "sharpen": (6 * 60 + 56) / 600 / 0.561 * 0.82,
     # NeRF, where the probe does not time its step (presets outside `NERF_PROBED`): measured against
     # the old probe itself: on a quiet 2-core machine (2026-12-02) the probe
     # gave 0.579 s per prior step (mean of three) and `nerf` ran 7000 steps in 44:58 (d14). The
@@ -341,6 +345,82 @@ _STOP = threading.Event()
 def cancel() -> None:
     """Stop a running probe at its next step (the window is closing); later probes run again."""
     _STOP.set()
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+class RunPace:
+    """A run of several stages against the speed test's prices: after each stage, how long it took against its
+    price, and how long the stages left will take re-priced at this run's own pace. One quick test cannot foresee
+    a shared machine that slows down or speeds up for minutes at a time (2026-12-06, a quiet 2-core AMD EPYC:
+    tests a minute apart priced the same StyleGAN avatar at 49 and 91 min); the stages that ran say how fast it
+    really goes. `run` prints `stage_done`'s line; the studio window shows `after` under the running stage."""
+
+    SMALL = 60.0
+    """Stages priced under this many seconds (the pivots) neither set the pace nor get a line."""
+
+    def __init__(self, est: SpeedEstimate, stages):
+        self.est = est
+        self.left = list(stages)
+        self.actual = self.priced = 0.0
+
+    def price(self, name: str) -> float:
+        return float(self.est.stage_seconds.get(name, 0.0))
+
+    def ratio(self) -> float:
+        """This run's seconds per priced second so far (1 before any stage has trained in it)."""
+        return self.actual / self.priced if self.priced > 0 else 1.0
+
+    def _pace(self) -> str:
+        r = self.ratio()
+        if abs(r - 1.0) < 0.1:
+            return ""
+        return f" (this run goes {r if r > 1 else 1 / r:.1f} times {'slower' if r > 1 else 'faster'} than the speed test said)"
+
+    def stage_done(self, name: str, result: dict | None, seconds: float) -> str | None:
+        """Count a stage that ended after `seconds`; the line to show, or None (a stage under `SMALL`, one that
+        was already up to date, or the last)."""
+        if name in self.left:
+            self.left.remove(name)
+        priced = self.price(name)
+        if priced < self.SMALL:
+            return None
+        resumed = bool(((result or {}).get("summary") or {}).get("resumed_from"))
+        trained = seconds >= max(2.0, 0.05 * priced)     # else it was already up to date
+        if trained and not resumed:                       # a resumed stage's time says nothing of the pace
+            self.actual += seconds
+            self.priced += priced
+        left = [s for s in self.left if self.price(s) > 0]
+        if not trained or not left:
+            return None
+        rest = self.ratio() * sum(self.price(s) for s in left)
+        return (f"{name} took {_clock(seconds)} (the speed test said {_clock(priced)}); about "
+                f"{max(1, round(rest / 60))} min left for {', '.join(left)}{self._pace()}")
+
+    def after(self, name: str) -> str:
+        """For the stage `name` now running: how long the stages after it will take at this run's pace so far
+        ("" when none is priced)."""
+        later = self.left[self.left.index(name) + 1:] if name in self.left else []
+        later = [s for s in later if self.price(s) > 0]
+        if not later:
+            return ""
+        rest = self.ratio() * sum(self.price(s) for s in later)
+        return f"then about {max(1, round(rest / 60))} min for {', '.join(later)}"
+
+
+def latest(preset: str) -> SpeedEstimate | None:
+    """The newest estimate of `preset` this process made (`cached_probe` or `remember`), or None."""
+    found = [e for (p, _), e in _CACHE.items() if p == preset]
+    return found[-1] if found else None
+
+
+def remember(est: SpeedEstimate, device: str = "auto") -> None:
+    """Keep a probe made elsewhere (the engine dialog's) as the newest for its preset."""
+    _CACHE.pop((est.preset, device), None)
+    _CACHE[(est.preset, device)] = est
 
 
 def cached_probe(preset: str = "preview", device: str = "auto") -> SpeedEstimate:

@@ -164,26 +164,25 @@ def test_a_step_is_priced_by_the_lower_quartile_after_two_warm_ups(monkeypatch):
 def test_run_reprices_the_stages_left_at_the_run_s_own_pace():
     """`run` says after each trained stage how long it took against the speed test's price and how long the rest
     will take at the pace seen so far; stages already done, resumed ones and unpriced ones do not set the pace."""
-    from studio.cli import RunClock
+    from studio.speed_probe import RunPace
 
     est = speed_probe.SpeedEstimate(device="cpu", gpu_found=False, gpu_name="", threads=2, preset="preview",
                                     batch=8, resolution=128, step_seconds=0.5,
                                     stage_seconds={"pivots": 3.0, "prior": 600.0, "pti": 300.0, "mappers": 600.0})
-    lines: list[str] = []
-    clock = RunClock(est, ["track", "pivots", "prior", "pti", "mappers"], say=lines.append)
-    clock.stage_done("track", {}, 5.0)
-    clock.stage_done("pivots", {}, 9.0)
-    assert lines == [] and clock.ratio() == 1.0, "tracking is not priced, the pivots' seconds say nothing"
-    clock.stage_done("prior", {"summary": {"resumed_from": 0}}, 720.0)
+    clock = RunPace(est, ["track", "pivots", "prior", "pti", "mappers"])
+    assert clock.after("prior") == "then about 15 min for pti, mappers"
+    assert clock.stage_done("track", {}, 5.0) is None and clock.stage_done("pivots", {}, 9.0) is None
+    assert clock.ratio() == 1.0, "tracking is not priced, the pivots' seconds say nothing"
+    line = clock.stage_done("prior", {"summary": {"resumed_from": 0}}, 720.0)
     assert clock.ratio() == pytest.approx(1.2)
-    assert lines[-1] == ("prior took 12:00 (the speed test said 10:00); about 18 min left for pti, mappers "
-                         "(this run goes 1.2 times slower than the speed test said)")
-    clock.stage_done("pti", {}, 0.4)                                 # already up to date
-    assert len(lines) == 1 and clock.ratio() == pytest.approx(1.2)
-    fast = RunClock(est, ["prior", "pti", "mappers"], say=lines.append)
-    fast.stage_done("prior", {"summary": {"resumed_from": 800}}, 100.0)   # resumed: its time says nothing
-    assert fast.ratio() == 1.0 and lines[-1].endswith("about 15 min left for pti, mappers")
-    fast.stage_done("pti", {}, 150.0)
-    assert lines[-1].endswith("about 5 min left for mappers (this run goes 2.0 times faster than the speed test said)")
-    fast.stage_done("mappers", {}, 300.0)
-    assert len(lines) == 3, "nothing is left after the last stage"
+    assert line == ("prior took 12:00 (the speed test said 10:00); about 18 min left for pti, mappers "
+                    "(this run goes 1.2 times slower than the speed test said)")
+    assert clock.after("pti") == "then about 12 min for mappers", "re-priced at the run's pace"
+    assert clock.stage_done("pti", {}, 0.4) is None                  # already up to date
+    assert clock.ratio() == pytest.approx(1.2) and clock.after("mappers") == ""
+    fast = RunPace(est, ["prior", "pti", "mappers"])
+    line = fast.stage_done("prior", {"summary": {"resumed_from": 800}}, 100.0)   # resumed: its time says nothing
+    assert fast.ratio() == 1.0 and line.endswith("about 15 min left for pti, mappers")
+    line = fast.stage_done("pti", {}, 150.0)
+    assert line.endswith("about 5 min left for mappers (this run goes 2.0 times faster than the speed test said)")
+    assert fast.stage_done("mappers", {}, 300.0) is None, "nothing is left after the last stage"

@@ -339,6 +339,8 @@ class Dashboard(QWidget):
             t.setToolTip("earlier preview")
         self.bar.setValue(0)
         self.stats.setText("")
+        self.after = ""
+        """What comes after the running stage (`set_after`), shown after its ETA."""
         self.message.set_full_text("")
         self.title.set_full_text(f"Running {stage}" if stage else "No run yet")
         self._show_curves(_trains(stage))
@@ -355,6 +357,12 @@ class Dashboard(QWidget):
         else:
             self._redraw.stop()
             self._draw_curves()
+
+    def set_after(self, text: str) -> None:
+        """A note on the stages after the running one ("then about 25 min for pti, mappers"; see
+        `speed_probe.RunPace.after`), shown after its ETA."""
+        self.after = text
+        self._update_stats()
 
     def set_title(self, text: str) -> None:
         self.title.set_full_text(text)
@@ -432,7 +440,8 @@ class Dashboard(QWidget):
         eta = (b.total - b.step) / rate if rate and b.total else None
         rate_s = f"{rate:.2f} it/s" if rate and rate < 10 else (f"{rate:.0f} it/s" if rate else "– it/s")
         self.stats.setText(f"{rate_s}   ETA {fmt_duration(eta)}   elapsed "
-                           f"{fmt_duration(time.perf_counter() - self.started)}")
+                           f"{fmt_duration(time.perf_counter() - self.started)}" + (f"   · {self.after}" if self.after else ""))
+        self.stats.setToolTip(self.stats.text())
         self.message.set_full_text(b.message)
         last = {k: ys[-1] for k, (xs, ys) in self.series.items() if ys}
         if last:

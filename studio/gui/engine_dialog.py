@@ -100,9 +100,11 @@ class EngineDialog(QDialog):
         preset, device = project.preset, project.device
 
         def work():
-            from ..speed_probe import probe
+            from ..speed_probe import probe, remember
 
-            return probe(preset, device)
+            est = probe(preset, device)
+            remember(est, device)          # the run it starts re-prices its stages from this one
+            return est
 
         run_job(work, self.show_estimate, lambda f: self.estimate.setText(
             f"Expected time: the speed test failed ({f.message})."))

@@ -1,6 +1,7 @@
 """The studio window: projects, the stage list, stage pages with the dashboard, tracking, viewer, export."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QFileSystemWatcher, QSize, Qt, QTimer
@@ -632,6 +633,7 @@ class MainWindow(QMainWindow):
         if not self.check_project():
             return None
         runner = StageRunner(self.project, stages, overrides, device=self.device_box.currentData(), force=force)
+        self._pace = self._run_pace(stages)
         runner.stage_started.connect(self._run_started)
         runner.progress.connect(self._run_progress)
         runner.stage_finished.connect(self._run_stage_done)
@@ -652,6 +654,19 @@ class MainWindow(QMainWindow):
         self.refresh_stages()
         return runner
 
+    def _run_pace(self, stages: list[str]):
+        """The stages' prices from this process's newest speed test of the project's preset on the device the run
+        uses (`speed_probe.RunPace`), or None (no test yet, another device, settings changed from the preset's)."""
+        from ..compute import resolve_device
+        from ..speed_probe import RunPace, latest
+
+        est = latest(self.project.preset)
+        try:
+            device = resolve_device(self.device_box.currentData() or "auto")
+        except StudioError:
+            return None
+        return RunPace(est, stages) if est is not None and est.device == device else None
+
     def reload_manifest(self) -> None:
         """Read back what the stage process wrote (the GUI does not write while a stage runs)."""
         from ..project import Project
@@ -671,6 +686,9 @@ class MainWindow(QMainWindow):
         d.reset(name, log=history_log(self.project, name))
         d.set_running(True)
         d.set_title(f"Running: {REGISTRY[name].title}")
+        self._stage_t0 = time.perf_counter()
+        if getattr(self, "_pace", None) is not None:
+            d.set_after(self._pace.after(name))
         self.statusBar().showMessage(f"Running {REGISTRY[name].title}…")
         self.refresh_stages()
 
@@ -684,7 +702,14 @@ class MainWindow(QMainWindow):
     def _run_stage_done(self, name: str, result: dict) -> None:
         from ..stages import REGISTRY
 
-        self.statusBar().showMessage(f"{REGISTRY[name].title} finished.", 8000)
+        line = None
+        if getattr(self, "_pace", None) is not None and getattr(self, "_stage_t0", None) is not None:
+            try:
+                line = self._pace.stage_done(name, result, time.perf_counter() - self._stage_t0)
+            except Exception:     # a note on the time must never get in the way of the run
+                line = None
+        self.statusBar().showMessage(f"{REGISTRY[name].title} finished" + (f": {line}" if line else "."),
+                                     20000 if line else 8000)
         self.reload_manifest()
         self.refresh_stages()
         if name == "track" or "track" in REGISTRY[name].depends_on:

@@ -295,3 +295,39 @@ def test_a_stage_summary_reads_as_words_and_short_figures():
     assert "yaw range: <b>-16.3 … 23.5</b>" in text
     assert "losses: <b>l1 0.01382, code reg 1</b>" in text
     assert "steps: <b>7000</b>" in text and "a&lt;b" in text
+
+
+def test_a_run_shows_the_time_of_the_stages_after_the_running_one(window, trained, monkeypatch):
+    """With a speed test of the project's preset in this process (the welcome page's or the engine dialog's), a run
+    says under the running stage how long the stages after it will take, and when a stage ends, its time against
+    its price and the rest re-priced at the run's pace (`speed_probe.RunPace`, as `avatar-studio run` prints)."""
+    import time
+
+    import torch
+
+    from studio import speed_probe
+
+    monkeypatch.setattr(speed_probe, "_CACHE", {})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    window.open_project(trained.root)
+    assert window._run_pace(["pti", "mappers"]) is None, "no speed test yet: nothing is said"
+    speed_probe.remember(speed_probe.SpeedEstimate(
+        device="cpu", gpu_found=False, gpu_name="", threads=2, preset=trained.preset, batch=8, resolution=128,
+        step_seconds=0.5, stage_seconds={"pti": 600.0, "mappers": 600.0, "sharpen": 300.0}))
+    window._pace = window._run_pace(["pti", "mappers", "sharpen"])
+    assert window._pace is not None
+    window._run_started("pti")
+    d = window.stage_page.dashboard
+    assert d.after == "then about 15 min for mappers, sharpen"
+    window._stage_t0 = time.perf_counter() - 720.0                  # pti ran 12 min against 10 priced
+    window._run_stage_done("pti", {"summary": {}})
+    assert window.statusBar().currentMessage() == (
+        "Pivotal tuning finished: pti took 12:00 (the speed test said 10:00); about 18 min left for mappers, sharpen "
+        "(this run goes 1.2 times slower than the speed test said)")
+    window._run_started("mappers")
+    assert d.after == "then about 6 min for sharpen"
+    speed_probe._CACHE.clear()
+    speed_probe.remember(speed_probe.SpeedEstimate(
+        device="cuda", gpu_found=True, gpu_name="a GPU", threads=2, preset=trained.preset, batch=8, resolution=128,
+        step_seconds=0.05, stage_seconds={"pti": 60.0}))
+    assert window._run_pace(["pti"]) is None, "a test on another device prices nothing here"
