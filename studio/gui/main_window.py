@@ -689,13 +689,16 @@ class MainWindow(QMainWindow):
         self._stage_t0 = time.perf_counter()
         if getattr(self, "_pace", None) is not None:
             d.set_after(self._pace.after(name))
-        self.statusBar().showMessage(f"Running {REGISTRY[name].title}…")
+        if time.monotonic() >= getattr(self, "_note_until", 0.0):   # else the last stage's line stays a while
+            self.statusBar().showMessage(f"Running {REGISTRY[name].title}…")
         self.refresh_stages()
 
     def _run_progress(self, b: ProgressBatch) -> None:
         self.stage_page.dashboard.add_batch(b)
         pct = f" {100 * b.step / b.total:.0f}%" if b.total else ""
         text = f"{b.stage}{' · ' + b.part if b.part else ''}{pct}  {b.message}"
+        if time.monotonic() < getattr(self, "_note_until", 0.0):
+            return                       # a stage's time against its price stays readable for a while
         if text != self.statusBar().currentMessage():
             self.statusBar().showMessage(text)
 
@@ -710,6 +713,7 @@ class MainWindow(QMainWindow):
                 line = None
         self.statusBar().showMessage(f"{REGISTRY[name].title} finished" + (f": {line}" if line else "."),
                                      20000 if line else 8000)
+        self._note_until = time.monotonic() + (20.0 if line else 0.0)   # the next stage's progress waits
         self.reload_manifest()
         self.refresh_stages()
         if name == "track" or "track" in REGISTRY[name].depends_on:

@@ -326,6 +326,16 @@ def test_a_run_shows_the_time_of_the_stages_after_the_running_one(window, traine
         "(this run goes 1.2 times slower than the speed test said)")
     window._run_started("mappers")
     assert d.after == "then about 6 min for sharpen"
+    from studio.gui.workers import ProgressBatch
+
+    window._run_progress(ProgressBatch(stage="mappers", part="mappers", step=1, total=10, time=0.0, message="",
+                                       losses=[{"l2": 0.1}], steps=[1]))
+    assert window.statusBar().currentMessage().startswith("Pivotal tuning finished: pti took 12:00"), \
+        "the next stage's progress must not wipe the line at once"
+    window._note_until = 0.0
+    window._run_progress(ProgressBatch(stage="mappers", part="mappers", step=2, total=10, time=0.1, message="",
+                                       losses=[{"l2": 0.1}], steps=[2]))
+    assert window.statusBar().currentMessage().startswith("mappers · mappers 20%")
     speed_probe._CACHE.clear()
     speed_probe.remember(speed_probe.SpeedEstimate(
         device="cuda", gpu_found=True, gpu_name="a GPU", threads=2, preset=trained.preset, batch=8, resolution=128,
