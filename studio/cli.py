@@ -16,6 +16,7 @@ from pathlib import Path
 from . import __version__
 from .errors import Cancelled, InputError, StudioError
 from .progress import Progress
+from .progress import clock_text as _fmt_s   # m:ss, shared with `speed_probe.RunPace`
 
 
 # ----------------------------------------------------------------------------- progress display
@@ -76,13 +77,6 @@ class ProgressPrinter:
 
     def close(self) -> None:
         self._finish_line()
-
-
-def _fmt_s(s: float | None) -> str:
-    if s is None:
-        return "?"
-    s = int(round(s))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
 def _say(*lines: str) -> None:

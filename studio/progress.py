@@ -8,6 +8,14 @@ from typing import Any, Callable, Generator
 from .errors import Cancelled
 
 
+def clock_text(seconds: float | None) -> str:
+    """Seconds as m:ss, or h:mm:ss from an hour on ("?" for None): the CLI's progress lines and `run`'s notes."""
+    if seconds is None:
+        return "?"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
 @dataclass
 class Progress:
     """One progress event from a running stage.

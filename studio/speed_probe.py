@@ -347,11 +347,6 @@ def cancel() -> None:
     _STOP.set()
 
 
-def _clock(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
-
-
 class RunPace:
     """A run of several stages against the speed test's prices: after each stage, how long it took against its
     price, and how long the stages left will take re-priced at this run's own pace. One quick test cannot foresee
@@ -397,7 +392,9 @@ class RunPace:
         if not trained or not left:
             return None
         rest = self.ratio() * sum(self.price(s) for s in left)
-        return (f"{name} took {_clock(seconds)} (the speed test said {_clock(priced)}); about "
+        from .progress import clock_text
+
+        return (f"{name} took {clock_text(seconds)} (the speed test said {clock_text(priced)}); about "
                 f"{max(1, round(rest / 60))} min left for {', '.join(left)}{self._pace()}")
 
     def after(self, name: str) -> str:
