@@ -198,6 +198,34 @@ def tune_allocator() -> bool:
     return ok
 
 
+def channels_last(*modules, device) -> None:
+    """On a CPU, store the convolution weights of `modules` channels-last (NHWC), so that oneDNN's
+    convolutions take and give that layout without reordering every activation (their inputs follow
+    the first convolution's weights; the StyleGAN synthesis blocks keep theirs so on a CPU by
+    themselves). Measured on a quiet 2-core Xeon (2026-12-06, README "Measured"), forward + backward:
+    the subject prior's encoder 124 -> 108 ms, the sharpening head 188 -> 155 ms, ArcFace's face losses
+    on four crops 110 -> 85 ms; a whole subject-prior step 0.49 -> 0.42 s. The same functions to float
+    rounding. Left as they are on a GPU (its fp32 path is NVIDIA's) and with
+    ``AVATAR_STUDIO_CPU_LAYOUT=nchw``, which also turns the synthesis blocks' own layout off."""
+    import torch
+
+    if torch.device(device).type != "cpu" or not cpu_channels_last():
+        return
+    for m in modules:
+        if m is not None:
+            m.to(memory_format=torch.channels_last)
+
+
+def cpu_channels_last() -> bool:
+    """Whether CPU training keeps convolution activations channels-last (the default; see `channels_last`).
+    Also sets the StyleGAN synthesis blocks' switch (`models.stylegan2.networks.CPU_CHANNELS_LAST`)."""
+    on = os.environ.get("AVATAR_STUDIO_CPU_LAYOUT", "").strip().lower() not in ("nchw", "contiguous")
+    from models.stylegan2 import networks
+
+    networks.CPU_CHANNELS_LAST = on
+    return on
+
+
 def release_memory() -> None:
     """Give the allocator's free memory back to the system (after a training has ended)."""
     lib = _glibc()

@@ -172,6 +172,7 @@ def _prior_networks(preset: str, resolution: int | None, device):
     """The prior stage's generator and encoder as that preset builds them (untrained)."""
     from models.encoders import LatentEncoder
 
+    from .compute import channels_last
     from .stages import REGISTRY
     from .stages.prior import _generator_config
 
@@ -181,6 +182,7 @@ def _prior_networks(preset: str, resolution: int | None, device):
     gcfg = _generator_config(cfg)
     G = gcfg.build().train().to(device)
     E = LatentEncoder(cfg.resolution, gcfg.w_dim, channel_max=max(128, cfg.channel_max)).to(device)
+    channels_last(G, E, device=device)   # laid out as the stage lays them out
     return cfg, G, E
 
 

@@ -186,6 +186,13 @@ class ToRGBLayer(nn.Module):
         return f'in_channels={self.in_channels}, out_channels={self.out_channels}, w_dim={self.w_dim}'
 
 
+# On a CPU the synthesis blocks keep their activations channels-last (NHWC) in fp32 too, unless one
+# sample runs the fused path: oneDNN's convolutions run on that layout without reordering each tensor.
+# Generator forward + backward at batch 8, 128 px, 2-core Xeon (2026-12-06): 292 -> 254 ms. The same
+# function to float rounding. False keeps NCHW (`studio.compute.cpu_channels_last` sets it).
+CPU_CHANNELS_LAST = True
+
+
 def fused_modconv_default(training: bool, dtype, ws) -> bool:
     """Whether a synthesis block folds the styles into per-sample weights (one grouped convolution)
     instead of scaling the activations around one shared-weight convolution. NVIDIA's rule (fused when
@@ -253,10 +260,13 @@ class SynthesisBlock(nn.Module):
         memory_format = torch.channels_last if self.channels_last and use_fp16 else torch.contiguous_format
         if fused_modconv is None:
             fused_modconv = fused_modconv_default(self.training, dtype, ws)
+        if ws.device.type == 'cpu' and CPU_CHANNELS_LAST and not fused_modconv:
+            memory_format = torch.channels_last
 
         if self.in_channels == 0:
-            x = self.const.to(dtype=dtype, memory_format=memory_format)
-            x = x.unsqueeze(0).expand([ws.shape[0], -1, -1, -1])
+            x = self.const.to(dtype=dtype).unsqueeze(0).expand([ws.shape[0], -1, -1, -1])
+            if memory_format != torch.contiguous_format:
+                x = x.contiguous(memory_format=memory_format)
         else:
             assert_shape(x, [None, self.in_channels, self.resolution // 2, self.resolution // 2])
             x = x.to(dtype=dtype, memory_format=memory_format)

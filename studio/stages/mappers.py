@@ -19,6 +19,7 @@ import torch
 from torch.nn import functional as F
 
 from ..atomic import atomic_path, write_json
+from ..compute import channels_last
 from ..config import opt, to_dict
 from ..loop import TrainingLoop
 from ..metrics import from_uint8, to_uint8
@@ -178,6 +179,7 @@ def run(ctx: StageContext, cfg: MappersConfig):
         lp = lpips_path()
         perceptual = PerceptualLoss(str(lp) if lp is not None else None).to(dev)
     face, face_note = face_loss(cfg.w_identity > 0 or cfg.w_face > 0, dev, "w_identity=0 and w_face=0")
+    channels_last(G, est, face, device=dev)   # faster convolutions on a CPU
 
     # ---- part 1: the read-back estimator on real crops
     est.train()

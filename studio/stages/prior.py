@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_path
+from ..compute import channels_last
 from ..config import opt
 from ..errors import InputError, StudioError
 from ..loop import TrainingLoop
@@ -144,6 +145,7 @@ def run(ctx: StageContext, cfg: PriorConfig):
     else:  # GLO: one free latent per training frame, PCA-initialised
         table = torch.nn.Parameter(pca_latents(imgs, gcfg.w_dim, cfg.seed).to(dev))
         groups = [{"params": list(G.synthesis.parameters())}, {"params": [table], "lr": cfg.latent_lr}]
+    channels_last(G, E, device=dev)   # faster convolutions on a CPU, before the optimiser sees the weights
     trained = [p for g in groups for p in g["params"]]
     opt = torch.optim.Adam(groups, lr=cfg.lr, betas=(0.9, 0.99))
     held_some = held[:: max(1, len(held) // 16)] if len(held) else train[:8]

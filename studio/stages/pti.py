@@ -26,6 +26,7 @@ import torch
 from torch.nn import functional as F
 
 from ..atomic import atomic_path, write_json
+from ..compute import channels_last
 from ..config import opt
 from ..loop import TrainingLoop
 from ..metrics import psnr_tensor, to_uint8
@@ -121,6 +122,7 @@ def run(ctx: StageContext, cfg: PTIConfig):
     perc = perceptual_loss(dev) if cfg.w_perceptual > 0 else None
     face, face_note = face_loss(cfg.face_weight > 0 or cfg.identity_weight > 0, dev,
                                 "face_weight=0 and identity_weight=0")
+    channels_last(G, face, device=dev)   # faster convolutions on a CPU (the tuned copy inherits it)
     prior_latents = prior_rows = None
     if "latents" in (proj.record("prior").get("outputs") or {}):
         with np.load(proj.output("prior", "latents")) as z:

@@ -27,6 +27,7 @@ import torch
 from torch.nn import functional as F
 
 from ..atomic import atomic_path, write_bytes, write_json
+from ..compute import channels_last
 from ..config import opt, to_dict
 from ..loop import TrainingLoop
 from ..metrics import from_uint8, to_uint8
@@ -164,6 +165,7 @@ def run(ctx: StageContext, cfg: SharpenConfig):
     adv_from = int(round(cfg.adv_start * cfg.steps))
     perc = perceptual_loss(dev) if cfg.w_perceptual > 0 else None
     face, face_note = face_loss(cfg.w_face > 0 or cfg.w_identity > 0, dev, "w_face=0 and w_identity=0")
+    channels_last(head, critic, face, device=dev)   # faster convolutions on a CPU
     last: dict = {}
 
     def step(i: int) -> dict:

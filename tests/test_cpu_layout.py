@@ -1,0 +1,78 @@
+"""Channels-last convolutions on a CPU (`studio.compute.channels_last`): the same functions, another layout."""
+import pytest
+import torch
+
+from models.encoders import LatentEncoder
+from models.stylegan2 import networks
+from models.stylegan2.networks import GeneratorConfig
+from studio.compute import channels_last
+
+
+@pytest.fixture
+def restore_switch():
+    saved = networks.CPU_CHANNELS_LAST
+    yield
+    networks.CPU_CHANNELS_LAST = saved
+
+
+def _nets(seed=0):
+    torch.manual_seed(seed)
+    G = GeneratorConfig.small(32).build().train()
+    E = LatentEncoder(32, G.w_dim, channel_max=32)
+    return G, E
+
+
+def _run(G, E, x):
+    """Image, encoder latents and the gradients of both networks' weights after one reconstruction loss."""
+    G.zero_grad(set_to_none=True)
+    E.zero_grad(set_to_none=True)
+    w = E(x)
+    out = G.synthesis(w[:, None].expand(-1, G.num_ws, -1), noise_mode="const")
+    (out - x).square().mean().backward()
+    grads = [p.grad.clone() for p in list(G.synthesis.parameters()) + list(E.parameters())]
+    return out.detach(), w.detach(), grads
+
+
+def test_cpu_nets_become_channels_last_and_compute_the_same(monkeypatch, restore_switch):
+    monkeypatch.delenv("AVATAR_STUDIO_CPU_LAYOUT", raising=False)
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    G0, E0 = _nets()
+    monkeypatch.setenv("AVATAR_STUDIO_CPU_LAYOUT", "nchw")
+    channels_last(G0, E0, device="cpu")                     # turned off: nothing converted, blocks NCHW
+    assert networks.CPU_CHANNELS_LAST is False
+    assert G0.synthesis.b32.conv1.weight.is_contiguous()
+    ref = _run(G0, E0, x)
+
+    monkeypatch.delenv("AVATAR_STUDIO_CPU_LAYOUT")
+    G1, E1 = _nets()
+    channels_last(G1, E1, None, device="cpu")
+    assert networks.CPU_CHANNELS_LAST is True
+    for m in (G1.synthesis.b32.conv1, G1.synthesis.b16.conv0, E1.features[0]):
+        assert m.weight.is_contiguous(memory_format=torch.channels_last) and not m.weight.is_contiguous()
+
+    seen = []
+    hook = G1.synthesis.b32.conv1.register_forward_hook(lambda m, i, o: seen.append(o))
+    got = _run(G1, E1, x)
+    hook.remove()
+    assert seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()
+    for a, b in zip(ref[:2], got[:2]):
+        assert torch.allclose(a, b, atol=1e-4), float((a - b).abs().max())
+    for a, b in zip(ref[2], got[2]):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-5 * float(a.abs().max()) + 1e-7), float((a - b).abs().max())
+
+
+def test_one_sample_keeps_the_fused_path_and_its_layout(restore_switch):
+    networks.CPU_CHANNELS_LAST = True
+    G, _ = _nets()
+    G.eval()
+    seen = []
+    G.synthesis.b32.conv1.register_forward_hook(lambda m, i, o: seen.append(o))
+    with torch.no_grad():
+        G.synthesis(torch.randn(1, G.num_ws, G.w_dim), noise_mode="const")
+    assert seen[0].is_contiguous()
+
+
+def test_a_gpu_device_is_left_alone(restore_switch):
+    G, E = _nets()
+    channels_last(G, E, device="meta")     # any device that is not the CPU
+    assert G.synthesis.b32.conv1.weight.is_contiguous() and E.features[0].weight.is_contiguous()
