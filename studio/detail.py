@@ -7,7 +7,8 @@ and colours are right. The video itself holds the detail. For each render this m
 1. picks the training frames whose tracked controls are nearest the controls being rendered
    (standardised controls, yaw and pitch weighted ×2, as the retrieval baseline of `studio.evaluation`;
    the nearest frames by a blurred thumbnail when the caller has no controls, e.g. a learned driving
-   code),
+   code); optionally (`typical_weight`, off by default) preferring, among frames about as near, those
+   that look most like the person as a whole (their ArcFace embeddings),
 2. warps each toward the render with dense optical flow (OpenCV's DIS) computed between the render
    and the frame blurred to about the render's softness, the flow field smoothed so the warp moves
    features without tearing them, sampled with a Lanczos kernel (bicubic softened the finest detail);
@@ -82,6 +83,17 @@ class DetailConfig:
     the clip's average count in choosing its frames (0: plain distance). Measured on d3: one-slider
     sweeps pulled the frames toward the clip's rest face and the slider's detail with them (FLAME
     slider r 0.267 at 0, 0.519 at 1.5; named 0.756 / 0.829); held-out frames barely change."""
+    typical_weight: float = 0.0
+    """How much frames that look like the person as a whole are preferred in choosing them (0: not at all,
+    the default). Each frame's control distance is multiplied by exp(typical_weight · z), z its standardised
+    ArcFace atypicality: 1 − the cosine between its embedding and the training frames' mean embedding, over
+    the frames' median and standard deviation (`frame_atypicality`); needs the ArcFace file. Tried
+    2026-12-06 and left off: judged without the held-out frames (each training frame's pick taken from
+    outside its stretch of the clip, scored by ArcFace identity against the frame; mean over d3, d9 and d14)
+    0.3 was best (0.9010 → 0.9059), and on the StyleGAN avatars' held-out frames it raised identity (d9
+    0.903 → 0.907, d14 0.864 → 0.868, d3 +0.001) but the frames it prefers are nearer the person's everyday
+    face, so the sliders showed less: mean r d9 0.930 → 0.914, d14 0.916 → 0.879 (its jaw 0.89 → 0.83,
+    brow_frown 0.91 → 0.68), and d14's PSNR fell 0.15 dB. README, "Frames that look like the person"."""
     person_only: bool = True
     """Frames lend detail only where they show the person (their tracked matte, warped with them):
     the background behind the head moves in the crop with every head shift, which no control
@@ -361,13 +373,80 @@ class ControlIndex:
         return (((q[:, None, :] - a[None]) * g[:, None, :]) ** 2).sum(-1)
 
 
+def frame_atypicality(embeddings: np.ndarray) -> np.ndarray:
+    """(N, D) unit face embeddings of a clip's frames → (N,) how unlike the clip's person each frame
+    looks, standardised: 1 − the cosine to the frames' mean embedding, minus its median, over its
+    standard deviation (0 for every frame when they are all alike)."""
+    e = np.asarray(embeddings, np.float64)
+    if e.ndim != 2 or not len(e):
+        raise ValueError(f"expected (N, D) embeddings, got {e.shape}")
+    m = e.mean(0)
+    m = m / max(float(np.linalg.norm(m)), 1e-12)
+    a = 1.0 - e @ m
+    sd = float(a.std())
+    return np.zeros(len(e)) if sd < 1e-9 else (a - np.median(a)) / sd
+
+
+EMBEDDINGS_FILE = "detail/frame_identity_{size}.npz"
+"""Inside a project: the ArcFace embeddings of its training crops at one size (`frame_embeddings`)."""
+
+
+def frame_embeddings(project, rows: np.ndarray, crops: np.ndarray) -> np.ndarray | None:
+    """(N, 128) ArcFace embeddings of a project's training `crops` (tracked rows `rows`), or None without
+    the ArcFace file. Computed once (about 20 ms a frame on a 2-core CPU) and kept in the project
+    (`EMBEDDINGS_FILE`, written atomically) under a key of the frames and the ArcFace file, so a re-track
+    or another ArcFace file computes them again; a project folder that cannot be written to computes them
+    each time it is opened."""
+    import hashlib
+
+    from . import metrics
+    from .errors import StudioError
+    from .model_files import sha256_file
+
+    weights = metrics.arcface_weights()
+    if weights is None or not len(crops):
+        return None
+    h = hashlib.sha256(np.ascontiguousarray(rows, np.int64).tobytes())
+    h.update(np.ascontiguousarray(crops).tobytes())
+    try:
+        key = f"frames {h.hexdigest()}; arcface {sha256_file(weights)}"
+    except OSError:
+        return None
+    path = project.root / EMBEDDINGS_FILE.format(size=crops.shape[1])
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["key"]) == key and z["embeddings"].shape[0] == len(crops):
+                return z["embeddings"].astype(np.float32)
+    except (OSError, KeyError, ValueError, EOFError):   # absent, damaged or another layout: computed again
+        pass
+    try:
+        emb = metrics.embeddings(crops)
+    except Exception:   # noqa: BLE001 — a damaged ArcFace file: the frames are chosen by controls alone
+        return None
+    if emb is None:
+        return None
+    emb = np.asarray(emb, np.float32)
+
+    def save(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, key=np.array(key), embeddings=emb)
+
+    try:
+        from .atomic import write_with
+
+        write_with(path, save)
+    except (StudioError, OSError):   # a read-only or full folder: used without keeping them
+        pass
+    return emb
+
+
 class VideoDetail:
     """Training frames (aligned crops at the render size) and their controls, ready to lend detail."""
 
     def __init__(self, crops: np.ndarray, controls: np.ndarray | None, config: DetailConfig = DetailConfig(),
                  mattes: np.ndarray | None = None, features: np.ndarray | None = None,
                  faces: np.ndarray | None = None, wide_faces: np.ndarray | None = None,
-                 landmarks: np.ndarray | None = None):
+                 landmarks: np.ndarray | None = None, embeddings: np.ndarray | None = None):
         crops = np.asarray(crops)
         if crops.ndim != 4 or crops.shape[-1] != 3 or crops.shape[1] != crops.shape[2] or not len(crops):
             raise ValueError(f"expected (N, S, S, 3) uint8 crops, got {crops.shape}")
@@ -436,6 +515,14 @@ class VideoDetail:
             else:
                 self.landmarks = landmarks
                 self._own_shape = self._shape.predict(controls).astype(np.float32)
+        self.atypicality = None
+        """(N,) `frame_atypicality` of the frames from their face `embeddings`, or None (no ArcFace file,
+        or `typical_weight` 0): then frames are chosen by control distance alone."""
+        if embeddings is not None and config.typical_weight > 0:
+            embeddings = np.asarray(embeddings)
+            if embeddings.ndim != 2 or embeddings.shape[0] != len(crops):
+                raise ValueError(f"expected ({len(crops)}, D) embeddings, got {embeddings.shape}")
+            self.atypicality = frame_atypicality(embeddings)
         self._thumbs = None
         self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
         gy, gx = np.mgrid[0:self.size, 0:self.size].astype(np.float32)
@@ -476,7 +563,8 @@ class VideoDetail:
                 faces = face_hull_masks(lms, size, config.face_erode * scale, 4.0 * scale)
             if config.splits_outside:
                 wide = face_hull_masks(lms, size, -config.outside_grow * scale, 3.0 * scale)
-        return cls(crops, ctl, config, mattes, features, faces, wide, lms if config.shape_share > 0 else None)
+        emb = frame_embeddings(project, train, crops) if config.typical_weight > 0 else None
+        return cls(crops, ctl, config, mattes, features, faces, wide, lms if config.shape_share > 0 else None, emb)
 
     @property
     def has_controls(self) -> bool:
@@ -489,6 +577,8 @@ class VideoDetail:
             raise ValueError("these frames have no controls; use neighbours_by_image")
         q = np.asarray(controls, np.float64).reshape(len(controls), -1)
         d = self._index.distances(q, self.config.emphasis)
+        if self.atypicality is not None:   # frames that look like the person are nearer (`typical_weight`)
+            d = d * np.exp(self.config.typical_weight * self.atypicality)[None]
         if self.config.pose_window > 0:
             dp = np.abs(q[:, None, :2] - self._pose[None]).max(-1)                  # (B, N) degrees
             k = max(1, min(self.config.neighbours, dp.shape[1]))

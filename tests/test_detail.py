@@ -730,3 +730,99 @@ def test_shape_warp_keeps_a_bounded_number_of_lattices_and_skips_a_frame_without
     assert list(vd._lattices) == [3, 4]                                 # the last two used
     assert vd.shape_field_for(5, wanted) is None
     assert vd.apply(crops[[5]], controls[[5]]).shape == (1, S, S, 3)  # that frame still lends, unwarped
+
+
+# ------------------------------------------------------------------ frames that look like the person
+def test_frame_atypicality_singles_out_the_frame_unlike_the_rest():
+    from studio.detail import frame_atypicality
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=16)
+    e = base[None] + 0.05 * rng.normal(size=(10, 16))
+    e[7] = rng.normal(size=16)                                   # another face (or a blur, a hand over it)
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    z = frame_atypicality(e)
+    assert z.shape == (10,) and int(np.argmax(z)) == 7 and z[7] > 2.0
+    assert abs(float(np.median(z))) < 1e-9
+    assert np.array_equal(frame_atypicality(np.tile(e[:1], (4, 1))), np.zeros(4))   # all alike: no preference
+    with pytest.raises(ValueError):
+        frame_atypicality(np.zeros((0, 16)))
+
+
+def test_frames_that_look_like_the_person_are_preferred_among_near_ones():
+    """Frames 2 and 3 are about as near the query; frame 2 is a little nearer but looks least like the
+    rest: with `typical_weight` frame 3 lends the most detail, without it frame 2 (as before)."""
+    crops, controls = _frames()
+    controls[3] = controls[2] + np.array([0, 0, 0.0022, 0], np.float32)
+    query = controls[[2]] + np.array([0, 0, 0.001, 0], np.float32)
+    rng = np.random.default_rng(1)
+    e = np.tile(rng.normal(size=(1, 8)), (len(crops), 1)) + 0.01 * rng.normal(size=(len(crops), 8))
+    e[2] = rng.normal(size=8)
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    plain = VideoDetail(crops, controls, embeddings=e)                          # the default: off
+    assert plain.atypicality is None and plain.neighbours(query)[0][0, 0] == 2
+    vd = VideoDetail(crops, controls, DetailConfig(typical_weight=0.3), embeddings=e)
+    assert vd.atypicality is not None and int(np.argmax(vd.atypicality)) == 2
+    idx, w = vd.neighbours(query)
+    assert idx[0, 0] == 3 and np.isclose(w.sum(), 1.0)
+    no_arcface = VideoDetail(crops, controls, DetailConfig(typical_weight=0.3))  # no embeddings: by controls alone
+    assert no_arcface.atypicality is None and no_arcface.neighbours(query)[0][0, 0] == 2
+    with pytest.raises(ValueError):
+        VideoDetail(crops, controls, DetailConfig(typical_weight=0.3), embeddings=e[:3])
+
+
+def test_frame_embeddings_are_kept_in_the_project_under_a_key(monkeypatch, tmp_path):
+    """Computed once with the ArcFace file and kept (atomically) in the project; other frames or another
+    ArcFace file compute them again; a damaged cache or a read-only folder is no error; none without
+    the file, or with a damaged one."""
+    import os
+    import types
+
+    import studio.detail as detail_mod
+    from conftest import use_arcface
+
+    proj = types.SimpleNamespace(root=tmp_path / "p")
+    proj.root.mkdir()
+    crops = np.random.default_rng(0).integers(0, 255, (5, 64, 64, 3), dtype=np.uint8)
+    rows = np.arange(5)
+    use_arcface(monkeypatch, tmp_path, "fixture")
+    e = detail_mod.frame_embeddings(proj, rows, crops)
+    path = proj.root / detail_mod.EMBEDDINGS_FILE.format(size=64)
+    assert e.shape == (5, 128) and path.is_file()
+    assert np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-4)
+    calls = []
+    real = metrics.embeddings
+    monkeypatch.setattr(metrics, "embeddings", lambda x, *a, **k: calls.append(len(x)) or real(x, *a, **k))
+    assert np.array_equal(detail_mod.frame_embeddings(proj, rows, crops), e) and calls == []   # from the project
+    other = crops.copy()
+    other[0] = 255 - other[0]
+    e2 = detail_mod.frame_embeddings(proj, rows, other)
+    assert calls == [5] and not np.allclose(e2[0], e[0]) and np.allclose(e2[1:], e[1:], atol=1e-5)
+    path.write_bytes(b"damaged")
+    assert np.allclose(detail_mod.frame_embeddings(proj, rows, crops), e, atol=1e-5) and calls == [5, 5]
+    assert detail_mod.frame_embeddings(proj, rows, crops) is not None and calls == [5, 5]   # written again
+    if os.geteuid() != 0:                        # root writes through permissions
+        path.unlink()
+        os.chmod(path.parent, 0o555)
+        try:
+            assert detail_mod.frame_embeddings(proj, rows, crops).shape == (5, 128) and not path.exists()
+        finally:
+            os.chmod(path.parent, 0o755)
+    (tmp_path / "bad").mkdir()
+    use_arcface(monkeypatch, tmp_path / "bad", "corrupt")
+    assert detail_mod.frame_embeddings(proj, rows, crops) is None
+    use_arcface(monkeypatch, tmp_path, "absent")
+    assert detail_mod.frame_embeddings(proj, rows, crops) is None
+
+
+def test_from_project_weighs_the_frames_by_how_much_they_look_like_the_person(monkeypatch, tmp_path, tracked_d3):
+    from conftest import use_arcface
+
+    use_arcface(monkeypatch, tmp_path, "fixture")
+    assert VideoDetail.from_project(tracked_d3, 64).atypicality is None                # off by default
+    on = DetailConfig(typical_weight=0.3)
+    vd = VideoDetail.from_project(tracked_d3, 64, config=on)
+    assert vd.atypicality is not None and vd.atypicality.shape == (len(vd.crops),)
+    assert np.isfinite(vd.atypicality).all() and vd.atypicality.std() > 0.5
+    use_arcface(monkeypatch, tmp_path, "absent")
+    assert VideoDetail.from_project(tracked_d3, 64, config=on).atypicality is None

@@ -9,7 +9,8 @@ lays the training frames' detail over those renders, and the result is scored as
 scores the held-out frames (PSNR, SSIM, ArcFace identity and feature distance when the ArcFace file is
 configured, the face region's sharpness ratio; the video's black bars, where it has them, left out of the score, as
 `eval` leaves them out of its rows without the video's background). It prints one line per variant and the milliseconds a
-frame the detail took, and writes nothing into the project. FLAME's geometry is left off (it is scored
+frame the detail took, and writes nothing into the project but what the viewer also keeps there (the training
+frames' ArcFace embeddings, `studio.detail.frame_embeddings`). FLAME's geometry is left off (it is scored
 by `eval`)."""
 from __future__ import annotations
 
