@@ -393,7 +393,7 @@ EMBEDDINGS_FILE = "detail/frame_identity_{size}.npz"
 
 def frame_embeddings(project, rows: np.ndarray, crops: np.ndarray) -> np.ndarray | None:
     """(N, 128) ArcFace embeddings of a project's training `crops` (tracked rows `rows`), or None without
-    the ArcFace file. Computed once (about 20 ms a frame on a 2-core CPU) and kept in the project
+    the ArcFace file. Computed once (440 frames took 17 s on a busy 2-core CPU) and kept in the project
     (`EMBEDDINGS_FILE`, written atomically) under a key of the frames and the ArcFace file, so a re-track
     or another ArcFace file computes them again; a project folder that cannot be written to computes them
     each time it is opened."""
