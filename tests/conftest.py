@@ -74,28 +74,23 @@ def short_clip(tmp_path_factory, d3_video) -> Path:
     return out
 
 
-@pytest.fixture
-def use_arcface(monkeypatch, tmp_path: Path):
-    """A function `(kind, folder=tmp_path)` that points the app at an ArcFace file in `folder` of `kind`:
-    "fixture" (a seeded, untrained MobileFaceNet saved as a state_dict, the real file's format), "corrupt"
-    (bytes torch cannot read) or "absent" (none configured); it returns the file's path (None when absent).
-    Give a corrupt file its own folder: the app keeps a loaded network per path."""
-    def point(kind: str, folder: Path | None = None) -> Path | None:
-        import torch
+def use_arcface(monkeypatch, tmp_path: Path, kind: str) -> Path | None:
+    """Point the stages at an ArcFace file of `kind`: "fixture" (a seeded, untrained MobileFaceNet saved as
+    a state_dict, the real file's format), "corrupt" (bytes torch cannot read) or "absent" (none
+    configured). Returns the file's path (None when absent)."""
+    import torch
 
-        import studio.model_files as model_files
-        from models.arcface import MobileFaceNet
+    import studio.model_files as model_files
+    from models.arcface import MobileFaceNet
 
-        path = (folder or tmp_path) / "arcface.pt"
-        if kind == "fixture":
-            torch.manual_seed(0)
-            torch.save(MobileFaceNet().state_dict(), path)
-        elif kind == "corrupt":
-            path.write_bytes(b"not a state dict")
-        monkeypatch.setattr(model_files, "arcface_path", lambda: None if kind == "absent" else path)
-        return None if kind == "absent" else path
-
-    return point
+    path = tmp_path / "arcface.pt"
+    if kind == "fixture":
+        torch.manual_seed(0)
+        torch.save(MobileFaceNet().state_dict(), path)
+    elif kind == "corrupt":
+        path.write_bytes(b"not a state dict")
+    monkeypatch.setattr(model_files, "arcface_path", lambda: None if kind == "absent" else path)
+    return None if kind == "absent" else path
 
 
 def mark_done(proj, name: str, outputs: dict | None = None) -> None:

@@ -771,7 +771,7 @@ def test_frames_that_look_like_the_person_are_preferred_among_near_ones():
         VideoDetail(crops, controls, DetailConfig(typical_weight=0.3), embeddings=e[:3])
 
 
-def test_frame_embeddings_are_kept_in_the_project_under_a_key(monkeypatch, tmp_path, use_arcface):
+def test_frame_embeddings_are_kept_in_the_project_under_a_key(monkeypatch, tmp_path):
     """Computed once with the ArcFace file and kept (atomically) in the project; other frames or another
     ArcFace file compute them again; a damaged cache or a read-only folder is no error; none without
     the file, or with a damaged one."""
@@ -779,12 +779,13 @@ def test_frame_embeddings_are_kept_in_the_project_under_a_key(monkeypatch, tmp_p
     import types
 
     import studio.detail as detail_mod
+    from tests.conftest import use_arcface
 
     proj = types.SimpleNamespace(root=tmp_path / "p")
     proj.root.mkdir()
     crops = np.random.default_rng(0).integers(0, 255, (5, 64, 64, 3), dtype=np.uint8)
     rows = np.arange(5)
-    use_arcface("fixture")
+    use_arcface(monkeypatch, tmp_path, "fixture")
     e = detail_mod.frame_embeddings(proj, rows, crops)
     path = proj.root / detail_mod.EMBEDDINGS_FILE.format(size=64)
     assert e.shape == (5, 128) and path.is_file()
@@ -808,18 +809,20 @@ def test_frame_embeddings_are_kept_in_the_project_under_a_key(monkeypatch, tmp_p
         finally:
             os.chmod(path.parent, 0o755)
     (tmp_path / "bad").mkdir()
-    use_arcface("corrupt", tmp_path / "bad")
+    use_arcface(monkeypatch, tmp_path / "bad", "corrupt")
     assert detail_mod.frame_embeddings(proj, rows, crops) is None
-    use_arcface("absent")
+    use_arcface(monkeypatch, tmp_path, "absent")
     assert detail_mod.frame_embeddings(proj, rows, crops) is None
 
 
-def test_from_project_weighs_the_frames_by_how_much_they_look_like_the_person(tracked_d3, use_arcface):
-    use_arcface("fixture")
+def test_from_project_weighs_the_frames_by_how_much_they_look_like_the_person(monkeypatch, tmp_path, tracked_d3):
+    from tests.conftest import use_arcface
+
+    use_arcface(monkeypatch, tmp_path, "fixture")
     assert VideoDetail.from_project(tracked_d3, 64).atypicality is None                # off by default
     on = DetailConfig(typical_weight=0.3)
     vd = VideoDetail.from_project(tracked_d3, 64, config=on)
     assert vd.atypicality is not None and vd.atypicality.shape == (len(vd.crops),)
     assert np.isfinite(vd.atypicality).all() and vd.atypicality.std() > 0.5
-    use_arcface("absent")
+    use_arcface(monkeypatch, tmp_path, "absent")
     assert VideoDetail.from_project(tracked_d3, 64, config=on).atypicality is None
