@@ -134,7 +134,7 @@ def run(ctx: StageContext, cfg: SharpenConfig):
     from models.sharpen_head import PatchCritic, SharpenHead
 
     from ..engines.pvp import PVPEngine
-    from ..evaluation import face_masks, score_images
+    from ..evaluation import bar_keep, face_masks, score_images, within_bars
 
     dev = torch.device(ctx.device)
     loop = TrainingLoop(ctx, seed=cfg.seed, checkpoint_every_s=cfg.checkpoint_every_s,
@@ -243,8 +243,9 @@ def run(ctx: StageContext, cfg: SharpenConfig):
             after = to_uint8(torch.cat([head(from_uint8(before[i:i + 16]).to(dev)).cpu()
                                         for i in range(0, len(before), 16)]))
         truth, masks = trk.crops(held, size=size), face_masks(trk, held, size)
+        keep = bar_keep(trk, held, size)   # as `eval`'s "engine alone" row: the video's black bars left out
         for name, imgs in (("before", before), ("after", after)):
-            s = score_images(imgs, truth, masks)
+            s = score_images(imgs, within_bars(truth, imgs, keep), masks)
             heldout[name] = {k: s[k] for k in ("psnr", "identity", "feature_distance", "sharpness_median")}
         pick = np.linspace(0, len(held) - 1, min(8, len(held))).round().astype(int)
         sheet = np.concatenate([np.concatenate(list(a[pick]), 1) for a in (truth, before, after)], 0)
