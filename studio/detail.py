@@ -147,6 +147,11 @@ class DetailConfig:
     min(1, s / this), where s is the render's own fine detail in the face (Laplacian energy of its nearest
     frame's face region) over that frame's. The flow can only lock onto structure the render has: a
     render about as sharp as the frames is followed in full, a blur hardly at all."""
+    face_flow_floor: float = 0.0
+    """With `face_flow_sharpness`: the share is (s − this) / (`face_flow_sharpness` − this), clipped to
+    [0, 1], so a render with less than this share of its frame's fine detail in the face (a blur, whose
+    flow would only pull the frame toward its smudges) gets none of the flow there; 0: s /
+    `face_flow_sharpness` as before."""
     face_erode: float = 0.0
     """Pixels (at 128 px) the face hull is eroded by before it is feathered, for `face_flow`."""
     outside_fine_share: float = 0.5
@@ -664,8 +669,9 @@ class VideoDetail:
 
     def face_flow_for(self, render: np.ndarray, nearest: int) -> float | None:
         """The share of the flow applied inside the face for `render` (S, S, 3) uint8 whose nearest frame is
-        `nearest`: with `face_flow_sharpness` set, min(1, render's face Laplacian energy / the frame's /
-        `face_flow_sharpness`) over the frame's face hull; otherwise None (the config's `face_flow`)."""
+        `nearest`: with `face_flow_sharpness` set, (s − `face_flow_floor`) / (`face_flow_sharpness` −
+        `face_flow_floor`) clipped to [0, 1], s the render's face Laplacian energy over the frame's, over the
+        frame's face hull; otherwise None (the config's `face_flow`)."""
         c = self.config
         if c.face_flow_sharpness <= 0 or self.faces is None:
             return None
@@ -677,7 +683,9 @@ class VideoDetail:
         e_frame = laplacian_energy(self.crops[nearest], m)
         if not np.isfinite(e_frame) or e_frame <= 1e-9:
             return None
-        return float(min(1.0, laplacian_energy(render, m) / e_frame / c.face_flow_sharpness))
+        s = laplacian_energy(render, m) / e_frame
+        floor = min(max(c.face_flow_floor, 0.0), 0.99 * c.face_flow_sharpness)
+        return float(np.clip((s - floor) / (c.face_flow_sharpness - floor), 0.0, 1.0))
 
     def shape_field_for(self, frame: int, wanted: np.ndarray) -> np.ndarray | None:
         """Backward offsets (S, S, 2) that move frame `frame`'s face toward the shape `wanted` (P, 2) the

@@ -232,7 +232,8 @@ def test_each_engine_brings_its_own_detail_config(tmp_path, monkeypatch):
     from studio.project import Project
 
     nerf, pvp = ENGINES["nerf"].detail_config(), ENGINES["pvp"].detail_config()
-    assert pvp == DetailConfig(face_flow=0.5, face_flow_sharpness=0.6, feature_grow=20.0, band_sigma=24.0)
+    assert pvp == DetailConfig(face_flow=0.5, face_flow_sharpness=0.6, face_flow_floor=0.1, feature_grow=20.0,
+                                band_sigma=24.0)
     assert nerf == DetailConfig(face_flow=0.5, flow_smooth=4.0, flow_sigma=1.0)
     assert nerf.mid_share == DetailConfig().mid_share and "arcface" in ENGINES["nerf"].model_files
     seen = []
@@ -568,6 +569,35 @@ def test_the_face_follows_a_sharp_render_and_not_a_blur_with_face_flow_sharpness
     assert np.corrcoef(high(out), high(crops[3]))[0, 1] > np.corrcoef(high(out), high(moved))[0, 1] + 0.2
     assert DetailConfig(face_flow_sharpness=0.4, shape_share=0.0).needs_faces
     assert not DetailConfig(shape_share=0.0).needs_faces and DetailConfig().needs_faces
+
+
+def test_a_blurred_render_under_the_floor_gets_none_of_the_flow_inside_the_face():
+    """`face_flow_floor`: the share rises from 0 at that much of the frame's fine detail to 1 at
+    `face_flow_sharpness`, linearly; under the floor (a blur) the frame's face is not pulled toward it."""
+    crops, controls = _frames()
+    face = np.zeros((len(crops), S, S), np.float32)
+    face[:, 24:104, 24:104] = 1.0
+    moved = _textured(3, shift=3)
+    ratio = {sig: metrics.laplacian_energy(cv2.GaussianBlur(moved, (0, 0), sig), face[3] > 0.5)
+             / metrics.laplacian_energy(crops[3], face[3] > 0.5) for sig in (0.5, 0.7, 3.0)}
+    assert ratio[3.0] < 0.1 < ratio[0.7] < ratio[0.5] < 0.6, ratio
+    floor = VideoDetail(crops, controls, DetailConfig(neighbours=1, face_flow=0.5, face_flow_sharpness=0.6,
+                                                      face_flow_floor=0.1), faces=face)
+    linear = VideoDetail(crops, controls, DetailConfig(neighbours=1, face_flow=0.5, face_flow_sharpness=0.6),
+                         faces=face)
+    blurred = cv2.GaussianBlur(moved, (0, 0), 3.0)
+    assert floor.face_flow_for(blurred, 3) == 0.0 < linear.face_flow_for(blurred, 3)
+    for sig in (0.5, 0.7):
+        img = cv2.GaussianBlur(moved, (0, 0), sig)
+        assert floor.face_flow_for(img, 3) == pytest.approx((ratio[sig] - 0.1) / 0.5, rel=1e-4)
+        assert linear.face_flow_for(img, 3) == pytest.approx(ratio[sig] / 0.6, rel=1e-4)
+    assert floor.face_flow_for(moved, 3) == 1.0
+    # none of the flow inside the face: the blurred render's output keeps its frame's texture in place there
+    inner = (slice(40, 88), slice(40, 88))
+    hi = lambda img: (img.astype(np.float32).mean(-1) - cv2.GaussianBlur(img.astype(np.float32).mean(-1), (0, 0), 2.0))[inner].ravel()
+    a = floor.apply(blurred[None], controls[[3]])[0]
+    b = linear.apply(blurred[None], controls[[3]])[0]
+    assert np.corrcoef(hi(a), hi(crops[3]))[0, 1] >= np.corrcoef(hi(b), hi(crops[3]))[0, 1]
 
 
 def test_face_hull_masks_grow_when_erode_is_negative():

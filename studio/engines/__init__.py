@@ -87,8 +87,8 @@ ENGINES: dict[str, EngineSpec] = {
                    # with them (README, "The frames' own eyes, wider"); and everything finer than 24 px (at
                    # 128 px) from the frames, only the broadest shading from its render (README, "The face shape
                    # the controls predict")
-                   detail=(("face_flow", 0.5), ("face_flow_sharpness", 0.6), ("feature_grow", 20.0),
-                           ("band_sigma", 24.0))),
+                   detail=(("face_flow", 0.5), ("face_flow_sharpness", 0.6), ("face_flow_floor", 0.1),
+                           ("feature_grow", 20.0), ("band_sigma", 24.0))),
         EngineSpec(name="nerf", title="NeRF avatar (LatentAvatar)", short="NeRF", stages=("nerf",),
                    loader="studio.engines.nerf:load",
                    summary="A tri-plane NeRF driven by a learned expression code: a real 3D head, so "
