@@ -82,7 +82,8 @@ ENGINES: dict[str, EngineSpec] = {
                    model_files=("stylegan2", "arcface", "lpips", "clip"), edits=True, driving=True,
                    # its render's shapes are less right than a near frame's: inside the face only part of the
                    # flow to it applies, in proportion to the render's own fine detail against its nearest
-                   # frame's (README, "The face keeps its place"; half where that cannot be measured), and the
+                   # frame's above a tenth of it, none below (README, "The face keeps its place", "A floor under
+                   # the face's flow"; half where that cannot be measured), and the
                    # frames give the whole middle band over eyes, brows and mouth grown 20 px, nose and cheeks
                    # with them (README, "The frames' own eyes, wider"); and everything finer than 24 px (at
                    # 128 px) from the frames, only the broadest shading from its render (README, "The face shape
