@@ -338,6 +338,7 @@ class Dashboard(QWidget):
             t.set_image(None)
             t.setToolTip("earlier preview")
         self.bar.setValue(0)
+        self.bar.setFormat("%p%")   # not the last shown run's "done"
         self.stats.setText("")
         self.after = ""
         """What comes after the running stage (`set_after`), shown after its ETA."""
@@ -461,6 +462,7 @@ class Dashboard(QWidget):
         state = stage_state(project, stage)
         if state == "pending" or not rec.get("status"):
             self.title.set_full_text("No run of this stage yet")
+            self.bar.setFormat("not run yet")
             return
         outcome = {"done": "finished", "stale": "finished (now out of date)", "cancelled": "cancelled",
                    "interrupted": "interrupted", "failed": "failed", "running": "running elsewhere"}.get(state, state)

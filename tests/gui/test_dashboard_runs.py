@@ -35,13 +35,15 @@ def test_reopened_project_shows_the_last_run(window, trained, screenshot):
     assert "2026-12-01" in d.title.full_text()
     assert "fit 80" in d.stats.text() and "1:15" in d.stats.text(), d.stats.text()
     assert "final mse 0.0123" in d.message.full_text()
-    assert d.bar.value() == 1000
+    assert d.bar.value() == 1000 and d.bar.text() == "done"
     screenshot(window, "stage_last_run")
-    # a stage never run says so, and going back shows the recorded run again
+    # a stage never run says so (its bar too: it said "done", the stage shown before), and going back shows the
+    # recorded run again
     window.select_stage("ingest")
     assert d.title.full_text() == "No run of this stage yet"
+    assert d.bar.value() == 0 and d.bar.text() == "not run yet", d.bar.text()
     window.select_stage(FAKE_TRAIN)
-    assert "fit 80" in d.stats.text()
+    assert "fit 80" in d.stats.text() and d.bar.text() == "done"
 
 
 def test_last_run_curves_come_from_the_loss_log(window, trained, tmp_path, monkeypatch):
