@@ -153,8 +153,9 @@ class StagePage(QWidget):
             if not e.ok:
                 missing.append(f"{e.spec.title} ({e.status})")
         if missing:
-            self.warning.setText("This stage works better with optional files that are missing: "
-                                 f"{'; '.join(missing)}. <a href='models' style='color:{COLORS['accent']}'>"
+            lead = ("This stage cannot run without files that are missing: " if getattr(spec, "models_required", False)
+                    else "This stage works better with optional files that are missing: ")
+            self.warning.setText(lead + f"{'; '.join(missing)}. <a href='models' style='color:{COLORS['accent']}'>"
                                  "Open Models…</a>")
         self.warning.setVisible(bool(missing))
 

@@ -36,6 +36,9 @@ class StageSpec:
     """One paragraph for the user."""
     models: tuple[str, ...] = ()
     """Keys of the optional weight files this stage uses when they are added (`studio.model_files`)."""
+    models_required: bool = False
+    """Whether the stage cannot run at all without every file in `models` (the FLAME fit): the window then
+    says the stage *needs* them, not that it works better with them."""
     trains: bool = False
     """Whether the stage trains through `studio.loop.TrainingLoop` (checkpoints, resume, caps)."""
     parallel: bool = False

@@ -119,6 +119,6 @@ def run(ctx: StageContext, cfg: FlameConfig):
 
 
 register(StageSpec(name="flame", title="FLAME fit", config_cls=FlameConfig, presets=PRESETS, run=run,
-                   depends_on=("track",), models=("flame", "flame-mediapipe"), trains=True,
+                   depends_on=("track",), models=("flame", "flame-mediapipe"), models_required=True, trains=True,
                    description="Fits the FLAME head model to every tracked frame (needs FLAME's files), for FLAME "
                                "expression controls and driving the avatar from FLAME parameter files."))

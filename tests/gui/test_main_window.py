@@ -174,3 +174,17 @@ def test_first_start_fits_the_screen_and_a_saved_size_comes_back(qtbot, themed, 
     qtbot.addWidget(again)
     assert (again.width(), again.height()) == (1000, 700)
     again.close()
+
+
+def test_a_stage_that_cannot_run_without_its_files_says_it_needs_them(window, tmp_path):
+    """The FLAME fit cannot run at all without FLAME's files: its page says so, not that it "works better" with
+    them; a stage whose files are optional (PTI: the LPIPS backbone) keeps the milder words."""
+    proj = Project.create(tmp_path / "files")
+    window.open_project(proj.root)
+    window.select_stage("flame")
+    w = window.stage_page.warning
+    assert not w.isHidden()
+    assert w.text().startswith("This stage cannot run without files that are missing: ") and "FLAME" in w.text()
+    window.select_stage("pti")
+    assert not w.isHidden() and w.text().startswith("This stage works better with optional files"), w.text()
+    assert "LPIPS" in w.text()
