@@ -228,7 +228,10 @@ def test_heldout_figures_leave_the_videos_black_bars_out(mapped_project, tmp_pat
     trk = TrackingData.from_project(proj)
     held = trk.split()[1]
     assert len(held) >= 2
-    size = Avatar.open(proj, "pvp", detail=False, scene=False).engine.render_controls(trk.controls(held[:1])).shape[1]
+    from studio.engines.pvp import PVPEngine
+
+    bare = PVPEngine(proj, sharpen=False)       # the generator's render, before the head
+    size = bare.render_controls(trk.controls(held[:1])).shape[1]
 
     def left_bar(tracking, rows, s):   # the crops' left third is a black bar of the video
         keep = np.ones((len(rows), s, s, 1), np.float32)
@@ -238,8 +241,7 @@ def test_heldout_figures_leave_the_videos_black_bars_out(mapped_project, tmp_pat
     monkeypatch.setattr(ev, "bar_keep", left_bar)
     res = run_stage(proj, "sharpen", {"steps": 2, "batch": 2, "channels": "8,16", "w_face": 0.0, "w_identity": 0.0},
                     force=True)
-    before = Avatar.open(proj, "pvp", detail=False, scene=False).engine
-    before = type(before)(proj, sharpen=False).render_controls(trk.controls(held))
+    before = bare.render_controls(trk.controls(held))
     truth, masks = trk.crops(held, size=size), ev.face_masks(trk, held, size)
     keep = left_bar(trk, held, size)
     truth[:, :, : size // 3] = 0     # what a bar looks like: the render is held against black there without `keep`
