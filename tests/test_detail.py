@@ -27,6 +27,23 @@ def _textured(seed: int, shift: int = 0) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def _square_faces(n: int) -> np.ndarray:
+    """(n, S, S) face masks: the square round each `_textured` frame's disc."""
+    face = np.zeros((n, S, S), np.float32)
+    face[:, 24:104, 24:104] = 1.0
+    return face
+
+
+INNER = (slice(40, 88), slice(40, 88))
+"""The middle of the `_textured` face, well inside `_square_faces`."""
+
+
+def _high(img: np.ndarray) -> np.ndarray:
+    """The grey image minus its σ 2 px blur: the fine texture a warp moves."""
+    f = img.astype(np.float32).mean(-1)
+    return f - cv2.GaussianBlur(f, (0, 0), 2.0)
+
+
 def _frames(n: int = 6):
     crops = np.stack([_textured(i) for i in range(n)])
     controls = np.zeros((n, 4), np.float32)
@@ -518,22 +535,17 @@ def test_inside_the_face_only_face_flow_of_the_flow_to_the_render_applies():
     crops, controls = _frames()
     frame = crops[3]
     render = cv2.GaussianBlur(_textured(3, shift=3), (0, 0), 3.0)
-    face = np.zeros((len(crops), S, S), np.float32)
-    face[:, 24:104, 24:104] = 1.0                                     # the disc of each frame's 'face'
+    face = _square_faces(len(crops))                                  # round the disc of each frame's 'face'
     full = VideoDetail(crops, controls, DetailConfig(neighbours=1))
     kept = VideoDetail(crops, controls, DetailConfig(neighbours=1, face_flow=0.0), faces=face)
     assert kept.faces is not None and full.faces is None
 
-    def high(img):
-        f = img.astype(np.float32).mean(-1)
-        return f - cv2.GaussianBlur(f, (0, 0), 2.0)
-
     def agree(a, b, sl):
-        a, b = high(a)[sl].ravel(), high(b)[sl].ravel()
+        a, b = _high(a)[sl].ravel(), _high(b)[sl].ravel()
         return float(np.corrcoef(a, b)[0, 1])
 
     moved = _textured(3, shift=3)
-    inner = (slice(40, 88), slice(40, 88))
+    inner = INNER
     out_full, out_kept = full.apply(render[None], controls[[3]])[0], kept.apply(render[None], controls[[3]])[0]
     assert agree(out_full, moved, inner) > agree(out_full, frame, inner) + 0.2       # followed the render
     assert agree(out_kept, frame, inner) > agree(out_kept, moved, inner) + 0.2       # stayed in place
@@ -546,8 +558,7 @@ def test_the_face_follows_a_sharp_render_and_not_a_blur_with_face_flow_sharpness
     fine detail against its nearest frame's: a render as sharp as the frame is followed in full, a heavy
     blur hardly at all (its frame's eyes stay where the frame has them)."""
     crops, controls = _frames()
-    face = np.zeros((len(crops), S, S), np.float32)
-    face[:, 24:104, 24:104] = 1.0
+    face = _square_faces(len(crops))
     vd = VideoDetail(crops, controls, DetailConfig(neighbours=1, face_flow=0.5, face_flow_sharpness=0.5), faces=face)
     moved = _textured(3, shift=3)
     blurred = cv2.GaussianBlur(moved, (0, 0), 3.0)
@@ -559,11 +570,9 @@ def test_the_face_follows_a_sharp_render_and_not_a_blur_with_face_flow_sharpness
         min(1.0, metrics.laplacian_energy(cv2.GaussianBlur(moved, (0, 0), 0.6), face[3] > 0.5) / half / 0.5), rel=0.05)
     plain = VideoDetail(crops, controls, DetailConfig(neighbours=1, face_flow=0.5), faces=face)
     assert plain.face_flow_for(moved, 3) is None                # off: the config's face_flow
-    inner = (slice(40, 88), slice(40, 88))
 
     def high(img):
-        f = img.astype(np.float32).mean(-1)
-        return (f - cv2.GaussianBlur(f, (0, 0), 2.0))[inner].ravel()
+        return _high(img)[INNER].ravel()
 
     out = vd.apply(blurred[None], controls[[3]])[0]
     assert np.corrcoef(high(out), high(crops[3]))[0, 1] > np.corrcoef(high(out), high(moved))[0, 1] + 0.2
@@ -575,8 +584,7 @@ def test_a_blurred_render_under_the_floor_gets_none_of_the_flow_inside_the_face(
     """`face_flow_floor`: the share rises from 0 at that much of the frame's fine detail to 1 at
     `face_flow_sharpness`, linearly; under the floor (a blur) the frame's face is not pulled toward it."""
     crops, controls = _frames()
-    face = np.zeros((len(crops), S, S), np.float32)
-    face[:, 24:104, 24:104] = 1.0
+    face = _square_faces(len(crops))
     moved = _textured(3, shift=3)
     ratio = {sig: metrics.laplacian_energy(cv2.GaussianBlur(moved, (0, 0), sig), face[3] > 0.5)
              / metrics.laplacian_energy(crops[3], face[3] > 0.5) for sig in (0.5, 0.7, 3.0)}
@@ -593,8 +601,9 @@ def test_a_blurred_render_under_the_floor_gets_none_of_the_flow_inside_the_face(
         assert linear.face_flow_for(img, 3) == pytest.approx(ratio[sig] / 0.6, rel=1e-4)
     assert floor.face_flow_for(moved, 3) == 1.0
     # none of the flow inside the face: the blurred render's output keeps its frame's texture in place there
-    inner = (slice(40, 88), slice(40, 88))
-    hi = lambda img: (img.astype(np.float32).mean(-1) - cv2.GaussianBlur(img.astype(np.float32).mean(-1), (0, 0), 2.0))[inner].ravel()
+    def hi(img):
+        return _high(img)[INNER].ravel()
+
     a = floor.apply(blurred[None], controls[[3]])[0]
     b = linear.apply(blurred[None], controls[[3]])[0]
     assert np.corrcoef(hi(a), hi(crops[3]))[0, 1] >= np.corrcoef(hi(b), hi(crops[3]))[0, 1]

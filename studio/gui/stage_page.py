@@ -153,7 +153,7 @@ class StagePage(QWidget):
             if not e.ok:
                 missing.append(f"{e.spec.title} ({e.status})")
         if missing:
-            lead = ("This stage cannot run without files that are missing: " if getattr(spec, "models_required", False)
+            lead = ("This stage cannot run without files that are missing: " if spec.models_required
                     else "This stage works better with optional files that are missing: ")
             self.warning.setText(lead + f"{'; '.join(missing)}. <a href='models' style='color:{COLORS['accent']}'>"
                                  "Open Models…</a>")
