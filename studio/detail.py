@@ -83,6 +83,9 @@ class DetailConfig:
     the clip's average count in choosing its frames (0: plain distance). Measured on d3: one-slider
     sweeps pulled the frames toward the clip's rest face and the slider's detail with them (FLAME
     slider r 0.267 at 0, 0.519 at 1.5; named 0.756 / 0.829); held-out frames barely change."""
+    emphasis_frames: bool = False
+    """The emphasis also counts each frame's own far-out controls (`ControlIndex.distances`, `frames_too`):
+    a frame showing a strong expression the render does not ask for is kept further away."""
     typical_weight: float = 0.0
     """How much frames that look like the person as a whole are preferred in choosing them (0: not at all,
     the default). Each frame's control distance is multiplied by exp(typical_weight · z), z its standardised
@@ -357,14 +360,19 @@ class ControlIndex:
         self._mean, self._std = c.mean(0), np.maximum(c.std(0), 1e-6)
         self._w = np.ones(c.shape[1])
         self._w[:2] = pose_weight
-        self._points = (c - self._mean) / self._std * self._w
+        self._z = (c - self._mean) / self._std
+        self._points = self._z * self._w
 
-    def distances(self, query: np.ndarray, emphasis: float = 0.0) -> np.ndarray:
+    def distances(self, query: np.ndarray, emphasis: float = 0.0, frames_too: bool = False) -> np.ndarray:
         """(n, C) controls → (n, N) squared distances to the training frames.
 
         `emphasis` > 0 weighs each expression control of a query by 1 + emphasis · |its standardised
         value|: the controls the query moves far from the clip's average count more than the
-        ones it leaves near it (a slider pushed to its end should find frames that show it)."""
+        ones it leaves near it (a slider pushed to its end should find frames that show it). With
+        `frames_too` the weight of a control between a query and a frame is 1 + emphasis · the larger
+        of the two |standardised values|: a frame that moves a control far which the query leaves at
+        rest (a grin with closed eyes for an open-eyed query) is as far as one that lacks what the
+        query moves."""
         q = np.asarray(query, np.float64)
         if q.ndim != 2 or q.shape[1] != self._points.shape[1]:
             raise ValueError(f"expected (n, {self._points.shape[1]}) controls, got {q.shape}")
@@ -373,6 +381,10 @@ class ControlIndex:
         a = self._points
         if emphasis <= 0:
             return (q ** 2).sum(1)[:, None] - 2 * q @ a.T + (a ** 2).sum(1)[None]
+        if frames_too:
+            g = np.ones((len(q), len(a), q.shape[1]))
+            g[..., 2:] += emphasis * np.maximum(np.abs(z[:, None, 2:]), np.abs(self._z[None, :, 2:]))
+            return (((q[:, None, :] - a[None]) * g) ** 2).sum(-1)
         g = np.ones_like(z)
         g[:, 2:] += emphasis * np.abs(z[:, 2:])
         return (((q[:, None, :] - a[None]) * g[:, None, :]) ** 2).sum(-1)
@@ -581,7 +593,7 @@ class VideoDetail:
         if self._index is None:
             raise ValueError("these frames have no controls; use neighbours_by_image")
         q = np.asarray(controls, np.float64).reshape(len(controls), -1)
-        d = self._index.distances(q, self.config.emphasis)
+        d = self._index.distances(q, self.config.emphasis, self.config.emphasis_frames)
         if self.atypicality is not None:   # frames that look like the person are nearer (`typical_weight`)
             d = d * np.exp(self.config.typical_weight * self.atypicality)[None]
         if self.config.pose_window > 0:

@@ -289,6 +289,29 @@ def test_emphasis_finds_frames_that_show_the_pushed_slider():
         ControlIndex(c).distances(np.zeros((1, 6))).argmin()
 
 
+
+def test_emphasis_on_the_frames_too_keeps_away_frames_with_strong_expressions_not_asked_for():
+    """A query opens the jaw wide, the rest at rest. Frame 7 opens it as wide but also shuts the eyes;
+    frame 9 opens it a little less and does nothing else. The query's emphasis alone weighs the jaw so
+    much that frame 7 wins; counting the frames' own far-out controls (`frames_too`) keeps frame 7's
+    shut eyes in the distance and picks frame 9. Never nearer than the query-only emphasis."""
+    from studio.detail import ControlIndex, DetailConfig
+
+    rng = np.random.default_rng(0)
+    c = np.zeros((40, 6))
+    c[:, 2:] = rng.normal(0, 0.1, (40, 4))
+    c[7, 2], c[7, 4] = 1.5, 1.5
+    c[9, 2] = 1.1
+    q = np.zeros((1, 6))
+    q[0, 2] = 1.5
+    index = ControlIndex(c)
+    assert index.distances(q, emphasis=1.5).argmin() == 7
+    assert index.distances(q, emphasis=1.5, frames_too=True).argmin() == 9
+    both, alone = index.distances(c[:5], 1.5, True), index.distances(c[:5], 1.5)
+    assert np.all(both >= alone - 1e-9)
+    assert np.allclose(index.distances(q, 0.0, True), index.distances(q))   # no emphasis: plain distance
+    assert DetailConfig().emphasis_frames is False
+
 def test_a_further_warp_is_folded_into_the_frames_single_resampling():
     """FLAME's geometry (`fields`): the result equals the finished image warped afterwards, but the
     frames' detail is resampled once, so it stays sharper than warping the finished image."""
