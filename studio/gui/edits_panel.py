@@ -838,6 +838,7 @@ class EditsPanel(QWidget):
         self.job_box.setTitle(f"Finding “{options['prompt']}”{how}" if job == "text" else "Finding directions")
         self.job_box.show()
         self.strip.set_image(None)
+        self.strip.setVisible(job == "text")   # a text search draws its strip; finding directions draws none
         self.progress.setRange(0, 0)
         self.status.setText("starting…")
         self._update()

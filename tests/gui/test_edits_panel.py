@@ -329,6 +329,7 @@ def test_find_directions_runs_in_the_child_process(viewer, project, qtbot):
     assert p.choices.names() == []
     runner = p.find_directions()
     assert runner is not None and not runner.in_process and p.is_running()
+    assert p.job_box.isVisible() and not p.strip.isVisible(), "finding directions draws no preview strip"
     assert not p.directions_btn.isEnabled() and p.cancel_btn.isEnabled()
     qtbot.waitUntil(lambda: not p.is_running(), timeout=120000)
     assert runner.outcome == "done", p.error_dialog.text() if p.error_dialog else p.status.text()
@@ -401,7 +402,7 @@ def test_find_text_edit_then_cancel_another(viewer, project, tiny_clip_file, fre
     p.steps.setValue(30)
     assert p.find_btn.isEnabled()
     runner = p.find_text()
-    assert runner is not None and p.is_running() and not p.prompt.isEnabled()
+    assert runner is not None and p.is_running() and not p.prompt.isEnabled() and p.strip.isVisible()
     qtbot.waitUntil(lambda: not p.is_running(), timeout=180000)
     assert runner.outcome == "done", p.error_dialog.text() if p.error_dialog else p.status.text()
     qtbot.waitUntil(lambda: "red" in p.list.rows, timeout=10000)
