@@ -289,7 +289,6 @@ def test_emphasis_finds_frames_that_show_the_pushed_slider():
         ControlIndex(c).distances(np.zeros((1, 6))).argmin()
 
 
-
 def test_emphasis_on_the_frames_too_keeps_away_frames_with_strong_expressions_not_asked_for():
     """A query opens the jaw wide, the rest at rest. Frame 7 opens it as wide but also shuts the eyes;
     frame 9 opens it a little less and does nothing else. The query's emphasis alone weighs the jaw so
@@ -311,6 +310,7 @@ def test_emphasis_on_the_frames_too_keeps_away_frames_with_strong_expressions_no
     assert np.all(both >= alone - 1e-9)
     assert np.allclose(index.distances(q, 0.0, True), index.distances(q))   # no emphasis: plain distance
     assert DetailConfig().emphasis_frames is False
+
 
 def test_a_further_warp_is_folded_into_the_frames_single_resampling():
     """FLAME's geometry (`fields`): the result equals the finished image warped afterwards, but the
