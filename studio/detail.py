@@ -87,8 +87,8 @@ class DetailConfig:
     """The emphasis also counts each frame's own far-out controls (`ControlIndex.distances`, `frames_too`):
     a frame showing a strong expression the render does not ask for is kept further away. Tried 2026-12-06 and
     left off: on the StyleGAN avatars' held-out frames identity d9 0.903 → 0.905, d14 0.864 → 0.869, d3 unchanged,
-    but the jaw slider's sweep picks frames that open the mouth less (jaw r d3 0.965 → 0.910, d14 0.893 → 0.836):
-    a wide-open jaw comes with a stretched mouth, which a one-slider sweep does not ask for. README, "Four more
+    but the jaw slider's sweep follows it less evenly (jaw r d3 0.965 → 0.910, d14 0.893 → 0.836): the frames that
+    open the jaw wide also move other controls, which a one-slider sweep leaves at rest. README, "Four more
     tries on d9's open point"."""
     typical_weight: float = 0.0
     """How much frames that look like the person as a whole are preferred in choosing them (0: not at all,
