@@ -31,6 +31,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..compute import channels_last
 from ..config import config_hash, from_dict, to_dict
 from ..errors import Cancelled, InputError, ProjectError, StudioError
 from ..progress import Control, Progress
@@ -220,6 +221,7 @@ def run_training(ctx: DriveContext, cfg: DriveConfig, project, dproj):
     mcfg = YShapeConfig(resolution=cfg.size, code_dim=cfg.code_dim, channels=cfg.channels,
                         max_channels=cfg.max_channels, pose_dim=2 if cfg.pose_decoders else 0)
     net = YShapeNet(mcfg).to(dev)
+    channels_last(net, device=dev)   # faster convolutions on a CPU, before the optimiser sees the weights
     critic = SubjectCritic(cfg.code_dim).to(dev) if cfg.adversarial_weight > 0 else None
     anchor = ExpressionAnchor(cfg.code_dim, expr["ava"].shape[1]).to(dev) if cfg.anchor_weight > 0 else None
     params = list(net.parameters()) + [p for m in (critic, anchor) if m is not None for p in m.parameters()]
@@ -231,6 +233,7 @@ def run_training(ctx: DriveContext, cfg: DriveConfig, project, dproj):
             loop.track(name, module)
     loop.vars.setdefault("ema", {})
     perceptual, perceptual_kind = _perceptual(cfg, dev)
+    channels_last(perceptual, device=dev)
     weights = LossWeights(ssim=cfg.ssim_weight, code=cfg.code_weight, cycle=cfg.cycle,
                           cycle_weight=cfg.cycle_weight, perceptual=cfg.perceptual_weight if perceptual else 0.0,
                           adversarial=cfg.adversarial_weight, anchor=cfg.anchor_weight)
