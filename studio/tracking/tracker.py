@@ -79,6 +79,9 @@ class TrackOptions:
     max_faces: int = 2
     min_confidence: float = 0.5
     min_eye_distance: float = 12.0
+    """Frames whose face is smaller than this are skipped ("face too small"): pixels of the decoded frame,
+    measured as the eye distance the face would have seen from the front (`geometry.face_size`), so a head
+    turned to a near profile, whose eyes close up in the image, is judged by its size, not by its turn."""
     mattes: bool = True
     follow: bool = True
     """Find the face on a downscaled frame and run the mesh on the face region (`roi.FaceFollower`);
@@ -102,8 +105,7 @@ class PassResult:
 def _usable(lm: np.ndarray | None, w: int, h: int, opts: TrackOptions) -> str | None:
     if lm is None:
         return "no face"
-    eye_l, eye_r, _, _ = geo.eye_mouth_points(lm[:, :2])
-    if np.hypot(*(eye_r - eye_l)) < opts.min_eye_distance:
+    if geo.face_size(lm[:, :2]) < opts.min_eye_distance:
         return "face too small"
     inside = (lm[:, 0] >= -0.05 * w) & (lm[:, 0] <= 1.05 * w) & (lm[:, 1] >= -0.05 * h) & (lm[:, 1] <= 1.05 * h)
     if inside.mean() < 0.85:
