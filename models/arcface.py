@@ -182,7 +182,8 @@ class FaceLoss(nn.Module):
         x = face_region_from_aligned(images)
         maps = n.feature_maps(x)
         e = n.bn(n.conv3(n.gdconv(n.conv2(maps[-1]))).flatten(1))
-        return maps, F.normalize(e, dim=1)
+        # the network may run in bfloat16 (an autocast region); the distances are taken in float32
+        return [m.float() for m in maps], F.normalize(e.float(), dim=1)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:

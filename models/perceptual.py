@@ -238,4 +238,7 @@ class PerceptualLoss(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"PerceptualLoss expects two (B, 3, H, W) images, got {tuple(x.shape)} {tuple(y.shape)}")
-        return self.impl(x, y).mean()
+        # Always in float32, also inside a bfloat16 autocast region: SSIM's variances are differences of
+        # near-equal means (E[x²] − E[x]²), which bfloat16's 8-bit mantissa turns into noise.
+        with torch.autocast(x.device.type, enabled=False):
+            return self.impl(x.float(), y.float()).mean()

@@ -56,7 +56,7 @@ from typing import Any, Callable, Generator
 import numpy as np
 
 from .atomic import atomic_path
-from .compute import apply_threads, release_memory, tune_allocator
+from .compute import apply_threads, autocast, release_memory, tune_allocator
 from .errors import ProjectError, StudioError
 from .progress import Progress
 
@@ -78,7 +78,7 @@ def stage_loss_log(project, stage: str) -> Path:
 
 class TrainingLoop:
     def __init__(self, ctx, *, seed: int = 0, checkpoint_every_s: float = 45.0, max_minutes: float = 0.0,
-                 threads: int = 0, file: str = "train.ckpt"):
+                 threads: int = 0, file: str = "train.ckpt", precision: str = "fp32"):
         import torch
 
         from . import distributed
@@ -127,6 +127,10 @@ class TrainingLoop:
 
             self.requested_threads = fixed_threads() or max(1, (os.cpu_count() or 1) // self.dist.local_size)
         self.threads = apply_threads(ctx.device, self.requested_threads)
+        from .compute import resolve_precision
+
+        self.precision = resolve_precision(precision, ctx.device)
+        """"bf16" or "fp32": how each step's arithmetic runs (`studio.compute.resolve_precision`)."""
         tune_allocator()
         if self.dist is not None:
             self._load_shared()
@@ -429,7 +433,8 @@ class TrainingLoop:
                     self.cut_short = {"part": name, "step": i, "total": total, "minutes": round(self.max_s / 60, 2)}
                 break
             self._set_share(1.0 / self.world)
-            logs = step(i) or {}
+            with autocast(self.precision, self.ctx.device):
+                logs = step(i) or {}
             i += 1
             self.steps[name] = i
             if i % 50 == 0:
@@ -487,6 +492,8 @@ class TrainingLoop:
             out["resumed_from"] = dict(self.resumed_from)
         if self.cut_short:
             out["cut_short"] = self.cut_short
+        if self.precision == "bf16":
+            out["precision"] = "bf16"
         return out
 
     def parallel_summary(self) -> dict:

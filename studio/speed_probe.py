@@ -195,8 +195,11 @@ def prior_steps(preset: str = "preview", device="cpu", batches=(None,), resoluti
 
     from .pvp.common import perceptual_loss
 
+    from .compute import autocast, resolve_precision
+
     device = torch.device(device)
     cfg, G, E = _prior_networks(preset, resolution, device)
+    precision = resolve_precision(cfg.precision, device)   # the arithmetic the stage's steps run in
     perc = perceptual_loss(device)
     params = list(G.synthesis.parameters()) + list(E.parameters())
     opt = torch.optim.Adam(params, lr=1e-4)
@@ -206,9 +209,10 @@ def prior_steps(preset: str = "preview", device="cpu", batches=(None,), resoluti
         x = (torch.rand(b, 3, cfg.resolution, cfg.resolution, generator=gen) * 2 - 1).to(device)
 
         def step():
-            w = E(x)
-            out = G.synthesis(w[:, None, :].expand(-1, G.num_ws, -1), noise_mode="const")
-            loss = F.l1_loss(out, x) + perc(out, x)
+            with autocast(precision, device):
+                w = E(x)
+                out = G.synthesis(w[:, None, :].expand(-1, G.num_ws, -1), noise_mode="const")
+                loss = F.l1_loss(out, x) + perc(out, x)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -21,6 +21,7 @@ os.environ.setdefault("AVATAR_STUDIO_CONFIG_DIR",
 # machine's load, and float results that differ in the last bits from run to run made tests that
 # compare two trainings (or a sweep's smallest gain) flaky. tests/test_threads.py unsets it.
 os.environ.setdefault("AVATAR_STUDIO_THREADS", "1")
+os.environ.setdefault("AVATAR_STUDIO_PRECISION", "fp32")   # the same arithmetic on every CPU (bf16 tests ask for it)
 
 
 def pytest_xdist_auto_num_workers(config) -> int:

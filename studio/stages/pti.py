@@ -71,6 +71,9 @@ class PTIConfig:
     checkpoint_every_s: float = opt(45.0, "Seconds between checkpoints.", minimum=0.0, advanced=True)
     threads: int = opt(0, "CPU threads (0 = the cores other programs leave free, re-checked as it runs).", minimum=0,
                        advanced=True)
+    precision: str = opt("auto", "Arithmetic of the training steps: 'auto' = bfloat16 mixed precision on a CPU with AMX "
+                         "(faster there), float32 elsewhere; 'fp32' = float32 always; 'bf16' = bfloat16 mixed always "
+                         "(slow on a CPU without AMX).", choices=("auto", "fp32", "bf16"), advanced=True)
     seed: int = opt(0, "Random seed.", advanced=True)
 
 
@@ -108,7 +111,8 @@ def run(ctx: StageContext, cfg: PTIConfig):
 
     dev = torch.device(ctx.device)
     loop = TrainingLoop(ctx, seed=cfg.seed, checkpoint_every_s=cfg.checkpoint_every_s,
-                        max_minutes=cfg.time_budget_min, threads=cfg.threads)
+                        max_minutes=cfg.time_budget_min, threads=cfg.threads,
+                        precision=cfg.precision)
     proj = ctx.project
     trk = TrackingData.from_project(proj)
     rows = np.array(proj.result("pivots")["rows"], int)
