@@ -56,7 +56,7 @@ from typing import Any, Callable, Generator
 import numpy as np
 
 from .atomic import atomic_path
-from .compute import apply_threads, autocast, release_memory, tune_allocator
+from .compute import apply_threads, autocast, release_memory, resolve_precision, tune_allocator
 from .errors import ProjectError, StudioError
 from .progress import Progress
 
@@ -127,8 +127,6 @@ class TrainingLoop:
 
             self.requested_threads = fixed_threads() or max(1, (os.cpu_count() or 1) // self.dist.local_size)
         self.threads = apply_threads(ctx.device, self.requested_threads)
-        from .compute import resolve_precision
-
         self.precision = resolve_precision(precision, ctx.device)
         """"bf16" or "fp32": how each step's arithmetic runs (`studio.compute.resolve_precision`)."""
         tune_allocator()

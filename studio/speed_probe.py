@@ -101,6 +101,8 @@ class SpeedEstimate:
     engine_seconds: dict[str, float] = field(default_factory=dict)
     probe_seconds: float = 0.0
     """How long the probe itself took."""
+    precision: str = "fp32"
+    """The arithmetic the StyleGAN stages' steps were timed in ("bf16" on a CPU with AMX, `compute.resolve_precision`)."""
 
     def minutes_for(self, stages) -> int:
         """Whole minutes (at least 1) the given stages would take on this machine."""
@@ -336,12 +338,15 @@ def probe(preset: str = "preview", device: str = "auto", steps: int = 6, resolut
             nerf_s = _time_steps(nstep, steps, dev)
         stages, engines = estimate(step_s, preset, nerf_step_seconds=nerf_s)
         threads = torch.get_num_threads()
+        from .compute import resolve_precision
+
+        precision = resolve_precision(cfg.precision, dev)
     finally:
         torch.set_num_threads(before)
     return SpeedEstimate(device=dev.type, gpu_found=gpu, gpu_name=gpu_name, threads=threads,
                          preset=preset, batch=batch, resolution=cfg.resolution, step_seconds=step_s,
                          measured=measured, nerf_step_seconds=nerf_s, stage_seconds=stages,
-                         engine_seconds=engines, probe_seconds=time.perf_counter() - t_start)
+                         engine_seconds=engines, probe_seconds=time.perf_counter() - t_start, precision=precision)
 
 
 _CACHE: dict[tuple, SpeedEstimate] = {}

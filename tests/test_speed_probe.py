@@ -186,3 +186,29 @@ def test_run_reprices_the_stages_left_at_the_run_s_own_pace():
     line = fast.stage_done("pti", {}, 150.0)
     assert line.endswith("about 5 min left for mappers (this run goes 2.0 times faster than the speed test said)")
     assert fast.stage_done("mappers", {}, 300.0) is None, "nothing is left after the last stage"
+
+
+def test_the_prior_is_timed_in_the_precision_its_stage_trains_in(monkeypatch):
+    """On a CPU with AMX the StyleGAN stages train in bfloat16; the probe times the prior's step so, and `run`
+    says so in its time estimate."""
+    import types
+
+    from studio import cli, compute
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("AVATAR_STUDIO_PRECISION", "bf16")
+    seen = []
+    real = compute.autocast
+    monkeypatch.setattr(compute, "autocast", lambda precision, device: seen.append(precision) or real(precision, device))
+    probe = speed_probe.probe
+    est = probe(resolution=32, steps=1, nerf=False)
+    assert est.precision == "bf16" and seen and set(seen) == {"bf16"}
+    monkeypatch.setattr(speed_probe, "probe", lambda preset, device: est)
+    project = types.SimpleNamespace(preset="preview", device="cpu")
+    text, _ = cli._time_estimate(project, ["pvp"], ["prior", "pti", "mappers"], None)
+    assert "bfloat16 for the StyleGAN stages: this CPU has AMX" in text
+    monkeypatch.setenv("AVATAR_STUDIO_PRECISION", "fp32")
+    est = probe(resolution=32, steps=1, nerf=False)
+    assert est.precision == "fp32"
+    text, _ = cli._time_estimate(project, ["pvp"], ["prior", "pti", "mappers"], None)
+    assert "bfloat16" not in text and "CPU (1 thread)" in text

@@ -85,3 +85,22 @@ def test_glo_subject_prior_learns_and_pti_starts_from_its_latents(proj):
     pivot_rows = proj.result("pivots")["rows"]
     assert np.allclose(piv, ws[np.searchsorted(rows, pivot_rows)], atol=1e-6)
     assert {"heldout_psnr", "heldout_ssim", "interp_max_over_mean"} <= set(res["summary"])
+
+
+def test_the_prior_and_pti_train_in_bfloat16_when_asked(proj):
+    """`precision=bf16` (what "auto" picks on a CPU with AMX): the steps run in bfloat16 mixed precision, the
+    networks still learn, and what is saved is float32."""
+    losses = []
+    res = run_stage(proj, "prior", {"resolution": 64, "steps": 60, "batch": 4, "channel_max": 64, "w_dim": 64,
+                                    "time_budget_min": 0, "precision": "bf16"},
+                    on_progress=lambda e: e.part == "prior" and e.losses and losses.append(e.losses["l1"]))
+    assert res["summary"]["precision"] == "bf16"
+    assert np.mean(losses[-10:]) < 0.95 * np.mean(losses[:10]), "the prior must learn in bfloat16 too"
+    res = run_stage(proj, "pti", {"invert_steps": 8, "tune_steps": 30, "tune_batch": 3, "target_psnr": 60,
+                                  "precision": "bf16"})
+    s = res["summary"]
+    assert s["precision"] == "bf16" and s["pivot_psnr"] > s["inversion_psnr"] + 0.5, s
+    from models.stylegan2.checkpoint import load_generator
+
+    G, _ = load_generator(proj.output("pti", "generator"))
+    assert all(v.dtype == torch.float32 for v in G.state_dict().values() if v.is_floating_point())
