@@ -379,10 +379,7 @@ def _time_estimate(project, engines: list[str], stages: list[str], device: str |
     est = probe(project.preset, device or project.device)
     parts = [f"{ENGINES[e].title}: about {est.minutes_for([s for s in ENGINES[e].stages if s in stages])} min"
              for e in engines if any(s in stages for s in ENGINES[e].stages)]
-    bf16 = ", bfloat16 for the StyleGAN stages: this CPU has AMX" if est.precision == "bf16" else ""
-    where = "on the GPU" if est.device == "cuda" else \
-        f"on this machine's CPU ({est.threads} thread{'s' if est.threads != 1 else ''}{bf16})"
-    return (f"expected training time {where}, measured by a {est.probe_seconds:.0f}-second speed test: "
+    return (f"expected training time {est.where(this_machine=True)}, measured by a {est.probe_seconds:.0f}-second speed test: "
             + "; ".join(parts) + " (tracking comes on top)"), est
 
 

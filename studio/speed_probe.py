@@ -108,14 +108,21 @@ class SpeedEstimate:
         """Whole minutes (at least 1) the given stages would take on this machine."""
         return max(1, round(sum(self.stage_seconds.get(s, 0.0) for s in stages) / 60))
 
+    def where(self, this_machine: bool = False) -> str:
+        """Where training runs, for a sentence: "on the GPU" or "on the CPU (2 threads[, bfloat16 …])"."""
+        if self.device == "cuda":
+            return "on the GPU"
+        bf16 = ", bfloat16 for the StyleGAN stages: this CPU has AMX" if self.precision == "bf16" else ""
+        owner = "this machine's" if this_machine else "the"
+        return f"on {owner} CPU ({self.threads} thread{'s' if self.threads != 1 else ''}{bf16})"
+
     def describe(self) -> str:
         """One or two sentences for a person."""
         from .engines import ENGINES
 
         parts = [f"about {_minutes(s)} for the {ENGINES[e].title if e in ENGINES else e}"
                  for e, s in self.engine_seconds.items()]
-        where = (f"on the GPU ({self.gpu_name})" if self.device == "cuda"
-                 else f"on the CPU with {self.threads} thread{'s' if self.threads != 1 else ''}")
+        where = f"on the GPU ({self.gpu_name})" if self.device == "cuda" else self.where()
         gpu = f"GPU found: {self.gpu_name}." if self.gpu_found else \
             "No GPU found: training runs on the CPU (the preview preset is sized for that)."
         return (f"{self.preset.capitalize()} training on this machine: {', '.join(parts)} "

@@ -119,8 +119,7 @@ class EngineDialog(QDialog):
                 if todo:
                     title = ENGINES[key].short if key in ENGINES else "Both"
                     lines.append(f"{title}: about {est.minutes_for(todo)} min")
-            where = "on the GPU" if est.device == "cuda" else f"on the CPU ({est.threads} thread{'s' if est.threads != 1 else ''})"
-            self.estimate.setText(f"Expected training time {where}, from a {est.probe_seconds:.0f}-second speed "
+            self.estimate.setText(f"Expected training time {est.where()}, from a {est.probe_seconds:.0f}-second speed "
                                   f"test: " + "; ".join(lines) + ".")
         except RuntimeError:  # the dialog was closed before the probe finished
             pass

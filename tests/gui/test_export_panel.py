@@ -178,6 +178,14 @@ def test_run_all_asks_which_engine(window, tmp_path, qtbot, monkeypatch, screens
         assert dlg.plans[key] == stages_for(proj, key) == list(chain(key))
     assert set(dlg.plans["both"]) == set(chain("pvp")) | set(chain("nerf"))
     screenshot(dlg, "run_all_engine")
+    from studio.speed_probe import SpeedEstimate
+
+    est = SpeedEstimate(device="cpu", gpu_found=False, gpu_name="", threads=2, preset="preview", batch=8,
+                        resolution=128, step_seconds=0.3, stage_seconds={s: 60.0 for s in chain("pvp")},
+                        probe_seconds=7.0, precision="bf16")
+    dlg.show_estimate(est)      # the estimate says where and in what arithmetic training runs
+    assert "on the CPU (2 threads, bfloat16 for the StyleGAN stages: this CPU has AMX)" in dlg.estimate.text()
+    assert "StyleGAN" in dlg.estimate.text() and "min" in dlg.estimate.text()
     started = []
     monkeypatch.setattr(window, "start_run", lambda stages, overrides=None, force=(): started.append(stages))
     dlg.set_choice("nerf")
