@@ -229,6 +229,18 @@ def cpu_channels_last() -> bool:
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+PRECISION_HELP = ("Arithmetic of the training steps: 'auto' = bfloat16 mixed precision on a CPU with AMX (faster "
+                  "there), float32 elsewhere; 'fp32' = float32 always; 'bf16' = bfloat16 mixed always (slow on a CPU "
+                  "without AMX).")
+
+
+def precision_option():
+    """The `precision` setting of a training stage's config (default "auto"; see `resolve_precision`)."""
+    from .config import opt
+
+    return opt("auto", PRECISION_HELP, choices=PRECISIONS, advanced=True)
+
+
 def cpu_has_bf16_matrix() -> bool:
     """Whether this CPU multiplies bfloat16 matrices in hardware (Intel AMX tiles; oneDNN uses them for
     convolutions and matrix products)."""

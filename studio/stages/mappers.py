@@ -19,7 +19,7 @@ import torch
 from torch.nn import functional as F
 
 from ..atomic import atomic_path, write_json
-from ..compute import channels_last
+from ..compute import channels_last, precision_option
 from ..config import opt, to_dict
 from ..loop import TrainingLoop
 from ..metrics import from_uint8, to_uint8
@@ -86,9 +86,7 @@ class MappersConfig:
     checkpoint_every_s: float = opt(45.0, "Seconds between checkpoints.", minimum=0.0, advanced=True)
     threads: int = opt(0, "CPU threads (0 = the cores other programs leave free, re-checked as it runs).", minimum=0,
                        advanced=True)
-    precision: str = opt("auto", "Arithmetic of the training steps: 'auto' = bfloat16 mixed precision on a CPU with AMX "
-                         "(faster there), float32 elsewhere; 'fp32' = float32 always; 'bf16' = bfloat16 mixed always "
-                         "(slow on a CPU without AMX).", choices=("auto", "fp32", "bf16"), advanced=True)
+    precision: str = precision_option()
     seed: int = opt(0, "Random seed.", advanced=True)
     controls: str = opt("named", "What the expression sliders are: 'named' = the twelve named expressions, 'flame' "
                                  "= jaw + FLAME expression coefficients (needs the FLAME fit, stage 'flame').",

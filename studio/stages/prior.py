@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_path
-from ..compute import channels_last
+from ..compute import channels_last, precision_option
 from ..config import opt
 from ..errors import InputError, StudioError
 from ..loop import TrainingLoop
@@ -69,9 +69,7 @@ class PriorConfig:
     checkpoint_every_s: float = opt(45.0, "Seconds between checkpoints.", minimum=0.0, advanced=True)
     threads: int = opt(0, "CPU threads (0 = the cores other programs leave free, re-checked as it runs).", minimum=0,
                        advanced=True)
-    precision: str = opt("auto", "Arithmetic of the training steps: 'auto' = bfloat16 mixed precision on a CPU with AMX "
-                         "(faster there), float32 elsewhere; 'fp32' = float32 always; 'bf16' = bfloat16 mixed always "
-                         "(slow on a CPU without AMX).", choices=("auto", "fp32", "bf16"), advanced=True)
+    precision: str = precision_option()
     seed: int = opt(0, "Random seed.", advanced=True)
 
 
