@@ -202,9 +202,8 @@ def prior_steps(preset: str = "preview", device="cpu", batches=(None,), resoluti
     import torch
     import torch.nn.functional as F
 
-    from .pvp.common import perceptual_loss
-
     from .compute import autocast, resolve_precision
+    from .pvp.common import perceptual_loss
 
     device = torch.device(device)
     cfg, G, E = _prior_networks(preset, resolution, device)
@@ -227,6 +226,7 @@ def prior_steps(preset: str = "preview", device="cpu", batches=(None,), resoluti
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
 
+        step.precision = precision
         return step
 
     return {b: make(b) for b in (batch or cfg.batch for batch in batches)}, cfg
@@ -334,20 +334,19 @@ def probe(preset: str = "preview", device: str = "auto", steps: int = 6, resolut
             step, cfg = prior_step(preset, dev, batch, resolution)
             measured = {batch: _time_steps(step, steps, dev)}
             step_s = measured[batch]
+            precision = step.precision
         else:
             closures, cfg = prior_steps(preset, dev, (1, 4), resolution)
             measured = {b: _time_steps(step, steps, dev) for b, step in closures.items()}
             per_image = max(0.0, (measured[4] - measured[1]) / 3)
             step_s = max(0.0, measured[1] - per_image) + per_image * batch
+            precision = closures[1].precision
         nerf_s = None
         if nerf if nerf is not None else preset in NERF_PROBED:
             nstep, _ = nerf_step(preset, dev)
             nerf_s = _time_steps(nstep, steps, dev)
         stages, engines = estimate(step_s, preset, nerf_step_seconds=nerf_s)
         threads = torch.get_num_threads()
-        from .compute import resolve_precision
-
-        precision = resolve_precision(cfg.precision, dev)
     finally:
         torch.set_num_threads(before)
     return SpeedEstimate(device=dev.type, gpu_found=gpu, gpu_name=gpu_name, threads=threads,
