@@ -102,7 +102,7 @@ class SpeedEstimate:
     probe_seconds: float = 0.0
     """How long the probe itself took."""
     precision: str = "fp32"
-    """The arithmetic the StyleGAN stages' steps were timed in ("bf16" on a CPU with AMX, `compute.resolve_precision`)."""
+    """The arithmetic the training steps were timed in ("bf16" on a CPU with AMX, `compute.resolve_precision`)."""
 
     def minutes_for(self, stages) -> int:
         """Whole minutes (at least 1) the given stages would take on this machine."""
@@ -112,7 +112,7 @@ class SpeedEstimate:
         """Where training runs, for a sentence: "on the GPU" or "on the CPU (2 threads[, bfloat16 …])"."""
         if self.device == "cuda":
             return "on the GPU"
-        bf16 = ", bfloat16 for the StyleGAN stages: this CPU has AMX" if self.precision == "bf16" else ""
+        bf16 = ", bfloat16 arithmetic: this CPU has AMX" if self.precision == "bf16" else ""
         owner = "this machine's" if this_machine else "the"
         return f"on {owner} CPU ({self.threads} thread{'s' if self.threads != 1 else ''}{bf16})"
 
@@ -247,12 +247,14 @@ def nerf_step(preset: str = "preview", device="cpu"):
     from models.latentavatar import LatentAvatar, LossWeights, train_step
     from models.perceptual import PerceptualLoss
 
+    from .compute import autocast, resolve_precision
     from .stages import REGISTRY
     from .stages.face import face_loss
     from .stages.nerf import model_config
 
     device = torch.device(device)
     cfg = REGISTRY["nerf"].preset(preset)
+    precision = resolve_precision(cfg.precision, device)   # the arithmetic the stage's steps run in
     n_expr = 12
     model = LatentAvatar(model_config(cfg, n_expr)).to(device)
     perceptual = PerceptualLoss(None).to(device)
@@ -268,8 +270,11 @@ def nerf_step(preset: str = "preview", device="cpu"):
              "pitch": (rand(b) - 0.5) * 20, "expr": rand(b, n_expr) - 0.5}
 
     def step():
-        train_step(model, optim, batch, perceptual, weights, cfg.mapper_share, face=face, expr_noise=cfg.mapper_noise)
+        with autocast(precision, device):
+            train_step(model, optim, batch, perceptual, weights, cfg.mapper_share, face=face,
+                       expr_noise=cfg.mapper_noise)
 
+    step.precision = precision
     step.face_losses = face is not None
     step.perceptual_kind = perceptual.kind
     return step, cfg

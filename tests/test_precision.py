@@ -1,4 +1,4 @@
-"""bfloat16 mixed precision for the StyleGAN stages: which CPUs get it, what the training loop runs in,
+"""bfloat16 mixed precision for the training stages: which CPUs get it, what the training loop runs in,
 and the parts of the losses that must stay float32 inside it."""
 from __future__ import annotations
 

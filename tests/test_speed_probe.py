@@ -188,9 +188,9 @@ def test_run_reprices_the_stages_left_at_the_run_s_own_pace():
     assert fast.stage_done("mappers", {}, 300.0) is None, "nothing is left after the last stage"
 
 
-def test_the_prior_is_timed_in_the_precision_its_stage_trains_in(monkeypatch):
-    """On a CPU with AMX the StyleGAN stages train in bfloat16; the probe times the prior's step so, and `run`
-    says so in its time estimate."""
+def test_the_steps_are_timed_in_the_precision_their_stages_train_in(monkeypatch):
+    """On a CPU with AMX the training stages train in bfloat16; the probe times the prior's and the NeRF's steps
+    so, and `run` says so in its time estimate."""
     import types
 
     from studio import cli, compute
@@ -203,10 +203,14 @@ def test_the_prior_is_timed_in_the_precision_its_stage_trains_in(monkeypatch):
     probe = speed_probe.probe
     est = probe(resolution=32, steps=1, nerf=False)
     assert est.precision == "bf16" and seen and set(seen) == {"bf16"}
+    seen.clear()
+    nstep, _ = speed_probe.nerf_step("preview", "cpu")
+    nstep()
+    assert nstep.precision == "bf16" and seen == ["bf16"]
     monkeypatch.setattr(speed_probe, "probe", lambda preset, device: est)
     project = types.SimpleNamespace(preset="preview", device="cpu")
     text, _ = cli._time_estimate(project, ["pvp"], ["prior", "pti", "mappers"], None)
-    assert "bfloat16 for the StyleGAN stages: this CPU has AMX" in text
+    assert "bfloat16 arithmetic: this CPU has AMX" in text
     monkeypatch.setenv("AVATAR_STUDIO_PRECISION", "fp32")
     est = probe(resolution=32, steps=1, nerf=False)
     assert est.precision == "fp32"

@@ -124,7 +124,10 @@ class PointDecoder(nn.Module):
         self.density_scale, self.density_bias = density_scale, density_bias
 
     def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.net(feats)
+        # float32 from here on, also when the step runs under bfloat16 autocast: the density bias moves the
+        # pre-activation to about -4, where bfloat16's spacing (1/32) changes the density by 3 %, and the
+        # transmittance is an exponential of a running sum over the samples (`volume_integrate`)
+        out = self.net(feats).float()
         sigma = self.density_scale * softplus(out[..., 0] + self.density_bias)
         rgb = torch.sigmoid(out[..., 1:4]) * 1.002 - 0.001
         return sigma, torch.cat([rgb, out[..., 4:]], dim=-1)

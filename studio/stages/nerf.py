@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..atomic import atomic_path, write_json
+from ..compute import precision_option
 from ..config import opt
 from ..errors import InputError, StudioError
 from ..loop import TrainingLoop
@@ -81,6 +82,7 @@ class NerfConfig:
     threads: int = opt(0, "CPU threads for training (CPU only); 0 = auto: the cores other programs leave free, "
                           "re-checked as training runs (oversubscribed threads spin and slow down badly).",
                        minimum=0, maximum=256, advanced=True)
+    precision: str = precision_option()
     checkpoint_every_s: float = opt(45.0, "Seconds between resumable checkpoints.", minimum=0.0, advanced=True)
     preview_every: int = opt(200, "Steps between preview images.", minimum=1, advanced=True)
     seed: int = opt(0, "Random seed.", advanced=True)
@@ -217,7 +219,7 @@ def run(ctx: StageContext, cfg: NerfConfig):
         raise InputError(f"the perceptual backbone file {backbone} does not exist",
                          "set backbone to a torchvision VGG16/AlexNet .pth, or leave it empty")
     loop = TrainingLoop(ctx, seed=cfg.seed, checkpoint_every_s=cfg.checkpoint_every_s,
-                        max_minutes=cfg.time_budget_min, threads=cfg.threads)
+                        max_minutes=cfg.time_budget_min, threads=cfg.threads, precision=cfg.precision)
     mcfg = model_config(cfg, len(tracking.expression_names))
     yield ctx.progress(0, cfg.steps, part="load", message=f"loading {len(train_rows)} training frames")
     data = FrameSet(tracking, train_rows, mcfg, ctx.device)
@@ -298,7 +300,7 @@ def run(ctx: StageContext, cfg: NerfConfig):
                "train_minutes": figures_loop["train_minutes"],
                "resumed_from": (figures_loop.get("resumed_from") or {}).get("train", 0),
                "mapper_mse": round(mapper_mse, 5), "perceptual": perceptual.kind,
-               "face_loss": face is not None,
+               "face_loss": face is not None, "precision": loop.precision,
                "losses": dict(loop.vars["ema"]), **loop.parallel_summary()}
     if "cut_short" in figures_loop:
         figures["cut_short"] = figures_loop["cut_short"]

@@ -184,7 +184,7 @@ def test_run_all_asks_which_engine(window, tmp_path, qtbot, monkeypatch, screens
                         resolution=128, step_seconds=0.3, stage_seconds={s: 60.0 for s in chain("pvp")},
                         probe_seconds=7.0, precision="bf16")
     dlg.show_estimate(est)      # the estimate says where and in what arithmetic training runs
-    assert "on the CPU (2 threads, bfloat16 for the StyleGAN stages: this CPU has AMX)" in dlg.estimate.text()
+    assert "on the CPU (2 threads, bfloat16 arithmetic: this CPU has AMX)" in dlg.estimate.text()
     assert "StyleGAN" in dlg.estimate.text() and "min" in dlg.estimate.text()
     started = []
     monkeypatch.setattr(window, "start_run", lambda stages, overrides=None, force=(): started.append(stages))
