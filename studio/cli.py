@@ -320,11 +320,18 @@ def cmd_run(args) -> int:
     engines = list(ENGINES) if args.engine == "both" else [args.engine]
     if args.controls:
         session.set_controls(args.engine, args.controls)
-    stages = session.plan_engine(args.engine)
     from .batch import parse_settings
     from .distributed import options_from_args, run_stages
 
     overrides = parse_settings(args.set or [])
+    stages = session.plan_engine(args.engine, overrides)
+    from .engines import chain
+
+    unused = [st for st in overrides if not any(st in chain(e) for e in engines)]
+    if unused:
+        _say(f"note: the settings for {', '.join(unused)} are not used: "
+             f"{'that stage is' if len(unused) == 1 else 'those stages are'} not part of "
+             f"{' or '.join(ENGINES[e].title for e in engines)}")
     opts = options_from_args(args)
     # the estimate prices the preset's steps in one process: with --set or --nproc it would mislead
     estimate, est = ("", None) if overrides or opts.several else _time_estimate(project, engines, stages, args.device)

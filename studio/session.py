@@ -19,8 +19,8 @@ from typing import Any, Iterable
 
 from .engines import ENGINES, chain, engine, required
 from .errors import ProjectError
-from .pipeline import (ProgressFn, interruption, next_stage, run_pipeline, set_stage_config, spec, stage_config,
-                       stage_state)
+from .pipeline import (ProgressFn, interruption, next_stage, run_pipeline, same_config, set_stage_config, spec,
+                       stage_config, stage_state)
 from .progress import Control
 from .project import Project
 from .stages import REGISTRY
@@ -109,13 +109,24 @@ class Session:
         visit(name)
         return [n for n in REGISTRY if n in need] + [name]
 
-    def plan_engine(self, choice: str) -> list[str]:
-        """Stages of engine `choice` ("both" = every engine) that are not done, in run order."""
+    def plan_engine(self, choice: str, overrides: dict[str, dict] | None = None) -> list[str]:
+        """Stages of engine `choice` ("both" = every engine) that will run, in run order: those not done,
+        those whose settings `overrides` ({stage: {setting: value}}, as `--set` gives them) change, and
+        every stage after one of those that depends on it (it would be stale once that one runs)."""
+        overrides = overrides or {}
         names = list(ENGINES) if choice == "both" else [engine(choice).name]
+        cfgs = {n: stage_config(self.project, n, overrides.get(n)) for n in REGISTRY}
         wanted = {s for n in names for s in chain(n)}
         # stages a setting brings in (e.g. `flame` when the engine's controls are FLAME's)
-        wanted |= {up for s in list(wanted) for up in REGISTRY[s].depends(self.config(s)) if up in REGISTRY}
-        return [n for n in REGISTRY if n in wanted and self.state(n) != "done"]
+        wanted |= {up for s in list(wanted) for up in REGISTRY[s].depends(cfgs[s]) if up in REGISTRY}
+        plan: list[str] = []
+        for n in REGISTRY:
+            if n not in wanted:
+                continue
+            changed = bool(overrides.get(n)) and not same_config(self.project.record(n), cfgs[n])
+            if self.state(n) != "done" or changed or any(up in plan for up in REGISTRY[n].depends(cfgs[n])):
+                plan.append(n)
+        return plan
 
     def set_controls(self, choice: str, controls: str) -> list[str]:
         """Train engine `choice` ("both" = every engine) on control set `controls` ("named" or

@@ -261,3 +261,51 @@ def test_run_pipeline_reports_each_stage_when_it_ends(tmp_path, fake_stages):
     assert [n for n, _, _ in seen] == ["t_a", "t_b", "t_c"] and CALLS == ["t_a", "t_b", "t_c"]
     assert all(r is out[n] and s >= 0 for n, r, s in seen)
     assert seen[1][1]["summary"] == {"value": 1}
+
+
+@pytest.fixture
+def fake_engine(fake_stages, monkeypatch):
+    """An engine made of the fake stages t_a → t_b → t_c, with no common stages before them."""
+    from studio import engines
+
+    monkeypatch.setattr(engines, "COMMON_STAGES", ())
+    monkeypatch.setitem(engines.ENGINES, "pvp", engines.EngineSpec(name="pvp", title="fake", short="fake",
+                                                                   stages=("t_a", "t_b", "t_c"), loader=lambda p: None))
+
+
+def test_a_changed_setting_plans_its_stage_and_the_stages_after_it(tmp_path, fake_engine):
+    """`run PROJECT --set STAGE.NAME=VALUE` on a finished project: the stage whose setting changes runs again,
+    and so does every stage after it that depends on it; a setting equal to the one it ran with changes nothing."""
+    from studio.session import Session
+
+    proj = Project.create(tmp_path / "p")
+    session = Session(proj)
+    assert session.plan_engine("pvp") == ["t_a", "t_b", "t_c"]
+    for s in ("t_a", "t_b", "t_c"):
+        run_stage(proj, s)
+    assert session.plan_engine("pvp") == []
+    assert session.plan_engine("pvp", {"t_b": {"value": "1"}}) == [], "the same value is no change"
+    assert session.plan_engine("pvp", {"t_b": {"value": "7"}}) == ["t_b", "t_c"]
+    assert session.plan_engine("pvp", {"t_c": {"value": "7"}}) == ["t_c"]
+    assert session.plan_engine("pvp", {"t_a": {"value": "2"}, "t_c": {"value": "1"}}) == ["t_a", "t_b", "t_c"]
+
+
+def test_run_with_a_setting_on_a_finished_project_trains_again(tmp_path, fake_engine, capsys):
+    from studio.cli import main
+
+    proj = Project.create(tmp_path / "p")
+    for s in ("t_a", "t_b", "t_c"):
+        run_stage(proj, s)
+    CALLS.clear()
+    assert main(["run", str(proj.root), "--engine", "pvp", "--no-eval", "--set", "t_b.value=7"]) == 0
+    assert CALLS == ["t_b", "t_c"], "the changed stage and the one after it run again"
+    done = Project.open(proj.root)
+    assert (done.root / "t_b" / "out.txt").read_text() == "7"
+    assert done.record("t_b")["config"]["value"] == 7
+    assert [stage_state(done, s) for s in ("t_a", "t_b", "t_c")] == ["done"] * 3
+    CALLS.clear()
+    assert main(["run", str(proj.root), "--engine", "pvp", "--no-eval", "--set", "t_b.value=7"]) == 0
+    assert CALLS == [], "the same setting again: nothing to do"
+    assert main(["run", str(proj.root), "--engine", "pvp", "--no-eval", "--set", "nerf.steps=5"]) == 0
+    out = capsys.readouterr().out
+    assert "settings for nerf are not used" in out and "fake" in out, out

@@ -110,7 +110,9 @@ def test_a_killed_rank_stops_the_run_and_the_project_resumes_with_another_proces
     root = tmp_path / "p"
     shutil.copytree(tracked, root)
     proc = subprocess.Popen(_args(root, "--nproc", "2", steps=KILL_STEPS), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env(), cwd=REPO, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True,
+                            # rank 1's scratch folder dies with it: keep it in this test's folder, not /tmp
+                            env=_env(TMPDIR=str(tmp_path)))
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None and _progress(root) < 12:
         time.sleep(0.05)
