@@ -276,12 +276,25 @@ def cmd_config(args) -> int:
     import dataclasses
 
     from .config import parse_overrides, to_dict
-    from .pipeline import set_stage_config, spec, stage_config
+    from .pipeline import set_stage_config, spec, stage_config, stage_state
     from .project import Project
 
     project = Project.open(args.project)
     s = spec(args.stage)
-    if args.set:
+    if args.reset and args.set:
+        raise InputError("--reset and --set together", "reset the stage first, then change what you want with --set")
+    if args.reset:
+        from .session import Session
+
+        if Session(project).reset_config(args.stage):
+            _say(f"stage '{args.stage}' is back on the {project.preset} preset's settings"
+                 + ("; it and the stages after it will rerun" if stage_state(project, args.stage) == "stale" else ""))
+        else:
+            _say(f"stage '{args.stage}' already follows the {project.preset} preset's settings"
+                 + (" (it is running: reset it when it has stopped)" if stage_state(project, args.stage) == "running"
+                    else ""))
+        cfg = stage_config(project, args.stage)
+    elif args.set:
         cfg = set_stage_config(project, args.stage, parse_overrides(args.set))
         _say(f"saved; stage '{args.stage}' and the stages after it will rerun")
     else:
@@ -315,8 +328,10 @@ def cmd_run(args) -> int:
             project = Project.open(root)
         else:
             created = not root.exists()
-            project = Project.create(root, target, preset=args.preset, device=args.device)
+            project = Project.create(root, target, preset=args.preset or "preview", device=args.device or "auto")
     session = Session(project)
+    if args.preset and args.preset != project.preset:
+        _say(_switch_preset(session, args.preset, args.engine))
     engines = list(ENGINES) if args.engine == "both" else [args.engine]
     if args.controls:
         session.set_controls(args.engine, args.controls)
@@ -373,6 +388,23 @@ def cmd_run(args) -> int:
             printer.close()
             _say(format_table(rep))
     return 0
+
+
+def _switch_preset(session, preset: str, choice: str) -> str:
+    """Move an existing project to `preset` (as the window's Preset box does) and say what that means for the
+    stages of engine `choice` that have trained."""
+    from .engines import ENGINES, chain
+
+    before = session.project.preset
+    session.set_preset(preset)
+    names = list(ENGINES) if choice == "both" else [choice]
+    kept = [n for n in dict.fromkeys(s for e in names for s in chain(e)) if session.project.record(n).get("config_hash")
+            and session.project.record(n).get("config")]
+    line = f"preset {preset} (was {before}): the stages not trained yet use its settings"
+    if kept:
+        line += (f"; {', '.join(kept)} keep the settings they trained with (`avatar-studio config "
+                 f"{session.project.root} STAGE --reset` puts one on the {preset} preset, and it trains again)")
+    return line
 
 
 def _time_estimate(project, engines: list[str], stages: list[str], device: str | None):
@@ -712,7 +744,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--nproc", type=int, default=1, metavar="N",
                     help="train each training stage in N processes on this machine (one per GPU), through "
                          "torchrun's launcher; the global batch and learning rate stay the preset's")
-    common(sp)
+    sp.add_argument("--preset", default=None, choices=("preview", "quality"),
+                    help="preview: sized for a laptop CPU; quality: for a CUDA GPU (default: preview for a new "
+                         "project, a project's own preset for an existing one; given for an existing project, the "
+                         "stages not trained yet switch to it)")
+    sp.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"),
+                    help="where to compute (auto: the GPU when there is one; default: the project's, auto for a new one)")
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("run-stage", help="run (or resume) one stage of a project")
@@ -759,6 +796,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("project")
     sp.add_argument("stage")
     sp.add_argument("--set", action="append", metavar="NAME=VALUE")
+    sp.add_argument("--reset", action="store_true",
+                    help="put the stage back on the project's preset (a trained stage then trains again)")
     sp.set_defaults(func=cmd_config)
 
     sp = sub.add_parser("eval", help="measure a trained avatar: held-out quality, control accuracy, speed")

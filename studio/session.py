@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from .config import to_dict
 from .engines import ENGINES, chain, engine, required
 from .errors import ProjectError
 from .pipeline import (ProgressFn, interruption, next_stage, run_pipeline, same_config, set_stage_config, spec,
@@ -172,11 +173,21 @@ class Session:
         return set_stage_config(self.project, name, values)
 
     def reset_config(self, name: str) -> bool:
-        """Put a stage back on the project's preset (not while it runs). Returns whether it changed."""
+        """Put a stage back on the project's preset (not while it runs). Returns whether it changed.
+
+        A stage that has trained keeps the preset's settings written in its record, so that it (and every stage
+        after it) shows as stale when they differ from the ones it trained with and trains again on the next
+        run; a stage that never ran just forgets its saved settings and follows the preset from then on."""
         rec = self.project.manifest["stages"].get(name)
         if not rec or "config" not in rec or self.state(name) == "running":
             return False
-        rec.pop("config")
+        if rec.get("config_hash"):
+            preset = to_dict(spec(name).preset(self.project.preset))
+            if rec["config"] == preset:
+                return False
+            rec["config"] = preset
+        else:
+            rec.pop("config")
         self.project.save()
         return True
 

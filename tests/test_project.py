@@ -309,3 +309,61 @@ def test_run_with_a_setting_on_a_finished_project_trains_again(tmp_path, fake_en
     assert main(["run", str(proj.root), "--engine", "pvp", "--no-eval", "--set", "nerf.steps=5"]) == 0
     out = capsys.readouterr().out
     assert "settings for nerf are not used" in out and "fake" in out, out
+
+
+def test_reset_to_preset_on_a_trained_stage_makes_it_and_the_stages_after_it_stale(tmp_path, fake_stages):
+    """"Reset to preset" (the GUI's button, `config --reset`) on a stage trained with other settings: it shows the
+    preset's settings and trains again, and so do the stages after it; on a stage already on the preset nothing
+    changes; a stage that never ran just follows the preset."""
+    from studio.session import Session
+
+    proj = Project.create(tmp_path / "p")
+    session = Session(proj)
+    set_stage_config(proj, "t_a", {"value": "5"})
+    for s in ("t_a", "t_b"):
+        run_stage(proj, s)
+    assert session.reset_config("t_a") is True
+    assert session.config("t_a").value == 1
+    assert stage_state(proj, "t_a") == "stale" and stage_state(proj, "t_b") == "stale"
+    CALLS.clear()
+    run_stage(proj, "t_a")
+    assert CALLS == ["t_a"] and (proj.root / "t_a" / "out.txt").read_text() == "1"
+    assert session.reset_config("t_a") is False, "already on the preset"
+    assert stage_state(proj, "t_a") == "done"
+    set_stage_config(proj, "t_c", {"value": "3"})      # never ran
+    assert session.reset_config("t_c") is True and "config" not in proj.record("t_c")
+    assert session.config("t_c").value == 1
+
+
+def test_run_with_another_preset_on_an_existing_project_and_config_reset(tmp_path, fake_engine, monkeypatch, capsys):
+    """`run PROJECT --preset quality` moves an existing project to that preset (it was silently ignored): stages not
+    trained yet take its settings, trained ones keep theirs and the line names them and `config … --reset`, which
+    puts one on the preset so that it and the stages after it train again."""
+    from studio import cli
+    from studio.cli import main
+
+    for name, value in (("t_a", 9), ("t_b", 8), ("t_c", 7)):
+        monkeypatch.setitem(REGISTRY[name].presets, "quality", _Cfg(value=value))
+    monkeypatch.setattr(cli, "_time_estimate", lambda *a, **k: ("", None))
+    proj = Project.create(tmp_path / "p")
+    for s in ("t_a", "t_b"):
+        run_stage(proj, s)
+    CALLS.clear()
+    assert main(["run", str(proj.root), "--engine", "pvp", "--no-eval", "--preset", "quality"]) == 0
+    out = capsys.readouterr().out
+    assert "preset quality (was preview)" in out and "t_a, t_b keep the settings they trained with" in out, out
+    assert "--reset" in out
+    assert CALLS == ["t_c"] and (proj.root / "t_c" / "out.txt").read_text() == "7"
+    assert Project.open(proj.root).preset == "quality"
+
+    assert main(["config", str(proj.root), "t_a", "--reset"]) == 0
+    out = capsys.readouterr().out
+    assert "back on the quality preset's settings; it and the stages after it will rerun" in out, out
+    assert "value" in out and "= 9" in out
+    CALLS.clear()
+    assert main(["run", str(proj.root), "--engine", "pvp", "--no-eval"]) == 0
+    assert CALLS == ["t_a", "t_b", "t_c"] and (proj.root / "t_a" / "out.txt").read_text() == "9"
+    assert main(["config", str(proj.root), "t_a", "--reset"]) == 0
+    assert "already follows the quality preset" in capsys.readouterr().out
+    assert main(["config", str(proj.root), "t_a", "--reset", "--set", "value=2"]) == 2
+    assert "--reset and --set together" in capsys.readouterr().err
