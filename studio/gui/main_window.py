@@ -555,9 +555,13 @@ class MainWindow(QMainWindow):
     def _reset_config(self, name: str) -> None:
         if self.project is None or not self.check_project():
             return
-        self.session.reset_config(name)
+        changed = self.session.reset_config(name)
         self.stage_page.show_stage(self.project, name)
         self.refresh_stages()
+        if changed:
+            again = self.session.state(name) == "stale"
+            self.statusBar().showMessage(f"{name}: back on the {self.project.preset} preset's settings"
+                                         + ("; it and the stages after it will train again" if again else ""), 8000)
 
     def _preset_changed(self) -> None:
         if self.project is None or not self.check_project():

@@ -188,3 +188,23 @@ def test_a_stage_that_cannot_run_without_its_files_says_it_needs_them(window, tm
     window.select_stage("pti")
     assert not w.isHidden() and w.text().startswith("This stage works better with optional files"), w.text()
     assert "LPIPS" in w.text()
+
+
+def test_reset_to_preset_on_a_trained_stage_says_it_trains_again(window, tmp_path, fake_stages):
+    """A stage trained with settings of its own, then "Reset to preset": the form shows the preset's settings, the
+    stage list shows it stale (it trains again on the next run) and the status bar says so."""
+    from gui_fakes import FAKE_TRAIN
+
+    from studio.pipeline import run_stage, set_stage_config, stage_state
+
+    proj = Project.create(tmp_path / "reset")
+    set_stage_config(proj, FAKE_TRAIN, {"steps": "3"})
+    run_stage(proj, FAKE_TRAIN)
+    window.open_project(proj.root)
+    window.select_stage(FAKE_TRAIN)
+    assert window.stage_page.forms[FAKE_TRAIN].editors["steps"].value() == 3
+    window.stage_page.reset_btn.click()
+    assert window.stage_page.forms[FAKE_TRAIN].editors["steps"].value() == 60
+    assert stage_state(Project.open(proj.root), FAKE_TRAIN) == "stale"
+    msg = window.statusBar().currentMessage()
+    assert "back on the preview preset's settings" in msg and "train again" in msg, msg
