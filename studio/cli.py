@@ -6,6 +6,7 @@ unexpected bugs leave their traceback in the project's logs/ folder, not on the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -924,7 +925,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _output_gone() -> bool:
+    """Whether the program reading our standard output or error has gone (`avatar-studio status P | head -1`): the
+    write end of a pipe whose reader closed polls as an error (POSIX; False where that cannot be asked)."""
+    import select
+
+    try:
+        poller = select.poll()
+        for stream in (sys.stdout, sys.stderr):
+            poller.register(stream.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (AttributeError, OSError, ValueError):   # no poll (Windows), no real file behind the stream
+        return False
+
+
+def _quiet_exit() -> int:
+    """Stop without a word when our reader has gone (as `cat` or `grep` do): further writes, the interpreter's
+    own flush at exit included, go nowhere; the exit status is a SIGPIPE's, 128 + 13."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(devnull, stream.fileno())
+    return 141
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:          # only where the reader of our output went (argparse's help, say)
+        if _output_gone():
+            return _quiet_exit()
+        raise
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
@@ -932,6 +966,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError as exc:
+        if _output_gone():           # `avatar-studio status P | head -1`: not a problem, stop quietly
+            return _quiet_exit()
+        return _unexpected(exc)      # another pipe (a child process, ffmpeg) broke: a real problem
     except Cancelled as exc:
         print(f"\ncancelled — {exc.hint}", file=sys.stderr)
         return exc.exit_code
@@ -943,14 +981,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {msg}." + (f" {exc.hint[0].upper()}{exc.hint[1:]}." if exc.hint else ""), file=sys.stderr)
         return exc.exit_code
     except Exception as exc:  # a bug: one line on screen, traceback in a log file
-        import tempfile
-        import traceback
+        return _unexpected(exc)
 
-        log = Path(tempfile.gettempdir()) / f"avatar-studio-crash-{os.getpid()}.log"
-        log.write_text(traceback.format_exc())
-        print(f"error: unexpected problem ({type(exc).__name__}: {exc}). Details were saved to {log}; please "
-              f"include it in a bug report.", file=sys.stderr)
-        return 1
+
+def _unexpected(exc: BaseException) -> int:
+    """A bug: one line on screen, the traceback in a log file; exit status 1."""
+    import tempfile
+    import traceback
+
+    log = Path(tempfile.gettempdir()) / f"avatar-studio-crash-{os.getpid()}.log"
+    log.write_text("".join(traceback.format_exception(exc)))
+    print(f"error: unexpected problem ({type(exc).__name__}: {exc}). Details were saved to {log}; please "
+          f"include it in a bug report.", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

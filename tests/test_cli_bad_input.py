@@ -105,3 +105,52 @@ def test_status_reports_next_step(capsys, tmp_path, short_clip):
     assert "track" in out and "done" in out and "next" in out.lower()
     code, out, err = run_cli(capsys, "status", str(tmp_path / "missing"))
     assert code != 0 and "no project" in err
+
+
+def test_output_piped_into_a_reader_that_stops_is_not_a_crash(tmp_path):
+    """`avatar-studio status P | head -1`: when the reader of our output goes away the command stops quietly (exit
+    status 141, as for SIGPIPE), with no "unexpected problem" line and no crash log."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from studio.project import Project
+
+    Project.create(tmp_path / "p")
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "studio.cli", "status", str(tmp_path / "p")], cwd=repo, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()                       # the reader is gone before the command writes anything
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert err == "", err
+    assert not list(tmp_path.glob("avatar-studio-crash-*.log"))
+
+
+def test_a_broken_pipe_elsewhere_is_still_reported(capsys, tmp_path, monkeypatch):
+    """A BrokenPipeError that is not about our own output (a child process or ffmpeg died) stays a problem worth
+    reporting: one line, a crash log, exit status 1."""
+    import tempfile
+
+    from studio import cli
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def broken(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    parser = cli.build_parser
+    monkeypatch.setattr(cli, "build_parser", lambda: _with_status(parser(), broken))
+    code, out, err = run_cli(capsys, "status", str(tmp_path))
+    assert code == 1
+    assert "unexpected problem (BrokenPipeError" in err and "Traceback" not in err
+    logs = list(tmp_path.glob("avatar-studio-crash-*.log"))
+    assert len(logs) == 1 and "BrokenPipeError" in logs[0].read_text()
+
+
+def _with_status(parser, func):
+    sub = next(a for a in parser._actions if a.dest == "command")
+    sub.choices["status"].set_defaults(func=func)
+    return parser
