@@ -397,10 +397,8 @@ def _switch_preset(session, preset: str, choice: str) -> str:
     from .engines import ENGINES, chain
 
     before = session.project.preset
-    session.set_preset(preset)
-    names = list(ENGINES) if choice == "both" else [choice]
-    kept = [n for n in dict.fromkeys(s for e in names for s in chain(e)) if session.project.record(n).get("config_hash")
-            and session.project.record(n).get("config")]
+    mine = {s for e in (ENGINES if choice == "both" else [choice]) for s in chain(e)}
+    kept = [n for n in session.set_preset(preset) if n in mine]
     line = f"preset {preset} (was {before}): the stages not trained yet use its settings"
     if kept:
         line += (f"; {', '.join(kept)} keep the settings they trained with (`avatar-studio config "

@@ -148,16 +148,23 @@ class Session:
         return changed
 
     # ------------------------------------------------------------------ settings
-    def set_preset(self, preset: str) -> None:
-        """Stages not run yet follow the new preset; finished (or running) stages keep their settings."""
+    def set_preset(self, preset: str) -> list[str]:
+        """Stages not run yet follow the new preset; finished (or running) stages keep their settings.
+        Returns the stages that keep them, in run order."""
         if preset not in PRESETS:
             raise ProjectError(f"unknown preset '{preset}'", f"presets: {', '.join(PRESETS)}")
         m = self.project.manifest
         m["preset"] = preset
-        for rec in m["stages"].values():
-            if rec.get("status") not in ("done", "running") and "config" in rec:
+        kept = []
+        for name, rec in m["stages"].items():
+            if "config" not in rec:
+                continue
+            if rec.get("status") in ("done", "running"):
+                kept.append(name)
+            else:
                 rec.pop("config")
         self.project.save()
+        return [n for n in REGISTRY if n in kept]
 
     def set_device(self, device: str) -> None:
         if device not in DEVICES + ("gpu",):
