@@ -494,6 +494,12 @@ class TrainingLoop:
             out["precision"] = "bf16"
         return out
 
+    def summary_figures(self, figures: dict) -> dict:
+        """What every training stage's summary carries about how it trained: the precision, the
+        processes (`parallel_summary`) and a wall-clock cut if any (`figures`: `finish()`'s)."""
+        return {"precision": self.precision, **self.parallel_summary(),
+                **({"cut_short": figures["cut_short"]} if "cut_short" in figures else {})}
+
     def parallel_summary(self) -> dict:
         """For the stage's summary when several processes trained: how many, the global batch of each
         part and each process's share of it, and the learning-rate rule. Empty in one process."""

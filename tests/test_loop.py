@@ -92,6 +92,9 @@ def test_cap_cuts_short_and_says_so(tmp_path):
     fig = loop.finish()
     assert fig["cut_short"]["part"] == "fit" and fig["cut_short"]["step"] == events[-1].step
     assert "cut short" in loop.warnings()[0] and f"step {events[-1].step} of 10000" in loop.warnings()[0]
+    summary = loop.summary_figures(fig)   # what each stage's summary carries about how it trained
+    assert summary["cut_short"] == fig["cut_short"] and summary["precision"] == loop.precision
+    assert "cut_short" not in loop.summary_figures({k: v for k, v in fig.items() if k != "cut_short"})
 
 
 def test_a_pause_does_not_count_against_the_cap(tmp_path):

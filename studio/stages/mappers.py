@@ -311,9 +311,8 @@ def run(ctx: StageContext, cfg: MappersConfig):
             "warnings": loop.warnings() + ([face_note] if face_note else []),
             "summary": {"steps": figures["steps"].get("mappers", 0), "of_steps": cfg.steps, "face_loss": face is not None,
                         **({"final_l2": round(final_l2, 5)} if final_l2 is not None else {}),
-                        "minutes": figures["train_minutes"], "precision": loop.precision,
-                        **{k: round(v, 3) for k, v in est_quality.items()}, **loop.parallel_summary(),
-                        **({"cut_short": figures["cut_short"]} if "cut_short" in figures else {})}}
+                        "minutes": figures["train_minutes"],
+                        **{k: round(v, 3) for k, v in est_quality.items()}, **loop.summary_figures(figures)}}
 
 
 register(StageSpec(name="mappers", title="Pose & expression control", config_cls=MappersConfig, presets=PRESETS,

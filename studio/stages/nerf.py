@@ -300,10 +300,8 @@ def run(ctx: StageContext, cfg: NerfConfig):
                "train_minutes": figures_loop["train_minutes"],
                "resumed_from": (figures_loop.get("resumed_from") or {}).get("train", 0),
                "mapper_mse": round(mapper_mse, 5), "perceptual": perceptual.kind,
-               "face_loss": face is not None, "precision": loop.precision,
-               "losses": dict(loop.vars["ema"]), **loop.parallel_summary()}
-    if "cut_short" in figures_loop:
-        figures["cut_short"] = figures_loop["cut_short"]
+               "face_loss": face is not None,
+               "losses": dict(loop.vars["ema"]), **loop.summary_figures(figures_loop)}
     sub = torch.from_numpy(np.linspace(0, len(data) - 1, min(len(data), 48)).astype(int))
     figures["train_psnr_mapper"] = round(mean_psnr(*render_rows(model, data, sub)), 3)
     figures["train_psnr_encoder"] = round(mean_psnr(*render_rows(model, data, sub, use_mapper=False)), 3)

@@ -261,10 +261,8 @@ def run(ctx: StageContext, cfg: PriorConfig):
             np.savez(f, rows=train, ws=lat.cpu().numpy())
     return {"outputs": outputs, "warnings": loop.warnings() + notes,
             "summary": {"source": "subject prior", "method": cfg.method, "steps": figures["steps"]["prior"],
-                        "of_steps": cfg.steps, "minutes": figures["train_minutes"], "precision": loop.precision, **summary_held,
-                        "resolution": cfg.resolution, **loop.parallel_summary(),
-                        **({"cut_short": figures["cut_short"]} if "cut_short" in
-                                                        figures else {})}}
+                        "of_steps": cfg.steps, "minutes": figures["train_minutes"], **summary_held,
+                        "resolution": cfg.resolution, **loop.summary_figures(figures)}}
 
 
 def load_encoder(project, device="cpu"):

@@ -272,10 +272,8 @@ def run(ctx: StageContext, cfg: PTIConfig):
             "summary": {"pivots": k, "face_loss": face is not None, "pivot_psnr": round(float(p.mean()), 2), "pivot_psnr_min": round(float(p.min()), 2),
                         "pivot_ssim": round(float(np.mean(s)), 4), "inversion_psnr": round(loop.vars["inv_psnr"], 2),
                         "invert_steps": figures["steps"].get("invert", 0), "tune_steps": figures["steps"].get("tune", 0),
-                        "invert_min": pm.get("invert", 0.0), "tune_min": pm.get("tune", 0.0), "precision": loop.precision,
-                        **held_summary,
-                        "interp_max_over_mean": round(smooth, 2), **loop.parallel_summary(),
-                        **({"cut_short": figures["cut_short"]} if "cut_short" in figures else {})}}
+                        "invert_min": pm.get("invert", 0.0), "tune_min": pm.get("tune", 0.0), **held_summary,
+                        "interp_max_over_mean": round(smooth, 2), **loop.summary_figures(figures)}}
 
 
 def interpolation_smoothness(G, ws: torch.Tensor, yaw: np.ndarray, steps: int = 16) -> float:

@@ -256,8 +256,7 @@ def run(ctx: StageContext, cfg: SharpenConfig):
             write_bytes(ctx.workdir / "heldout.png", png.tobytes())
     summary = {"steps": figures["steps"].get("sharpen", 0), "of_steps": cfg.steps, "face_loss": face is not None,
                "adversarial": critic is not None,
-               "minutes": figures["train_minutes"], "precision": loop.precision, **loop.parallel_summary(),
-               **({"cut_short": figures["cut_short"]} if "cut_short" in figures else {})}
+               "minutes": figures["train_minutes"], **loop.summary_figures(figures)}
     for name, s in heldout.items():
         summary.update({f"heldout_{k}_{name}": (None if v is None else round(float(v), 3)) for k, v in s.items()})
     return {"outputs": {"head": f"{ctx.stage}/head.pt", "meta": f"{ctx.stage}/head.json",
