@@ -16,9 +16,18 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
                                QSpinBox, QVBoxLayout, QWidget, QAbstractSpinBox)
 
 
+WORDS = {"flame": "FLAME", "psnr": "PSNR", "fps": "FPS", "crf": "CRF", "lr": "LR", "ema": "EMA", "wplus": "W+"}
+"""Words a field name spells in lower case that people read in capitals (as the README and the viewer write them)."""
+UNITS = {"min": "(min)", "s": "(s)", "px": "(px)"}
+"""A unit at the end of a field name, shown as one: "Time budget (min)", not "Time budget min"."""
+
+
 def humanize(name: str) -> str:
-    words = name.replace("_", " ").strip()
-    return words[:1].upper() + words[1:]
+    words = [WORDS.get(w, w) for w in name.strip("_").split("_") if w]
+    if len(words) > 1 and words[-1] in UNITS:
+        words[-1] = UNITS[words[-1]]
+    text = " ".join(words)
+    return text[:1].upper() + text[1:]
 
 
 def _decimals(value: float) -> int:

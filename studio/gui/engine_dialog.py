@@ -57,14 +57,17 @@ class EngineDialog(QDialog):
         self.group = QButtonGroup(self)
         self.buttons: dict[str, QRadioButton] = {}
         self.plans: dict[str, list[str]] = {}
+        self.notes: dict[str, QLabel] = {}
         first_enabled = None
         for key, title, help_ in choices():
             todo = stages_for(project, key)
             self.plans[key] = todo
             rb = QRadioButton(title)
             rb.setEnabled(bool(todo))
-            plan = " → ".join(REGISTRY[n].title for n in todo) if todo else "already trained: nothing to run"
-            note = QLabel(f"{help_}<br><span style='color:#8a93a6'>Runs: {plan}</span>")
+            plan = ("Runs: " + " → ".join(REGISTRY[n].title for n in todo)) if todo else \
+                "Already trained: nothing to run."
+            note = QLabel(f"{help_}<br><span style='color:#8a93a6'>{plan}</span>")
+            self.notes[key] = note
             note.setWordWrap(True)
             note.setObjectName("Hint")
             note.setContentsMargins(24, 0, 0, 10)

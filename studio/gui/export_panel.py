@@ -298,6 +298,13 @@ class ExportPanel(QWidget):
         self.clip_form.setRowVisible(self.timeline, src == "timeline")
         self.clip_form.setRowVisible(self.flame_file, src == "flame")
         self.drivers.setVisible(src == "driver")
+        # the rows that stay keep the height their hints had at the form's old width: forget it, or a hint
+        # is cut at the bottom until the window is resized
+        for editor in self.form.editors.values():
+            cell = editor.parentWidget()
+            if cell is not None and cell.layout() is not None:
+                cell.layout().invalidate()
+                cell.updateGeometry()
         if self._out_auto:
             self.output.setText(self.default_output())
 

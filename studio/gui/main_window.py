@@ -560,7 +560,7 @@ class MainWindow(QMainWindow):
         self.refresh_stages()
         if changed:
             again = self.session.state(name) == "stale"
-            self.statusBar().showMessage(f"{name}: back on the {self.project.preset} preset's settings"
+            self.statusBar().showMessage(f"{_title(name)}: back on the {self.project.preset} preset's settings"
                                          + ("; it and the stages after it will train again" if again else ""), 8000)
 
     def _preset_changed(self) -> None:
@@ -700,7 +700,7 @@ class MainWindow(QMainWindow):
     def _run_progress(self, b: ProgressBatch) -> None:
         self.stage_page.dashboard.add_batch(b)
         pct = f" {100 * b.step / b.total:.0f}%" if b.total else ""
-        text = f"{b.stage}{' · ' + b.part if b.part else ''}{pct}  {b.message}"
+        text = f"{_title(b.stage)}{' · ' + b.part if b.part else ''}{pct}  {b.message}"
         if time.monotonic() < getattr(self, "_note_until", 0.0):
             return                       # a stage's time against its price stays readable for a while
         if text != self.statusBar().currentMessage():
@@ -730,11 +730,11 @@ class MainWindow(QMainWindow):
             self.show_project_gone()
             return
         self.reload_manifest()
-        self.show_error(f"The stage '{name}' stopped", f)
+        self.show_error(f"{_title(name)} stopped", f)
 
     def _run_cancelled(self, name: str) -> None:
         self.reload_manifest()
-        self.statusBar().showMessage(f"Cancelled {name}. Run it again to resume.", 8000)
+        self.statusBar().showMessage(f"Cancelled {_title(name)}. Run it again to resume.", 8000)
 
     def _run_finished(self) -> None:
         self._busy = False
@@ -744,7 +744,7 @@ class MainWindow(QMainWindow):
         d.set_running(False)
         outcome = self.runner.outcome if self.runner else ""
         d.set_title({"done": "Finished", "cancelled": "Cancelled", "failed": "Failed"}.get(outcome, "Stopped") +
-                    (f": {self.runner.current}" if self.runner and self.runner.current else ""))
+                    (f": {_title(self.runner.current)}" if self.runner and self.runner.current else ""))
         self._update_run_actions()
         self.refresh_stages()
         self._close_if_asked()
@@ -753,20 +753,20 @@ class MainWindow(QMainWindow):
         if self.runner is not None and self.runner.isRunning():
             self.runner.pause()
             self.stage_page.dashboard.set_running(True, paused=True)
-            self.stage_page.dashboard.set_title(f"Paused: {self.runner.current}")
+            self.stage_page.dashboard.set_title(f"Paused: {_title(self.runner.current)}")
             self._update_run_actions()
 
     def resume(self) -> None:
         if self.runner is not None and self.runner.isRunning():
             self.runner.resume()
             self.stage_page.dashboard.set_running(True, paused=False)
-            self.stage_page.dashboard.set_title(f"Running: {self.runner.current}")
+            self.stage_page.dashboard.set_title(f"Running: {_title(self.runner.current)}")
             self._update_run_actions()
 
     def cancel(self) -> None:
         if self.runner is not None and self.runner.isRunning():
             self.runner.cancel()
-            self.stage_page.dashboard.set_title(f"Cancelling {self.runner.current}…")
+            self.stage_page.dashboard.set_title(f"Cancelling {_title(self.runner.current)}…")
             self.statusBar().showMessage("Cancelling after the current step…")
 
     def is_running(self) -> bool:
@@ -932,6 +932,14 @@ class MainWindow(QMainWindow):
         self.export_panel.shutdown()
         self.settings.set("geometry", bytes(self.saveGeometry().toBase64()).decode())
         super().closeEvent(ev)
+
+
+def _title(stage: str | None) -> str:
+    """A stage as the stage list names it ("Subject prior", not "prior")."""
+    from ..stages import REGISTRY
+
+    spec = REGISTRY.get(stage) if stage else None
+    return spec.title if spec is not None else str(stage or "")
 
 
 def _cuda_available() -> bool:

@@ -8,7 +8,7 @@ from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPushButton, QScrollArea, QS
                                QVBoxLayout, QWidget)
 
 from .config_form import ConfigForm
-from .dashboard import Dashboard
+from .dashboard import Dashboard, fmt_duration, right_axis_unit
 from .theme import COLORS, icon
 
 STATUS_TEXT = {"pending": "not run yet", "running": "running", "cancelled": "cancelled — run again to resume",
@@ -43,8 +43,18 @@ def _summary_value(v) -> str:
 
 
 def format_summary(summary: dict) -> str:
-    return " &nbsp;·&nbsp; ".join(f"{k.replace('_', ' ')}: <b>{_summary_value(v)}</b>"
+    """The summary's figures with their units where the name says which (a PSNR is in dB)."""
+    def unit(k, v) -> str:
+        u = right_axis_unit(k) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+        return f" {u}" if u else ""
+
+    return " &nbsp;·&nbsp; ".join(f"{k.replace('_', ' ')}: <b>{_summary_value(v)}{unit(k, v)}</b>"
                                   for k, v in (summary or {}).items())
+
+
+def took(seconds: float) -> str:
+    """A stage's time as the dashboard says it (m:ss, h:mm:ss); under a minute in seconds."""
+    return f"{seconds:.1f} s" if seconds < 60 else fmt_duration(seconds)
 
 
 class StagePage(QWidget):
@@ -168,7 +178,7 @@ class StagePage(QWidget):
         text = STATUS_TEXT.get(st, st)
         rec = project.record(self.stage)
         if st == "done" and rec.get("seconds") is not None:
-            text += f" in {rec['seconds']:.1f} s"
+            text += f" in {took(float(rec['seconds']))}"      # 29:18, as the dashboard's time, not 1758.0 s
         if st == "failed" and rec.get("error"):
             text += f": {rec['error']}"
         if st == "interrupted":

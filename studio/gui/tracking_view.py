@@ -231,7 +231,7 @@ class TrackingView(QWidget):
         self.notice.hide()
         self.body.show()
         s = td.meta.get("summary", {})
-        piv = f", {len(self.pivots)} pivots" if self.pivots else ", pivots appear after the Pivots stage"
+        piv = f", {len(self.pivots)} pivots" if self.pivots else _no_pivots_yet()
         self.summary.setText(f"{td.n_frames} frames at {td.fps:g} fps, {int(td.valid.sum())} tracked"
                              f"{piv}. Yaw {s.get('yaw_range', '?')}°, pitch {s.get('pitch_range', '?')}°. "
                              "Drag the yellow line or use ←/→ to scrub.")
@@ -342,10 +342,24 @@ class TrackingView(QWidget):
         yaw, pitch, roll = (td.pose[row, :3].tolist() + [0, 0, 0])[:3]
         top = sorted(zip(td.expression_names, td.expr[row].tolist()), key=lambda t: -abs(t[1]))[:3]
         tag = "  ◆ pivot" if row in self.pivots else ""
+        # names as the curves' boxes say them; a narrow column wraps between figures, never inside one
+        # ("blink_right\n-0.11" was two lines of one figure)
+        nb = "\u00a0"
         self.frame_info.setText(f"frame {row}/{td.n_frames - 1}  t={td.time[row]:.2f}s{tag}\n"
-                                f"yaw {yaw:+.1f}°  pitch {pitch:+.1f}°  roll {roll:+.1f}°\n" +
-                                "  ".join(f"{n} {v:.2f}" for n, v in top))
+                                f"yaw{nb}{yaw:+.1f}°  pitch{nb}{pitch:+.1f}°  roll{nb}{roll:+.1f}°\n" +
+                                "  ".join(f"{n.replace('_', nb)}{nb}{v:+.2f}" for n, v in top))
         self.frame_changed.emit(row)
+
+
+def _no_pivots_yet() -> str:
+    """The summary's words where the curves have no pivot marks yet: which stage (of which engine) picks them."""
+    from ..engines import ENGINES
+
+    reg = _registry()
+    if "pivots" not in reg:
+        return ""
+    owner = next((f"{e.short} engine's " for e in ENGINES.values() if "pivots" in e.stages), "")
+    return f", no pivot frames yet (the {owner}{reg['pivots'].title} stage picks them)"
 
 
 def _registry():

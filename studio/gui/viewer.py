@@ -37,6 +37,10 @@ class ControlSlider(QWidget):
     def __init__(self, name: str, lo: float, hi: float, neutral: float, unit: str = ""):
         super().__init__()
         self.name, self.lo, self.hi, self.neutral, self.unit = name, lo, hi, neutral, unit
+        self._exact: float | None = None
+        """The value set by `set_value` (a reset: the neutral 0), which the slider's 200 steps rarely hit exactly;
+        None once the user moves the slider."""
+        self._setting = False
         lay = QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(8)
@@ -62,13 +66,28 @@ class ControlSlider(QWidget):
         self.set_value(neutral)
 
     def value(self) -> float:
+        if self._exact is not None:
+            return self._exact
         return self.lo + (self.hi - self.lo) * self.slider.value() / STEPS
 
     def set_value(self, v: float) -> None:
+        """Move to `v` itself (clamped to the range), not to the slider step nearest it: a reset renders and reads
+        +0.00, not the +0.03° of the nearest step."""
         span = self.hi - self.lo
         pos = int(round((v - self.lo) / span * STEPS)) if span > 0 else 0
-        self.slider.setValue(int(np.clip(pos, 0, STEPS)))
-        self._label()
+        before, pos = self.value(), int(np.clip(pos, 0, STEPS))
+        self._exact = float(np.clip(v, min(self.lo, self.hi), max(self.lo, self.hi)))
+        if pos == self.slider.value():          # the slider stays put: no valueChanged, but the value may move
+            self._label()
+            if self._exact != before and not self.slider.signalsBlocked():
+                self.moved.emit()
+            return
+        self._setting = True
+        try:
+            self.slider.setValue(pos)
+        finally:
+            self._setting = False
+        self._label()                           # also when the caller blocks the slider's signals (Reset all)
 
     def nudge(self, steps: int) -> None:
         self.slider.setValue(self.slider.value() + steps)
@@ -81,6 +100,8 @@ class ControlSlider(QWidget):
         self.value_label.setText(f"{shown:+.2f}{self.unit}")
 
     def _changed(self) -> None:
+        if not self._setting:     # the user moved it: the slider's own step from now on
+            self._exact = None
         self._label()
         self.moved.emit()
 
@@ -164,6 +185,7 @@ class ViewerPanel(QWidget):
         images.addWidget(self.render_view, 3)
         images.addWidget(self.nearest_view, 2)
         left.addLayout(images, 1)
+        self._images = images
         self.info = QLabel("")
         self.info.setObjectName("Dim")
         self.info.setWordWrap(True)   # a long line (clamped sliders) wraps instead of widening the column
@@ -341,12 +363,17 @@ class ViewerPanel(QWidget):
         self.engine_box.setToolTip("" if len(engines) > 1 else "Train both engines to switch between them")
         self.engine_box.blockSignals(False)
         flame_ok = ModelFiles().entry("flame").ok and ModelFiles().entry("flame-mediapipe").ok
+        # one short line under the controls (a paragraph here pushed the sliders out of a 700-px-high window);
+        # the whole story in its tooltip
         self.flame_label.setText("" if flame_ok else
-                                 "FLAME adds sliders for the jaw and FLAME's expression coefficients, and driving "
-                                 "the avatar from DECA / EMOCA / SMIRK / metrical-tracker files. It needs FLAME's "
-                                 "head model (generic_model.pkl) and its MediaPipe landmark embedding "
-                                 "(mediapipe_landmark_embedding.npz), not both configured; add them under Models, "
-                                 "then train with FLAME controls. The named expression sliders are used.")
+                                 "FLAME sliders need FLAME's two files: add them under Models, then train with "
+                                 "FLAME controls.")
+        self.flame_label.setToolTip("" if flame_ok else
+                                    "FLAME adds sliders for the jaw and FLAME's expression coefficients, and driving "
+                                    "the avatar from DECA / EMOCA / SMIRK / metrical-tracker files. It needs FLAME's "
+                                    "head model (generic_model.pkl) and its MediaPipe landmark embedding "
+                                    "(mediapipe_landmark_embedding.npz); add both under Models, then train with "
+                                    "FLAME controls. Until then the avatar has the named expression sliders.")
         self.flame_note.setVisible(not flame_ok)
         self._clear_sliders()
         self.render_view.set_image(None)
@@ -535,7 +562,9 @@ class ViewerPanel(QWidget):
             base = base.replace(f"{self._shown_size} px", f"{r['image'].width()} px")
             self._shown_size = r["image"].width()
             self._sizes_seen.add(self._shown_size)
-        self.info.setText(f"{base} · {r['ms']:.0f} ms{near}{clamp}")
+        want = self.size_box.currentData()    # a render asked for before the Size box moved must not hide the wait
+        prep = f" · preparing the video's frames at {want} px…" if want and want not in self._sizes_seen else ""
+        self.info.setText(f"{base} · {r['ms']:.0f} ms{near}{clamp}{prep}")
 
     def _failed(self, f: Failure) -> None:
         self.render_view.set_placeholder("The avatar cannot be shown.")
@@ -544,6 +573,11 @@ class ViewerPanel(QWidget):
 
     def _nearest_toggled(self, on: bool) -> None:
         self.nearest_view.setVisible(on)
+        # the second image widens the render's column: the Edits may no longer fit beside it (or fit again).
+        # The column's layouts keep their old minimum until the next layout pass: forget it first
+        self._images.invalidate()
+        self._columns.itemAt(0).layout().invalidate()
+        self._arrange()
         self.request_render()
 
     def reset_all(self) -> None:

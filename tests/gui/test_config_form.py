@@ -32,3 +32,17 @@ def test_editing_emits_changed_once_loaded(qtbot):
     assert form.values()["steps"] == 77
     form.editors["clip"].setText("")
     assert from_dict(FakeTrainConfig, form.values()).clip is None
+
+
+def test_field_names_read_as_words_with_their_capitals_and_units():
+    """"Flame geometry", "Target psnr", "Time budget min" and "Warp px" read as FLAME geometry, Target PSNR and the
+    unit in brackets, as the viewer and the README write them."""
+    from studio.gui.config_form import humanize
+
+    assert humanize("flame_geometry") == "FLAME geometry"
+    assert humanize("target_psnr") == "Target PSNR"
+    assert humanize("time_budget_min") == "Time budget (min)"
+    assert humanize("checkpoint_every_s") == "Checkpoint every (s)"
+    assert humanize("warp_px") == "Warp (px)"
+    assert humanize("min_frames") == "Min frames" and humanize("steps") == "Steps"
+    assert humanize("wplus") == "W+" and humanize("tune_lr") == "Tune LR"

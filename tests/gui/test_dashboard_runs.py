@@ -297,6 +297,23 @@ def test_a_stage_summary_reads_as_words_and_short_figures():
     assert "yaw range: <b>-16.3 … 23.5</b>" in text
     assert "losses: <b>l1 0.01382, code reg 1</b>" in text
     assert "steps: <b>7000</b>" in text and "a&lt;b" in text
+    assert "heldout psnr: <b>22.63 dB</b>" in format_summary({"heldout_psnr": 22.63}), "a PSNR says its unit"
+
+
+def test_a_finished_stage_says_its_time_as_the_dashboard_does(qtbot, themed, tmp_path):
+    """A 29-minute stage read "done in 1758.0 s" beside the dashboard's "time 29:18" (and the summary's minutes)."""
+    from gui_fakes import synthetic_tracked_project
+
+    from studio.gui.stage_page import StagePage, took
+
+    assert took(1758.0) == "29:18" and took(3725.0) == "1:02:05"
+    assert took(8.04) == "8.0 s"
+    proj = synthetic_tracked_project(tmp_path / "p")
+    proj.update_record("track", seconds=1758.0)
+    page = StagePage()
+    qtbot.addWidget(page)
+    page.show_stage(proj, "track")
+    assert "done in 29:18" in page.status.text() and "time 29:18" in page.dashboard.stats.text()
 
 
 def test_a_run_shows_the_time_of_the_stages_after_the_running_one(window, trained, monkeypatch):
@@ -337,7 +354,7 @@ def test_a_run_shows_the_time_of_the_stages_after_the_running_one(window, traine
     window._note_until = 0.0
     window._run_progress(ProgressBatch(stage="mappers", part="mappers", step=2, total=10, time=0.1, message="",
                                        losses=[{"l2": 0.1}], steps=[2]))
-    assert window.statusBar().currentMessage().startswith("mappers · mappers 20%")
+    assert window.statusBar().currentMessage().startswith("Pose & expression control · mappers 20%")
     speed_probe._CACHE.clear()
     speed_probe.remember(speed_probe.SpeedEstimate(
         device="cuda", gpu_found=True, gpu_name="a GPU", threads=2, preset=trained.preset, batch=8, resolution=128,

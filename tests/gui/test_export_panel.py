@@ -197,6 +197,39 @@ def test_run_all_asks_which_engine(window, tmp_path, qtbot, monkeypatch, screens
     dlg2.reject()
 
 
+def test_every_hint_of_the_settings_is_whole_after_a_source_change(window, tracked, monkeypatch, qtbot):
+    """Switching the source shows and hides rows of the settings; the hints of the rows that stayed kept the height
+    of their old line breaks and were cut off at the bottom (at 1360 px, source "self": the Source, background and
+    Size hints; "driver": the Transfer hint), until the window was resized."""
+    from PySide6.QtWidgets import QLabel
+
+    use_engine(monkeypatch, load_fast)
+    panel = open_export(window, tracked)
+    box = panel.form.editors["source"]
+    for source in ("self", "driver", "timeline", "turntable", "self"):
+        box.setCurrentIndex(box.findData(source))
+        qtbot.wait(50)
+        cut = [(w.text()[:40], w.height(), w.heightForWidth(w.width())) for w in panel.form.findChildren(QLabel)
+               if w.isVisibleTo(panel) and w.wordWrap() and w.heightForWidth(w.width()) > w.height() + 1]
+        assert not cut, f"source {source}: hints cut at the bottom (text, height, height needed): {cut}"
+
+
+def test_run_all_says_plainly_that_a_trained_engine_has_nothing_to_run(window, tmp_path, monkeypatch):
+    """A trained engine's choice read "Runs: already trained: nothing to run"."""
+    from studio.gui import engine_dialog
+    from studio.project import Project
+
+    real = engine_dialog.stages_for
+    monkeypatch.setattr(engine_dialog, "stages_for", lambda p, key: [] if key == "pvp" else real(p, key))
+    monkeypatch.setattr(engine_dialog.EngineDialog, "_probe", lambda self, project: None)   # no speed test
+    window.open_project(Project.create(tmp_path / "half").root)
+    dlg = window.run_all()
+    note = dlg.notes["pvp"].text()
+    assert "Already trained: nothing to run." in note and "Runs:" not in note
+    assert not dlg.buttons["pvp"].isEnabled() and "Runs: " in dlg.notes["nerf"].text()
+    dlg.reject()
+
+
 def test_self_export_of_a_real_clip_with_audio(window, short_clip, monkeypatch, qtbot, tmp_path):
     """source=self on a real tracked clip (needs ../shared): the subject's audio comes along."""
     from studio.pipeline import run_stage

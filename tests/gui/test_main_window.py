@@ -208,3 +208,28 @@ def test_reset_to_preset_on_a_trained_stage_says_it_trains_again(window, tmp_pat
     assert stage_state(Project.open(proj.root), FAKE_TRAIN) == "stale"
     msg = window.statusBar().currentMessage()
     assert "back on the preview preset's settings" in msg and "train again" in msg, msg
+    assert msg.startswith("Fake training: "), "the stage as the stage list names it, not its code name"
+
+
+def test_a_run_names_its_stage_as_the_stage_list_does(window, tmp_path, qtbot, fake_stages):
+    """The run's title said "Running: Subject prior", then "Paused: prior" and "Cancelled: prior": every line about
+    a run names the stage by its title, as the stage list does."""
+    from gui_fakes import FAKE_TRAIN
+
+    proj = Project.create(tmp_path / "titles")
+    window.open_project(proj.root)
+    window.select_stage(FAKE_TRAIN)
+    window.stage_page.forms[FAKE_TRAIN].editors["steps"].setValue(400)
+    window.act_run.trigger()
+    d = window.stage_page.dashboard
+    qtbot.waitUntil(lambda: window.act_pause.isEnabled(), timeout=5000)
+    qtbot.waitUntil(lambda: window.statusBar().currentMessage().startswith("Fake training · "), timeout=10000)
+    window.act_pause.trigger()
+    assert d.title.full_text() == "Paused: Fake training"
+    window.act_resume.trigger()
+    assert d.title.full_text() == "Running: Fake training"
+    window.act_cancel.trigger()
+    assert d.title.full_text() == "Cancelling Fake training…"
+    qtbot.waitUntil(lambda: not window.is_running(), timeout=20000)
+    assert d.title.full_text() == "Cancelled: Fake training"
+    assert window.statusBar().currentMessage() == "Cancelled Fake training. Run it again to resume."

@@ -82,6 +82,19 @@ def test_reset_shortcuts_engine_switch_nearest_frame(window, tracked, fake_engin
     screenshot(window, "viewer_nearest")
 
 
+def test_flame_note_is_short_and_leaves_room_for_the_sliders(window, tracked, fake_engines, qtbot, screenshot):
+    """Without FLAME's files the controls column says so, in a line or two (its files in the tooltip): the
+    paragraph it was took ten lines under the sliders and, in a 1024 × 700 window, most of their room."""
+    window.resize(1024, 700)
+    v = _open_viewer(window, tracked, qtbot)
+    qtbot.wait(100)
+    assert v.flame_note.isVisibleTo(v) and "Models" in v.flame_label.text()
+    assert v.flame_label.height() <= 2 * v.flame_label.fontMetrics().lineSpacing() + 4, v.flame_label.text()
+    for words in ("generic_model.pkl", "mediapipe_landmark_embedding.npz", "train with FLAME controls"):
+        assert words in v.flame_label.toolTip()
+    screenshot(window, "viewer_1024x700")
+
+
 def test_viewer_without_a_trained_avatar_says_so(window, tracked, qtbot, screenshot):
     window.open_project(tracked.root)
     window.show_view("viewer")
@@ -115,6 +128,23 @@ def test_tracking_view_curves_pivots_and_scrubbing(window, tracked, qtbot, scree
     screenshot(window, "tracking_curves")
     tv.tabs.setCurrentIndex(1)
     screenshot(window, "tracking_contact_sheet")
+
+
+def test_tracking_frame_line_wraps_between_figures_and_names_them_as_the_curves(window, tracked, qtbot):
+    """Under the frame, the expressions read as the curves' boxes name them ("blink right", not "blink_right"), and
+    a narrow column wraps between figures, never between a name and its value. Without pivot frames the summary
+    says which stage picks them, by its name in the stage list."""
+    window.resize(1024, 700)
+    window.open_project(tracked.root)
+    window.show_view("tracking")
+    tv = window.tracking_view
+    qtbot.waitUntil(lambda: tv.data is not None, timeout=10000)
+    tv.set_frame(10)
+    lines = tv.frame_info.text().split("\n")
+    assert "_" not in lines[2] and lines[2].count("  ") == 2, lines
+    for figure in lines[1].split("  ") + lines[2].split("  "):
+        assert " " not in figure.strip(), f"{figure!r} can be wrapped inside"
+    assert "no pivot frames yet (the StyleGAN engine's Pivot frames stage picks them)" in tv.summary.text()
 
 
 def test_expression_curves_switch_on_and_off_and_stay_so(window, tracked, qtbot):
@@ -222,6 +252,8 @@ def test_a_slider_near_zero_reads_plus_zero_not_minus_zero(qtbot):
     # a range whose steps fall on both sides of 0: the step nearest 0 lands at a small negative value
     s = ControlSlider("smile_left", -1.0, 0.997, 0.0)
     qtbot.addWidget(s)
+    s.slider.setValue(99)
+    s.slider.setValue(100)                 # dragged onto the step nearest 0 (a reset is 0 itself)
     assert -0.005 < s.value() < 0 and s.slider.maximum() == STEPS
     assert s.value_label.text() == "+0.00"
     s.set_value(-0.5)
@@ -243,6 +275,62 @@ def test_size_box_shows_the_avatar_at_the_tracked_crops_size(window, tmp_path, f
     qtbot.waitUntil(lambda: v.last_render["image"].width() == 128 and "128 px" in v.info.text(), timeout=10000)
 
 
+def test_the_wait_for_a_new_size_stays_said_until_its_image_comes(window, tmp_path, fake_engines, qtbot,
+                                                                   monkeypatch):
+    """The first switch to 256 px prepares the frames (about 17 s on a real clip): a 128-px render asked for before
+    the switch, arriving meanwhile, overwrote "preparing the video's frames at 256 px…" with "128 px · 84 ms" while
+    the box said 256 px."""
+    project = synthetic_tracked_project(tmp_path / "big", crop=256)
+    v = _open_viewer(window, project, qtbot)
+    earlier = dict(v.last_render)                                   # a 128-px render still on its way
+    monkeypatch.setattr(v.worker, "request", lambda *a, **k: 0)     # the 256-px render is being prepared
+    v.size_box.setCurrentIndex(1)
+    assert "preparing the video's frames at 256 px" in v.info.text()
+    v._rendered(earlier)
+    assert "preparing the video's frames at 256 px" in v.info.text(), v.info.text()
+    assert "128 px" in v.info.text()                                # what is shown now is still said truly
+
+
 def test_size_box_is_off_when_the_crops_are_no_larger_than_the_render(window, tracked, fake_engines, qtbot):
     v = _open_viewer(window, tracked, qtbot)          # crops of 64 px under a 128 px engine
     assert v.size_box.count() == 1 and not v.size_box.isEnabled()
+
+
+def test_nearest_frame_keeps_the_page_within_the_window(window, tracked, fake_engines, qtbot, screenshot):
+    """The nearest training frame beside the render widens the render's column: in a 1360-px window the Edits
+    column then no longer fits beside it, and the controls and the Edits become tabs instead of the page
+    scrolling sideways with the Edits cut at the window's edge (and back to three columns when it goes)."""
+    v = _open_viewer(window, tracked, qtbot)
+    qtbot.wait(100)
+    assert not v.tabbed and not v.page_scroll.horizontalScrollBar().isVisible()
+    v.nearest_box.setChecked(True)
+    qtbot.waitUntil(lambda: v.last_render.get("nearest") is not None, timeout=5000)
+    qtbot.wait(100)
+    assert v.tabbed, "the render, the nearest frame, the controls and the Edits do not fit side by side"
+    assert not v.page_scroll.horizontalScrollBar().isVisible()
+    screenshot(window, "viewer_nearest_frame")
+    v.nearest_box.setChecked(False)
+    qtbot.wait(100)
+    assert not v.tabbed and not v.page_scroll.horizontalScrollBar().isVisible()
+
+
+def test_reset_puts_a_slider_on_its_neutral_value_exactly(qtbot):
+    """A slider's 200 steps over an asymmetric trained range rarely land on 0: a reset read "+0.03°" and rendered
+    that, not the neutral pose. Reset (and the first value) is the value itself; a move is the slider's step."""
+    from studio.gui.viewer import ControlSlider
+
+    s = ControlSlider("yaw", -13.7, 11.5, 0.0, "°")
+    qtbot.addWidget(s)
+    moved = []
+    s.moved.connect(lambda: moved.append(s.value()))
+    assert s.value() == 0.0 and s.value_label.text() == "+0.00°"
+    s.slider.setValue(190)
+    assert s.value() == pytest.approx(-13.7 + 25.2 * 190 / 200) and moved[-1] == s.value()
+    s.reset()
+    assert s.value() == 0.0 and s.value_label.text() == "+0.00°" and moved[-1] == 0.0
+    s.nudge(5)
+    assert s.value() != 0.0 and s.value_label.text() != "+0.00°"
+    s.slider.blockSignals(True)            # as Reset all does: the label still follows
+    s.reset()
+    s.slider.blockSignals(False)
+    assert s.value() == 0.0 and s.value_label.text() == "+0.00°"
