@@ -100,6 +100,35 @@ def _print_warnings(result: dict) -> None:
         _say(f"note: {w}")
 
 
+def _shown(path) -> str:
+    """A path as it must be typed in a suggested command: quoted when it holds spaces or other special characters."""
+    import shlex
+
+    return shlex.quote(str(path))
+
+
+def _check_new_folder(root: Path) -> None:
+    """Refuse, before anything is made, a project folder that is a file or lies under one."""
+    if root.exists() and not root.is_dir():
+        raise InputError(f"{root} is a file, not a folder", "give a new folder name for the project")
+    for up in root.parents:
+        if up.exists():
+            if not up.is_dir():
+                raise InputError(f"cannot make the project folder {root}: {up} is a file, not a folder",
+                                 "give a new folder name for the project")
+            break
+
+
+def _undo_new(root: Path, existed: bool) -> None:
+    """Remove what a `new` (or `run` of a video) that failed made: the project folder, or only its contents when
+    the folder was there, empty, before (it was checked to be empty, so nothing of the user's is inside)."""
+    if not existed:
+        shutil.rmtree(root, ignore_errors=True)
+        return
+    for child in list(root.iterdir()) if root.is_dir() else []:
+        shutil.rmtree(child, ignore_errors=True) if child.is_dir() and not child.is_symlink() else child.unlink()
+
+
 def _unfinished_new(root: Path, video: Path):
     """The project at `root` when an earlier `new` of the same video stopped before tracking was done."""
     from .project import Project, is_project
@@ -125,8 +154,10 @@ def cmd_new(args) -> int:
     video = Path(args.video)
     probe(video)  # bad files fail here, before any folder is made
     root = Path(args.project)
-    created = not root.exists()
+    _check_new_folder(root)
+    existed = root.exists()
     project = _unfinished_new(root, video)  # an earlier `new` of this video was killed: finish it
+    created = project is None  # made here (a new folder, or an empty one): a failure removes what was made
     if project is None:
         project = Project.create(root, video, preset=args.preset, device=args.device)
     else:
@@ -140,7 +171,7 @@ def cmd_new(args) -> int:
     except BaseException:
         printer.close()
         if created:
-            shutil.rmtree(root, ignore_errors=True)
+            _undo_new(root, existed)
         raise
     printer.close()
     _print_warnings(r1)
@@ -150,7 +181,7 @@ def cmd_new(args) -> int:
          f"tracked {s['tracked']}/{s['frames']} frames; yaw {s['yaw_range'][0]}..{s['yaw_range'][1]}°, "
          f"pitch {s['pitch_range'][0]}..{s['pitch_range'][1]}°",
          f"report: {root / r2['outputs']['contact_sheet']} and {root / r2['outputs']['curves']}",
-         f"next: avatar-studio status {root}")
+         f"next: avatar-studio status {_shown(root)}")
     return 0
 
 
@@ -178,14 +209,14 @@ def cmd_status(args) -> int:
 def cmd_run_stage(args) -> int:
     from .compute import resolve_device
     from .config import parse_overrides
-    from .distributed import (MirroredError, PeerLost, launch, launched_by_torchrun, leave, options_from_args,
+    from .distributed import (MirroredError, PeerLost, launch, launched_by_torchrun, leave,
                               process_group, stage_cli_args)
     from .pipeline import run_stage, spec
     from .project import Project
 
     project = Project.open(args.project)
     overrides = parse_overrides(args.set)
-    opts = options_from_args(args)
+    opts = _launch_options(args)
     if opts.several:  # torchrun's launcher starts the processes; each runs this command without --nproc
         if spec(args.stage).parallel:
             return launch(stage_cli_args(project.root, args.stage, overrides, args.device, args.force), opts)
@@ -206,6 +237,17 @@ def cmd_run_stage(args) -> int:
     return _run_stage_here(project, args, overrides)
 
 
+def _launch_options(args):
+    """--nproc/--nnodes/... as `LaunchOptions`, checked (--nproc 0 would otherwise quietly mean 1)."""
+    from .distributed import options_from_args
+
+    if args.nproc < 1:
+        raise InputError(f"--nproc must be at least 1, not {args.nproc}", "e.g. --nproc 2, or leave it out")
+    opts = options_from_args(args)
+    opts.check()
+    return opts
+
+
 def _run_stage_here(project, args, overrides: dict) -> int:
     from .pipeline import run_stage
 
@@ -223,6 +265,21 @@ def _run_stage_here(project, args, overrides: dict) -> int:
 def cmd_queue(args) -> int:
     from .batch import Queue, format_table, run_local
 
+    # an option of another action would be silently ignored (`queue add clip.mp4 --ray ADDRESS` runs nothing on Ray)
+    goes_with = {"engine": ("pvp", "add"), "preset": ("preview", "add"), "device": ("auto", "add"),
+                 "out": (None, "add"), "set": (None, "add"), "no_eval": (False, "add"), "ray": (None, "run"),
+                 "python": (None, "run"), "retry_failed": (False, "run"), "cpus_per_job": (1.0, "run --ray"),
+                 "gpus_per_job": (0.0, "run --ray"), "tail": (0, "log")}
+    for name, (default, action) in goes_with.items():
+        if getattr(args, name) != default and (args.action != action.split()[0]
+                                               or (action == "run --ray" and not args.ray)):
+            raise InputError(f"--{name.replace('_', '-')} goes with queue {action}, not with queue {args.action}"
+                             + ("" if args.action != "run" or action != "run --ray" else " alone"),
+                             f"use it with `avatar-studio queue {action}`")
+    if args.videos and args.action in ("list", "run"):
+        raise InputError(f"queue {args.action} takes no videos or job ids",
+                         "add videos with `avatar-studio queue add VIDEO…` first" if args.action == "run" else
+                         "read one job's output with `avatar-studio queue log ID`")
     queue = Queue(args.queue)
     if args.action == "add":
         if not args.videos:
@@ -245,6 +302,8 @@ def cmd_queue(args) -> int:
     if args.action == "log":
         if len(args.videos) != 1:
             raise InputError("queue log needs one job id", "e.g. avatar-studio queue log 3 (ids: queue list)")
+        if args.tail < 0:
+            raise InputError(f"--tail must be a number of lines, not {args.tail}", "e.g. --tail 20")
         job = queue.get(args.videos[0])
         text = None
         if job.status == "running" and job.ray_job:
@@ -276,14 +335,32 @@ def cmd_queue(args) -> int:
 def cmd_config(args) -> int:
     import dataclasses
 
-    from .config import parse_overrides, to_dict
-    from .pipeline import set_stage_config, spec, stage_config, stage_state
+    from .config import to_dict
+    from .pipeline import spec, stage_config
     from .project import Project
 
     project = Project.open(args.project)
     s = spec(args.stage)
     if args.reset and args.set:
         raise InputError("--reset and --set together", "reset the stage first, then change what you want with --set")
+    if args.reset or args.set:  # a change: not while another process works on the project (it would undo it)
+        from .lock import project_lock
+
+        with project_lock(project.root, f"config {args.stage}"):
+            project = Project.open(project.root)  # as the lock's holder left it
+            cfg = _change_config(project, args)
+    else:
+        cfg = stage_config(project, args.stage)
+    for f in dataclasses.fields(s.config_cls):
+        _say(f"{f.name:<22} = {to_dict(cfg)[f.name]!s:<10}  {f.metadata.get('help', '')}")
+    return 0
+
+
+def _change_config(project, args):
+    """`config --reset` or `config --set` (under the project's lock); returns the stage's config."""
+    from .config import parse_overrides, to_dict
+    from .pipeline import set_stage_config, stage_config, stage_state
+
     if args.reset:
         from .session import Session
 
@@ -291,18 +368,16 @@ def cmd_config(args) -> int:
             _say(f"stage '{args.stage}' is back on the {project.preset} preset's settings"
                  + ("; it and the stages after it will rerun" if stage_state(project, args.stage) == "stale" else ""))
         else:
-            _say(f"stage '{args.stage}' already follows the {project.preset} preset's settings"
-                 + (" (it is running: reset it when it has stopped)" if stage_state(project, args.stage) == "running"
-                    else ""))
-        cfg = stage_config(project, args.stage)
-    elif args.set:
-        cfg = set_stage_config(project, args.stage, parse_overrides(args.set))
-        _say(f"saved; stage '{args.stage}' and the stages after it will rerun")
-    else:
-        cfg = stage_config(project, args.stage)
-    for f in dataclasses.fields(s.config_cls):
-        _say(f"{f.name:<22} = {to_dict(cfg)[f.name]!s:<10}  {f.metadata.get('help', '')}")
-    return 0
+            _say(f"stage '{args.stage}' already follows the {project.preset} preset's settings")
+        return stage_config(project, args.stage)
+    overrides = parse_overrides(args.set)
+    before = stage_config(project, args.stage)
+    if to_dict(stage_config(project, args.stage, overrides)) == to_dict(before):
+        _say(f"nothing changed: stage '{args.stage}' already has these settings")
+        return before
+    cfg = set_stage_config(project, args.stage, overrides)
+    _say(f"saved; stage '{args.stage}' and the stages after it will rerun")
+    return cfg
 
 
 def cmd_run(args) -> int:
@@ -318,28 +393,38 @@ def cmd_run(args) -> int:
 
         if flame_paths() is None:
             raise missing_files_error()
+    from .batch import parse_settings
+    from .distributed import run_stages
+    from .lock import project_lock
+
+    # every option is checked before a project is made or changed: a refused command leaves nothing behind
+    overrides = parse_settings(args.set or [])
+    opts = _launch_options(args)
     target = Path(args.target)
-    created = False
+    created = existed = False
     if is_project(target):
+        if args.project and Path(args.project).resolve() != target.resolve():
+            raise InputError(f"{target} is already a project, so --project {args.project} has nothing to name",
+                             f"leave --project out to finish {target}, or give a video to make a new project")
         project = Project.open(target)
     else:
         probe(target)
         root = Path(args.project or target.with_suffix("").name + "_avatar")
         if root.exists() and is_project(root):
             project = Project.open(root)
+            _check_same_video(project, target)
         else:
-            created = not root.exists()
+            _check_new_folder(root)
+            existed = root.exists()
             project = Project.create(root, target, preset=args.preset or "preview", device=args.device or "auto")
+            created = True
     session = Session(project)
-    if args.preset and args.preset != project.preset:
-        _say(_switch_preset(session, args.preset, args.engine))
     engines = list(ENGINES) if args.engine == "both" else [args.engine]
-    if args.controls:
-        session.set_controls(args.engine, args.controls)
-    from .batch import parse_settings
-    from .distributed import options_from_args, run_stages
-
-    overrides = parse_settings(args.set or [])
+    with project_lock(project.root, "run: settings"):  # not while another process works on the project
+        if args.preset and args.preset != project.preset:
+            _say(_switch_preset(session, args.preset, args.engine))
+        if args.controls:
+            session.set_controls(args.engine, args.controls)
     stages = session.plan_engine(args.engine, overrides)
     from .engines import chain
 
@@ -348,7 +433,6 @@ def cmd_run(args) -> int:
         _say(f"note: the settings for {', '.join(unused)} are not used: "
              f"{'that stage is' if len(unused) == 1 else 'those stages are'} not part of "
              f"{' or '.join(ENGINES[e].title for e in engines)}")
-    opts = options_from_args(args)
     # the estimate prices the preset's steps in one process: with --set or --nproc it would mislead
     estimate, est = ("", None) if overrides or opts.several else _time_estimate(project, engines, stages, args.device)
     if estimate:
@@ -375,7 +459,7 @@ def cmd_run(args) -> int:
     except BaseException:
         printer.close()
         if created and project.record("track").get("status") != "done":
-            shutil.rmtree(project.root, ignore_errors=True)
+            _undo_new(project.root, existed)
         raise
     printer.close()
     for r in results.values():
@@ -391,6 +475,20 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _check_same_video(project, video: Path) -> None:
+    """`run VIDEO` finds a project at the folder it would make (`--project`, or <video name>_avatar): go on only
+    when that project was made from this video (the same file, or one of the same name and size moved since)."""
+    src = project.manifest.get("source") or {}
+    made_from = Path(src.get("path") or "")
+    if src.get("path") == str(video.resolve()) or (made_from.name == video.name and src.get("size") is not None
+                                                   and src.get("size") == video.stat().st_size):
+        return
+    raise InputError(f"the project {project.root} was made from another video ({made_from.name or 'none'}), "
+                     f"not {video.name}",
+                     f"give the new avatar its own folder with --project, or finish that project with "
+                     f"`avatar-studio run {_shown(project.root)}`")
+
+
 def _switch_preset(session, preset: str, choice: str) -> str:
     """Move an existing project to `preset` (as the window's Preset box does) and say what that means for the
     stages of engine `choice` that have trained."""
@@ -402,7 +500,7 @@ def _switch_preset(session, preset: str, choice: str) -> str:
     line = f"preset {preset} (was {before}): the stages not trained yet use its settings"
     if kept:
         line += (f"; {', '.join(kept)} keep the settings they trained with (`avatar-studio config "
-                 f"{session.project.root} STAGE --reset` puts one on the {preset} preset, and it trains again)")
+                 f"{_shown(session.project.root)} STAGE --reset` puts one on the {preset} preset, and it trains again)")
     return line
 
 
@@ -426,6 +524,8 @@ def cmd_eval(args) -> int:
     from .project import Project
 
     project = Project.open(args.project)
+    if args.size is not None and args.size < 1:  # 0 would silently mean "the engine's size"
+        raise InputError(f"--size must be a number of pixels, not {args.size}", "e.g. --size 256, or leave it out")
     printer = ProgressPrinter()
     if args.edits:
         from .evaluation import evaluate_edits, format_edit_table
@@ -459,6 +559,7 @@ def cmd_export(args) -> int:
     if getattr(args, "edit", None):
         over["edits"] = _edit_list(args.edit)
     cfg = from_dict(ExportConfig, over)
+    _check_export_target(project, Path(args.out), [args.driver, args.timeline, args.flame])
     printer = ProgressPrinter()
     try:
         res = run_to_end(export(project, cfg, args.out), printer)
@@ -469,6 +570,25 @@ def cmd_export(args) -> int:
     _say(f"wrote {res['path']}: {res['frames']} frames at {res['fps']:g} fps ({res['seconds']:.1f} s), "
          f"{res['size'][0]}x{res['size'][1]}" + (", with audio" if res["audio"] else ""))
     return 0
+
+
+def _check_export_target(project, out: Path, inputs: list) -> None:
+    """Refuse an output that would replace what the project holds (anything outside its exports/ folder) or a
+    file the export reads: the subject's video (the project keeps no copy of it), a driver, a timeline."""
+    target = out.expanduser().resolve()
+    if not target.exists():
+        return
+    root = project.root.resolve()
+    if target == root or (root in target.parents and root / "exports" not in (target, *target.parents)):
+        raise InputError(f"the output {out} is " + ("the project folder itself" if target == root else
+                                                    "one of the project's own files"),
+                         f"give a new name, e.g. -o {_shown(root / 'exports' / 'clip.mp4')}")
+    src = (project.manifest.get("source") or {}).get("path")
+    for path in [src, *inputs]:
+        if path and Path(path).exists() and os.path.samefile(path, target):
+            raise InputError(f"the output {out} is " + ("the video the avatar was made from" if path == src else
+                                                        "a file this export reads"),
+                             "give the clip a new name; this one would be replaced")
 
 
 def cmd_drive(args) -> int:
@@ -531,8 +651,10 @@ def cmd_edit(args) -> int:
             flag = f"--{opt_name.replace('_', '-')}"
             with_ = " or ".join("--global" if a == "global_prompt" else f"--{a}" for a in allowed)
             example = "--global \"blue hair\"" if allowed == ("global_prompt",) else "--text \"blue hair\""
+            value = {"neutral": " \"a face\"", "name": " \"my edit\"", "steps": " 100",
+                     "beta": " 0.2"}.get(opt_name, "")
             raise InputError(f"{flag} goes with {with_}",
-                             f"e.g. avatar-studio edit {args.project} {example} {flag} ...")
+                             f"e.g. avatar-studio edit {_shown(args.project)} {example} {flag}{value}")
     if args.list:
         ok, line = jobs.clip_status()
         engines = [jobs.resolve_engine(project, args.engine)] if args.engine else jobs.edit_engines()
@@ -638,8 +760,15 @@ def cmd_models(args) -> int:
         _say(f"{e.spec.title}: {e.path}", f"  {e.record.get('format', '')}; {e.size} bytes; sha256 {e.sha256}")
         return 0
     if args.action == "remove":
+        if not args.key:
+            raise InputError("models remove needs the name of the file to forget",
+                             f"e.g. avatar-studio models remove clip; names: {', '.join(SPECS)}")
         if args.key not in SPECS:
             raise InputError(f"unknown model file '{args.key}'", f"names: {', '.join(SPECS)}")
+        if args.key not in mf.data["files"]:
+            _say(f"{SPECS[args.key].title}: not set in the settings, nothing to remove"
+                 + (" (the default file it finds is not a setting)" if mf.entry(args.key).state == "default" else ""))
+            return 0
         mf.remove(args.key)
         _say(f"{SPECS[args.key].title}: removed from the settings (the file itself was not deleted)")
         return 0
@@ -656,13 +785,16 @@ def cmd_models(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    for flag, value in (("--max-frames", args.max_frames), ("--repeat", args.repeat)):
+        if value is not None and value < 1:  # 0 would silently mean "the default"
+            raise InputError(f"{flag} must be at least 1, not {value}", f"e.g. {flag} 3, or leave it out")
     if args.what == "track":
         from .benchmarks.tracking import main as bench_main
 
         argv = [args.video] if args.video else []
         if not argv and not args.landscape_1080p:
             raise InputError("bench track needs a video (or --landscape-1080p)",
-                             "avatar-studio bench track VIDEO, or avatar-studio bench track --landscape-1080p")
+                             "e.g. avatar-studio bench track VIDEO, or avatar-studio bench track --landscape-1080p")
         argv += ["--max-frames", str(args.max_frames)] if args.max_frames else []
         argv += ["--repeat", str(args.repeat)] if args.repeat else []
         argv += ["--landscape-1080p"] if args.landscape_1080p else []
@@ -676,14 +808,20 @@ def cmd_bench(args) -> int:
         from .benchmarks.export import main as bench_main
 
         if not args.video:
-            raise InputError("bench export needs a project with a trained avatar", "avatar-studio bench export PROJECT")
+            raise InputError("bench export needs a project with a trained avatar",
+                             "e.g. avatar-studio bench export PROJECT")
+        from .session import Session
+
+        if not Session.open(args.video).trained_engines():  # say it here, not as a failed export inside the benchmark
+            raise InputError(f"project {args.video} has no trained avatar yet",
+                             f"train one with `avatar-studio run {_shown(args.video)}`, then benchmark its export")
         return bench_main([args.video])
     if args.what == "driving":
         from .benchmarks.driving import main as bench_main
 
         if not args.video or not args.actor:
             raise InputError("bench driving needs a project and a trained actor",
-                             "avatar-studio bench driving PROJECT --actor VIDEO")
+                             "e.g. avatar-studio bench driving PROJECT --actor VIDEO")
         return bench_main([args.video, "--actor", args.actor] + (["--engine", args.engine] if args.engine else [])
                           + (["--clip", args.clip] if args.clip else []) + (["--no-detail"] if args.no_detail else []))
     if args.what == "train-step":

@@ -13,6 +13,7 @@ Rules kept here, once:
 """
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -92,7 +93,7 @@ class Session:
             if nxt is None:
                 out.append(f"{e.title}: trained")
             else:
-                out.append(f"{e.title}: next → avatar-studio run-stage {self.project.root} {nxt}")
+                out.append(f"{e.title}: next → avatar-studio run-stage {shlex.quote(str(self.project.root))} {nxt}")
         return out
 
     # ------------------------------------------------------------------ planning
@@ -185,8 +186,11 @@ class Session:
         A stage that has trained keeps the preset's settings written in its record, so that it (and every stage
         after it) shows as stale when they differ from the ones it trained with and trains again on the next
         run; a stage that never ran just forgets its saved settings and follows the preset from then on."""
+        from .lock import held_here
+
         rec = self.project.manifest["stages"].get(name)
-        if not rec or "config" not in rec or self.state(name) == "running":
+        # "running" under this process's own lock (`config --reset` takes it) is a run that died, not one going on
+        if not rec or "config" not in rec or (self.state(name) == "running" and not held_here(self.project.root)):
             return False
         if rec.get("config_hash"):
             preset = to_dict(spec(name).preset(self.project.preset))
