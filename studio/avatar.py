@@ -88,6 +88,31 @@ def trained_engines(project) -> list[str]:
     return [name for name in ENGINES if all(stage_state(project, s) == "done" for s in required(name))]
 
 
+def _not_trained(project, engine: str) -> tuple[str, str]:
+    """Why `engine` cannot be opened in `project`, and what to do: stages whose settings changed since they
+    trained (stale) are not "not trained", and a stage still running is said as such."""
+    import shlex
+
+    from .engines import ENGINES, required
+    from .pipeline import spec, stage_state
+
+    e = ENGINES[engine]
+    states = {s: stage_state(project, s) for s in required(engine)}
+    again = f"`avatar-studio run {shlex.quote(str(project.root))} --engine {engine}`"
+    stale = [spec(s).title for s, st in states.items() if st == "stale"]
+    running = [spec(s).title for s, st in states.items() if st == "running"]
+    if running:
+        return (f"the {e.short} avatar in project {project.name} is still training ({', '.join(running)})",
+                "wait for it to finish (`avatar-studio status` shows where it is)")
+    if stale and all(st in ("done", "stale") for st in states.values()):
+        one = len(stale) == 1
+        return (f"the {e.short} avatar in project {project.name} is out of date: {', '.join(stale)} must train "
+                f"again ({'its' if one else 'their'} settings or a stage before {'it' if one else 'them'} changed "
+                f"since {'it' if one else 'they'} trained)",
+                f"train again with {again} (only the changed stages and those after them run)")
+    return (f"the {e.short} avatar is not trained in project {project.name}", f"train it with {again}")
+
+
 class Avatar:
     """A trained avatar. ``Avatar.open(project).render(yaw=10, expression={"jaw_open": 0.8})``."""
 
@@ -130,8 +155,7 @@ class Avatar:
         if engine not in ENGINES:
             raise ProjectError(f"unknown engine '{engine}'", f"engines: {', '.join(ENGINES)}")
         if engine not in engines:
-            raise ProjectError(f"the {engine} engine is not trained in project {project.name}",
-                               f"train it with `avatar-studio run {project.root} --engine {engine}`")
+            raise ProjectError(*_not_trained(project, engine))
         avatar = cls(ENGINES[engine].load(project), ENGINES[engine], project, detail=detail,
                      flame_geometry=flame_geometry, scene=scene)
         if out_size and int(out_size) != avatar.engine.size:

@@ -87,11 +87,25 @@ def _say(*lines: str) -> None:
 
 # ----------------------------------------------------------------------------- commands
 def _ingest_overrides(args) -> dict:
+    """--start/--end/--fps/--max-frames as the ingest stage's settings, checked here so that a bad value is
+    named by its flag (not as the setting `max_frames`) before anything is made."""
+    import math
+
     o = {}
     for k in ("start", "end", "fps", "max_frames"):
         v = getattr(args, k, None)
-        if v is not None:
-            o[k] = v
+        if v is None:
+            continue
+        flag = "--" + k.replace("_", "-")
+        if not math.isfinite(v):
+            raise InputError(f"{flag} must be a number, not {v}", f"e.g. {flag} 2")
+        if (k == "start" and v < 0) or (k in ("end", "fps") and v <= 0) or (k == "max_frames" and v < 1):
+            raise InputError(f"{flag} must be " + ("0 or more" if k == "start" else "more than 0") + f", not {v:g}",
+                             "seconds from the video's start" if k in ("start", "end") else f"e.g. {flag} 30")
+        o[k] = v
+    if "end" in o and o["end"] <= o.get("start", 0.0):
+        raise InputError(f"--end ({o['end']:g} s) must come after --start ({o.get('start', 0.0):g} s)",
+                         "give the trim's end in seconds from the video's start")
     return o
 
 
@@ -152,7 +166,8 @@ def cmd_new(args) -> int:
     from .video import probe
 
     video = Path(args.video)
-    probe(video)  # bad files fail here, before any folder is made
+    ingest = _ingest_overrides(args)  # bad flags and bad files fail here, before any folder is made
+    probe(video)
     root = Path(args.project)
     _check_new_folder(root)
     existed = root.exists()
@@ -165,7 +180,7 @@ def cmd_new(args) -> int:
     printer = ProgressPrinter()
     try:
         with project_lock(project.root, "new project: ingest and track"):
-            r1 = run_stage(project, "ingest", _ingest_overrides(args), on_progress=printer)
+            r1 = run_stage(project, "ingest", ingest, on_progress=printer)
             track_over = {"crop_size": args.crop_size} if args.crop_size else None
             r2 = run_stage(project, "track", track_over, on_progress=printer)
     except BaseException:

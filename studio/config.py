@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import typing
 from typing import Any, TypeVar
 
@@ -79,6 +80,12 @@ def _coerce(value: Any, typ: Any, name: str) -> Any:
     return value
 
 
+def _label(cls: type) -> str:
+    """A settings class as the user knows it: PivotsConfig -> "pivots", FlameFitConfig -> "flame fit"."""
+    name = cls.__name__.removesuffix("Config") or cls.__name__
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name).lower()
+
+
 def from_dict(cls: type[T], data: dict, base: T | None = None, strict: bool = True) -> T:
     """Build `cls` from a dict (e.g. read back from a project), starting from `base` or defaults.
 
@@ -88,7 +95,7 @@ def from_dict(cls: type[T], data: dict, base: T | None = None, strict: bool = Tr
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown and strict:
-        raise InputError(f"unknown setting(s) for {cls.__name__}: {', '.join(sorted(unknown))}",
+        raise InputError(f"unknown setting(s) for {_label(cls)}: {', '.join(sorted(unknown))}",
                          f"known settings: {', '.join(sorted(names))}")
     out = dataclasses.replace(base) if base is not None else cls()
     for k, v in data.items():

@@ -146,6 +146,8 @@ class Project:
     @classmethod
     def open(cls, root: str | os.PathLike) -> "Project":
         root = Path(root)
+        if root.name == MANIFEST and root.is_file():   # the manifest itself was named: its folder is the project
+            root = root.parent
         path = root / MANIFEST
         if not path.exists():
             if not root.exists():
@@ -160,6 +162,10 @@ class Project:
         if not isinstance(manifest, dict):
             raise ProjectError(f"the project manifest {path} is not a JSON object",
                                "restore it from a backup; the stage folders are still intact")
+        stages = manifest.get("stages", {})
+        if not isinstance(stages, dict) or not all(isinstance(r, dict) for r in stages.values()):
+            raise ProjectError(f"the project manifest {path} is damaged (its list of stages is not what this app "
+                               "writes)", "restore it from a backup; the stage folders are still intact")
         upgraded, found = migrate(manifest, root)
         proj = cls(root, upgraded)
         if found != SCHEMA_VERSION:
@@ -181,7 +187,9 @@ class Project:
 
     @property
     def name(self) -> str:
-        return self.manifest.get("name", self.root.name)
+        """The project folder's name: what the user sees and typed (a copied or renamed folder is called by its
+        new name, not by the one written in project.json when it was made)."""
+        return self.root.name or str(self.root)
 
     @property
     def preset(self) -> str:

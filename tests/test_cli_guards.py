@@ -171,3 +171,30 @@ def test_models_remove_and_bench_say_plainly_what_is_wrong(capsys, tmp_path):
     code, out, err = run_cli(capsys, "edit", proj.root, "--list", "--beta", "0.3")
     assert "...." not in refused(code, err, "--beta goes with --global")
 
+
+
+def test_trim_and_rate_flags_are_checked_by_name_before_anything_is_made(capsys, tmp_path, wall):
+    root = tmp_path / "p"
+    for flags, expect in ((["--start", "nan"], "--start must be a number"),
+                          (["--max-frames", "0"], "--max-frames must be more than 0"),
+                          (["--fps", "-5"], "--fps must be more than 0"),
+                          (["--start", "-1"], "--start must be 0 or more"),
+                          (["--start", "3", "--end", "2"], "--end (2 s) must come after --start (3 s)")):
+        code, out, err = run_cli(capsys, "new", root, "--video", wall, *flags)
+        refused(code, err, expect)
+        assert not root.exists()
+
+
+def test_an_avatar_whose_settings_changed_is_called_out_of_date_not_untrained(capsys, tmp_path):
+    from studio.engines import required
+    from tests.conftest import mark_done
+
+    proj = Project.create(tmp_path / "my avatar")
+    for name in required("nerf"):
+        mark_done(proj, name)
+    mark_done(proj, "track")   # tracked again since the NeRF trained: the NeRF stage is stale
+    code, out, err = run_cli(capsys, "eval", proj.root, "--engine", "nerf")
+    line = refused(code, err, "the NeRF avatar in project my avatar is out of date")
+    assert "LatentAvatar (tri-plane NeRF) must train again" in line and "my avatar' --engine nerf`" in line
+    code, out, err = run_cli(capsys, "eval", proj.root, "--engine", "pvp")
+    refused(code, err, "the StyleGAN avatar is not trained in project my avatar")

@@ -151,6 +151,19 @@ def test_open_errors(tmp_path):
     (tmp_path / "p" / "project.json").write_text("{broken")
     with pytest.raises(ProjectError, match="cannot be read"):
         Project.open(tmp_path / "p")
+    for damaged in ({"stages": 5}, {"schema": 1, "stages": {"track": "done"}}):   # hand-edited: not a traceback
+        (tmp_path / "p" / "project.json").write_text(json.dumps(damaged))
+        with pytest.raises(ProjectError, match="is damaged"):
+            Project.open(tmp_path / "p")
+
+
+def test_a_project_is_called_by_its_folder_and_opens_from_its_manifest(tmp_path, monkeypatch):
+    made = Project.create(tmp_path / "first")
+    shutil.copytree(made.root, tmp_path / "copy")
+    assert Project.open(tmp_path / "copy").name == "copy"           # not "first", written when it was made
+    assert Project.open(tmp_path / "copy" / "project.json").root == (tmp_path / "copy").resolve()
+    monkeypatch.chdir(tmp_path / "copy")
+    assert Project.open(".").name == "copy"
 
 
 def test_unexpected_error_is_logged_not_raised_raw(tmp_path):
