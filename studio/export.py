@@ -11,8 +11,10 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import re
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,13 +102,19 @@ class ClipWriter:
         self.path, self.fmt, self.fps = path, fmt, fps
         self.width, self.height = width, height
         self.count = 0
-        path.parent.mkdir(parents=True, exist_ok=True)
         token = hashlib.sha1(f"{path}{time.time()}{os.getpid()}".encode()).hexdigest()[:8]
-        _remove_dead_partials(path)
         self.tmp = path.with_name(f".{path.stem}.{os.getpid()}-{token}.partial{path.suffix}")
         self._proc = None
+        try:  # a file in the way, a read-only or full disk: one plain sentence
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _remove_dead_partials(path)
+            if fmt == "png":
+                self.tmp.mkdir()
+        except OSError as exc:
+            from .atomic import _explain
+
+            raise _explain(exc, path) from exc
         if fmt == "png":
-            self.tmp.mkdir()
             return
         cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
                "-s", f"{width}x{height}", "-r", f"{fps}", "-i", "pipe:0"]
@@ -162,6 +170,9 @@ class ClipWriter:
                 self.abort()
                 raise InputError(f"{self.path} already exists", "choose another name or allow overwriting")
             if self.path.is_dir() and self.fmt == "png":
+                if _foreign_entries(self.path):  # never replace a folder of anything but earlier frames
+                    self.abort()
+                    raise _folder_in_use(self.path)
                 old = self.path.with_name(f".{self.path.name}.old")
                 os.replace(self.path, old)
                 os.replace(self.tmp, self.path)
@@ -183,7 +194,56 @@ class ClipWriter:
         if self.tmp.is_dir():
             shutil.rmtree(self.tmp, ignore_errors=True)
         else:
-            self.tmp.unlink(missing_ok=True)
+            try:  # best effort: on a read-only disk there is nothing to remove, and the real error follows
+                self.tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+
+
+_FRAME_FILE = re.compile(r"\d{6}\.png")
+
+
+def _foreign_entries(folder: Path) -> list[str]:
+    """Names in `folder` that a PNG export did not write (its frames are 000000.png, 000001.png, ...)."""
+    return sorted(p.name for p in folder.iterdir() if not _FRAME_FILE.fullmatch(p.name))
+
+
+def _folder_in_use(folder: Path) -> InputError:
+    return InputError(f"the folder {folder} already holds other files, which PNG frames would replace",
+                      f"give the frames a folder of their own, e.g. {folder / 'frames'}")
+
+
+_SUFFIX_FORMATS = {".mp4": "mp4", ".mov": "mp4", ".m4v": "mp4", ".gif": "gif"}
+
+
+def check_output(out: Path, fmt: str, overwrite: bool = True) -> None:
+    """Refuse, before anything is rendered, an output that cannot be written or would replace what an
+    export did not make: a folder of other files (PNG frames replace the whole folder), a folder where a
+    clip should go, a file where frames should go, a parent that is a file, a folder that cannot be
+    written. Nothing is created here."""
+    if out.exists():
+        if not overwrite:
+            raise InputError(f"{out} already exists", "choose another name")
+        if out.is_dir() and fmt != "png":
+            raise InputError(f"{out} is a folder", f"give the clip a file name, e.g. {out / ('clip.' + fmt)}")
+        if out.is_dir() and _foreign_entries(out):
+            raise _folder_in_use(out)
+        if not out.is_dir() and fmt == "png":
+            raise InputError(f"{out} is a file, and PNG frames go into a folder",
+                             "give a new folder name (no extension) for the frames")
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(f"cannot write {out}: {folder} is a file, not a folder", "choose another folder for the clip")
+    try:  # the one sure test that this user may write there (root on a read-only disk, /proc, ...)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".avatar-studio-", suffix=".check")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        from .atomic import _explain
+
+        raise _explain(exc, out) from exc
 
 
 # ----------------------------------------------------------------------------- compositing
@@ -251,7 +311,8 @@ def track_driver(project, driver: str | Path, on_progress=None, control: Control
     if is_project(driver):
         return Project.open(driver)
     root = driver_folder(project, driver)
-    if is_project(root):
+    created = not is_project(root)
+    if not created:
         dproj = Project.open(root)
     else:
         if root.exists():
@@ -264,6 +325,8 @@ def track_driver(project, driver: str | Path, on_progress=None, control: Control
     except Cancelled:
         raise
     except StudioError as exc:
+        if created:  # a video that cannot drive (no face, not a video) is not kept as an actor of the project
+            shutil.rmtree(root, ignore_errors=True)
         raise StudioError(f"the driver video could not be tracked: {exc.message}", exc.hint) from exc
     return dproj
 
@@ -291,6 +354,13 @@ def build_motion(project, cfg: ExportConfig, avatar, on_progress=None, control: 
         dtrk = TrackingData.from_project(dproj)
         audio_rel = (dproj.record("ingest").get("outputs") or {}).get("audio")
         m = mo.driver_motion(project, subject, dtrk, dproj.path(audio_rel) if audio_rel else None)
+        # a damaged driver (cut off, frames that do not decode) or one that loses the face: say so
+        m.notes += [f"driver {Path(cfg.driver).name}: {w}" for stage in ("ingest", "track")
+                    for w in (dproj.record(stage).get("warnings") or [])]
+        held = int((~np.asarray(dtrk.valid, bool)).sum())
+        if held:
+            m.notes.append(f"{held} of {dtrk.n_frames} frames of the driver have no tracked face: the avatar holds "
+                           f"the last tracked expression and pose there")
         if cfg.transfer != "parameters":
             from .driving.transfer import learned_motion
 
@@ -311,7 +381,11 @@ def build_motion(project, cfg: ExportConfig, avatar, on_progress=None, control: 
             if "=" not in item:
                 raise InputError(f"cannot read expression '{item}'", "write name=value, e.g. smile_left=0.8")
             k, v = item.split("=", 1)
-            expr[k.strip()] = float(v)
+            try:
+                expr[k.strip()] = float(v)
+            except ValueError:
+                raise InputError(f"cannot read expression '{item.strip()}': '{v.strip()}' is not a number",
+                                 "write name=value, e.g. smile_left=0.8") from None
         m = mo.turntable_motion(names, avatar.ranges, cfg.duration, cfg.fps or 25.0, expr)
     else:
         raise InputError(f"unknown source '{cfg.source}'", f"use one of {', '.join(SOURCES)}")
@@ -320,6 +394,8 @@ def build_motion(project, cfg: ExportConfig, avatar, on_progress=None, control: 
         t = np.arange(int(len(m) * cfg.fps / m.fps)) / cfg.fps
         pick = np.minimum((t * m.fps + 1e-6).astype(int), len(m) - 1)
         m.controls, m.rows, m.fps = m.controls[pick], m.rows[pick], cfg.fps
+        if getattr(m, "codes", None) is not None:  # the NeRF engine's learned θ, one per frame like the controls
+            m.codes = m.codes[pick]
     return m
 
 
@@ -391,6 +467,21 @@ def _bind_edits(project, avatar, text: str):
     return bound if bound else None
 
 
+_GOES_WITH = {"frames": "self", "driver": "driver", "transfer": "driver", "timeline": "timeline", "flame": "flame",
+               "duration": "turntable", "expression": "turntable"}
+
+
+def _unused_options(cfg: ExportConfig, fmt: str) -> list[str]:
+    """A note naming the settings changed from their defaults that this export did not use (a driver
+    video given with the turntable source, an MP4 quality for a GIF), or []."""
+    default = ExportConfig()
+    unused = [f"{name} (for source {src}, not {cfg.source})" for name, src in _GOES_WITH.items()
+              if src != cfg.source and getattr(cfg, name) != getattr(default, name)]
+    if fmt != "mp4" and cfg.crf != default.crf:
+        unused.append(f"crf (for MP4, not {fmt.upper()})")
+    return [f"these settings were not used: {', '.join(unused)}"] if unused else []
+
+
 def export(project, cfg: ExportConfig, out: str | Path, control: Control | None = None,
            avatar=None) -> Iterator[Progress]:
     """Render and encode a clip; yields Progress; returns {"path", "frames", "fps", "seconds", ...}."""
@@ -398,13 +489,19 @@ def export(project, cfg: ExportConfig, out: str | Path, control: Control | None 
 
     control = control or Control()
     out = Path(out)
-    fmt = cfg.format or {".mp4": "mp4", ".mov": "mp4", ".m4v": "mp4", ".gif": "gif"}.get(out.suffix.lower(),
-                                                                                      "png" if not out.suffix else None)
+    if out.name in ("", ".", ".."):  # "." or "..": the folder's own name
+        out = Path(os.path.abspath(out))
+    named = _SUFFIX_FORMATS.get(out.suffix.lower(), "png" if not out.suffix else None)
+    fmt = cfg.format or named
     if fmt is None:
         raise InputError(f"cannot tell the format from '{out.name}'", "end the name with .mp4 or .gif, or give a "
                          "folder name (no extension) for PNG frames")
-    if out.exists() and not cfg.overwrite:
-        raise InputError(f"{out} already exists", "choose another name")
+    if cfg.format and out.suffix.lower() in _SUFFIX_FORMATS and named != cfg.format:
+        raise InputError(f"the name {out.name} says {named.upper()} but the format asked for is {cfg.format.upper()}",
+                         f"end the name with .{cfg.format}" + (" (or give a folder name for PNG frames)"
+                                                               if cfg.format == "png" else "")
+                         + " or leave the format out")
+    check_output(out, fmt, cfg.overwrite)
     avatar = avatar or Avatar.open(project, cfg.engine, detail=cfg.detail, flame_geometry=cfg.flame_geometry,
                                    scene=cfg.scene, out_size=cfg.size)
     edits = _bind_edits(project, avatar, cfg.edits)
@@ -492,7 +589,7 @@ def export(project, cfg: ExportConfig, out: str | Path, control: Control | None 
     finally:
         if frames_it is not None:
             frames_it.close()
-    notes = list(motion.notes)
+    notes = list(motion.notes) + _unused_options(cfg, fmt)
     if edits:
         notes.append(f"with edits: {edits.describe()}")
     if clamped:

@@ -128,25 +128,48 @@ def timeline_motion(path: str | Path, control_names: list[str], fps: float | Non
         spec = json.loads(path.read_text("utf-8"))
     except FileNotFoundError:
         raise InputError(f"the timeline file {path} does not exist") from None
+    except IsADirectoryError:
+        raise InputError(f"the timeline {path} is a folder", "give the JSON file itself") from None
+    except OSError as exc:
+        raise InputError(f"the timeline {path} cannot be read ({exc.strerror or exc})") from None
     except ValueError as exc:
         raise InputError(f"the timeline {path.name} is not valid JSON ({exc})") from None
     keys = spec.get("keys") if isinstance(spec, dict) else None
     if not keys or not isinstance(keys, list):
         raise InputError(f"the timeline {path.name} has no keys", 'write {"keys": [{"t": 0, "yaw": 0}, ...]}')
-    fps = float(fps or spec.get("fps", 25))
+    try:
+        fps = float(fps or spec.get("fps", 25))
+    except (TypeError, ValueError):
+        fps = float("nan")
+    if not 1 <= fps <= 120:  # as the export's own fps setting
+        raise InputError(f"the timeline {path.name} has a frame rate of {spec.get('fps')!r}",
+                         "give \"fps\" a number from 1 to 120, e.g. 25")
+    interpolation = spec.get("interpolation", "smooth")
+    if interpolation not in ("smooth", "linear"):
+        raise InputError(f"unknown interpolation {interpolation!r} in {path.name}", "use \"smooth\" or \"linear\"")
     try:
         keys = sorted(keys, key=lambda k: float(k["t"]))
+        if not all(math.isfinite(float(k["t"])) for k in keys):
+            raise ValueError
     except (KeyError, TypeError, ValueError):
         raise InputError(f"every key in {path.name} needs a time 't' in seconds") from None
     unknown = {k for key in keys for k in key if k != "t" and k not in control_names}
     if unknown:
         raise InputError(f"the timeline names unknown sliders: {', '.join(sorted(unknown))}",
                          f"known sliders: {', '.join(control_names)}")
+    for key in keys:
+        for k, v in key.items():
+            if k != "t" and not _finite(v):
+                raise InputError(f"the timeline {path.name} sets {k} to {v!r} at t={key['t']}, not a number",
+                                 f'write numbers, e.g. {{"t": {key["t"]}, "{k}": 0.5}}')
     end = float(keys[-1]["t"])
     if end <= 0:
         raise InputError("the timeline must last longer than 0 seconds")
+    if end > 3600:  # as a turntable's longest
+        raise InputError(f"the timeline {path.name} lasts {end:g} s, longer than an hour",
+                         "check the keys' times 't': they are in seconds")
     t = np.arange(int(math.floor(end * fps)) + 1) / fps
-    smooth = spec.get("interpolation", "smooth") == "smooth"
+    smooth = interpolation == "smooth"
     ctrl = np.zeros((len(t), len(control_names)), np.float32)
     for j, name in enumerate(control_names):
         pts = [(float(k["t"]), float(k[name])) for k in keys if name in k]
@@ -163,6 +186,13 @@ def timeline_motion(path: str | Path, control_names: list[str], fps: float | Non
             u = u * u * (3 - 2 * u)
         ctrl[:, j] = kv[seg] + (kv[seg + 1] - kv[seg]) * u
     return Motion(name="timeline", fps=fps, controls=ctrl, control_names=list(control_names))
+
+
+def _finite(v) -> bool:
+    try:
+        return math.isfinite(float(v)) and not isinstance(v, bool)
+    except (TypeError, ValueError):
+        return False
 
 
 def turntable_motion(control_names: list[str], ranges: dict[str, tuple[float, float]], duration: float = 10.0,

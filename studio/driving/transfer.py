@@ -138,8 +138,11 @@ def _unavailable(project, dproj, avatar) -> str:
     """Why the learned transfer of `dproj` cannot drive `avatar` now ("" when it can)."""
     state, note = actor_state(project, dproj)
     if state != "trained":
-        return {"untrained": "it has not been trained", "running": "its training is running",
-                }.get(state, f"its training is {state}" + (f" ({note})" if note else ""))
+        said = {"untrained": "it has not been trained", "running": "its training is running",
+                "failed": "its training failed", "cancelled": "its training was cancelled",
+                "interrupted": "its training was interrupted", "stale": "its training is out of date",
+                }.get(state, f"its training is {state}")
+        return f"its training was {note}" if state == "interrupted" and note else said + (f": {note}" if note else "")
     meta = read_meta(dproj) or {}
     maps = meta.get("mappings") or {}
     names = list(getattr(avatar, "control_names", []))[2:]

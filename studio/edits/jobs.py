@@ -283,7 +283,8 @@ def iter_text_edit(project, engine: str | None = None, prompt: str = "", neutral
         saved = edits.save(edit)
         from .ganspace import save_picture
 
-        save_picture(search.preview(), edits.preview_path(name))
+        # at the strength export applies by default (ArcFace may have lowered it), as a global edit's picture
+        save_picture(search.preview(edit.default_strength), edits.preview_path(name))
         shutil.rmtree(workdir, ignore_errors=True)
         yield Progress(stage=STAGE, step=1, total=1, part="save", message=f"saved edit '{name}' ({engine})")
     return saved

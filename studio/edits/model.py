@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -304,6 +305,8 @@ def parse_strengths(items: Iterable[str], edits: EditSet | None = None) -> dict[
             continue
         try:
             out[name] = float(value)
+            if not math.isfinite(out[name]):  # nan renders a black face, inf a blank one
+                raise ValueError(value)
         except ValueError:
             raise InputError(f"'{value}' is not a strength for edit '{name}'",
                              "write it as NAME=STRENGTH, e.g. \"blue hair=0.8\"") from None

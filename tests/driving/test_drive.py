@@ -161,6 +161,9 @@ def test_too_few_actor_frames(tmp_path):
     rec = Project.open(actor).record("yshape")
     assert rec["status"] == "failed" and "only 6 frames" in rec["error"]
     assert Project.open(avatar.root).record("track")["status"] == "done"  # the avatar is untouched
+    m = build_motion(avatar, ExportConfig(source="driver", driver=str(actor)), Avatar(ControlsEngine()))
+    (note,) = [n for n in m.notes if "parameter transfer" in n]  # was "its training is failed (...)"
+    assert note.startswith("expressions by parameter transfer (its training failed: the actor clip"), note
 
 
 def test_cancel_then_resume(tmp_path):
@@ -226,6 +229,19 @@ def test_nerf_engine_is_driven_through_theta(nerf_pair, tmp_path):
     a = np.stack([np.asarray(__import__("cv2").imread(str(p))) for p in sorted((tmp_path / "nerf_frames").glob("*.png"))])
     b = np.stack([np.asarray(__import__("cv2").imread(str(p))) for p in sorted((tmp_path / "nerf_par").glob("*.png"))])
     assert a.shape == b.shape and not np.array_equal(a, b)
+
+
+def test_a_frame_rate_of_its_own_resamples_the_theta_codes_with_the_controls(nerf_pair):
+    avatar_proj, actor, _ = nerf_pair
+    avatar = Avatar.open(avatar_proj, "nerf")
+    base = build_motion(avatar_proj, ExportConfig(source="driver", driver=str(actor)), avatar)
+    for fps in (base.fps / 2, base.fps * 2):  # the codes kept the driver's rate: slowed, or past their end
+        m = build_motion(avatar_proj, ExportConfig(source="driver", driver=str(actor), fps=fps), avatar)
+        assert isinstance(m, LearnedMotion) and len(m.codes) == len(m) != len(base)
+        np.testing.assert_array_equal(m.codes, base.codes[m.rows])
+        bound = m.bind_avatar(Avatar.open(avatar_proj, "nerf", detail=False, scene=False))
+        for _, ctrl in m.chunks(16):
+            bound.render_batch(ctrl)
 
 
 def test_retrained_nerf_needs_only_the_theta_mapping_again(nerf_pair):

@@ -71,6 +71,9 @@ def test_bad_input_is_one_line(tmp_path):
     assert parse_strengths(["red"], es) == {"red": 1.0}
     with pytest.raises(InputError, match="not a strength"):
         parse_strengths(["red=lots"], es)
+    for value in ("nan", "inf", "-inf"):  # a NaN strength rendered a black face, inf a blank one
+        with pytest.raises(InputError, match="not a strength"):
+            parse_strengths([f"red={value}"], es)
     with pytest.raises(InputError, match="no edit named"):
         parse_strengths(["blue=1"], es)
 

@@ -190,6 +190,29 @@ def test_text_edit_cancel_and_resume(project_copy, clip_added):
     assert not any("resuming" in e.message for e in events)
 
 
+def test_text_edit_picture_shows_the_default_strength(project_copy, clip_added):
+    """The saved before/after picture shows the edit at the strength `--edit NAME` applies (with ArcFace it is
+    calibrated below 1; the picture was drawn at 1 whatever it was), as a global edit's picture does."""
+    import cv2
+
+    from studio.metrics import to_uint8
+
+    proj = project_copy("pvp")
+    edit = jobs.find_text_edit(proj, "pvp", "red", steps=2, batch=2, augmentations=2, default_strength=0.3)
+    assert edit.default_strength == 0.3
+    pic = cv2.imread(str(EditSet.for_project(proj, "pvp").preview_path("red")))[..., ::-1].astype(int)
+    a = adapter_for(Avatar.open(proj, "pvp").engine)
+    c = np.repeat(a.neutral()[None], 3, 0)
+    c[:, 0] = [a.lo[0], (a.lo[0] + a.hi[0]) / 2, a.hi[0]]
+    ct = torch.from_numpy(c).to(a.device)
+    with torch.no_grad():
+        base = a.latent(ct)
+        edited = {s: np.concatenate(list(to_uint8(a.render(base + s * edit.offset.to(base), ct))), 1)
+                  for s in (0.3, 1.0)}
+    bottom = pic[pic.shape[0] // 2:]
+    assert np.abs(bottom - edited[0.3]).mean() < 1.0 < np.abs(bottom - edited[1.0]).mean()
+
+
 def _cancel_at(proj, step, cfg):
     from studio.progress import Control
 

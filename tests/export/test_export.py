@@ -245,3 +245,123 @@ def test_the_window_export_child_opens_the_avatar_with_detail_from_the_video(tmp
     assert on.detail and on.video_detail() is not None      # the synthetic subject's crops lend detail
     assert not off.detail and off.video_detail() is None
     assert open_avatar(avatar_proj, {"engine": "fake"}, None) is None
+
+
+def test_png_frames_never_replace_a_folder_of_other_files(tracked_d3, avatar, tmp_path, monkeypatch):
+    cfg = ExportConfig(source="turntable", duration=0.2, fps=10)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("precious")
+    (mine / "photos").mkdir()
+    for out in (mine, tracked_d3.root):  # a user's folder, the project itself: both were wiped
+        with pytest.raises(InputError, match="already holds other files"):
+            run_export(tracked_d3, cfg, out, avatar=avatar)
+    assert (mine / "thesis.txt").read_text() == "precious" and (mine / "photos").is_dir()
+    assert (tracked_d3.root / "project.json").exists()
+    monkeypatch.chdir(mine)  # "." is the folder itself (it was a crash: '.' has an empty name)
+    with pytest.raises(InputError, match="already holds other files"):
+        run_export(tracked_d3, cfg, ".", avatar=avatar)
+    frames = tmp_path / "frames"  # an earlier export's frames are replaced, as before
+    run_export(tracked_d3, ExportConfig(source="turntable", duration=0.4, fps=10), frames, avatar=avatar)
+    run_export(tracked_d3, cfg, frames, avatar=avatar)
+    assert sorted(p.name for p in frames.iterdir()) == ["000000.png", "000001.png"]
+
+
+def test_output_paths_that_cannot_work_are_refused_before_rendering(tracked_d3, avatar, tmp_path, monkeypatch):
+    import errno
+
+    from studio.errors import StudioError
+    from studio.export import ClipWriter
+
+    cfg = ExportConfig(source="turntable", duration=0.2, fps=10)
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir.mp4").mkdir()
+    cases = [(tmp_path / "afile" / "sub" / "clip.mp4", cfg, "afile is a file, not a folder"),
+             (tmp_path / "adir.mp4", cfg, "is a folder"),
+             (tmp_path / "afile", cfg, "PNG frames go into a folder"),
+             (tmp_path / "clip.mp4", ExportConfig(source="turntable", format="gif"), "says MP4 but the format"),
+             (tmp_path / "clip.gif", ExportConfig(source="turntable", format="png"), "says GIF but the format")]
+    for out, c, msg in cases:
+        events = []
+        with pytest.raises(InputError, match=msg):
+            run_to_end(export(tracked_d3, c, out, avatar=avatar), events.append)
+        assert not any(ev.part == "render" for ev in events)
+
+    def read_only(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr("studio.export.tempfile.mkstemp", read_only)
+    with pytest.raises(StudioError, match="no permission to write"):  # was a crash after the first frames
+        run_export(tracked_d3, cfg, tmp_path / "new" / "clip.mp4", avatar=avatar)
+    assert not (tmp_path / "new").exists(), "nothing is created by the check"
+    monkeypatch.undo()
+    with pytest.raises(StudioError, match="afile is not a directory|afile"):  # the writer itself: no traceback
+        ClipWriter(tmp_path / "afile" / "clip.mp4", "mp4", 16, 16, 25.0)
+    w = ClipWriter(tmp_path / "clip.mp4", "mp4", 16, 16, 25.0)
+    monkeypatch.setattr("pathlib.Path.unlink", lambda self, missing_ok=False: read_only())
+    w.abort()  # on a read-only disk the clean-up must not hide the real error behind a traceback of its own
+
+
+def test_settings_the_export_did_not_use_are_named(tracked_d3, avatar, tmp_path):
+    cfg = ExportConfig(source="turntable", duration=0.2, fps=10, driver="actor.mp4", frames="all", crf=30)
+    res, _ = run_export(tracked_d3, cfg, tmp_path / "t.gif", avatar=avatar)
+    (note,) = [n for n in res["notes"] if "not used" in n]
+    assert "driver (for source driver, not turntable)" in note and "frames (for source self" in note
+    assert "crf (for MP4, not GIF)" in note and "duration" not in note
+    res, _ = run_export(tracked_d3, ExportConfig(source="turntable", duration=0.2, fps=10), tmp_path / "u.mp4",
+                        avatar=avatar)
+    assert not any("not used" in n for n in res["notes"])
+
+
+def test_turntable_expression_that_is_not_a_number(tracked_d3, avatar, tmp_path):
+    with pytest.raises(InputError, match="'abc' is not a number"):  # was a ValueError traceback
+        run_export(tracked_d3, ExportConfig(source="turntable", expression="smile_left=abc"), tmp_path / "x.mp4",
+                   avatar=avatar)
+
+
+def test_a_damaged_driver_is_reported(tracked_d3, avatar, tmp_path):
+    from studio.export import build_motion
+
+    driver = tmp_path / "cut.mp4"  # the first 300 kB of the clip: it stops at 3.8 s of 6.8 s, frames undecodable
+    driver.write_bytes(shared_video("driver_tps.mp4").read_bytes()[:300000])
+    m = build_motion(tracked_d3, ExportConfig(source="driver", driver=str(driver)), avatar)
+    held = int((~np.asarray(m.source.valid, bool)).sum())
+    assert held > 0
+    assert any(n.startswith("driver cut.mp4:") and "cut off" in n for n in m.notes), m.notes
+    assert any(n.startswith(f"{held} of {len(m)} frames of the driver have no tracked face") for n in m.notes)
+
+
+def test_timeline_mistakes_are_one_line(tmp_path):
+    names = ["yaw", "pitch", "jaw_open"]
+    p = tmp_path / "keys.json"
+    bad = [({"keys": [{"t": 0, "yaw": "abc"}, {"t": 1}]}, "sets yaw to 'abc'"),
+           ({"keys": [{"t": 0, "yaw": None}, {"t": 1}]}, "sets yaw to None"),
+           ({"fps": 0, "keys": [{"t": 0, "yaw": 0}, {"t": 1}]}, "frame rate of 0"),
+           ({"fps": -5, "keys": [{"t": 0, "yaw": 0}, {"t": 1}]}, "frame rate of -5"),
+           ({"fps": "fast", "keys": [{"t": 0, "yaw": 0}, {"t": 1}]}, "frame rate of 'fast'"),
+           ({"keys": [{"t": 0, "yaw": 0}, {"t": 1e9}]}, "longer than an hour"),
+           ({"keys": [{"t": 0, "yaw": 0}, {"t": "inf"}]}, "needs a time 't'"),
+           ({"interpolation": "cubic", "keys": [{"t": 0, "yaw": 0}, {"t": 1}]}, "unknown interpolation")]
+    for spec, msg in bad:
+        p.write_text(json.dumps(spec))
+        with pytest.raises(InputError, match=msg):
+            timeline_motion(p, names)
+    with pytest.raises(InputError, match="is a folder"):
+        timeline_motion(tmp_path, names)
+    p.write_text(json.dumps({"keys": [{"t": 0, "yaw": "5"}, {"t": 1, "yaw": 15}]}))  # a number in quotes still reads
+    assert timeline_motion(p, names).controls[0, 0] == 5.0
+
+
+def test_a_driver_that_cannot_be_tracked_leaves_no_actor_behind(tracked_d3, avatar, tmp_path):
+    from studio.driving.actors import list_actors
+    from studio.errors import StudioError
+
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("not a video")
+    before = sorted(p.name for p in (tracked_d3.root / "drivers").iterdir()) \
+        if (tracked_d3.root / "drivers").exists() else []
+    with pytest.raises(StudioError, match="the driver video could not be tracked"):
+        run_export(tracked_d3, ExportConfig(source="driver", driver=str(notes)), tmp_path / "x.mp4", avatar=avatar)
+    after = sorted(p.name for p in (tracked_d3.root / "drivers").iterdir())
+    assert after == before, "the failed driver stayed in drivers/ (and was listed as an actor to train)"
+    assert not any(a.name == "notes.mp4" for a in list_actors(tracked_d3))
