@@ -416,8 +416,8 @@ class RunPace:
         rest = self.ratio() * sum(self.price(s) for s in left)
         from .progress import clock_text
 
-        return (f"{name} took {clock_text(seconds)} (the speed test said {clock_text(priced)}); about "
-                f"{max(1, round(rest / 60))} min left for {', '.join(left)}{self._pace()}")
+        return (f"{_title(name)} took {clock_text(seconds)} (the speed test said {clock_text(priced)}); about "
+                f"{max(1, round(rest / 60))} min left for {_titles(left)}{self._pace()}")
 
     def after(self, name: str) -> str:
         """For the stage `name` now running: how long the stages after it will take at this run's pace so far
@@ -427,7 +427,7 @@ class RunPace:
         if not later:
             return ""
         rest = self.ratio() * sum(self.price(s) for s in later)
-        return f"then about {max(1, round(rest / 60))} min for {', '.join(later)}"
+        return f"then about {max(1, round(rest / 60))} min for {_titles(later)}"
 
 
 def latest(preset: str) -> SpeedEstimate | None:
@@ -458,3 +458,14 @@ if __name__ == "__main__":  # python -m studio.speed_probe
           + (f"; NeRF step: {est.nerf_step_seconds:.3f} s" if est.nerf_step_seconds is not None else ""))
     for name, s in est.stage_seconds.items():
         print(f"  {name:<8} {s / 60:6.1f} min")
+
+
+def _title(stage: str) -> str:
+    """A stage as the window's stage list names it ("Pivotal tuning", not "pti")."""
+    from .stages import REGISTRY
+
+    return REGISTRY[stage].title if stage in REGISTRY else stage
+
+
+def _titles(stages: list[str]) -> str:
+    return ", ".join(_title(s) for s in stages)

@@ -170,21 +170,22 @@ def test_run_reprices_the_stages_left_at_the_run_s_own_pace():
                                     batch=8, resolution=128, step_seconds=0.5,
                                     stage_seconds={"pivots": 3.0, "prior": 600.0, "pti": 300.0, "mappers": 600.0})
     clock = RunPace(est, ["track", "pivots", "prior", "pti", "mappers"])
-    assert clock.after("prior") == "then about 15 min for pti, mappers"
+    assert clock.after("prior") == "then about 15 min for Pivotal tuning, Pose & expression control"
     assert clock.stage_done("track", {}, 5.0) is None and clock.stage_done("pivots", {}, 9.0) is None
     assert clock.ratio() == 1.0, "tracking is not priced, the pivots' seconds say nothing"
     line = clock.stage_done("prior", {"summary": {"resumed_from": 0}}, 720.0)
     assert clock.ratio() == pytest.approx(1.2)
-    assert line == ("prior took 12:00 (the speed test said 10:00); about 18 min left for pti, mappers "
+    assert line == ("Subject prior took 12:00 (the speed test said 10:00); about 18 min left for Pivotal tuning, "
+                    "Pose & expression control "
                     "(this run goes 1.2 times slower than the speed test said)")
-    assert clock.after("pti") == "then about 12 min for mappers", "re-priced at the run's pace"
+    assert clock.after("pti") == "then about 12 min for Pose & expression control", "re-priced at the run's pace"
     assert clock.stage_done("pti", {}, 0.4) is None                  # already up to date
     assert clock.ratio() == pytest.approx(1.2) and clock.after("mappers") == ""
     fast = RunPace(est, ["prior", "pti", "mappers"])
     line = fast.stage_done("prior", {"summary": {"resumed_from": 800}}, 100.0)   # resumed: its time says nothing
-    assert fast.ratio() == 1.0 and line.endswith("about 15 min left for pti, mappers")
+    assert fast.ratio() == 1.0 and line.endswith("about 15 min left for Pivotal tuning, Pose & expression control")
     line = fast.stage_done("pti", {}, 150.0)
-    assert line.endswith("about 5 min left for mappers (this run goes 2.0 times faster than the speed test said)")
+    assert line.endswith("about 5 min left for Pose & expression control (this run goes 2.0 times faster than the speed test said)")
     assert fast.stage_done("mappers", {}, 300.0) is None, "nothing is left after the last stage"
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from typing import Any
 
@@ -30,7 +31,22 @@ def humanize(name: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _decimals(value: float) -> int:
+ZERO_MEANS = re.compile(r"\(0 = ([^;,)]+)[;)]")
+"""What a field's help says 0 means, "(0 = no cap; ...)": shown in its spin box at 0 instead of the number."""
+
+
+def zero_text(help_text: str) -> str:
+    """"no cap" for a help text saying "(0 = no cap; ...)"; "" when it says nothing short (three words at most)
+    about 0."""
+    m = ZERO_MEANS.search(help_text or "")
+    return m.group(1).strip() if m and len(m.group(1).split()) <= 3 else ""
+
+
+def _decimals(value: float, unit: bool = False) -> int:
+    """Decimals a float field shows: enough for its default's own digits; a time or size in units (minutes,
+    seconds, pixels) of 0 or at least 1 shows one, "30.0" rather than "0.000"."""
+    if unit and (value == 0 or abs(value) >= 1):
+        return 1
     if value == 0 or not math.isfinite(value):
         return 3
     digits = max(0, -int(math.floor(math.log10(abs(value))))) + 2
@@ -128,7 +144,7 @@ class ConfigForm(QWidget):
         elif typ is float:
             w = QDoubleSpinBox()
             default = f.default if f.default is not dataclasses.MISSING else 0.0
-            w.setDecimals(_decimals(float(default)))
+            w.setDecimals(_decimals(float(default), unit=f.name.rsplit("_", 1)[-1] in UNITS and "_" in f.name))
             w.setRange(float(lo) if lo is not None else -1e12, float(hi) if hi is not None else 1e12)
             w.setStepType(QAbstractSpinBox.AdaptiveDecimalStepType)
             w.valueChanged.connect(self._emit)
@@ -142,6 +158,8 @@ class ConfigForm(QWidget):
         for spin in (w,) if isinstance(w, (QSpinBox, QDoubleSpinBox)) else ():
             spin.setKeyboardTracking(False)
             spin.setMinimumWidth(120)
+            if lo == 0 and zero_text(md.get("help", "")):   # the spin box's lowest value reads as words
+                spin.setSpecialValueText(zero_text(md["help"]))
         self._kinds[f.name] = kind
         return w
 

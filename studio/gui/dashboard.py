@@ -26,6 +26,8 @@ from .theme import COLORS, clear_layout, curve_box, curve_style, icon
 from .workers import ProgressBatch
 
 N_THUMBS = 6
+WHILE_RUNNING = "Previews appear here while the stage runs"
+NO_IMAGES = "The last run saved no images to show here.\nPreviews appear while the stage runs."
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -253,18 +255,27 @@ class Dashboard(QWidget):
         prev_box = QWidget()
         pv = QVBoxLayout(prev_box)
         pv.setContentsMargins(0, 0, 0, 0)
-        self.preview = ImageView("Previews appear here while a stage runs", min_side=self.PREVIEW_SIDE)
+        self.preview = ImageView(WHILE_RUNNING, min_side=self.PREVIEW_SIDE)
         pv.addWidget(self.preview, 1)
-        grid = QGridLayout()
+        self.thumb_row = QWidget()
+        """The row of earlier previews (during a run) or of the last run's other images."""
+        grid = QGridLayout(self.thumb_row)
+        grid.setContentsMargins(0, 0, 0, 0)
         self.thumb_grid = grid
         grid.setSpacing(4)
         self.thumbs: list[ImageView] = []
         for i in range(N_THUMBS):
             t = ImageView("", min_side=56)
             t.setToolTip("earlier preview")
+            policy = t.sizePolicy()
+            policy.setRetainSizeWhenHidden(True)   # a hidden empty box keeps the others' size
+            t.setSizePolicy(policy)
             self.thumbs.append(t)
             grid.addWidget(t, 0, i)
-        pv.addLayout(grid)
+        self._thumbs_wanted = True
+        """Whether the row has something to show: during a run (it fills with earlier previews), or the
+        last run's images beyond the first; a finished run with none shows no row of empty boxes."""
+        pv.addWidget(self.thumb_row)
         split.addWidget(prev_box)
         split.setSizes([520, 360])
         split.setChildrenCollapsible(False)
@@ -297,10 +308,12 @@ class Dashboard(QWidget):
             side = self.PREVIEW_SIDE_UNDER if under else self.PREVIEW_SIDE
             self.preview.setMinimumSize(side, side)
             self.plot.setMinimumHeight(self.PLOT_HEIGHT_UNDER if under else self.PLOT_HEIGHT)
-            for t in self.thumbs:
-                t.setVisible(not under)
+            self._show_thumb_row()
         super().resizeEvent(ev)
         QTimer.singleShot(0, self._relayout_loss_boxes)   # once the plot has its new width
+
+    def _show_thumb_row(self) -> None:
+        self.thumb_row.setVisible(self._thumbs_wanted and self.split.orientation() == Qt.Horizontal)
 
     # ------------------------------------------------------------------ state
     def reset(self, stage: str, log: Path | None = None) -> None:
@@ -332,11 +345,15 @@ class Dashboard(QWidget):
         self.preview_count = 0
         self._history: list = []
         self._dirty = False
+        self.preview.set_placeholder(WHILE_RUNNING)
         self.preview.set_image(None)
         self.preview.setToolTip("")
         for t in self.thumbs:
             t.set_image(None)
             t.setToolTip("earlier preview")
+            t.show()
+        self._thumbs_wanted = True
+        self._show_thumb_row()
         self.bar.setValue(0)
         self.bar.setFormat("%p%")   # not the last shown run's "done"
         self.stats.setText("")
@@ -458,8 +475,8 @@ class Dashboard(QWidget):
         self.stage = stage
         self._show_curves(_trains(stage))
         rec = project.record(stage)
-        self._show_images(project, stage)
         state = stage_state(project, stage)
+        self._show_images(project, stage, ran=state != "pending" and bool(rec.get("status")))
         if state == "pending" or not rec.get("status"):
             self.title.set_full_text("No run of this stage yet")
             self.bar.setFormat("not run yet")
@@ -509,9 +526,10 @@ class Dashboard(QWidget):
             text = f"error: {rec['error']}" + (f"   {text}" if text else "")
         self.message.set_full_text(text)
 
-    def _show_images(self, project, stage: str) -> None:
+    def _show_images(self, project, stage: str, ran: bool = True) -> None:
         """The images the stage's last finished run wrote (reconstructions, contact sheets), in the preview
-        place: the first large, the others as thumbnails (each with its file in the tooltip)."""
+        place: the first large, the others as thumbnails (each with its file in the tooltip); only the
+        thumbnails with an image are shown. `ran`: whether the stage has run (the placeholder says so)."""
         import cv2
 
         from .imaging import to_qimage
@@ -521,10 +539,15 @@ class Dashboard(QWidget):
             img = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if img is not None:
                 shown.append((caption, to_qimage(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))))
+        rest = shown[1:]
+        for i, t in enumerate(self.thumbs):
+            t.setVisible(i < len(rest))
+        self._thumbs_wanted = bool(rest)
+        self._show_thumb_row()
         if not shown:
-            self.preview.set_placeholder("Previews appear here while a stage runs")
+            self.preview.set_placeholder(NO_IMAGES if ran else WHILE_RUNNING)
             return
-        (caption, first), rest = shown[0], shown[1:]
+        caption, first = shown[0]
         self.preview.set_image(first)
         self.preview.setToolTip(f"written by the last run — {caption}")
         for t, (cap, img) in zip(self.thumbs, rest):

@@ -25,6 +25,23 @@ STATE_TEXT = {"trained": "trained", "stale": "outdated", "interrupted": "interru
               "failed": "failed", "running": "training…", "untrained": "tracked, not trained"}
 
 
+def intro_text(engine: str | None) -> str:
+    """The Drivers box's first words for the engine the export renders with (None: none trained): what the
+    learned transfer gives that engine (`studio.driving.transfer.learned_motion`: the NeRF engine its own
+    expression code θ, any other engine its expression sliders; the head pose is the actor's tracked pose)."""
+    from ..engines import ENGINES
+
+    spec = ENGINES.get(engine or "")
+    text = ("Train a network that carries another person's expressions onto the avatar: it reads both faces into "
+            "one shared expression code (a Y-shaped network" + (", as in LatentAvatar" if engine == "nerf" else "")
+            + ")")
+    if spec is not None:
+        target = "own expression code directly" if engine == "nerf" else "expression sliders"
+        text += f", and a small mapping turns that code into the {spec.short} avatar's {target}"
+    text += ". The head follows the person's tracked pose. "
+    return text + "Choose a trained actor to use its video as the driver."
+
+
 class DriverTrainer(JobRunner):
     """Trains one actor; `progress(ProgressBatch)`, then `done(result)`, `failed(Failure)` or `cancelled()`.
 
@@ -73,12 +90,12 @@ class DriversPanel(QGroupBox):
         self.error_dialog = None
         self.actors: list = []
         lay = QVBoxLayout(self)
-        intro = QLabel("Train a network that carries another person's expressions onto the avatar (LatentAvatar's "
-                       "shared expression space). Each trained actor drives the avatar with the learned transfer; "
-                       "choose one to use its video as the driver.")
-        intro.setObjectName("Dim")
-        intro.setWordWrap(True)
-        lay.addWidget(intro)
+        self.engine: str | None = None
+        """The engine the Export page renders with: the intro says what the learned transfer gives it."""
+        self.intro = QLabel(intro_text(None))
+        self.intro.setObjectName("Dim")
+        self.intro.setWordWrap(True)
+        lay.addWidget(self.intro)
         self.list = QListWidget()
         self.list.setIconSize(QSize(160, 80))
         self.list.setMinimumHeight(110)
@@ -117,6 +134,11 @@ class DriversPanel(QGroupBox):
     def set_project(self, project) -> None:
         self.project = project
         self.refresh()
+
+    def set_engine(self, engine: str | None) -> None:
+        """The engine the export renders with ("pvp", "nerf"; None: none trained)."""
+        self.engine = engine
+        self.intro.setText(intro_text(engine))
 
     def refresh(self) -> None:
         from ..driving.actors import list_actors

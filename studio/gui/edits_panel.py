@@ -510,14 +510,16 @@ class EditsPanel(QWidget):
         tl = QVBoxLayout(self.text_box)
         tl.setSpacing(6)
         self.prompt = QLineEdit()
-        self.prompt.setPlaceholderText("describe the look: blue hair, wearing glasses…")
-        self.prompt.setToolTip("What the edited avatar should look like (StyleCLIP, optimised over the poses and "
-                               "expressions the avatar was trained on)")
+        # the examples are short: the boxes are 190 and 120 px wide in the viewer's narrowest Edits column
+        self.prompt.setPlaceholderText("the look, e.g. blue hair")
+        self.prompt.setToolTip("What the edited avatar should look like, e.g. \"blue hair\" or \"wearing glasses\" "
+                               "(StyleCLIP, optimised over the poses and expressions the avatar was trained on)")
         self.prompt.returnPressed.connect(self.find_text)
         self.prompt.textChanged.connect(lambda _t: self._update())
         self.neutral = QLineEdit()
-        self.neutral.setPlaceholderText("optional neutral description, e.g. a face")
-        self.neutral.setToolTip("With a neutral description the edit follows the change from it to the prompt")
+        self.neutral.setPlaceholderText("neutral (optional)")
+        self.neutral.setToolTip("An optional neutral description, e.g. \"a face\": with it the edit follows the "
+                                "change from it to the prompt")
         row = QHBoxLayout()
         row.addWidget(self.prompt, 1)
         self.find_btn = QPushButton(icon("run"), "Find")

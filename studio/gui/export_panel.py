@@ -36,6 +36,42 @@ RELEVANT = {"frames": {"self"}, "duration": {"turntable"}, "expression": {"turnt
             "audio": {"self", "driver"}}
 """Form fields shown only for some sources (the others are always shown)."""
 EXTENSIONS = {"mp4": ".mp4", "gif": ".gif", "png": ""}
+FLAME_ONLY = ("flame",)
+"""Sources only an avatar on FLAME controls takes (`studio.flame.drive.flame_motion` refuses the named ones)."""
+NAMED_ONLY = ("driver",)
+"""Sources only an avatar on the named controls takes (`studio.export.build_motion` sends a FLAME-control avatar's
+driver through its FLAME fit: `--source flame`)."""
+SOURCE_WORDS = {"turntable": ("a turntable", "yaw/pitch orbit"),
+                "self": ("the subject's own performance", "the subject's own performance"),
+                "driver": ("another person's video", "another person's video"),
+                "timeline": ("a keyframed timeline", "keyframed sliders"),
+                "flame": ("a FLAME parameter file", "a FLAME parameter file")}
+"""Each source in the page's intro and in the Source box's hint (which lists only the sources offered)."""
+
+
+def engine_controls(project, engine: str | None) -> str:
+    """The control set ("named" or "flame") `engine` of `project` is trained on: the `controls` setting of its
+    stages (where `Session.set_controls` saves it; a trained engine's stages ran with their saved settings, or
+    they would be out of date). No model is loaded."""
+    from ..engines import ENGINES, chain
+    from ..pipeline import stage_config
+    from ..stages import REGISTRY
+
+    if project is None or engine not in ENGINES:
+        return "named"
+    for stage in (s for s in chain(engine) if s in REGISTRY):
+        controls = getattr(stage_config(project, stage), "controls", None)
+        if controls:
+            return str(controls)
+    return "named"
+
+
+def sources_for(controls: str) -> list[str]:
+    """The export sources that apply to an avatar on `controls`, in `studio.export.SOURCES` order."""
+    from ..export import SOURCES
+
+    left_out = NAMED_ONLY if controls == "flame" else FLAME_ONLY
+    return [s for s in SOURCES if s not in left_out]
 
 
 def format_seconds(s: float) -> str:
@@ -79,13 +115,11 @@ class ExportPanel(QWidget):
         title = QLabel("Export")
         title.setObjectName("PageTitle")
         ll.addWidget(title)
-        intro = QLabel("Render a clip of the avatar: a turntable, the subject's own performance, another "
-                       "person's video, or a keyframed timeline. The command line does the same with "
-                       "<span style='font-family: monospace'>avatar-studio export</span>.")
-        intro.setTextFormat(Qt.RichText)
-        intro.setObjectName("Dim")
-        intro.setWordWrap(True)
-        ll.addWidget(intro)
+        self.intro = QLabel("")
+        self.intro.setTextFormat(Qt.RichText)
+        self.intro.setObjectName("Dim")
+        self.intro.setWordWrap(True)
+        ll.addWidget(self.intro)
         self.notice = QLabel(NO_AVATAR)
         self.notice.setObjectName("Warning")
         self.notice.setWordWrap(True)
@@ -126,6 +160,7 @@ class ExportPanel(QWidget):
         self.edit_list = EditList(deletable=False, thumbnails=False, empty="")
         el.addWidget(self.edit_list)
         self.engine_box.currentIndexChanged.connect(self._bind_edits)
+        self.engine_box.currentIndexChanged.connect(self._engine_changed)
         ll.addWidget(self.edits_box)
 
         self.form = ConfigForm(ExportConfig)
@@ -139,6 +174,8 @@ class ExportPanel(QWidget):
                     label.setText(text)
         for name in OWN_CHOOSERS:
             self._set_row_visible(name, False)
+        self.controls = "named"
+        """The control set of the chosen engine ("named" or "flame"): which sources and settings apply."""
         self.form.editors["source"].currentIndexChanged.connect(self._source_changed)
         fmt.currentIndexChanged.connect(self._format_changed)
         ll.addWidget(self.form)
@@ -190,7 +227,7 @@ class ExportPanel(QWidget):
         self.result_box.hide()
         right.addWidget(self.result_box)
         lay.addLayout(right, 4)
-        self._source_changed()
+        self._engine_changed()
 
     # ------------------------------------------------------------------ project
     def set_project(self, project) -> None:
@@ -212,7 +249,6 @@ class ExportPanel(QWidget):
         self.timeline.setText("")
         self.flame_file.setText("")
         self._out_auto = True
-        self._source_changed()
         self.refresh()
 
     def refresh(self) -> None:
@@ -233,6 +269,7 @@ class ExportPanel(QWidget):
         self.notice.setVisible(self.project is not None and not engines and self.avatar_override is None)
         self.drivers.set_project(self.project)
         self._bind_edits()
+        self._engine_changed()
         self._update_buttons()
 
     # ------------------------------------------------------------------ edits
@@ -276,6 +313,36 @@ class ExportPanel(QWidget):
 
     def engines(self) -> list[str]:
         return [self.engine_box.itemData(i) for i in range(self.engine_box.count())]
+
+    # ------------------------------------------------------------------ engine
+    def _engine_changed(self, *_) -> None:
+        """Offer only what applies to the chosen engine's avatar: the flame source and the FLAME geometry box
+        for one on FLAME controls, the driver source for one on the named controls; the Drivers box says what
+        the learned transfer gives this engine."""
+        engine = self.engine_box.currentData()
+        self.controls = engine_controls(self.project, engine)
+        box = self.form.editors["source"]
+        wanted = sources_for(self.controls)
+        have = [box.itemData(i) for i in range(box.count())]
+        if have != wanted:
+            keep = box.currentData()
+            box.blockSignals(True)
+            box.clear()
+            for src in wanted:
+                box.addItem(src, src)
+            box.setCurrentIndex(wanted.index(keep) if keep in wanted else 0)
+            box.blockSignals(False)
+        words = [SOURCE_WORDS[s][0] for s in wanted]
+        self.intro.setText(f"Render a clip of the avatar: {', '.join(words[:-1])}, or {words[-1]}. The command line "
+                           "does the same with <span style='font-family: monospace; white-space: nowrap'>"
+                           "avatar-studio export</span>.")
+        hint = "Where the motion comes from: " + ", ".join(f"{s} ({SOURCE_WORDS[s][1]})" for s in wanted) + "."
+        box.setToolTip(hint)
+        for label in self._form_row("source").findChildren(QLabel):
+            label.setText(hint)
+        self.drivers.set_engine(engine)
+        self._set_row_visible("flame_geometry", self.controls == "flame")
+        self._source_changed()
 
     # ------------------------------------------------------------------ form
     def _form_row(self, name: str):

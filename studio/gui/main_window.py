@@ -715,8 +715,12 @@ class MainWindow(QMainWindow):
                 line = self._pace.stage_done(name, result, time.perf_counter() - self._stage_t0)
             except Exception:     # a note on the time must never get in the way of the run
                 line = None
-        self.statusBar().showMessage(f"{REGISTRY[name].title} finished" + (f": {line}" if line else "."),
-                                     20000 if line else 8000)
+        title = REGISTRY[name].title
+        if line and line.startswith(title):   # the pace's line names the stage itself ("Pivotal tuning took …")
+            text = line
+        else:
+            text = f"{title} finished" + (f": {line}" if line else ".")
+        self.statusBar().showMessage(text, 20000 if line else 8000)
         self._note_until = time.monotonic() + (20.0 if line else 0.0)   # the next stage's progress waits
         self.reload_manifest()
         self.refresh_stages()

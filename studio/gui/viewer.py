@@ -26,6 +26,8 @@ from .workers import Failure, RenderWorker
 STEPS = 200
 """Slider resolution: positions 0..STEPS across each control's trained range."""
 FLAME_SLIDERS = 10
+PREP_SHOWN_MS = 300.0
+"""A render that first prepared the video's frames (a new size) for this long says so beside its own time."""
 """FLAME coefficients shown as sliders by default (jaw comes on top); the rest stay at 0."""
 
 
@@ -564,7 +566,10 @@ class ViewerPanel(QWidget):
             self._sizes_seen.add(self._shown_size)
         want = self.size_box.currentData()    # a render asked for before the Size box moved must not hide the wait
         prep = f" · preparing the video's frames at {want} px…" if want and want not in self._sizes_seen else ""
-        self.info.setText(f"{base} · {r['ms']:.0f} ms{near}{clamp}{prep}")
+        # the first render at a size prepares the video's frames first (seconds): said apart from the render's time
+        prepared = r.get("prep_ms", 0.0)
+        took = f" (after {prepared / 1000:.1f} s preparing the frames)" if prepared >= PREP_SHOWN_MS else ""
+        self.info.setText(f"{base} · {r['ms']:.0f} ms{took}{near}{clamp}{prep}")
 
     def _failed(self, f: Failure) -> None:
         self.render_view.set_placeholder("The avatar cannot be shown.")

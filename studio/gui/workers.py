@@ -128,7 +128,8 @@ class RenderWorker(QThread):
     """
 
     loaded = Signal(object)          # dict: engine, control_names, ranges, size, has_tracking
-    rendered = Signal(object)        # dict: seq, image (QImage), clamped, ms, nearest (QImage|None), row, edits
+    rendered = Signal(object)        # dict: seq, image (QImage), clamped, ms (the render), prep_ms (preparing the frames
+                                     # at a new size, else ~0), nearest (QImage|None), row, edits
     failed = Signal(object)          # Failure
     thumbnail = Signal(str, object)  # edit name, QImage strip (None when it could not be rendered)
 
@@ -244,11 +245,16 @@ class RenderWorker(QThread):
                    size: int | None = None) -> None:
         if self.avatar is None:
             return
-        t0 = time.perf_counter()
+        t_prep = time.perf_counter()
         self.avatar.out_size = size if size in self.avatar.sizes()[1:] else None
         self.avatar.detail = detail and self.avatar.project is not None
         self.avatar.flame_geometry = flame_geometry and self.avatar.project is not None
         self.avatar.scene = scene and self.avatar.project is not None
+        # what the first render at a size prepares (each loaded once): timed apart from the render itself
+        self.avatar.video_detail()
+        self.avatar.flame_warp()
+        self.avatar.scene_plate()
+        t0 = time.perf_counter()
         imgs, clamped = self.avatar.render_batch(controls[None], edits=edits or None)
         image = to_qimage(imgs[0])
         nearest, row = None, None
@@ -267,7 +273,8 @@ class RenderWorker(QThread):
                             "detail": self.avatar.video_detail() is not None,
                             "flame_geometry": self.avatar.flame_warp() is not None,
                             "scene": self.avatar.scene_plate() is not None,
-                            "ms": (time.perf_counter() - t0) * 1000.0, "controls": controls,
+                            "ms": (time.perf_counter() - t0) * 1000.0, "prep_ms": (t0 - t_prep) * 1000.0,
+                            "controls": controls,
                             "edits": dict(edits or {})})
 
 

@@ -46,3 +46,24 @@ def test_field_names_read_as_words_with_their_capitals_and_units():
     assert humanize("warp_px") == "Warp (px)"
     assert humanize("min_frames") == "Min frames" and humanize("steps") == "Steps"
     assert humanize("wplus") == "W+" and humanize("tune_lr") == "Tune LR"
+
+
+def test_a_time_budget_of_zero_reads_no_cap(qtbot):
+    """"Time budget (min)" showed "0.000": at 0 it says what its help says 0 means ("no cap"), and a cap reads as
+    plain minutes ("30.0"); the value stays a number. Fields whose help gives 0 no short meaning show the number."""
+    from studio.driving.config import DriveConfig
+    from studio.gui.config_form import zero_text
+    from studio.stages.mappers import MappersConfig
+
+    form = ConfigForm(MappersConfig)
+    qtbot.addWidget(form)
+    form.set_config(MappersConfig())
+    budget = form.editors["time_budget_min"]
+    assert budget.value() == 0 and budget.text() == "no cap", budget.text()
+    budget.setValue(30)
+    assert budget.text() == "30.0" and form.values()["time_budget_min"] == 30.0
+    assert zero_text("CPU threads (0 = the cores other programs leave free).") == ""
+    drive = ConfigForm(DriveConfig)
+    qtbot.addWidget(drive)
+    drive.set_config(DriveConfig())
+    assert drive.editors["time_budget_min"].text() == "no cap" and drive.editors["threads"].text() == "0"

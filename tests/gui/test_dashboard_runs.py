@@ -88,6 +88,7 @@ def test_last_run_curves_and_images_come_from_the_project(window, trained, monke
     assert "sheet.png" in d.preview.toolTip()
     assert d.thumbs[0].image() is not None and "recon.png" in d.thumbs[0].toolTip()
     assert d.thumbs[1].image() is None, "a recorded image that is gone is skipped, weights are not images"
+    assert d.thumbs[0].isVisibleTo(d) and not any(t.isVisibleTo(d) for t in d.thumbs[1:]), "no empty boxes"
     screenshot(window, "stage_last_run_images")
     window.select_stage("ingest")                    # a stage never run: no image of another stage stays
     assert d.preview.image() is None and d.thumbs[0].image() is None
@@ -337,19 +338,19 @@ def test_a_run_shows_the_time_of_the_stages_after_the_running_one(window, traine
     assert window._pace is not None
     window._run_started("pti")
     d = window.stage_page.dashboard
-    assert d.after == "then about 15 min for mappers, sharpen"
+    assert d.after == "then about 15 min for Pose & expression control, Sharpening head"
     window._stage_t0 = time.perf_counter() - 720.0                  # pti ran 12 min against 10 priced
     window._run_stage_done("pti", {"summary": {}})
     assert window.statusBar().currentMessage() == (
-        "Pivotal tuning finished: pti took 12:00 (the speed test said 10:00); about 18 min left for mappers, sharpen "
-        "(this run goes 1.2 times slower than the speed test said)")
+        "Pivotal tuning took 12:00 (the speed test said 10:00); about 18 min left for Pose & expression control, "
+        "Sharpening head (this run goes 1.2 times slower than the speed test said)")
     window._run_started("mappers")
-    assert d.after == "then about 6 min for sharpen"
+    assert d.after == "then about 6 min for Sharpening head"
     from studio.gui.workers import ProgressBatch
 
     window._run_progress(ProgressBatch(stage="mappers", part="mappers", step=1, total=10, time=0.0, message="",
                                        losses=[{"l2": 0.1}], steps=[1]))
-    assert window.statusBar().currentMessage().startswith("Pivotal tuning finished: pti took 12:00"), \
+    assert window.statusBar().currentMessage().startswith("Pivotal tuning took 12:00"), \
         "the next stage's progress must not wipe the line at once"
     window._note_until = 0.0
     window._run_progress(ProgressBatch(stage="mappers", part="mappers", step=2, total=10, time=0.1, message="",
@@ -360,3 +361,26 @@ def test_a_run_shows_the_time_of_the_stages_after_the_running_one(window, traine
         device="cuda", gpu_found=True, gpu_name="a GPU", threads=2, preset=trained.preset, batch=8, resolution=128,
         step_seconds=0.05, stage_seconds={"pti": 60.0}))
     assert window._run_pace(["pti"]) is None, "a test on another device prices nothing here"
+
+
+def test_a_finished_run_without_images_says_so_and_shows_no_empty_boxes(window, trained, screenshot):
+    """A finished stage whose run saved no images showed "Previews appear here while a stage runs" over six empty
+    thumbnail boxes: it says that the run saved none, and the empty boxes are gone. A stage not run yet still says
+    previews come while it runs, and a live run gets its row of earlier previews back."""
+    from studio.gui.workers import ProgressBatch
+
+    window.open_project(trained.root)
+    window.select_stage(FAKE_TRAIN)
+    d = window.stage_page.dashboard
+    assert d.preview.image() is None
+    assert "saved no images" in d.preview.text() and "while a stage runs" not in d.preview.text(), d.preview.text()
+    assert not d.thumb_row.isVisibleTo(d) and not any(t.isVisibleTo(d) for t in d.thumbs)
+    screenshot(window, "stage_last_run_no_images")
+    window.select_stage("ingest")                   # never run: its previews would come while it runs
+    assert d.preview.text() == "Previews appear here while the stage runs"
+    assert not d.thumb_row.isVisibleTo(d)
+    d.reset(FAKE_TRAIN)                             # a run starts: the row of earlier previews is back
+    d.add_batch(ProgressBatch(stage=FAKE_TRAIN, part="fit", step=1, total=10, time=0.0, message="",
+                              losses=[{"mse": 0.5}], steps=[1]))
+    assert d.thumb_row.isVisibleTo(d) and all(t.isVisibleTo(d) for t in d.thumbs)
+    assert d.preview.text() == "Previews appear here while the stage runs"

@@ -474,3 +474,24 @@ def test_export_page_lists_the_same_edits_and_passes_them(qtbot, themed, viewer,
     assert not any("with edits" in n for n in page.result["notes"])
     assert len(edited) == len(plain) == 5
     assert all(np.abs(a.astype(int) - b).mean() > 0.5 for a, b in zip(edited, plain))
+
+
+def test_the_text_boxes_examples_are_whole_in_the_narrowest_edits_column(qtbot, themed):
+    """The prompt's and the neutral description's example texts were cut ("describe the look: blue hai…",
+    "optional neutral …"): at the narrowest the viewer makes the Edits column (340 px: beside the sliders in a
+    1360-px window) each example fits its box."""
+    from PySide6.QtWidgets import QStyle, QStyleOptionFrame
+
+    from studio.gui.edits_panel import EditsPanel
+
+    panel = EditsPanel()
+    qtbot.addWidget(panel)
+    panel.resize(340, 900)                  # the viewer's smallest Edits column (ViewerPanel: setMinimumWidth(340))
+    panel.show()
+    qtbot.waitExposed(panel)
+    for box in (panel.prompt, panel.neutral):
+        opt = QStyleOptionFrame()
+        box.initStyleOption(opt)
+        room = box.style().subElementRect(QStyle.SE_LineEditContents, opt, box).width() - 4  # the text's margin
+        text = box.placeholderText()
+        assert text and box.fontMetrics().horizontalAdvance(text) <= room, (text, room)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from gui_fakes import FakeTrackedEngine, synthetic_tracked_project
+from gui_fakes import FakeTrackedEngine, mark_done, synthetic_tracked_project
 
 FAST_DELAY = 0.002
 SLOW_DELAY = 0.12
@@ -259,7 +259,10 @@ def test_self_export_of_a_real_clip_with_audio(window, short_clip, monkeypatch, 
 def test_flame_source_has_its_own_file_chooser(window, tracked, monkeypatch, tmp_path):
     """source=flame asks for its FLAME parameter file in the Clip box with a Browse button (the generated form gave
     a bare text row, shown for every source); the audio box shows only where there is audio (self, driver)."""
+    from studio.gui import export_panel
+
     use_engine(monkeypatch, load_fast)
+    monkeypatch.setattr(export_panel, "engine_controls", lambda project, engine: "flame")  # an avatar on FLAME's
     panel = open_export(window, tracked)
     f = panel.form.editors
     assert not panel.flame_file.isVisibleTo(panel) and not panel._form_row("flame").isVisibleTo(panel)
@@ -279,3 +282,69 @@ def test_flame_source_has_its_own_file_chooser(window, tracked, monkeypatch, tmp
     assert panel.problem() == "" and panel.values()["flame"] == str(seq)
     f["source"].setCurrentIndex(f["source"].findData("turntable"))
     assert not panel.flame_file.isVisibleTo(panel)
+
+
+def _train_on(project, stages, controls: str) -> None:
+    """Record `stages` as finished, trained on the control set `controls` where a stage has that setting."""
+    import dataclasses
+
+    from studio.config import to_dict
+    from studio.pipeline import stage_config
+
+    for stage in stages:
+        cfg = stage_config(project, stage)
+        if hasattr(cfg, "controls"):
+            project.update_record(stage, config=to_dict(dataclasses.replace(cfg, controls=controls)))
+        mark_done(project, stage, {})
+
+
+def _sources(panel) -> list:
+    box = panel.form.editors["source"]
+    return [box.itemData(i) for i in range(box.count())]
+
+
+def test_only_the_sources_and_settings_that_apply_to_the_avatar(window, tracked, screenshot):
+    """An avatar on the named sliders was offered the flame source and the FLAME geometry box, which only failed
+    when exporting (a FLAME sequence cannot drive it); one on FLAME controls was offered a driver video, which
+    export refuses (it goes through the driver's FLAME fit). Each engine's page offers what its avatar takes, read
+    from the engine's saved settings without loading it."""
+    from studio.engines import ENGINES
+
+    _train_on(tracked, ENGINES["nerf"].stages, "named")
+    panel = open_export(window, tracked)
+    assert panel.engines() == ["nerf"] and panel.controls == "named"
+    assert _sources(panel) == ["turntable", "self", "driver", "timeline"]
+    assert not panel._form_row("flame_geometry").isVisibleTo(panel)
+    assert "FLAME" not in panel.intro.text() and "another person's video" in panel.intro.text()
+    box = panel.form.editors["source"]
+    box.setCurrentIndex(box.findData("driver"))
+    _train_on(tracked, ENGINES["nerf"].stages, "flame")     # trained again on FLAME controls (by the CLI)
+    panel = open_export(window, tracked)                     # the window reads the project again
+    assert panel.controls == "flame"
+    assert _sources(panel) == ["turntable", "self", "timeline", "flame"]
+    assert panel.source() == "turntable", "the driver source it had is gone: back to the first"
+    assert not panel.driver.isVisibleTo(panel) and not panel.drivers.isVisibleTo(panel)
+    assert panel._form_row("flame_geometry").isVisibleTo(panel)
+    hint = panel.form.editors["source"].toolTip()
+    assert "flame (a FLAME parameter file)" in hint and "driver" not in hint
+    box.setCurrentIndex(box.findData("flame"))
+    assert panel.flame_file.isVisibleTo(panel)
+    screenshot(window, "export_flame_controls")
+
+
+def test_the_drivers_box_says_what_the_learned_transfer_gives_the_chosen_engine(window, tracked):
+    """The Drivers box said "LatentAvatar's shared expression space" with the StyleGAN engine chosen too: for
+    StyleGAN the actor's code becomes its expression sliders, for the NeRF its own expression code."""
+    from studio.engines import ENGINES
+
+    _train_on(tracked, ENGINES["pvp"].core_stages + ENGINES["nerf"].stages, "named")
+    panel = open_export(window, tracked)
+    assert panel.engines() == ["pvp", "nerf"]
+    box = panel.form.editors["source"]
+    box.setCurrentIndex(box.findData("driver"))
+    panel.engine_box.setCurrentIndex(panel.engine_box.findData("pvp"))
+    words = panel.drivers.intro.text()
+    assert "StyleGAN avatar's expression sliders" in words and "LatentAvatar" not in words, words
+    panel.engine_box.setCurrentIndex(panel.engine_box.findData("nerf"))
+    words = panel.drivers.intro.text()
+    assert "NeRF avatar's own expression code" in words and "sliders" not in words, words

@@ -291,6 +291,34 @@ def test_the_wait_for_a_new_size_stays_said_until_its_image_comes(window, tmp_pa
     assert "128 px" in v.info.text()                                # what is shown now is still said truly
 
 
+def test_the_first_render_at_a_size_says_its_time_apart_from_preparing_the_frames(window, tmp_path, fake_engines,
+                                                                                   qtbot, monkeypatch):
+    """The first 256-px render's "ms" counted preparing the frames too ("17551 ms" for a 190-ms render): the status
+    line gives the render's own time and says how long the preparation took; later renders say only their time."""
+    from studio.avatar import Avatar
+
+    project = synthetic_tracked_project(tmp_path / "big", crop=256)
+    v = _open_viewer(window, project, qtbot)
+    real = Avatar.video_detail
+
+    def slow_to_prepare(self):
+        if self.detail and self.size not in self._video_details:
+            time.sleep(0.8)                                          # the frames at a new size take a while
+        return real(self)
+
+    monkeypatch.setattr(Avatar, "video_detail", slow_to_prepare)
+    v.size_box.setCurrentIndex(1)
+    qtbot.waitUntil(lambda: v.last_render["image"].width() == 256, timeout=10000)
+    r = v.last_render
+    assert r["prep_ms"] >= 800 and r["ms"] < 700, (r["ms"], r["prep_ms"])
+    said = f"256 px · {r['ms']:.0f} ms (after {r['prep_ms'] / 1000:.1f} s preparing the frames)"
+    assert said in v.info.text(), v.info.text()
+    seq = r["seq"]
+    v.sliders[0].slider.setValue(v.sliders[0].slider.value() + 20)
+    qtbot.waitUntil(lambda: v.last_render["seq"] != seq, timeout=5000)
+    assert v.last_render["prep_ms"] < 300 and "preparing" not in v.info.text(), v.info.text()
+
+
 def test_size_box_is_off_when_the_crops_are_no_larger_than_the_render(window, tracked, fake_engines, qtbot):
     v = _open_viewer(window, tracked, qtbot)          # crops of 64 px under a 128 px engine
     assert v.size_box.count() == 1 and not v.size_box.isEnabled()
