@@ -141,6 +141,53 @@ def _export_driver_missing(d):
     return ["export", _trained(d), "-o", d / "out.mp4", "--source", "driver", "--driver", d / "nope.mp4"]
 
 
+def _trained_copy(d, name: str = "copy") -> Path:
+    """A copy of the trained project for a case that would harm it if the guard failed."""
+    import shutil
+
+    root = d / name
+    if not root.exists():
+        shutil.copytree(_trained(d), root, ignore=shutil.ignore_patterns(".lock"))
+    return root
+
+
+def _manifest_rewritten(d):
+    root = _synthetic(d)
+    (root / "project.json").write_text('{"schema": 1, "stages": 5}')
+    return ["status", root]
+
+
+def _project_is_a_file(d):
+    (d / "notes").write_text("keep me")
+    return ["new", d / "notes", "--video", _pattern(d)]
+
+
+def _export_over_manifest(d):
+    root = _trained_copy(d)
+    return ["export", root, "-o", root / "project.json", "--format", "mp4", "--source", "turntable"]
+
+
+def _export_frames_over_folder(d):
+    (d / "holiday").mkdir(exist_ok=True)
+    (d / "holiday" / "beach.jpg").write_bytes(b"a photo")
+    return ["export", _trained(d), "-o", d / "holiday", "--source", "turntable"]
+
+
+def _timeline_not_a_number(d):
+    f = d / "timeline.json"
+    f.write_text(json.dumps({"keys": [{"t": 0, "yaw": "left"}, {"t": 1, "yaw": 10}]}))
+    return ["export", _trained(d), "-o", d / "out.mp4", "--source", "timeline", "--timeline", f]
+
+
+def _out_of_date(d):
+    from studio.pipeline import set_stage_config
+    from studio.project import Project
+
+    root = _trained_copy(d, "changed")
+    set_stage_config(Project.open(root), "nerf", {"steps": 5})   # trained with 4: it must train again
+    return ["eval", root, "--engine", "nerf"]
+
+
 def _busy(d):
     return ["run-stage", _synthetic(d), "pivots"]
 
@@ -169,6 +216,10 @@ CASES = [
          "tests/test_cli_bad_input.py::test_status_reports_next_step"),
     Case("project", "status of a folder that is not a project", _not_a_project, 2, "is not an avatar project"),
     Case("project", "project.json damaged (cut off)", _damaged_manifest, 2, "cannot be read"),
+    Case("project", "project.json rewritten by hand into something else", _manifest_rewritten, 2, "is damaged"),
+    Case("project", "a file given as the project folder", _project_is_a_file, 2, "is a file, not a folder"),
+    Case("project", "eval of an avatar whose settings changed since it trained", _out_of_date, 2,
+         "is out of date"),
     Case("project", "a stage whose input stage is not done (pti before prior)",
          lambda d: ["run-stage", _synthetic(d), "pti"], 2, "needs 'pivots' first"),
     Case("project", "export of a project with no trained avatar",
@@ -200,6 +251,13 @@ CASES = [
          "needs a driver video"),
     Case("CLI", "export --source driver with a driver that does not exist", _export_driver_missing, 2,
          "does not exist"),
+    Case("CLI", "new with a trim start that is not a number",
+         lambda d: ["new", d / "proj", "--video", _pattern(d), "--start", "nan"], 2, "--start must be a number"),
+    Case("export", "export over the project's own project.json", _export_over_manifest, 2,
+         "one of the project's own files"),
+    Case("export", "PNG frames into a folder that holds other files", _export_frames_over_folder, 2,
+         "already holds other files"),
+    Case("export", "a timeline with a value that is not a number", _timeline_not_a_number, 2, "timeline"),
     Case("CLI", "an unknown option (argparse)", lambda d: ["status", d, "--colour"], 2, "unrecognized arguments"),
     Case("disk", "disk full during a training checkpoint", None, 2, "the disk is full while writing train.ckpt",
          "tests/faults/test_disk_full.py::test_disk_full_during_a_checkpoint"),
