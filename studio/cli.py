@@ -611,10 +611,14 @@ def cmd_drive(args) -> int:
     from .driving.job import train_actor
     from .project import Project
 
-    project = Project.open(args.project)
     overrides = parse_overrides(args.set)
     if args.no_cycle:
+        said = overrides.get("cycle")
+        if said is not None and said.lower() not in ("0", "false", "no", "off"):  # one would silently win
+            raise InputError(f"--no-cycle and --set cycle={said} together",
+                             "keep one: --no-cycle trains without the cycle-consistency term, cycle=true with it")
         overrides["cycle"] = "false"
+    project = Project.open(args.project)
     printer = ProgressPrinter()
     try:
         res = train_actor(project, args.actor, preset=args.preset, overrides=overrides, on_progress=printer,
@@ -756,6 +760,17 @@ def cmd_edit(args) -> int:
 def cmd_models(args) -> int:
     from .model_files import SPECS, ModelFiles
 
+    # what an action does not use would be silently ignored (`models list a b` lists everything)
+    if args.folder and args.action != "add":
+        raise InputError(f"--folder goes with models add, not with models {args.action}",
+                         "e.g. avatar-studio models add --folder ~/avatar-models")
+    if args.action == "list" and (args.key or args.path):
+        extra = " ".join(a for a in (args.key, args.path) if a)
+        raise InputError(f"models list takes no names or files (got {extra})",
+                         "it lists every file; to add one: avatar-studio models add NAME FILE")
+    if args.action == "remove" and args.path:
+        raise InputError(f"models remove takes only the name of the file to forget, not {args.path}",
+                         f"e.g. avatar-studio models remove {args.key}")
     mf = ModelFiles()
     if args.action == "add":
         if args.folder:
@@ -799,7 +814,27 @@ def cmd_models(args) -> int:
     return 0
 
 
+BENCH_OPTIONS = {"video": ("track", "export", "driving"), "max_frames": ("track",), "repeat": ("track", "train-step"),
+                 "landscape_1080p": ("track",), "whole_frame": ("track",), "actor": ("driving",),
+                 "engine": ("driving",), "clip": ("driving",), "no_detail": ("driving",)}
+"""The benchmarks that use each of `bench`'s arguments; any other would be silently ignored."""
+
+
+def _bench_unused(args) -> None:
+    """Refuse, in one line, the arguments `bench WHAT` does not use (`bench generator --max-frames 5`)."""
+    given = {name: getattr(args, name) for name in BENCH_OPTIONS}
+    unused = [name for name, users in BENCH_OPTIONS.items()
+              if args.what not in users and given[name] is not None and given[name] is not False]   # 0 counts
+    if not unused:
+        return
+    shown = ["a video or project" if n == "video" else "--" + n.replace("_", "-") for n in unused]
+    where = "; ".join(f"{s} goes with bench {' / '.join(BENCH_OPTIONS[n])}" for n, s in zip(unused, shown))
+    raise InputError(f"bench {args.what} does not use {' or '.join(shown)}",
+                     f"leave {'it' if len(shown) == 1 else 'them'} out ({where})")
+
+
 def cmd_bench(args) -> int:
+    _bench_unused(args)
     for flag, value in (("--max-frames", args.max_frames), ("--repeat", args.repeat)):
         if value is not None and value < 1:  # 0 would silently mean "the default"
             raise InputError(f"{flag} must be at least 1, not {value}", f"e.g. {flag} 3, or leave it out")

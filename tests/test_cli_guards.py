@@ -173,6 +173,62 @@ def test_models_remove_and_bench_say_plainly_what_is_wrong(capsys, tmp_path):
 
 
 
+def test_arguments_a_subcommand_does_not_use_are_refused_in_one_line(capsys, tmp_path, monkeypatch):
+    """`bench generator` silently ignored --max-frames and --actor, `models list a b` its extra arguments: each is
+    refused in one line naming what is not used, and nothing is run."""
+    import studio.benchmarks.driving
+    import studio.benchmarks.generator
+    import studio.benchmarks.train_step
+
+    ran = []
+    for mod in (studio.benchmarks.generator, studio.benchmarks.train_step, studio.benchmarks.driving):
+        monkeypatch.setattr(mod, "main", lambda argv, _m=mod.__name__: ran.append(_m) or 0)
+    code, out, err = run_cli(capsys, "bench", "generator", "--max-frames", "5", "--actor", "a.mp4")
+    line = refused(code, err, "bench generator does not use --max-frames or --actor")
+    assert "--max-frames goes with bench track" in line and "--actor goes with bench driving" in line
+    code, out, err = run_cli(capsys, "bench", "generator", "clip.mp4")
+    refused(code, err, "bench generator does not use a video or project")
+    code, out, err = run_cli(capsys, "bench", "train-step", "--max-frames", "0")
+    refused(code, err, "bench train-step does not use --max-frames")   # not "must be at least 1"
+    code, out, err = run_cli(capsys, "bench", "driving", tmp_path, "--actor", "a.mp4", "--whole-frame")
+    refused(code, err, "bench driving does not use --whole-frame")
+    assert ran == []
+    code, out, err = run_cli(capsys, "bench", "train-step", "--repeat", "2")
+    assert code == 0 and ran == ["studio.benchmarks.train_step"], err
+
+    code, out, err = run_cli(capsys, "models", "list", "a", "b")
+    refused(code, err, "models list takes no names or files (got a b)")
+    code, out, err = run_cli(capsys, "models", "list", "--folder", tmp_path)
+    refused(code, err, "--folder goes with models add, not with models list")
+    code, out, err = run_cli(capsys, "models", "remove", "clip", "extra")
+    refused(code, err, "models remove takes only the name of the file to forget, not extra")
+    code, out, err = run_cli(capsys, "models", "list")
+    assert code == 0 and "stylegan2" in out
+
+
+def test_drive_refuses_no_cycle_with_cycle_set_true(capsys, tmp_path, monkeypatch):
+    """`drive --no-cycle --set cycle=true` silently trained without the cycle term: the two are refused together,
+    in one line naming both, before any training; --no-cycle with cycle=false agrees and goes on."""
+    import studio.driving.job
+
+    seen = []
+
+    def fake_train(project, actor, **kw):
+        seen.append(kw["overrides"])
+        return {"actor": str(actor), "outputs": {}, "summary": {}, "warnings": []}
+
+    monkeypatch.setattr(studio.driving.job, "train_actor", fake_train)
+    proj = Project.create(tmp_path / "p")
+    for value in ("true", "yes"):
+        code, out, err = run_cli(capsys, "drive", proj.root, "--actor", tmp_path / "a.mp4", "--no-cycle",
+                                 "--set", f"cycle={value}")
+        refused(code, err, f"--no-cycle and --set cycle={value} together")
+    assert seen == []
+    code, out, err = run_cli(capsys, "drive", proj.root, "--actor", tmp_path / "a.mp4", "--no-cycle",
+                             "--set", "cycle=false")
+    assert code == 0 and seen == [{"cycle": "false"}], err
+
+
 def test_trim_and_rate_flags_are_checked_by_name_before_anything_is_made(capsys, tmp_path, wall):
     root = tmp_path / "p"
     for flags, expect in ((["--start", "nan"], "--start must be a number"),

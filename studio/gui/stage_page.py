@@ -28,28 +28,208 @@ def models_used(spec) -> tuple[str, ...]:
 SUMMARY_WORDS = {"nodownload": "built in (no download)"}
 """Values a stage's summary records as codes, in words (the perceptual loss's kind; "lpips-vgg" reads as is)."""
 
+_HELD = "frames the stage never trained on"
+SUMMARY_LABELS: dict[str, tuple[str, str]] = {
+    # key in a stage's summary: (label, what it means — shown in the summary's tooltip; "" = the label says it)
+    # ingest / track
+    "size": ("frame size", ""),
+    "rotation": ("rotation", "the turn the video file asks players to apply, in degrees"),
+    "fps": ("frame rate", ""),
+    "duration_s": ("length", "the part of the video that can be read"),
+    "header_duration_s": ("length the file claims", "the length the video file's header states"),
+    "expected_frames": ("frames expected", ""),
+    "tracked": ("frames with a face", ""),
+    "skipped_reasons": ("why skipped", ""),
+    "yaw_range": ("head turn (yaw)", "left–right turn of the head over the tracked frames, in degrees"),
+    "pitch_range": ("head nod (pitch)", "up–down tilt of the head over the tracked frames, in degrees"),
+    "roll_range": ("head tilt (roll)", "sideways tilt of the head over the tracked frames, in degrees"),
+    "crop_size": ("face crop", "the size of the square face picture cut from each frame"),
+    "picture": ("picture inside the black bars", ""),
+    "damaged_s": ("damaged video", ""),
+    "undecodable_s": ("unreadable video", ""),
+    "decode_errors": ("decoder errors", ""),
+    # pivots / prior / pti
+    "pivots": ("pivot frames", "frames picked to span the head poses; the generator is tuned on them"),
+    "yaw_span": ("pivots' head turn", "left–right turn of the pivot frames farthest apart, in degrees"),
+    "heldout_psnr_encoder": ("held-out PSNR (encoder)", f"how closely the prior's encoder alone redraws {_HELD}"),
+    "resolution": ("resolution", ""),
+    "face_loss": ("face loss", "whether the ArcFace face-feature and identity losses were used"),
+    "pivot_psnr": ("pivot PSNR (mean)", "how closely the tuned generator redraws the pivot frames; higher is closer"),
+    "pivot_psnr_min": ("pivot PSNR (worst)", "the pivot frame the tuned generator redraws least closely"),
+    "pivot_ssim": ("pivot SSIM", "structural similarity of the redrawn pivot frames (1 = identical)"),
+    "inversion_psnr": ("PSNR before tuning", "how closely the pivot frames were redrawn after inversion, "
+                                             "before the generator was tuned"),
+    "invert_steps": ("inversion steps", ""),
+    "tune_steps": ("tuning steps", ""),
+    "invert_min": ("inversion time", ""),
+    "tune_min": ("tuning time", ""),
+    "heldout_psnr_direct": ("held-out PSNR (encoder, no inversion)", f"the tuned generator redrawing {_HELD} from "
+                                                                     "the encoder's guess alone"),
+    "heldout_psnr": ("held-out PSNR", f"how closely {_HELD} are redrawn; higher is closer"),
+    "heldout_ssim": ("held-out SSIM", f"structural similarity of {_HELD}, redrawn (1 = identical)"),
+    "heldout_frames": ("held-out frames", f"{_HELD}, used only to measure"),
+    "heldout_invert_steps": ("held-out inversion steps", ""),
+    "interp_max_over_mean": ("morph unevenness", "morphing between the two pivots turned farthest apart: the "
+                                                 "largest picture change of one step over the average step "
+                                                 "(1 = perfectly even; up to 2 is fine; higher means a jump)"),
+    # mappers
+    "final_l2": ("final L2 loss", "pixel difference of the last training step (mean squared); lower is closer"),
+    "estimator_yaw_mae": ("read-back head turn error (MAE)", "the small network that reads pose and expression "
+                                                              f"back from a picture, on {_HELD}: its mean error "
+                                                              "in head turn, in degrees"),
+    "estimator_jaw_corr": ("read-back jaw correlation", f"how well the read-back network follows the jaw on {_HELD} "
+                                                        "(1 = perfectly, 0 = not at all)"),
+    "estimator_expr_corr": ("read-back expression correlation", "how well the read-back network follows the "
+                                                                f"expressions on {_HELD} (mean over ten; 1 = "
+                                                                "perfectly)"),
+    # sharpen
+    "adversarial": ("adversarial loss", "whether a critic network was trained against the head"),
+    "heldout_identity": ("held-out identity", f"ArcFace likeness of {_HELD}, redrawn (1 = the same person)"),
+    "heldout_feature_distance": ("held-out feature distance", f"ArcFace feature difference on {_HELD}; lower "
+                                                              "is closer"),
+    "heldout_sharpness_median": ("held-out sharpness", f"face sharpness on {_HELD} over the video's (median; "
+                                                       "1 = as sharp as the video)"),
+    # nerf
+    "minutes": ("training time", ""),
+    "train_minutes": ("training time", ""),
+    "resumed_from": ("resumed from step", ""),
+    "mapper_mse": ("expression mapper error (MSE)", "how far the expression mapper's codes are from the "
+                                                    "encoder's on the training frames; lower is closer"),
+    "perceptual": ("perceptual loss", ""),
+    "train_psnr_mapper": ("training PSNR (sliders)", "training frames redrawn from their tracked controls"),
+    "train_psnr_encoder": ("training PSNR (encoder)", "training frames redrawn from the encoder's codes"),
+    "heldout_psnr_before_mapper_fit": ("held-out PSNR before the mapper fit", ""),
+    "skipped_steps": ("skipped steps", "training steps whose loss was not a number (the weights were kept)"),
+    # flame
+    "error_px_mean": ("fit error (mean)", "distance between the fitted and the tracked face landmarks"),
+    "error_px_p95": ("fit error (95 % of frames under)", ""),
+    "error_pct_mean": ("fit error, share of face size (mean)", ""),
+    "error_pct_p95": ("fit error, share of face size (95 % of frames under)", ""),
+    "worst_row": ("worst-fitted frame", ""),
+    "n_expression": ("FLAME expression controls", ""),
+    "named_map_r2_jaw": ("named → FLAME jaw fit (R²)", "how much of the FLAME jaw the named expressions explain "
+                                                        "(1 = all)"),
+    "rest_frames": ("rest-face frames", "frames with a neutral face, the zero of the expression controls"),
+    "rest_jaw": ("rest-face jaw", ""),
+    # every training stage (the loop)
+    "cut_short": ("cut short by the time cap", ""),
+    "lr_rule": ("learning rate", ""),
+}
+"""Summary keys whose name alone is cryptic: a label in the user's words and what the figure means."""
 
-def _summary_value(v) -> str:
+SUMMARY_UNITS = {"rotation": "°", "yaw_range": "°", "pitch_range": "°", "roll_range": "°", "yaw_span": "°",
+                 "estimator_yaw_mae": "°", "crop_size": "px", "resolution": "px", "error_px_mean": "px",
+                 "error_px_p95": "px", "error_pct_mean": "%", "error_pct_p95": "%", "fps": "fps"}
+"""Units of figures whose name does not say (a PSNR is in dB: `right_axis_unit`)."""
+
+_WORDS = {"psnr": "PSNR", "ssim": "SSIM", "mae": "MAE", "mse": "MSE", "l1": "L1", "l2": "L2", "pti": "PTI",
+          "lpips": "LPIPS", "wplus": "W+", "w+": "W+", "flame": "FLAME", "nerf": "NeRF", "r2": "R²",
+          "heldout": "held-out", "expr": "expression", "corr": "correlation", "interp": "interpolation",
+          "lr": "learning rate", "min": "lowest", "minutes": "time", "px": "px", "pct": "%", "p95": "95th percentile"}
+"""Words of a summary key without a label: abbreviations as they are written (PSNR, L2, W+)."""
+
+
+def summary_label(key: str) -> str:
+    """A summary key in the user's words: its label, else its words with abbreviations written out."""
+    if key in SUMMARY_LABELS:
+        return SUMMARY_LABELS[key][0]
+    return " ".join(_WORDS.get(w.lower(), w) for w in str(key).split("_") if w)
+
+
+_MINUTES = ("minutes", "train_minutes", "invert_min", "tune_min")
+"""Summary keys in minutes (PTI's `pivot_psnr_min` is a lowest PSNR, not a time)."""
+
+
+def _is_minutes(key: str) -> bool:
+    return key in _MINUTES or key.endswith("_minutes")
+
+
+def _summary_value(v, key: str = "") -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
+    if isinstance(v, (int, float)) and _is_minutes(key):
+        return fmt_duration(float(v) * 60)                  # 13.18 minutes → 13:11, as the dashboard's time
+    if isinstance(v, (int, float)) and key.endswith("_s"):
+        return f"{v:.4g} s" if v < 60 else fmt_duration(float(v))
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, dict):           # e.g. the NeRF's final losses: each figure as short as the others
-        return ", ".join(f"{str(a).replace('_', ' ')} {_summary_value(b)}" for a, b in v.items()) or "none"
+        return ", ".join(f"{summary_label(str(a))} {_summary_value(b, str(a))}" for a, b in v.items()) or "none"
     if isinstance(v, (list, tuple)):
         items = [_summary_value(x) for x in v]
         return " … ".join(items) if len(items) == 2 else ", ".join(items)
     return html.escape(SUMMARY_WORDS.get(str(v), str(v)))
 
 
-def format_summary(summary: dict) -> str:
-    """The summary's figures with their units where the name says which (a PSNR is in dB)."""
-    def unit(k, v) -> str:
-        u = right_axis_unit(k) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-        return f" {u}" if u else ""
+def _unit(key: str, v) -> str:
+    if isinstance(v, bool) or _is_minutes(key) or key.endswith("_s"):
+        return ""
+    u = SUMMARY_UNITS.get(key)
+    if u is None and (isinstance(v, (int, float)) or (isinstance(v, (list, tuple)) and v
+                                                      and all(isinstance(x, (int, float)) for x in v))):
+        u = right_axis_unit(key)
+    if u is None or not isinstance(v, (int, float, list, tuple)):
+        return ""
+    return u if u in ("°", "%") else f" {u}"
 
-    return " &nbsp;·&nbsp; ".join(f"{k.replace('_', ' ')}: <b>{_summary_value(v)}{unit(k, v)}</b>"
-                                  for k, v in (summary or {}).items())
+
+def _summary_items(summary: dict) -> list[tuple[str, str, str]]:
+    """(key, label, value with its unit) of each figure, in the summary's order: "steps" and "of_steps" as one
+    ("2400 of 2400"), a held-out measure before and after a stage as one ("20.88 → 21.02 dB")."""
+    summary = dict(summary or {})
+    out: list[tuple[str, str, str]] = []
+    done: set[str] = set()
+    for k, v in summary.items():
+        if k in done:
+            continue
+        shown = f"{_summary_value(v, k)}{_unit(k, v)}"
+        if k == "steps" and "of_steps" in summary:
+            shown = f"{_summary_value(v, k)} of {_summary_value(summary['of_steps'], 'of_steps')}"
+            done.add("of_steps")
+            out.append((k, "steps", shown))
+            continue
+        if k == "of_steps":
+            out.append((k, "steps planned", shown))
+            continue
+        if k == "cut_short" and isinstance(v, dict) and {"part", "step", "total", "minutes"} <= set(v):
+            out.append((k, summary_label(k), html.escape(f"{v['part']} at step {v['step']} of {v['total']} "
+                                                         f"({_summary_value(v['minutes'])}-minute cap)")))
+            continue
+        for a, b in (("_before", "_after"), ("_after", "_before")):
+            other = k[: -len(a)] + b if k.endswith(a) else None
+            if other in summary and other not in done:
+                base = k[: -len(a)]
+                before, after = (k, other) if a == "_before" else (other, k)
+                done.add(other)
+                shown = (f"{_summary_value(summary[before], before)} → {_summary_value(summary[after], after)}"
+                         f"{_unit(base, summary[after])}")
+                out.append((base, f"{summary_label(base)} before → after", shown))
+                break
+        else:
+            out.append((k, summary_label(k), shown))
+    return out
+
+
+def format_summary(summary: dict) -> str:
+    """The summary's figures in the user's words, with their units (a PSNR is in dB, minutes read m:ss)."""
+    def item(label: str, shown: str) -> str:
+        if len(label) + len(shown) > 64:      # a sentence (the learning-rate rule) wraps
+            return f"{html.escape(label, quote=False)}: <b>{shown}</b>"
+        # a short figure never breaks across lines ("22.63 / dB", "held- / out"): no-break spaces and hyphens
+        label = html.escape(label, quote=False).replace("-", "\u2011")
+        return f"{label}: <b>{shown}</b>".replace(" ", "&nbsp;")
+
+    return " &nbsp;·&nbsp; ".join(item(label, shown) for _k, label, shown in _summary_items(summary))
+
+
+def summary_tooltip(summary: dict) -> str:
+    """What the summary's less obvious figures mean, one line each (the summary line's tooltip)."""
+    lines = []
+    for k, label, _shown in _summary_items(summary):
+        tip = SUMMARY_LABELS.get(k, ("", ""))[1]
+        if tip:
+            lines.append(f"<b>{html.escape(label, quote=False)}</b>: {html.escape(tip, quote=False)}")
+    return "<br>".join(lines)
 
 
 def took(seconds: float) -> str:
@@ -192,6 +372,7 @@ class StagePage(QWidget):
         if warns and st in ("done", "stale"):
             summ += "<br><span style='color:%s'>%s</span>" % (COLORS["warn"], "<br>".join(f"⚠ {w}" for w in warns))
         self.summary.setText(summ)
+        self.summary.setToolTip(summary_tooltip(res.get("summary") or {}) if st in ("done", "stale") else "")
         self.summary.setVisible(bool(summ))
         busy = running is not None
         self.run_btn.setEnabled(not busy)

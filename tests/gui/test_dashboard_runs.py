@@ -285,20 +285,90 @@ def test_stages_that_do_not_train_show_no_empty_plot(window, trained, qtbot):
     assert d.plot_box.isVisibleTo(d)
 
 
+def _plain(rich: str) -> str:
+    """The summary line as it reads on screen: tags off, no-break spaces and hyphens as plain ones."""
+    import html
+    import re
+
+    return html.unescape(re.sub(r"<[^>]+>", "", rich)).replace("\xa0", " ").replace("\u2011", "-")
+
+
 def test_a_stage_summary_reads_as_words_and_short_figures():
     """The NeRF's summary holds its final losses as a dict of 17-digit floats and the perceptual loss's kind as a
     code: each figure to four significant digits, yes / no for flags, codes in words, names without underscores."""
     from studio.gui.stage_page import format_summary
 
-    text = format_summary({"face_loss": True, "perceptual": "nodownload", "yaw_range": [-16.3, 23.5],
+    rich = format_summary({"face_loss": True, "perceptual": "nodownload", "yaw_range": [-16.3, 23.5],
                            "losses": {"l1": 0.01382006071546401, "code_reg": 1.000000002296193}, "steps": 7000,
                            "note": "a<b"})
-    assert "face loss: <b>yes</b>" in text
-    assert "perceptual: <b>built in (no download)</b>" in text
-    assert "yaw range: <b>-16.3 … 23.5</b>" in text
-    assert "losses: <b>l1 0.01382, code reg 1</b>" in text
-    assert "steps: <b>7000</b>" in text and "a&lt;b" in text
-    assert "heldout psnr: <b>22.63 dB</b>" in format_summary({"heldout_psnr": 22.63}), "a PSNR says its unit"
+    text = _plain(rich)
+    assert "face loss: yes" in text
+    assert "perceptual loss: built in (no download)" in text
+    assert "head turn (yaw): -16.3 … 23.5°" in text
+    assert "losses: L1 0.01382, code reg 1" in text
+    assert "steps: 7000" in text and "a&lt;b" in rich and "<b>yes</b>" in rich.replace("&nbsp;", " ")
+    assert "held-out PSNR: 22.63 dB" in _plain(format_summary({"heldout_psnr": 22.63})), "a PSNR says its unit"
+
+
+def test_a_stage_summary_reads_as_words_for_an_artist(qtbot, themed):
+    """The Pose & expression page read "steps: 2400 · of steps: 2400 · final l2: 0.0153 · minutes: 13.18 ·
+    estimator yaw mae: 1.166" and PTI's "interp max over mean: 1.9": steps read "2400 of 2400", minutes m:ss as
+    the dashboard's time, abbreviations capitalised, the cryptic figures named in words with what they mean in the
+    tooltip; every figure is kept, and a measure before and after a stage reads as one."""
+    from studio.gui.stage_page import _summary_items, format_summary, summary_tooltip
+
+    mappers = {"steps": 2400, "of_steps": 2400, "face_loss": True, "final_l2": 0.0153, "minutes": 13.18,
+               "estimator_yaw_mae": 1.166, "estimator_jaw_corr": 0.149, "estimator_expr_corr": 0.762}
+    text = _plain(format_summary(mappers))
+    assert "steps: 2400 of 2400" in text and "of steps" not in text
+    assert "training time: 13:11" in text and "13.18" not in text
+    assert "final L2 loss: 0.0153" in text
+    assert "(MAE): 1.166°" in text and "read-back jaw correlation: 0.149" in text and "0.762" in text
+    assert "_" not in text and "estimator yaw mae" not in text
+    tip = _plain(summary_tooltip(mappers))
+    assert "reads pose and expression back from a picture" in tip
+
+    pti = {"pivot_psnr": 23.84, "pivot_psnr_min": 22.88, "pivot_ssim": 0.7852, "invert_min": 0.6, "tune_min": 3.98,
+           "heldout_ssim": 0.7424, "interp_max_over_mean": 1.9, "wplus": False}
+    text = _plain(format_summary(pti))
+    assert "pivot PSNR (worst): 22.88 dB" in text, "a lowest PSNR is not a time"
+    assert "pivot SSIM: 0.7852" in text and "held-out SSIM: 0.7424" in text
+    assert "inversion time: 0:36" in text and "tuning time: 3:59" in text
+    assert "morph unevenness: 1.9" in text and "interp" not in text and "W+: no" in text
+    assert "largest picture change of one step over the average step" in summary_tooltip(pti)
+
+    sharpen = {"heldout_psnr_before": 20.879, "heldout_identity_before": 0.749, "heldout_psnr_after": 21.016,
+               "heldout_identity_after": 0.796}
+    text = _plain(format_summary(sharpen))
+    assert "held-out PSNR before → after: 20.88 → 21.02 dB" in text
+    assert "held-out identity before → after: 0.749 → 0.796" in text
+
+    # every figure of every summary is kept (none dropped, none made up): the d9 project's summaries
+    for summ in (mappers, pti, sharpen, {"frames": 587, "tracked": 587, "skipped_reasons": {}, "crop_size": 256,
+                                         "cut_short": {"part": "tune", "step": 40, "total": 500, "minutes": 5.0}}):
+        shown = " ".join(v for _k, _l, v in _summary_items(summ))
+        for k, v in summ.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("minutes", "invert_min",
+                                                                                      "tune_min"):
+                assert f"{v:.4g}" in shown, (k, v, shown)
+    assert "tune at step 40 of 500 (5-minute cap)" in _plain(format_summary(
+        {"cut_short": {"part": "tune", "step": 40, "total": 500, "minutes": 5.0}}))
+
+
+def test_the_stage_page_summary_has_a_tooltip_of_its_cryptic_figures(qtbot, themed, tmp_path):
+    """The page's summary line names its figures in words and explains the cryptic ones in its tooltip."""
+    from gui_fakes import synthetic_tracked_project
+
+    from studio.gui.stage_page import StagePage
+
+    proj = synthetic_tracked_project(tmp_path / "p")
+    proj.update_record("track", result={**proj.record("track").get("result", {}),
+                                        "summary": {"frames": 40, "yaw_range": [-13.7, 11.5], "crop_size": 256}})
+    page = StagePage()
+    qtbot.addWidget(page)
+    page.show_stage(proj, "track")
+    assert "head turn (yaw): -13.7 … 11.5°" in _plain(page.summary.text())
+    assert "left–right turn of the head" in page.summary.toolTip()
 
 
 def test_a_finished_stage_says_its_time_as_the_dashboard_does(qtbot, themed, tmp_path):
