@@ -75,7 +75,8 @@ class ModelSpec:
 
 KNOWN: tuple[ModelSpec, ...] = (
     ModelSpec("stylegan2", "StyleGAN2 generator (FFHQ)",
-              "The face prior of the StyleGAN engine (pivots, prior, PTI). Without it the StyleGAN "
+              "The face prior of the StyleGAN engine: the Subject prior stage imports it and Pivotal tuning "
+              "starts from it. Without it the StyleGAN "
               "engine trains its generator from scratch on your video.",
               (".pkl", ".pt", ".pth", ".safetensors"),
               "NVIDIA's stylegan2-ada-pytorch ffhq.pkl, or a rosinality stylegan2-pytorch .pt checkpoint",

@@ -2,7 +2,6 @@
 changed since it was added; add a file (format-checked and hashed), add a whole folder, remove."""
 from __future__ import annotations
 
-import re
 from html import escape
 
 from PySide6.QtCore import Qt, QUrl
@@ -19,20 +18,6 @@ STATE_COLOR = {"present": "good", "default": "good", "not-configured": "dim", "c
                "invalid": "bad"}
 STATE_ICON = {"present": "status-done", "default": "status-done", "not-configured": "status-pending",
               "changed": "status-stale", "gone": "status-failed", "invalid": "status-failed"}
-
-
-def in_stage_titles(text: str) -> str:
-    """`text` with a bracketed list of stage names, "(pivots, prior, PTI)", in the titles the window's stage list
-    shows: "(Pivot frames, Subject prior, Pivotal tuning)"."""
-    from ..stages import REGISTRY
-
-    def titles(m: re.Match) -> str:
-        names = [n.strip().lower() for n in m.group(1).split(",")]
-        if not all(n in REGISTRY for n in names):
-            return m.group(0)
-        return "(" + ", ".join(REGISTRY[n].title for n in names) + ")"
-
-    return re.sub(r"\(([^()]+)\)", titles, text)
 
 
 class ModelsDialog(QDialog):
@@ -147,7 +132,7 @@ class ModelsDialog(QDialog):
         problem = f"<br><span style='color:{COLORS['warn']}'>{escape(e.problem)}</span>" \
             if e.state in ("changed", "gone") else ""
         fmt = f" ({escape(e.record['format'])})" if e.ok and e.record.get("format") else ""
-        unlocks = escape(in_stage_titles(s.purpose))          # stages as the window's stage list names them
+        unlocks = escape(s.purpose)
         self.about.setText(f"<b>{escape(s.title)}</b> — {state}{fmt}{problem}<br>Unlocks: {unlocks}<br>"
                            f"<span style='color:{COLORS['dim']}'>Where to get it: {s.how_to_get}. "
                            f"Accepted: {', '.join(s.extensions)}.</span>")
