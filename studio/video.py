@@ -10,6 +10,9 @@
   With `prefetch`, a thread reads frames ahead into a bounded queue, so ffmpeg keeps decoding
   while the caller works on earlier frames; `start()` begins decoding before the first frame is
   asked for (e.g. while the tracking models load).
+- `probe` picks the clip's own video stream where a file has several (a cover picture, a second
+  camera), and every reader decodes that one; a trim of a file without a keyframe index (.mts,
+  .ts) is decoded from the beginning instead of jumping between keyframes.
 - `scan_media` reads every packet's timestamp without decoding (fast): a clip cut short, or
   with stretches of video or audio missing, is found at ingest (a `MediaScan`).
 - `extract_audio` keeps the audio track (trimmed to the same span) for export.
@@ -59,6 +62,11 @@ class VideoInfo:
     """Whether an audio stream exists."""
     codec: str = ""
     """Video codec name."""
+    stream: int = 0
+    """Which video stream is the clip, counted among the file's video streams from 0 (ffmpeg's
+    `0:v:N`): the first one marked default, else the first; cover pictures are never chosen."""
+    container: str = ""
+    """ffmpeg's name of the file format ("mov,mp4,m4a,3gp,3g2,mj2", "mpegts", ...)."""
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -75,12 +83,18 @@ class VideoInfo:
 
 _DUR = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
 _VIDEO = re.compile(r"Stream #\d+:\d+.*?: Video: (\w+).*?, (\d{2,5})x(\d{2,5})")
+_VIDEO_LINE = re.compile(r"Stream #\d+:\d+.*?: Video: ")
 _SAR = re.compile(r"\[SAR (\d+):(\d+) DAR")
 _FPS = re.compile(r"(\d+(?:\.\d+)?) fps")
 _TBR = re.compile(r"(\d+(?:\.\d+)?k?) tbr")
 _ROT_TAG = re.compile(r"rotate\s*:\s*(-?\d+)")
 _ROT_MATRIX = re.compile(r"rotation of (-?\d+(?:\.\d+)?) degrees")
 _STILL = re.compile(r"Input #0, (?:\w+_pipe|image2)\b")
+_CONTAINER = re.compile(r"Input #0, ([\w,]+), from")
+NO_INDEX = ("mpegts", "mpeg", "h264", "hevc", "mpegvideo", "m4v", "vc1")
+"""Containers without an index of keyframes (camcorder .mts / .m2ts, .ts, .mpg / .vob, bare H.264 / HEVC
+streams): a jump to a time lands between keyframes, so the frames up to the next keyframe come out
+broken or not at all. A trim of these is decoded from the beginning (`DecodeSettings.seek`)."""
 
 
 def _starts_like_mp4(path: Path) -> bool:
@@ -108,7 +122,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
                          "copy the whole file again from the phone, or export the clip again")
     if _STILL.search(text):
         raise InputError(f"{path.name} is a still image, not a video", "choose a video file (MP4, MOV, ...)")
-    m = _VIDEO.search(text)
+    m, stream = _main_video(text)
     if m is None:
         if "Invalid data found" in text or "Stream #" not in text:
             raise InputError(f"{path.name} is not a video file that can be read (damaged or another kind of file)",
@@ -116,6 +130,9 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         raise InputError(f"{path.name} has no video stream", "choose a file with a video track")
     codec, w, h = m.group(1), int(m.group(2)), int(m.group(3))
     video_line = text[m.start(): text.find("\n", m.start())]
+    # the stream's own lines (its side data: display matrix); the next stream's begin with "Stream #"
+    nxt = text.find("Stream #", m.end())
+    block = text[m.start(): nxt if nxt >= 0 else len(text)]
     sar = 1.0
     ms = _SAR.search(video_line)
     if ms and int(ms.group(2)) > 0 and int(ms.group(1)) > 0:
@@ -136,14 +153,32 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     if md:
         duration = int(md.group(1)) * 3600 + int(md.group(2)) * 60 + float(md.group(3))
     rotation = 0
-    mr = _ROT_MATRIX.search(text) or _ROT_TAG.search(text)
+    mr = _ROT_MATRIX.search(block) or _ROT_TAG.search(block)
     if mr:
         # display-matrix "rotation of -90" means the picture must turn 90° clockwise to show upright
         rotation = int(round(-float(mr.group(1)))) % 360 if mr.re is _ROT_MATRIX else int(mr.group(1)) % 360
         rotation = int(round(rotation / 90.0)) * 90 % 360
     has_audio = re.search(r"Stream #\d+:\d+.*?: Audio:", text) is not None
     return VideoInfo(path=str(path.resolve()), width=w, height=h, rotation=rotation, sar=sar, fps=fps,
-                     duration=duration, has_audio=has_audio, codec=codec)
+                     duration=duration, has_audio=has_audio, codec=codec, stream=stream,
+                     container=mc.group(1) if (mc := _CONTAINER.search(text)) else "")
+
+
+def _main_video(text: str) -> tuple[re.Match | None, int]:
+    """The clip's video stream in ffmpeg's description of a file: (its match of `_VIDEO`, its number
+    among the video streams, as ffmpeg's `0:v:N` counts them). A phone clip has one; an edit or a
+    recording app may add more (a cover picture, a second camera, a thumbnail track): the first
+    stream marked "(default)" is the clip, else the first; an "(attached pic)" (a cover) never is."""
+    found = []
+    for k, line in enumerate(ln for ln in text.splitlines() if _VIDEO_LINE.search(ln)):
+        at = text.index(line)
+        m = _VIDEO.search(text, at, at + len(line))
+        if m is not None and "(attached pic)" not in line:
+            found.append((m, k, "(default)" in line))
+    if not found:
+        return None, 0
+    m, k, _ = next((f for f in found if f[2]), found[0])
+    return m, k
 
 
 @dataclass
@@ -162,6 +197,11 @@ class DecodeSettings:
     """Output width (upright, square pixels, after any downscale)."""
     height: int = 0
     """Output height."""
+    stream: int = 0
+    """Which of the file's video streams is decoded (`VideoInfo.stream`)."""
+    seek: bool = True
+    """Whether the decoder may jump straight to the trim start; False for files without a keyframe
+    index (`NO_INDEX`): they are decoded from the beginning and the frames before the start dropped."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -192,18 +232,24 @@ def plan_decode(info: VideoInfo, start: float = 0.0, end: float | None = None, f
     scale = min(1.0, max_side / max(w, h))
     ow, oh = max(2, int(round(w * scale / 2)) * 2), max(2, int(round(h * scale / 2)) * 2)
     return DecodeSettings(start=float(start), end=None if end is None else float(end),
-                          fps=float(fps or round(info.fps, 3)), max_frames=max_frames, width=ow, height=oh)
+                          fps=float(fps or round(info.fps, 3)), max_frames=max_frames, width=ow, height=oh,
+                          stream=info.stream, seek=not set(info.container.split(",")) & set(NO_INDEX))
 
 
 GAP_MIN_S = 0.25
 """A jump between consecutive timestamps longer than this (and than 4 frame intervals) is a gap."""
 
 
-def find_gaps(times, interval: float) -> list[tuple[float, float]]:
-    """(last time before, first time after) for each jump in sorted `times` longer than a gap."""
-    t = sorted(times)
+def find_gaps(times, interval: float, durations=None) -> list[tuple[float, float]]:
+    """(last time before, first time after) for each jump in `times` longer than a gap.
+
+    `durations` (seconds, one per time; 0 = unknown): a frame that lasts until the next one is not
+    followed by a gap: a variable-rate clip holds a frame that long where the picture stood still
+    (a phone's stall, a screen recording), while frames before a hole keep their usual length."""
+    pairs = sorted(zip(times, durations if durations is not None else [0.0] * len(times)))
     limit = gap_limit(interval)
-    return [(a, b) for a, b in zip(t, t[1:]) if b - a > limit]
+    return [(a, b) for (a, da), (b, _) in zip(pairs, pairs[1:])
+            if b - a > limit and a + max(da, 0.0) < b - 0.5 * interval]
 
 
 def gap_limit(interval: float) -> float:
@@ -318,7 +364,8 @@ class DecodeReport:
         return asdict(self)
 
 
-_PTS_TIME = re.compile(r"\] \[info\] n:\s*\d+ pts:\s*-?\d+ pts_time:(-?[\d.]+).*? iskey:(\d)")
+_PTS_TIME = re.compile(r"\] \[info\] n:\s*\d+ pts:\s*-?\d+ pts_time:(-?[\d.]+)"
+                       r"(?:\s+duration:\s*-?\d+\s+duration_time:(-?[\d.]+))?.*? iskey:(\d)")
 _LEVEL = re.compile(r"\[(error|fatal|panic|warning)\] ")
 _DAMAGE_WORDS = re.compile(r"corrupt|partial file|invalid|missing|truncat|conceal|error", re.IGNORECASE)
 
@@ -370,6 +417,7 @@ class FrameReader:
         self._queue: queue.Queue | None = None
         self._stop = threading.Event()
         self._times: list[float] = []
+        self._durations: list[float] = []
         self._events: list[tuple] = []
         self._errors = 0
         self._messages: list[str] = []
@@ -379,15 +427,23 @@ class FrameReader:
         s = self.settings
         cmd = [ffmpeg_exe(), "-hide_banner", "-nostats", "-loglevel", "level+info", "-nostdin", "-threads",
                str(self.threads)]
-        if s.start > 0:
+        head = ""
+        if s.start > 0 and s.seek:
             cmd += ["-ss", f"{s.start:.3f}"]
+        elif s.start > 0:
+            # a file without an index is read from its beginning (up to the end of the trim): the frames
+            # before the start are dropped, and the rest keep their times from the start, as after a jump
+            head = f"trim=start={s.start:.3f},setpts=PTS-{s.start:.3f}/TB,"
+            if s.end is not None:
+                cmd += ["-t", f"{s.end:.3f}"]
         cmd += ["-i", self.path]
-        if s.end is not None:
+        if s.end is not None and not head:
             cmd += ["-t", f"{s.end - s.start:.3f}"]
         # showinfo (before the constant-rate filter) logs each decoded frame's time: gaps there are
         # frames the decoder could not produce
-        vf = f"showinfo=checksum=0,fps={s.fps},scale={s.width}:{s.height}:flags=area,setsar=1"
-        cmd += ["-an", "-sn", "-vf", vf, "-pix_fmt", "rgb24", "-f", "rawvideo"]
+        vf = f"{head}showinfo=checksum=0,fps={s.fps},scale={s.width}:{s.height}:flags=area,setsar=1"
+        # the clip's own stream: left to itself ffmpeg decodes the largest one (a second camera, a cover)
+        cmd += ["-map", f"0:v:{s.stream}", "-an", "-sn", "-vf", vf, "-pix_fmt", "rgb24", "-f", "rawvideo"]
         if s.max_frames:
             cmd += ["-frames:v", str(s.max_frames)]
         cmd += ["pipe:1"]
@@ -413,7 +469,8 @@ class FrameReader:
                 if m:
                     t = float(m.group(1))
                     self._times.append(t)
-                    self._events.append(("frame", t, m.group(2) == "1"))
+                    self._durations.append(float(m.group(2) or 0.0))
+                    self._events.append(("frame", t, m.group(3) == "1"))
             return
         if _is_damage(line):
             self._errors += 1
@@ -431,7 +488,7 @@ class FrameReader:
             return self
         s = self.settings
         nbytes = s.width * s.height * 3
-        self._times, self._events, self._errors, self._messages, self._frames = [], [], 0, [], 0
+        self._times, self._durations, self._events, self._errors, self._messages, self._frames = [], [], [], 0, [], 0
         self.report = None
         self._stop.clear()
         self._proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
@@ -539,7 +596,9 @@ class FrameReader:
         interval = 1.0 / self.settings.fps if self.settings.fps else 1.0 / 30
         if len(times) > 2:
             interval = max(float(np.median(np.diff(times))), 1e-3)
-        lost = [[round(a + interval, 3), round(b, 3)] for a, b in find_gaps(times, interval)]
+        n = min(len(self._times), len(self._durations))
+        lost = [[round(a + interval, 3), round(b, 3)]
+                for a, b in find_gaps(self._times[:n], interval, self._durations[:n])]
         if complete and times and times[0] > gap_limit(interval):
             lost.insert(0, [0.0, round(times[0], 3)])
         end = (times[-1] + interval) if times else 0.0
@@ -642,10 +701,12 @@ def scan_media(path: str | os.PathLike, info: VideoInfo | None = None, max_messa
     reading the file): a file cut short or with stretches missing shows up here."""
     info = info or probe(path)
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "level+warning", "-i", str(path),
-           "-map", "0:v:0"] + (["-map", "0:a:0"] if info.has_audio else []) + ["-c", "copy", "-f", "framecrc", "-"]
+           "-map", f"0:v:{info.stream}"] + (["-map", "0:a:0"] if info.has_audio else []) + [
+           "-c", "copy", "-f", "framecrc", "-"]
     proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
     tb: dict[int, float] = {}
     times: dict[int, list[float]] = {0: [], 1: []}
+    durations: dict[int, list[float]] = {}
     ends: dict[int, float] = {}
     for line in proc.stdout.splitlines():
         if line.startswith("#"):
@@ -664,6 +725,7 @@ def scan_media(path: str | os.PathLike, info: VideoInfo | None = None, max_messa
             continue
         t = pts * tb[idx]
         times.setdefault(idx, []).append(t)
+        durations.setdefault(idx, []).append(max(dur, 0) * tb[idx])
         ends[idx] = max(ends.get(idx, t), t + max(dur, 0) * tb[idx])
     messages = [ln.strip() for ln in proc.stderr.splitlines() if _is_damage(ln)][:max_messages]
 
@@ -672,7 +734,7 @@ def scan_media(path: str | os.PathLike, info: VideoInfo | None = None, max_messa
         if not t:
             return StreamScan(0, 0.0, 0.0, [])
         return StreamScan(len(t), round(min(t), 3), round(ends[idx], 3),
-                          [[round(a, 3), round(b, 3)] for a, b in find_gaps(t, interval)])
+                          [[round(a, 3), round(b, 3)] for a, b in find_gaps(t, interval, durations.get(idx))])
 
     video = stream(0, 1.0 / (info.fps or 30.0))
     audio = stream(1, 0.05) if info.has_audio else None
@@ -719,8 +781,8 @@ def media_duration(path: str | os.PathLike) -> dict:
     if has_video:
         info = probe(path)
         fps = info.fps
-        proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0", "-f",
-                               "null", "-"], capture_output=True, text=True, errors="replace")
+        proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path), "-map", f"0:v:{info.stream}",
+                               "-f", "null", "-"], capture_output=True, text=True, errors="replace")
         frames = [int(m) for m in re.findall(r"frame=\s*(\d+)", proc.stderr)]
         n = frames[-1] if frames else 0
     audio = None

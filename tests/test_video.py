@@ -34,6 +34,29 @@ def test_rotation_tag_comes_out_upright(tmp_path, d3_video):
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 3.0  # same upright picture
 
 
+def test_the_clips_own_stream_is_decoded_beside_other_video_streams(tmp_path, short_clip):
+    """A file with more video streams than the clip (a second camera, a cover picture first, as an
+    editor may write): probe, the damage scan and the decoder all take the clip's stream. ffmpeg left
+    to itself decodes the largest stream, which was squeezed into the clip's size."""
+    other = tmp_path / "other.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=480x270:rate=25:duration=1.34", "-c:v", "libx264", str(other))
+    second = tmp_path / "second_camera.mp4"  # the clip first; a larger stream after it
+    ffmpeg("-i", str(short_clip), "-i", str(other), "-map", "0:v", "-map", "1:v", "-map", "0:a", "-c", "copy",
+           str(second))
+    cover = tmp_path / "cover_first.mkv"  # a one-frame picture first, the clip marked default after it
+    ffmpeg("-i", str(short_clip), "-frames:v", "1", "-vf", "scale=120:80", str(tmp_path / "cover.jpg"))
+    ffmpeg("-i", str(tmp_path / "cover.jpg"), "-i", str(short_clip), "-map", "0", "-map", "1:v", "-map", "1:a",
+           "-c", "copy", "-disposition:v:0", "0", "-disposition:v:1", "default", str(cover))
+    want = next(iter(FrameReader(short_clip, plan_decode(probe(short_clip))))).astype(int)
+    for path, stream in ((second, 0), (cover, 1)):
+        info = probe(path)
+        assert (info.width, info.height, info.fps, info.stream) == (256, 256, 30.0, stream), path.name
+        assert scan_media(path, info).damage(fps=info.fps)["notes"] == [], path.name  # the clip's packets
+        frames = list(FrameReader(path, plan_decode(info)))
+        assert len(frames) == 40, path.name
+        assert np.abs(frames[0].astype(int) - want).mean() < 2.0, path.name  # the clip, not the other stream
+
+
 def test_trim_fps_and_cap(short_clip):
     info = probe(short_clip)
     s = plan_decode(info, start=0.5, fps=15)
@@ -45,6 +68,26 @@ def test_trim_fps_and_cap(short_clip):
         plan_decode(info, start=99)
 
 
+def test_trim_of_a_camcorder_file_without_index(tmp_path, d3_video):
+    """An .mts (MPEG-TS, as camcorders write; no keyframe index) trimmed to start between keyframes:
+    a jump there gave broken frames up to the next keyframe (reported as damage and skipped, or no
+    frame at all). It is read from its beginning instead: the same frames as the MP4 of the same stream."""
+    mp4, mts = tmp_path / "clip.mp4", tmp_path / "clip.mts"
+    ffmpeg("-i", str(d3_video), "-t", "3", "-c:v", "libx264", "-preset", "veryfast", "-g", "15", "-c:a", "aac",
+           str(mp4))
+    ffmpeg("-i", str(mp4), "-c", "copy", "-f", "mpegts", str(mts))
+    info = probe(mts)
+    assert "mpegts" in info.container
+    for start, end in ((1.2, None), (1.7, 2.5)):
+        want = list(FrameReader(mp4, plan_decode(probe(mp4), start=start, end=end)))
+        r = FrameReader(mts, plan_decode(info, start=start, end=end))
+        got = list(r)
+        assert abs(len(got) - len(want)) <= 1 and len(want) == round(((end or 3.0) - start) * 30), (len(got), len(want))
+        assert r.report.bad_spans == [] and r.report.errors == 0, r.report.messages
+        assert np.abs(got[0].astype(int) - want[0].astype(int)).mean() < 2.0  # the frame at the start
+        assert np.abs(got[-1].astype(int) - want[-1].astype(int)).mean() < 2.0
+
+
 def test_variable_frame_rate_is_resampled(tmp_path, short_clip):
     vfr = tmp_path / "vfr.mp4"
     # drop every third frame and keep the original timestamps: irregular frame intervals
@@ -53,6 +96,22 @@ def test_variable_frame_rate_is_resampled(tmp_path, short_clip):
     s = plan_decode(probe(vfr), fps=30)
     n = sum(1 for _ in FrameReader(vfr, s))
     assert abs(n - 40) <= 2, n  # constant 30 fps over the same 1.33 s
+
+
+def test_a_held_frame_of_a_variable_rate_clip_is_not_damage(tmp_path, short_clip):
+    """A variable-rate clip whose picture stood still for half a second (a phone's stall, a screen
+    recording) has one frame lasting that long: an intact file, not a hole; it was reported as
+    damaged at ingest and its frames there skipped."""
+    held = tmp_path / "held.mp4"
+    ffmpeg("-i", str(short_clip), "-vf", "select='not(between(n\\,10\\,24))'", "-fps_mode", "vfr", "-c:v", "libx264",
+           "-c:a", "copy", str(held))
+    info = probe(held)
+    scan = scan_media(held, info)
+    assert scan.damage(fps=info.fps)["notes"] == [] and scan.video.gaps == []
+    r = FrameReader(held, plan_decode(info, fps=30))
+    frames = list(r)
+    assert abs(len(frames) - 40) <= 1 and r.report.lost == [] and r.report.bad_spans == []
+    assert np.array_equal(frames[12], frames[20])  # the held frame fills its half second
 
 
 def test_audio_is_kept_and_trimmed(tmp_path, short_clip):
@@ -247,3 +306,41 @@ def test_prefetching_reader_stops_when_abandoned(pattern_clip):
     r2.close()
     assert proc2.poll() is not None
     assert [t for t in threading.enumerate() if t.ident not in before and t.name.startswith("ffmpeg")] == []
+
+
+def test_ingest_notes_a_downscale_only_where_the_video_is_large(tmp_path, short_clip):
+    """An odd size (641x479, no 4:2:0 encoder writes it; MPEG-4 part 2 does) is decoded at the nearest
+    even size without being called "large"; a video over `max_side` is."""
+    from studio.pipeline import run_stage
+    from studio.project import Project
+
+    odd = tmp_path / "odd.mp4"
+    ffmpeg("-i", str(short_clip), "-vf", "scale=641:479", "-c:v", "mpeg4", "-q:v", "3", "-c:a", "copy", str(odd))
+    proj = Project.create(tmp_path / "p", odd)
+    res = run_stage(proj, "ingest")
+    assert res["summary"]["size"] == "640x480" and res["summary"]["expected_frames"] == 40
+    assert not any("large" in w for w in res["warnings"]), res["warnings"]
+    proj = Project.create(tmp_path / "q", odd)
+    res = run_stage(proj, "ingest", {"max_side": 320})
+    assert res["summary"]["size"] == "320x240"
+    assert "the video is large (641x479); frames are downscaled to 320x240" in res["warnings"]
+
+
+def test_ingest_of_a_live_recording_without_a_length(tmp_path, short_clip):
+    """A WebM written live (a browser's recorder) has no length in its header: the frame count and the
+    trim check come from its packets (the record said 0 expected frames, and a start past the end
+    was only found as "no readable video in 5.0–0.0 s")."""
+    from studio.pipeline import run_stage
+    from studio.project import Project
+
+    live = tmp_path / "live.webm"
+    ffmpeg("-i", str(short_clip), "-c:v", "libvpx", "-deadline", "realtime", "-b:v", "1M", "-c:a", "libopus",
+           "-f", "webm", "-live", "1", str(live))
+    assert probe(live).duration == 0.0
+    proj = Project.create(tmp_path / "p", live)
+    res = run_stage(proj, "ingest")
+    assert res["summary"]["expected_frames"] == 40 and res["summary"]["duration_s"] == pytest.approx(1.33, abs=0.05)
+    assert res["warnings"] == []
+    proj = Project.create(tmp_path / "q", live)
+    with pytest.raises(InputError, match=r"the trim start \(5.0 s\) is past the end of the video \(1.3 s\)"):
+        run_stage(proj, "ingest", {"start": 5.0})

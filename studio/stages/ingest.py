@@ -39,10 +39,15 @@ def run(ctx: StageContext, cfg: IngestConfig):
     info = probe(src)
     if info.duration <= 0.0 and info.codec == "":
         raise InputError(f"{src.name} has no frames", "choose another video")
+    scan = None
+    if info.duration <= 0.0:  # the header says no length (a live recording, e.g. a browser's WebM): the
+        scan = scan_media(src, info)  # packets do, for the trim checks and the frame count
+        if scan.video is not None and scan.video.packets:
+            info.duration = scan.duration = scan.video.end
     settings = plan_decode(info, start=cfg.start, end=cfg.end, fps=cfg.fps, max_frames=cfg.max_frames,
                            max_side=cfg.max_side)
     yield ctx.progress(1, 3, part="check", message="checking the file for damage")
-    scan = scan_media(src, info)
+    scan = scan or scan_media(src, info)
     if scan.video is None or scan.video.packets == 0:
         raise InputError(f"no video frame can be read from {src.name} (the file is damaged or cut off)",
                          "copy the whole file again from the phone, or export the clip again")
@@ -73,7 +78,7 @@ def run(ctx: StageContext, cfg: IngestConfig):
     write_json(ctx.workdir / "video.json", {"info": info.to_dict(), "decode": settings.to_dict(), "audio": audio,
                                             "scan": scan.to_dict(), "damage": damage, "expected_frames": expected})
     w, h = info.display_size
-    if (w, h) != (settings.width, settings.height):
+    if max(w, h) > cfg.max_side:  # not an odd size rounded to even (641x479 → 640x480): that is no downscale
         warnings.append(f"the video is large ({w}x{h}); frames are downscaled to {settings.width}x{settings.height}")
     yield ctx.progress(3, 3, part="done")
     span = settings.duration if settings.end is not None else max(0.0, info.duration - settings.start)

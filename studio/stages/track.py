@@ -80,6 +80,9 @@ def run(ctx: StageContext, cfg: TrackConfig):
     if n_valid == 0:
         raise InputError(f"no face was found in any of the {res.n_frames} frames of {proj.source_video.name}",
                          "use a video where one face is clearly visible and well lit")
+    if n_valid < cfg.min_frames and res.n_frames < cfg.min_frames:  # the clip itself is too short
+        raise InputError(_too_short(proj.source_video.name, res.n_frames, settings, cfg.min_frames),
+                         _too_short_hint(settings, cfg.min_frames))
     if n_valid < cfg.min_frames:
         raise InputError(f"only {n_valid} of {res.n_frames} frames show a usable face; at least {cfg.min_frames} "
                          f"are needed", "use a longer clip with the face visible most of the time")
@@ -133,6 +136,25 @@ def run(ctx: StageContext, cfg: TrackConfig):
     outputs = {"tracking": f"{ctx.stage}/tracking.npz", "meta": f"{ctx.stage}/tracking.json",
                **{k: proj.rel(p) for k, p in report.items()}}
     return {"outputs": outputs, "summary": summary, "warnings": warnings}
+
+
+def _too_short(name: str, n_frames: int, settings, min_frames: int) -> str:
+    """Why too few frames came from the clip at all (not: too few of them show a face)."""
+    if settings.max_frames and n_frames >= settings.max_frames:
+        return f"only {n_frames} frames are used (the frame limit); at least {min_frames} frames with a face are needed"
+    trimmed = settings.start > 0 or settings.end is not None
+    what = "the chosen part of " + name if trimmed else name
+    return (f"{what} is too short: {n_frames / settings.fps:.1f} s gives {n_frames} frames at {settings.fps:g} fps, "
+            f"and at least {min_frames} frames with a face are needed")
+
+
+def _too_short_hint(settings, min_frames: int) -> str:
+    if settings.max_frames and min_frames > settings.max_frames:
+        return f"allow at least {min_frames} frames (--max-frames)"
+    need = f"at least {min_frames / settings.fps:.1f} s"
+    if settings.start > 0 or settings.end is not None:
+        return f"choose a longer part of the video ({need})"
+    return f"use a longer clip ({need})"
 
 
 def _decode_damage(report, res, settings, expected: int, out, known: bool) -> tuple[list[str], dict]:

@@ -142,3 +142,18 @@ def test_black_bars_baked_into_a_clip_are_found_and_left_out(tmp_path, d3_video)
     assert (masks < 0.01).mean() > 0.02, "the crops should reach the bars"
     assert np.percentile(crops[masks < 0.01], 99) < 12          # left out: the bars' black
     assert np.median(crops[masks > 0.99]) > 40                   # kept: the picture
+
+
+def test_a_clip_too_short_is_called_too_short(tmp_path, short_clip):
+    """0.3 s of a face: every frame shows it, so "only 9 of 9 frames show a usable face" misled; the
+    message says the clip is too short and how long it must be."""
+    from studio.errors import InputError
+
+    clip = tmp_path / "blink.mp4"
+    ffmpeg("-i", str(short_clip), "-t", "0.3", "-c:v", "libx264", "-c:a", "aac", str(clip))
+    proj = Project.create(tmp_path / "p", clip)
+    run_stage(proj, "ingest")
+    with pytest.raises(InputError) as err:
+        run_stage(proj, "track")
+    msg = str(err.value)
+    assert "blink.mp4 is too short: 0.3 s gives 9 frames at 30 fps" in msg and "at least 0.7 s" in msg, msg

@@ -122,3 +122,42 @@ def test_follower_switches_to_a_clearly_larger_face(d3_video):
         assert lm is not None and lm[1, 0] < 620  # nose tip on the larger face
     finally:
         follow.close()
+
+
+def _on_black(face: np.ndarray, side: int, at) -> np.ndarray:
+    """A square frame resized to `side`, alone on a black 1280x720 frame (a small clip padded to 4K)."""
+    import cv2
+
+    out = np.zeros((720, 1280, 3), np.uint8)
+    x, y = at
+    out[y:y + side, x:x + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def test_small_face_in_a_large_frame_is_found_in_tiles(d3_video):
+    """A face about 60 px wide in a 1280x720 frame (a 4K clip of someone across a room): the detectors
+    on the whole frame see it in some places and not in others (none of 90 frames of such a clip);
+    the tiles find it wherever it is, and nothing in a busy faceless frame."""
+    from studio.tracking.roi import FaceDetector, FaceFollower
+
+    frames = _frames(d3_video, 4, every=30)
+    places = [(700, 350), (800, 500), (160, 400), (1000, 120), (420, 40)]
+    detect = FaceDetector()
+    try:
+        for f in frames:
+            for x, y in places:
+                boxes = detect(_on_black(f, 100, (x, y)))
+                assert len(boxes) == 1, ((x, y), boxes)
+                cx, cy = (boxes[0, 0] + boxes[0, 2]) / 2, (boxes[0, 1] + boxes[0, 3]) / 2
+                assert x < cx < x + 100 and y < cy < y + 100
+        busy = _in_landscape(frames[0], 2, at=(0, 0))  # coloured blocks, no face
+        assert len(detect(busy)) == 0
+    finally:
+        detect.close()
+    follow = FaceFollower()
+    try:  # and the face mesh follows it from there
+        for f in frames:
+            lm, n = follow(_on_black(f, 100, (800, 500)))
+            assert lm is not None and n == 1 and 800 < lm[1, 0] < 900 and 500 < lm[1, 1] < 600
+    finally:
+        follow.close()
