@@ -574,7 +574,6 @@ def cmd_export(args) -> int:
     if getattr(args, "edit", None):
         over["edits"] = _edit_list(args.edit)
     cfg = from_dict(ExportConfig, over)
-    _check_export_target(project, Path(args.out), [args.driver, args.timeline, args.flame])
     printer = ProgressPrinter()
     try:
         res = run_to_end(export(project, cfg, args.out), printer)
@@ -585,25 +584,6 @@ def cmd_export(args) -> int:
     _say(f"wrote {res['path']}: {res['frames']} frames at {res['fps']:g} fps ({res['seconds']:.1f} s), "
          f"{res['size'][0]}x{res['size'][1]}" + (", with audio" if res["audio"] else ""))
     return 0
-
-
-def _check_export_target(project, out: Path, inputs: list) -> None:
-    """Refuse an output that would replace what the project holds (anything outside its exports/ folder) or a
-    file the export reads: the subject's video (the project keeps no copy of it), a driver, a timeline."""
-    target = out.expanduser().resolve()
-    if not target.exists():
-        return
-    root = project.root.resolve()
-    if target == root or (root in target.parents and root / "exports" not in (target, *target.parents)):
-        raise InputError(f"the output {out} is " + ("the project folder itself" if target == root else
-                                                    "one of the project's own files"),
-                         f"give a new name, e.g. -o {_shown(root / 'exports' / 'clip.mp4')}")
-    src = (project.manifest.get("source") or {}).get("path")
-    for path in [src, *inputs]:
-        if path and Path(path).exists() and os.path.samefile(path, target):
-            raise InputError(f"the output {out} is " + ("the video the avatar was made from" if path == src else
-                                                        "a file this export reads"),
-                             "give the clip a new name; this one would be replaced")
 
 
 def cmd_drive(args) -> int:

@@ -216,6 +216,29 @@ def _folder_in_use(folder: Path) -> InputError:
 _SUFFIX_FORMATS = {".mp4": "mp4", ".mov": "mp4", ".m4v": "mp4", ".gif": "gif"}
 
 
+def check_target(project, out: Path, reads: list) -> None:
+    """Refuse an output that would replace what the project holds (anything outside its exports/ folder, or the
+    folder itself) or a file the export reads: the subject's video (the project keeps no copy of it), a driver,
+    a timeline, a FLAME file (`reads`; None entries are skipped). Run by `export` before anything is rendered,
+    and by the window before it starts one."""
+    import shlex
+
+    target = Path(out).expanduser().resolve()
+    if not target.exists():
+        return
+    root = project.root.resolve()
+    if target == root or (root in target.parents and root / "exports" not in (target, *target.parents)):
+        raise InputError(f"the output {out} is " + ("the project folder itself" if target == root else
+                                                    "one of the project's own files"),
+                         f"give a new name, e.g. -o {shlex.quote(str(root / 'exports' / 'clip.mp4'))}")
+    src = (project.manifest.get("source") or {}).get("path")
+    for path in [src, *reads]:
+        if path and Path(path).exists() and os.path.samefile(path, target):
+            raise InputError(f"the output {out} is " + ("the video the avatar was made from" if path == src else
+                                                        "a file this export reads"),
+                             "give the clip a new name; this one would be replaced")
+
+
 def check_output(out: Path, fmt: str, overwrite: bool = True) -> None:
     """Refuse, before anything is rendered, an output that cannot be written or would replace what an
     export did not make: a folder of other files (PNG frames replace the whole folder), a folder where a
@@ -501,6 +524,7 @@ def export(project, cfg: ExportConfig, out: str | Path, control: Control | None 
                          f"end the name with .{cfg.format}" + (" (or give a folder name for PNG frames)"
                                                                if cfg.format == "png" else "")
                          + " or leave the format out")
+    check_target(project, out, [cfg.driver, cfg.timeline, cfg.flame])
     check_output(out, fmt, cfg.overwrite)
     avatar = avatar or Avatar.open(project, cfg.engine, detail=cfg.detail, flame_geometry=cfg.flame_geometry,
                                    scene=cfg.scene, out_size=cfg.size)

@@ -13,16 +13,23 @@ from .workers import Failure
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm")
 
 
+def sentence(text: str) -> str:
+    """`text` as a sentence: a capital first letter and a full stop. A leading file name keeps its case
+    ("notes.mp4 is not a video", not "Notes.mp4 …"): only a plain word is capitalised."""
+    first = text.split(" ", 1)[0].rstrip(",:;")
+    if first.replace("'", "").replace("-", "").isalpha():
+        text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
 def error_box(parent: QWidget | None, title: str, failure: Failure) -> QMessageBox:
     """A non-blocking error dialog; returns it (already shown) so callers and tests can inspect it."""
     box = QMessageBox(parent)
     box.setIcon(QMessageBox.Warning)
     box.setWindowTitle(title)
-    msg = failure.message[:1].upper() + failure.message[1:]
-    box.setText(msg if msg.endswith((".", "!", "?")) else msg + ".")
+    box.setText(sentence(failure.message))
     if failure.hint:
-        hint = failure.hint[:1].upper() + failure.hint[1:]
-        box.setInformativeText(hint if hint.endswith((".", "!", "?")) else hint + ".")
+        box.setInformativeText(sentence(failure.hint))
     if failure.details:
         box.setDetailedText(failure.details)
     box.setStandardButtons(QMessageBox.Ok)
@@ -140,6 +147,12 @@ class NewProjectDialog(QDialog):
                 "preset": self.preset.currentData()}
 
     def validate(self) -> str:
+        """What stops the project being made, in words ("" when nothing). The video is read as `avatar-studio
+        new` reads it (`studio.video.probe`, its header only), so a file that is not a video, or a clip cut off
+        in the copy, is refused here, before a project folder is made for it."""
+        from ..errors import StudioError
+        from ..video import probe
+
         v = self.values()
         if not self.video.text():
             return "Choose a video file."
@@ -150,13 +163,28 @@ class NewProjectDialog(QDialog):
         if not self.folder.text():
             return "Choose a folder for the project."
         root = Path(v["root"])
-        if root.exists() and any(root.iterdir()):
+        if root.exists() and not root.is_dir():
+            return f"{root} is a file, not a folder: give the project another name."
+        if root.is_dir() and any(root.iterdir()):
             return f"{root} already exists and is not empty: choose another name."
+        above = root.parent
+        while not above.exists() and above != above.parent:
+            above = above.parent
+        if not above.is_dir():
+            return f"{above} is a file, not a folder: choose another folder for the project."
+        try:
+            probe(v["video"])
+        except StudioError as exc:
+            return sentence(exc.message) + (" " + sentence(exc.hint) if exc.hint else "")
         return ""
 
     def _try_accept(self) -> None:
         problem = self.validate()
         self.problem.setText(problem)
         self.problem.setVisible(bool(problem))
+        if problem:  # grow to fit the message (three lines for a clip cut off), or the fields were squeezed
+            need = self.layout().totalHeightForWidth(self.width())
+            if need > self.height():
+                self.resize(self.width(), need)
         if not problem:
             self.accept()

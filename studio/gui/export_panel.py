@@ -24,7 +24,7 @@ from .edits_panel import EditList, choices_for, engine_has_edits
 from .export_runner import ExportRunner
 from .imaging import ImageView
 from .theme import icon
-from .viewer import _short_title
+from .viewer import _short_title, out_of_date
 from .workers import Failure, ProgressBatch
 
 NO_AVATAR = ("No trained avatar yet: train the StyleGAN or NeRF engine first (Run all asks which), "
@@ -266,6 +266,9 @@ class ExportPanel(QWidget):
         self.engine_box.setCurrentIndex(max(0, self.engine_box.findData(keep)))
         self.engine_box.blockSignals(False)
         self.engine_box.setEnabled(len(engines) > 1 and not self.is_running())
+        stale = out_of_date(self.project)
+        self.notice.setText(stale or NO_AVATAR)
+        self.engine_box.setPlaceholderText("out of date: train again" if stale else "none trained yet")
         self.notice.setVisible(self.project is not None and not engines and self.avatar_override is None)
         self.drivers.set_project(self.project)
         self._bind_edits()
@@ -434,8 +437,11 @@ class ExportPanel(QWidget):
         """What stops an export, in words (empty when nothing)."""
         if self.project is None:
             return "Open a project first."
-        if not self.engines() and self.avatar_override is None:
-            return NO_AVATAR
+        if self.avatar_override is None:
+            from ..avatar import trained_engines
+
+            if not self.engines() or self.engine_box.currentData() not in trained_engines(self.project):
+                return out_of_date(self.project) or NO_AVATAR
         if not self.output.text():
             return "Choose where the clip goes."
         src = self.source()
@@ -453,6 +459,26 @@ class ExportPanel(QWidget):
             return f"There is no FLAME parameter file at {self.flame_file.text()}."
         return ""
 
+    def target_problem(self, out: Path) -> Failure | None:
+        """Why the clip must not go to `out`, or None: the rule the export itself applies
+        (`studio.export.check_target`): never over the project's own files or folder, the video the avatar was
+        made from, or the file this export reads (driver, timeline, FLAME file). Said here, before the export
+        starts."""
+        from ..errors import StudioError
+        from ..export import check_target
+
+        src = self.source()
+        reads = [field.text() or None for field, used in ((self.driver, "driver"), (self.timeline, "timeline"),
+                                                          (self.flame_file, "flame")) if src == used]
+        try:
+            check_target(self.project, out, reads)
+        except StudioError as exc:
+            hint = exc.hint
+            if "-o " in hint:  # the command line's words: say it as a file name
+                hint = f"give the clip a new name, e.g. {self.project.root / 'exports' / 'clip.mp4'}"
+            return Failure(exc.message, hint)
+        return None
+
     # ------------------------------------------------------------------ running
     def is_running(self) -> bool:
         """True from Export until the outcome has reached the page (not only until the thread ends)."""
@@ -466,6 +492,10 @@ class ExportPanel(QWidget):
             self.error_dialog = error_box(self, "Cannot export yet", Failure(problem.rstrip(".")))
             return None
         out = str(Path(self.output.text()).expanduser())
+        refused = self.target_problem(Path(out))
+        if refused is not None:
+            self.error_dialog = error_box(self, "Cannot export there", refused)
+            return None
         runner = ExportRunner(self.project, self.values(), out, avatar=self.avatar_override, parent=self)
         runner.progress.connect(self._progress)
         runner.done.connect(self._done)

@@ -125,6 +125,8 @@ class MainWindow(QMainWindow):
         self.gone_dialog = None
         self._gone_told = False
         self._close_when_idle = False
+        self._closing = False  # Stop and close was chosen: closing no longer asks
+        self.close_dialog: QMessageBox | None = None
         # the open project's folder (and the folder holding it): deleting, moving or renaming the
         # project shows `gone_dialog` at once, not only at the next action
         self._watcher = QFileSystemWatcher(self)
@@ -365,11 +367,7 @@ class MainWindow(QMainWindow):
         self.project_label.set_full_text(project.name, str(project.root))
         src = (project.manifest.get("source") or {}).get("path")
         self.source_label.set_full_text(Path(src).name if src else "no video", src or "")
-        for box, value in ((self.preset_box, project.preset), (self.device_box, project.device)):
-            box.blockSignals(True)
-            i = box.findData(value if value != "gpu" else "cuda")
-            box.setCurrentIndex(max(0, i))
-            box.blockSignals(False)
+        self._show_saved_choices()
         self._fill_stages()
         self.settings.add_recent(project.root)
         self._fill_recent()
@@ -399,7 +397,11 @@ class MainWindow(QMainWindow):
         try:
             proj = Project.open(path)
         except StudioError as exc:
-            self.show_error("Cannot open the project", Failure.from_exception(exc))
+            f = Failure.from_exception(exc)
+            if "avatar-studio new" in f.hint:  # the command line's words ("create one with `avatar-studio new`")
+                f.hint = ("choose the project's own folder (the one with project.json in it), or make a new project "
+                          "from a video with New")
+            self.show_error("Cannot open the project", f)
             return False
         self.set_project(proj)
         return self.project is proj
@@ -542,23 +544,60 @@ class MainWindow(QMainWindow):
 
         return Session(self.project) if self.project is not None else None
 
+    def _change_settings(self, what: str, change) -> bool:
+        """Write a settings change into project.json as `avatar-studio config` does: under the project's lock,
+        applied to the manifest as it is on disk now (a stage process or another program may have written it
+        since the window read it; writing the window's older copy undid their records). `change(session)`
+        makes the change. When another process works on the project nothing is written and the status line
+        says so. Returns whether it was saved."""
+        from ..lock import project_lock
+
+        try:
+            with project_lock(self.project.root, f"the window: {what}"):
+                self.session.reload()
+                change(self.session)
+        except StudioError as exc:
+            self.statusBar().showMessage(f"Not saved: {exc}", 15000)
+            self.reload_manifest()
+            return False
+        return True
+
+    def _settings_changed(self) -> None:
+        """After a settings change: the stage list, and the viewer and Export pages (a trained avatar whose
+        settings changed is out of date: it is no longer offered there, and they say why)."""
+        self.refresh_stages()
+        from ..avatar import trained_engines
+
+        if trained_engines(self.project) != self.viewer.engines():
+            self.viewer.set_project(self.project)
+        self.export_panel.refresh()
+
     def _config_edited(self, name: str, values: dict) -> None:
         if self.project is None or not self.check_project():
             return
+        from ..config import to_dict
+        from ..pipeline import stage_config
+
         try:
-            self.session.set_config(name, values)
+            if to_dict(stage_config(self.project, name, values)) == to_dict(stage_config(self.project, name)):
+                return  # nothing changed (the page hands its values over whenever it is left)
         except StudioError as exc:
             self.statusBar().showMessage(f"Not saved: {exc}", 8000)
             return
-        self.refresh_stages()
+        if not self._change_settings(f"settings of {name}", lambda session: session.set_config(name, values)):
+            if self.stage_page.stage == name:
+                self.stage_page.show_stage(self.project, name)  # the form shows what is saved
+            return
+        self._settings_changed()
 
     def _reset_config(self, name: str) -> None:
         if self.project is None or not self.check_project():
             return
-        changed = self.session.reset_config(name)
+        changed = []
+        self._change_settings(f"reset {name}", lambda session: changed.append(session.reset_config(name)))
         self.stage_page.show_stage(self.project, name)
-        self.refresh_stages()
-        if changed:
+        self._settings_changed()
+        if any(changed):
             again = self.session.state(name) == "stale"
             self.statusBar().showMessage(f"{_title(name)}: back on the {self.project.preset} preset's settings"
                                          + ("; it and the stages after it will train again" if again else ""), 8000)
@@ -567,16 +606,28 @@ class MainWindow(QMainWindow):
         if self.project is None or not self.check_project():
             return
         preset = self.preset_box.currentData()
-        self.session.set_preset(preset)
+        saved = self._change_settings("preset", lambda session: session.set_preset(preset))
+        if not saved:
+            self._show_saved_choices()
         if self.stage_page.stage:
             self.stage_page.show_stage(self.project, self.stage_page.stage)
-        self.refresh_stages()
-        self.statusBar().showMessage(f"Preset {preset}: stages not run yet use its settings; finished stages "
-                                     "keep theirs (Reset to preset on a stage to switch it).", 8000)
+        self._settings_changed()
+        if saved:
+            self.statusBar().showMessage(f"Preset {preset}: stages not run yet use its settings; finished stages "
+                                         "keep theirs (Reset to preset on a stage to switch it).", 8000)
 
     def _device_changed(self) -> None:
         if self.project is not None and self.check_project():
-            self.session.set_device(self.device_box.currentData())
+            device = self.device_box.currentData()
+            if not self._change_settings("device", lambda session: session.set_device(device)):
+                self._show_saved_choices()
+
+    def _show_saved_choices(self) -> None:
+        """The preset and device boxes show what the project has saved (after a change was refused)."""
+        for box, value in ((self.preset_box, self.project.preset), (self.device_box, self.project.device)):
+            box.blockSignals(True)
+            box.setCurrentIndex(max(0, box.findData(value if value != "gpu" else "cuda")))
+            box.blockSignals(False)
 
     def _gpu_detected(self, available: bool) -> None:
         self.gpu_available = bool(available)
@@ -734,6 +785,9 @@ class MainWindow(QMainWindow):
             self.show_project_gone()
             return
         self.reload_manifest()
+        self._note_until = 0.0
+        # the status line said the stage's last progress ("Video · probe 0% reading notes.mp4") as if it still ran
+        self.statusBar().showMessage(f"{_title(name)} stopped: {f.message}")
         self.show_error(f"{_title(name)} stopped", f)
 
     def _run_cancelled(self, name: str) -> None:
@@ -925,7 +979,69 @@ class MainWindow(QMainWindow):
         return None
 
     # ------------------------------------------------------------------ closing
+    def work_in_progress(self) -> str:
+        """What closing the window would stop, in words ("" when nothing runs)."""
+        if self.runner is not None and self.runner.isRunning():
+            return _title(self.runner.current or (self.runner.stages or [""])[0]) or "A stage"
+        if self.export_panel.runner is not None and self.export_panel.runner.isRunning():
+            return "The export"
+        return ""
+
+    def ask_to_close(self, what: str) -> QMessageBox:
+        """The question closing asks while a stage or an export runs (non-blocking; returned shown): Stop and
+        close (`stop_button`), or Keep running (`keep_button`)."""
+        box = self.close_dialog
+        if box is not None:
+            try:
+                box.raise_()
+                return box
+            except RuntimeError:  # closed and deleted
+                pass
+        box = QMessageBox(self)
+        box.setIcon(QMessageBox.Question)
+        box.setWindowTitle("Stop and close?")
+        box.setText(f"{what} is still running.")
+        if what == "The export":
+            box.setInformativeText("Closing the window stops it, and the clip is not written (a file already there "
+                                   "under that name stays as it was).")
+        else:
+            box.setInformativeText("Closing the window stops it after its current step. Nothing is lost: run it "
+                                   "again later to go on from where it stopped.")
+        box.stop_button = box.addButton("Stop and close", QMessageBox.DestructiveRole)
+        box.keep_button = box.addButton("Keep running", QMessageBox.RejectRole)
+        box.setDefaultButton(box.keep_button)
+        box.setEscapeButton(box.keep_button)
+        box.stop_button.clicked.connect(self.stop_and_close)
+        box.setWindowModality(Qt.WindowModal)
+        box.setAttribute(Qt.WA_DeleteOnClose)
+        box.finished.connect(lambda _r: setattr(self, "close_dialog", None))
+        self.close_dialog = box
+        box.open()
+        return box
+
+    def stop_and_close(self) -> None:
+        """Cancel what runs, then close the window once it has stopped (the stage records "cancelled", the
+        export removes its unfinished file); after 30 s the window closes anyway and stops it harder."""
+        self._closing = True
+        self.cancel()
+        self.export_panel.cancel()
+        self.statusBar().showMessage("Stopping, then closing…")
+        deadline = time.monotonic() + 30.0
+
+        def check() -> None:
+            if (self.work_in_progress() or self.is_running() or self.export_panel.is_running()) \
+                    and time.monotonic() < deadline:
+                QTimer.singleShot(100, check)
+            else:
+                self.close()
+        QTimer.singleShot(100, check)
+
     def closeEvent(self, ev) -> None:  # noqa: N802
+        what = self.work_in_progress()
+        if what and not self._closing:
+            ev.ignore()  # a training of hours is not stopped by a stray click: ask
+            self.ask_to_close(what)
+            return
         if self.is_running():
             self.runner.cancel()
             if not self.runner.wait(10000):

@@ -383,11 +383,16 @@ class ViewerPanel(QWidget):
         if project is None:
             self.render_view.set_placeholder("Open a project")
         elif not engines:
-            self.render_view.set_placeholder("No trained avatar yet.\nRun the training stages, then come back here.")
+            self.render_view.set_placeholder(out_of_date(project) or
+                                             "No trained avatar yet.\nRun the training stages, then come back here.")
             self.info.setText("")
         else:
             self.render_view.set_placeholder("Loading the avatar…")
             self.worker.load(project, engines[0])
+
+    def engines(self) -> list[str]:
+        """The trained engines the viewer offers."""
+        return [self.engine_box.itemData(i) for i in range(self.engine_box.count())]
 
     def _size_chosen(self) -> None:
         px = self.size_box.currentData()
@@ -611,6 +616,25 @@ class ViewerPanel(QWidget):
     def shutdown(self) -> None:
         self.edits.shutdown()
         self.worker.stop()
+
+
+def out_of_date(project) -> str:
+    """Why no avatar shows in `project` when one trained but is out of date (the settings of one of its stages,
+    or of a stage before it, changed since it trained), in the window's words; "" otherwise (then nothing is
+    trained yet). The message is `Avatar.open`'s own; what to do is said with the window's Run all."""
+    from ..avatar import _not_trained
+    from ..engines import ENGINES, required
+    from ..pipeline import stage_state
+
+    if project is None:
+        return ""
+    for name in ENGINES:
+        states = [stage_state(project, s) for s in required(name)]
+        if "stale" in states and all(st in ("done", "stale") for st in states):
+            message, _cli_hint = _not_trained(project, name)
+            return (f"{message[:1].upper()}{message[1:]}. Run all (the {_short_title(name)} engine) trains it again: "
+                    "only the changed stages and those after them run.")
+    return ""
 
 
 def _short_title(name: str) -> str:

@@ -254,10 +254,15 @@ def test_png_frames_never_replace_a_folder_of_other_files(tracked_d3, avatar, tm
     (mine / "thesis.txt").write_text("precious")
     (mine / "photos").mkdir()
     for out in (mine, tracked_d3.root):  # a user's folder, the project itself: both were wiped
-        with pytest.raises(InputError, match="already holds other files"):
+        with pytest.raises(InputError, match="already holds other files|the project folder itself"):
             run_export(tracked_d3, cfg, out, avatar=avatar)
     assert (mine / "thesis.txt").read_text() == "precious" and (mine / "photos").is_dir()
     assert (tracked_d3.root / "project.json").exists()
+    manifest = (tracked_d3.root / "project.json").read_bytes()   # an MP4 over it: refused by the export itself
+    with pytest.raises(InputError, match="one of the project's own files"):
+        run_export(tracked_d3, ExportConfig(source="turntable", duration=0.2, fps=10, format="mp4"),
+                   tracked_d3.root / "project.json", avatar=avatar)
+    assert (tracked_d3.root / "project.json").read_bytes() == manifest
     monkeypatch.chdir(mine)  # "." is the folder itself (it was a crash: '.' has an empty name)
     with pytest.raises(InputError, match="already holds other files"):
         run_export(tracked_d3, cfg, ".", avatar=avatar)

@@ -348,3 +348,43 @@ def test_the_drivers_box_says_what_the_learned_transfer_gives_the_chosen_engine(
     panel.engine_box.setCurrentIndex(panel.engine_box.findData("nerf"))
     words = panel.drivers.intro.text()
     assert "NeRF avatar's own expression code" in words and "sliders" not in words, words
+
+
+def test_the_page_never_exports_over_the_project_or_its_video(window, tracked, monkeypatch, qtbot, tmp_path,
+                                                              screenshot):
+    """The rule `avatar-studio export` applies: not over project.json (with the MP4 format chosen, the window
+    wrote the clip over it and the project was gone), a stage's folder, or the video the avatar came from.
+    Refused before anything runs; nothing changes on disk."""
+    import shutil
+
+    use_engine(monkeypatch, load_fast)
+    video = tmp_path / "subject.mp4"
+    video.write_bytes(b"the subject's own video")
+    tracked.set_source(video)
+    tracked.save()
+    panel = open_export(window, tracked)
+    manifest = (tracked.root / "project.json").read_bytes()
+    fmt = panel.form.editors["format"]
+    for out, fmt_name, words in ((tracked.root / "project.json", "mp4", "one of the project's own files"),
+                                 (tracked.root / "track", "png", "one of the project's own files"),
+                                 (video, None, "the video the avatar was made from")):
+        fmt.setCurrentIndex(fmt.findData(fmt_name))
+        set_turntable(panel, out, 0.4)
+        assert panel.start() is None and not panel.is_running()
+        box = panel.error_dialog
+        assert box.windowTitle() == "Cannot export there" and words in box.text(), box.text()
+        assert "-o " not in box.informativeText()
+        if out.name == "project.json":
+            assert str(tracked.root / "exports" / "clip.mp4") in box.informativeText()
+            screenshot(box, "export_over_project_json")
+        box.close()
+    assert (tracked.root / "project.json").read_bytes() == manifest
+    assert video.read_bytes() == b"the subject's own video"
+    assert sorted(p.name for p in (tracked.root / "track").iterdir()) == ["crops", "tracking.json", "tracking.npz"]
+    # the project's exports/ folder and a new file elsewhere are fine
+    fmt.setCurrentIndex(fmt.findData(None))
+    set_turntable(panel, tmp_path / "elsewhere.mp4", 0.4)
+    assert panel.start() is not None
+    qtbot.waitUntil(lambda: not panel.is_running(), timeout=60000)
+    assert panel.runner.outcome == "done"
+    shutil.rmtree(tracked.root / "exports", ignore_errors=True)

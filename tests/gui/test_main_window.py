@@ -11,9 +11,22 @@ from studio.project import Project
 
 
 def _video(tmp_path) -> Path:
-    """Any small file with a video name: the dialog and drop only look at the path."""
+    """Any small file with a video name: drop and "open with" only look at the path."""
     p = tmp_path / "clip.mp4"
     p.write_bytes(b"\x00" * 16)
+    return p
+
+
+def _real_video(tmp_path, name: str = "clip.mp4") -> Path:
+    """A real 0.4-second clip (a test pattern, no face): the New project dialog reads the video's header."""
+    import subprocess
+
+    from studio.video import ffmpeg_exe
+
+    p = tmp_path / name
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=size=160x120:rate=25:duration=0.4", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(p)],
+                   check=True)
     return p
 
 
@@ -25,7 +38,7 @@ def test_welcome_screen(window, screenshot):
 
 
 def test_new_project_dialog_creates_and_opens(window, tmp_path, qtbot, screenshot):
-    video = _video(tmp_path)
+    video = _real_video(tmp_path)
     window.welcome.new_btn.click()
     dlg = window.new_dialog
     assert dlg is not None and dlg.isVisible()
@@ -52,6 +65,72 @@ def test_new_project_dialog_explains_problems(window, tmp_path):
 def test_open_errors_are_dialogs(window, tmp_path):
     assert not window.open_project(tmp_path / "missing")
     assert "no project" in window.error_dialog.text().lower()
+    window.error_dialog.close()
+
+
+def test_new_project_dialog_refuses_what_is_not_a_video_and_makes_nothing(window, tmp_path, screenshot):
+    """A text file named .mp4 or a clip cut off in the copy is refused in the dialog, as `avatar-studio new`
+    refuses it, before any project folder is made (the window made a project for it, and its Video stage
+    failed later). The file's name keeps its case in the message."""
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("a shopping list, not a video\n" * 20)
+    whole = _real_video(tmp_path, "whole.mp4")
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])   # its index (moov) is at the end
+    projects = tmp_path / "projects"
+    dlg = window.new_project()
+    dlg.folder.setText(str(projects))
+    for video, words in ((notes, "notes.mp4 is not a video file that can be read"), (cut, "is incomplete")):
+        dlg.video.setText(str(video))
+        dlg.create_btn.click()
+        assert dlg.isVisible() and words in dlg.problem.text(), dlg.problem.text()
+        assert dlg.problem.height() > 0 and dlg.height() >= dlg.layout().totalHeightForWidth(dlg.width())
+        assert window.project is None and not projects.exists()
+    screenshot(dlg, "new_project_not_a_video")
+    (tmp_path / "afile").write_text("x")
+    dlg.video.setText(str(whole))
+    dlg.folder.setText(str(tmp_path))
+    dlg.name.setText("afile")   # a file where the project folder would go: said, no "Unexpected error"
+    dlg.create_btn.click()
+    assert dlg.isVisible() and "is a file, not a folder" in dlg.problem.text()
+    dlg.folder.setText(str(tmp_path / "afile"))
+    dlg.name.setText("p")
+    dlg.create_btn.click()
+    assert dlg.isVisible() and "is a file, not a folder" in dlg.problem.text()
+    dlg.reject()
+
+
+def test_error_dialogs_keep_a_file_name_as_it_is(window):
+    from studio.gui.dialogs import error_box, sentence
+    from studio.gui.workers import Failure
+
+    box = error_box(window, "t", Failure("notes.mp4 is not a video file", "export the clip again"))
+    assert box.text() == "notes.mp4 is not a video file." and box.informativeText() == "Export the clip again."
+    box.close()
+    assert sentence("stage 'pti' needs 'pivots' first") == "Stage 'pti' needs 'pivots' first."
+    assert sentence("/tmp/x is not a project") == "/tmp/x is not a project."
+
+
+def test_opening_a_folder_that_is_not_a_project_says_what_to_do_in_the_window(window, tmp_path):
+    (tmp_path / "holiday").mkdir()
+    (tmp_path / "holiday" / "a.jpg").write_bytes(b"x")
+    assert not window.open_project(tmp_path / "holiday")
+    box = window.error_dialog
+    assert "is not an avatar project" in box.text()
+    assert "avatar-studio" not in box.informativeText() and "New" in box.informativeText()
+    box.close()
+
+
+def test_a_failed_stage_is_said_on_the_status_line(window, tmp_path, qtbot, fake_stages):
+    """The status line said the stage's last progress ("… 0% starting") after it had failed."""
+    from gui_fakes import FAKE_FAIL
+
+    proj = Project.create(tmp_path / "fails")
+    window.open_project(proj.root)
+    window.select_stage(FAKE_FAIL)
+    window.run_selected()
+    qtbot.waitUntil(lambda: not window.is_running(), timeout=30000)
+    assert window.statusBar().currentMessage() == "Fake failure stopped: the video has no face in it"
     window.error_dialog.close()
 
 
