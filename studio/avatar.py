@@ -26,6 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol
 
+from pathlib import Path
+
 import numpy as np
 
 from .errors import ProjectError
@@ -113,6 +115,24 @@ def _not_trained(project, engine: str) -> tuple[str, str]:
     return (f"the {e.short} avatar is not trained in project {project.name}", f"train it with {again}")
 
 
+def _files_gone(project, engine: str, exc: FileNotFoundError) -> tuple[str, str]:
+    """What to say when a trained engine's file is gone from the project folder, and which stage makes it."""
+    import shlex
+
+    from .engines import ENGINES
+    from .stages import REGISTRY
+
+    path = Path(exc.filename) if exc.filename else None
+    inside = path is not None and path.resolve().is_relative_to(project.root.resolve())
+    gone = path.resolve().relative_to(project.root.resolve()) if inside else path
+    stage = gone.parts[0] if inside and gone.parts and gone.parts[0] in REGISTRY else "STAGE"
+    return (f"the {ENGINES[engine].short} avatar in project {project.name} is missing its file "
+            f"{gone if gone is not None else '(unknown)'}",
+            f"train {'the stage that made it' if stage == 'STAGE' else REGISTRY[stage].title} again with "
+            f"`avatar-studio run-stage {shlex.quote(str(project.root))} {stage} --force`, or restore the project "
+            "folder from a backup")
+
+
 class Avatar:
     """A trained avatar. ``Avatar.open(project).render(yaw=10, expression={"jaw_open": 0.8})``."""
 
@@ -156,8 +176,11 @@ class Avatar:
             raise ProjectError(f"unknown engine '{engine}'", f"engines: {', '.join(ENGINES)}")
         if engine not in engines:
             raise ProjectError(*_not_trained(project, engine))
-        avatar = cls(ENGINES[engine].load(project), ENGINES[engine], project, detail=detail,
-                     flame_geometry=flame_geometry, scene=scene)
+        try:
+            loaded = ENGINES[engine].load(project)
+        except FileNotFoundError as exc:   # a trained stage's folder deleted or moved by hand
+            raise ProjectError(*_files_gone(project, engine, exc)) from exc
+        avatar = cls(loaded, ENGINES[engine], project, detail=detail, flame_geometry=flame_geometry, scene=scene)
         if out_size and int(out_size) != avatar.engine.size:
             sizes, top = avatar.sizes(), avatar._crop_size()
             if not sizes[0] <= int(out_size) <= sizes[-1]:

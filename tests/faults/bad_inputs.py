@@ -188,6 +188,15 @@ def _out_of_date(d):
     return ["eval", root, "--engine", "nerf"]
 
 
+def _stage_folder_gone(d):
+    import shutil
+
+    root = _trained_copy(d, "moved")
+    if (root / "nerf").exists():
+        shutil.move(root / "nerf", d / "nerf-elsewhere")   # a trained stage's folder moved away by hand
+    return ["eval", root, "--engine", "nerf"]
+
+
 def _busy(d):
     return ["run-stage", _synthetic(d), "pivots"]
 
@@ -220,6 +229,7 @@ CASES = [
     Case("project", "a file given as the project folder", _project_is_a_file, 2, "is a file, not a folder"),
     Case("project", "eval of an avatar whose settings changed since it trained", _out_of_date, 2,
          "is out of date"),
+    Case("project", "a trained stage's folder moved away by hand", _stage_folder_gone, 2, "is missing its file"),
     Case("project", "a stage whose input stage is not done (pti before prior)",
          lambda d: ["run-stage", _synthetic(d), "pti"], 2, "needs 'pivots' first"),
     Case("project", "export of a project with no trained avatar",
