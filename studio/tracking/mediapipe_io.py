@@ -12,7 +12,11 @@ fields x=1 (tag 0x0D), y=2 (0x15), z=3 (0x1D), visibility=4 (0x25), presence=5 (
 """
 from __future__ import annotations
 
+import os
 import struct
+import sys
+import tempfile
+import threading
 
 import numpy as np
 
@@ -84,6 +88,42 @@ def parse_landmark_list(buf: bytes) -> np.ndarray:
     return _parse_general(buf)
 
 
+_NATIVE_CHATTER = ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",)
+"""What mediapipe's native code prints to the process's stderr when a graph opens its TFLite model (TFLite's
+log-once line): not meant for a user, who saw it as the first line of every `avatar-studio new`."""
+_quiet = threading.Lock()
+
+
+def started_quietly(make):
+    """`make()` (a mediapipe solution: FaceMesh, FaceDetection, ...) with its graph opened before it returns, the
+    process's stderr (file descriptor 2, where native code writes) caught meanwhile and given back without
+    `_NATIVE_CHATTER`. A graph opens its models on its own threads after the constructor returns (the line came
+    out in the middle of `new`'s progress); waiting for it to be idle makes the opening happen here. Whatever
+    else was written meanwhile (another thread's message, a native warning) reaches stderr afterwards."""
+    with _quiet:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):          # no real stderr (a frozen app without a console)
+            return make()
+        with tempfile.TemporaryFile() as caught:
+            os.dup2(caught.fileno(), 2)
+            try:
+                solution = make()
+                graph = getattr(solution, "_graph", None)
+                if graph is not None:
+                    graph.wait_until_idle()
+                return solution
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                caught.seek(0)
+                text = caught.read().decode("utf-8", "replace")
+                kept = [ln for ln in text.splitlines(keepends=True) if ln.strip() not in _NATIVE_CHATTER]
+                if kept:
+                    os.write(2, "".join(kept).encode("utf-8", "replace"))
+
+
 def face_mesh(**kwargs):
     """mediapipe ``FaceMesh(**kwargs)`` whose ``process(rgb).multi_face_landmarks`` is a list of
     (K, 3) float32 arrays of normalized landmarks (x, y in [0, 1] of width / height, z in the
@@ -98,4 +138,4 @@ def face_mesh(**kwargs):
                 return [parse_landmark_list(b) for b in _packet_getter._get_serialized_proto_list(output_packet)]
             return super()._get_packet_content(packet_data_type, output_packet)
 
-    return _FaceMesh(**kwargs)
+    return started_quietly(lambda: _FaceMesh(**kwargs))

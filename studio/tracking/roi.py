@@ -130,8 +130,10 @@ class FaceDetector:
 
     def _model(self, selection: int):
         if selection not in self._models:
-            self._models[selection] = self._mp.solutions.face_detection.FaceDetection(
-                model_selection=selection, min_detection_confidence=self.min_confidence)
+            from .mediapipe_io import started_quietly
+
+            self._models[selection] = started_quietly(lambda: self._mp.solutions.face_detection.FaceDetection(
+                model_selection=selection, min_detection_confidence=self.min_confidence))
         return self._models[selection]
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:

@@ -61,7 +61,9 @@ class Segmenter:
     def __init__(self):
         import mediapipe as mp
 
-        self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+        from .mediapipe_io import started_quietly
+
+        self._seg = started_quietly(lambda: mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0))
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         res = self._seg.process(np.ascontiguousarray(rgb))

@@ -57,3 +57,41 @@ def test_face_mesh_output_identical_to_mediapipe(d3_video):
 
 if __name__ == "__main__":  # pragma: no cover
     pytest.main([__file__, "-q"])
+
+
+def test_native_chatter_is_kept_off_stderr_and_everything_else_reaches_it(capfd):
+    """mediapipe's TFLite printed "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." as the first line
+    of every `avatar-studio new`; `started_quietly` drops that line and passes anything else written meanwhile."""
+    import os
+
+    from studio.tracking.mediapipe_io import _NATIVE_CHATTER, started_quietly
+
+    def make():
+        os.write(2, (_NATIVE_CHATTER[0] + "\nW0000 a real native warning\n").encode())
+        return "solution"
+
+    assert started_quietly(make) == "solution"
+    err = capfd.readouterr().err
+    assert "XNNPACK" not in err and "a real native warning" in err
+
+
+def test_a_fresh_process_tracking_a_frame_prints_nothing_to_stderr():
+    """The real graphs, in a fresh process (TFLite logs its line once per process): the face detector, the mesh
+    and the selfie segmentation made and run on a frame leave stderr empty."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    code = textwrap.dedent("""
+        import numpy as np
+        from studio.tracking.roi import FaceDetector
+        from studio.tracking.tracker import FaceMesh, Segmenter
+        frame = np.zeros((240, 320, 3), np.uint8)
+        FaceDetector()(frame); FaceMesh()(frame); Segmenter()(frame)
+        print("ran")
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == 0 and "ran" in r.stdout, r.stderr
+    assert "XNNPACK" not in r.stderr, r.stderr
