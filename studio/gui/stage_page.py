@@ -44,6 +44,8 @@ SUMMARY_LABELS: dict[str, tuple[str, str]] = {
     "pitch_range": ("head nod (pitch)", "up–down tilt of the head over the tracked frames, in degrees"),
     "roll_range": ("head tilt (roll)", "sideways tilt of the head over the tracked frames, in degrees"),
     "crop_size": ("face crop", "the size of the square face picture cut from each frame"),
+    "face_brightness": ("face brightness", "how bright the middle of the face is, 0 (black) to 255 (white); under 40 "
+                        "the avatar will look dark, over 235 washed out"),
     "picture": ("picture inside the black bars", ""),
     "damaged_s": ("damaged video", ""),
     "undecodable_s": ("unreadable video", ""),

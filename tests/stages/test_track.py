@@ -157,3 +157,18 @@ def test_a_clip_too_short_is_called_too_short(tmp_path, short_clip):
         run_stage(proj, "track")
     msg = str(err.value)
     assert "blink.mp4 is too short: 0.3 s gives 9 frames at 30 fps" in msg and "at least 0.7 s" in msg, msg
+
+
+def test_a_dark_clip_is_said_to_be_dark_and_a_normal_one_is_not(tmp_path, tracked_d3, d3_video):
+    """d3 darkened as a clip filmed in a dim room: it still tracks, and `track` says the avatar will be as dark;
+    d3 itself (face brightness about 90) gets no such note."""
+    assert 60 < tracked_d3.result("track")["summary"]["face_brightness"] < 150
+    assert not any("dark" in w or "washed out" in w for w in tracked_d3.result("track")["warnings"])
+    src = tmp_path / "dim.mp4"
+    ffmpeg("-ss", "2", "-i", str(d3_video), "-t", "0.8", "-vf", "eq=brightness=-0.33", "-an", "-c:v", "libx264",
+           "-preset", "ultrafast", "-crf", "12", str(src))
+    proj = Project.create(tmp_path / "p", src)
+    run_stage(proj, "ingest")
+    res = run_stage(proj, "track", {"min_frames": 10})
+    assert res["summary"]["tracked"] > 10 and res["summary"]["face_brightness"] < 40
+    assert any("the face is dark in this video" in w for w in res["warnings"]), res["warnings"]
