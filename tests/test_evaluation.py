@@ -116,20 +116,96 @@ def test_format_table_shows_new_rows_retrieval_column_and_marks():
     table = format_table(reps)
     lines = table.splitlines()
     assert "retrieval (128 px)" in lines[0] and lines[0].count("retrieval") == 1   # one column per size
-    row = {ln[:40].strip(): ln[40:].split() for ln in lines if ln[:40].strip()}
-    assert row["held-out PSNR (dB)"] == ["21.00", "✓", "21.00", "✓", "17.40"]
-    assert row["held-out identity (ArcFace cos)"] == ["0.520", "✗", "0.950", "✓", "0.920"]
-    assert row["held-out ArcFace feature distance"] == ["0.0310", "✗", "0.0100", "✓", "0.0120"]
-    assert row["held-out sharpness ratio (median)"] == ["0.210", "✗", "0.210", "✗", "1.020"]
+    row = _rows(table)
+    assert row["held-out PSNR (dB)"] == ["higher", "21.00", "✓", "21.00", "✓", "17.40"]
+    assert row["held-out identity (ArcFace cos)"] == ["higher", "0.520", "✗", "0.950", "✓", "0.920"]
+    assert row["held-out ArcFace feature distance"] == ["lower", "0.031", "✗", "0.010", "✓", "0.012"]
+    assert row["held-out sharpness ratio (median)"] == ["nearer", "1", "0.210", "✗", "0.210", "✗", "1.020"]
     assert row["held-out sharpness ratio (mean)"][-1] == "1.050"
-    assert row["yaw error (° MAE)"] == ["—", "—", "—"]
     assert row["beats retrieval (identity + feature)"] == ["NO", "yes"]
     assert "stand-in for LPIPS" in table
     # engines at two sizes: one retrieval column each; an old report without retrieval still prints
     two = format_table([_report("pvp", 128), _report("nerf", 256), {"engine": "old", "size": 64}])
     assert "retrieval (128 px)" in two and "retrieval (256 px)" in two
     assert "old (64 px)" in two
-    assert "retrieval" not in format_table({"engine": "old", "size": 64, "heldout": {"psnr": 20.0}})
+    old = format_table({"engine": "old", "size": 64, "heldout": {"psnr": 20.0}})
+    assert "retrieval (" not in old and "beats retrieval" not in old          # no retrieval column or verdict
+    assert _rows(old)["held-out PSNR (dB)"] == ["higher", "20.00"]
+
+
+def _rows(table: str) -> dict[str, list[str]]:
+    """The table's rows above the first blank line: label -> the words after it (the "better" word first)."""
+    lines = table.split("\n\n")[0].splitlines()
+    start = lines[0].index("better")
+    return {ln[:start].strip(): ln[start:].split() for ln in lines[1:]}
+
+
+def test_format_table_is_readable_by_someone_who_did_not_write_it():
+    rep = _report("nerf", 128, identity=0.90812, psnr=23.0, sharpness_median=0.86)
+    rep["retrieval"]["identity"] = 0.90764         # prints as 0.908 beside 0.908 at the usual precision
+    rep["beats_retrieval"] = beats_retrieval(rep["heldout"], rep["retrieval"])
+    rep["heldout_own_background"] = {"psnr": 21.53}                 # the longest label of all
+    rep["controls"] = {"yaw_mae_deg": 1.2, "pitch_mae_deg": 6.5, "expression_pearson_mean": 0.7,
+                       "expression_pearson": {"jaw_open": 0.9, "pucker": -0.1}}
+    rep["files"] = {"report": "/p/eval/nerf/eval.json", "heldout": "/p/eval/nerf/heldout.png",
+                    "sweeps": "/p/eval/nerf/sweeps.png"}
+    table = format_table(rep)
+    lines = table.split("\n\n")[0].splitlines()
+    # every row's figures end in the same columns, however long its label
+    end = lines[0].index("NeRF (128 px)") + len("NeRF (128 px)")
+    assert all(ln[end - 1] != " " and (len(ln) == end or ln[end] == " ") for ln in lines[1:]), lines
+    row = _rows(table)
+    assert row["held-out PSNR, engine's own background (dB)"] == ["higher", "21.53", "—"]
+    # a ✓ between two numbers that print alike says nothing: one more decimal
+    assert row["held-out identity (ArcFace cos)"] == ["higher", "0.9081", "✓", "0.9076"]
+    assert row["yaw error (° MAE)"][0] == "lower" and row["expression correlation (mean r)"][0] == "higher"
+    # rows no report has a figure for are left out, not printed as a line of dashes
+    assert "FLAME" not in "\n".join(lines) and "multi-view" not in table and "LPIPS (" not in table
+    assert "held-out LPIPS" not in table
+    # each goal of the issue, pass or FAIL
+    goals = {ln.strip().rsplit(None, 1)[0]: ln.split()[-1] for ln in table.splitlines()
+             if ln.startswith("  ") and ln.split()[-1] in ("pass", "FAIL", "—")}
+    assert goals["held-out PSNR ≥ 22 dB"] == "pass"
+    assert goals["held-out identity ≥ 0.75 and above retrieval"] == "pass"
+    assert goals["held-out feature distance below retrieval's"] == "FAIL"
+    assert goals["held-out sharpness ratio (median) ≥ 0.7"] == "pass"
+    assert goals["yaw and pitch error ≤ 5°"] == "FAIL"
+    assert goals["sliders: mean r ≥ 0.6, none negative"] == "FAIL"     # pucker goes the wrong way
+    # the abbreviations are explained, and the report's files are named
+    for word in ("PSNR:", "SSIM:", "° MAE:", "r: correlation", "controls clamped:", "better:"):
+        assert word in table
+    assert "report: /p/eval/nerf/eval.json" in table and "heldout.png" in table and "sweeps.png" in table
+    assert "NeRF (128 px)" in lines[0]                                # the engine as the app names it
+
+
+def test_sheet_labels_wrap_and_are_never_cut():
+    long = "component 12 warmer skin tone"
+    for width in (84, 200):
+        parts = evaluation._fit_lines(long, width)
+        assert " ".join(parts) == long and all(evaluation._text_width(p) <= width for p in parts)
+    narrow = evaluation._fit_lines(long, 40)            # words wider than the line: split, nothing dropped
+    assert "".join(narrow) == long.replace(" ", "") and all(evaluation._text_width(p) <= 40 for p in narrow)
+    assert evaluation._fit_lines("jaw_open", 200) == ["jaw open"]
+    cells = np.full((2, 32, 32, 3), 128, np.uint8)
+    sheet = evaluation._sheet([cells, cells], cell=64, labels=["unedited", long], header=["a", "b"], corner="x")
+    assert sheet.shape == (18 + 2 * 64, 84 + 2 * 64, 3)
+    margin = sheet[18 + 64:, :84]                      # the long label: written on more than one line
+    rows_with_text = np.flatnonzero(margin.max(axis=(1, 2)) > 200)
+    assert len(rows_with_text) and rows_with_text.max() - rows_with_text.min() > 20
+    a, b = np.zeros((20, 80, 3), np.uint8), np.zeros((20, 80, 3), np.uint8)
+    evaluation._put_text(a, "+5°", (2, 14))               # cv2's font draws "°" as "??"
+    evaluation._put_text(b, "+5 deg", (2, 14))
+    assert np.array_equal(a, b)
+    wide = evaluation._sheet([cells], cell=64, labels=["extraordinarilylongword"])
+    assert wide.shape[1] > 84 + 2 * 64                 # a word wider than the margin widens it
+
+
+def test_eval_edits_of_an_engine_not_trained_says_so(tmp_path):
+    from studio.errors import ProjectError
+
+    proj = make_project(tmp_path / "proj")
+    with pytest.raises(ProjectError, match="not trained"):
+        evaluation.evaluate_edits(proj, "nerf")
 
 
 # ------------------------------------------------------------------ end to end on a tiny project
@@ -232,12 +308,18 @@ def test_evaluate_reports_retrieval_sharpness_and_sheet(tmp_path, monkeypatch):
 
     sheet = cv2.imread(str(proj.root / "eval" / "blurry" / "heldout.png"))
     n = min(8, len(held))
-    assert sheet.shape[:2] == (4 * 128, 84 + n * 128)           # real | retrieval | render | clamped
+    assert sheet.shape[:2] == (18 + 4 * 128, 84 + n * 128)      # frame numbers, real | retrieval | render | clamped
     real_cell = cv2.resize(truth[0], (128, 128), interpolation=cv2.INTER_AREA)[..., ::-1]
-    assert np.abs(sheet[:100, 84:84 + 128].astype(int) - real_cell[:100]).mean() < 1.0   # row 1 is the real crop
+    assert np.abs(sheet[18:118, 84:84 + 128].astype(int) - real_cell[:100]).mean() < 1.0   # row 1: the real crop
+    assert sheet[:18, 84:].max() > 200                  # each column headed by its frame number
+    sweeps = cv2.imread(str(proj.root / "eval" / "blurry" / "sweeps.png"))
+    assert sweeps.shape[:2] == (4 * 128, 84 + 3 * 128)   # yaw, pitch and two sliders, each row named
+    assert all(sweeps[k * 128:(k + 1) * 128, :84].max() > 200 for k in range(4))
 
     table = format_table(rep)
     assert "retrieval (32 px)" in table and "held-out sharpness ratio (median)" in table
+    assert rep["files"]["report"] == str(proj.root / "eval" / "blurry" / "eval.json")
+    assert f"report: {rep['files']['report']}" in table and "heldout.png" in table and "sweeps.png" in table
 
 
 def test_evaluate_scores_the_avatar_with_video_detail_and_the_engine_alone(tmp_path, monkeypatch):
@@ -262,9 +344,13 @@ def test_evaluate_scores_the_avatar_with_video_detail_and_the_engine_alone(tmp_p
     assert alone["sharpness_median"] == pytest.approx(float(np.median(ratios)), abs=1e-4)   # the engine's render
     assert alone["sharpness_median"] < 0.3 < shown["sharpness_median"]   # the frames' detail is on the avatar
     sheet = cv2.imread(str(proj.root / "eval" / "blurry" / "heldout.png"))
-    assert sheet.shape[0] == 5 * 128                 # real | retrieval | avatar | engine alone | clamped
+    assert sheet.shape[0] == 18 + 5 * 128            # real | retrieval | avatar | engine alone | clamped
     assert "engine alone: sharpness (median)" in format_table(rep)
 
     off = evaluation.evaluate(proj, sweep_points=3, latency_frames=2, detail=False)
     assert off["video_detail"] is False and "heldout_engine" not in off
+    # `--no-detail` goes beside the default report, not over it, and its column says so
+    assert off["files"]["report"] == str(proj.root / "eval" / "blurry_no_detail" / "eval.json")
+    assert json.loads((proj.root / "eval" / "blurry" / "eval.json").read_text("utf-8"))["video_detail"] is True
+    assert "blurry, no detail (32 px)" in format_table(off).splitlines()[0]
     assert off["heldout"]["sharpness_median"] == pytest.approx(alone["sharpness_median"], abs=1e-4)
