@@ -122,16 +122,21 @@ def test_portrait_with_rotation_tag_is_tracked_upright(tmp_path, d3_video):
     assert np.abs(t.pose[:, 2]).max() < 15  # roll near 0: the face is upright, not on its side
 
 
+def _tracked_d3_part(tmp_path, d3_video, vf: str):
+    """0.8 s of d3 (from 2 s) through the ffmpeg filter `vf`, ingested and tracked: (project, track's result)."""
+    src = tmp_path / "clip.mp4"
+    ffmpeg("-ss", "2", "-i", str(d3_video), "-t", "0.8", "-vf", vf, "-an", "-c:v", "libx264", "-preset", "ultrafast",
+           "-crf", "12", str(src))
+    proj = Project.create(tmp_path / "p", src)
+    run_stage(proj, "ingest")
+    return proj, run_stage(proj, "track", {"min_frames": 10})
+
+
 def test_black_bars_baked_into_a_clip_are_found_and_left_out(tmp_path, d3_video):
     """d3 padded with black bars (48 px left, 32 top, 48 bottom, as a clip re-exported to another aspect ratio):
     the tracker finds the picture between them, says so, and the crops' pixels on the bars (inside the
     frame, or past its edge where the tracker repeats it) are the ones `picture_masks` leaves out."""
-    src = tmp_path / "barred.mp4"
-    ffmpeg("-ss", "2", "-i", str(d3_video), "-t", "0.8", "-vf", "pad=560:592:48:32:black", "-an", "-c:v", "libx264",
-           "-preset", "ultrafast", "-crf", "12", str(src))
-    proj = Project.create(tmp_path / "p", src)
-    run_stage(proj, "ingest")
-    res = run_stage(proj, "track", {"min_frames": 10})
+    proj, res = _tracked_d3_part(tmp_path, d3_video, "pad=560:592:48:32:black")
     assert res["summary"]["picture"] == "512×512 px (x 48–560, y 32–544)"
     assert any("black bars" in w for w in res["warnings"])
     trk = TrackingData.from_project(proj)
@@ -164,11 +169,6 @@ def test_a_dark_clip_is_said_to_be_dark_and_a_normal_one_is_not(tmp_path, tracke
     d3 itself (face brightness about 90) gets no such note."""
     assert 60 < tracked_d3.result("track")["summary"]["face_brightness"] < 150
     assert not any("dark" in w or "washed out" in w for w in tracked_d3.result("track")["warnings"])
-    src = tmp_path / "dim.mp4"
-    ffmpeg("-ss", "2", "-i", str(d3_video), "-t", "0.8", "-vf", "eq=brightness=-0.33", "-an", "-c:v", "libx264",
-           "-preset", "ultrafast", "-crf", "12", str(src))
-    proj = Project.create(tmp_path / "p", src)
-    run_stage(proj, "ingest")
-    res = run_stage(proj, "track", {"min_frames": 10})
+    proj, res = _tracked_d3_part(tmp_path, d3_video, "eq=brightness=-0.33")
     assert res["summary"]["tracked"] > 10 and res["summary"]["face_brightness"] < 40
     assert any("the face is dark in this video" in w for w in res["warnings"]), res["warnings"]
