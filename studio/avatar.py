@@ -90,23 +90,35 @@ def trained_engines(project) -> list[str]:
     return [name for name in ENGINES if all(stage_state(project, s) == "done" for s in required(name))]
 
 
-def _not_trained(project, engine: str) -> tuple[str, str]:
+def stale_stages(project, engine: str) -> list[str]:
+    """The stages of `engine` that must train again before its avatar opens — their settings, or those of a
+    stage before them, changed since they trained — when every stage it needs has trained; [] otherwise
+    (nothing is out of date, or something is not trained at all)."""
+    from .engines import required
+    from .pipeline import stage_state
+
+    states = {s: stage_state(project, s) for s in required(engine)}
+    if all(st in ("done", "stale") for st in states.values()):
+        return [s for s, st in states.items() if st == "stale"]
+    return []
+
+
+def why_not_trained(project, engine: str) -> tuple[str, str]:
     """Why `engine` cannot be opened in `project`, and what to do: stages whose settings changed since they
-    trained (stale) are not "not trained", and a stage still running is said as such."""
+    trained (`stale_stages`) are not "not trained", and a stage still running is said as such."""
     import shlex
 
     from .engines import ENGINES, required
     from .pipeline import spec, stage_state
 
     e = ENGINES[engine]
-    states = {s: stage_state(project, s) for s in required(engine)}
     again = f"`avatar-studio run {shlex.quote(str(project.root))} --engine {engine}`"
-    stale = [spec(s).title for s, st in states.items() if st == "stale"]
-    running = [spec(s).title for s, st in states.items() if st == "running"]
+    running = [spec(s).title for s in required(engine) if stage_state(project, s) == "running"]
     if running:
         return (f"the {e.short} avatar in project {project.name} is still training ({', '.join(running)})",
                 "wait for it to finish (`avatar-studio status` shows where it is)")
-    if stale and all(st in ("done", "stale") for st in states.values()):
+    stale = [spec(s).title for s in stale_stages(project, engine)]
+    if stale:
         one = len(stale) == 1
         return (f"the {e.short} avatar in project {project.name} is out of date: {', '.join(stale)} must train "
                 f"again ({'its' if one else 'their'} settings or a stage before {'it' if one else 'them'} changed "
@@ -175,7 +187,7 @@ class Avatar:
         if engine not in ENGINES:
             raise ProjectError(f"unknown engine '{engine}'", f"engines: {', '.join(ENGINES)}")
         if engine not in engines:
-            raise ProjectError(*_not_trained(project, engine))
+            raise ProjectError(*why_not_trained(project, engine))
         try:
             loaded = ENGINES[engine].load(project)
         except FileNotFoundError as exc:   # a trained stage's folder deleted or moved by hand

@@ -359,11 +359,9 @@ def cmd_config(args) -> int:
     if args.reset and args.set:
         raise InputError("--reset and --set together", "reset the stage first, then change what you want with --set")
     if args.reset or args.set:  # a change: not while another process works on the project (it would undo it)
-        from .lock import project_lock
+        from .session import Session
 
-        with project_lock(project.root, f"config {args.stage}"):
-            project = Project.open(project.root)  # as the lock's holder left it
-            cfg = _change_config(project, args)
+        cfg = Session(project).change(f"config {args.stage}", lambda session: _change_config(session.project, args))
     else:
         cfg = stage_config(project, args.stage)
     for f in dataclasses.fields(s.config_cls):
@@ -410,7 +408,6 @@ def cmd_run(args) -> int:
             raise missing_files_error()
     from .batch import parse_settings
     from .distributed import run_stages
-    from .lock import project_lock
 
     # every option is checked before a project is made or changed: a refused command leaves nothing behind
     overrides = parse_settings(args.set or [])
@@ -435,11 +432,14 @@ def cmd_run(args) -> int:
             created = True
     session = Session(project)
     engines = list(ENGINES) if args.engine == "both" else [args.engine]
-    with project_lock(project.root, "run: settings"):  # not while another process works on the project
-        if args.preset and args.preset != project.preset:
+
+    def settings(session):
+        if args.preset and args.preset != session.project.preset:
             _say(_switch_preset(session, args.preset, args.engine))
         if args.controls:
             session.set_controls(args.engine, args.controls)
+
+    session.change("run: settings", settings)  # not while another process works on the project
     stages = session.plan_engine(args.engine, overrides)
     from .engines import chain
 

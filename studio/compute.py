@@ -229,9 +229,9 @@ def cpu_channels_last() -> bool:
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
-PRECISION_HELP = ("Arithmetic of the training steps: 'auto' = bfloat16 mixed precision on a CPU with AMX (faster "
-                  "there), float32 elsewhere; 'fp32' = float32 always; 'bf16' = bfloat16 mixed always (slow on a CPU "
-                  "without AMX).")
+PRECISION_HELP = ("Arithmetic of the training steps: 'auto' = bfloat16 mixed precision on a CPU with bfloat16 "
+                  "instructions (Intel AMX, AVX512-BF16 on AMD Zen 4 and later; faster there), float32 elsewhere; "
+                  "'fp32' = float32 always; 'bf16' = bfloat16 mixed always (slow on a CPU without them).")
 
 
 def precision_option():
@@ -241,23 +241,34 @@ def precision_option():
     return opt("auto", PRECISION_HELP, choices=PRECISIONS, advanced=True)
 
 
-def cpu_has_bf16_matrix() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices in hardware (Intel AMX tiles; oneDNN uses them for
-    convolutions and matrix products)."""
+def cpu_bf16_instructions() -> str:
+    """The bfloat16 matrix instructions this CPU has, as a person reads them: "AMX" (Intel's matrix tiles,
+    Sapphire Rapids and later), "AVX512-BF16" (bfloat16 dot products: AMD Zen 4 and later, Intel Cooper
+    Lake), or "" (neither: bfloat16 would be computed in software, slower than float32). oneDNN uses
+    either for convolutions and matrix products."""
     import torch
 
-    try:
-        return bool(torch.cpu._is_amx_tile_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    for name, probe in (("AMX", "_is_amx_tile_supported"), ("AVX512-BF16", "_is_avx512_bf16_supported")):
+        try:
+            if bool(getattr(torch.cpu, probe)()):
+                return name
+        except (AttributeError, RuntimeError):
+            continue
+    return ""
+
+
+def cpu_has_bf16_matrix() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (`cpu_bf16_instructions`)."""
+    return bool(cpu_bf16_instructions())
 
 
 def resolve_precision(requested: str, device) -> str:
     """A training stage's `precision` setting → "bf16" or "fp32".
 
     "auto" is bfloat16 mixed precision (`torch.autocast`: convolutions and matrix products in bfloat16,
-    the weights, the optimiser and the losses' delicate parts in float32) on a CPU with AMX, and float32
-    everywhere else (a CPU without it computes bfloat16 in software; GPUs keep their float32 path). On a
+    the weights, the optimiser and the losses' delicate parts in float32) on a CPU with bfloat16
+    instructions (`cpu_bf16_instructions`), and float32 everywhere else (a CPU without them computes
+    bfloat16 in software; GPUs keep their float32 path). On a
     quiet 2-core Xeon with AMX (2026-12-06, README "Measured"): the subject prior's step 459 → 290 ms, and a
     whole d9 StyleGAN run's prior 13:26 → 8:07, PTI 6:12 → 4:56, with the avatar's held-out figures as
     before; the NeRF stage (2026-12-07) 400 steps 2.35–2.38 → 1.92–1.93 min, a whole d9 NeRF run 30:06 with the

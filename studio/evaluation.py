@@ -781,7 +781,7 @@ def iter_evaluate_edits(project, engine: str | None = None, names: list[str] | N
     yaw range at the neutral expression, then one row per edit at its default strength)."""
     import torch
 
-    from .avatar import Avatar, _not_trained, trained_engines
+    from .avatar import Avatar, trained_engines, why_not_trained
     from .edits.adapters import adapter_for
     from .edits.evaluate import evaluate_edit, write_report
     from .edits.jobs import clip_status, is_current, list_edits, load_arcface_model, load_clip_model, resolve_engine
@@ -790,7 +790,7 @@ def iter_evaluate_edits(project, engine: str | None = None, names: list[str] | N
 
     engine = resolve_engine(project, engine)
     if engine not in trained_engines(project):   # say so, not "no saved edits" for an avatar that cannot have any
-        raise ProjectError(*_not_trained(project, engine))
+        raise ProjectError(*why_not_trained(project, engine))
     edits = list_edits(project, engine)
     if names:
         known = {e.name: e for e in edits}

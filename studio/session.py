@@ -148,7 +148,32 @@ class Session:
                 changed.append(s)
         return changed
 
+    def controls(self, engine_name: str | None) -> str:
+        """The control set ("named" or "flame") engine `engine_name` is trained on, as `set_controls` saved it: the
+        `controls` setting of its stages (a trained engine's stages ran with their saved settings, or they would
+        be out of date). "named" for an unknown engine. No model is loaded."""
+        if engine_name not in ENGINES:
+            return "named"
+        for s in (st for st in chain(engine_name) if st in REGISTRY):
+            controls = getattr(self.config(s), "controls", None)
+            if controls:
+                return str(controls)
+        return "named"
+
     # ------------------------------------------------------------------ settings
+    def change(self, what: str, change):
+        """Make a change to project.json the way every settings change must be made: under the project's lock
+        (`what` names it for anyone who finds the project busy), applied to the manifest as it is on disk
+        now — a stage process or another program may have written it since this session read it, and
+        writing an older copy would undo their records. `change(session)` makes the change; its result is
+        returned. A project another process works on raises `StudioError` and nothing is written. The CLI's
+        `config` and `run` and the window's settings pages all change settings through this."""
+        from .lock import project_lock
+
+        with project_lock(self.project.root, what):
+            self.reload()
+            return change(self)
+
     def set_preset(self, preset: str) -> list[str]:
         """Stages not run yet follow the new preset; finished (or running) stages keep their settings.
         Returns the stages that keep them, in run order."""

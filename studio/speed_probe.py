@@ -102,7 +102,11 @@ class SpeedEstimate:
     probe_seconds: float = 0.0
     """How long the probe itself took."""
     precision: str = "fp32"
-    """The arithmetic the training steps were timed in ("bf16" on a CPU with AMX, `compute.resolve_precision`)."""
+    """The arithmetic the training steps were timed in ("bf16" on a CPU with bfloat16 instructions,
+    `compute.resolve_precision`)."""
+    bf16_instructions: str = ""
+    """The CPU's bfloat16 instructions behind "bf16" ("AMX", "AVX512-BF16"; "" where bf16 was asked for
+    without them), `compute.cpu_bf16_instructions`."""
 
     def minutes_for(self, stages) -> int:
         """Whole minutes (at least 1) the given stages would take on this machine."""
@@ -112,7 +116,9 @@ class SpeedEstimate:
         """Where training runs, for a sentence: "on the GPU" or "on the CPU (2 threads[, bfloat16 …])"."""
         if self.device == "cuda":
             return "on the GPU"
-        bf16 = ", bfloat16 arithmetic: this CPU has AMX" if self.precision == "bf16" else ""
+        bf16 = ""
+        if self.precision == "bf16":
+            bf16 = ", bfloat16 arithmetic" + (f": this CPU has {self.bf16_instructions}" if self.bf16_instructions else "")
         owner = "this machine's" if this_machine else "the"
         return f"on {owner} CPU ({self.threads} thread{'s' if self.threads != 1 else ''}{bf16})"
 
@@ -324,7 +330,7 @@ def probe(preset: str = "preview", device: str = "auto", steps: int = 6, resolut
     gpu = torch.cuda.is_available()
     gpu_name = torch.cuda.get_device_name(0) if gpu else ""
     dev = torch.device("cuda" if (device == "cuda" or (device == "auto" and gpu)) else "cpu")
-    from .compute import apply_threads, tune_allocator
+    from .compute import apply_threads, cpu_bf16_instructions, tune_allocator
 
     before = torch.get_num_threads()
     apply_threads(dev.type)  # time the steps with the threads training will use (busy cores spin)
@@ -357,7 +363,8 @@ def probe(preset: str = "preview", device: str = "auto", steps: int = 6, resolut
     return SpeedEstimate(device=dev.type, gpu_found=gpu, gpu_name=gpu_name, threads=threads,
                          preset=preset, batch=batch, resolution=cfg.resolution, step_seconds=step_s,
                          measured=measured, nerf_step_seconds=nerf_s, stage_seconds=stages,
-                         engine_seconds=engines, probe_seconds=time.perf_counter() - t_start, precision=precision)
+                         engine_seconds=engines, probe_seconds=time.perf_counter() - t_start, precision=precision,
+                         bf16_instructions=cpu_bf16_instructions() if precision == "bf16" and dev.type == "cpu" else "")
 
 
 _CACHE: dict[tuple, SpeedEstimate] = {}

@@ -104,3 +104,27 @@ def test_two_cli_runs_at_once(tmp_path, short_clip):
     again = subprocess.run([sys.executable, "-m", "studio.cli", "run-stage", str(root), "pivots"],
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-1000:]
+
+
+def test_a_session_changes_settings_under_the_lock_on_the_manifest_on_disk(tmp_path):
+    """`Session.change` (the CLI's `config` and `run` and the window's settings all go through it): the change is
+    made on project.json as it is now, keeping what another writer put there since the session read it, and
+    a project that another process works on is refused with nothing written."""
+    from studio.session import Session
+
+    proj = Project.create(tmp_path / "p")
+    session = Session(Project.open(proj.root))          # read before the other writer wrote
+    Project.open(proj.root).update_record("ingest", status="failed", error="written by a stage process")
+    assert session.change("a test: preset", lambda s: s.set_preset("quality")) == []
+    saved = Project.open(proj.root)
+    assert saved.preset == "quality" and saved.record("ingest").get("error") == "written by a stage process"
+    assert not is_busy(proj.root), "the lock is let go after the change"
+    holder = _hold(proj.root)
+    try:
+        before = (proj.root / "project.json").read_bytes()
+        with pytest.raises(ProjectError, match="busy"):
+            session.change("a test: device", lambda s: s.set_device("cpu"))
+        assert (proj.root / "project.json").read_bytes() == before
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait()

@@ -14,7 +14,7 @@ from studio.progress import Control
 from studio.stages.base import StageContext
 
 
-def test_auto_is_bf16_only_on_a_cpu_with_amx(monkeypatch):
+def test_auto_is_bf16_only_on_a_cpu_with_bf16_instructions(monkeypatch):
     monkeypatch.delenv("AVATAR_STUDIO_PRECISION", raising=False)
     monkeypatch.setattr(compute, "cpu_has_bf16_matrix", lambda: True)
     assert compute.resolve_precision("auto", "cpu") == "bf16"
@@ -22,12 +22,33 @@ def test_auto_is_bf16_only_on_a_cpu_with_amx(monkeypatch):
     assert compute.resolve_precision("fp32", "cpu") == "fp32"
     monkeypatch.setattr(compute, "cpu_has_bf16_matrix", lambda: False)
     assert compute.resolve_precision("auto", "cpu") == "fp32"
-    assert compute.resolve_precision("bf16", "cpu") == "bf16"       # asked for: also without AMX
+    assert compute.resolve_precision("bf16", "cpu") == "bf16"       # asked for: also without the instructions
     monkeypatch.setenv("AVATAR_STUDIO_PRECISION", "bf16")           # the variable overrides "auto" only
     assert compute.resolve_precision("auto", "cpu") == "bf16"
     assert compute.resolve_precision("fp32", "cpu") == "fp32"
     with pytest.raises(StudioError, match="precision must be one of"):
         compute.resolve_precision("half", "cpu")
+
+
+def test_which_cpus_have_bf16_instructions(monkeypatch):
+    """AMX (Intel Sapphire Rapids on) and AVX512-BF16 (AMD Zen 4 on) both count; a CPU with neither, or a
+    torch that cannot tell, gets float32."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert compute.cpu_bf16_instructions() == "AMX" and compute.cpu_has_bf16_matrix()
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert compute.cpu_bf16_instructions() == "AVX512-BF16" and compute.cpu_has_bf16_matrix()
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert compute.cpu_bf16_instructions() == "" and not compute.cpu_has_bf16_matrix()
+
+    def broken():
+        raise RuntimeError("cpuinfo failed")
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", broken)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert compute.cpu_bf16_instructions() == ""
+    monkeypatch.delenv("AVATAR_STUDIO_PRECISION", raising=False)
+    assert compute.resolve_precision("auto", "cpu") == "fp32"
 
 
 class _Project:

@@ -190,14 +190,15 @@ def test_run_reprices_the_stages_left_at_the_run_s_own_pace():
 
 
 def test_the_steps_are_timed_in_the_precision_their_stages_train_in(monkeypatch):
-    """On a CPU with AMX the training stages train in bfloat16; the probe times the prior's and the NeRF's steps
-    so, and `run` says so in its time estimate."""
+    """On a CPU with bfloat16 instructions the training stages train in bfloat16; the probe times the prior's
+    and the NeRF's steps so, and `run` says so in its time estimate, naming the instructions."""
     import types
 
     from studio import cli, compute
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("AVATAR_STUDIO_PRECISION", "bf16")
+    monkeypatch.setattr(compute, "cpu_bf16_instructions", lambda: "AMX")
     seen = []
     real = compute.autocast
     monkeypatch.setattr(compute, "autocast", lambda precision, device: seen.append(precision) or real(precision, device))
@@ -212,6 +213,10 @@ def test_the_steps_are_timed_in_the_precision_their_stages_train_in(monkeypatch)
     project = types.SimpleNamespace(preset="preview", device="cpu")
     text, _ = cli._time_estimate(project, ["pvp"], ["prior", "pti", "mappers"], None)
     assert "bfloat16 arithmetic: this CPU has AMX" in text
+    monkeypatch.setattr(compute, "cpu_bf16_instructions", lambda: "")     # asked for on a CPU without them
+    est_sw = probe(resolution=32, steps=1, nerf=False)
+    assert est_sw.precision == "bf16" and est_sw.bf16_instructions == ""
+    assert est_sw.where().endswith("(1 thread, bfloat16 arithmetic)"), est_sw.where()
     monkeypatch.setenv("AVATAR_STUDIO_PRECISION", "fp32")
     est = probe(resolution=32, steps=1, nerf=False)
     assert est.precision == "fp32"

@@ -49,23 +49,6 @@ SOURCE_WORDS = {"turntable": ("a turntable", "yaw/pitch orbit"),
 """Each source in the page's intro and in the Source box's hint (which lists only the sources offered)."""
 
 
-def engine_controls(project, engine: str | None) -> str:
-    """The control set ("named" or "flame") `engine` of `project` is trained on: the `controls` setting of its
-    stages (where `Session.set_controls` saves it; a trained engine's stages ran with their saved settings, or
-    they would be out of date). No model is loaded."""
-    from ..engines import ENGINES, chain
-    from ..pipeline import stage_config
-    from ..stages import REGISTRY
-
-    if project is None or engine not in ENGINES:
-        return "named"
-    for stage in (s for s in chain(engine) if s in REGISTRY):
-        controls = getattr(stage_config(project, stage), "controls", None)
-        if controls:
-            return str(controls)
-    return "named"
-
-
 def sources_for(controls: str) -> list[str]:
     """The export sources that apply to an avatar on `controls`, in `studio.export.SOURCES` order."""
     from ..export import SOURCES
@@ -322,8 +305,10 @@ class ExportPanel(QWidget):
         """Offer only what applies to the chosen engine's avatar: the flame source and the FLAME geometry box
         for one on FLAME controls, the driver source for one on the named controls; the Drivers box says what
         the learned transfer gives this engine."""
+        from ..session import Session
+
         engine = self.engine_box.currentData()
-        self.controls = engine_controls(self.project, engine)
+        self.controls = Session(self.project).controls(engine) if self.project is not None else "named"
         box = self.form.editors["source"]
         wanted = sources_for(self.controls)
         have = [box.itemData(i) for i in range(box.count())]

@@ -545,17 +545,12 @@ class MainWindow(QMainWindow):
         return Session(self.project) if self.project is not None else None
 
     def _change_settings(self, what: str, change) -> bool:
-        """Write a settings change into project.json as `avatar-studio config` does: under the project's lock,
-        applied to the manifest as it is on disk now (a stage process or another program may have written it
-        since the window read it; writing the window's older copy undid their records). `change(session)`
-        makes the change. When another process works on the project nothing is written and the status line
-        says so. Returns whether it was saved."""
-        from ..lock import project_lock
-
+        """Write a settings change into project.json as `avatar-studio config` does (`Session.change`: under
+        the project's lock, on the manifest as it is on disk now). `change(session)` makes the change. When
+        another process works on the project nothing is written and the status line says so. Returns whether
+        it was saved."""
         try:
-            with project_lock(self.project.root, f"the window: {what}"):
-                self.session.reload()
-                change(self.session)
+            self.session.change(f"the window: {what}", change)
         except StudioError as exc:
             self.statusBar().showMessage(f"Not saved: {exc}", 15000)
             self.reload_manifest()

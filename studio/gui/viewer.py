@@ -622,16 +622,14 @@ def out_of_date(project) -> str:
     """Why no avatar shows in `project` when one trained but is out of date (the settings of one of its stages,
     or of a stage before it, changed since it trained), in the window's words; "" otherwise (then nothing is
     trained yet). The message is `Avatar.open`'s own; what to do is said with the window's Run all."""
-    from ..avatar import _not_trained
-    from ..engines import ENGINES, required
-    from ..pipeline import stage_state
+    from ..avatar import stale_stages, why_not_trained
+    from ..engines import ENGINES
 
     if project is None:
         return ""
     for name in ENGINES:
-        states = [stage_state(project, s) for s in required(name)]
-        if "stale" in states and all(st in ("done", "stale") for st in states):
-            message, _cli_hint = _not_trained(project, name)
+        if stale_stages(project, name):
+            message, _cli_hint = why_not_trained(project, name)
             return (f"{message[:1].upper()}{message[1:]}. Run all (the {_short_title(name)} engine) trains it again: "
                     "only the changed stages and those after them run.")
     return ""

@@ -298,6 +298,8 @@ def test_plan_includes_flame_when_the_controls_are_flame(tracked_d3, tmp_path):
     assert session.plan_engine("nerf") == ["nerf"]
     assert session.set_controls("nerf", "flame") == ["nerf"]
     assert session.config("nerf").controls == "flame"
+    assert session.controls("nerf") == "flame" and session.controls("pvp") == "named"   # what the Export page offers
+    assert session.controls("no-such-engine") == "named"
     assert session.plan_engine("nerf") == ["flame", "nerf"]
     assert session.plan_stage("nerf") == ["flame", "nerf"]
     assert "flame" not in session.plan_engine("pvp"), "the pvp engine still trains on named controls"

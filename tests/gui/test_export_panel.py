@@ -182,9 +182,9 @@ def test_run_all_asks_which_engine(window, tmp_path, qtbot, monkeypatch, screens
 
     est = SpeedEstimate(device="cpu", gpu_found=False, gpu_name="", threads=2, preset="preview", batch=8,
                         resolution=128, step_seconds=0.3, stage_seconds={s: 60.0 for s in chain("pvp")},
-                        probe_seconds=7.0, precision="bf16")
-    dlg.show_estimate(est)      # the estimate says where and in what arithmetic training runs
-    assert "on the CPU (2 threads, bfloat16 arithmetic: this CPU has AMX)" in dlg.estimate.text()
+                        probe_seconds=7.0, precision="bf16", bf16_instructions="AVX512-BF16")
+    dlg.show_estimate(est)      # the estimate says where and in what arithmetic training runs, and why
+    assert "on the CPU (2 threads, bfloat16 arithmetic: this CPU has AVX512-BF16)" in dlg.estimate.text()
     assert "StyleGAN" in dlg.estimate.text() and "min" in dlg.estimate.text()
     started = []
     monkeypatch.setattr(window, "start_run", lambda stages, overrides=None, force=(): started.append(stages))
@@ -259,10 +259,10 @@ def test_self_export_of_a_real_clip_with_audio(window, short_clip, monkeypatch, 
 def test_flame_source_has_its_own_file_chooser(window, tracked, monkeypatch, tmp_path):
     """source=flame asks for its FLAME parameter file in the Clip box with a Browse button (the generated form gave
     a bare text row, shown for every source); the audio box shows only where there is audio (self, driver)."""
-    from studio.gui import export_panel
+    from studio.session import Session
 
     use_engine(monkeypatch, load_fast)
-    monkeypatch.setattr(export_panel, "engine_controls", lambda project, engine: "flame")  # an avatar on FLAME's
+    monkeypatch.setattr(Session, "controls", lambda self, engine: "flame")  # an avatar on FLAME's
     panel = open_export(window, tracked)
     f = panel.form.editors
     assert not panel.flame_file.isVisibleTo(panel) and not panel._form_row("flame").isVisibleTo(panel)
