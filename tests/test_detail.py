@@ -777,7 +777,7 @@ def test_a_frame_is_moved_toward_the_shape_the_renders_controls_predict():
 
 
 def test_shape_warp_keeps_a_bounded_number_of_lattices_and_skips_a_frame_without_a_mesh(monkeypatch):
-    import studio.detail as detail
+    import studio.detail.video_detail as detail   # the module whose `VideoDetail` reads it
 
     monkeypatch.setattr(detail, "LATTICES_KEPT", 2)
     crops, controls = _frames()

@@ -1,0 +1,127 @@
+"""Which training frames lend detail to a render: the nearest by standardised control distance
+(`ControlIndex`), weighed by how near (`soft_nearest`), optionally preferring frames that look like the
+person as a whole (`frame_atypicality` of their ArcFace `frame_embeddings`)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def soft_nearest(d: np.ndarray, k: int, temperature: float, relative: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(B, N) distances → (B, k) indices of the nearest and weights summing to 1: the nearest weighs
+    most, the others exp(−(d − d_min) / temperature) of it (`relative`: exp(−(d / d_min − 1) /
+    temperature), for distances without a natural scale)."""
+    k = max(1, min(int(k), d.shape[1]))
+    idx = np.argsort(d, axis=1)[:, :k]
+    dk = np.take_along_axis(d, idx, 1)
+    gap = dk / np.maximum(dk[:, :1], 1e-9) - 1 if relative else dk - dk[:, :1]
+    w = np.exp(-gap / max(temperature, 1e-6))
+    return idx, w / w.sum(1, keepdims=True)
+
+
+class ControlIndex:
+    """Nearest training frames by tracked controls: each control standardised by the training frames'
+    mean and std, yaw and pitch weighted by `pose_weight`, squared Euclidean distance. The retrieval
+    baseline of `studio.evaluation` and `VideoDetail` both use it."""
+
+    def __init__(self, controls: np.ndarray, pose_weight: float = 2.0):
+        c = np.asarray(controls, np.float64)
+        if c.ndim != 2 or not len(c):
+            raise ValueError(f"expected (N, C) training controls, got {c.shape}")
+        self._mean, self._std = c.mean(0), np.maximum(c.std(0), 1e-6)
+        self._w = np.ones(c.shape[1])
+        self._w[:2] = pose_weight
+        self._z = (c - self._mean) / self._std
+        self._points = self._z * self._w
+
+    def distances(self, query: np.ndarray, emphasis: float = 0.0, frames_too: bool = False) -> np.ndarray:
+        """(n, C) controls → (n, N) squared distances to the training frames.
+
+        `emphasis` > 0 weighs each expression control of a query by 1 + emphasis · |its standardised
+        value|: the controls the query moves far from the clip's average count more than the
+        ones it leaves near it (a slider pushed to its end should find frames that show it). With
+        `frames_too` the weight of a control between a query and a frame is 1 + emphasis · the larger
+        of the two |standardised values|: a frame that moves a control far which the query leaves at
+        rest (a grin with closed eyes for an open-eyed query) is as far as one that lacks what the
+        query moves."""
+        q = np.asarray(query, np.float64)
+        if q.ndim != 2 or q.shape[1] != self._points.shape[1]:
+            raise ValueError(f"expected (n, {self._points.shape[1]}) controls, got {q.shape}")
+        z = (q - self._mean) / self._std
+        q = z * self._w
+        a = self._points
+        if emphasis <= 0:
+            return (q ** 2).sum(1)[:, None] - 2 * q @ a.T + (a ** 2).sum(1)[None]
+        far = np.abs(z[:, None, 2:])                                   # (n, 1, C-2), or (n, N, C-2) below
+        if frames_too:
+            far = np.maximum(far, np.abs(self._z[None, :, 2:]))
+        g = np.ones(far.shape[:2] + (z.shape[1],))
+        g[..., 2:] += emphasis * far
+        return (((q[:, None, :] - a[None]) * g) ** 2).sum(-1)
+
+
+def frame_atypicality(embeddings: np.ndarray) -> np.ndarray:
+    """(N, D) unit face embeddings of a clip's frames → (N,) how unlike the clip's person each frame
+    looks, standardised: 1 − the cosine to the frames' mean embedding, minus its median, over its
+    standard deviation (0 for every frame when they are all alike)."""
+    e = np.asarray(embeddings, np.float64)
+    if e.ndim != 2 or not len(e):
+        raise ValueError(f"expected (N, D) embeddings, got {e.shape}")
+    m = e.mean(0)
+    m = m / max(float(np.linalg.norm(m)), 1e-12)
+    a = 1.0 - e @ m
+    sd = float(a.std())
+    return np.zeros(len(e)) if sd < 1e-9 else (a - np.median(a)) / sd
+
+
+EMBEDDINGS_FILE = "detail/frame_identity_{size}.npz"
+"""Inside a project: the ArcFace embeddings of its training crops at one size (`frame_embeddings`)."""
+
+
+def frame_embeddings(project, rows: np.ndarray, crops: np.ndarray) -> np.ndarray | None:
+    """(N, 128) ArcFace embeddings of a project's training `crops` (tracked rows `rows`), or None without
+    the ArcFace file. Computed once (440 frames took 17 s on a busy 2-core CPU) and kept in the project
+    (`EMBEDDINGS_FILE`, written atomically) under a key of the frames and the ArcFace file, so a re-track
+    or another ArcFace file computes them again; a project folder that cannot be written to computes them
+    each time it is opened."""
+    import hashlib
+
+    from .. import metrics
+    from ..errors import StudioError
+    from ..model_files import sha256_file
+
+    weights = metrics.arcface_weights()
+    if weights is None or not len(crops):
+        return None
+    h = hashlib.sha256(np.ascontiguousarray(rows, np.int64).tobytes())
+    h.update(np.ascontiguousarray(crops).tobytes())
+    try:
+        key = f"frames {h.hexdigest()}; arcface {sha256_file(weights)}"
+    except OSError:
+        return None
+    path = project.root / EMBEDDINGS_FILE.format(size=crops.shape[1])
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["key"]) == key and z["embeddings"].shape[0] == len(crops):
+                return z["embeddings"].astype(np.float32)
+    except (OSError, KeyError, ValueError, EOFError):   # absent, damaged or another layout: computed again
+        pass
+    try:
+        emb = metrics.embeddings(crops)
+    except Exception:   # noqa: BLE001 — a damaged ArcFace file: the frames are chosen by controls alone
+        return None
+    if emb is None:
+        return None
+    emb = np.asarray(emb, np.float32)
+
+    def save(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, key=np.array(key), embeddings=emb)
+
+    try:
+        from ..atomic import write_with
+
+        write_with(path, save)
+    except (StudioError, OSError):   # a read-only or full folder: used without keeping them
+        pass
+    return emb

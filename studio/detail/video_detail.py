@@ -1,0 +1,346 @@
+"""`VideoDetail`: a project's training frames (crops, controls, mattes, masks, meshes) ready to lend
+detail: it picks each render's frames, warps them onto the render (DIS optical flow, part of it inside
+the face, plus the shape warp; Lanczos resampling) and lays their detail bands over the render's low
+band (`VideoDetail.apply`)."""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import cv2
+import numpy as np
+
+from .choice import ControlIndex, frame_atypicality, frame_embeddings, soft_nearest
+from .config import REFERENCE_SIZE, SAMPLING, DetailConfig
+from .masks import face_hull_masks, feature_masks
+from .shape import MeshLattice, ShapeModel, shape_field
+
+LATTICES_KEPT = 256
+"""`VideoDetail` keeps the `MeshLattice` of this many frames (the last used; about 100 KB each)."""
+
+class VideoDetail:
+    """Training frames (aligned crops at the render size) and their controls, ready to lend detail."""
+
+    def __init__(self, crops: np.ndarray, controls: np.ndarray | None, config: DetailConfig = DetailConfig(),
+                 mattes: np.ndarray | None = None, features: np.ndarray | None = None,
+                 faces: np.ndarray | None = None, wide_faces: np.ndarray | None = None,
+                 landmarks: np.ndarray | None = None, embeddings: np.ndarray | None = None):
+        crops = np.asarray(crops)
+        if crops.ndim != 4 or crops.shape[-1] != 3 or crops.shape[1] != crops.shape[2] or not len(crops):
+            raise ValueError(f"expected (N, S, S, 3) uint8 crops, got {crops.shape}")
+        self.crops = crops.astype(np.uint8, copy=False)
+        self.size = int(crops.shape[1])
+        if config.sampling not in SAMPLING:
+            raise ValueError(f"sampling must be one of {sorted(SAMPLING)}, got {config.sampling!r}")
+        self.config = config
+        scale = self.size / REFERENCE_SIZE
+        self._band = config.band_sigma * scale
+        self._flow_blur = config.flow_sigma * scale
+        self._flow_smooth = config.flow_smooth * scale
+        self.mattes = None
+        """(N, S, S) float32 person mattes in [0, 1], or None (then every pixel of a frame lends)."""
+        if mattes is not None and config.person_only:
+            mattes = np.asarray(mattes, np.float32)
+            if mattes.shape != crops.shape[:3]:
+                raise ValueError(f"expected {crops.shape[:3]} mattes, got {mattes.shape}")
+            grow = config.matte_grow * crops.shape[1] / REFERENCE_SIZE
+            if grow > 0:
+                k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(round(grow)) + 1,) * 2)
+                mattes = np.stack([cv2.GaussianBlur(cv2.dilate(m, k), (0, 0), grow / 2) for m in mattes])
+            self.mattes = mattes
+        self.features = None
+        """(N, S, S) float32 eyes-and-mouth masks of the frames (`feature_masks`), or None: then the
+        frames lend their whole detail band everywhere (`DetailConfig.mid_share` is not used)."""
+        if features is not None:
+            features = np.asarray(features, np.float32)
+            if features.shape != crops.shape[:3]:
+                raise ValueError(f"expected {crops.shape[:3]} feature masks, got {features.shape}")
+            self.features = features
+        self._fine = config.fine_sigma * scale
+        self.faces = None
+        """(N, S, S) float32 face-hull masks of the frames (`face_hull_masks`) for `face_flow` < 1."""
+        if faces is not None:
+            faces = np.asarray(faces, np.float32)
+            if faces.shape != crops.shape[:3]:
+                raise ValueError(f"expected {crops.shape[:3]} face masks, got {faces.shape}")
+            self.faces = faces
+        self.wide_faces = None
+        """(N, S, S) float32 grown face-hull masks of the frames, for `outside_fine_share` < 1 (None: the
+        frames lend their finest band everywhere)."""
+        if wide_faces is not None:
+            wide_faces = np.asarray(wide_faces, np.float32)
+            if wide_faces.shape != crops.shape[:3]:
+                raise ValueError(f"expected {crops.shape[:3]} wide face masks, got {wide_faces.shape}")
+            self.wide_faces = wide_faces
+        self._index = None
+        if controls is not None:
+            if np.ndim(controls) != 2 or len(controls) != len(crops):
+                raise ValueError(f"expected ({len(crops)}, C) controls, got {np.shape(controls)}")
+            self._index = ControlIndex(controls, config.pose_weight)
+            self._pose = np.asarray(controls, np.float64)[:, :2]
+        self.landmarks = None
+        """(N, P, 2) float32 tracked face meshes of the frames (pixels at `size`), for `shape_share`."""
+        self._shape = self._own_shape = None
+        self._lattices: OrderedDict[int, MeshLattice] = OrderedDict()   # the last LATTICES_KEPT frames used
+        if landmarks is not None and controls is not None and config.shape_share > 0:
+            landmarks = np.asarray(landmarks, np.float32)
+            if landmarks.ndim != 3 or landmarks.shape[0] != len(crops) or landmarks.shape[2] != 2:
+                raise ValueError(f"expected ({len(crops)}, P, 2) landmarks, got {landmarks.shape}")
+            try:
+                self._shape = ShapeModel(controls, landmarks, config.shape_ridge)
+            except ValueError:      # fewer than two frames with a mesh: no shape warp
+                self._shape = None
+            else:
+                self.landmarks = landmarks
+                self._own_shape = self._shape.predict(controls).astype(np.float32)
+        self.atypicality = None
+        """(N,) `frame_atypicality` of the frames from their face `embeddings`, or None (no ArcFace file,
+        or `typical_weight` 0): then frames are chosen by control distance alone."""
+        if embeddings is not None and config.typical_weight > 0:
+            embeddings = np.asarray(embeddings)
+            if embeddings.ndim != 2 or embeddings.shape[0] != len(crops):
+                raise ValueError(f"expected ({len(crops)}, D) embeddings, got {embeddings.shape}")
+            self.atypicality = frame_atypicality(embeddings)
+        self._thumbs = None
+        self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        gy, gx = np.mgrid[0:self.size, 0:self.size].astype(np.float32)
+        self._grid = (gx, gy)
+
+    @classmethod
+    def from_project(cls, project, size: int, controls: str = "named",
+                     config: DetailConfig = DetailConfig()) -> "VideoDetail | None":
+        """The training frames of `project` (not its held-out frames) at `size`, with their tracked
+        controls in the engine's control set ("named" or "flame"); None when the project has no
+        tracked crops (a moved or trimmed project renders without video detail)."""
+        from ..errors import StudioError
+        from ..tracking.data import TrackingData
+
+        try:
+            tracking = TrackingData.from_project(project, controls=controls)
+            train, _ = tracking.split()
+            if not len(train):
+                return None
+            crops = tracking.crops(train, size=size)
+            ctl = tracking.controls(train)
+        except (StudioError, OSError, KeyError, ValueError):
+            return None
+        mattes = None
+        if config.person_only:
+            try:
+                mattes = tracking.mattes(train, size=size)
+            except (OSError, ValueError):    # an older project without mattes: whole frames lend
+                mattes = None
+        features = faces = wide = None
+        scale = size / REFERENCE_SIZE
+        lms = None
+        if config.splits_mid_band or config.needs_faces or config.splits_outside:   # each frame's mesh, at `size`
+            lms = tracking.crop_landmarks_at(train, size)
+            if config.splits_mid_band:
+                features = feature_masks(lms, size, config.feature_grow * scale)
+            if config.needs_faces:
+                faces = face_hull_masks(lms, size, config.face_erode * scale, 4.0 * scale)
+            if config.splits_outside:
+                wide = face_hull_masks(lms, size, -config.outside_grow * scale, 3.0 * scale)
+        emb = frame_embeddings(project, train, crops) if config.typical_weight > 0 else None
+        return cls(crops, ctl, config, mattes, features, faces, wide, lms if config.shape_share > 0 else None, emb)
+
+    @property
+    def has_controls(self) -> bool:
+        return self._index is not None
+
+    # ------------------------------------------------------------------ which frames
+    def neighbours(self, controls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, k) indices into the frames and (B, k) weights summing to 1, by control distance."""
+        if self._index is None:
+            raise ValueError("these frames have no controls; use neighbours_by_image")
+        q = np.asarray(controls, np.float64).reshape(len(controls), -1)
+        d = self._index.distances(q, self.config.emphasis, self.config.emphasis_frames)
+        if self.atypicality is not None:   # frames that look like the person are nearer (`typical_weight`)
+            d = d * np.exp(self.config.typical_weight * self.atypicality)[None]
+        if self.config.pose_window > 0:
+            dp = np.abs(q[:, None, :2] - self._pose[None]).max(-1)                  # (B, N) degrees
+            k = max(1, min(self.config.neighbours, dp.shape[1]))
+            kth = np.partition(dp, k - 1, axis=1)[:, k - 1:k]
+            d = np.where((dp > self.config.pose_window) & (dp > kth), np.inf, d)
+        return self._weights(d)
+
+    def neighbours_by_image(self, renders: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """As `neighbours`, by the distance between blurred 24 px thumbnails of the renders and the
+        frames (each thumbnail's mean removed)."""
+        if self._thumbs is None:
+            self._thumbs = self._thumbnails(self.crops)
+        q = self._thumbnails(renders)
+        a = self._thumbs
+        d = (q ** 2).sum(1)[:, None] - 2 * q @ a.T + (a ** 2).sum(1)[None]
+        d = d / max(1.0, float(np.median(d)))          # a scale comparable with the control distance
+        return self._weights(d * 10.0)
+
+    def _weights(self, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return soft_nearest(d, self.config.neighbours, self.config.temperature)
+
+    def _thumbnails(self, images: np.ndarray) -> np.ndarray:
+        out = []
+        for im in images:
+            g = cv2.GaussianBlur(im.astype(np.float32), (0, 0), 3.0 * self.size / REFERENCE_SIZE)
+            out.append(cv2.resize(g, (24, 24), interpolation=cv2.INTER_AREA).ravel())
+        f = np.stack(out).astype(np.float64)
+        return f - f.mean(1, keepdims=True)
+
+    # ------------------------------------------------------------------ the detail
+    def warp(self, render: np.ndarray, frame: np.ndarray, then: np.ndarray | None = None,
+             matte: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """`frame` (S, S, 3) uint8 warped onto `render` (S, S, 3) uint8 (float32), and (S, S) float32
+        in [0, 1]: where the warp sampled inside the frame (feathered over a pixel). Outside it the
+        frame holds nothing: the edge is repeated there, and the detail leaves it out (mirroring the
+        frame at its edge, as first built, put a mirrored earring by the border of d3's turned-head
+        frames). `then` (S, S, 2): backward offsets of a further warp of the render (FLAME's
+        geometry, `studio.flame.warp`), folded into the same single resampling of the frame.
+        `matte` (S, S) float32: the frame's person matte; the returned weight is then also 0 where
+        the warped frame shows background."""
+        return self._warp(render, frame, then, matte)[:2]
+
+    def _warp(self, render, frame, then, matte, face=None, face_flow: float | None = None, shape=None
+              ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """`warp`, and the sampling maps it used (to warp more of the frame's planes the same way).
+        `face` (S, S): the frame's face mask, inside which only `face_flow` (default: the config's) of the
+        flow applies, and `shape` (S, S, 2) (`shape_field`) by `shape_share`."""
+        mx, my = self._sampling(render, frame, then, face, face_flow, shape)
+        inside = self._inside(mx, my)
+        warped = cv2.remap(frame.astype(np.float32), mx, my, SAMPLING[self.config.sampling],
+                           borderMode=cv2.BORDER_REPLICATE)
+        if matte is not None:
+            inside = inside * cv2.remap(matte, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return warped, inside.astype(np.float32), (mx, my)
+
+    def _sampling(self, render: np.ndarray, frame: np.ndarray, then: np.ndarray | None,
+                  face: np.ndarray | None = None, face_flow: float | None = None,
+                  shape: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Where each pixel of the render samples `frame` (see `warp`): two (S, S) float32 maps."""
+        share = self.config.face_flow if face_flow is None else float(face_flow)
+        a = cv2.cvtColor(render, cv2.COLOR_RGB2GRAY)
+        b = cv2.cvtColor(cv2.GaussianBlur(frame, (0, 0), self._flow_blur), cv2.COLOR_RGB2GRAY)
+        flow = self._flow.calc(a, b, None)
+        if self._flow_smooth > 0:
+            flow = cv2.GaussianBlur(flow, (0, 0), self._flow_smooth)
+        gx, gy = self._grid
+        if face is not None and (share < 1.0 or shape is not None):
+            inside = cv2.remap(face, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            if share < 1.0:   # the face keeps (most of) its own place
+                flow = flow * (1.0 - (1.0 - share) * inside)[..., None]
+            if shape is not None:   # ... and takes a share of the shape the controls predict
+                flow = flow + (self.config.shape_share * inside)[..., None] * shape
+        if then is not None:   # p → p + then(p) → that point's flow
+            mx, my = gx + then[..., 0], gy + then[..., 1]
+            flow = cv2.remap(flow, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            gx, gy = mx, my
+        return gx + flow[..., 0], gy + flow[..., 1]
+
+    def _inside(self, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
+        last = self.size - 1
+        return np.clip(np.minimum(np.minimum(mx, last - mx), np.minimum(my, last - my)) + 1.0, 0.0, 1.0)
+
+    def face_flow_for(self, render: np.ndarray, nearest: int) -> float | None:
+        """The share of the flow applied inside the face for `render` (S, S, 3) uint8 whose nearest frame is
+        `nearest`: with `face_flow_sharpness` set, (s − `face_flow_floor`) / (`face_flow_sharpness` −
+        `face_flow_floor`) clipped to [0, 1], s the render's face Laplacian energy over the frame's, over the
+        frame's face hull; otherwise None (the config's `face_flow`)."""
+        c = self.config
+        if c.face_flow_sharpness <= 0 or self.faces is None:
+            return None
+        from ..metrics import laplacian_energy
+
+        m = self.faces[nearest] > 0.5
+        if m.sum() < 16:
+            return None
+        e_frame = laplacian_energy(self.crops[nearest], m)
+        if not np.isfinite(e_frame) or e_frame <= 1e-9:
+            return None
+        s = laplacian_energy(render, m) / e_frame
+        floor = min(max(c.face_flow_floor, 0.0), 0.99 * c.face_flow_sharpness)
+        return float(np.clip((s - floor) / (c.face_flow_sharpness - floor), 0.0, 1.0))
+
+    def shape_field_for(self, frame: int, wanted: np.ndarray) -> np.ndarray | None:
+        """Backward offsets (S, S, 2) that move frame `frame`'s face toward the shape `wanted` (P, 2) the
+        render's controls predict: its tracked mesh plus the predicted change from its own controls to the
+        render's. None without a mesh for that frame."""
+        own = self.landmarks[frame]
+        target = own + (np.asarray(wanted, np.float32) - self._own_shape[frame])
+        if not (np.isfinite(own).all() and np.isfinite(target).all()):
+            return None
+        lattice = self._lattices.pop(frame, None)
+        if lattice is None:
+            from scipy.spatial import QhullError
+
+            try:
+                lattice = MeshLattice(own, self.size)
+            except (ValueError, QhullError):       # qhull refusing the points: this frame lends unwarped
+                return None
+        self._lattices[frame] = lattice
+        while len(self._lattices) > LATTICES_KEPT:
+            self._lattices.popitem(last=False)
+        scale = self.size / REFERENCE_SIZE
+        return shape_field(own, target, self.size, self.config.shape_smooth * scale, self.config.shape_cap * scale,
+                           lattice)
+
+    def apply(self, renders: np.ndarray, controls: np.ndarray | None = None,
+              keep: np.ndarray | None = None, fields: list | None = None) -> np.ndarray:
+        """(B, S, S, 3) uint8 renders → the same with the frames' detail.
+
+        `controls` (B, C): what the renders were rendered from (the nearest frames are chosen by
+        them; without them by image). `keep` (B, S, S) float in [0, 1]: where the render's own
+        detail is added to the frames' (where an appearance edit changed the render). `fields`: per
+        render None or (S, S, 2) backward offsets of a warp applied to the result (FLAME's geometry):
+        the render is warped (it is soft), and the frames are matched to the unwarped render and
+        sampled through both warps at once, so their detail is resampled once (warping the finished
+        image cost the d3 held-out frames a tenth of their sharpness) and follows the warp exactly.
+        """
+        renders = np.asarray(renders)
+        if renders.ndim != 4 or renders.shape[1:] != (self.size, self.size, 3):
+            raise ValueError(f"expected (B, {self.size}, {self.size}, 3) renders, got {renders.shape}")
+        if controls is not None and self._index is not None:
+            idx, w = self.neighbours(controls)
+        else:
+            idx, w = self.neighbours_by_image(renders)
+        wanted = None
+        if controls is not None and self._shape is not None and self.faces is not None:
+            wanted = self._shape.predict(np.asarray(controls, np.float64).reshape(len(renders), -1))
+        out = np.empty_like(renders, dtype=np.uint8)
+        for b in range(len(renders)):
+            then = None if fields is None else fields[b]
+            r = renders[b].astype(np.float32)
+            if then is not None:
+                gx, gy = self._grid
+                r = cv2.remap(r, gx + then[..., 0], gy + then[..., 1], cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+            low = cv2.GaussianBlur(r, (0, 0), self._band)
+            split = self.features is not None and self.config.splits_mid_band
+            outside = self.wide_faces is not None and self.config.splits_outside
+            r_mid = cv2.GaussianBlur(r, (0, 0), self._fine) - low if split else None
+            detail = np.zeros_like(r)
+            lent = np.zeros(r.shape[:2], np.float32)
+            flow_share = self.face_flow_for(renders[b], int(idx[b][0]))
+            for j, wj in zip(idx[b], w[b]):
+                if wj < 1e-3:
+                    continue
+                matte = None if self.mattes is None else self.mattes[j]
+                face = None if self.faces is None else self.faces[j]
+                shape = None if wanted is None else self.shape_field_for(int(j), wanted[b])
+                warped, inside, (mx, my) = self._warp(renders[b], self.crops[j], then, matte, face, flow_share, shape)
+                band = warped - cv2.GaussianBlur(warped, (0, 0), self._band)
+                soft = cv2.GaussianBlur(warped, (0, 0), self._fine) if split or outside else None
+                if split:   # fine band from the frame; mid band shared with the render outside the features
+                    mid = soft - (warped - band)
+                    feat = cv2.remap(self.features[j], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                    share = (self.config.mid_share + (self.config.feature_share - self.config.mid_share) * feat)[..., None]
+                    band = band - (1.0 - share) * (mid - r_mid)
+                if outside:   # outside the face only a share of the frame's finest band
+                    wide = cv2.remap(self.wide_faces[j], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                    share = self.config.outside_fine_share + (1.0 - self.config.outside_fine_share) * wide
+                    band = band - (1.0 - share)[..., None] * (warped - soft)
+                detail += (wj * inside)[..., None] * band
+                lent += wj * inside
+            if self.config.render_fills:
+                detail += np.clip(1.0 - lent, 0, 1)[..., None] * (r - low)
+            if keep is not None:      # an edit's own detail (e.g. a frame of glasses) is added there
+                detail += np.clip(np.asarray(keep[b], np.float32), 0, 1)[..., None] * (r - low)
+            out[b] = np.clip(low + detail, 0, 255).astype(np.uint8)
+        return out
