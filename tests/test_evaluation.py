@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from studio import evaluation, metrics
-from studio.evaluation import beats_retrieval, format_table, retrieval_rows
+from studio.evaluation import beats_retrieval, format_table, retrieval_rows, sheets
 from studio.project import Project
 from studio.tracking.data import EXPRESSION_NAMES, TrackingData
 
@@ -181,22 +181,22 @@ def test_format_table_is_readable_by_someone_who_did_not_write_it():
 def test_sheet_labels_wrap_and_are_never_cut():
     long = "component 12 warmer skin tone"
     for width in (84, 200):
-        parts = evaluation._fit_lines(long, width)
-        assert " ".join(parts) == long and all(evaluation._text_width(p) <= width for p in parts)
-    narrow = evaluation._fit_lines(long, 40)            # words wider than the line: split, nothing dropped
-    assert "".join(narrow) == long.replace(" ", "") and all(evaluation._text_width(p) <= 40 for p in narrow)
-    assert evaluation._fit_lines("jaw_open", 200) == ["jaw open"]
+        parts = sheets._fit_lines(long, width)
+        assert " ".join(parts) == long and all(sheets._text_width(p) <= width for p in parts)
+    narrow = sheets._fit_lines(long, 40)            # words wider than the line: split, nothing dropped
+    assert "".join(narrow) == long.replace(" ", "") and all(sheets._text_width(p) <= 40 for p in narrow)
+    assert sheets._fit_lines("jaw_open", 200) == ["jaw open"]
     cells = np.full((2, 32, 32, 3), 128, np.uint8)
-    sheet = evaluation._sheet([cells, cells], cell=64, labels=["unedited", long], header=["a", "b"], corner="x")
+    sheet = sheets._sheet([cells, cells], cell=64, labels=["unedited", long], header=["a", "b"], corner="x")
     assert sheet.shape == (18 + 2 * 64, 84 + 2 * 64, 3)
     margin = sheet[18 + 64:, :84]                      # the long label: written on more than one line
     rows_with_text = np.flatnonzero(margin.max(axis=(1, 2)) > 200)
     assert len(rows_with_text) and rows_with_text.max() - rows_with_text.min() > 20
     a, b = np.zeros((20, 80, 3), np.uint8), np.zeros((20, 80, 3), np.uint8)
-    evaluation._put_text(a, "+5°", (2, 14))               # cv2's font draws "°" as "??"
-    evaluation._put_text(b, "+5 deg", (2, 14))
+    sheets._put_text(a, "+5°", (2, 14))               # cv2's font draws "°" as "??"
+    sheets._put_text(b, "+5 deg", (2, 14))
     assert np.array_equal(a, b)
-    wide = evaluation._sheet([cells], cell=64, labels=["extraordinarilylongword"])
+    wide = sheets._sheet([cells], cell=64, labels=["extraordinarilylongword"])
     assert wide.shape[1] > 84 + 2 * 64                 # a word wider than the margin widens it
 
 

@@ -403,7 +403,7 @@ def test_named_tab_is_scored_against_the_trackers_named_measure(monkeypatch):
     correlates it with the tracker's measure of that same named expression: with a "tracker" that
     reads the named values back from the FLAME controls rendered, every named slider scores r = 1,
     and one that reads an expression back with the wrong sign scores r = -1."""
-    import studio.evaluation as ev
+    import studio.evaluation.run as ev   # the module whose sweeps call `_retrack`
     import studio.flame.controls as fc
     from studio.flame.controls import NamedToFlame
 
