@@ -352,12 +352,11 @@ def test_run_with_another_preset_on_an_existing_project_and_config_reset(tmp_pat
     """`run PROJECT --preset quality` moves an existing project to that preset (it was silently ignored): stages not
     trained yet take its settings, trained ones keep theirs and the line names them and `config … --reset`, which
     puts one on the preset so that it and the stages after it train again."""
-    from studio import cli
-    from studio.cli import main
+    from studio.cli import main, project_commands
 
     for name, value in (("t_a", 9), ("t_b", 8), ("t_c", 7)):
         monkeypatch.setitem(REGISTRY[name].presets, "quality", _Cfg(value=value))
-    monkeypatch.setattr(cli, "_time_estimate", lambda *a, **k: ("", None))
+    monkeypatch.setattr(project_commands, "_time_estimate", lambda *a, **k: ("", None))
     proj = Project.create(tmp_path / "p")
     for s in ("t_a", "t_b"):
         run_stage(proj, s)

@@ -194,7 +194,8 @@ def test_the_steps_are_timed_in_the_precision_their_stages_train_in(monkeypatch)
     and the NeRF's steps so, and `run` says so in its time estimate, naming the instructions."""
     import types
 
-    from studio import cli, compute
+    from studio import compute
+    from studio.cli import project_commands
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("AVATAR_STUDIO_PRECISION", "bf16")
@@ -211,7 +212,7 @@ def test_the_steps_are_timed_in_the_precision_their_stages_train_in(monkeypatch)
     assert nstep.precision == "bf16" and seen == ["bf16"]
     monkeypatch.setattr(speed_probe, "probe", lambda preset, device: est)
     project = types.SimpleNamespace(preset="preview", device="cpu")
-    text, _ = cli._time_estimate(project, ["pvp"], ["prior", "pti", "mappers"], None)
+    text, _ = project_commands._time_estimate(project, ["pvp"], ["prior", "pti", "mappers"], None)
     assert "bfloat16 arithmetic: this CPU has AMX" in text
     monkeypatch.setattr(compute, "cpu_bf16_instructions", lambda: "")     # asked for on a CPU without them
     est_sw = probe(resolution=32, steps=1, nerf=False)
@@ -220,5 +221,5 @@ def test_the_steps_are_timed_in_the_precision_their_stages_train_in(monkeypatch)
     monkeypatch.setenv("AVATAR_STUDIO_PRECISION", "fp32")
     est = probe(resolution=32, steps=1, nerf=False)
     assert est.precision == "fp32"
-    text, _ = cli._time_estimate(project, ["pvp"], ["prior", "pti", "mappers"], None)
+    text, _ = project_commands._time_estimate(project, ["pvp"], ["prior", "pti", "mappers"], None)
     assert "bfloat16" not in text and "CPU (1 thread)" in text
