@@ -21,7 +21,7 @@ from one render and E backward passes per sample, the same measure where the gen
 linear, with a cost that does not grow with the channel count (on the d3 preview avatar with the
 tests' 32-d CLIP: 9 s of work). `ChannelEffects` computes the effects step by step (`step()`,
 `state_dict()`, `load_state_dict()`), so the shared training loop runs it with progress, checkpoints
-and cancel (`studio.edits.jobs.compute_channel_effects`); the finished effects are cached in the
+and cancel (`studio.edits.global_jobs.compute_channel_effects`); the finished effects are cached in the
 project with a key naming the trained model, the CLIP file and the settings they belong to.
 """
 from __future__ import annotations

@@ -20,7 +20,8 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QFrame, QGro
 from .config_form import ConfigForm
 from .dialogs import VIDEO_EXTENSIONS, PathField, error_box
 from .drivers_panel import DriversPanel
-from .edits_panel import EditList, choices_for, engine_has_edits
+from .edit_choices import choices_for, engine_has_edits
+from .edit_list import EditList
 from .export_runner import ExportRunner
 from .imaging import ImageView
 from .theme import icon

@@ -30,7 +30,8 @@ def test_find_with_global_directions_shows_progress_and_lists_the_edit(qtbot, pr
                                                                        fresh_forkserver):
     needs_open_clip()
     from studio.edits.model import EditSet
-    from studio.gui.edits_panel import EditsPanel, forget_choices
+    from studio.gui.edit_choices import forget_choices
+    from studio.gui.edits_panel import EditsPanel
 
     forget_choices()
     proj = project_copy("pvp")

@@ -45,7 +45,7 @@ def built(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def project(built, tmp_path):
-    from studio.gui.edits_panel import forget_choices
+    from studio.gui.edit_choices import forget_choices
     from studio.project import Project
 
     forget_choices()
