@@ -273,6 +273,9 @@ def resolve_precision(requested: str, device) -> str:
     whole d9 StyleGAN run's prior 13:26 → 8:07, PTI 6:12 → 4:56, with the avatar's held-out figures as
     before; the NeRF stage (2026-12-07) 400 steps 2.35–2.38 → 1.92–1.93 min, a whole d9 NeRF run 30:06 with the
     held-out figures of the float32 avatar (its point decoder's outputs and the volume rendering stay float32).
+    On a 2-core AMD EPYC with AVX512-BF16 (2026-12-07): the prior's step 0.26–0.27 → 0.18 s, the NeRF's
+    0.18–0.19 → 0.14–0.15 s (`python -m studio.speed_probe`), a whole d9 StyleGAN run 23:35 (float32, light
+    work beside it) → 15:56 with the same held-out figures (identity 0.903 / 0.904, retrieval's 0.908).
     ``AVATAR_STUDIO_PRECISION`` (auto / fp32 / bf16) overrides "auto"; the tests set fp32, so that
     their figures do not depend on the machine's CPU."""
     req = (requested or "auto").strip().lower()
