@@ -262,8 +262,18 @@ def cpu_has_bf16_matrix() -> bool:
     return bool(cpu_bf16_instructions())
 
 
-def resolve_precision(requested: str, device) -> str:
-    """A training stage's `precision` setting → "bf16" or "fp32".
+AUTO_BF16_ONLY_WITH = {"nerf": ("AMX",)}
+"""Stages whose "auto" takes bfloat16 only with some of the instructions (every other stage: with any of
+them). The NeRF stage on a CPU with AVX512-BF16 but no AMX (2-core AMD EPYC, 2026-12-07, d9, README
+"Measured"): bfloat16 19:19 against float32 24:35 for the whole run, but held-out identity 0.9076 against
+0.9084 — level with retrieval's 0.9076 instead of over it (float32 there reproduces the status table's
+avatar to the last digit; on the Xeon with AMX bfloat16 kept 0.9081). A goal of the preview avatars is
+worth five minutes, so the NeRF stays float32 there."""
+
+
+def resolve_precision(requested: str, device, stage: str = "") -> str:
+    """A training stage's `precision` setting → "bf16" or "fp32" (`stage`: the stage's name, for
+    `AUTO_BF16_ONLY_WITH`).
 
     "auto" is bfloat16 mixed precision (`torch.autocast`: convolutions and matrix products in bfloat16,
     the weights, the optimiser and the losses' delicate parts in float32) on a CPU with bfloat16
@@ -288,7 +298,10 @@ def resolve_precision(requested: str, device) -> str:
     if req == "auto":
         import torch
 
-        return "bf16" if torch.device(device).type == "cpu" and cpu_has_bf16_matrix() else "fp32"
+        if torch.device(device).type != "cpu":
+            return "fp32"
+        have = cpu_bf16_instructions()
+        return "bf16" if have and have in AUTO_BF16_ONLY_WITH.get(stage, (have,)) else "fp32"
     return req
 
 

@@ -127,7 +127,7 @@ class TrainingLoop:
 
             self.requested_threads = fixed_threads() or max(1, (os.cpu_count() or 1) // self.dist.local_size)
         self.threads = apply_threads(ctx.device, self.requested_threads)
-        self.precision = resolve_precision(precision, ctx.device)
+        self.precision = resolve_precision(precision, ctx.device, ctx.stage)
         """"bf16" or "fp32": how each step's arithmetic runs (`studio.compute.resolve_precision`)."""
         tune_allocator()
         if self.dist is not None:

@@ -104,6 +104,8 @@ class SpeedEstimate:
     precision: str = "fp32"
     """The arithmetic the training steps were timed in ("bf16" on a CPU with bfloat16 instructions,
     `compute.resolve_precision`)."""
+    nerf_precision: str = ""
+    """The NeRF step's arithmetic where it differs from the prior's (`compute.AUTO_BF16_ONLY_WITH`), else ""."""
     bf16_instructions: str = ""
     """The CPU's bfloat16 instructions behind "bf16" ("AMX", "AVX512-BF16"; "" where bf16 was asked for
     without them), `compute.cpu_bf16_instructions`."""
@@ -118,7 +120,8 @@ class SpeedEstimate:
             return "on the GPU"
         bf16 = ""
         if self.precision == "bf16":
-            bf16 = ", bfloat16 arithmetic" + (f": this CPU has {self.bf16_instructions}" if self.bf16_instructions else "")
+            bf16 = (", bfloat16 arithmetic" + (" (the NeRF's in float32)" if self.nerf_precision == "fp32" else "")
+                    + (f": this CPU has {self.bf16_instructions}" if self.bf16_instructions else ""))
         owner = "this machine's" if this_machine else "the"
         return f"on {owner} CPU ({self.threads} thread{'s' if self.threads != 1 else ''}{bf16})"
 
@@ -213,7 +216,7 @@ def prior_steps(preset: str = "preview", device="cpu", batches=(None,), resoluti
 
     device = torch.device(device)
     cfg, G, E = _prior_networks(preset, resolution, device)
-    precision = resolve_precision(cfg.precision, device)   # the arithmetic the stage's steps run in
+    precision = resolve_precision(cfg.precision, device, "prior")   # the arithmetic the stage's steps run in
     perc = perceptual_loss(device)
     params = list(G.synthesis.parameters()) + list(E.parameters())
     opt = torch.optim.Adam(params, lr=1e-4)
@@ -260,7 +263,7 @@ def nerf_step(preset: str = "preview", device="cpu"):
 
     device = torch.device(device)
     cfg = REGISTRY["nerf"].preset(preset)
-    precision = resolve_precision(cfg.precision, device)   # the arithmetic the stage's steps run in
+    precision = resolve_precision(cfg.precision, device, "nerf")   # the arithmetic the stage's steps run in
     n_expr = 12
     model = LatentAvatar(model_config(cfg, n_expr)).to(device)
     perceptual = PerceptualLoss(None).to(device)
@@ -352,10 +355,11 @@ def probe(preset: str = "preview", device: str = "auto", steps: int = 6, resolut
             per_image = max(0.0, (measured[4] - measured[1]) / 3)
             step_s = max(0.0, measured[1] - per_image) + per_image * batch
             precision = closures[1].precision
-        nerf_s = None
+        nerf_s, nerf_precision = None, ""
         if nerf if nerf is not None else preset in NERF_PROBED:
             nstep, _ = nerf_step(preset, dev)
             nerf_s = _time_steps(nstep, steps, dev)
+            nerf_precision = nstep.precision if nstep.precision != precision else ""
         stages, engines = estimate(step_s, preset, nerf_step_seconds=nerf_s)
         threads = torch.get_num_threads()
     finally:
@@ -363,7 +367,7 @@ def probe(preset: str = "preview", device: str = "auto", steps: int = 6, resolut
     return SpeedEstimate(device=dev.type, gpu_found=gpu, gpu_name=gpu_name, threads=threads,
                          preset=preset, batch=batch, resolution=cfg.resolution, step_seconds=step_s,
                          measured=measured, nerf_step_seconds=nerf_s, stage_seconds=stages,
-                         engine_seconds=engines, probe_seconds=time.perf_counter() - t_start, precision=precision,
+                         engine_seconds=engines, probe_seconds=time.perf_counter() - t_start, precision=precision, nerf_precision=nerf_precision,
                          bf16_instructions=cpu_bf16_instructions() if precision == "bf16" and dev.type == "cpu" else "")
 
 

@@ -16,11 +16,16 @@ from studio.stages.base import StageContext
 
 def test_auto_is_bf16_only_on_a_cpu_with_bf16_instructions(monkeypatch):
     monkeypatch.delenv("AVATAR_STUDIO_PRECISION", raising=False)
-    monkeypatch.setattr(compute, "cpu_has_bf16_matrix", lambda: True)
+    monkeypatch.setattr(compute, "cpu_bf16_instructions", lambda: "AMX")
     assert compute.resolve_precision("auto", "cpu") == "bf16"
+    assert compute.resolve_precision("auto", "cpu", "nerf") == "bf16"
     assert compute.resolve_precision("auto", "cuda") == "fp32"      # a GPU keeps its float32 path
     assert compute.resolve_precision("fp32", "cpu") == "fp32"
-    monkeypatch.setattr(compute, "cpu_has_bf16_matrix", lambda: False)
+    monkeypatch.setattr(compute, "cpu_bf16_instructions", lambda: "AVX512-BF16")
+    assert compute.resolve_precision("auto", "cpu", "prior") == "bf16"
+    assert compute.resolve_precision("auto", "cpu", "nerf") == "fp32", "the NeRF takes bfloat16 only with AMX"
+    assert compute.resolve_precision("bf16", "cpu", "nerf") == "bf16", "asked for, it gets it"
+    monkeypatch.setattr(compute, "cpu_bf16_instructions", lambda: "")
     assert compute.resolve_precision("auto", "cpu") == "fp32"
     assert compute.resolve_precision("bf16", "cpu") == "bf16"       # asked for: also without the instructions
     monkeypatch.setenv("AVATAR_STUDIO_PRECISION", "bf16")           # the variable overrides "auto" only

@@ -214,6 +214,12 @@ def test_the_steps_are_timed_in_the_precision_their_stages_train_in(monkeypatch)
     project = types.SimpleNamespace(preset="preview", device="cpu")
     text, _ = project_commands._time_estimate(project, ["pvp"], ["prior", "pti", "mappers"], None)
     assert "bfloat16 arithmetic: this CPU has AMX" in text
+    monkeypatch.delenv("AVATAR_STUDIO_PRECISION")                         # "auto" on an AVX512-BF16 CPU:
+    monkeypatch.setattr(compute, "cpu_bf16_instructions", lambda: "AVX512-BF16")
+    est_amd = probe(resolution=32, steps=1, nerf=True)                    # the NeRF's steps stay float32
+    assert (est_amd.precision, est_amd.nerf_precision) == ("bf16", "fp32")
+    assert "bfloat16 arithmetic (the NeRF's in float32): this CPU has AVX512-BF16" in est_amd.where()
+    monkeypatch.setenv("AVATAR_STUDIO_PRECISION", "bf16")
     monkeypatch.setattr(compute, "cpu_bf16_instructions", lambda: "")     # asked for on a CPU without them
     est_sw = probe(resolution=32, steps=1, nerf=False)
     assert est_sw.precision == "bf16" and est_sw.bf16_instructions == ""
