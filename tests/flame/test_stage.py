@@ -172,19 +172,23 @@ def test_flame_sliders_train_with_their_own_readback_weights(pvp_flame_project, 
         run_stage(proj, "mappers", {**MAPPERS, **overrides})
         return torch.load(root / "mappers" / "mappers.pt", weights_only=True)["expr"]
 
-    base = trained("base", w_expression=0.0, w_pose=0.0)
-    named_changed = trained("named", w_expression=5.0, w_pose=5.0)
+    # The FLAME weights at 5 against 0, as strong as the named ones are set: were the named weights
+    # used with FLAME controls, they would move the mappers about as far as the FLAME ones do.
+    flame = dict(w_expression_flame=5.0, w_pose_flame=5.0)
+    base = trained("base", w_expression=0.0, w_pose=0.0, **flame)
+    named_changed = trained("named", w_expression=5.0, w_pose=5.0, **flame)
     flame_off = trained("flame_off", w_expression=0.0, w_pose=0.0, w_expression_flame=0.0, w_pose_flame=0.0)
     # Not bit-exact: inside a long test process CPU float results can differ in the last bits from
-    # run to run (CI once saw it here), and Adam turns such noise on a near-zero gradient into a
-    # full step for that one weight. So compare the mean change over all weights: the named
-    # weights must move them far less than the FLAME weights do.
+    # run to run (probably buffers aligned differently picking other kernels), and Adam turns such noise on a near-zero
+    # gradient into a full step for that one weight: CI once saw a mean change of 4e-6 from the
+    # named weights where one process alone gives 0. So compare the mean change over all weights,
+    # with the FLAME weights' own change (1.4e-4 here) far above that noise.
     def mean_change(other):
         return sum(float((base[k] - other[k]).abs().sum()) for k in base) / sum(base[k].numel() for k in base)
 
     named_diff, flame_diff = mean_change(named_changed), mean_change(flame_off)
     print(f"mean change: named weights {named_diff:.2e}, FLAME weights {flame_diff:.2e}")
-    assert flame_diff > 3e-6 and named_diff < 0.05 * flame_diff, (named_diff, flame_diff)
+    assert flame_diff > 5e-5 and named_diff < 0.2 * flame_diff, (named_diff, flame_diff)
 
 
 def test_flame_controls_need_the_flame_stage(pvp_flame_project, tmp_path):
