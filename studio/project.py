@@ -255,6 +255,28 @@ class Project:
         d.mkdir(exist_ok=True)
         return d
 
+    @property
+    def nothing_trained(self) -> bool:
+        """Whether no stage past reading the video has finished here (a project whose tracking failed, or
+        never ran): removing it loses nothing but its copy of the video."""
+        return not any(rec.get("status") in ("done", "stale")
+                       for name, rec in self.manifest["stages"].items() if name != "ingest")
+
+    def remove_unstarted(self) -> None:
+        """Delete this project's folder, which the app made and in which nothing was trained (`nothing_trained`):
+        what `avatar-studio new` does itself when its video shows no face, for the window's "Remove the
+        project". Refused (ProjectError, nothing deleted) while a process works in it, or where a stage past
+        ingest has finished (as the manifest on disk says now)."""
+        from .lock import is_busy
+
+        if is_busy(self.root):
+            raise ProjectError(f"the project {self.root.name} is busy: a stage is working on it",
+                               "stop it first, then remove the project")
+        if not Project.open(self.root).nothing_trained:
+            raise ProjectError(f"the project {self.root} holds trained stages and is not removed",
+                               "delete its folder yourself if you no longer want it")
+        shutil.rmtree(self.root)
+
     def remove_stage_outputs(self, stage: str) -> None:
         d = self.root / stage
         if d.exists():

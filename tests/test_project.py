@@ -379,3 +379,31 @@ def test_run_with_another_preset_on_an_existing_project_and_config_reset(tmp_pat
     assert "already follows the quality preset" in capsys.readouterr().out
     assert main(["config", str(proj.root), "t_a", "--reset", "--set", "value=2"]) == 2
     assert "--reset and --set together" in capsys.readouterr().err
+
+
+def test_a_project_with_nothing_trained_can_be_removed_one_with_a_trained_stage_cannot(tmp_path, fake_stages):
+    """`Project.remove_unstarted` (the window's "Remove the project" after its video showed no face) deletes only
+    a project in which no stage past ingest finished, as the manifest on disk says, and none while it is busy."""
+    from studio.lock import project_lock
+
+    fresh = Project.create(tmp_path / "fresh")
+    fresh.update_record("ingest", status="done")
+    fresh.update_record("track", status="failed")
+    assert fresh.nothing_trained
+    with project_lock(fresh.root, "a stage"):
+        with pytest.raises(ProjectError, match="busy"):
+            fresh.remove_unstarted()
+    assert (fresh.root / "project.json").is_file()
+    fresh.remove_unstarted()
+    assert not fresh.root.exists()
+
+    trained = Project.create(tmp_path / "trained")
+    shown = Project.open(trained.root)            # what a window opened before a stage finished elsewhere
+    run_stage(trained, "t_a")
+    assert shown.nothing_trained                  # its copy of the manifest is old; the one on disk decides
+    before = sorted(p.name for p in trained.root.rglob("*"))
+    with pytest.raises(ProjectError, match="trained stages"):
+        shown.remove_unstarted()
+    assert sorted(p.name for p in trained.root.rglob("*")) == before
+    trained.update_record("t_a", status="stale")
+    assert not Project.open(trained.root).nothing_trained

@@ -39,6 +39,30 @@ def error_box(parent: QWidget | None, title: str, failure: Failure) -> QMessageB
     return box
 
 
+def remove_new_project_box(parent: QWidget | None, title: str, failure: Failure, root: Path) -> QMessageBox:
+    """A non-blocking error dialog for a project in which nothing could be trained from its video (its tracking
+    failed: no face, too short, unreadable): the failure, and the offer to remove the project folder, as
+    `avatar-studio new` removes it itself. Its buttons: `remove_button`, `keep_button` (the default); returned
+    shown."""
+    box = QMessageBox(parent)
+    box.setIcon(QMessageBox.Warning)
+    box.setWindowTitle(title)
+    box.setText(sentence(failure.message))
+    hint = sentence(failure.hint) + " " if failure.hint else ""
+    box.setInformativeText(f"{hint}Nothing has been trained in this project yet. Remove its folder ({root}) and "
+                           "make a new project from another video (New), or keep it (its stages' settings "
+                           "can still be changed and run again).")
+    if failure.details:
+        box.setDetailedText(failure.details)
+    box.remove_button = box.addButton("Remove the project", QMessageBox.DestructiveRole)
+    box.keep_button = box.addButton("Keep it", QMessageBox.RejectRole)
+    box.setDefaultButton(box.keep_button)
+    box.setWindowModality(Qt.WindowModal)
+    box.setAttribute(Qt.WA_DeleteOnClose)
+    box.open()
+    return box
+
+
 def project_gone_box(parent: QWidget | None, root: Path, video: str | None = None) -> QMessageBox:
     """A non-blocking dialog: the open project's folder was deleted, moved or renamed. Its buttons:
     `close_button` (close the project) and `keep_button` (leave the window as it is); returned shown."""

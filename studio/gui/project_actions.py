@@ -137,6 +137,30 @@ class ProjectActions:
         self.statusBar().showMessage(f"Created {proj.root}. Press Run to start with the first stage.", 8000)
         return True
 
+    def remove_new_project(self) -> bool:
+        """The failure dialog's "Remove the project" (nothing trained in it, `Project.remove_unstarted`): close
+        the project, then delete its folder; the window shows the welcome page. False when refused."""
+        proj = self.project
+        if proj is None or self.is_running() or self.export_panel.is_running():
+            self.statusBar().showMessage("Wait for what runs in the project to stop, then remove it.", 8000)
+            return False
+        self.set_project(None)   # first: the folder watcher must not take the removal for a folder gone astray
+        try:
+            proj.remove_unstarted()
+        except StudioError as exc:
+            self.set_project(proj)
+            self.show_error("The project is not removed", Failure.from_exception(exc))
+            return False
+        except OSError as exc:
+            self.show_error("The project is not removed entirely",
+                            Failure(f"cannot delete everything in {proj.root}: {exc.strerror or exc}",
+                                    "close any program that uses a file in it, then delete the folder yourself"))
+            return False
+        self.welcome.set_recent(self.settings.recent)
+        self._fill_recent()
+        self.statusBar().showMessage(f"Removed the project {proj.root}.", 8000)
+        return True
+
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
         for p in self.settings.recent:

@@ -8,6 +8,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QMessageBox
 
 from ..errors import StudioError
+from .dialogs import remove_new_project_box
 from .workers import Failure, ProgressBatch, StageRunner
 
 
@@ -172,6 +173,13 @@ class RunActions:
         self._note_until = 0.0
         # the status line said the stage's last progress ("Video · probe 0% reading notes.mp4") as if it still ran
         self.statusBar().showMessage(f"{_title(name)} stopped: {f.message}")
+        if name in ("ingest", "track") and not f.details and self.project.nothing_trained:
+            # nothing could be made of the video (no face, too short, unreadable): offer to remove the project,
+            # as `avatar-studio new` removes it itself; a bug's failure (with details) keeps the plain dialog
+            box = remove_new_project_box(self, f"{_title(name)} stopped", f, self.project.root)
+            box.remove_button.clicked.connect(self.remove_new_project)
+            self.error_dialog = box
+            return
         self.show_error(f"{_title(name)} stopped", f)
 
     def _run_cancelled(self, name: str) -> None:

@@ -148,13 +148,18 @@ class TrackingView(QWidget):
         cl.setContentsMargins(4, 4, 4, 4)
         self.pose_plot = pg.PlotWidget()
         self.expr_plot = pg.PlotWidget()
+        # every curve gets an on/off box under its plot, not a legend inside it: a legend of twelve covered
+        # half the expression plot, and the pose plot's legend of four covered the top of the yaw curve
+        self.pose_toggles = QHBoxLayout()
+        self.pose_toggles.setContentsMargins(4, 0, 4, 0)
+        self.pose_boxes: dict[str, QCheckBox] = {}
+        self.pose_curves: dict[str, list] = {}
         for p, label in ((self.pose_plot, "degrees"), (self.expr_plot, "expression")):
             p.showGrid(x=True, y=True, alpha=0.15)
             p.setLabel("left", label)
             cl.addWidget(p, 1)
-        # the pose plot's few curves keep a legend; the expression curves get on/off boxes under their plot
-        # (a legend of twelve inside the plot covered half of it)
-        self.pose_plot.addLegend(offset=(-10, 6), labelTextColor=COLORS["text"], brush=pg.mkBrush(32, 36, 44, 215))
+            if p is self.pose_plot:
+                cl.addLayout(self.pose_toggles)
         self.expr_toggles = QWidget()
         tl = QVBoxLayout(self.expr_toggles)
         tl.setContentsMargins(4, 0, 4, 0)
@@ -250,15 +255,16 @@ class TrackingView(QWidget):
         names = td.meta.get("pose_names", ["yaw", "pitch", "roll"])
         for plot in (self.pose_plot, self.expr_plot):
             plot.clear()
-            if plot.plotItem.legend is not None:
-                plot.plotItem.legend.clear()
+        clear_layout(self.pose_toggles)
+        self.pose_boxes, self.pose_curves = {}, {}
         def masked(y):
             y = np.asarray(y, np.float64).copy()
             y[~td.valid] = np.nan
             return y
         for i, n in enumerate(names[: td.pose.shape[1]]):
-            self.pose_plot.plot(x, masked(td.pose[:, i]), pen=pg.mkPen(CURVE_COLORS[i], width=2), name=n,
-                                connect="finite")
+            curve = self.pose_plot.plot(x, masked(td.pose[:, i]), pen=pg.mkPen(CURVE_COLORS[i], width=2),
+                                        connect="finite")
+            self._pose_box(n, CURVE_COLORS[i], [curve])
         clear_layout(self.expr_grid)
         self.expr_curves, self.expr_boxes = {}, {}
         for i, n in enumerate(td.expression_names[: td.expr.shape[1]]):
@@ -279,27 +285,41 @@ class TrackingView(QWidget):
                 if plot is self.pose_plot:
                     pg.InfLineLabel(region.lines[0], "held out", position=0.04, anchor=(-0.1, 1), color=COLORS["dim"])
         self.lines = []
+        pivot_items = []
         for plot in (self.pose_plot, self.expr_plot):
             for r in self.pivots:
-                plot.addItem(pg.InfiniteLine(pos=r, angle=90, pen=pg.mkPen(COLORS["purple"], width=1,
-                                                                           style=Qt.DashLine)))
+                pivot_items.append(pg.InfiniteLine(pos=r, angle=90, pen=pg.mkPen(COLORS["purple"], width=1,
+                                                                                 style=Qt.DashLine)))
+                plot.addItem(pivot_items[-1])
             if self.pivots:
                 ys = td.pose[self.pivots, 0] if plot is self.pose_plot else td.expr[self.pivots].max(1)
-                plot.plot(self.pivots, ys, pen=None, symbol="d", symbolSize=9,
-                          symbolBrush=COLORS["purple"], name="pivots" if plot is self.pose_plot else None)
+                pivot_items.append(plot.plot(self.pivots, ys, pen=None, symbol="d", symbolSize=9,
+                                             symbolBrush=COLORS["purple"]))
             line = pg.InfiniteLine(pos=0, angle=90, movable=True, pen=pg.mkPen(COLORS["warn"], width=2))
             line.sigPositionChanged.connect(self._line_moved)
             plot.addItem(line)
             self.lines.append(line)
+        if pivot_items:
+            self._pose_box("pivots", COLORS["purple"], pivot_items, Qt.DashLine)
+        self.pose_toggles.addStretch(1)
+
+    def _pose_box(self, name: str, color: str, items: list, style=Qt.SolidLine) -> None:
+        """An on/off box under the pose plot for `items` (a pose curve; the pivots' lines and markers in
+        both plots), kept off from one project to the next when the user switched it off."""
+        for item in items:
+            item.setVisible(name not in self.hidden_curves)
+        box = curve_box(name, color, style, name not in self.hidden_curves,
+                        "marks" if name == "pivots" else "curve", lambda on, n=name: self._show_curve(n, on))
+        self.pose_toggles.addWidget(box)
+        self.pose_boxes[name], self.pose_curves[name] = box, items
 
     def _show_curve(self, name: str, on: bool) -> None:
         if on:
             self.hidden_curves.discard(name)
         else:
             self.hidden_curves.add(name)
-        curve = self.expr_curves.get(name)
-        if curve is not None:
-            curve.setVisible(on)
+        for item in self.pose_curves.get(name, [self.expr_curves[name]] if name in self.expr_curves else []):
+            item.setVisible(on)
 
     def _show_all_curves(self, on: bool) -> None:
         for box in self.expr_boxes.values():

@@ -312,3 +312,26 @@ def test_a_run_names_its_stage_as_the_stage_list_does(window, tmp_path, qtbot, f
     qtbot.waitUntil(lambda: not window.is_running(), timeout=20000)
     assert d.title.full_text() == "Cancelled: Fake training"
     assert window.statusBar().currentMessage() == "Cancelled Fake training. Run it again to resume."
+
+
+def test_a_video_without_a_face_offers_to_remove_the_project(window, tmp_path, qtbot, screenshot):
+    """Tracking a video that shows no face stops with the reason and offers to remove the project, in which
+    nothing can be trained (`avatar-studio new` removes it itself); Keep is the default and keeps it."""
+    video = _real_video(tmp_path)
+    for keep in (True, False):
+        proj = Project.create(tmp_path / f"noface_{keep}", source_video=video)
+        assert window.open_project(proj.root)
+        window.run_stage("track")                  # ingest, then the tracking
+        qtbot.waitUntil(lambda: not window.is_running(), timeout=120000)
+        box = window.error_dialog
+        assert "No face was found" in box.text() and str(proj.root) in box.informativeText()
+        assert box.defaultButton() is box.keep_button and not box.detailedText()
+        if keep:
+            screenshot(box, "no_face_dialog")
+            box.keep_button.click()
+            assert window.project is not None and (proj.root / "project.json").is_file()
+            continue
+        box.remove_button.click()
+        assert not proj.root.exists() and window.project is None
+        assert window.pages.currentWidget() is window.welcome and str(proj.root) not in window.settings.recent
+        assert "Removed the project" in window.statusBar().currentMessage()

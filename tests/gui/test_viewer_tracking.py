@@ -111,6 +111,20 @@ def test_tracking_view_curves_pivots_and_scrubbing(window, tracked, qtbot, scree
     assert tv.pivots == [3, 20, 33]
     assert len(tv.pose_plot.plotItem.listDataItems()) >= 3 + 1  # yaw/pitch/roll + pivot markers
     assert len(tv.expr_plot.plotItem.listDataItems()) >= 12
+    # the pose curves and the pivots get on/off boxes under the plot, no legend over the yaw curve's top
+    assert tv.pose_plot.plotItem.legend is None and list(tv.pose_boxes) == ["yaw", "pitch", "roll", "pivots"]
+    pivot_items = tv.pose_curves["pivots"]
+    assert len(pivot_items) == 2 * 3 + 2  # a dashed line per pivot and the markers, in both plots
+    assert {i.getViewBox() for i in pivot_items} == {tv.pose_plot.getViewBox(), tv.expr_plot.getViewBox()}
+    tv.pose_boxes["pivots"].setChecked(False)
+    assert not any(i.isVisible() for i in pivot_items) and tv.pose_curves["yaw"][0].isVisible()
+    tv.pose_boxes["roll"].setChecked(False)
+    tv._plot(tv.data)  # a reload keeps the choice
+    assert not tv.pose_boxes["roll"].isChecked() and not tv.pose_curves["roll"][0].isVisible()
+    assert not any(i.isVisible() for i in tv.pose_curves["pivots"]) and tv.pose_curves["pitch"][0].isVisible()
+    tv.pose_boxes["pivots"].setChecked(True)
+    tv.pose_boxes["roll"].setChecked(True)
+    assert all(i.isVisible() for i in tv.pose_curves["pivots"] + tv.pose_curves["roll"])
     assert tv.sheet_view.image() is not None
     tv.set_frame(10)
     tv.setFocus()
