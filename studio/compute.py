@@ -257,11 +257,6 @@ def cpu_bf16_instructions() -> str:
     return ""
 
 
-def cpu_has_bf16_matrix() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices in hardware (`cpu_bf16_instructions`)."""
-    return bool(cpu_bf16_instructions())
-
-
 AUTO_BF16_ONLY_WITH = {"nerf": ("AMX",)}
 """Stages whose "auto" takes bfloat16 only with some of the instructions (every other stage: with any of
 them). The NeRF stage on a CPU with AVX512-BF16 but no AMX (2-core AMD EPYC, 2026-12-07, d9, README

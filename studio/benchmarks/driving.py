@@ -159,10 +159,10 @@ def print_table(report: dict) -> None:
 def write_clip(path: Path, actor_crops: np.ndarray, par: np.ndarray, lea: np.ndarray, fps: float, audio) -> None:
     import cv2
 
-    from ..export import ClipWriter, _even
+    from ..video.encode import ClipWriter, even
 
     s = par.shape[1]
-    w, h = _even(3 * s), _even(s)
+    w, h = even(3 * s), even(s)
     writer = ClipWriter(path, "mp4", w, h, fps, 18, audio, 0.0, len(par) / fps)
     try:
         for a, p, q in zip(actor_crops, par, lea):

@@ -81,7 +81,7 @@ class RunActions:
         runner.cancelled.connect(self._run_cancelled)
         runner.finished.connect(self._run_finished)
         self.runner = runner
-        from .dashboard import history_log
+        from .run_history import history_log
 
         self.stage_page.dashboard.reset(stages[0], log=history_log(self.project, stages[0]))
         self.stage_page.dashboard.set_running(True)
@@ -120,7 +120,7 @@ class RunActions:
 
     def _run_started(self, name: str) -> None:
         from ..stages import REGISTRY
-        from .dashboard import history_log
+        from .run_history import history_log
 
         d = self.stage_page.dashboard
         d.reset(name, log=history_log(self.project, name))

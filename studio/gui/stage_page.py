@@ -8,7 +8,8 @@ from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPushButton, QScrollArea, QS
                                QVBoxLayout, QWidget)
 
 from .config_form import ConfigForm
-from .dashboard import Dashboard, fmt_duration, right_axis_unit
+from .dashboard import Dashboard
+from .run_history import fmt_duration, right_axis_unit
 from .theme import COLORS, icon
 
 STATUS_TEXT = {"pending": "not run yet", "running": "running", "cancelled": "cancelled — run again to resume",

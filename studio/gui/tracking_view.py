@@ -5,7 +5,6 @@ Loading (npz + thumbnails for the sheet) runs in a background job; scrubbing rea
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg

@@ -18,8 +18,11 @@
   cut short, or with stretches of video or audio missing, is found at ingest (a `MediaScan`).
   `extract_audio` keeps the audio track (trimmed to the same span) for export; `media_duration`
   counts frames by decoding (for tests and checks).
+- `ClipWriter` (`studio.video.encode`) writes a clip the other way: RGB frames streamed to an MP4 (with
+  the audio track), a GIF or PNG frames under a temporary name, renamed into place when complete;
+  `check_output` refuses an output that cannot be written before anything is rendered.
 
-Everything is importable from `studio.video` itself.
+Everything but `studio.video.encode` is importable from `studio.video` itself.
 """
 from .damage import GAP_MIN_S, SNAP_BACK_S, damaged_spans, find_gaps, gap_limit, merge_spans
 from .decode import (PREFETCH_BYTES, DecodeReport, DecodeSettings, FrameReader, plan_decode, prefetch_frames,

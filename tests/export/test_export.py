@@ -295,7 +295,7 @@ def test_output_paths_that_cannot_work_are_refused_before_rendering(tracked_d3, 
     def read_only(*a, **k):
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr("studio.export.tempfile.mkstemp", read_only)
+    monkeypatch.setattr("studio.video.encode.tempfile.mkstemp", read_only)
     with pytest.raises(StudioError, match="no permission to write"):  # was a crash after the first frames
         run_export(tracked_d3, cfg, tmp_path / "new" / "clip.mp4", avatar=avatar)
     assert not (tmp_path / "new").exists(), "nothing is created by the check"

@@ -261,7 +261,7 @@ def test_videos_background_box_is_off_without_mattes(window, tracked, fake_engin
 
 
 def test_a_slider_near_zero_reads_plus_zero_not_minus_zero(qtbot):
-    from studio.gui.viewer import STEPS, ControlSlider
+    from studio.gui.control_slider import STEPS, ControlSlider
 
     # a range whose steps fall on both sides of 0: the step nearest 0 lands at a small negative value
     s = ControlSlider("smile_left", -1.0, 0.997, 0.0)
@@ -359,7 +359,7 @@ def test_nearest_frame_keeps_the_page_within_the_window(window, tracked, fake_en
 def test_reset_puts_a_slider_on_its_neutral_value_exactly(qtbot):
     """A slider's 200 steps over an asymmetric trained range rarely land on 0: a reset read "+0.03°" and rendered
     that, not the neutral pose. Reset (and the first value) is the value itself; a move is the slider's step."""
-    from studio.gui.viewer import ControlSlider
+    from studio.gui.control_slider import ControlSlider
 
     s = ControlSlider("yaw", -13.7, 11.5, 0.0, "°")
     qtbot.addWidget(s)
