@@ -238,7 +238,7 @@ class TrackingView(QWidget):
         piv = f", {len(self.pivots)} pivots" if self.pivots else _no_pivots_yet()
         self.summary.setText(f"{td.n_frames} frames at {td.fps:g} fps, {int(td.valid.sum())} tracked"
                              f"{piv}. Yaw {s.get('yaw_range', '?')}°, pitch {s.get('pitch_range', '?')}°. "
-                             "Drag the yellow line or use ←/→ to scrub.")
+                             "Drag the yellow line or use\u00a0←\u2060/\u2060→ to scrub.")  # never broken inside "←/→"
         self.sheet_view.set_image(out["sheet"])
         if out["sheet"] is not None:
             self.sheet_view.setMinimumHeight(min(900, out["sheet"].height()))
