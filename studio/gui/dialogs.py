@@ -22,19 +22,26 @@ def sentence(text: str) -> str:
     return text if text.endswith((".", "!", "?")) else text + "."
 
 
-def error_box(parent: QWidget | None, title: str, failure: Failure) -> QMessageBox:
-    """A non-blocking error dialog; returns it (already shown) so callers and tests can inspect it."""
+def _warning_box(parent: QWidget | None, title: str, text: str, informative: str = "", details: str = "") -> QMessageBox:
+    """A window-modal warning that deletes itself when closed; the caller adds its buttons and opens it."""
     box = QMessageBox(parent)
     box.setIcon(QMessageBox.Warning)
     box.setWindowTitle(title)
-    box.setText(sentence(failure.message))
-    if failure.hint:
-        box.setInformativeText(sentence(failure.hint))
-    if failure.details:
-        box.setDetailedText(failure.details)
-    box.setStandardButtons(QMessageBox.Ok)
+    box.setText(text)
+    if informative:
+        box.setInformativeText(informative)
+    if details:
+        box.setDetailedText(details)
     box.setWindowModality(Qt.WindowModal)
     box.setAttribute(Qt.WA_DeleteOnClose)
+    return box
+
+
+def error_box(parent: QWidget | None, title: str, failure: Failure) -> QMessageBox:
+    """A non-blocking error dialog; returns it (already shown) so callers and tests can inspect it."""
+    box = _warning_box(parent, title, sentence(failure.message), sentence(failure.hint) if failure.hint else "",
+                       failure.details)
+    box.setStandardButtons(QMessageBox.Ok)
     box.open()
     return box
 
@@ -44,21 +51,14 @@ def remove_new_project_box(parent: QWidget | None, title: str, failure: Failure,
     failed: no face, too short, unreadable): the failure, and the offer to remove the project folder, as
     `avatar-studio new` removes it itself. Its buttons: `remove_button`, `keep_button` (the default); returned
     shown."""
-    box = QMessageBox(parent)
-    box.setIcon(QMessageBox.Warning)
-    box.setWindowTitle(title)
-    box.setText(sentence(failure.message))
     hint = sentence(failure.hint) + " " if failure.hint else ""
-    box.setInformativeText(f"{hint}Nothing has been trained in this project yet. Remove its folder ({root}) and "
-                           "make a new project from another video (New), or keep it (its stages' settings "
-                           "can still be changed and run again).")
-    if failure.details:
-        box.setDetailedText(failure.details)
+    box = _warning_box(parent, title, sentence(failure.message),
+                       f"{hint}Nothing has been trained in this project yet. Remove its folder ({root}) and make a "
+                       "new project from another video (New), or keep it (its stages' settings can still be "
+                       "changed and run again).", failure.details)
     box.remove_button = box.addButton("Remove the project", QMessageBox.DestructiveRole)
     box.keep_button = box.addButton("Keep it", QMessageBox.RejectRole)
     box.setDefaultButton(box.keep_button)
-    box.setWindowModality(Qt.WindowModal)
-    box.setAttribute(Qt.WA_DeleteOnClose)
     box.open()
     return box
 
@@ -66,19 +66,15 @@ def remove_new_project_box(parent: QWidget | None, title: str, failure: Failure,
 def project_gone_box(parent: QWidget | None, root: Path, video: str | None = None) -> QMessageBox:
     """A non-blocking dialog: the open project's folder was deleted, moved or renamed. Its buttons:
     `close_button` (close the project) and `keep_button` (leave the window as it is); returned shown."""
-    box = QMessageBox(parent)
-    box.setIcon(QMessageBox.Warning)
-    box.setWindowTitle("The project folder is gone")
-    box.setText(f"The project folder {root} is gone: it was deleted, moved or renamed while it was open here.")
     again = f" from the video ({Path(video).name})" if video else " from the video"
-    box.setInformativeText("Nothing can be run, shown or saved in it any more. If you moved or renamed it, close "
-                           "this project and open the folder from its new place (Open). If it was deleted, "
-                           f"make a new project{again} (New) and run the stages again.")
+    box = _warning_box(parent, "The project folder is gone",
+                       f"The project folder {root} is gone: it was deleted, moved or renamed while it was open here.",
+                       "Nothing can be run, shown or saved in it any more. If you moved or renamed it, close this "
+                       "project and open the folder from its new place (Open). If it was deleted, make a new "
+                       f"project{again} (New) and run the stages again.")
     box.close_button = box.addButton("Close project", QMessageBox.AcceptRole)
     box.keep_button = box.addButton("Keep the window", QMessageBox.RejectRole)
     box.setDefaultButton(box.close_button)
-    box.setWindowModality(Qt.WindowModal)
-    box.setAttribute(Qt.WA_DeleteOnClose)
     box.open()
     return box
 
