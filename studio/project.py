@@ -258,7 +258,8 @@ class Project:
     @property
     def nothing_trained(self) -> bool:
         """Whether no stage past reading the video has finished here (a project whose tracking failed, or
-        never ran): removing it loses nothing but its copy of the video."""
+        never ran): removing it loses nothing but what reading the video wrote (the project keeps no copy of the
+        video itself)."""
         return not any(rec.get("status") in ("done", "stale")
                        for name, rec in self.manifest["stages"].items() if name != "ingest")
 
