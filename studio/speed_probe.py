@@ -367,7 +367,8 @@ def probe(preset: str = "preview", device: str = "auto", steps: int = 6, resolut
     return SpeedEstimate(device=dev.type, gpu_found=gpu, gpu_name=gpu_name, threads=threads,
                          preset=preset, batch=batch, resolution=cfg.resolution, step_seconds=step_s,
                          measured=measured, nerf_step_seconds=nerf_s, stage_seconds=stages,
-                         engine_seconds=engines, probe_seconds=time.perf_counter() - t_start, precision=precision, nerf_precision=nerf_precision,
+                         engine_seconds=engines, probe_seconds=time.perf_counter() - t_start, precision=precision,
+                         nerf_precision=nerf_precision,
                          bf16_instructions=cpu_bf16_instructions() if precision == "bf16" and dev.type == "cpu" else "")
 
 

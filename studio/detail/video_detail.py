@@ -17,6 +17,14 @@ from .shape import MeshLattice, ShapeModel, shape_field
 LATTICES_KEPT = 256
 """`VideoDetail` keeps the `MeshLattice` of this many frames (the last used; about 100 KB each)."""
 
+
+def _per_frame(masks, crops: np.ndarray, what: str) -> np.ndarray:
+    """`masks` as (N, S, S) float32, one per crop of `crops` (N, S, S, 3); ValueError naming `what` otherwise."""
+    masks = np.asarray(masks, np.float32)
+    if masks.shape != crops.shape[:3]:
+        raise ValueError(f"expected {crops.shape[:3]} {what}, got {masks.shape}")
+    return masks
+
 class VideoDetail:
     """Training frames (aligned crops at the render size) and their controls, ready to lend detail."""
 
@@ -39,9 +47,7 @@ class VideoDetail:
         self.mattes = None
         """(N, S, S) float32 person mattes in [0, 1], or None (then every pixel of a frame lends)."""
         if mattes is not None and config.person_only:
-            mattes = np.asarray(mattes, np.float32)
-            if mattes.shape != crops.shape[:3]:
-                raise ValueError(f"expected {crops.shape[:3]} mattes, got {mattes.shape}")
+            mattes = _per_frame(mattes, crops, "mattes")
             grow = config.matte_grow * crops.shape[1] / REFERENCE_SIZE
             if grow > 0:
                 k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(round(grow)) + 1,) * 2)
@@ -51,26 +57,17 @@ class VideoDetail:
         """(N, S, S) float32 eyes-and-mouth masks of the frames (`feature_masks`), or None: then the
         frames lend their whole detail band everywhere (`DetailConfig.mid_share` is not used)."""
         if features is not None:
-            features = np.asarray(features, np.float32)
-            if features.shape != crops.shape[:3]:
-                raise ValueError(f"expected {crops.shape[:3]} feature masks, got {features.shape}")
-            self.features = features
+            self.features = _per_frame(features, crops, "feature masks")
         self._fine = config.fine_sigma * scale
         self.faces = None
         """(N, S, S) float32 face-hull masks of the frames (`face_hull_masks`) for `face_flow` < 1."""
         if faces is not None:
-            faces = np.asarray(faces, np.float32)
-            if faces.shape != crops.shape[:3]:
-                raise ValueError(f"expected {crops.shape[:3]} face masks, got {faces.shape}")
-            self.faces = faces
+            self.faces = _per_frame(faces, crops, "face masks")
         self.wide_faces = None
         """(N, S, S) float32 grown face-hull masks of the frames, for `outside_fine_share` < 1 (None: the
         frames lend their finest band everywhere)."""
         if wide_faces is not None:
-            wide_faces = np.asarray(wide_faces, np.float32)
-            if wide_faces.shape != crops.shape[:3]:
-                raise ValueError(f"expected {crops.shape[:3]} wide face masks, got {wide_faces.shape}")
-            self.wide_faces = wide_faces
+            self.wide_faces = _per_frame(wide_faces, crops, "wide face masks")
         self._index = None
         if controls is not None:
             if np.ndim(controls) != 2 or len(controls) != len(crops):

@@ -322,7 +322,7 @@ class StagePage(QWidget):
             self.config_edited.emit(self.stage, self.forms[self.stage].values())
 
     def show_stage(self, project, name: str, running: str | None = None) -> None:
-        from ..pipeline import stage_config, stage_state
+        from ..pipeline import stage_config
         from ..stages import REGISTRY
         from ..model_files import ModelFiles
 

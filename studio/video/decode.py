@@ -242,8 +242,6 @@ class FrameReader:
         gets ready. Iterating afterwards hands out these frames; without `start` iterating starts."""
         if self._proc is not None:
             return self
-        s = self.settings
-        nbytes = s.width * s.height * 3
         self._times, self._durations, self._events, self._errors, self._messages, self._frames = [], [], [], 0, [], 0
         self.report = None
         self._stop.clear()
