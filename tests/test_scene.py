@@ -201,14 +201,83 @@ def test_composite_puts_the_plate_behind_the_person_and_keeps_the_rest(clip, pla
     assert np.array_equal(plate.composite(render[None], None, mattes=matte[None]), at_placement)
     assert not np.array_equal(at_placement, out)
 
-    # where the plate saw nothing the render stays as it was; where it is trusted the plate replaces it
-    flat = np.full((2, S, S, 3), 90, np.uint8)
+    # where the plate saw nothing, a render that looks nothing like the background around it stays as it
+    # was (hair or a shoulder the matte missed); where the plate is trusted, the plate replaces it
+    red = np.zeros((2, S, S, 3), np.uint8)
+    red[..., 0] = 250
     beyond = np.repeat(tracking.transforms[BEYOND][None].astype(np.float64), 2, 0)
-    out = plate.composite(flat, beyond, mattes=np.zeros((2, S, S), np.float32))
+    out = plate.composite(red, beyond, mattes=np.zeros((2, S, S), np.float32))
     color, trust = plate.background(tracking.transforms[BEYOND], S)
-    assert (trust == 0).sum() > 500 and np.array_equal(out[:, trust == 0], flat[:, trust == 0])
+    unseen = trust == 0
+    assert unseen.sum() > 500 and np.array_equal(out[:, unseen], red[:, unseen])
     full = trust > 0.999
     assert full.sum() > 500 and np.abs(out[0][full].astype(np.float32) - color[full]).max() <= 1.0
+
+    # a render there that looks like it (a pale ghost of the clip's heads) takes the background filled in
+    # from around the hole; with `fill_gate` 0 it stays too
+    fill = plate.filled_view(tracking.transforms[BEYOND], S)
+    ghost = np.clip(fill + 10.0, 0, 255).astype(np.uint8)[None]
+    out = plate.composite(ghost, beyond[:1], mattes=np.zeros((1, S, S), np.float32))
+    assert np.abs(ghost[0][unseen].astype(np.float32) - fill[unseen]).mean() > 9.0
+    assert np.abs(out[0][unseen].astype(np.float32) - fill[unseen]).mean() < 2.0
+    assert np.abs(out[0][full].astype(np.float32) - color[full]).max() <= 1.0
+    off = ScenePlate(plate.color, plate.weight, plate.scale, S, plate.placement,
+                     dataclasses.replace(SceneConfig(), fill_gate=0.0), plate.spread)
+    assert np.array_equal(off.composite(ghost, beyond[:1], mattes=np.zeros((1, S, S), np.float32))[0][unseen],
+                          ghost[0][unseen])
+
+
+def test_the_fill_continues_the_background_into_the_plates_holes(clip, plate):
+    tracking, _, _ = clip
+    fill = plate.filled
+    assert fill.shape == plate.color.shape and np.isfinite(fill).all()
+    # where many frames saw the background, away from the edge of what they saw, the fill is the plate
+    w = plate.weight
+    inner = cv2.erode((w >= 3 * plate.config.min_frames).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    own = plate.color / np.maximum(w, 1e-3)[..., None]
+    assert inner.sum() > 1000 and np.abs(fill[inner] - own[inner]).max() < 1.0
+    # in the holes it continues the background around them: near the plate's own colours at the hole's edge
+    hole = w < 1e-3
+    assert hole.sum() > 500
+    edge = cv2.dilate(hole.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & (w >= plate.config.min_frames)
+    ring = cv2.dilate(edge.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool) & hole
+    assert abs(fill[ring].mean() - own[edge].mean()) < 12.0
+    # past the frame's edge, the fill's edge repeats (as the tracker's crops repeat the frame's)
+    view = plate.filled_view(tracking.transforms[BEYOND], S)
+    assert np.isfinite(view).all() and view.min() >= 0 and view.max() <= 255
+
+
+def test_the_fill_leaves_out_what_few_frames_saw_at_the_edge_of_a_hole():
+    """A grey wall seen by 5 frames on the left, a hole on the right, and between them a dark strip seen
+    by one frame only (a strand of hair the mattes missed): the hole is filled with the wall's grey."""
+    size = 96
+    color = np.zeros((size, size, 3), np.float32)
+    weight = np.zeros((size, size), np.float32)
+    color[:, :40], weight[:, :40] = 100.0 * 5, 5.0
+    color[:, 40:46], weight[:, 40:46] = 10.0 * 1, 1.0
+    plate = ScenePlate(color, weight, 1.0, size, np.eye(2, 3), SceneConfig())
+    fill = plate.filled
+    assert np.abs(fill[:, 60:] - 100.0).max() < 2.0
+    assert np.abs(fill[:, :30] - 100.0).max() < 1e-3
+    # the same plate filled from every pixel it has would carry the strip's dark into the hole
+    from studio.scene import _push_pull
+    assert _push_pull(color, weight, plate.config.min_frames)[:, 50:60].mean() < 95.0
+
+
+def test_push_pull_fills_a_gap_between_two_colours_with_colours_between_them():
+    from studio.scene import _push_pull
+
+    color = np.zeros((64, 64, 3), np.float32)
+    weight = np.zeros((64, 64), np.float32)
+    color[:, :16], weight[:, :16] = 50.0 * 4, 4.0
+    color[:, 48:], weight[:, 48:] = 200.0 * 4, 4.0
+    out = _push_pull(color, weight, 3.0)
+    assert np.allclose(out[:, :12], 50.0, atol=1e-3) and np.allclose(out[:, 52:], 200.0, atol=1e-3)
+    gap = out[:, 16:48, 0].mean(0)
+    assert gap.min() >= 50.0 - 1e-3 and gap.max() <= 200.0 + 1e-3
+    assert gap[:8].mean() < 110.0 < 140.0 < gap[-8:].mean()        # each side keeps its colour near it
+    assert np.all(np.diff(gap) > -1.0)                               # rising from one side to the other
+    assert np.array_equal(_push_pull(np.zeros_like(color), np.zeros_like(weight), 3.0), np.zeros_like(color))
 
 
 def test_from_tracking_is_none_without_rows_mattes_transforms_or_background(clip, tmp_path):
