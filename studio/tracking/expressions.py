@@ -56,7 +56,6 @@ def raw_features(q: np.ndarray) -> np.ndarray:
     """
     q = np.asarray(q, np.float64)
     y = q[..., 1]
-    x = q[..., 0]
 
     def dist(a, b):
         return np.linalg.norm(q[..., a, :2] - q[..., b, :2], axis=-1)
