@@ -132,11 +132,12 @@ class ScenePlate:
         self._filled = None
 
     @property
-    def filled(self) -> np.ndarray:
+    def filled(self) -> np.ndarray | None:
         """(H, W, 3) float32, built on first use: the plate's colour with its holes filled from the
         background around them (`_push_pull`). Only pixels the frames saw clearly (`min_frames`) and agreed
         about (`spread`) lend their colour, and not within `erode` of the edge of those: strands of hair
-        the mattes missed darken the few frames that saw it, and the fill would carry them into the hole."""
+        the mattes missed darken the few frames that saw it, and the fill would carry them into the hole.
+        None where no pixel qualifies (a camera that walks all clip long): nothing is filled."""
         if self._filled is None:
             w = self.weight
             if self.spread is not None:
@@ -146,9 +147,12 @@ class ScenePlate:
             k = max(1.0, self.config.erode * self.crop_size * self.scale)
             inner = np.clip(cv2.distanceTransform(sure, cv2.DIST_L2, 3) / (2.0 * k) - 0.5, 0.0, 1.0)
             source = (w * inner).astype(np.float32)
+            if not np.any(source > 0):
+                self._filled = False
+                return None
             share = np.where(self.weight > 1e-3, source / np.maximum(self.weight, 1e-3), 0.0).astype(np.float32)
             self._filled = _push_pull(self.color * share[..., None], source, self.config.min_frames)
-        return self._filled
+        return self._filled if self._filled is not False else None
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -244,10 +248,12 @@ class ScenePlate:
             trust = cv2.GaussianBlur(trust, (0, 0), sigma) * seen
         return color, trust
 
-    def filled_view(self, transform: np.ndarray | None, size: int) -> np.ndarray:
+    def filled_view(self, transform: np.ndarray | None, size: int) -> np.ndarray | None:
         """`filled` seen through a crop of side `size` at `transform` (as `background`): (size, size, 3)
         float32 colour everywhere (past the frame's edge, the fill's edge repeats, as the tracker's crops
-        repeat the frame's)."""
+        repeat the frame's); None where nothing is filled."""
+        if self.filled is None:
+            return None
         t = self.placement if transform is None else transform
         m = (_centred(size / self.crop_size) @ _affine3(t) @ np.linalg.inv(_centred(self.scale)))[:2]
         return cv2.warpAffine(self.filled, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -294,8 +300,8 @@ class ScenePlate:
             a = self.person_matte(img) if mattes is None else np.asarray(mattes[i], np.float32)
             f = img.astype(np.float32)
             bg = np.where(np.isnan(bg), f, bg)   # unseen: the render's own background ...
-            if self.config.fill_gate > 0:        # ... or the fill, where the render looks like it
-                fill = self.filled_view(t, img.shape[0])
+            fill = self.filled_view(t, img.shape[0]) if self.config.fill_gate > 0 else None
+            if fill is not None:                 # ... or the fill, where the render looks like it
                 sigma = self.config.matte_blur * img.shape[0]
                 soft = cv2.GaussianBlur(f, (0, 0), sigma) if sigma > 0 else f
                 near = np.exp(-0.5 * ((soft - fill) ** 2).sum(-1) / self.config.fill_gate ** 2)

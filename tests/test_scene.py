@@ -527,3 +527,17 @@ def test_picture_box_finds_bars_on_any_side_and_not_in_a_dark_clip():
     b[40, 1] = 200.0                                     # a bright pixel in column 1: the bar ends before it
     assert picture_box(b)[0] == 1
     assert picture_box(np.full((90, 160), 12.0)) is None  # a dark clip is not all bars
+
+
+def test_nothing_is_filled_where_no_pixel_was_seen_clearly():
+    """Every plate pixel seen by one frame only (fewer than `min_frames`): no fill, and a render keeps its
+    own background wherever the plate is not trusted, as before the fill."""
+    size = 48
+    color = np.full((size, size, 3), 100.0, np.float32)
+    weight = np.ones((size, size), np.float32)
+    weight[:, 30:] = 0.0
+    plate = ScenePlate(color, weight, 1.0, size, np.eye(2, 3), SceneConfig())
+    assert plate.filled is None and plate.filled_view(None, size) is None
+    render = np.full((1, size, size, 3), 104, np.uint8)      # near the plate's colour: the gate would take it
+    out = plate.composite(render, mattes=np.zeros((1, size, size), np.float32))
+    assert np.array_equal(out[0][:, 34:], render[0][:, 34:])
