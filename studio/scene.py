@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .tracking.data import crop_picture_share
+from .tracking.data import crop_picture_share, picture_share
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,8 @@ class ScenePlate:
         background around them (`_push_pull`). Only pixels the frames saw clearly (`min_frames`) and agreed
         about (`spread`) lend their colour, and not within `erode` of the edge of those: strands of hair
         the mattes missed darken the few frames that saw it, and the fill would carry them into the hole.
-        None where no pixel qualifies (a camera that walks all clip long): nothing is filled."""
+        The video's black bars lend nothing either (the scene goes on behind them; `composite` lays the
+        bars over the result where the crop shows them). None where no pixel qualifies (a camera that walks all clip long): nothing is filled."""
         if self._filled is None:
             w = self.weight
             if self.spread is not None:
@@ -147,6 +148,10 @@ class ScenePlate:
             k = max(1.0, self.config.erode * self.crop_size * self.scale)
             inner = np.clip(cv2.distanceTransform(sure, cv2.DIST_L2, 3) / (2.0 * k) - 0.5, 0.0, 1.0)
             source = (w * inner).astype(np.float32)
+            if self.picture is not None:   # plate pixel -> frame pixel: the inverse of `_centred(scale)`
+                v, u = np.mgrid[0:w.shape[0], 0:w.shape[1]].astype(np.float64)
+                k1 = (self.scale - 1.0) / 2.0
+                source *= picture_share((u - k1) / self.scale, (v - k1) / self.scale, self.picture)
             if not np.any(source > 0):
                 self._filled = False
                 return None

@@ -541,3 +541,19 @@ def test_nothing_is_filled_where_no_pixel_was_seen_clearly():
     render = np.full((1, size, size, 3), 104, np.uint8)      # near the plate's colour: the gate would take it
     out = plate.composite(render, mattes=np.zeros((1, size, size), np.float32))
     assert np.array_equal(out[0][:, 34:], render[0][:, 34:])
+
+
+def test_the_videos_black_bars_lend_nothing_to_the_fill():
+    """A pillarboxed video: the plate saw the bar (black) on the left and a grey wall; the hole beside the
+    bar is filled with the wall's grey, not darkened by the bar."""
+    size = 96
+    color = np.zeros((size, size, 3), np.float32)
+    weight = np.full((size, size), 5.0, np.float32)
+    color[:, 12:] = 120.0 * 5
+    weight[:, 24:60] = 0.0                                    # the hole: behind the person all clip long
+    picture = (12.0, 0.0, float(size), float(size))
+    with_bars = ScenePlate(color, weight, 1.0, size, np.eye(2, 3), SceneConfig(), picture=picture,
+                           frame_size=(size, size))
+    assert np.abs(with_bars.filled[:, 24:60] - 120.0).max() < 1.0
+    unaware = ScenePlate(color, weight, 1.0, size, np.eye(2, 3), SceneConfig())
+    assert unaware.filled[:, 24:36].mean() < 110.0            # the bar's black would bleed in
