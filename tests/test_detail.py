@@ -888,3 +888,62 @@ def test_from_project_weighs_the_frames_by_how_much_they_look_like_the_person(mo
     assert np.isfinite(vd.atypicality).all() and vd.atypicality.std() > 0.5
     use_arcface(monkeypatch, tmp_path, "absent")
     assert VideoDetail.from_project(tracked_d3, 64, config=on).atypicality is None
+
+
+def test_crop_source_share_is_zero_past_the_pictures_edge_and_ramps_inside():
+    from studio.tracking.data import crop_source_share
+
+    # a 64-px crop of a 100 x 80 frame, 1 crop px per frame px, its top-left at frame (50, 40):
+    # columns 50 on and rows 40 on of the crop lie past the frame's right and bottom edges
+    A = np.array([[1.0, 0.0, -50.0], [0.0, 1.0, -40.0]])
+    m = crop_source_share(A, 64, (0.0, 0.0, 100.0, 80.0), ramp=3.0)
+    assert m.shape == (64, 64) and m.dtype == np.float32
+    assert m[:30, :40].min() == 1.0                       # well inside the frame
+    assert m[45:, :].max() == 0.0 and m[:, 55:].max() == 0.0   # the tracker's repeated edge: nothing
+    assert 0.0 < m[10, 48] < 1.0 and m[10, 46] == 1.0     # a ramp of 3 px inside the edge
+    assert np.all(np.diff(m[10, 40:55]) <= 0)             # falling toward the edge
+    # a black bar down the left: its columns count as past the picture too
+    bars = crop_source_share(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), 64, (20.0, 0.0, 100.0, 80.0), ramp=3.0)
+    assert bars[:, :20].max() == 0.0 and bars[30, 30] == 1.0
+    # 2 crop px per frame px (frame x 50..99 -> crop columns 0..98): the ramp is in crop pixels
+    twice = crop_source_share(np.array([[2.0, 0.0, -100.0], [0.0, 2.0, 0.0]]), 128, (0.0, 0.0, 100.0, 80.0), ramp=3.0)
+    assert twice[40, :95].min() == 1.0 and twice[40, 100:].max() == 0.0 and 0.0 < twice[40, 97] < 1.0
+
+
+def test_frames_lend_nothing_past_the_videos_edge():
+    """A frame whose lower half lies past the video's edge (the tracker repeats the edge there: vertical
+    streaks) lends no detail there; the render stays as it is, and the upper half still gets the frame's."""
+    frame = _textured(0)
+    frame[64:] = frame[63]                                # the repeated edge row: streaks
+    render = cv2.GaussianBlur(_textured(0), (0, 0), 3.0)
+    controls = np.zeros((1, 4), np.float32)
+    sources = np.ones((1, S, S), np.float32)
+    sources[0, 62:] = 0.0
+    cfg = DetailConfig(neighbours=1, band_sigma=5.0)
+    out = VideoDetail(frame[None], controls, cfg, sources=sources).apply(render[None], controls)[0]
+    lent = VideoDetail(frame[None], controls, cfg).apply(render[None], controls)[0]
+    below = (slice(70, 120), slice(30, 98))
+    assert np.abs(out[below].astype(int) - render[below].astype(int)).max() <= 2
+    assert np.abs(lent[below].astype(int) - render[below].astype(int)).mean() > 5   # without: the streaks are lent
+    above = (slice(30, 55), slice(40, 88))
+    assert np.abs(_high(out)[above]).mean() > 0.5 * np.abs(_high(frame)[above]).mean()
+    with pytest.raises(ValueError):
+        VideoDetail(frame[None], controls, cfg, sources=sources[:, :64])
+
+
+def test_from_project_leaves_out_what_the_crops_show_past_the_frames_edge(tracked_d3):
+    """d3 is a 512 x 512 clip whose crops reach past its bottom edge (the neck repeats there): those pixels
+    lend nothing, those inside the frame do, and `frame_edge` 0 lends everything as before."""
+    from studio.tracking.data import TrackingData
+
+    trk = TrackingData.from_project(tracked_d3)
+    train, _ = trk.split()
+    vd = VideoDetail.from_project(tracked_d3, 64)
+    sources = trk.source_masks(train, 64, 3.0 * 64 / 128)
+    assert (sources < 0.01).mean() > 0.02                  # the test clip's crops do reach past the frame
+    past = sources == 0.0
+    assert past.mean() > 0.02 and vd.mattes[past].max() == 0.0
+    whole = VideoDetail.from_project(tracked_d3, 64, config=DetailConfig(frame_edge=0.0))
+    inside = sources == 1.0
+    assert inside.mean() > 0.5 and np.array_equal(vd.mattes[inside], whole.mattes[inside])
+    assert whole.mattes[past].max() > 0.5                  # the person matte reaches the repeated neck

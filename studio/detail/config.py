@@ -67,6 +67,11 @@ class DetailConfig:
     """Frames lend detail only where they show the person (their tracked matte, warped with them):
     the background behind the head moves in the crop with every head shift, which no control
     says, so a frame's background texture lands where the held-out frame has other texture."""
+    frame_edge: float = 3.0
+    """Pixels (at 128 px): frames lend nothing where their crop lies past the video's picture (the
+    tracker repeats the frame's edge there, so a chin near the bottom of a portrait clip becomes vertical
+    streaks, or shows a black bar), rising to full over this many pixels inside it; 0: off (they lend
+    there too)."""
     matte_grow: float = 10.0
     """Pixels (at 128 px) the person matte is grown by (dilated, then feathered) before it gates the
     detail, so the face's outline and the hair's edge keep the frames' detail. With the bare matte

@@ -31,7 +31,8 @@ class VideoDetail:
     def __init__(self, crops: np.ndarray, controls: np.ndarray | None, config: DetailConfig = DetailConfig(),
                  mattes: np.ndarray | None = None, features: np.ndarray | None = None,
                  faces: np.ndarray | None = None, wide_faces: np.ndarray | None = None,
-                 landmarks: np.ndarray | None = None, embeddings: np.ndarray | None = None):
+                 landmarks: np.ndarray | None = None, embeddings: np.ndarray | None = None,
+                 sources: np.ndarray | None = None):
         crops = np.asarray(crops)
         if crops.ndim != 4 or crops.shape[-1] != 3 or crops.shape[1] != crops.shape[2] or not len(crops):
             raise ValueError(f"expected (N, S, S, 3) uint8 crops, got {crops.shape}")
@@ -53,6 +54,9 @@ class VideoDetail:
                 k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(round(grow)) + 1,) * 2)
                 mattes = np.stack([cv2.GaussianBlur(cv2.dilate(m, k), (0, 0), grow / 2) for m in mattes])
             self.mattes = mattes
+        if sources is not None:   # nothing from past the video's edge (`DetailConfig.frame_edge`)
+            sources = _per_frame(sources, crops, "source masks")
+            self.mattes = sources if self.mattes is None else self.mattes * sources
         self.features = None
         """(N, S, S) float32 eyes-and-mouth masks of the frames (`feature_masks`), or None: then the
         frames lend their whole detail band everywhere (`DetailConfig.mid_share` is not used)."""
@@ -138,7 +142,13 @@ class VideoDetail:
             if config.splits_outside:
                 wide = face_hull_masks(lms, size, -config.outside_grow * scale, 3.0 * scale)
         emb = frame_embeddings(project, train, crops) if config.typical_weight > 0 else None
-        return cls(crops, ctl, config, mattes, features, faces, wide, lms if config.shape_share > 0 else None, emb)
+        sources = None
+        if config.frame_edge > 0 and getattr(tracking, "transforms", None) is not None:
+            sources = tracking.source_masks(train, size, config.frame_edge * scale)
+            if sources.min() >= 0.999:
+                sources = None
+        return cls(crops, ctl, config, mattes, features, faces, wide, lms if config.shape_share > 0 else None, emb,
+                   sources)
 
     @property
     def has_controls(self) -> bool:

@@ -85,6 +85,23 @@ def crop_picture_share(frame_to_crop: np.ndarray, size: int, frame_size, picture
     return picture_share(x, y, picture)
 
 
+def crop_source_share(frame_to_crop: np.ndarray, size: int, picture, ramp: float) -> np.ndarray:
+    """(size, size) float32 in [0, 1]: how far each pixel of a crop cut by `frame_to_crop` ((2, 3) or (3, 3)
+    affine, frame pixels -> this crop's pixels) lies inside the video's `picture` (x0, y0, x1, y1; x1, y1
+    exclusive): 0 past its edge, where the crop shows the tracker's repetition of the frame's edge (a
+    portrait clip's chin near the bottom of the frame: vertical streaks) or a black bar, rising to 1 over
+    `ramp` crop pixels inside it."""
+    A = np.vstack([np.asarray(frame_to_crop, np.float64)[:2], [0.0, 0.0, 1.0]])
+    inv = np.linalg.inv(A)
+    v, u = np.mgrid[0:size, 0:size].astype(np.float64)
+    x = inv[0, 0] * u + inv[0, 1] * v + inv[0, 2]
+    y = inv[1, 0] * u + inv[1, 1] * v + inv[1, 2]
+    x0, y0, x1, y1 = picture
+    inside = np.minimum(np.minimum(x - x0, x1 - 1.0 - x), np.minimum(y - y0, y1 - 1.0 - y))   # frame px
+    per_px = np.sqrt(abs(np.linalg.det(A[:2, :2])))
+    return np.clip((inside * per_px + 0.5) / max(ramp, 1e-6), 0.0, 1.0).astype(np.float32)
+
+
 def split_rows(n_frames: int, valid: np.ndarray, holdout: float = HOLDOUT_FRACTION) -> tuple[np.ndarray, np.ndarray]:
     """Rows for training and held-out evaluation: the last `holdout` share of the clip is held out."""
     cut = int(round(n_frames * (1.0 - holdout)))
@@ -246,6 +263,21 @@ class TrackingData:
                 continue
             m = crop_picture_share(A, S, self.frame_size, self.picture)
             out[i] = m if size == S else cv2.resize(m, (size, size), interpolation=cv2.INTER_AREA)
+        return out
+
+    def source_masks(self, rows, size: int, ramp: float) -> np.ndarray:
+        """(n, size, size) float32 in [0, 1]: how far each pixel of each row's crop (at `size`) lies inside the
+        video's picture (`crop_source_share`, rising over `ramp` pixels at `size`); 1 for a row without a
+        usable transform."""
+        S = self.crop_size
+        out = np.ones((len(rows), size, size), np.float32)
+        k = size / S
+        to_size = np.array([[k, 0.0, (k - 1.0) / 2.0], [0.0, k, (k - 1.0) / 2.0], [0.0, 0.0, 1.0]])
+        for i, r in enumerate(rows):
+            A = np.asarray(self.transforms[int(r)], np.float64)
+            if not np.all(np.isfinite(A)) or abs(np.linalg.det(A[:, :2])) < 1e-12:
+                continue
+            out[i] = crop_source_share(to_size @ np.vstack([A, [0.0, 0.0, 1.0]]), size, self.picture, ramp)
         return out
 
     def bar_masks(self, rows, size: int | None = None) -> np.ndarray | None:
