@@ -947,3 +947,31 @@ def test_from_project_leaves_out_what_the_crops_show_past_the_frames_edge(tracke
     inside = sources == 1.0
     assert inside.mean() > 0.5 and np.array_equal(vd.mattes[inside], whole.mattes[inside])
     assert whole.mattes[past].max() > 0.5                  # the person matte reaches the repeated neck
+
+
+def test_a_render_whose_colour_drifted_far_from_the_frames_is_brought_within_colour_drift():
+    """A render paler and greener than the frame lending it detail by far more than `colour_drift` (an
+    engine at a slider's end the clip barely shows) is moved toward the frame's colour until it differs by
+    `colour_drift`; one that differs by less (every held-out frame of the six avatars) is left as it is."""
+    frame = _textured(0)
+    controls = np.zeros((1, 4), np.float32)
+    person = np.zeros((1, S, S), np.float32)
+    person[0, 20:108, 20:108] = 1.0
+    inner = (slice(40, 88), slice(40, 88))
+    base = cv2.GaussianBlur(frame, (0, 0), 2.0).astype(np.float32)
+    for shift, moved in (((10.0, 8.0, 0.0), False), ((20.0, 45.0, 38.0), True)):
+        render = np.clip(base + np.array(shift, np.float32), 0, 255).astype(np.uint8)
+        cfg = DetailConfig(neighbours=1, band_sigma=12.0, matte_grow=0.0)
+        vd = VideoDetail(frame[None], controls, cfg, mattes=person)
+        out = vd.apply(render[None], controls)[0].astype(np.float32)
+        off = VideoDetail(frame[None], controls, DetailConfig(neighbours=1, band_sigma=12.0, matte_grow=0.0,
+                                                              colour_drift=0.0), mattes=person)
+        plain = off.apply(render[None], controls)[0].astype(np.float32)
+        gap = np.linalg.norm(out[inner].mean((0, 1)) - frame[inner].astype(np.float32).mean((0, 1)))
+        plain_gap = np.linalg.norm(plain[inner].mean((0, 1)) - frame[inner].astype(np.float32).mean((0, 1)))
+        if moved:
+            assert plain_gap > 50.0 and 10.0 < gap < 20.0, (plain_gap, gap)
+            corner = (slice(0, 8), slice(0, 8))                 # outside the person: the render as it was
+            assert np.abs(out[corner] - plain[corner]).max() <= 1.0
+        else:
+            assert np.array_equal(out, plain)

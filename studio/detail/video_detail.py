@@ -324,6 +324,7 @@ class VideoDetail:
             r_mid = cv2.GaussianBlur(r, (0, 0), self._fine) - low if split else None
             detail = np.zeros_like(r)
             lent = np.zeros(r.shape[:2], np.float32)
+            their_low = np.zeros(3, np.float64)
             flow_share = self.face_flow_for(renders[b], int(idx[b][0]))
             for j, wj in zip(idx[b], w[b]):
                 if wj < 1e-3:
@@ -345,6 +346,12 @@ class VideoDetail:
                     band = band - (1.0 - share)[..., None] * (warped - soft)
                 detail += (wj * inside)[..., None] * band
                 lent += wj * inside
+                their_low += ((wj * inside)[..., None] * (warped - band)).sum((0, 1))
+            if self.config.colour_drift > 0 and lent.sum() > 1.0:   # the render's colour drifted off the frames'
+                drift = their_low / lent.sum() - (lent[..., None] * low).sum((0, 1)) / lent.sum()
+                far = float(np.linalg.norm(drift))
+                if far > self.config.colour_drift:
+                    low = low + np.clip(lent, 0, 1)[..., None] * (drift * (1.0 - self.config.colour_drift / far)).astype(np.float32)
             if self.config.render_fills:
                 detail += np.clip(1.0 - lent, 0, 1)[..., None] * (r - low)
             if keep is not None:      # an edit's own detail (e.g. a frame of glasses) is added there
