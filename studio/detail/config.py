@@ -77,7 +77,7 @@ class DetailConfig:
     frames lending it detail by more than this, its low band there is moved toward theirs until it differs
     by this much (0: off). An engine's colour is least sure at a slider's end the clip barely shows: d9's
     StyleGAN render at the yaw slider's end came out 62 levels paler and greener than the frames, where
-    held-out frames differ by at most 9–13 on the six avatars, so their renders are not changed."""
+    held-out frames differ by at most 5–13 on the six avatars, so their renders are not changed."""
     matte_grow: float = 10.0
     """Pixels (at 128 px) the person matte is grown by (dilated, then feathered) before it gates the
     detail, so the face's outline and the hair's edge keep the frames' detail. With the bare matte
