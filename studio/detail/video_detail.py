@@ -350,8 +350,9 @@ class VideoDetail:
             if self.config.colour_drift > 0 and lent.sum() > 1.0:   # the render's colour drifted off the frames'
                 drift = their_low / lent.sum() - (lent[..., None] * low).sum((0, 1)) / lent.sum()
                 far = float(np.linalg.norm(drift))
-                if far > self.config.colour_drift:
-                    low = low + np.clip(lent, 0, 1)[..., None] * (drift * (1.0 - self.config.colour_drift / far)).astype(np.float32)
+                if far > self.config.colour_drift:   # moved until it differs by `colour_drift`
+                    shift = (drift * (1.0 - self.config.colour_drift / far)).astype(np.float32)
+                    low = low + np.clip(lent, 0, 1)[..., None] * shift
             if self.config.render_fills:
                 detail += np.clip(1.0 - lent, 0, 1)[..., None] * (r - low)
             if keep is not None:      # an edit's own detail (e.g. a frame of glasses) is added there
