@@ -975,3 +975,23 @@ def test_a_render_whose_colour_drifted_far_from_the_frames_is_brought_within_col
             assert np.abs(out[corner] - plain[corner]).max() <= 1.0
         else:
             assert np.array_equal(out, plain)
+
+
+def test_an_appearance_edits_own_colour_is_not_taken_back_as_drift():
+    """Where an appearance edit changed the render (`keep`), its colour is the edit's, not a drift: a render
+    made 60 levels bluer by an edit over the whole person keeps it."""
+    frame = _textured(0)
+    controls = np.zeros((1, 4), np.float32)
+    person = np.zeros((1, S, S), np.float32)
+    person[0, 20:108, 20:108] = 1.0
+    base = cv2.GaussianBlur(frame, (0, 0), 2.0).astype(np.float32)
+    render = np.clip(base + np.array((-20.0, 0.0, 60.0), np.float32), 0, 255).astype(np.uint8)
+    cfg = DetailConfig(neighbours=1, band_sigma=12.0, matte_grow=0.0)
+    vd = VideoDetail(frame[None], controls, cfg, mattes=person)
+    keep = np.zeros((1, S, S), np.float32)
+    keep[0, 10:118, 10:118] = 1.0
+    inner = (slice(40, 88), slice(40, 88))
+    kept = vd.apply(render[None], controls, keep=keep)[0].astype(np.float32)
+    pulled = vd.apply(render[None], controls)[0].astype(np.float32)
+    blue = lambda img: float(img[inner][..., 2].mean() - frame[inner][..., 2].astype(np.float32).mean())
+    assert blue(kept) > 40.0 and blue(pulled) < 20.0, (blue(kept), blue(pulled))

@@ -324,7 +324,7 @@ class VideoDetail:
             r_mid = cv2.GaussianBlur(r, (0, 0), self._fine) - low if split else None
             detail = np.zeros_like(r)
             lent = np.zeros(r.shape[:2], np.float32)
-            their_low = np.zeros(3, np.float64)
+            their_low = np.zeros_like(r)
             flow_share = self.face_flow_for(renders[b], int(idx[b][0]))
             for j, wj in zip(idx[b], w[b]):
                 if wj < 1e-3:
@@ -346,13 +346,17 @@ class VideoDetail:
                     band = band - (1.0 - share)[..., None] * (warped - soft)
                 detail += (wj * inside)[..., None] * band
                 lent += wj * inside
-                their_low += ((wj * inside)[..., None] * (warped - band)).sum((0, 1))
-            if self.config.colour_drift > 0 and lent.sum() > 1.0:   # the render's colour drifted off the frames'
-                drift = their_low / lent.sum() - (lent[..., None] * low).sum((0, 1)) / lent.sum()
+                their_low += (wj * inside)[..., None] * (warped - band)
+            # the render's colour drifted off the frames': measured and moved where no appearance edit changed
+            # the render (`keep`), so an edit's own colour (blue hair, a tan) stays
+            free = np.ones_like(lent) if keep is None else 1.0 - np.clip(np.asarray(keep[b], np.float32), 0, 1)
+            weight = lent * free
+            if self.config.colour_drift > 0 and weight.sum() > 1.0:
+                drift = ((free[..., None] * their_low).sum((0, 1)) - (weight[..., None] * low).sum((0, 1))) / weight.sum()
                 far = float(np.linalg.norm(drift))
                 if far > self.config.colour_drift:   # moved until it differs by `colour_drift`
                     shift = (drift * (1.0 - self.config.colour_drift / far)).astype(np.float32)
-                    low = low + np.clip(lent, 0, 1)[..., None] * shift
+                    low = low + (np.clip(lent, 0, 1) * free)[..., None] * shift
             if self.config.render_fills:
                 detail += np.clip(1.0 - lent, 0, 1)[..., None] * (r - low)
             if keep is not None:      # an edit's own detail (e.g. a frame of glasses) is added there
