@@ -75,7 +75,8 @@ class DetailConfig:
     colour_drift: float = 15.0
     """Grey levels (RGB distance). Where the render's mean colour over the person differs from that of the
     frames lending it detail by more than this, its low band there is moved toward theirs until it differs
-    by this much (0: off). An engine's colour is least sure at a slider's end the clip barely shows: d9's
+    by this much (0: off); not where an appearance edit changed the render (`apply`'s `keep`: the edit's
+    colour is meant). An engine's colour is least sure at a slider's end the clip barely shows: d9's
     StyleGAN render at the yaw slider's end came out 62 levels paler and greener than the frames, where
     held-out frames differ by at most 5–13 on the six avatars, so their renders are not changed."""
     matte_grow: float = 10.0
