@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .tracking.data import centred_scale as _centred
 from .tracking.data import crop_picture_share, picture_share
 
 
@@ -95,11 +96,6 @@ def _push_pull(color: np.ndarray, weight: np.ndarray, full: float) -> np.ndarray
         a = np.clip(w / full, 0.0, 1.0)[..., None]
         est = (a * (c / np.maximum(w, 1e-6)[..., None]) + (1.0 - a) * up).astype(np.float32)
     return est
-
-
-def _centred(k: float) -> np.ndarray:
-    """Scaling by `k` about pixel centres (as an area resize does), not about the corner."""
-    return np.array([[k, 0.0, (k - 1.0) / 2.0], [0.0, k, (k - 1.0) / 2.0], [0.0, 0.0, 1.0]])
 
 
 class ScenePlate:
@@ -237,8 +233,7 @@ class ScenePlate:
         """The plate seen through a crop of side `size` at `transform` (frame -> crop at the tracked
         crop size; None: `placement`): (size, size, 3) float32 colour (NaN where the plate has seen no
         background) and (size, size) float32 trust in [0, 1]."""
-        t = self.placement if transform is None else transform
-        m = (_centred(size / self.crop_size) @ _affine3(t) @ np.linalg.inv(_centred(self.scale)))[:2]
+        m = self._plate_to_crop(transform, size)
         color = cv2.warpAffine(self.color, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
         weight = cv2.warpAffine(self.weight, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
         seen = weight > 1e-3
@@ -253,14 +248,18 @@ class ScenePlate:
             trust = cv2.GaussianBlur(trust, (0, 0), sigma) * seen
         return color, trust
 
+    def _plate_to_crop(self, transform: np.ndarray | None, size: int) -> np.ndarray:
+        """(2, 3) plate pixels -> pixels of a crop of side `size` at `transform` (None: `placement`)."""
+        t = self.placement if transform is None else transform
+        return (_centred(size / self.crop_size) @ _affine3(t) @ np.linalg.inv(_centred(self.scale)))[:2]
+
     def filled_view(self, transform: np.ndarray | None, size: int) -> np.ndarray | None:
         """`filled` seen through a crop of side `size` at `transform` (as `background`): (size, size, 3)
         float32 colour everywhere (past the frame's edge, the fill's edge repeats, as the tracker's crops
         repeat the frame's); None where nothing is filled."""
         if self.filled is None:
             return None
-        t = self.placement if transform is None else transform
-        m = (_centred(size / self.crop_size) @ _affine3(t) @ np.linalg.inv(_centred(self.scale)))[:2]
+        m = self._plate_to_crop(transform, size)
         return cv2.warpAffine(self.filled, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
     def picture_view(self, transform: np.ndarray | None, size: int) -> np.ndarray | None:

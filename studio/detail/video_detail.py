@@ -242,6 +242,22 @@ class VideoDetail:
             gx, gy = mx, my
         return gx + flow[..., 0], gy + flow[..., 1]
 
+    def _undrift(self, low: np.ndarray, lent: np.ndarray, their_low: np.ndarray, keep) -> np.ndarray:
+        """The render's low band `low`, moved toward the frames' colour where its mean over the person
+        (`lent`; `their_low` the frames' low band summed as they lend) differs by more than
+        `DetailConfig.colour_drift`, until it differs by that much. Measured and moved only where no
+        appearance edit changed the render (`keep`), so an edit's own colour (blue hair, a tan) stays."""
+        free = np.ones_like(lent) if keep is None else 1.0 - np.clip(np.asarray(keep, np.float32), 0, 1)
+        weight = lent * free
+        if weight.sum() <= 1.0:
+            return low
+        drift = ((free[..., None] * their_low).sum((0, 1)) - (weight[..., None] * low).sum((0, 1))) / weight.sum()
+        far = float(np.linalg.norm(drift))
+        if far <= self.config.colour_drift:
+            return low
+        shift = (drift * (1.0 - self.config.colour_drift / far)).astype(np.float32)
+        return low + (np.clip(lent, 0, 1) * free)[..., None] * shift
+
     def _inside(self, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
         last = self.size - 1
         return np.clip(np.minimum(np.minimum(mx, last - mx), np.minimum(my, last - my)) + 1.0, 0.0, 1.0)
@@ -324,7 +340,8 @@ class VideoDetail:
             r_mid = cv2.GaussianBlur(r, (0, 0), self._fine) - low if split else None
             detail = np.zeros_like(r)
             lent = np.zeros(r.shape[:2], np.float32)
-            their_low = np.zeros_like(r)
+            drifts = self.config.colour_drift > 0
+            their_low = np.zeros_like(r) if drifts else None
             flow_share = self.face_flow_for(renders[b], int(idx[b][0]))
             for j, wj in zip(idx[b], w[b]):
                 if wj < 1e-3:
@@ -346,17 +363,10 @@ class VideoDetail:
                     band = band - (1.0 - share)[..., None] * (warped - soft)
                 detail += (wj * inside)[..., None] * band
                 lent += wj * inside
-                their_low += (wj * inside)[..., None] * (warped - band)
-            # the render's colour drifted off the frames': measured and moved where no appearance edit changed
-            # the render (`keep`), so an edit's own colour (blue hair, a tan) stays
-            free = np.ones_like(lent) if keep is None else 1.0 - np.clip(np.asarray(keep[b], np.float32), 0, 1)
-            weight = lent * free
-            if self.config.colour_drift > 0 and weight.sum() > 1.0:
-                drift = ((free[..., None] * their_low).sum((0, 1)) - (weight[..., None] * low).sum((0, 1))) / weight.sum()
-                far = float(np.linalg.norm(drift))
-                if far > self.config.colour_drift:   # moved until it differs by `colour_drift`
-                    shift = (drift * (1.0 - self.config.colour_drift / far)).astype(np.float32)
-                    low = low + (np.clip(lent, 0, 1) * free)[..., None] * shift
+                if drifts:
+                    their_low += (wj * inside)[..., None] * (warped - band)
+            if drifts:
+                low = self._undrift(low, lent, their_low, None if keep is None else keep[b])
             if self.config.render_fills:
                 detail += np.clip(1.0 - lent, 0, 1)[..., None] * (r - low)
             if keep is not None:      # an edit's own detail (e.g. a frame of glasses) is added there

@@ -70,19 +70,30 @@ def picture_share(x: np.ndarray, y: np.ndarray, picture) -> np.ndarray:
             * np.clip(y - y0 + 1.0, 0, 1) * np.clip(y1 - y, 0, 1)).astype(np.float32)
 
 
+def centred_scale(k: float) -> np.ndarray:
+    """(3, 3) scaling by `k` about pixel centres (as an area resize does), not about the corner."""
+    return np.array([[k, 0.0, (k - 1.0) / 2.0], [0.0, k, (k - 1.0) / 2.0], [0.0, 0.0, 1.0]])
+
+
+def _frame_points(frame_to_crop: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Video-frame coordinates (x, y) of each pixel of a crop of side `size` cut by `frame_to_crop` ((2, 3)
+    or (3, 3) affine, frame pixels -> crop pixels), and the crop's pixels per frame pixel."""
+    A = np.vstack([np.asarray(frame_to_crop, np.float64)[:2], [0.0, 0.0, 1.0]])
+    inv = np.linalg.inv(A)
+    v, u = np.mgrid[0:size, 0:size].astype(np.float64)
+    x = inv[0, 0] * u + inv[0, 1] * v + inv[0, 2]
+    y = inv[1, 0] * u + inv[1, 1] * v + inv[1, 2]
+    return x, y, float(np.sqrt(abs(np.linalg.det(A[:2, :2]))))
+
+
 def crop_picture_share(frame_to_crop: np.ndarray, size: int, frame_size, picture) -> np.ndarray:
     """(size, size) float32 in [0, 1]: how much of each pixel of a crop cut by `frame_to_crop` ((2, 3) or
     (3, 3) affine, frame pixels -> this crop's pixels) shows the video's picture rather than a black bar,
     as the tracker cuts its crops: past the frame's edge the edge repeats (`BORDER_REPLICATE`), so a crop
     pixel there shows whatever the nearest edge pixel shows, picture or bar."""
-    A = np.asarray(frame_to_crop, np.float64)
-    A = np.vstack([A[:2], [0.0, 0.0, 1.0]])
-    inv = np.linalg.inv(A)
-    v, u = np.mgrid[0:size, 0:size].astype(np.float64)
+    x, y, _ = _frame_points(frame_to_crop, size)
     fw, fh = frame_size
-    x = np.clip(inv[0, 0] * u + inv[0, 1] * v + inv[0, 2], 0.0, fw - 1.0)
-    y = np.clip(inv[1, 0] * u + inv[1, 1] * v + inv[1, 2], 0.0, fh - 1.0)
-    return picture_share(x, y, picture)
+    return picture_share(np.clip(x, 0.0, fw - 1.0), np.clip(y, 0.0, fh - 1.0), picture)
 
 
 def crop_source_share(frame_to_crop: np.ndarray, size: int, picture, ramp: float) -> np.ndarray:
@@ -91,14 +102,9 @@ def crop_source_share(frame_to_crop: np.ndarray, size: int, picture, ramp: float
     exclusive): 0 past its edge, where the crop shows the tracker's repetition of the frame's edge (a
     portrait clip's chin near the bottom of the frame: vertical streaks) or a black bar, rising to 1 over
     `ramp` crop pixels inside it."""
-    A = np.vstack([np.asarray(frame_to_crop, np.float64)[:2], [0.0, 0.0, 1.0]])
-    inv = np.linalg.inv(A)
-    v, u = np.mgrid[0:size, 0:size].astype(np.float64)
-    x = inv[0, 0] * u + inv[0, 1] * v + inv[0, 2]
-    y = inv[1, 0] * u + inv[1, 1] * v + inv[1, 2]
+    x, y, per_px = _frame_points(frame_to_crop, size)
     x0, y0, x1, y1 = picture
     inside = np.minimum(np.minimum(x - x0, x1 - 1.0 - x), np.minimum(y - y0, y1 - 1.0 - y))   # frame px
-    per_px = np.sqrt(abs(np.linalg.det(A[:2, :2])))
     return np.clip((inside * per_px + 0.5) / max(ramp, 1e-6), 0.0, 1.0).astype(np.float32)
 
 
@@ -269,10 +275,8 @@ class TrackingData:
         """(n, size, size) float32 in [0, 1]: how far each pixel of each row's crop (at `size`) lies inside the
         video's picture (`crop_source_share`, rising over `ramp` pixels at `size`); 1 for a row without a
         usable transform."""
-        S = self.crop_size
         out = np.ones((len(rows), size, size), np.float32)
-        k = size / S
-        to_size = np.array([[k, 0.0, (k - 1.0) / 2.0], [0.0, k, (k - 1.0) / 2.0], [0.0, 0.0, 1.0]])
+        to_size = centred_scale(size / self.crop_size)
         for i, r in enumerate(rows):
             A = np.asarray(self.transforms[int(r)], np.float64)
             if not np.all(np.isfinite(A)) or abs(np.linalg.det(A[:, :2])) < 1e-12:
