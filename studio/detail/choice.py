@@ -1,9 +1,30 @@
 """Which training frames lend detail to a render: the nearest by standardised control distance
-(`ControlIndex`), weighed by how near (`soft_nearest`), optionally preferring frames that look like the
-person as a whole (`frame_atypicality` of their ArcFace `frame_embeddings`)."""
+(`ControlIndex`), weighed by how near (`soft_nearest`) and in each region of the face by how well the frame
+shows what the render asks of it there (`region_columns`, `ControlIndex.region_mismatch`), optionally
+preferring frames that look like the person as a whole (`frame_atypicality` of their ArcFace
+`frame_embeddings`)."""
 from __future__ import annotations
 
 import numpy as np
+
+REGIONS = (
+    ((0, 1), ("brow_raise_left", "brow_raise_right", "brow_frown", "blink_left", "blink_right",
+              "gaze_horizontal", "gaze_vertical")),
+)
+"""For `DetailConfig.region_match`: each region of the face, as the parts of
+`studio.tracking.geometry.FEATURE_REGIONS` it covers, and the named expression controls it shows. One
+region: both eyes with their brows (lent together: the two eyes' blinks and brows move as one on every
+clip here, and a pair of eyes from two moments looks crossed). The mouth has none: its controls move
+together (a clip's wide-open jaw comes with its smiles), so the frames that show a slider's mouth are the
+ones to lend it."""
+
+
+def region_columns(control_names: list[str]) -> list[np.ndarray] | None:
+    """Column indices of each of `REGIONS`' controls in a control vector named `control_names` (pose first),
+    or None where the controls are not the named ones (FLAME's coefficients belong to no one region)."""
+    if not all(n in control_names for _, names in REGIONS for n in names):
+        return None
+    return [np.array([control_names.index(n) for n in names], np.int64) for _, names in REGIONS]
 
 
 def soft_nearest(d: np.ndarray, k: int, temperature: float, relative: bool = False
@@ -58,6 +79,20 @@ class ControlIndex:
         g = np.ones(far.shape[:2] + (z.shape[1],))
         g[..., 2:] += emphasis * far
         return (((q[:, None, :] - a[None]) * g) ** 2).sum(-1)
+
+    def region_mismatch(self, query: np.ndarray, frames: np.ndarray, columns: list[np.ndarray]) -> np.ndarray:
+        """(B, C) controls and (B, k) frame indices → (B, k, R): for each region's `columns`, the largest
+        difference of a control between the query and the frame, in training standard deviations."""
+        z = (np.asarray(query, np.float64) - self._mean) / self._std                # (B, C)
+        diff = np.abs(z[:, None, :] - self._z[np.asarray(frames)])                  # (B, k, C)
+        return np.stack([diff[..., c].max(-1) for c in columns], -1)
+
+    def region_rest(self, query: np.ndarray, columns: list[np.ndarray]) -> np.ndarray:
+        """(B, C) controls → (B, R): how far (training standard deviations, the largest over each region's
+        `columns`) the query's controls lie from the subject's rest (0, the sliders' neutral)."""
+        z = (np.asarray(query, np.float64) - self._mean) / self._std
+        rest = -self._mean / self._std
+        return np.stack([np.abs(z[:, c] - rest[c]).max(-1) for c in columns], -1)
 
 
 def frame_atypicality(embeddings: np.ndarray) -> np.ndarray:

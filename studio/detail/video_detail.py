@@ -9,10 +9,18 @@ from collections import OrderedDict
 import cv2
 import numpy as np
 
-from .choice import ControlIndex, frame_atypicality, frame_embeddings, soft_nearest
+from .choice import REGIONS, ControlIndex, frame_atypicality, frame_embeddings, region_columns, soft_nearest
 from .config import REFERENCE_SIZE, SAMPLING, DetailConfig
-from .masks import face_hull_masks, feature_masks
+from .masks import face_hull_masks, feature_masks, region_masks
 from .shape import MeshLattice, ShapeModel, shape_field
+
+REGION_REACH = 4.0
+"""`VideoDetail.lenders`: an eye region is lent by other frames than the face only where they are within
+this many times the nearest frame's (squared, emphasised) control distance."""
+
+REGION_TURN = 5.0
+"""`VideoDetail.lenders`: ... and no further off in yaw or pitch than this many degrees or the face's own frames
+(eyes from a frame turned less than the face's look back at the camera from another head)."""
 
 LATTICES_KEPT = 256
 """`VideoDetail` keeps the `MeshLattice` of this many frames (the last used; about 100 KB each)."""
@@ -32,7 +40,7 @@ class VideoDetail:
                  mattes: np.ndarray | None = None, features: np.ndarray | None = None,
                  faces: np.ndarray | None = None, wide_faces: np.ndarray | None = None,
                  landmarks: np.ndarray | None = None, embeddings: np.ndarray | None = None,
-                 sources: np.ndarray | None = None):
+                 sources: np.ndarray | None = None, regions: list[np.ndarray] | None = None):
         crops = np.asarray(crops)
         if crops.ndim != 4 or crops.shape[-1] != 3 or crops.shape[1] != crops.shape[2] or not len(crops):
             raise ValueError(f"expected (N, S, S, 3) uint8 crops, got {crops.shape}")
@@ -93,6 +101,15 @@ class VideoDetail:
             else:
                 self.landmarks = landmarks
                 self._own_shape = self._shape.predict(controls).astype(np.float32)
+        self.regions = None
+        """Control columns of each region (`region_columns`) for `region_match`, or None (off: no named
+        controls, no meshes, or `region_match` 0)."""
+        self._meshes = None
+        if regions is not None and landmarks is not None and controls is not None and config.region_match > 0:
+            self.regions = [np.asarray(c, np.int64) for c in regions]
+            self._meshes = np.asarray(landmarks, np.float32)
+            if self._meshes.ndim != 3 or self._meshes.shape[0] != len(crops):
+                raise ValueError(f"expected ({len(crops)}, P, 2) landmarks, got {self._meshes.shape}")
         self.atypicality = None
         """(N,) `frame_atypicality` of the frames from their face `embeddings`, or None (no ArcFace file,
         or `typical_weight` 0): then frames are chosen by control distance alone."""
@@ -133,7 +150,11 @@ class VideoDetail:
         features = faces = wide = None
         scale = size / REFERENCE_SIZE
         lms = None
-        if config.splits_mid_band or config.needs_faces or config.splits_outside:   # each frame's mesh, at `size`
+        regions = None
+        if config.region_match > 0 and controls == "named":
+            regions = region_columns(["yaw", "pitch"] + tracking.expression_names)
+        if config.splits_mid_band or config.needs_faces or config.splits_outside or regions is not None:
+            # each frame's mesh, at `size`
             lms = tracking.crop_landmarks_at(train, size)
             if config.splits_mid_band:
                 features = feature_masks(lms, size, config.feature_grow * scale)
@@ -147,8 +168,8 @@ class VideoDetail:
             sources = tracking.source_masks(train, size, config.frame_edge * scale)
             if sources.min() >= 0.999:
                 sources = None
-        return cls(crops, ctl, config, mattes, features, faces, wide, lms if config.shape_share > 0 else None, emb,
-                   sources)
+        return cls(crops, ctl, config, mattes, features, faces, wide,
+                   lms if config.shape_share > 0 or regions is not None else None, emb, sources, regions)
 
     @property
     def has_controls(self) -> bool:
@@ -157,6 +178,10 @@ class VideoDetail:
     # ------------------------------------------------------------------ which frames
     def neighbours(self, controls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, k) indices into the frames and (B, k) weights summing to 1, by control distance."""
+        return self._weights(self._distances(controls))
+
+    def _distances(self, controls: np.ndarray) -> np.ndarray:
+        """(B, N) how far each frame is from each render's controls for choosing it (inf: not at all)."""
         if self._index is None:
             raise ValueError("these frames have no controls; use neighbours_by_image")
         q = np.asarray(controls, np.float64).reshape(len(controls), -1)
@@ -168,7 +193,7 @@ class VideoDetail:
             k = max(1, min(self.config.neighbours, dp.shape[1]))
             kth = np.partition(dp, k - 1, axis=1)[:, k - 1:k]
             d = np.where((dp > self.config.pose_window) & (dp > kth), np.inf, d)
-        return self._weights(d)
+        return d
 
     def neighbours_by_image(self, renders: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """As `neighbours`, by the distance between blurred 24 px thumbnails of the renders and the
@@ -305,6 +330,54 @@ class VideoDetail:
         return shape_field(own, target, self.size, self.config.shape_smooth * scale, self.config.shape_cap * scale,
                            lattice)
 
+    def lenders(self, controls: np.ndarray) -> list[dict[int, tuple[float, np.ndarray | None]]]:
+        """For each render of `controls` (B, C): {frame: (its weight, its (R,) weights inside `REGIONS`, or
+        None where those are the same)}. The frames are `neighbours`. With `region_match`, where the render
+        leaves a region at the subject's rest (each of its controls within `region_match` standard
+        deviations of 0) and a lending frame moves it (one of them further than that from the render's: a
+        wink, a glance), the region is lent instead by the frames chosen the same way among those that show
+        it as the render asks, if any is within `REGION_REACH` times the nearest frame's distance;
+        otherwise, and wherever the render asks something of the region, it is lent as the face."""
+        d = self._distances(controls)
+        idx, w = self._weights(d)
+        out = [{int(j): (float(wj), None) for j, wj in zip(idx[b], w[b])} for b in range(len(idx))]
+        if self.regions is None:
+            return out
+        q = np.asarray(controls, np.float64).reshape(len(idx), -1)
+        tol = self.config.region_match
+        at_rest = self._index.region_rest(q, self.regions) <= tol                                  # (B, R)
+        shows = self._index.region_mismatch(q, np.broadcast_to(np.arange(len(self.crops)), d.shape),
+                                            self.regions) <= tol                                   # (B, N, R)
+        reach = REGION_REACH * d[np.arange(len(idx)), idx[:, 0]]
+        turn = np.abs(q[:, None, :2] - self._pose[None]).max(-1)                  # (B, N) degrees off in pose
+        for b in range(len(idx)):
+            lending = idx[b][w[b] >= 1e-3]
+            swap = [r for r in range(len(self.regions)) if at_rest[b, r] and not shows[b, lending, r].all()]
+            near = (d[b] <= reach[b]) & (turn[b] <= max(REGION_TURN, turn[b, lending].max()))
+            lend = {int(j): (float(wj), np.full(len(self.regions), float(wj))) for j, wj in zip(idx[b], w[b])}
+            changed = False
+            for r in swap:
+                dr = np.where(shows[b, :, r] & near, d[b], np.inf)
+                if not np.isfinite(dr).any():
+                    continue            # no frame near enough shows it at rest: lent as the face
+                changed = True
+                for _, regional in lend.values():
+                    regional[r] = 0.0
+                ridx, rw = self._weights(dr[None])
+                for j, wj in zip(ridx[0], rw[0]):
+                    if np.isfinite(dr[j]):
+                        lend.setdefault(int(j), (0.0, np.zeros(len(self.regions))))[1][r] = wj
+            if changed:
+                out[b] = lend
+        return out
+
+    def _region_maps(self, frame: int, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
+        """(R, S, S) `REGIONS` of frame `frame` (its tracked mesh, grown by `feature_grow` and feathered)
+        where they land on the render (the frame's sampling maps `mx`, `my`)."""
+        grow = self.config.feature_grow * self.size / REFERENCE_SIZE
+        return np.stack([cv2.remap(m, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                         for m in region_masks(self._meshes[frame], self.size, grow, [part for part, _ in REGIONS])])
+
     def apply(self, renders: np.ndarray, controls: np.ndarray | None = None,
               keep: np.ndarray | None = None, fields: list | None = None) -> np.ndarray:
         """(B, S, S, 3) uint8 renders → the same with the frames' detail.
@@ -321,9 +394,10 @@ class VideoDetail:
         if renders.ndim != 4 or renders.shape[1:] != (self.size, self.size, 3):
             raise ValueError(f"expected (B, {self.size}, {self.size}, 3) renders, got {renders.shape}")
         if controls is not None and self._index is not None:
-            idx, w = self.neighbours(controls)
+            lenders = self.lenders(controls)
         else:
             idx, w = self.neighbours_by_image(renders)
+            lenders = [{int(j): (float(wj), None) for j, wj in zip(idx[b], w[b])} for b in range(len(idx))]
         wanted = None
         if controls is not None and self._shape is not None and self.faces is not None:
             wanted = self._shape.predict(np.asarray(controls, np.float64).reshape(len(renders), -1))
@@ -342,9 +416,10 @@ class VideoDetail:
             lent = np.zeros(r.shape[:2], np.float32)
             drifts = self.config.colour_drift > 0
             their_low = np.zeros_like(r) if drifts else None
-            flow_share = self.face_flow_for(renders[b], int(idx[b][0]))
-            for j, wj in zip(idx[b], w[b]):
-                if wj < 1e-3:
+            flow_share = self.face_flow_for(renders[b], next(iter(lenders[b])))
+            regions = None      # where the regions lie on the render: the nearest frame's, warped (first below)
+            for j, (wj, wr) in lenders[b].items():
+                if wj < 1e-3 and (wr is None or wr.max() < 1e-3):
                     continue
                 matte = None if self.mattes is None else self.mattes[j]
                 face = None if self.faces is None else self.faces[j]
@@ -361,10 +436,16 @@ class VideoDetail:
                     wide = cv2.remap(self.wide_faces[j], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
                     share = self.config.outside_fine_share + (1.0 - self.config.outside_fine_share) * wide
                     band = band - (1.0 - share)[..., None] * (warped - soft)
-                detail += (wj * inside)[..., None] * band
-                lent += wj * inside
+                if wr is not None:   # another share inside the regions (`lenders`)
+                    if regions is None:
+                        regions = self._region_maps(int(j), mx, my)
+                    inside = (wj + ((wr - wj)[:, None, None] * regions).sum(0)) * inside
+                else:
+                    inside = wj * inside
+                detail += inside[..., None] * band
+                lent += inside
                 if drifts:
-                    their_low += (wj * inside)[..., None] * (warped - band)
+                    their_low += inside[..., None] * (warped - band)
             if drifts:
                 low = self._undrift(low, lent, their_low, None if keep is None else keep[b])
             if self.config.render_fills:

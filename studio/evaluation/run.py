@@ -17,7 +17,7 @@ from .. import metrics
 from ..atomic import write_json
 from ..progress import Progress
 from .scoring import (RETRIEVAL_POSE_WEIGHT, bar_keep, beats_retrieval, face_masks, retrieval_rows, score_images,
-                      within_bars)
+                      slider_crosstalk, within_bars)
 from .sheets import _engine_title, _sheet, _write_png
 
 STAGE = "eval"
@@ -187,6 +187,7 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
     found_total, n_total = 0, 0
     sheet_rows, sheet_labels, sheet_caps = [], [], []   # sweeps.png: the first four sliders, each value captioned
     flame_sweeps: dict = {}  # FLAME sliders: commanded values and re-tracked renders, fitted after the loop
+    measured: dict = {}      # named sliders: commanded values and every expression measured, for the crosstalk
     swept = list(names)
     if flame_controls:
         from ..flame.evaluate import sweep_sliders
@@ -211,6 +212,8 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
             sweeps[cname] = {"pearson": None, "found": round(len(found) / len(tracked), 4)}
         else:
             meas = [float(tracked[i]["expr"][j - 2]) for i in found]
+            if found:
+                measured[cname] = (values[found], np.array([tracked[i]["expr"] for i in found], np.float64))
             r = _pearson(values[found], np.array(meas)) if found else None
             sweeps[cname] = {"pearson": None if r is None else round(r, 4), "found": round(len(found) / len(tracked), 4)}
         if j < 4:
@@ -248,6 +251,9 @@ def iter_evaluate(project, engine: str | None = None, *, sweep_points: int = 9, 
         "expression_pearson_mean": round(float(np.mean(exprs)), 4) if exprs else None,
         "expression_pearson": {k: v["pearson"] for k, v in sweeps.items() if k not in ("yaw", "pitch")},
         "face_found": round(found_total / max(1, n_total), 4), "sweep_points": sweep_points, "sweeps": sweeps}
+    if not flame_controls:
+        train, _ = tracking.split()
+        report["controls"]["crosstalk"] = slider_crosstalk(measured, tracking.controls(train)[:, 2:], names[2:])
     if flame_fit is not None:
         report["controls"]["flame"] = flame_fit
         if avatar.flame_warp() is not None:

@@ -5,7 +5,8 @@ identity, ArcFace feature distance, the face region's sharpness ratio); `face_ma
 regions it measures sharpness in; `bar_keep` and `within_bars` leave the video's black bars out of
 the score. The retrieval baseline: `retrieval_rows` picks, for each held-out frame, the training
 frame with the nearest tracked controls, and `beats_retrieval` says per measure (`BETTER`) whether
-the engine does better than it.
+the engine does better than it. `slider_crosstalk`: how much a slider of the eyes moves the mouth and one of
+the mouth the eyes, in the tracker's measure of the sweeps.
 """
 from __future__ import annotations
 
@@ -96,6 +97,44 @@ def beats_retrieval(heldout: dict | None, retrieval: dict | None) -> dict:
             out[key] = bool(abs(np.log(max(a, 1e-9))) < abs(np.log(max(b, 1e-9))))
     must = (out["identity"], out["feature_distance"])
     out["avatar"] = None if None in must else bool(all(must))
+    return out
+
+
+def slider_crosstalk(sweeps: dict[str, tuple[np.ndarray, np.ndarray]], train_expr: np.ndarray,
+                     names: list[str]) -> dict | None:
+    """How much each named expression slider moves the other part of the face: for a slider of the eyes
+    (brows, blinks, gaze: `studio.detail.choice.REGIONS`) the mouth's controls, for a mouth slider the eyes'.
+    `sweeps`: per slider, its commanded values (n,) and the expressions the tracker measures on its renders
+    (n, E), columns as `names` (the E expression names); `train_expr` (N, E): the training frames'.
+    Each other control is measured in training standard deviations, less what the training frames' own
+    coupling with the swept control explains (its correlation times the swept control's measured move),
+    and the figure is its range over the sweep, the largest of the other part's (0: the slider moves only
+    its own part). Returns {"mouth_moves_eyes", "eyes_move_mouth": the mean over those sliders,
+    "sliders": {name: {"sd": ..., "most": the other control moved most}}}, or None where the controls
+    are not the named ones (FLAME's belong to no part)."""
+    from ..detail.choice import REGIONS
+
+    eyes = {n for _, controls in REGIONS for n in controls}
+    if not eyes <= set(names):
+        return None
+    z = np.asarray(train_expr, np.float64)
+    sd = np.maximum(z.std(0), 1e-6)
+    corr = np.nan_to_num(np.corrcoef((z - z.mean(0)) / sd, rowvar=False))
+    out: dict = {"sliders": {}}
+    for name, (_, measured) in sweeps.items():
+        m = np.asarray(measured, np.float64)
+        if name not in names or m.ndim != 2 or len(m) < 2:
+            continue
+        s = names.index(name)
+        others = [k for k, n in enumerate(names) if (n in eyes) != (name in eyes)]
+        zm = m / sd
+        resid = zm[:, others] - zm[:, [s]] * corr[others, s][None]
+        moved = resid.max(0) - resid.min(0)
+        k = int(np.argmax(moved))
+        out["sliders"][name] = {"sd": round(float(moved[k]), 3), "most": names[others[k]]}
+    for key, of_eyes in (("mouth_moves_eyes", False), ("eyes_move_mouth", True)):
+        v = [r["sd"] for n, r in out["sliders"].items() if (n in eyes) == of_eyes]
+        out[key] = round(float(np.mean(v)), 3) if v else None
     return out
 
 
