@@ -995,3 +995,130 @@ def test_an_appearance_edits_own_colour_is_not_taken_back_as_drift():
     pulled = vd.apply(render[None], controls)[0].astype(np.float32)
     blue = lambda img: float(img[inner][..., 2].mean() - frame[inner][..., 2].astype(np.float32).mean())
     assert blue(kept) > 40.0 and blue(pulled) < 20.0, (blue(kept), blue(pulled))
+
+
+# ---------------------------------------------------------------- the eyes lent by frames that show them
+NAMED = ["yaw", "pitch", "jaw_open", "smile_left", "smile_right", "pucker", "mouth_stretch", "brow_raise_left",
+         "brow_raise_right", "brow_frown", "blink_left", "blink_right", "gaze_horizontal", "gaze_vertical"]
+
+
+def _eye_mesh(n: int) -> np.ndarray:
+    """(n, 478, 2) meshes whose eye regions are ellipses round (44, 50) and (84, 50) and whose mouth is round
+    (64, 96), the other points at the middle (as `test_feature_masks_cover_eyes_and_mouth_not_the_cheeks`)."""
+    from studio.tracking.geometry import FEATURE_REGIONS
+
+    lm = np.full((n, 478, 2), 64.0, np.float32)
+    for k, idx in enumerate(FEATURE_REGIONS):
+        cx, cy = ((44, 50), (84, 50), (64, 96))[k]
+        ang = np.linspace(0, 2 * np.pi, len(idx), endpoint=False)
+        lm[:, list(idx)] = np.stack([cx + 8 * np.cos(ang), cy + 4 * np.sin(ang)], 1)
+    return lm
+
+
+def _winking_clip():
+    """Controls of a clip: 30 frames turned and moving their eyes a little (yaw ±10°, each eye control ±0.5),
+    the mouth at rest; frame 30 opens the jaw wide and winks (blink_left 1.5), frame 31 opens it less with the
+    eyes at rest, both facing the camera. A query opening the jaw wide, the rest at rest, picks frame 30."""
+    rng = np.random.default_rng(3)
+    c = np.zeros((32, len(NAMED)), np.float32)
+    c[:30, 0] = rng.uniform(-10, 10, 30)
+    eyes = [NAMED.index(n) for n in NAMED[7:]]
+    c[:30, eyes] = rng.uniform(-0.5, 0.5, (30, len(eyes)))
+    c[30, 2], c[30, NAMED.index("blink_left")] = 1.0, 1.5
+    c[31, 2] = 0.8
+    q = np.zeros((1, len(NAMED)), np.float32)
+    q[0, 2] = 1.0
+    return c, q
+
+
+def test_region_masks_cover_each_part_on_its_own():
+    from studio.detail.masks import region_masks
+
+    lm = _eye_mesh(1)[0]
+    eyes, mouth = region_masks(lm, S, 4.0, parts=((0, 1), (2,)))
+    assert eyes[50, 44] > 0.95 and eyes[50, 84] > 0.95 and eyes[96, 64] < 0.05
+    assert mouth[96, 64] > 0.95 and mouth[50, 44] < 0.05 and mouth[75, 30] < 0.05
+    assert region_masks(np.full((478, 2), np.nan, np.float32), S, 4.0).max() == 0.0   # no mesh: no region
+
+
+def test_region_columns_only_for_the_named_controls():
+    from studio.detail.choice import REGIONS, region_columns
+
+    cols = region_columns(NAMED)
+    assert cols is not None and len(cols) == len(REGIONS)
+    assert sorted(NAMED[i] for i in cols[0]) == sorted(REGIONS[0][1])
+    assert "jaw_open" not in [NAMED[i] for i in cols[0]]
+    assert region_columns(["yaw", "pitch", "jaw"] + [f"flame_{i:02d}" for i in range(10)]) is None
+
+
+def test_a_winking_frame_does_not_lend_its_eyes_to_a_render_whose_eyes_are_at_rest():
+    """The whole face comes from the frame that opens the jaw as asked (frame 30), but it winks where the
+    render's eyes are at rest: the eyes are lent by frame 31 (its eyes at rest, near enough) instead. Where the
+    render asks for the wink itself, or with `region_match` 0, frame 30 lends its eyes as before."""
+    from studio.detail.choice import region_columns
+
+    c, q = _winking_clip()
+    crops = np.stack([_textured(i) for i in range(len(c))])
+    vd = VideoDetail(crops, c, DetailConfig(), landmarks=_eye_mesh(len(c)), regions=region_columns(NAMED))
+    idx, w = vd.neighbours(q)
+    assert idx[0, 0] == 30 and w[0, 0] > 0.9                          # the premise: the wink is the nearest
+    lend = vd.lenders(q)[0]
+    assert lend[30][0] == pytest.approx(w[0, 0]) and lend[30][1][0] == 0.0       # the face, not the eyes
+    assert lend[31][1][0] > 0.9 and sum(r[0] for _, r in lend.values()) == pytest.approx(1.0)
+    assert sum(base for base, _ in lend.values()) == pytest.approx(1.0)          # the rest as before
+    wink = q.copy()
+    wink[0, NAMED.index("blink_left")] = 0.6                         # the render asks for the wink
+    assert all(r is None for _, r in vd.lenders(wink)[0].values())
+    off = VideoDetail(crops, c, DetailConfig(region_match=0.0), landmarks=_eye_mesh(len(c)),
+                      regions=region_columns(NAMED))
+    assert off.regions is None and all(r is None for _, r in off.lenders(q)[0].values())
+    # frame 31 too far off to stand in (its jaw much less open than asked): the face's eyes stay
+    far = c.copy()
+    far[31, 2] = 0.2
+    vd_far = VideoDetail(crops, far, DetailConfig(), landmarks=_eye_mesh(len(c)), regions=region_columns(NAMED))
+    assert vd_far.neighbours(q)[0][0, 0] == 30
+    assert all(r is None for _, r in vd_far.lenders(q)[0].values())
+    # ... or turned away by more than REGION_TURN degrees from the render and the face's frames
+    turned = c.copy()
+    turned[31, 0] = 9.0
+    vd_turned = VideoDetail(crops, turned, DetailConfig(), landmarks=_eye_mesh(len(c)), regions=region_columns(NAMED))
+    assert vd_turned._distances(q)[0, 31] <= 4 * vd_turned._distances(q)[0, 30]   # near enough but for the turn
+    assert all(r is None for _, r in vd_turned.lenders(q)[0].values())
+
+
+def test_the_eyes_detail_comes_from_the_frame_that_shows_them_and_the_rest_from_the_face():
+    """Frame 30 (the face) and frame 31 (the eyes at rest) carry different fine textures; the render is frame
+    30 blurred. Over the eyes the result's fine band follows frame 31's, elsewhere in the face frame 30's."""
+    from studio.detail.choice import region_columns
+
+    c, q = _winking_clip()
+    crops = np.stack([_textured(i) for i in range(len(c))])
+    render = cv2.GaussianBlur(crops[30], (0, 0), 1.5)[None]
+
+    class Still:   # frames in place: which frame lends where is looked at, not the flow
+        @staticmethod
+        def calc(a, b, _):
+            return np.zeros((S, S, 2), np.float32)
+
+    def run(cfg):
+        vd = VideoDetail(crops, c, cfg, landmarks=_eye_mesh(len(c)), regions=region_columns(NAMED))
+        vd._flow = Still()
+        return vd.apply(render, q)[0]
+
+    on, off = run(DetailConfig(shape_share=0.0)), run(DetailConfig(shape_share=0.0, region_match=0.0))
+    eyes = np.zeros((S, S), bool)
+    eyes[41:47, 36:52] = True             # inside the eye region, above the dark eye all frames share
+    cheek = np.zeros((S, S), bool)
+    cheek[80:90, 36:50] = True            # below the eyes' (grown, feathered) region
+    h30, h31 = _high(crops[30]), _high(crops[31])
+    assert _corr(_high(on), h31, eyes) > 0.8 and _corr(_high(on), h30, eyes) < 0.3
+    assert _corr(_high(off), h30, eyes) > 0.8
+    assert _corr(_high(on), h30, cheek) > 0.8
+    assert np.abs(on[cheek].astype(int) - off[cheek]).max() <= 2   # as before (the colour kept within a level or two)
+
+
+def test_from_project_knows_the_eye_controls_and_meshes(tracked_d3):
+    vd = VideoDetail.from_project(tracked_d3, 64)
+    assert vd is not None and vd.regions is not None and len(vd.regions) == 1
+    assert vd._meshes is not None and vd._meshes.shape[:1] == vd.crops.shape[:1]
+    assert VideoDetail.from_project(tracked_d3, 64, config=DetailConfig(region_match=0.0)).regions is None

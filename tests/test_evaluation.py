@@ -111,6 +111,40 @@ def _report(engine: str, size: int, **heldout) -> dict:
             "beats_retrieval": beats_retrieval(h, ret), "heldout_frames": 2}
 
 
+def test_slider_crosstalk_measures_what_a_slider_moves_in_the_other_part_of_the_face():
+    """A mouth slider whose sweep shuts one eye at one step (a borrowed wink) moves the eyes by the wink's
+    size in training standard deviations; a move the clip's own frames couple to the slider is not counted;
+    FLAME's coefficients belong to no part."""
+    from studio.evaluation import slider_crosstalk
+
+    names = list(EXPRESSION_NAMES)
+    rng = np.random.default_rng(0)
+    train = rng.normal(0, 0.1, (20000, len(names)))
+    jaw, blink, brow = names.index("jaw_open"), names.index("blink_left"), names.index("brow_raise_left")
+    train[:, brow] = 0.5 * train[:, jaw] + rng.normal(0, 0.01, len(train))      # the brow rises with the jaw
+    values = np.linspace(0, 0.3, 9)
+    still = np.zeros((9, len(names)))
+    still[:, jaw] = values
+    winks = still.copy()
+    winks[6, blink] = 0.3                                     # three standard deviations, once
+    coupled = still.copy()
+    coupled[:, brow] = values * np.corrcoef(train[:, jaw], train[:, brow])[0, 1] * train[:, brow].std() / 0.1
+    smile = names.index("smile_left")
+    smiles = np.zeros((9, len(names)))
+    smiles[:, smile] = values
+    rep = slider_crosstalk({"jaw_open": (values, winks), "smile_left": (values, smiles),
+                            "blink_left": (values, np.zeros((9, len(names))))}, train, names)
+    assert rep["sliders"]["jaw_open"]["most"] == "blink_left"
+    assert rep["sliders"]["jaw_open"]["sd"] == pytest.approx(0.3 / train[:, blink].std(), rel=0.1)
+    assert rep["sliders"]["smile_left"]["sd"] < 0.1            # moves nothing of the eyes (chance coupling only)
+    assert rep["mouth_moves_eyes"] == pytest.approx(
+        np.mean([rep["sliders"]["jaw_open"]["sd"], rep["sliders"]["smile_left"]["sd"]]), abs=1e-3)
+    assert rep["eyes_move_mouth"] == 0.0
+    alone = slider_crosstalk({"jaw_open": (values, coupled)}, train, names)
+    assert alone["sliders"]["jaw_open"]["sd"] < 0.05           # the clip's own coupling is not crosstalk
+    assert slider_crosstalk({"jaw_open": (values, winks)}, train[:, :3], ["jaw", "flame_00", "flame_01"]) is None
+
+
 def test_format_table_shows_new_rows_retrieval_column_and_marks():
     reps = [_report("pvp", 128), _report("nerf", 128, identity=0.95, feature_distance=0.010)]
     table = format_table(reps)
@@ -316,6 +350,7 @@ def test_evaluate_reports_retrieval_sharpness_and_sheet(tmp_path, monkeypatch):
     assert sweeps.shape[:2] == (4 * 128, 84 + 3 * 128)   # yaw, pitch and two sliders, each row named
     assert all(sweeps[k * 128:(k + 1) * 128, :84].max() > 200 for k in range(4))
 
+    assert rep["controls"]["crosstalk"] == {"sliders": {}, "mouth_moves_eyes": None, "eyes_move_mouth": None}
     table = format_table(rep)
     assert "retrieval (32 px)" in table and "held-out sharpness ratio (median)" in table
     assert rep["files"]["report"] == str(proj.root / "eval" / "blurry" / "eval.json")

@@ -17,7 +17,8 @@ Every engine is measured the same way, through `studio.avatar.Avatar`:
 2. control accuracy: sweeps of yaw, pitch and each expression slider over its trained range
    (the other controls neutral) are rendered and re-tracked with the project's own tracker:
    yaw/pitch mean absolute error in degrees, per-expression Pearson correlation of commanded
-   vs measured, and the share of renders in which a face was found;
+   vs measured, how far a mouth slider moves the eyes and an eye slider the mouth
+   (`slider_crosstalk`), and the share of renders in which a face was found;
 3. render latency per frame (one frame at a time, controls changing every frame);
 4. for engines with a free camera (LatentAvatar): multi-view consistency — one (neutral)
    expression over a yaw sweep: identity similarity between the views, and the re-tracked
@@ -55,7 +56,7 @@ from __future__ import annotations
 from .edits import EDIT_EXPRESSIONS, EDIT_YAWS, evaluate_edits, format_edit_table, iter_evaluate_edits
 from .run import STAGE, evaluate, iter_evaluate
 from .scoring import (BETTER, RETRIEVAL_POSE_WEIGHT, bar_keep, beats_retrieval, face_masks, retrieval_rows,
-                      score_images, within_bars)
+                      score_images, slider_crosstalk, within_bars)
 from .sheets import SHEET_FONT
 from .table import GOALS, LEGEND, ROWS, format_table
 
@@ -64,7 +65,7 @@ __all__ = [
     "STAGE", "evaluate", "iter_evaluate",
     # scoring
     "BETTER", "RETRIEVAL_POSE_WEIGHT", "bar_keep", "beats_retrieval", "face_masks", "retrieval_rows",
-    "score_images", "within_bars",
+    "score_images", "slider_crosstalk", "within_bars",
     # table
     "GOALS", "LEGEND", "ROWS", "format_table",
     # sheets
