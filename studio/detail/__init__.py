@@ -8,7 +8,9 @@ and colours are right. The video itself holds the detail. For each render this p
    (standardised controls, yaw and pitch weighted ×2, as the retrieval baseline of `studio.evaluation`;
    the nearest frames by a blurred thumbnail when the caller has no controls, e.g. a learned driving
    code); optionally (`typical_weight`, off by default) preferring, among frames about as near, those
-   that look most like the person as a whole (their ArcFace embeddings),
+   that look most like the person as a whole (their ArcFace embeddings); where the render leaves the eyes
+   at rest and a picked frame moves them (a wink, a glance), the eyes are lent by near frames whose eyes
+   are at rest (`region_match`, `VideoDetail.lenders`),
 2. warps each toward the render with dense optical flow (OpenCV's DIS) computed between the render
    and the frame blurred to about the render's softness, the flow field smoothed so the warp moves
    features without tearing them, sampled with a Lanczos kernel (bicubic softened the finest detail);
@@ -38,26 +40,30 @@ Modules (each name below is importable from `studio.detail` too):
 - `config`: `DetailConfig`, every knob of the above with what was measured, `REFERENCE_SIZE` (the image
   side the pixel widths are given for) and `SAMPLING` (the resampling kernels).
 - `choice`: which frames lend detail: `ControlIndex` (standardised control distance), `soft_nearest`
-  (the nearest k and their weights), `frame_atypicality` and `frame_embeddings` (the ArcFace embeddings
-  behind `typical_weight`, kept in the project as `EMBEDDINGS_FILE`).
-- `masks`: regions as (N, S, S) masks: the eyes, brows and mouth (`feature_masks`), the face's hull
-  (`face_hull_masks`), where an appearance edit changed the render (`edit_keep_mask`).
+  (the nearest k and their weights), `REGIONS` and `region_columns` (the eyes and the controls they
+  show), `frame_atypicality` and `frame_embeddings` (the ArcFace embeddings behind `typical_weight`,
+  kept in the project as `EMBEDDINGS_FILE`).
+- `masks`: regions as (N, S, S) masks: the eyes, brows and mouth (`feature_masks`; each part on its own:
+  `region_masks`), the face's hull (`face_hull_masks`), where an appearance edit changed the render
+  (`edit_keep_mask`).
 - `shape`: the face's shape the controls predict and the warp toward it: `ShapeModel`, `MeshLattice`,
   `shape_field`.
 - `video_detail`: `VideoDetail`, the training frames ready to lend detail: the flow warp, the Lanczos
-  resampling and the band composite over a render (`VideoDetail.apply`), and `LATTICES_KEPT`.
+  resampling and the band composite over a render (`VideoDetail.apply`), `LATTICES_KEPT`, and
+  `REGION_REACH` / `REGION_TURN` (how near a frame lending only the eyes must be).
 """
 from __future__ import annotations
 
-from .choice import EMBEDDINGS_FILE, ControlIndex, frame_atypicality, frame_embeddings, soft_nearest
+from .choice import (EMBEDDINGS_FILE, REGIONS, ControlIndex, frame_atypicality, frame_embeddings, region_columns,
+                     soft_nearest)
 from .config import REFERENCE_SIZE, SAMPLING, DetailConfig
-from .masks import edit_keep_mask, face_hull_masks, feature_masks
+from .masks import edit_keep_mask, face_hull_masks, feature_masks, region_masks
 from .shape import MeshLattice, ShapeModel, shape_field
 from .video_detail import LATTICES_KEPT, VideoDetail
 
 __all__ = [
-    "EMBEDDINGS_FILE", "LATTICES_KEPT", "REFERENCE_SIZE", "SAMPLING",
+    "EMBEDDINGS_FILE", "LATTICES_KEPT", "REFERENCE_SIZE", "REGIONS", "SAMPLING",
     "ControlIndex", "DetailConfig", "MeshLattice", "ShapeModel", "VideoDetail",
     "edit_keep_mask", "face_hull_masks", "feature_masks", "frame_atypicality", "frame_embeddings",
-    "shape_field", "soft_nearest",
+    "region_columns", "region_masks", "shape_field", "soft_nearest",
 ]

@@ -15,12 +15,14 @@ from .masks import face_hull_masks, feature_masks, region_masks
 from .shape import MeshLattice, ShapeModel, shape_field
 
 REGION_REACH = 4.0
-"""`VideoDetail.lenders`: an eye region is lent by other frames than the face only where they are within
-this many times the nearest frame's (squared, emphasised) control distance."""
+"""`VideoDetail.lenders`: the eyes are lent by other frames than the face's only where those are within this
+many times the nearest frame's (squared, emphasised) control distance: one much further off shows another
+moment of the clip."""
 
 REGION_TURN = 5.0
-"""`VideoDetail.lenders`: ... and no further off in yaw or pitch than this many degrees or the face's own frames
-(eyes from a frame turned less than the face's look back at the camera from another head)."""
+"""`VideoDetail.lenders`: ... and turned no further from the render (yaw or pitch, degrees) than this or the
+face's own frames: eyes from a frame turned less than the face's look back at the camera from another head
+(d9's yaw sweep read 0.4° less turn without this limit)."""
 
 LATTICES_KEPT = 256
 """`VideoDetail` keeps the `MeshLattice` of this many frames (the last used; about 100 KB each)."""
