@@ -338,8 +338,9 @@ class VideoDetail:
         leaves a region at the subject's rest (each of its controls within `region_match` standard
         deviations of 0) and a lending frame moves it (one of them further than that from the render's: a
         wink, a glance), the region is lent instead by the frames chosen the same way among those that show
-        it as the render asks, if any is within `REGION_REACH` times the nearest frame's distance;
-        otherwise, and wherever the render asks something of the region, it is lent as the face."""
+        it as the render asks, if any is within `REGION_REACH` times the nearest frame's distance and turned
+        no further from the render than `REGION_TURN` or the face's own frames; otherwise, and wherever the
+        render asks something of the region, it is lent as the face."""
         d = self._distances(controls)
         idx, w = self._weights(d)
         out = [{int(j): (float(wj), None) for j, wj in zip(idx[b], w[b])} for b in range(len(idx))]
