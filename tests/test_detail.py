@@ -1086,6 +1086,26 @@ def test_a_winking_frame_does_not_lend_its_eyes_to_a_render_whose_eyes_are_at_re
     assert all(r is None for _, r in vd_turned.lenders(q)[0].values())
 
 
+def test_an_eye_slider_does_not_borrow_an_open_mouth():
+    """The other way round: a query shuts the left eye with the mouth at rest; frame 30 shuts it as asked but
+    opens the jaw, frame 31 shuts it a little less with the mouth at rest. The face (and the eyes) come from
+    frame 30, the mouth from frame 31."""
+    from studio.detail.choice import region_columns
+
+    c, _ = _winking_clip()
+    blink = NAMED.index("blink_left")
+    c[31, 2], c[31, blink] = 0.0, 0.9
+    q = np.zeros((1, len(NAMED)), np.float32)
+    q[0, blink] = 1.5
+    crops = np.stack([_textured(i) for i in range(len(c))])
+    vd = VideoDetail(crops, c, DetailConfig(), landmarks=_eye_mesh(len(c)), regions=region_columns(NAMED))
+    assert vd.neighbours(q)[0][0, 0] == 30                          # the premise
+    lend = vd.lenders(q)[0]
+    eyes, mouth = 0, 1
+    assert lend[30][1][eyes] == pytest.approx(lend[30][0]) and lend[30][1][mouth] == 0.0
+    assert lend[31][1][mouth] > 0.9
+
+
 def test_the_eyes_detail_comes_from_the_frame_that_shows_them_and_the_rest_from_the_face():
     """Frame 30 (the face) and frame 31 (the eyes at rest) carry different fine textures; the render is frame
     30 blurred. Over the eyes the result's fine band follows frame 31's, elsewhere in the face frame 30's."""
@@ -1119,6 +1139,6 @@ def test_the_eyes_detail_comes_from_the_frame_that_shows_them_and_the_rest_from_
 
 def test_from_project_knows_the_eye_controls_and_meshes(tracked_d3):
     vd = VideoDetail.from_project(tracked_d3, 64)
-    assert vd is not None and vd.regions is not None and len(vd.regions) == 1
+    assert vd is not None and vd.regions is not None and len(vd.regions) == 2     # the eyes, the mouth
     assert vd._meshes is not None and vd._meshes.shape[:1] == vd.crops.shape[:1]
     assert VideoDetail.from_project(tracked_d3, 64, config=DetailConfig(region_match=0.0)).regions is None

@@ -9,8 +9,8 @@ and colours are right. The video itself holds the detail. For each render this p
    the nearest frames by a blurred thumbnail when the caller has no controls, e.g. a learned driving
    code); optionally (`typical_weight`, off by default) preferring, among frames about as near, those
    that look most like the person as a whole (their ArcFace embeddings); where the render leaves the eyes
-   at rest and a picked frame moves them (a wink, a glance), the eyes are lent by near frames whose eyes
-   are at rest (`region_match`, `VideoDetail.lenders`),
+   or the mouth at rest and a picked frame moves them (a wink, a glance, a smile), that part is lent by
+   near frames that show it at rest (`region_match`, `VideoDetail.lenders`),
 2. warps each toward the render with dense optical flow (OpenCV's DIS) computed between the render
    and the frame blurred to about the render's softness, the flow field smoothed so the warp moves
    features without tearing them, sampled with a Lanczos kernel (bicubic softened the finest detail);
@@ -40,8 +40,8 @@ Modules (each name below is importable from `studio.detail` too):
 - `config`: `DetailConfig`, every knob of the above with what was measured, `REFERENCE_SIZE` (the image
   side the pixel widths are given for) and `SAMPLING` (the resampling kernels).
 - `choice`: which frames lend detail: `ControlIndex` (standardised control distance), `soft_nearest`
-  (the nearest k and their weights), `REGIONS` and `region_columns` (the eyes and the controls they
-  show), `frame_atypicality` and `frame_embeddings` (the ArcFace embeddings behind `typical_weight`,
+  (the nearest k and their weights), `REGIONS` and `region_columns` (the eyes, the mouth and the controls
+  each shows), `frame_atypicality` and `frame_embeddings` (the ArcFace embeddings behind `typical_weight`,
   kept in the project as `EMBEDDINGS_FILE`).
 - `masks`: regions as (N, S, S) masks: the eyes, brows and mouth (`feature_masks`; each part on its own:
   `region_masks`), the face's hull (`face_hull_masks`), where an appearance edit changed the render
@@ -50,7 +50,7 @@ Modules (each name below is importable from `studio.detail` too):
   `shape_field`.
 - `video_detail`: `VideoDetail`, the training frames ready to lend detail: the flow warp, the Lanczos
   resampling and the band composite over a render (`VideoDetail.apply`), `LATTICES_KEPT`, and
-  `REGION_REACH` / `REGION_TURN` (how near a frame lending only the eyes must be).
+  `REGION_REACH` / `REGION_TURN` (how near a frame lending only the eyes or the mouth must be).
 """
 from __future__ import annotations
 

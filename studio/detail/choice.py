@@ -10,13 +10,12 @@ import numpy as np
 REGIONS = (
     ((0, 1), ("brow_raise_left", "brow_raise_right", "brow_frown", "blink_left", "blink_right",
               "gaze_horizontal", "gaze_vertical")),
+    ((2,), ("jaw_open", "smile_left", "smile_right", "pucker", "mouth_stretch")),
 )
 """For `DetailConfig.region_match`: each region of the face, as the parts of
-`studio.tracking.geometry.FEATURE_REGIONS` it covers, and the named expression controls it shows. One
-region: both eyes with their brows (lent together: the two eyes' blinks and brows move as one on every
-clip here, and a pair of eyes from two moments looks crossed). The mouth has none: its controls move
-together (a clip's wide-open jaw comes with its smiles), so the frames that show a slider's mouth are the
-ones to lend it."""
+`studio.tracking.geometry.FEATURE_REGIONS` it covers, and the named expression controls it shows: both eyes
+with their brows (lent together: the two eyes' blinks and brows move as one on every clip here, and a pair
+of eyes from two moments looks crossed), and the mouth."""
 
 
 def region_columns(control_names: list[str]) -> list[np.ndarray] | None:

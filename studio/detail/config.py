@@ -53,19 +53,19 @@ class DetailConfig:
     open the jaw wide also move other controls, which a one-slider sweep leaves at rest. README, "Four more
     tries on d9's open point"."""
     region_match: float = 1.0
-    """Standard deviations. Where a render leaves the eyes at the subject's rest (every eye control, brows,
-    blinks and gaze, within this of 0) and a frame chosen for the whole face moves them (one of them further
-    than this from the render's: a wink, a sideways glance), the eyes with their brows are lent by the
-    frames chosen the same way among those whose eyes are as the render asks, if one is within
-    `REGION_REACH` times the nearest frame's distance and `REGION_TURN` in pose (`VideoDetail.lenders`).
-    0: off. The frames are chosen for the whole face, so a mouth slider pushed toward what few frames show
-    borrowed whatever those frames' eyes did: on d14 the jaw slider's sweep winked at 0.74 and showed
-    half-shut eyes at 0.89, both smile sliders' ends glanced sideways, on d3 the smile and pucker sliders
-    winked (README, "Each slider its own eyes"). Where the render asks something of the eyes (held-out
-    frames, a driver, an eye slider) the face's frames lend them as before: swapped there, d3's held-out
-    identity fell from 0.903 to 0.87–0.88. `eval` on six avatars: the mouth sliders move the eyes by 0.9–1.7
-    standard deviations against 1.1–2.2, d14's held-out identity 0.867 → 0.874 (StyleGAN) and 0.869 → 0.877
-    (NeRF), d3's and d9's unchanged."""
+    """Standard deviations. Where a render leaves a part of the face at the subject's rest (`REGIONS`: the eyes
+    with their brows, the mouth; each of the part's controls within this of 0) and a frame chosen for the
+    whole face moves it (one of them further than this from the render's: a wink, a glance, a smile), the
+    part is lent by the frames chosen the same way among those that show it as the render asks, if one is
+    within `REGION_REACH` times the nearest frame's distance and `REGION_TURN` in pose
+    (`VideoDetail.lenders`). 0: off. The frames are chosen for the whole face, so a slider pushed toward what
+    few frames show borrowed whatever else those frames did: on d14 the jaw slider's sweep winked at 0.74 and
+    showed half-shut eyes at 0.89, both smile sliders' ends glanced sideways, on d3 the smile and pucker
+    sliders winked, on d9 the gaze slider's end smiled (README, "Each slider its own eyes and mouth"). Where
+    the render asks something of a part (most held-out frames, a driver, the part's own sliders) the face's
+    frames lend it as before: swapped there too, d3's held-out identity fell from 0.903 to 0.87–0.88.
+    `eval` on six avatars: the mouth sliders move the eyes by 0.9–1.7 standard deviations against 1.1–2.2,
+    d14's held-out identity 0.867 → 0.874 (StyleGAN) and 0.869 → 0.877 (NeRF), d3's and d9's within 0.0003."""
     typical_weight: float = 0.0
     """How much frames that look like the person as a whole are preferred in choosing them (0: not at all,
     the default). Each frame's control distance is multiplied by exp(typical_weight · z), z its standardised

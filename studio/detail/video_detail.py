@@ -15,9 +15,9 @@ from .masks import face_hull_masks, feature_masks, region_masks
 from .shape import MeshLattice, ShapeModel, shape_field
 
 REGION_REACH = 4.0
-"""`VideoDetail.lenders`: the eyes are lent by other frames than the face's only where those are within this
-many times the nearest frame's (squared, emphasised) control distance: one much further off shows another
-moment of the clip."""
+"""`VideoDetail.lenders`: the eyes or the mouth are lent by other frames than the face's only where those are
+within this many times the nearest frame's (squared, emphasised) control distance: one much further off shows
+another moment of the clip."""
 
 REGION_TURN = 5.0
 """`VideoDetail.lenders`: ... and turned no further from the render (yaw or pitch, degrees) than this or the

@@ -114,7 +114,7 @@ def slider_crosstalk(sweeps: dict[str, tuple[np.ndarray, np.ndarray]], train_exp
     are not the named ones (FLAME's belong to no part)."""
     from ..detail.choice import REGIONS
 
-    eyes = {n for _, controls in REGIONS for n in controls}
+    eyes = {n for parts, controls in REGIONS if 0 in parts for n in controls}   # the eyes' region
     if not eyes <= set(names):
         return None
     z = np.asarray(train_expr, np.float64)
