@@ -156,6 +156,8 @@ def test_no_clipped_text_at_1000_to_1360_px(window, project, qtbot, screenshot):
         dlg.resize(min(width - 80, dlg.width()), dlg.height())
         dlg.show()
         qtbot.waitExposed(dlg)
+        dlg.layout().activate()     # the labels' word wrap settles after the first paint (a loaded CI machine
+        qtbot.wait(30)              # once read one 80 px wide); the pages above wait as long
         screenshot(dlg, f"width_{width}_models_dialog")
         problems += [f"{width} px models dialog: {p}" for p in clipped(dlg)]
         dlg.close()
