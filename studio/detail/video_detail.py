@@ -349,6 +349,8 @@ class VideoDetail:
         q = np.asarray(controls, np.float64).reshape(len(idx), -1)
         tol = self.config.region_match
         at_rest = self._index.region_rest(q, self.regions) <= tol                                  # (B, R)
+        if not at_rest.any():           # every render asks something of each part (a held-out frame, a driver)
+            return out
         shows = self._index.region_mismatch(q, np.broadcast_to(np.arange(len(self.crops)), d.shape),
                                             self.regions) <= tol                                   # (B, N, R)
         reach = REGION_REACH * d[np.arange(len(idx)), idx[:, 0]]
@@ -356,6 +358,8 @@ class VideoDetail:
         for b in range(len(idx)):
             lending = idx[b][w[b] >= 1e-3]
             swap = [r for r in range(len(self.regions)) if at_rest[b, r] and not shows[b, lending, r].all()]
+            if not swap:
+                continue
             near = (d[b] <= reach[b]) & (turn[b] <= max(REGION_TURN, turn[b, lending].max()))
             lend = {int(j): (float(wj), np.full(len(self.regions), float(wj))) for j, wj in zip(idx[b], w[b])}
             changed = False
