@@ -129,6 +129,9 @@ def run(ctx: StageContext, cfg: TrackConfig):
         elif light > BRIGHT:
             warnings.append(f"the face is washed out in this video (brightness {light:.0f} of 255 in the middle of the "
                             "face); the avatar will lose the same detail: a clip with softer light gives a better one")
+    short = _short_clip_note(n_valid, settings.fps)
+    if short:
+        warnings.append(short)
     no_face = {k: c for k, c in res.reasons.items() if not k.startswith("video damaged")}
     if sum(no_face.values()):
         why = ", ".join(f"{k}: {c}" for k, c in no_face.items())
@@ -171,6 +174,25 @@ def face_brightness(crops, sample: int = 30) -> float | None:
         h, w = im.shape
         values.append(float(np.median(im[int(0.35 * h):int(0.75 * h), int(0.3 * w):int(0.7 * w)])))
     return float(np.median(values)) if values else None
+
+
+SHORT_CLIP_S = 10.0
+"""Seconds of tracked face under which `track` says the avatar will know little of the person. Measured
+(2026-12-07, README "Clips unlike the shared ones"): driver_tps, 6.8 s of a talking head, 5.8 s of it to train
+on, whose last second holds a closed-lip smile no earlier frame shows: both engines under 22 dB on those
+held-out frames (StyleGAN 20.1, NeRF 19.6; the nearest training frame 20.4) and their ArcFace feature distance
+over the nearest frame's; the shared clips of 11.8–19.6 s passed every goal but d9's one."""
+
+
+def _short_clip_note(n_valid: int, fps: float) -> str | None:
+    """The plain-words note for a clip with under SHORT_CLIP_S seconds of face, else None."""
+    seconds = n_valid / max(fps, 1e-6)
+    if seconds >= SHORT_CLIP_S:
+        return None
+    return (f"the clip shows the face for only {seconds:.1f} s; the avatar learns the person's expressions and "
+            f"head turns from these frames alone, so slider positions the clip does not show come out as the "
+            f"nearest ones it does (a closed-lip smile as a talking mouth): 15 s or more with the expressions "
+            f"and turns you want to control gives a better avatar")
 
 
 def _too_short(name: str, n_frames: int, settings, min_frames: int) -> str:

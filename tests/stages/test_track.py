@@ -164,6 +164,22 @@ def test_a_clip_too_short_is_called_too_short(tmp_path, short_clip):
     assert "blink.mp4 is too short: 0.3 s gives 9 frames at 30 fps" in msg and "at least 0.7 s" in msg, msg
 
 
+def test_a_short_clip_is_said_to_be_short_and_d3_is_not(tmp_path, tracked_d3, short_clip):
+    """Under 10 s of face the avatar knows little of the person (driver_tps, 6.8 s: both engines under 22 dB on
+    its held-out second); `track` says so in plain words, and not for d3's 11.8 s."""
+    from studio.stages.track import _short_clip_note
+
+    assert not any("shows the face for only" in w for w in tracked_d3.result("track")["warnings"])
+    assert _short_clip_note(300, 30.0) is None and _short_clip_note(299, 30.0) is not None
+    proj = Project.create(tmp_path / "p", short_clip)
+    run_stage(proj, "ingest")
+    res = run_stage(proj, "track")
+    notes = [w for w in res["warnings"] if "shows the face for only" in w]
+    assert len(notes) == 1 and f"only {res['summary']['tracked'] / 30:.1f} s" in notes[0], res["warnings"]
+    assert "15 s or more" in notes[0]
+    assert notes[0] in proj.result("track")["warnings"]   # kept with the stage, as the window reads it
+
+
 def test_a_dark_clip_is_said_to_be_dark_and_a_normal_one_is_not(tmp_path, tracked_d3, d3_video):
     """d3 darkened as a clip filmed in a dim room: it still tracks, and `track` says the avatar will be as dark;
     d3 itself (face brightness about 90) gets no such note."""
