@@ -270,8 +270,27 @@ def _driver_motion(project, cfg: ExportConfig, avatar, control: Control):
     return box["motion"]
 
 
-def _source_frames(motion, project):
-    """Yield the original video frame for each motion row (self / driver), streamed."""
+PASTE_MAX_SIDE = 4096
+"""Paste-back writes the clip at the video's own size (a 1920x1080 clip as 1920x1080, though tracking read its
+frames at 1280x720), its long side at most this (4K and DCI 4K whole; an 8K clip at 4096 px)."""
+
+
+def own_size_decode(video: dict, max_side: int = PASTE_MAX_SIDE) -> dict:
+    """`video.json`'s decode settings (ingest's) at the video's own upright, square-pixel size instead of the
+    tracked frames' (long side at most `max_side`, even): the frames paste-back writes into."""
+    from .video.decode import DecodeSettings, plan_decode
+    from .video.header import VideoInfo
+
+    dec = DecodeSettings(**video["decode"])
+    own = plan_decode(VideoInfo(**video["info"]), max_side=max_side)
+    if own.width * own.height <= dec.width * dec.height:   # the tracked frames are the video's own size
+        return dec.to_dict()
+    return {**dec.to_dict(), "width": own.width, "height": own.height}
+
+
+def _source_frames(motion, project, decode: dict | None = None):
+    """Yield the original video frame for each motion row (self / driver), streamed; `decode`: other decode
+    settings than ingest's (`own_size_decode`)."""
     import json
 
     from .project import Project
@@ -279,7 +298,7 @@ def _source_frames(motion, project):
 
     proj = project if motion.name == "self" else Project.open(motion.source.root.parent)
     video = json.loads(proj.output("ingest", "video").read_text("utf-8"))
-    reader = FrameReader(proj.source_video, DecodeSettings(**video["decode"]))
+    reader = FrameReader(proj.source_video, DecodeSettings(**(decode or video["decode"])))
     frames = enumerate(reader)
     cur_i, cur = -1, None
     try:
@@ -364,9 +383,14 @@ def export(project, cfg: ExportConfig, out: str | Path, control: Control | None 
                          "use --side-by-side for a driver")
     S = avatar.size
     src_trk = motion.source
-    if cfg.paste_back:
+    own, to_tracked = None, None
+    if cfg.paste_back:   # the clip at the video's own size; each frame → crop transform scaled to it
+        import json
+
+        own = own_size_decode(json.loads(project.output("ingest", "video").read_text("utf-8")))
         fw, fh = src_trk.frame_size
-        width, height = fw, fh
+        to_tracked = np.diag([fw / own["width"], fh / own["height"], 1.0])   # own-size pixels → tracked frame's
+        width, height = own["width"], own["height"]
     else:
         width, height = S, S
     if cfg.side_by_side:
@@ -374,7 +398,7 @@ def export(project, cfg: ExportConfig, out: str | Path, control: Control | None 
     width, height = even(width), even(height)
     audio = motion.audio if (cfg.audio and fmt == "mp4") else None
     writer = ClipWriter(out, fmt, width, height, motion.fps, cfg.crf, audio, motion.audio_offset, motion.duration)
-    frames_it = _source_frames(motion, project) if needs_frames else None
+    frames_it = _source_frames(motion, project, own) if needs_frames else None
     mask = face_mask(S)
     placements = None
     if motion.name == "self" and motion.rows is not None:
@@ -404,8 +428,8 @@ def export(project, cfg: ExportConfig, out: str | Path, control: Control | None 
                                           "track the video again (`avatar-studio run-stage PROJECT track`)")
                     row, src = nxt
                     if cfg.paste_back:
-                        frame = paste_back(src, img, src_trk.transforms[row], src_trk.crop_size, mask) \
-                            if src_trk.valid[row] else src
+                        frame = paste_back(src, img, src_trk.transforms[row] @ to_tracked, src_trk.crop_size,
+                                           mask) if src_trk.valid[row] else src
                         left = src
                     else:
                         left = cv2.resize(src_trk.crop(row), (S, S), interpolation=cv2.INTER_AREA) \

@@ -74,6 +74,61 @@ def test_self_reenactment_pasted_back_with_audio(tracked_d3, avatar, tmp_path):
     assert d["audio_seconds"] == pytest.approx(d["video_seconds"], abs=0.1)
 
 
+class OwnFrameEngine(NearestFrameEngine):
+    """Test engine: shows the tracked crop of the frame whose controls are nearest among all frames, held-out
+    ones included, so a frame pasted back shows (nearly) its own face where it was."""
+
+    def __init__(self, tracking: TrackingData, size: int = 128):
+        super().__init__(tracking, size)
+        self.rows = np.flatnonzero(tracking.valid)
+        self.ctrl = tracking.controls(self.rows)
+        self.crops = tracking.crops(self.rows, size=size)
+
+
+def test_paste_back_writes_a_large_clip_at_its_own_size(tmp_path, d3_video):
+    """A clip larger than the tracked frames (1440x1440, read at 1280x1280 for tracking) is pasted back at its
+    own size, each face where it was in the full-size frame (at the tracked size the export lost a third of a
+    1080p clip's pixels)."""
+    from studio.pipeline import run_stage
+    from studio.project import Project
+    from tests.conftest import ffmpeg
+
+    src = tmp_path / "big.mp4"
+    ffmpeg("-ss", "2", "-i", str(d3_video), "-t", "1.2", "-vf", "scale=1440:1440:flags=bicubic", "-c:v", "libx264",
+           "-preset", "ultrafast", "-crf", "14", "-c:a", "aac", str(src))
+    proj = Project.create(tmp_path / "p", src)
+    run_stage(proj, "ingest")
+    run_stage(proj, "track")
+    trk = TrackingData.from_project(proj)
+    assert tuple(trk.frame_size) == (1280, 1280)
+    out = tmp_path / "pasted.mp4"
+    run_export(proj, ExportConfig(source="self", frames="heldout", paste_back=True), out,
+               avatar=Avatar(OwnFrameEngine(trk)))
+    assert probe(out).display_size == (1440, 1440)
+    _, held = trk.split()
+
+    def frames(path):
+        cap = cv2.VideoCapture(str(path))
+        got = []
+        while True:
+            ok, im = cap.read()
+            if not ok:
+                return got
+            got.append(im.astype(np.float32))
+
+    real, pasted = frames(src), frames(out)
+    assert len(pasted) == len(held) > 0
+    k = 1440 / 1280
+    for i, row in enumerate(held):
+        pts = trk.landmarks[row, :, :2] * k                       # the face in the full-size frame
+        x0, y0 = np.floor(pts.min(0)).astype(int)
+        x1, y1 = np.ceil(pts.max(0)).astype(int)
+        face = (slice(y0, y1), slice(x0, x1))
+        diff = np.abs(pasted[i][face] - real[row][face]).mean()
+        moved = np.abs(pasted[i][face] - real[row][y0 - 40:y1 - 40, x0 - 40:x1 - 40]).mean()
+        assert diff < 12 and diff < 0.5 * moved, (row, diff, moved)   # its own face, where it was
+
+
 def test_driver_reenactment_side_by_side(tracked_d3, avatar, tmp_path):
     driver = shared_video("driver_tps.mp4")
     out = tmp_path / "driven.mp4"
