@@ -282,7 +282,10 @@ def own_size_decode(video: dict, max_side: int = PASTE_MAX_SIDE) -> dict:
     from .video.header import VideoInfo
 
     dec = DecodeSettings(**video["decode"])
-    own = plan_decode(VideoInfo(**video["info"]), max_side=max_side)
+    try:
+        own = plan_decode(VideoInfo(**video["info"]), max_side=max_side)
+    except (KeyError, TypeError, ValueError, InputError):   # a project from an older version: its tracked size
+        return dec.to_dict()
     if own.width * own.height <= dec.width * dec.height:   # the tracked frames are the video's own size
         return dec.to_dict()
     return {**dec.to_dict(), "width": own.width, "height": own.height}
