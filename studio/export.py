@@ -9,6 +9,7 @@ output path. `export()` is a generator of `Progress` events, driven by the CLI a
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import time
@@ -294,8 +295,6 @@ def own_size_decode(video: dict, max_side: int = PASTE_MAX_SIDE) -> dict:
 def _source_frames(motion, project, decode: dict | None = None):
     """Yield the original video frame for each motion row (self / driver), streamed; `decode`: other decode
     settings than ingest's (`own_size_decode`)."""
-    import json
-
     from .project import Project
     from .video import DecodeSettings, FrameReader
 
@@ -388,8 +387,6 @@ def export(project, cfg: ExportConfig, out: str | Path, control: Control | None 
     src_trk = motion.source
     own, to_tracked = None, None
     if cfg.paste_back:   # the clip at the video's own size; each frame → crop transform scaled to it
-        import json
-
         own = own_size_decode(json.loads(project.output("ingest", "video").read_text("utf-8")))
         fw, fh = src_trk.frame_size
         to_tracked = np.diag([fw / own["width"], fh / own["height"], 1.0])   # own-size pixels → tracked frame's
