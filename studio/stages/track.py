@@ -12,7 +12,7 @@ from ..atomic import write_json, write_with
 from ..config import opt
 from ..errors import InputError
 from ..tracking.data import EXPRESSION_NAMES, HOLDOUT_FRACTION, POSE_NAMES, TrackingData
-from ..tracking.tracker import TrackOptions, drop_rows, solve_pose_and_expressions, track_frames
+from ..tracking.tracker import TrackOptions, drop_rows, other_face_rows, solve_pose_and_expressions, track_frames
 from ..video import DecodeSettings, FrameReader, prefetch_frames
 from .base import StageContext, StageSpec, register
 
@@ -77,6 +77,9 @@ def run(ctx: StageContext, cfg: TrackConfig):
                          "the video may be empty or damaged; try exporting it again")
     decode_notes, decode_summary = _decode_damage(reader.report, res, settings, expected, out,
                                                   known=bool(video.get("damage", {}).get("video_lost_s")))
+    others = other_face_rows(res)
+    other_note = _other_face_note(others, settings.fps)
+    drop_rows(res, others, OTHER_FACE, out)
     n_valid = int(res.valid.sum())
     if n_valid == 0:
         raise InputError(f"no face was found in any of the {res.n_frames} frames of {proj.source_video.name}",
@@ -117,8 +120,11 @@ def run(ctx: StageContext, cfg: TrackConfig):
                         f"bottom); the avatar learns only the picture between them, and the bars are laid "
                         f"over it where the video's background is shown")
     multi = int((res.n_faces > 1).sum())
-    if multi:
-        warnings.append(f"several faces were seen in {multi} frames; the largest face was tracked")
+    if other_note:
+        warnings.append(other_note)
+    elif multi:
+        warnings.append(f"several faces were seen in {multi} frames; one face was followed throughout, the "
+                        f"largest where it was first found")
     light = face_brightness(out / "crops")
     if light is not None:
         summary["face_brightness"] = round(light, 1)
@@ -132,7 +138,7 @@ def run(ctx: StageContext, cfg: TrackConfig):
     short = _short_clip_note(n_valid, settings.fps)
     if short:
         warnings.append(short)
-    no_face = {k: c for k, c in res.reasons.items() if not k.startswith("video damaged")}
+    no_face = {k: c for k, c in res.reasons.items() if not k.startswith("video damaged") and k != OTHER_FACE}
     if sum(no_face.values()):
         why = ", ".join(f"{k}: {c}" for k, c in no_face.items())
         warnings.append(f"{sum(no_face.values())} frames without a usable face were skipped ({why})")
@@ -193,6 +199,25 @@ def _short_clip_note(n_valid: int, fps: float) -> str | None:
             f"head turns from these frames alone, so slider positions the clip does not show come out as the "
             f"nearest ones it does (a closed-lip smile as a talking mouth): 15 s or more with the expressions "
             f"and turns you want to control gives a better avatar")
+
+
+OTHER_FACE = "another person's face"
+"""`skipped_reasons` key of the frames where the tracker followed another face than the subject's."""
+
+
+def _other_face_note(rows: np.ndarray, fps: float) -> str | None:
+    """The plain-words note for frames where the tracker followed another face than the subject's (the face
+    tracked in most frames; `tracking.tracker.other_face_rows`), with where they are in the clip, else None."""
+    if not len(rows):
+        return None
+    cuts = np.flatnonzero(np.diff(rows) > 1)
+    spans = [(rows[a], rows[b]) for a, b in zip(np.r_[0, cuts + 1], np.r_[cuts, len(rows) - 1])]
+    where = ", ".join(f"{a / fps:.1f}–{(b + 1) / fps:.1f} s" for a, b in spans[:3])
+    where += " …" if len(spans) > 3 else ""
+    return (f"another face came into view larger than the subject's and the tracker followed it in {len(rows)} "
+            f"frames ({where}); those frames were left out, so the avatar learns only the subject (the face tracked "
+            f"in most of the clip). If that is the wrong person, trim the clip to the part that shows the person "
+            f"you want (--start/--end)")
 
 
 def _too_short(name: str, n_frames: int, settings, min_frames: int) -> str:

@@ -102,6 +102,58 @@ class PassResult:
     n_faces: np.ndarray         # (N,) faces seen
     reasons: dict               # why frames were skipped: {"no face": k, "face too small": k}
     picture: tuple | None = None  # (x0, y0, x1, y1): the frame less any black bars (`data.picture_box`)
+    segments: np.ndarray | None = None
+    """(N,) int: which stretch of one face each row belongs to (`face_jumped`; -1 where no face was usable)."""
+
+
+JUMP_MOVE = 0.5
+"""Half-sides of the crop box: a tracked face whose box centre moves further than this from one usable frame to
+the next, while another face is in view, is another face (the tracker switched to a larger one that came into
+view, or back). A head moves at most 0.08 of it between frames on the clips here (d3, d9, d14, driver_tps, d14
+as a landscape clip with a small face); a switch between two faces side by side moved it 1.5-2.6."""
+
+JUMP_SIZE = 1.5
+"""... or whose box grows or shrinks by more than this factor (at most 1.07 between frames on those clips)."""
+
+
+def face_jumped(prev_box: np.ndarray, box: np.ndarray, gap: int = 1) -> bool:
+    """Whether the face of crop box `box` (`geometry.ffhq_box`) is too far from `prev_box`, `gap` frames
+    earlier, to be the same face moving (`JUMP_MOVE`, `JUMP_SIZE`; a longer gap allows 0.15 half-sides a frame)."""
+    half0, half1 = float(np.hypot(*prev_box[2:])), float(np.hypot(*box[2:]))
+    if half0 <= 0 or half1 <= 0:
+        return False
+    move = float(np.hypot(*(box[:2] - prev_box[:2]))) / half0
+    return move > max(JUMP_MOVE, 0.15 * gap) or abs(np.log(half1 / half0)) > np.log(JUMP_SIZE)
+
+
+def other_face_rows(res: PassResult) -> np.ndarray:
+    """Rows whose tracked face is not the subject's: the pass's stretches of one face (`PassResult.segments`,
+    split where the tracked face jumped to another in view) are grouped into faces, each stretch joined to the
+    latest earlier one (not of the face it jumped from) that ended where it begins, else to the face before the
+    one it jumped from; the face tracked in the most rows is the subject's. Empty where the face never jumped."""
+    seg = res.segments
+    if seg is None:
+        return np.zeros(0, np.int64)
+    seg = np.where(res.valid, seg, -1)
+    rows = [r for r in (np.flatnonzero(seg == s) for s in np.unique(seg[seg >= 0])) if len(r)]
+    n_seg = len(rows)
+    if n_seg < 2:
+        return np.zeros(0, np.int64)
+    lm = res.raw_landmarks
+    first = [geo.ffhq_box(lm[r[0], :, :2]) for r in rows]
+    last = [geo.ffhq_box(lm[r[-1], :, :2]) for r in rows]
+    face = [0, 1]     # the second stretch is another face: the tracked face jumped to it
+    for j in range(2, n_seg):
+        # the face of the latest earlier stretch (not the face jumped from) that ended where this one begins;
+        # else the face before the one jumped from (two faces in view, the tracker going back and forth)
+        near = [k for k in range(j - 2, -1, -1) if face[k] != face[j - 1] and not face_jumped(last[k], first[j])]
+        face.append(face[near[0]] if near else face[j - 2])
+    counts: dict[int, int] = collections.Counter()
+    for s, r in enumerate(rows):
+        counts[face[s]] += len(r)
+    subject = max(counts, key=lambda f: (counts[f], -f))
+    others = [r for s, r in enumerate(rows) if face[s] != subject]
+    return np.sort(np.concatenate(others)) if others else np.zeros(0, np.int64)
 
 
 def _usable(lm: np.ndarray | None, w: int, h: int, opts: TrackOptions) -> str | None:
@@ -214,6 +266,9 @@ def track_frames(frames: Iterable[np.ndarray], out_dir: Path, opts: TrackOptions
     boxes: list[np.ndarray] = []
     valid: list[bool] = []
     n_faces: list[int] = []
+    segments: list[int] = []     # stretches of one face: a new one where the tracked face jumps to another
+    last_seen: tuple[int, np.ndarray] | None = None   # (row, box) of the last usable face
+    stretch = 0
     reasons: dict[str, int] = collections.Counter()
     pending: collections.deque = collections.deque()  # (row, frame)
     smooth_lm: dict[int, np.ndarray] = {}
@@ -227,7 +282,7 @@ def track_frames(frames: Iterable[np.ndarray], out_dir: Path, opts: TrackOptions
         if not valid[row]:
             return
         lo, hi = max(0, row - radius), min(len(valid), row + radius + 1)
-        v = np.array(valid[lo:hi], bool)
+        v = np.array(valid[lo:hi], bool) & (np.array(segments[lo:hi]) == segments[row])   # never across a jump
         lm_win = np.stack(raw_lm[lo:hi])
         box_win = np.stack(boxes[lo:hi])
         lm_s = geo.smooth_at(lm_win, v, row - lo, opts.landmark_sigma)
@@ -253,6 +308,12 @@ def track_frames(frames: Iterable[np.ndarray], out_dir: Path, opts: TrackOptions
             boxes.append(geo.ffhq_box(lm[:, :2]) if ok else np.zeros(4))
             valid.append(ok)
             n_faces.append(nf)
+            if ok and last_seen is not None and max(nf, n_faces[last_seen[0]]) >= 2 \
+                    and face_jumped(last_seen[1], boxes[-1], row - last_seen[0]):
+                stretch += 1
+            segments.append(stretch if ok else -1)
+            if ok:
+                last_seen = (row, boxes[-1])
             pending.append((row, frame))
             while pending and pending[0][0] <= row - radius:
                 finish(*pending.popleft())
@@ -278,7 +339,8 @@ def track_frames(frames: Iterable[np.ndarray], out_dir: Path, opts: TrackOptions
     return PassResult(n_frames=n, valid=np.array(valid, bool), landmarks=lm_arr,
                       raw_landmarks=np.stack(raw_lm).astype(np.float32) if raw_lm else np.zeros((0, 478, 3), np.float32),
                       transforms=tf_arr, n_faces=np.array(n_faces, np.int16), reasons=dict(reasons),
-                      picture=None if brightest is None else picture_box(brightest))
+                      picture=None if brightest is None else picture_box(brightest),
+                      segments=np.array(segments, np.int32))
 
 
 def drop_rows(res: PassResult, rows, reason: str, out_dir: Path) -> int:
@@ -291,6 +353,8 @@ def drop_rows(res: PassResult, rows, reason: str, out_dir: Path) -> int:
         if not (0 <= r < res.n_frames) or not res.valid[r]:
             continue
         res.valid[r] = False
+        if res.segments is not None:
+            res.segments[r] = -1
         res.landmarks[r] = 0.0
         res.transforms[r] = 0.0
         for sub in ("crops", "mattes"):

@@ -9,7 +9,7 @@ from studio.pipeline import run_stage
 from studio.project import Project
 from studio.tracking.data import TrackingData
 from studio.tracking.tracker import ImageTracker
-from tests.conftest import ffmpeg
+from tests.conftest import ffmpeg, shared_video
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +188,32 @@ def test_a_dark_clip_is_said_to_be_dark_and_a_normal_one_is_not(tmp_path, tracke
     proj, res = _tracked_d3_part(tmp_path, d3_video, "eq=brightness=-0.33")
     assert res["summary"]["tracked"] > 10 and res["summary"]["face_brightness"] < 40
     assert any("the face is dark in this video" in w for w in res["warnings"]), res["warnings"]
+
+
+def test_a_larger_face_that_comes_into_view_is_left_out(tmp_path, d3_video):
+    """d3 on the left of a wide shot and, from 1.2 to 2.0 s, d9 much larger on the right (a friend leaning in):
+    the tracker follows the larger face there; those frames are left out with a note saying where, the
+    subject's frames on either side are kept, and their crops are not smoothed across the jump."""
+    d9 = shared_video("subject_glasses_d9.mp4")
+    clip = tmp_path / "two.mp4"
+    ffmpeg("-f", "lavfi", "-i", "color=c=0x404850:s=960x540:r=30", "-i", str(d3_video), "-i", str(d9),
+           "-filter_complex", "[1:v]scale=376:376[a];[2:v]scale=750:704[b];[0:v][a]overlay=14:82:shortest=1[c];"
+           "[c][b]overlay=360:-112:enable='between(t,1.2,2.0)'", "-t", "3", "-an", "-c:v", "libx264", "-preset",
+           "ultrafast", "-crf", "14", str(clip))
+    proj = Project.create(tmp_path / "p", clip)
+    run_stage(proj, "ingest")
+    res = run_stage(proj, "track", {"min_frames": 10})
+    trk = TrackingData.from_project(proj)
+    gone = np.flatnonzero(~trk.valid)
+    assert len(gone) >= 20 and gone.min() >= 34 and gone.max() <= 62, gone      # 1.2-2.0 s at 30 fps, no more
+    assert trk.valid[:34].all() and trk.valid[62:].all()
+    assert res["summary"]["skipped_reasons"].get("another person's face") == len(gone)
+    notes = [w for w in res["warnings"] if "another face came into view" in w]
+    span = f"{gone.min() / 30:.1f}–{(gone.max() + 1) / 30:.1f} s"     # from the detector's next look at the frame
+    assert len(notes) == 1 and f"in {len(gone)} frames ({span})" in notes[0], res["warnings"]
+    assert not any("without a usable face" in w for w in res["warnings"]), res["warnings"]
+    assert not any(trk.crop_path(int(r)).exists() for r in gone)
+    # the subject's crops next to the jump are aligned as their neighbours are: no box smoothed toward the other face
+    boxes = np.array([trk.transforms[r][:, 2] for r in range(trk.n_frames)])
+    for r in (gone.min() - 1, gone.max() + 1):
+        assert np.abs(boxes[r] - boxes[r - 1 if r < gone.min() else r + 1]).max() < 3.0, (r, boxes[r - 2:r + 3])
