@@ -217,7 +217,7 @@ def _other_face_note(rows: np.ndarray, fps: float) -> str | None:
     return (f"another face came into view larger than the subject's and the tracker followed it in {len(rows)} "
             f"frames ({where}); those frames were left out, so the avatar learns only the subject (the face tracked "
             f"in most of the clip). If that is the wrong person, trim the clip to the part that shows the person "
-            f"you want (--start/--end)")
+            f"you want (Start and End of the Video stage; --start/--end on the command line)")
 
 
 def _too_short(name: str, n_frames: int, settings, min_frames: int) -> str:
