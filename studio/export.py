@@ -194,9 +194,11 @@ def build_motion(project, cfg: ExportConfig, avatar, on_progress=None, control: 
         dtrk = TrackingData.from_project(dproj)
         audio_rel = (dproj.record("ingest").get("outputs") or {}).get("audio")
         m = mo.driver_motion(project, subject, dtrk, dproj.path(audio_rel) if audio_rel else None)
-        # a damaged driver (cut off, frames that do not decode) or one that loses the face: say so
+        # a damaged driver (cut off, frames that do not decode) or one that loses the face: say so; not what the
+        # tracking says of a clip an avatar learns from (too short to teach the expressions)
+        subject_only = set(dproj.result("track").get("subject_notes") or [])
         m.notes += [f"driver {Path(cfg.driver).name}: {w}" for stage in ("ingest", "track")
-                    for w in (dproj.record(stage).get("warnings") or [])]
+                    for w in (dproj.record(stage).get("warnings") or []) if w not in subject_only]
         held = int((~np.asarray(dtrk.valid, bool)).sum())
         if held:
             m.notes.append(f"{held} of {dtrk.n_frames} frames of the driver have no tracked face: the avatar holds "

@@ -155,7 +155,8 @@ def run(ctx: StageContext, cfg: TrackConfig):
     report = tracking_report(data, out)
     outputs = {"tracking": f"{ctx.stage}/tracking.npz", "meta": f"{ctx.stage}/tracking.json",
                **{k: proj.rel(p) for k, p in report.items()}}
-    return {"outputs": outputs, "summary": summary, "warnings": warnings}
+    # notes on what an avatar can learn from the clip: not said of a driver or actor video (`export.track_driver`)
+    return {"outputs": outputs, "summary": summary, "warnings": warnings, "subject_notes": [short] if short else []}
 
 
 DARK, BRIGHT = 40.0, 235.0
@@ -215,8 +216,8 @@ def _other_face_note(rows: np.ndarray, fps: float) -> str | None:
     where = ", ".join(f"{a / fps:.1f}–{(b + 1) / fps:.1f} s" for a, b in spans[:3])
     where += " …" if len(spans) > 3 else ""
     return (f"another face came into view larger than the subject's and the tracker followed it in {len(rows)} "
-            f"frames ({where}); those frames were left out, so the avatar learns only the subject (the face tracked "
-            f"in most of the clip). If that is the wrong person, trim the clip to the part that shows the person "
+            f"frames ({where}); those frames were left out, so only the person tracked in most of the clip is used. "
+            f"If that is the wrong person, trim the clip to the part that shows the person "
             f"you want (Start and End of the Video stage; --start/--end on the command line)")
 
 
