@@ -23,6 +23,7 @@ and the video's frames lend their detail at their own full resolution.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol
 
@@ -161,6 +162,8 @@ class Avatar:
         self._edits_key = None
         self.detail = bool(detail) and project is not None
         """Whether renders get detail from the video (see `video_detail`)."""
+        self._trail = None
+        """`studio.detail.LenderTrail` while rendering a clip (`sequence`), else None."""
         self._video_details: dict = {}
         """`video_detail` per image size (the viewer switches between sizes)."""
         self.flame_geometry = bool(flame_geometry) and project is not None
@@ -350,7 +353,19 @@ class Avatar:
         keep = None
         if unedited is not None:   # where the edit changed the render, in the render's final geometry
             keep = edit_keep_mask(remap_each(images, fields), remap_each(unedited, fields), self.size)
-        return vd.apply(images, controls, keep=keep, fields=fields)
+        return vd.apply(images, controls, keep=keep, fields=fields, trail=self._trail)
+
+    @contextlib.contextmanager
+    def sequence(self):
+        """Within it, renders are consecutive frames of one clip (an export): the frames lending detail are
+        blended over time (`studio.detail.LenderTrail`) instead of switching from one frame to the next."""
+        from .detail import LenderTrail
+
+        before, self._trail = self._trail, LenderTrail()
+        try:
+            yield self
+        finally:
+            self._trail = before
 
     # ------------------------------------------------------------------ FLAME geometry
     def flame_warp(self):

@@ -8,6 +8,7 @@ output path. `export()` is a generator of `Progress` events, driven by the CLI a
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -412,37 +413,40 @@ def export(project, cfg: ExportConfig, out: str | Path, control: Control | None 
     t0 = time.perf_counter()
     total = len(motion)
     done = 0
+    # consecutive frames: the frames lending detail cross-fade instead of switching (`Avatar.sequence`)
+    in_sequence = avatar.sequence() if hasattr(avatar, "sequence") else contextlib.nullcontext()
     try:
-        for start, ctrl in motion.chunks(cfg.batch):
-            control.checkpoint()
-            if placements is not None:   # the subject's own frames: each head where it was in its frame
-                imgs, moved = avatar.render_batch(ctrl, edits=edits,
-                                                  placements=placements[motion.rows[start:start + len(ctrl)]])
-            else:
-                imgs, moved = avatar.render_batch(ctrl, edits=edits)
-            clamped.update(moved)
-            for k, img in enumerate(imgs):
-                frame = img
-                if needs_frames:
-                    nxt = next(frames_it, None)
-                    if nxt is None:  # (a bare StopIteration here would surface as a RuntimeError)
-                        raise StudioError(f"the source video ended before frame {done + 1} of {total}",
-                                          "track the video again (`avatar-studio run-stage PROJECT track`)")
-                    row, src = nxt
-                    if cfg.paste_back:
-                        frame = paste_back(src, img, src_trk.transforms[row] @ to_tracked, src_trk.crop_size,
-                                           mask) if src_trk.valid[row] else src
-                        left = src
-                    else:
-                        left = cv2.resize(src_trk.crop(row), (S, S), interpolation=cv2.INTER_AREA) \
-                            if src_trk.valid[row] else np.zeros((S, S, 3), np.uint8)
-                    if cfg.side_by_side:
-                        frame = np.concatenate([left, frame], axis=1)
-                writer.write(pad_even(frame))
-                done += 1
-            el = time.perf_counter() - t0
-            yield Progress(stage="export", step=done, total=total, part="render", elapsed=el,
-                           message=f"{done}/{total} frames", preview=frame if done % 25 < cfg.batch else None)
+        with in_sequence:
+            for start, ctrl in motion.chunks(cfg.batch):
+                control.checkpoint()
+                if placements is not None:   # the subject's own frames: each head where it was in its frame
+                    imgs, moved = avatar.render_batch(ctrl, edits=edits,
+                                                      placements=placements[motion.rows[start:start + len(ctrl)]])
+                else:
+                    imgs, moved = avatar.render_batch(ctrl, edits=edits)
+                clamped.update(moved)
+                for k, img in enumerate(imgs):
+                    frame = img
+                    if needs_frames:
+                        nxt = next(frames_it, None)
+                        if nxt is None:  # (a bare StopIteration here would surface as a RuntimeError)
+                            raise StudioError(f"the source video ended before frame {done + 1} of {total}",
+                                              "track the video again (`avatar-studio run-stage PROJECT track`)")
+                        row, src = nxt
+                        if cfg.paste_back:
+                            frame = paste_back(src, img, src_trk.transforms[row] @ to_tracked, src_trk.crop_size,
+                                               mask) if src_trk.valid[row] else src
+                            left = src
+                        else:
+                            left = cv2.resize(src_trk.crop(row), (S, S), interpolation=cv2.INTER_AREA) \
+                                if src_trk.valid[row] else np.zeros((S, S, 3), np.uint8)
+                        if cfg.side_by_side:
+                            frame = np.concatenate([left, frame], axis=1)
+                    writer.write(pad_even(frame))
+                    done += 1
+                el = time.perf_counter() - t0
+                yield Progress(stage="export", step=done, total=total, part="render", elapsed=el,
+                               message=f"{done}/{total} frames", preview=frame if done % 25 < cfg.batch else None)
         control.checkpoint()
         path = writer.finish(cfg.overwrite)
     except BaseException as exc:

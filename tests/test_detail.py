@@ -1142,3 +1142,54 @@ def test_from_project_knows_the_eye_controls_and_meshes(tracked_d3):
     assert vd is not None and vd.regions is not None and len(vd.regions) == 2     # the eyes, the mouth
     assert vd._meshes is not None and vd._meshes.shape[:1] == vd.crops.shape[:1]
     assert VideoDetail.from_project(tracked_d3, 64, config=DetailConfig(region_match=0.0)).regions is None
+
+
+def test_a_trail_cross_fades_a_switch_of_lenders_over_frames():
+    """Frame 7 lends alone, then frame 9 alone: without a trail the detail switches in one frame; along a
+    trail frame 9 takes over over a few frames (`hold` 0.3: 70 %, 91 %, then all, frame 7's 3 % let go), the
+    weights always sum to 1,
+    at most `most` lenders, and a region's own weights fade the same way."""
+    from studio.detail import LenderTrail
+
+    trail = LenderTrail(hold=0.3, most=3)
+    seq = [{7: (1.0, None)}] * 3 + [{9: (1.0, None)}] * 4
+    out = trail.follow(seq, regions=0)
+    assert [round(o.get(9, (0.0, None))[0], 3) for o in out] == [0, 0, 0, 0.7, 0.91, 1.0, 1.0]
+    assert all(abs(sum(w for w, _ in o.values()) - 1) < 1e-9 for o in out)
+    assert list(out[3]) == [9, 7]                                        # heaviest first
+    # many lenders: only the `most` heaviest are kept, renormalised
+    trail = LenderTrail(hold=0.3, most=3)
+    trail.follow([{1: (0.4, None), 2: (0.3, None), 3: (0.3, None)}], regions=0)
+    o = trail.follow([{4: (0.5, None), 5: (0.5, None)}], regions=0)[0]
+    assert len(o) == 3 and set(o) == {4, 5, 1} and abs(sum(w for w, _ in o.values()) - 1) < 1e-9
+    # regions (eyes, mouth): the eyes lent by frame 2 while frame 1 lends the face, then by frame 1 again
+    trail = LenderTrail(hold=0.3)
+    a = trail.follow([{1: (1.0, np.array([0.0, 1.0])), 2: (0.0, np.array([1.0, 0.0]))}], regions=2)[0]
+    assert a[2][1][0] == 1.0 and a[1][1][0] == 0.0
+    b = trail.follow([{1: (1.0, None)}], regions=2)[0]
+    assert abs(b[2][1][0] - 0.3) < 1e-9 and abs(b[1][1][0] - 0.7) < 1e-9 and b[1][0] == 1.0
+    # no hold: as chosen
+    assert LenderTrail(hold=0.0).follow(seq, regions=0) == [dict(s) for s in seq]
+    with pytest.raises(ValueError):
+        LenderTrail(hold=1.0)
+
+
+def test_an_export_along_a_trail_changes_less_where_the_lending_frame_switches():
+    """Renders of a clip whose controls cross from frame 1's neighbourhood to frame 4's (different textures):
+    frame by frame the detail jumps at the crossing; in one `Avatar.sequence`-style trail the largest
+    change between consecutive frames is smaller and no frame differs from both neighbours' lenders."""
+    from studio.detail import LenderTrail
+
+    crops, controls = _frames()
+    vd = VideoDetail(crops, controls, DetailConfig(neighbours=1))
+    q = np.repeat(controls[[1]], 8, 0)
+    q[4:] = controls[4]
+    renders = np.stack([cv2.GaussianBlur(crops[1], (0, 0), 4.0)] * 8)
+    alone = vd.apply(renders, q).astype(np.float32)
+    trail = LenderTrail()
+    along = np.concatenate([vd.apply(renders[:3], q[:3], trail=trail), vd.apply(renders[3:], q[3:], trail=trail)])
+    along = along.astype(np.float32)
+    step = lambda x: np.abs(np.diff(x, axis=0)).mean((1, 2, 3))   # noqa: E731
+    assert step(along).max() < 0.8 * step(alone).max(), (step(alone), step(along))   # 70 % of the switch at once
+    assert np.allclose(along[:4], alone[:4])                  # before the crossing the same frames, the same image
+    assert np.abs(along[-1] - alone[-1]).mean() < 0.1 * np.abs(alone[-1] - alone[0]).mean()   # then frame 4's

@@ -54,8 +54,8 @@ Modules (each name below is importable from `studio.detail` too):
 """
 from __future__ import annotations
 
-from .choice import (EMBEDDINGS_FILE, REGIONS, ControlIndex, frame_atypicality, frame_embeddings, region_columns,
-                     soft_nearest)
+from .choice import (EMBEDDINGS_FILE, REGIONS, ControlIndex, LenderTrail, frame_atypicality, frame_embeddings,
+                     region_columns, soft_nearest)
 from .config import REFERENCE_SIZE, SAMPLING, DetailConfig
 from .masks import edit_keep_mask, face_hull_masks, feature_masks, region_masks
 from .shape import MeshLattice, ShapeModel, shape_field
@@ -63,7 +63,7 @@ from .video_detail import LATTICES_KEPT, VideoDetail
 
 __all__ = [
     "EMBEDDINGS_FILE", "LATTICES_KEPT", "REFERENCE_SIZE", "REGIONS", "SAMPLING",
-    "ControlIndex", "DetailConfig", "MeshLattice", "ShapeModel", "VideoDetail",
+    "ControlIndex", "DetailConfig", "LenderTrail", "MeshLattice", "ShapeModel", "VideoDetail",
     "edit_keep_mask", "face_hull_masks", "feature_masks", "frame_atypicality", "frame_embeddings",
     "region_columns", "region_masks", "shape_field", "soft_nearest",
 ]

@@ -159,3 +159,60 @@ def frame_embeddings(project, rows: np.ndarray, crops: np.ndarray) -> np.ndarray
     except (StudioError, OSError):   # a read-only or full folder: used without keeping them
         pass
     return emb
+
+
+TRAIL_HOLD = 0.3
+"""`LenderTrail`: the share of the previous frame's lenders carried into each frame of a clip."""
+
+TRAIL_FLOOR = 0.03
+"""`LenderTrail`: a lender whose weight (over the face and each region) falls below this is let go."""
+
+TRAIL_MOST = 3
+"""`LenderTrail`: at most this many lenders per frame (the heaviest), each costing a warp."""
+
+
+class LenderTrail:
+    """The frames that lend detail to consecutive frames of one clip (an export), blended over time.
+
+    Each render picks its own nearest frames (`VideoDetail.lenders`), so where a clip's controls cross from
+    one training frame's neighbourhood to another's the detail switched in one frame: the skin, the glasses'
+    glints or a smile popped in (an export driven by driver_tps onto d9: 17 such jumps in 6.8 s, none in the
+    real frames). Here each frame's lenders are blended with the previous frame's, `hold` of them carried
+    over, so a switch is a short cross-fade. Weights are per lender over the face and over each of the
+    regions (`REGIONS`), each normalised to sum to 1; lenders under `floor` are let go and at most `most`
+    kept (the heaviest). More hold or more lenders blend more frames into each and cost fine detail.
+    State: the last frame's lenders; one trail per clip."""
+
+    def __init__(self, hold: float = TRAIL_HOLD, floor: float = TRAIL_FLOOR, most: int = TRAIL_MOST):
+        if not 0.0 <= hold < 1.0:
+            raise ValueError(f"hold must be in [0, 1), got {hold}")
+        self.hold, self.floor, self.most = float(hold), float(floor), max(1, int(most))
+        self._last: dict[int, np.ndarray] | None = None     # frame -> (1 + R,) weights: the face's, each region's
+
+    def reset(self) -> None:
+        """Forget the last frame (a cut in the clip)."""
+        self._last = None
+
+    def follow(self, lenders: list[dict], regions: int) -> list[dict]:
+        """Each of `lenders` (consecutive frames, as `VideoDetail.lenders` gives them: {frame: (weight, its (R,)
+        region weights or None)}, `regions` = R) blended with the frame before it; the same form, heaviest
+        first, region weights None where they equal the face's."""
+        out = []
+        for cur in lenders:
+            now = {int(j): np.r_[w, np.full(regions, w) if r is None else np.asarray(r, np.float64)]
+                   for j, (w, r) in cur.items()}
+            if self._last is not None and self.hold > 0:
+                frames = sorted(set(now) | set(self._last))
+                mixed = np.stack([(1.0 - self.hold) * now.get(j, np.zeros(1 + regions))
+                                  + self.hold * self._last.get(j, np.zeros(1 + regions)) for j in frames])
+                heavy = np.argsort(-mixed.max(1), kind="stable")[:self.most]
+                heavy = heavy[mixed[heavy].max(1) >= self.floor]
+                kept = mixed[heavy]
+                total = kept.sum(0)
+                kept = np.divide(kept, total[None], out=np.zeros_like(kept), where=total[None] > 0)
+                now = {frames[i]: kept[k] for k, i in enumerate(heavy)}
+            self._last = now
+            order = sorted(now, key=lambda j: -now[j][0])
+            out.append({j: (float(now[j][0]), None if np.allclose(now[j][1:], now[j][0]) else now[j][1:].copy())
+                        for j in order})
+        return out

@@ -9,7 +9,8 @@ from collections import OrderedDict
 import cv2
 import numpy as np
 
-from .choice import REGIONS, ControlIndex, frame_atypicality, frame_embeddings, region_columns, soft_nearest
+from .choice import (REGIONS, ControlIndex, LenderTrail, frame_atypicality, frame_embeddings, region_columns,
+                     soft_nearest)
 from .config import REFERENCE_SIZE, SAMPLING, DetailConfig
 from .masks import face_hull_masks, feature_masks, region_masks
 from .shape import MeshLattice, ShapeModel, shape_field
@@ -386,7 +387,8 @@ class VideoDetail:
                          for m in region_masks(self._meshes[frame], self.size, grow, [part for part, _ in REGIONS])])
 
     def apply(self, renders: np.ndarray, controls: np.ndarray | None = None,
-              keep: np.ndarray | None = None, fields: list | None = None) -> np.ndarray:
+              keep: np.ndarray | None = None, fields: list | None = None,
+              trail: LenderTrail | None = None) -> np.ndarray:
         """(B, S, S, 3) uint8 renders → the same with the frames' detail.
 
         `controls` (B, C): what the renders were rendered from (the nearest frames are chosen by
@@ -396,6 +398,7 @@ class VideoDetail:
         the render is warped (it is soft), and the frames are matched to the unwarped render and
         sampled through both warps at once, so their detail is resampled once (warping the finished
         image cost the d3 held-out frames a tenth of their sharpness) and follows the warp exactly.
+        `trail`: the renders are consecutive frames of a clip, the lenders changed gradually (`LenderTrail`).
         """
         renders = np.asarray(renders)
         if renders.ndim != 4 or renders.shape[1:] != (self.size, self.size, 3):
@@ -405,6 +408,8 @@ class VideoDetail:
         else:
             idx, w = self.neighbours_by_image(renders)
             lenders = [{int(j): (float(wj), None) for j, wj in zip(idx[b], w[b])} for b in range(len(idx))]
+        if trail is not None:
+            lenders = trail.follow(lenders, 0 if self.regions is None else len(self.regions))
         wanted = None
         if controls is not None and self._shape is not None and self.faces is not None:
             wanted = self._shape.predict(np.asarray(controls, np.float64).reshape(len(renders), -1))

@@ -427,3 +427,22 @@ def test_a_driver_that_cannot_be_tracked_leaves_no_actor_behind(tracked_d3, avat
     after = sorted(p.name for p in (tracked_d3.root / "drivers").iterdir())
     assert after == before, "the failed driver stayed in drivers/ (and was listed as an actor to train)"
     assert not any(a.name == "notes.mp4" for a in list_actors(tracked_d3))
+
+
+def test_an_export_renders_its_frames_as_one_clip_and_the_viewer_does_not(tracked_d3, tmp_path, monkeypatch):
+    """Every frame of an export goes through one `LenderTrail` (the frames lending detail cross-fade from
+    frame to frame instead of switching); a render outside an export (the viewer) uses none."""
+    from studio.detail import LenderTrail
+
+    seen: list[tuple[int, int]] = []
+    follow = LenderTrail.follow
+    monkeypatch.setattr(LenderTrail, "follow", lambda self, lenders, regions:
+                        seen.append((id(self), len(lenders))) or follow(self, lenders, regions))
+    av = Avatar(NearestFrameEngine(TrackingData.from_project(tracked_d3)), project=tracked_d3)
+    res, _ = run_export(tracked_d3, ExportConfig(source="self", frames="heldout", batch=4), tmp_path / "s.mp4",
+                        avatar=av)
+    assert len({t for t, _ in seen}) == 1 and sum(n for _, n in seen) == res["frames"] > 8
+    assert av._trail is None
+    seen.clear()
+    av.render(yaw=5.0)
+    assert not seen
