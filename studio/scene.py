@@ -219,14 +219,13 @@ class ScenePlate:
     def from_project(cls, project, config: SceneConfig | None = None) -> "ScenePlate | None":
         """The plate of the project's training frames; None when it has no tracked crops and mattes."""
         from .errors import StudioError
-        from .tracking.data import TrackingData
+        from .tracking.data import TrackingData, spread_rows
 
         try:
             tracking = TrackingData.from_project(project)
         except (StudioError, OSError, ValueError, KeyError):
             return None
-        train, _ = tracking.split()
-        return cls.from_tracking(tracking, train, config)
+        return cls.from_tracking(tracking, spread_rows(tracking.split()[0]), config)   # a long clip: some frames
 
     # ------------------------------------------------------------------ use
     def background(self, transform: np.ndarray | None, size: int) -> tuple[np.ndarray, np.ndarray]:

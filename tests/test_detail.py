@@ -1193,3 +1193,28 @@ def test_an_export_along_a_trail_changes_less_where_the_lending_frame_switches()
     assert step(along).max() < 0.8 * step(alone).max(), (step(alone), step(along))   # 70 % of the switch at once
     assert np.allclose(along[:4], alone[:4])                  # before the crossing the same frames, the same image
     assert np.abs(along[-1] - alone[-1]).mean() < 0.1 * np.abs(alone[-1] - alone[0]).mean()   # then frame 4's
+
+
+def test_a_long_clip_lends_from_some_of_its_frames_spread_over_it(tracked_d3, monkeypatch):
+    """Every training frame of a 2-minute clip held the viewer's first render for 26 s and 1.6 GB at 128 px
+    (97 s and 6.5 GB at 256): at most `LENDING_MOST` frames lend detail and build the background, spread
+    evenly over the clip; a clip with fewer keeps them all."""
+    from studio.scene import ScenePlate
+    from studio.tracking import data as tdata
+    from studio.tracking.data import TrackingData, spread_rows
+
+    rows = np.arange(10, 3010)
+    kept = spread_rows(rows, 900)
+    assert len(kept) == 900 and kept[0] == 10 and kept[-1] == 3009 and np.all(np.diff(kept) >= 3)
+    assert np.array_equal(spread_rows(rows[:900], 900), rows[:900])
+    train, _ = TrackingData.from_project(tracked_d3).split()
+    assert len(VideoDetail.from_project(tracked_d3, 64).crops) == len(train)      # d3's 301: all
+    seen: list[int] = []
+    real = ScenePlate.from_tracking.__func__
+    monkeypatch.setattr(ScenePlate, "from_tracking", classmethod(
+        lambda cls, tracking, rows, config=None: seen.append(len(rows)) or real(cls, tracking, rows, config)))
+    monkeypatch.setattr(tdata, "LENDING_MOST", 40)
+    vd = VideoDetail.from_project(tracked_d3, 64)
+    assert len(vd.crops) == 40 and vd.has_controls
+    ScenePlate.from_project(tracked_d3)
+    assert seen == [40]

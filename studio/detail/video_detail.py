@@ -133,11 +133,11 @@ class VideoDetail:
         controls in the engine's control set ("named" or "flame"); None when the project has no
         tracked crops (a moved or trimmed project renders without video detail)."""
         from ..errors import StudioError
-        from ..tracking.data import TrackingData
+        from ..tracking.data import TrackingData, spread_rows
 
         try:
             tracking = TrackingData.from_project(project, controls=controls)
-            train, _ = tracking.split()
+            train = spread_rows(tracking.split()[0])    # a long clip: some of its frames, spread over it
             if not len(train):
                 return None
             crops = tracking.crops(train, size=size)
