@@ -189,10 +189,6 @@ class LenderTrail:
         self.hold, self.floor, self.most = float(hold), float(floor), max(1, int(most))
         self._last: dict[int, np.ndarray] | None = None     # frame -> (1 + R,) weights: the face's, each region's
 
-    def reset(self) -> None:
-        """Forget the last frame (a cut in the clip)."""
-        self._last = None
-
     def follow(self, lenders: list[dict], regions: int) -> list[dict]:
         """Each of `lenders` (consecutive frames, as `VideoDetail.lenders` gives them: {frame: (weight, its (R,)
         region weights or None)}, `regions` = R) blended with the frame before it; the same form, heaviest

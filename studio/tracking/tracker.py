@@ -135,7 +135,7 @@ def other_face_rows(res: PassResult) -> np.ndarray:
     if seg is None:
         return np.zeros(0, np.int64)
     seg = np.where(res.valid, seg, -1)
-    rows = [r for r in (np.flatnonzero(seg == s) for s in np.unique(seg[seg >= 0])) if len(r)]
+    rows = [np.flatnonzero(seg == s) for s in np.unique(seg[seg >= 0])]
     n_seg = len(rows)
     if n_seg < 2:
         return np.zeros(0, np.int64)
