@@ -39,6 +39,8 @@ SUMMARY_LABELS: dict[str, tuple[str, str]] = {
     "duration_s": ("length", "the part of the video that can be read"),
     "header_duration_s": ("length the file claims", "the length the video file's header states"),
     "expected_frames": ("frames expected", ""),
+    "colour": ("colours", "how the video's colours are read; an HDR clip (as phones record by default) is turned "
+               "into ordinary colours, as a phone does when it shares one"),
     "tracked": ("frames with a face", ""),
     "skipped_reasons": ("why skipped", ""),
     "yaw_range": ("head turn (yaw)", "left–right turn of the head over the tracked frames, in degrees"),

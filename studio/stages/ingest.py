@@ -1,7 +1,8 @@
 """Stage `ingest`: read the video's header, check the file, choose how it is decoded, keep the audio.
 
 Nothing is copied: the project records the source path and the decode settings (trim,
-constant frame rate, frame cap, upright size) so every later stage sees the same frames.
+constant frame rate, frame cap, upright size, colour conversion: an HDR phone clip is tone-mapped to
+ordinary colours) so every later stage sees the same frames.
 Every packet's timestamp is read (no decoding, about as fast as reading the file), so a clip
 that is cut short or has stretches of video or audio missing is reported here — how many
 seconds are lost and that the rest is used — in the warnings and the summary.
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from ..config import opt
 from ..errors import InputError
 from ..video import _NoAudio, extract_audio, plan_decode, probe, scan_media
+from ..video.colour import describe as describe_colour
 from .base import StageContext, StageSpec, register
 from ..atomic import write_json
 
@@ -87,7 +89,8 @@ def run(ctx: StageContext, cfg: IngestConfig):
         summary["damaged"] = ", ".join(f"{k} {damage[f'{k}_lost_s']:.1f} s lost" for k in ("video", "audio")
                                        if damage[f"{k}_lost_s"])
     summary.update({"size": f"{settings.width}x{settings.height}", "rotation": info.rotation, "fps": settings.fps,
-                    "duration_s": round(readable, 2), "expected_frames": expected, "audio": audio})
+                    "duration_s": round(readable, 2), "expected_frames": expected, "audio": audio,
+                    "colour": describe_colour(settings.colour)})
     if damage["video_lost_s"]:
         summary["header_duration_s"] = round(span, 2)
     return {"outputs": outputs, "warnings": warnings, "summary": summary}

@@ -1,9 +1,9 @@
 """Decoding a clip into frames.
 
-- `DecodeSettings` / `plan_decode`: trim, constant frame rate, output size and stream; saved by
-  `ingest` so every later reader sees the same frames.
-- `FrameReader` streams upright RGB frames one at a time (memory does not grow with length),
-  with optional trim, a constant target frame rate (variable-frame-rate phone clips are
+- `DecodeSettings` / `plan_decode`: trim, constant frame rate, output size, stream and colour
+  conversion; saved by `ingest` so every later reader sees the same frames.
+- `FrameReader` streams upright RGB frames one at a time (memory does not grow with length), in the
+  colours a player shows (the clip's own matrix and range, HDR tone-mapped: `studio.video.colour`), with optional trim, a constant target frame rate (variable-frame-rate phone clips are
   resampled to it) and a downscale cap for very large videos.
   It also watches the decoder: frames that could not be decoded (gaps in the decoded
   timestamps, which the constant-rate filter would otherwise fill with copies of the last good
@@ -28,6 +28,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import InputError
+from .colour import full_range, to_rgb_filter
 from .damage import _is_damage, damaged_spans, find_gaps, gap_limit, merge_spans
 from .header import NO_INDEX, VideoInfo, ffmpeg_exe
 
@@ -53,6 +54,12 @@ class DecodeSettings:
     seek: bool = True
     """Whether the decoder may jump straight to the trim start; False for files without a keyframe
     index (`NO_INDEX`): they are decoded from the beginning and the frames before the start dropped."""
+    colour: str = ""
+    """How the clip's colours become RGB (`studio.video.colour.colour_mode`: "bt709", "bt601", "hlg", "pq",
+    ...); "" for projects made before it was chosen per clip (ffmpeg's default conversion, which they were
+    trained on)."""
+    full_range: bool = False
+    """The clip's YCbCr uses the full 0–255 range (else TV 16–235)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,7 +78,7 @@ class DecodeSettings:
 
 def plan_decode(info: VideoInfo, start: float = 0.0, end: float | None = None, fps: float | None = None,
                 max_frames: int | None = None, max_side: int = 1280) -> DecodeSettings:
-    """Choose output size (upright, square pixels, long side ≤ max_side, even) and rate."""
+    """Choose output size (upright, square pixels, long side ≤ max_side, even), rate and colour conversion."""
     if start < 0:
         raise InputError("the trim start cannot be negative")
     if info.duration and start >= info.duration:
@@ -84,7 +91,8 @@ def plan_decode(info: VideoInfo, start: float = 0.0, end: float | None = None, f
     ow, oh = max(2, int(round(w * scale / 2)) * 2), max(2, int(round(h * scale / 2)) * 2)
     return DecodeSettings(start=float(start), end=None if end is None else float(end),
                           fps=float(fps or round(info.fps, 3)), max_frames=max_frames, width=ow, height=oh,
-                          stream=info.stream, seek=not set(info.container.split(",")) & set(NO_INDEX))
+                          stream=info.stream, seek=not set(info.container.split(",")) & set(NO_INDEX),
+                          colour=info.colour, full_range=full_range(info.pix_fmt, info.color_range))
 
 
 @dataclass
@@ -197,7 +205,7 @@ class FrameReader:
             cmd += ["-t", f"{s.end - s.start:.3f}"]
         # showinfo (before the constant-rate filter) logs each decoded frame's time: gaps there are
         # frames the decoder could not produce
-        vf = f"{head}showinfo=checksum=0,fps={s.fps},scale={s.width}:{s.height}:flags=area,setsar=1"
+        vf = f"{head}showinfo=checksum=0,fps={s.fps},{to_rgb_filter(s.colour, s.width, s.height, s.full_range)}"
         # the clip's own stream: left to itself ffmpeg decodes the largest one (a second camera, a cover)
         cmd += ["-map", f"0:v:{s.stream}", "-an", "-sn", "-vf", vf, "-pix_fmt", "rgb24", "-f", "rawvideo"]
         if s.max_frames:

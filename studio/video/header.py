@@ -1,8 +1,8 @@
 """Reading a video's header through the ffmpeg binary that imageio-ffmpeg ships.
 
 - `ffmpeg_exe` finds the bundled ffmpeg; every other module of `studio.video` runs it.
-- `probe` reads size, rotation tag, sample aspect, frame rate, duration and audio presence (a
-  `VideoInfo`). It picks the clip's own video stream where a file has several (a cover picture, a
+- `probe` reads size, rotation tag, sample aspect, frame rate, duration, audio presence and colour
+  (matrix, range, primaries, transfer curve: `studio.video.colour`) (a `VideoInfo`). It picks the clip's own video stream where a file has several (a cover picture, a
   second camera), and every reader decodes that one.
 - `NO_INDEX` names the containers without a keyframe index (.mts, .ts), whose trims are decoded from
   the beginning instead of jumping between keyframes.
@@ -16,6 +16,7 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 
 from ..errors import InputError, StudioError
+from .colour import parse_colour
 
 
 def ffmpeg_exe() -> str:
@@ -51,6 +52,24 @@ class VideoInfo:
     `0:v:N`): the first one marked default, else the first; cover pictures are never chosen."""
     container: str = ""
     """ffmpeg's name of the file format ("mov,mp4,m4a,3gp,3g2,mj2", "mpegts", ...)."""
+    pix_fmt: str = ""
+    """Pixel format as stored ("yuv420p", "yuv420p10le", ...)."""
+    color_range: str = ""
+    """"tv" (16–235), "pc" (full) or "" (not said)."""
+    color_space: str = ""
+    """YCbCr matrix as the file names it ("bt709", "bt2020nc", ...; "" not said)."""
+    color_primaries: str = ""
+    """Colour primaries ("bt709", "bt2020", ...; "" not said)."""
+    color_trc: str = ""
+    """Transfer curve ("bt709"; "arib-std-b67" = HLG and "smpte2084" = PQ are HDR; "" not said)."""
+
+    @property
+    def colour(self) -> str:
+        """The colour conversion this clip needs (`studio.video.colour.colour_mode`)."""
+        from .colour import colour_mode
+
+        return colour_mode(self.pix_fmt, self.color_space, self.color_primaries, self.color_trc, self.width,
+                           self.height)
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -145,7 +164,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     has_audio = re.search(r"Stream #\d+:\d+.*?: Audio:", text) is not None
     return VideoInfo(path=str(path.resolve()), width=w, height=h, rotation=rotation, sar=sar, fps=fps,
                      duration=duration, has_audio=has_audio, codec=codec, stream=stream,
-                     container=mc.group(1) if (mc := _CONTAINER.search(text)) else "")
+                     container=mc.group(1) if (mc := _CONTAINER.search(text)) else "", **parse_colour(video_line))
 
 
 def _main_video(text: str) -> tuple[re.Match | None, int]:
