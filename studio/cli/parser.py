@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--end", type=float, help="trim: end second")
     sp.add_argument("--fps", type=float, help="decode at this frame rate (default: the video's)")
     sp.add_argument("--max-frames", type=int, help="use at most this many frames")
+    sp.add_argument("--turn", choices=("auto", "0", "90", "180", "270"),
+                    help="turn the picture clockwise by this many degrees (default auto: only a face lying on its "
+                         "side or upside down, as when a phone's rotation tag was lost; 0 keeps it as it is)")
     sp.add_argument("--crop-size", type=int, choices=(128, 256, 512, 1024), help="aligned crop size")
     common(sp)
     sp.set_defaults(func=cmd_new)

@@ -12,7 +12,7 @@ from .common import ProgressPrinter, _print_warnings, _say, _shown
 
 
 def _ingest_overrides(args) -> dict:
-    """--start/--end/--fps/--max-frames as the ingest stage's settings, checked here so that a bad value is
+    """--start/--end/--fps/--max-frames (and --turn) as the ingest stage's settings, checked here so that a bad value is
     named by its flag (not as the setting `max_frames`) before anything is made."""
     import math
 
@@ -31,6 +31,8 @@ def _ingest_overrides(args) -> dict:
     if "end" in o and o["end"] <= o.get("start", 0.0):
         raise InputError(f"--end ({o['end']:g} s) must come after --start ({o.get('start', 0.0):g} s)",
                          "give the trim's end in seconds from the video's start")
+    if getattr(args, "turn", None):
+        o["turn"] = args.turn
     return o
 
 

@@ -30,6 +30,10 @@ class IngestConfig:
     max_side: int = opt(1280, "Frames larger than this (long side, pixels) are downscaled before tracking.",
                         minimum=256, maximum=4096, advanced=True)
     keep_audio: bool = opt(True, "Keep the audio track for export.")
+    turn: str = opt("auto", "Turn the picture clockwise by this many degrees after the file's own rotation "
+                            "(auto: turned only where the face lies on its side or upside down, as when a "
+                            "phone's rotation tag was lost; 0 keeps the picture as the file shows it).",
+                    choices=("auto", "0", "90", "180", "270"))
 
 
 PRESETS = {"preview": IngestConfig(), "quality": IngestConfig(max_side=2048)}
@@ -46,8 +50,14 @@ def run(ctx: StageContext, cfg: IngestConfig):
         scan = scan_media(src, info)  # packets do, for the trim checks and the frame count
         if scan.video is not None and scan.video.packets:
             info.duration = scan.duration = scan.video.end
-    settings = plan_decode(info, start=cfg.start, end=cfg.end, fps=cfg.fps, max_frames=cfg.max_frames,
-                           max_side=cfg.max_side)
+    plan = dict(start=cfg.start, end=cfg.end, fps=cfg.fps, max_frames=cfg.max_frames, max_side=cfg.max_side)
+    settings = plan_decode(info, **plan, turn=0 if cfg.turn == "auto" else int(cfg.turn))
+    found = None
+    if cfg.turn == "auto":
+        yield ctx.progress(0, 3, part="upright", message="checking which way up the face is")
+        found = _find_turn(src, settings, info.duration)
+        if found is not None and found.turn:
+            settings = plan_decode(info, **plan, turn=found.turn)
     yield ctx.progress(1, 3, part="check", message="checking the file for damage")
     scan = scan or scan_media(src, info)
     if scan.video is None or scan.video.packets == 0:
@@ -79,6 +89,8 @@ def run(ctx: StageContext, cfg: IngestConfig):
         expected = min(expected, int(math.floor(readable * settings.fps + 0.5)))
     write_json(ctx.workdir / "video.json", {"info": info.to_dict(), "decode": settings.to_dict(), "audio": audio,
                                             "scan": scan.to_dict(), "damage": damage, "expected_frames": expected})
+    if found is not None and found.turn:
+        warnings.append(_turn_note(found.turn))
     w, h = info.display_size
     if max(w, h) > cfg.max_side:  # not an odd size rounded to even (641x479 → 640x480): that is no downscale
         warnings.append(f"the video is large ({w}x{h}); frames are downscaled to {settings.width}x{settings.height}")
@@ -91,9 +103,29 @@ def run(ctx: StageContext, cfg: IngestConfig):
     summary.update({"size": f"{settings.width}x{settings.height}", "rotation": info.rotation, "fps": settings.fps,
                     "duration_s": round(readable, 2), "expected_frames": expected, "audio": audio,
                     "colour": describe_colour(settings.colour)})
+    if settings.turn:
+        summary["turn"] = settings.turn
     if damage["video_lost_s"]:
         summary["header_duration_s"] = round(span, 2)
     return {"outputs": outputs, "warnings": warnings, "summary": summary}
+
+
+def _find_turn(src, settings, duration: float):
+    """Which way up the face is in a few frames spread over the clip (`studio.tracking.upright`); None where no
+    frame could be read (the damage checks that follow say why)."""
+    from ..tracking.upright import find_turn
+    from ..video import sample_frames
+
+    frames = sample_frames(src, settings, duration=duration)
+    return find_turn(frames) if frames else None
+
+
+def _turn_note(turn: int) -> str:
+    how = "upside down" if turn == 180 else "on its side"
+    way = "half a turn" if turn == 180 else f"a quarter turn {'clockwise' if turn == 90 else 'anticlockwise'}"
+    return (f"the face is {how} in the video (the file's rotation tag is missing or wrong), so the frames are "
+            f"turned upright ({way}); exports come out upright too. To keep the picture as the file shows it, "
+            f"set the Video stage's Turn to 0 (`avatar-studio new ... --turn 0`)")
 
 
 register(StageSpec(name="ingest", title="Video", config_cls=IngestConfig, presets=PRESETS, run=run,

@@ -6,8 +6,9 @@
   decodes that one.
 - `FrameReader` (`studio.video.decode`) streams upright RGB frames one at a time (memory does not
   grow with length), with optional trim, a constant target frame rate (variable-frame-rate phone
-  clips are resampled to it) and a downscale cap for very large videos, as `plan_decode` chose
-  them (a `DecodeSettings`). It also watches the decoder: frames that could not be decoded and
+  clips are resampled to it), a downscale cap for very large videos, the clip's colours as a player
+  shows them (`studio.video.colour`) and a turn for a clip whose face lies on its side, as
+  `plan_decode` chose them (a `DecodeSettings`); `sample_frames` jumps to a few frames spread over it. It also watches the decoder: frames that could not be decoded and
   decoder errors end up in `FrameReader.report` (a `DecodeReport`). With `prefetch`, a thread
   reads frames ahead into a bounded queue; `start()` begins decoding before the first frame is
   asked for. A trim of a file without a keyframe index (.mts, .ts) is decoded from the beginning
@@ -25,8 +26,8 @@
 Everything but `studio.video.encode` is importable from `studio.video` itself.
 """
 from .damage import GAP_MIN_S, SNAP_BACK_S, damaged_spans, find_gaps, gap_limit, merge_spans
-from .decode import (PREFETCH_BYTES, DecodeReport, DecodeSettings, FrameReader, plan_decode, prefetch_frames,
-                     read_frames)
+from .decode import (PREFETCH_BYTES, TURNS, DecodeReport, DecodeSettings, FrameReader, plan_decode,
+                     prefetch_frames, read_frames, sample_frames)
 from .header import NO_INDEX, VideoInfo, ffmpeg_exe, probe
 from .scan import MediaScan, StreamScan, _NoAudio, extract_audio, media_duration, scan_media
 
@@ -36,8 +37,8 @@ __all__ = [
     # damage
     "GAP_MIN_S", "SNAP_BACK_S", "damaged_spans", "find_gaps", "gap_limit", "merge_spans",
     # decode
-    "PREFETCH_BYTES", "DecodeReport", "DecodeSettings", "FrameReader", "plan_decode", "prefetch_frames",
-    "read_frames",
+    "PREFETCH_BYTES", "TURNS", "DecodeReport", "DecodeSettings", "FrameReader", "plan_decode", "prefetch_frames",
+    "read_frames", "sample_frames",
     # scan (`_NoAudio` is private but `studio.stages.ingest` catches it)
     "MediaScan", "StreamScan", "_NoAudio", "extract_audio", "media_duration", "scan_media",
 ]

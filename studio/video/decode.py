@@ -22,7 +22,7 @@ import queue
 import re
 import subprocess
 import threading
-from dataclasses import dataclass, asdict, field
+from dataclasses import dataclass, asdict, field, replace
 from typing import Iterator
 
 import numpy as np
@@ -60,6 +60,10 @@ class DecodeSettings:
     trained on)."""
     full_range: bool = False
     """The clip's YCbCr uses the full 0–255 range (else TV 16–235)."""
+    turn: int = 0
+    """Degrees the picture is turned clockwise after the file's own rotation tag (0, 90, 180, 270): a clip whose
+    face lies on its side or upside down (its tag missing or wrong) is turned upright (`studio.tracking.upright`).
+    `width` and `height` are the turned frames'."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,8 +81,11 @@ class DecodeSettings:
 
 
 def plan_decode(info: VideoInfo, start: float = 0.0, end: float | None = None, fps: float | None = None,
-                max_frames: int | None = None, max_side: int = 1280) -> DecodeSettings:
-    """Choose output size (upright, square pixels, long side ≤ max_side, even), rate and colour conversion."""
+                max_frames: int | None = None, max_side: int = 1280, turn: int = 0) -> DecodeSettings:
+    """Choose output size (upright, square pixels, long side ≤ max_side, even), rate and colour conversion;
+    `turn`: degrees clockwise the picture is turned beyond the file's rotation tag."""
+    if turn not in TURNS:
+        raise InputError(f"the picture can be turned by 0, 90, 180 or 270 degrees, not {turn}")
     if start < 0:
         raise InputError("the trim start cannot be negative")
     if info.duration and start >= info.duration:
@@ -89,10 +96,12 @@ def plan_decode(info: VideoInfo, start: float = 0.0, end: float | None = None, f
     w, h = info.display_size
     scale = min(1.0, max_side / max(w, h))
     ow, oh = max(2, int(round(w * scale / 2)) * 2), max(2, int(round(h * scale / 2)) * 2)
+    if turn in (90, 270):
+        ow, oh = oh, ow
     return DecodeSettings(start=float(start), end=None if end is None else float(end),
                           fps=float(fps or round(info.fps, 3)), max_frames=max_frames, width=ow, height=oh,
                           stream=info.stream, seek=not set(info.container.split(",")) & set(NO_INDEX),
-                          colour=info.colour, full_range=full_range(info.pix_fmt, info.color_range))
+                          colour=info.colour, full_range=full_range(info.pix_fmt, info.color_range), turn=turn)
 
 
 @dataclass
@@ -141,6 +150,33 @@ class DecodeReport:
 
 _PTS_TIME = re.compile(r"\] \[info\] n:\s*\d+ pts:\s*-?\d+ pts_time:(-?[\d.]+)"
                        r"(?:\s+duration:\s*-?\d+\s+duration_time:(-?[\d.]+))?.*? iskey:(\d)")
+
+
+TURNS = (0, 90, 180, 270)
+_TURN = {0: "", 90: ",transpose=clock", 180: ",hflip,vflip", 270: ",transpose=cclock"}
+
+
+def sample_frames(path: str | os.PathLike, settings: DecodeSettings, n: int = 8,
+                  duration: float | None = None) -> list[np.ndarray]:
+    """Up to `n` frames spread over the trimmed clip, each decoded by a jump to its time (a few frames' work,
+    however long the clip); a file without a keyframe index is read from its start, one frame a second, for
+    at most `n` seconds. `duration`: the clip's length where the caller knows it better than its header."""
+    span = settings.duration
+    if span is None:
+        if duration is None:
+            from .header import probe
+
+            duration = probe(path).duration
+        span = max(0.0, duration - settings.start)
+    if settings.max_frames:
+        span = min(span, settings.max_frames / settings.fps)
+    if not settings.seek:
+        return list(FrameReader(path, replace(settings, fps=1.0, max_frames=n)))
+    frames = []
+    for k in range(n):
+        one = replace(settings, start=settings.start + span * (k + 0.5) / n, end=None, max_frames=1)
+        frames += list(FrameReader(path, one))[:1]
+    return frames
 
 
 PREFETCH_BYTES = 64 << 20
@@ -205,7 +241,9 @@ class FrameReader:
             cmd += ["-t", f"{s.end - s.start:.3f}"]
         # showinfo (before the constant-rate filter) logs each decoded frame's time: gaps there are
         # frames the decoder could not produce
-        vf = f"{head}showinfo=checksum=0,fps={s.fps},{to_rgb_filter(s.colour, s.width, s.height, s.full_range)}"
+        # the downscale before a turn: the size before it is the turned size's sides swapped
+        w, h = (s.height, s.width) if s.turn in (90, 270) else (s.width, s.height)
+        vf = f"{head}showinfo=checksum=0,fps={s.fps},{to_rgb_filter(s.colour, w, h, s.full_range)}{_TURN[s.turn]}"
         # the clip's own stream: left to itself ffmpeg decodes the largest one (a second camera, a cover)
         cmd += ["-map", f"0:v:{s.stream}", "-an", "-sn", "-vf", vf, "-pix_fmt", "rgb24", "-f", "rawvideo"]
         if s.max_frames:
