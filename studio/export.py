@@ -287,7 +287,7 @@ def own_size_decode(video: dict, max_side: int = PASTE_MAX_SIDE) -> dict:
 
     dec = DecodeSettings(**video["decode"])
     try:
-        own = plan_decode(VideoInfo(**video["info"]), max_side=max_side)
+        own = plan_decode(VideoInfo(**video["info"]), max_side=max_side, turn=dec.turn)
     except (KeyError, TypeError, ValueError, InputError):   # a project from an older version: its tracked size
         return dec.to_dict()
     if own.width * own.height <= dec.width * dec.height:   # the tracked frames are the video's own size

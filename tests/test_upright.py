@@ -63,3 +63,16 @@ def test_turn_0_keeps_the_picture_as_the_file_shows_it(tmp_path, short_clip):
     proj = Project.create(tmp_path / "p", _turned(short_clip, tmp_path, 180))
     res = run_stage(proj, "ingest", {"turn": "0"})
     assert "turn" not in res["summary"] and not any("upside" in w for w in res["warnings"])
+
+
+def test_paste_back_of_a_turned_clip_is_upright_at_the_videos_own_size():
+    """Paste-back decodes the video at its own size (not the tracked frames'): a turned clip's size is turned too."""
+    from studio.export import own_size_decode
+    from studio.video import VideoInfo
+
+    info = VideoInfo(path="/x.mp4", width=1920, height=1080, rotation=0, sar=1.0, fps=30.0, duration=10.0,
+                     has_audio=False)
+    for turn, size in ((90, (1080, 1920)), (180, (1920, 1080)), (0, (1920, 1080))):
+        video = {"info": info.to_dict(), "decode": plan_decode(info, turn=turn).to_dict()}
+        own = own_size_decode(video)
+        assert (own["width"], own["height"], own["turn"]) == (*size, turn)

@@ -39,6 +39,8 @@ SUMMARY_LABELS: dict[str, tuple[str, str]] = {
     "duration_s": ("length", "the part of the video that can be read"),
     "header_duration_s": ("length the file claims", "the length the video file's header states"),
     "expected_frames": ("frames expected", ""),
+    "turn": ("turned", "how far the picture is turned clockwise beyond the video file's own rotation, because the "
+             "face lay on its side or upside down in it"),
     "colour": ("colours", "how the video's colours are read; an HDR clip (as phones record by default) is turned "
                "into ordinary colours, as a phone does when it shares one"),
     "tracked": ("frames with a face", ""),
@@ -122,7 +124,7 @@ SUMMARY_LABELS: dict[str, tuple[str, str]] = {
 }
 """Summary keys whose name alone is cryptic: a label in the user's words and what the figure means."""
 
-SUMMARY_UNITS = {"rotation": "°", "yaw_range": "°", "pitch_range": "°", "roll_range": "°", "yaw_span": "°",
+SUMMARY_UNITS = {"rotation": "°", "turn": "°", "yaw_range": "°", "pitch_range": "°", "roll_range": "°", "yaw_span": "°",
                  "estimator_yaw_mae": "°", "crop_size": "px", "resolution": "px", "error_px_mean": "px",
                  "error_px_p95": "px", "error_pct_mean": "%", "error_pct_p95": "%", "fps": "fps"}
 """Units of figures whose name does not say (a PSNR is in dB: `right_axis_unit`)."""
