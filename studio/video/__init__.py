@@ -8,7 +8,8 @@
   grow with length), with optional trim, a constant target frame rate (variable-frame-rate phone
   clips are resampled to it), a downscale cap for very large videos, the clip's colours as a player
   shows them (`studio.video.colour`) and a turn for a clip whose face lies on its side, as
-  `plan_decode` chose them (a `DecodeSettings`); `sample_frames` jumps to a few frames spread over it. It also watches the decoder: frames that could not be decoded and
+  `plan_decode` chose them (a `DecodeSettings`); `sample_frames` jumps to a few frames spread over
+  it. It also watches the decoder: frames that could not be decoded and
   decoder errors end up in `FrameReader.report` (a `DecodeReport`). With `prefetch`, a thread
   reads frames ahead into a bounded queue; `start()` begins decoding before the first frame is
   asked for. A trim of a file without a keyframe index (.mts, .ts) is decoded from the beginning

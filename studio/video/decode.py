@@ -3,8 +3,10 @@
 - `DecodeSettings` / `plan_decode`: trim, constant frame rate, output size, stream and colour
   conversion; saved by `ingest` so every later reader sees the same frames.
 - `FrameReader` streams upright RGB frames one at a time (memory does not grow with length), in the
-  colours a player shows (the clip's own matrix and range, HDR tone-mapped: `studio.video.colour`), with optional trim, a constant target frame rate (variable-frame-rate phone clips are
-  resampled to it) and a downscale cap for very large videos.
+  colours a player shows (the clip's own matrix and range, HDR tone-mapped: `studio.video.colour`),
+  with optional trim, a constant target frame rate (variable-frame-rate phone clips are resampled to
+  it), a downscale cap for very large videos and a turn for a face lying on its side.
+- `sample_frames` jumps to a few frames spread over a clip (which way up the face is, at ingest).
   It also watches the decoder: frames that could not be decoded (gaps in the decoded
   timestamps, which the constant-rate filter would otherwise fill with copies of the last good
   frame) and decoder errors end up in `FrameReader.report` (a `DecodeReport`).

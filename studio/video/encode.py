@@ -1,8 +1,8 @@
 """Clips out through the ffmpeg binary that imageio-ffmpeg ships: `ClipWriter` streams RGB frames to an MP4
-(H.264, BT.709 and tagged so, with the audio track), a GIF or a folder of PNG frames under a temporary name beside the target and
-renames the result into place only when it is complete; `check_output` refuses, before anything is rendered,
-an output that cannot be written or would replace what an export did not make. `studio.export` renders the
-frames these write."""
+(H.264, BT.709 and tagged so, with the audio track), a GIF or a folder of PNG frames under a temporary name
+beside the target and renames the result into place only when it is complete; `check_output` refuses, before
+anything is rendered, an output that cannot be written or would replace what an export did not make.
+`studio.export` renders the frames these write."""
 from __future__ import annotations
 
 import glob
@@ -77,8 +77,8 @@ class ClipWriter:
                 cmd += ["-map", "1:a:0", "-c:a", "aac", "-b:a", "160k"]
             if duration is not None:
                 cmd += ["-t", f"{duration:.3f}"]
-            cmd += ["-vf", ENCODE_FILTER, "-c:v", "libx264", "-preset", "medium", "-crf", str(crf), "-pix_fmt",
-                    "yuv420p", "-movflags", "+faststart", "-f", "mp4", str(self.tmp)]
+            cmd += ["-vf", ENCODE_FILTER, "-c:v", "libx264", "-preset", "medium", "-crf", str(crf),
+                    "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4", str(self.tmp)]
         elif fmt == "gif":
             cmd += ["-filter_complex", "[0:v]split[a][b];[a]palettegen=stats_mode=diff[p];[b][p]paletteuse=dither=bayer",
                     "-loop", "0", "-f", "gif", str(self.tmp)]

@@ -2,7 +2,8 @@
 
 - `ffmpeg_exe` finds the bundled ffmpeg; every other module of `studio.video` runs it.
 - `probe` reads size, rotation tag, sample aspect, frame rate, duration, audio presence and colour
-  (matrix, range, primaries, transfer curve: `studio.video.colour`) (a `VideoInfo`). It picks the clip's own video stream where a file has several (a cover picture, a
+  (matrix, range, primaries, transfer curve: `studio.video.colour`) (a `VideoInfo`). It picks the
+  clip's own video stream where a file has several (a cover picture, a
   second camera), and every reader decodes that one.
 - `NO_INDEX` names the containers without a keyframe index (.mts, .ts), whose trims are decoded from
   the beginning instead of jumping between keyframes.
@@ -16,7 +17,7 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 
 from ..errors import InputError, StudioError
-from .colour import parse_colour
+from .colour import colour_mode, parse_colour
 
 
 def ffmpeg_exe() -> str:
@@ -66,8 +67,6 @@ class VideoInfo:
     @property
     def colour(self) -> str:
         """The colour conversion this clip needs (`studio.video.colour.colour_mode`)."""
-        from .colour import colour_mode
-
         return colour_mode(self.pix_fmt, self.color_space, self.color_primaries, self.color_trc, self.width,
                            self.height)
 
