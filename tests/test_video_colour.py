@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from studio.video import DecodeSettings, FrameReader, ffmpeg_exe, plan_decode, probe
-from studio.video.colour import colour_mode, parse_colour
+from studio.video.colour import colour_mode, parse_format
 
 W, H = 320, 192
 
@@ -62,16 +62,22 @@ def _first(path: Path, **changes) -> np.ndarray:
 def test_ffmpegs_stream_lines_are_read():
     line = ("  Stream #0:0[0x1](und): Video: hevc (Main 10) (hvc1 / 0x31637668), yuv420p10le(tv, "
             "bt2020nc/bt2020/arib-std-b67, progressive), 3840x2160, 41096 kb/s, 29.98 fps")
-    assert parse_colour(line) == {"pix_fmt": "yuv420p10le", "color_range": "tv", "color_space": "bt2020nc",
-                                  "color_primaries": "bt2020", "color_trc": "arib-std-b67"}
-    one = parse_colour("Stream #0:0: Video: h264 (Main) (avc1 / 0x31637661), yuv420p(tv, bt709, progressive), 512x480")
+    assert parse_format(line) == {"pix_fmt": "yuv420p10le", "color_range": "tv", "color_space": "bt2020nc",
+                                  "color_primaries": "bt2020", "color_trc": "arib-std-b67",
+                                  "field_order": "progressive"}
+    one = parse_format("Stream #0:0: Video: h264 (Main) (avc1 / 0x31637661), yuv420p(tv, bt709, progressive), 512x480")
     assert (one["color_space"], one["color_primaries"], one["color_trc"]) == ("bt709",) * 3
-    bare = parse_colour("Stream #0:0: Video: h264 (High) (avc1 / 0x31637661), yuv420p(progressive), 512x512, 30 fps")
-    assert bare == {"pix_fmt": "yuv420p", "color_range": "", "color_space": "", "color_primaries": "", "color_trc": ""}
-    part = parse_colour("Stream #0:1: Video: h264 (High), yuvj420p(pc, unknown/bt709/bt709, progressive), 410x412")
+    bare = parse_format("Stream #0:0: Video: h264 (High) (avc1 / 0x31637661), yuv420p(progressive), 512x512, 30 fps")
+    assert bare == {"pix_fmt": "yuv420p", "color_range": "", "color_space": "", "color_primaries": "", "color_trc": "",
+                    "field_order": "progressive"}
+    part = parse_format("Stream #0:1: Video: h264 (High), yuvj420p(pc, unknown/bt709/bt709, progressive), 410x412")
     assert part["color_range"] == "pc" and part["color_space"] == "" and part["color_primaries"] == "bt709"
     # what each needs
-    assert colour_mode(**{k: v for k, v in parse_colour(line).items() if k != "color_range"}) == "hlg"
+    assert colour_mode(**{k: v for k, v in parse_format(line).items() if k not in ("color_range", "field_order")}) \
+        == "hlg"
+    swapped = parse_format("Stream #0:0: Video: mpeg2video (Main), yuv420p(tv, bt470bg, top coded first (swapped)), "
+                           "720x576 [SAR 16:15 DAR 4:3], 25 fps")
+    assert swapped["field_order"] == "top coded first (swapped)" and swapped["color_space"] == "bt470bg"
     assert colour_mode("yuv420p10le", "bt2020nc", "bt2020", "smpte2084") == "pq"
     assert colour_mode("yuv420p", "", "bt709", "bt709", 410, 412) == "bt709"   # the matrix from the primaries
     assert colour_mode("yuv420p", width=1920, height=1080) == "bt709"          # untagged HD, as players read it

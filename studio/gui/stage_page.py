@@ -39,6 +39,9 @@ SUMMARY_LABELS: dict[str, tuple[str, str]] = {
     "duration_s": ("length", "the part of the video that can be read"),
     "header_duration_s": ("length the file claims", "the length the video file's header states"),
     "expected_frames": ("frames expected", ""),
+    "interlaced": ("interlaced", "the video stores each frame as two half-pictures taken a moment apart (a "
+                   "camcorder's or a TV recording's); they are combined into one, so moving edges do not show "
+                   "combs"),
     "turn": ("turned", "how far the picture is turned clockwise beyond the video file's own rotation, because the "
              "face lay on its side or upside down in it"),
     "colour": ("colours", "how the video's colours are read; an HDR clip (as phones record by default) is turned "

@@ -105,6 +105,8 @@ def run(ctx: StageContext, cfg: IngestConfig):
                     "colour": describe_colour(settings.colour)})
     if settings.turn:
         summary["turn"] = settings.turn
+    if settings.deinterlace:
+        summary["interlaced"] = info.field_order
     if damage["video_lost_s"]:
         summary["header_duration_s"] = round(span, 2)
     return {"outputs": outputs, "warnings": warnings, "summary": summary}

@@ -6,8 +6,8 @@ or PQ curve, 10 bits). ffmpeg's RGB conversion uses BT.601 and ignores the curve
 clip came out with its reds and greens a little off, and an HDR clip dark, grey and flat — the avatar
 learnt those colours and every export showed them.
 
-- `parse_colour` reads the pixel format, range, matrix, primaries and curve from ffmpeg's description of
-  the stream (`VideoInfo` keeps them).
+- `parse_format` reads the pixel format, range, matrix, primaries, curve and field order (interlaced or
+  not) from ffmpeg's description of the stream (`VideoInfo` keeps them).
 - `colour_mode` names the conversion a clip needs: "bt709" / "bt601" (SDR: its matrix and range),
   "bt2020" (SDR with wide primaries), "hlg" / "pq" (HDR, tone-mapped to SDR), "rgb" (stored as RGB);
   "" is the conversion of projects made before this module (ffmpeg's default), kept for them so their
@@ -54,11 +54,13 @@ def _split_top(text: str) -> list[str]:
     return parts
 
 
-def parse_colour(video_line: str) -> dict:
-    """Pixel format, range ("tv" / "pc" / ""), matrix, primaries and transfer curve ("" where the file says
-    nothing) from ffmpeg's line for a video stream, e.g. "Video: hevc (Main 10) (hvc1 / 0x31637668),
-    yuv420p10le(tv, bt2020nc/bt2020/arib-std-b67, progressive), 3840x2160"."""
-    out = {"pix_fmt": "", "color_range": "", "color_space": "", "color_primaries": "", "color_trc": ""}
+def parse_format(video_line: str) -> dict:
+    """Pixel format, range ("tv" / "pc" / ""), matrix, primaries, transfer curve ("" where the file says nothing)
+    and field order ("progressive", "top first", "bottom first", ... or "") from ffmpeg's line for a video
+    stream, e.g. "Video: hevc (Main 10) (hvc1 / 0x31637668), yuv420p10le(tv, bt2020nc/bt2020/arib-std-b67,
+    progressive), 3840x2160"."""
+    out = {"pix_fmt": "", "color_range": "", "color_space": "", "color_primaries": "", "color_trc": "",
+           "field_order": ""}
     at = video_line.find("Video:")
     if at < 0:
         return out
@@ -68,7 +70,8 @@ def parse_colour(video_line: str) -> dict:
     fmt = fields[1]
     name, _, inner = fmt.partition("(")
     out["pix_fmt"] = name.strip()
-    for item in (s.strip() for s in inner.rstrip(")").split(",")) if inner else ():
+    inner = inner[:-1] if inner.endswith(")") else inner
+    for item in (s.strip() for s in inner.split(",")) if inner else ():
         if item in ("tv", "pc"):
             out["color_range"] = item
         elif item.count("/") == 2:
@@ -76,6 +79,8 @@ def parse_colour(video_line: str) -> dict:
             out.update(color_space=space, color_primaries=prim, color_trc=trc)
         elif item in _SDR_MATRIX or item in _PRIMARIES_MATRIX:  # one name: matrix, primaries and curve alike
             out.update(color_space=item, color_primaries=item, color_trc=item)
+        elif item == "progressive" or item.startswith(("top ", "bottom ")):
+            out["field_order"] = item
     for k in ("color_space", "color_primaries", "color_trc"):
         if out[k] in ("unknown", "reserved"):
             out[k] = ""

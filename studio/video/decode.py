@@ -5,7 +5,8 @@
 - `FrameReader` streams upright RGB frames one at a time (memory does not grow with length), in the
   colours a player shows (the clip's own matrix and range, HDR tone-mapped: `studio.video.colour`),
   with optional trim, a constant target frame rate (variable-frame-rate phone clips are resampled to
-  it), a downscale cap for very large videos and a turn for a face lying on its side.
+  it), a downscale cap for very large videos, deinterlacing (camcorder footage) and a turn for a face
+  lying on its side.
 - `sample_frames` jumps to a few frames spread over a clip (which way up the face is, at ingest).
   It also watches the decoder: frames that could not be decoded (gaps in the decoded
   timestamps, which the constant-rate filter would otherwise fill with copies of the last good
@@ -62,6 +63,9 @@ class DecodeSettings:
     trained on)."""
     full_range: bool = False
     """The clip's YCbCr uses the full 0–255 range (else TV 16–235)."""
+    deinterlace: bool = False
+    """The clip is interlaced (a camcorder's or a TV recording's 1080i / 576i): each frame's two fields are
+    combined by ffmpeg's `bwdif` into one picture at the frame's time, so moving edges do not show combs."""
     turn: int = 0
     """Degrees the picture is turned clockwise after the file's own rotation tag (0, 90, 180, 270): a clip whose
     face lies on its side or upside down (its tag missing or wrong) is turned upright (`studio.tracking.upright`).
@@ -103,7 +107,8 @@ def plan_decode(info: VideoInfo, start: float = 0.0, end: float | None = None, f
     return DecodeSettings(start=float(start), end=None if end is None else float(end),
                           fps=float(fps or round(info.fps, 3)), max_frames=max_frames, width=ow, height=oh,
                           stream=info.stream, seek=not set(info.container.split(",")) & set(NO_INDEX),
-                          colour=info.colour, full_range=full_range(info.pix_fmt, info.color_range), turn=turn)
+                          colour=info.colour, full_range=full_range(info.pix_fmt, info.color_range), turn=turn,
+                          deinterlace=info.interlaced)
 
 
 @dataclass
@@ -245,7 +250,9 @@ class FrameReader:
         # frames the decoder could not produce
         # the downscale before a turn: the size before it is the turned size's sides swapped
         w, h = (s.height, s.width) if s.turn in (90, 270) else (s.width, s.height)
-        vf = f"{head}showinfo=checksum=0,fps={s.fps},{to_rgb_filter(s.colour, w, h, s.full_range)}{_TURN[s.turn]}"
+        fields = "bwdif=mode=send_frame:parity=auto:deint=all," if s.deinterlace else ""
+        picture = to_rgb_filter(s.colour, w, h, s.full_range) + _TURN[s.turn]
+        vf = f"{head}showinfo=checksum=0,{fields}fps={s.fps},{picture}"
         # the clip's own stream: left to itself ffmpeg decodes the largest one (a second camera, a cover)
         cmd += ["-map", f"0:v:{s.stream}", "-an", "-sn", "-vf", vf, "-pix_fmt", "rgb24", "-f", "rawvideo"]
         if s.max_frames:

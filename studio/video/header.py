@@ -17,7 +17,7 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 
 from ..errors import InputError, StudioError
-from .colour import colour_mode, parse_colour
+from .colour import colour_mode, parse_format
 
 
 def ffmpeg_exe() -> str:
@@ -63,6 +63,13 @@ class VideoInfo:
     """Colour primaries ("bt709", "bt2020", ...; "" not said)."""
     color_trc: str = ""
     """Transfer curve ("bt709"; "arib-std-b67" = HLG and "smpte2084" = PQ are HDR; "" not said)."""
+    field_order: str = ""
+    """"progressive", or the first field of an interlaced clip ("top first", "bottom first", ...); "" not said."""
+
+    @property
+    def interlaced(self) -> bool:
+        """Two half-pictures a frame, taken a field apart (a camcorder's or a TV recording's 1080i / 576i)."""
+        return self.field_order.startswith(("top", "bottom"))
 
     @property
     def colour(self) -> str:
@@ -163,7 +170,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     has_audio = re.search(r"Stream #\d+:\d+.*?: Audio:", text) is not None
     return VideoInfo(path=str(path.resolve()), width=w, height=h, rotation=rotation, sar=sar, fps=fps,
                      duration=duration, has_audio=has_audio, codec=codec, stream=stream,
-                     container=mc.group(1) if (mc := _CONTAINER.search(text)) else "", **parse_colour(video_line))
+                     container=mc.group(1) if (mc := _CONTAINER.search(text)) else "", **parse_format(video_line))
 
 
 def _main_video(text: str) -> tuple[re.Match | None, int]:
