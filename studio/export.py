@@ -24,7 +24,7 @@ import numpy as np
 from .config import opt
 from .errors import Cancelled, InputError, StudioError
 from .progress import Control, Progress
-from .video.encode import CLIP_FORMATS, ClipWriter, check_output, even, pad_even
+from .video.encode import ALPHA_FORMATS, CLIP_FORMATS, ClipWriter, check_output, even, pad_even
 
 FORMATS = CLIP_FORMATS
 SOURCES = ("turntable", "self", "driver", "timeline", "flame")
@@ -48,7 +48,8 @@ class ExportConfig:
     duration: float = opt(10.0, "For source=turntable: length in seconds.", minimum=0.1, maximum=3600)
     expression: str = opt("", "For source=turntable: fixed expression, e.g. 'smile_left=0.8,jaw_open=0.3'.")
     fps: float | None = opt(None, "Frame rate (empty = the source's; 25 for turntable).", minimum=1, maximum=120)
-    format: str | None = opt(None, "mp4, gif or png (empty = from the output name).", choices=(None,) + FORMATS)
+    format: str | None = opt(None, "mp4, gif, png or mov (ProRes 4444; empty = from the output name: .mov is an MP4 "
+                                   "unless the background is transparent).", choices=(None,) + FORMATS)
     crf: int = opt(18, "MP4 quality: lower is better and larger (H.264 CRF, 0-51).", minimum=0, maximum=51)
     side_by_side: bool = opt(False, "Put the source frames beside the render (self and driver sources).")
     paste_back: bool = opt(False, "Paste the render back into the original video frames (source=self).")
@@ -64,6 +65,10 @@ class ExportConfig:
                             "frames' background; source self: each head placed where it was in its frame, "
                             "other sources: where it was most of the clip); off keeps the engine's own, "
                             "softer background.")
+    transparent: bool = opt(False, "The person alone on a transparent background, for compositing in a video "
+                                   "editor: a MOV (ProRes 4444 with transparency; a name ending .mov) or PNG frames "
+                                   "with an alpha channel (a folder name). The person is cut out of each frame by the "
+                                   "selfie segmentation the tracker's mattes come from.")
     size: int | None = opt(None, "Image size in pixels (empty = the engine's render size, 128 in the preview preset). "
                                  "Up to the tracked crops' size (256): the render is upsampled and the video's frames "
                                  "lend their detail at full resolution.", minimum=32, maximum=2048)
@@ -340,7 +345,7 @@ def _unused_options(cfg: ExportConfig, fmt: str) -> list[str]:
     default = ExportConfig()
     unused = [f"{name} (for source {src}, not {cfg.source})" for name, src in _GOES_WITH.items()
               if src != cfg.source and getattr(cfg, name) != getattr(default, name)]
-    if fmt != "mp4" and cfg.crf != default.crf:
+    if fmt != "mp4" and cfg.crf != default.crf:   # (a MOV is ProRes: no CRF)
         unused.append(f"crf (for MP4, not {fmt.upper()})")
     return [f"these settings were not used: {', '.join(unused)}"] if unused else []
 
@@ -355,6 +360,8 @@ def export(project, cfg: ExportConfig, out: str | Path, control: Control | None 
     if out.name in ("", ".", ".."):  # "." or "..": the folder's own name
         out = Path(os.path.abspath(out))
     named = _SUFFIX_FORMATS.get(out.suffix.lower(), "png" if not out.suffix else None)
+    if out.suffix.lower() == ".mov" and (cfg.transparent or cfg.format == "mov"):
+        named = "mov"   # ProRes 4444: an editor's MOV, with transparency
     fmt = cfg.format or named
     if fmt is None:
         raise InputError(f"cannot tell the format from '{out.name}'", "end the name with .mp4 or .gif, or give a "
@@ -364,6 +371,15 @@ def export(project, cfg: ExportConfig, out: str | Path, control: Control | None 
                          f"end the name with .{cfg.format}" + (" (or give a folder name for PNG frames)"
                                                                if cfg.format == "png" else "")
                          + " or leave the format out")
+    if cfg.transparent and fmt not in ALPHA_FORMATS:
+        raise InputError(f"{fmt.upper()} cannot keep a transparent background",
+                         f"end the name with .mov (ProRes 4444 with transparency, which video editors import), e.g. "
+                         f"{out.with_suffix('.mov').name}, or give a folder name (no extension) for PNG frames")
+    if cfg.transparent and (cfg.side_by_side or cfg.paste_back):
+        raise InputError("a transparent background is for the avatar alone, not "
+                         + ("side by side with the source" if cfg.side_by_side else "pasted back into the video"),
+                         "turn off " + ("side-by-side" if cfg.side_by_side else "paste-back")
+                         + " or the transparent background")
     check_target(project, out, [cfg.driver, cfg.timeline, cfg.flame])
     check_output(out, fmt, cfg.overwrite)
     avatar = avatar or Avatar.open(project, cfg.engine, detail=cfg.detail, flame_geometry=cfg.flame_geometry,
@@ -399,8 +415,14 @@ def export(project, cfg: ExportConfig, out: str | Path, control: Control | None 
     if cfg.side_by_side:
         width *= 2
     width, height = even(width), even(height)
-    audio = motion.audio if (cfg.audio and fmt == "mp4") else None
-    writer = ClipWriter(out, fmt, width, height, motion.fps, cfg.crf, audio, motion.audio_offset, motion.duration)
+    audio = motion.audio if (cfg.audio and fmt in ("mp4", "mov")) else None
+    writer = ClipWriter(out, fmt, width, height, motion.fps, cfg.crf, audio, motion.audio_offset, motion.duration,
+                        alpha=cfg.transparent)
+    cutout = None
+    if cfg.transparent:
+        from .tracking.tracker import Segmenter
+
+        cutout = Segmenter()
     frames_it = _source_frames(motion, project, own) if needs_frames else None
     mask = face_mask(S)
     placements = None
@@ -442,6 +464,9 @@ def export(project, cfg: ExportConfig, out: str | Path, control: Control | None 
                                 if src_trk.valid[row] else np.zeros((S, S, 3), np.uint8)
                         if cfg.side_by_side:
                             frame = np.concatenate([left, frame], axis=1)
+                    if cutout is not None:   # the person's matte as the alpha channel
+                        alpha = np.clip(cutout(np.ascontiguousarray(frame)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+                        frame = np.dstack([frame, alpha])
                     writer.write(pad_even(frame))
                     done += 1
                 el = time.perf_counter() - t0
@@ -459,11 +484,14 @@ def export(project, cfg: ExportConfig, out: str | Path, control: Control | None 
     finally:
         if frames_it is not None:
             frames_it.close()
+        if cutout is not None:
+            cutout.close()
     notes = list(motion.notes) + _unused_options(cfg, fmt)
     if edits:
         notes.append(f"with edits: {edits.describe()}")
     if clamped:
         notes.append(f"some slider values were outside the trained range and were clamped: {', '.join(sorted(clamped))}")
     return {"path": str(path), "frames": done, "fps": motion.fps, "seconds": done / motion.fps,
-            "size": [width, height], "audio": audio is not None, "format": fmt, "notes": notes,
+            "size": [width, height], "audio": audio is not None, "format": fmt, "transparent": cfg.transparent,
+            "notes": notes,
             "render_seconds": time.perf_counter() - t0}

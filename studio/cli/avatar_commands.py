@@ -57,7 +57,8 @@ def cmd_export(args) -> int:
     for n in res.get("notes", []):
         _say(f"note: {n}")
     _say(f"wrote {res['path']}: {res['frames']} frames at {res['fps']:g} fps ({res['seconds']:.1f} s), "
-         f"{res['size'][0]}x{res['size'][1]}" + (", with audio" if res["audio"] else ""))
+         f"{res['size'][0]}x{res['size'][1]}" + (", with audio" if res["audio"] else "")
+         + (", transparent background" if res.get("transparent") else ""))
     return 0
 
 

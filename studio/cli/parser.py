@@ -147,7 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--duration", type=float, help="source=turntable: seconds")
     sp.add_argument("--expression", help="source=turntable: e.g. smile_left=0.8,jaw_open=0.3")
     sp.add_argument("--fps", type=float)
-    sp.add_argument("--format", choices=("mp4", "gif", "png"))
+    sp.add_argument("--format", choices=("mp4", "gif", "png", "mov"),
+                    help="default: from the name (.mp4, .gif, a folder for PNG frames; .mov is an MP4, or ProRes 4444 "
+                         "with --transparent)")
+    sp.add_argument("--transparent", action="store_true", default=None,
+                    help="the person alone on a transparent background, for compositing: give a .mov name (ProRes "
+                         "4444 with transparency) or a folder name (PNG frames with alpha)")
     sp.add_argument("--crf", type=int, help="MP4 quality (lower = better), default 18")
     sp.add_argument("--side-by-side", action="store_true", default=None)
     sp.add_argument("--paste-back", action="store_true", default=None)

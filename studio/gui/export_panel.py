@@ -36,7 +36,7 @@ RELEVANT = {"frames": {"self"}, "duration": {"turntable"}, "expression": {"turnt
             "side_by_side": {"self", "driver"}, "paste_back": {"self"}, "transfer": {"driver"},
             "audio": {"self", "driver"}}
 """Form fields shown only for some sources (the others are always shown)."""
-EXTENSIONS = {"mp4": ".mp4", "gif": ".gif", "png": ""}
+EXTENSIONS = {"mp4": ".mp4", "gif": ".gif", "png": "", "mov": ".mov"}
 FLAME_ONLY = ("flame",)
 """Sources only an avatar on FLAME controls takes (`studio.flame.drive.flame_motion` refuses the named ones)."""
 NAMED_ONLY = ("driver",)
@@ -117,7 +117,7 @@ class ExportPanel(QWidget):
         self.engine_box = QComboBox()
         self.engine_box.setToolTip("Which trained avatar renders the clip")
         self.engine_box.setPlaceholderText("none trained yet")
-        self.output = PathField("where the clip goes (.mp4, .gif, or a folder for PNG frames)", self._pick_output)
+        self.output = PathField("where the clip goes (.mp4, .mov, .gif, or a folder for PNG frames)", self._pick_output)
         self.output.edit.textEdited.connect(self._output_edited)
         self.output.edit.textChanged.connect(self.output.edit.setToolTip)
         self.driver = PathField("the driving video (another person)", self._pick_driver)
@@ -162,6 +162,7 @@ class ExportPanel(QWidget):
         """The control set of the chosen engine ("named" or "flame"): which sources and settings apply."""
         self.form.editors["source"].currentIndexChanged.connect(self._source_changed)
         fmt.currentIndexChanged.connect(self._format_changed)
+        self.form.editors["transparent"].toggled.connect(self._format_changed)   # .mp4 ↔ .mov
         ll.addWidget(self.form)
         ll.addStretch(1)
         scroll = QScrollArea()
@@ -375,7 +376,8 @@ class ExportPanel(QWidget):
         """<project>/exports/<source>.mp4 (.gif, or a folder for PNG, when that format is chosen)."""
         if self.project is None:
             return ""
-        fmt = self.form.editors["format"].currentData() or "mp4"
+        fmt = self.form.editors["format"].currentData() or ("mov" if self.form.editors["transparent"].isChecked()
+                                                            else "mp4")
         return str(self.project.root / "exports" / f"{self.source()}{EXTENSIONS[fmt]}")
 
     def set_output(self, path: str | Path) -> None:
@@ -385,8 +387,8 @@ class ExportPanel(QWidget):
     def _pick_output(self, field: PathField) -> None:
         start = field.text() or self.default_output()
         path, _ = QFileDialog.getSaveFileName(self, "Export the clip to", start,
-                                              "MP4 video (*.mp4);;Animated GIF (*.gif);;PNG frames (a folder name, "
-                                              "no extension) (*)")
+                                              "MP4 video (*.mp4);;MOV, ProRes 4444 (*.mov);;Animated GIF (*.gif);;"
+                                              "PNG frames (a folder name, no extension) (*)")
         if path:
             self.set_output(path)
 

@@ -13,7 +13,7 @@ learnt those colours and every export showed them.
   "" is the conversion of projects made before this module (ffmpeg's default), kept for them so their
   frames stay what they were trained on.
 - `to_rgb_filter` is the ffmpeg filter chain from the downscale to 8-bit RGB for a mode.
-- `ENCODE_FILTER`: exports are written as BT.709, TV range, and say so in the file, so
+- `encode_filter`: exports are written as BT.709, TV range, and say so in the file, so
   every player shows the colours the avatar was rendered in.
 """
 from __future__ import annotations
@@ -134,8 +134,10 @@ def describe(mode: str) -> str:
             "rgb": "RGB", "": "as decoded"}.get(mode, mode)
 
 
-ENCODE_FILTER = ("scale=out_color_matrix=bt709:out_range=tv,format=yuv420p,"
-                 "setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv")
-"""RGB to YCbCr for an export: the BT.709 matrix, TV range, and the frames marked so, which the encoder writes
-into the file (ffmpeg takes the tags from the frames, not from `-color_primaries` and its kin, once a filter
-has set the matrix), so a player does not have to guess."""
+def encode_filter(pix_fmt: str = "yuv420p") -> str:
+    """RGB to YCbCr for an export: the BT.709 matrix, TV range, and the frames marked so, which the encoder writes
+    into the file (ffmpeg takes the tags from the frames, not from `-color_primaries` and its kin, once a filter
+    has set the matrix), so a player does not have to guess. `pix_fmt`: yuv420p for H.264, yuva444p10le for
+    ProRes 4444 with transparency."""
+    return (f"scale=out_color_matrix=bt709:out_range=tv,format={pix_fmt},"
+            "setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv")

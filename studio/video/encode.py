@@ -1,7 +1,8 @@
 """Clips out through the ffmpeg binary that imageio-ffmpeg ships: `ClipWriter` streams RGB frames to an MP4
-(H.264, BT.709 and tagged so, with the audio track), a GIF or a folder of PNG frames under a temporary name
-beside the target and renames the result into place only when it is complete; `check_output` refuses, before
-anything is rendered, an output that cannot be written or would replace what an export did not make.
+(H.264, BT.709 and tagged so, with the audio track), a MOV (ProRes 4444, with transparency where asked), a GIF
+or a folder of PNG frames (RGBA where transparent) under a temporary name beside the target and renames the
+result into place only when it is complete; `check_output` refuses, before anything is rendered, an output that
+cannot be written or would replace what an export did not make.
 `studio.export` renders the frames these write."""
 from __future__ import annotations
 
@@ -19,10 +20,13 @@ import cv2
 import numpy as np
 
 from ..errors import InputError, StudioError
-from .colour import ENCODE_FILTER
+from .colour import encode_filter
 from .header import ffmpeg_exe
 
-CLIP_FORMATS = ("mp4", "gif", "png")
+CLIP_FORMATS = ("mp4", "gif", "png", "mov")
+"""mp4: H.264; gif; png: a folder of frames; mov: ProRes 4444 (what video editors import with transparency)."""
+ALPHA_FORMATS = ("png", "mov")
+"""The formats that keep a transparent background (`ClipWriter(alpha=True)`)."""
 
 
 def _remove_dead_partials(path: Path) -> None:
@@ -49,8 +53,12 @@ class ClipWriter:
     """
 
     def __init__(self, path: Path, fmt: str, width: int, height: int, fps: float, crf: int = 18,
-                 audio: Path | None = None, audio_offset: float = 0.0, duration: float | None = None):
-        self.path, self.fmt, self.fps = path, fmt, fps
+                 audio: Path | None = None, audio_offset: float = 0.0, duration: float | None = None,
+                 alpha: bool = False):
+        if alpha and fmt not in ALPHA_FORMATS:
+            raise InputError(f"{fmt.upper()} cannot keep a transparent background",
+                             "use PNG frames or a MOV (ProRes 4444)")
+        self.path, self.fmt, self.fps, self.alpha = path, fmt, fps, alpha
         self.width, self.height = width, height
         self.count = 0
         token = hashlib.sha1(f"{path}{time.time()}{os.getpid()}".encode()).hexdigest()[:8]
@@ -67,18 +75,23 @@ class ClipWriter:
             raise _explain(exc, path) from exc
         if fmt == "png":
             return
-        cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-               "-s", f"{width}x{height}", "-r", f"{fps}", "-i", "pipe:0"]
-        if fmt == "mp4":
+        cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt",
+               "rgba" if alpha else "rgb24", "-s", f"{width}x{height}", "-r", f"{fps}", "-i", "pipe:0"]
+        if fmt in ("mp4", "mov"):
             if audio is not None:
                 cmd += ["-ss", f"{audio_offset:.3f}", "-i", str(audio)]
             cmd += ["-map", "0:v:0"]
-            if audio is not None:
-                cmd += ["-map", "1:a:0", "-c:a", "aac", "-b:a", "160k"]
+            if audio is not None:   # a MOV for an editor: uncompressed sound, as its picture is barely compressed
+                cmd += ["-map", "1:a:0"] + (["-c:a", "aac", "-b:a", "160k"] if fmt == "mp4" else ["-c:a", "pcm_s16le"])
             if duration is not None:
                 cmd += ["-t", f"{duration:.3f}"]
-            cmd += ["-vf", ENCODE_FILTER, "-c:v", "libx264", "-preset", "medium", "-crf", str(crf),
-                    "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4", str(self.tmp)]
+            if fmt == "mp4":
+                cmd += ["-vf", encode_filter(), "-c:v", "libx264", "-preset", "medium", "-crf", str(crf),
+                        "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4", str(self.tmp)]
+            else:
+                fmt_444 = "yuva444p10le" if alpha else "yuv444p10le"
+                cmd += ["-vf", encode_filter(fmt_444), "-c:v", "prores_ks", "-profile:v", "4444",
+                        "-pix_fmt", fmt_444, "-vendor", "apl0", "-f", "mov", str(self.tmp)]
         elif fmt == "gif":
             cmd += ["-filter_complex", "[0:v]split[a][b];[a]palettegen=stats_mode=diff[p];[b][p]paletteuse=dither=bayer",
                     "-loop", "0", "-f", "gif", str(self.tmp)]
@@ -87,9 +100,11 @@ class ClipWriter:
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def write(self, frame: np.ndarray) -> None:
-        assert frame.shape == (self.height, self.width, 3), frame.shape
+        """An (H, W, 3) RGB frame, or (H, W, 4) RGBA where the writer keeps `alpha`."""
+        assert frame.shape == (self.height, self.width, 4 if self.alpha else 3), frame.shape
         if self.fmt == "png":
-            ok = cv2.imwrite(str(self.tmp / f"{self.count:06d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            ok = cv2.imwrite(str(self.tmp / f"{self.count:06d}.png"),
+                             cv2.cvtColor(frame, cv2.COLOR_RGBA2BGRA if self.alpha else cv2.COLOR_RGB2BGR))
             if not ok:
                 raise StudioError(f"could not write frame {self.count} of {self.path.name}", "check the disk")
         else:

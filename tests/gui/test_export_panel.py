@@ -388,3 +388,28 @@ def test_the_page_never_exports_over_the_project_or_its_video(window, tracked, m
     qtbot.waitUntil(lambda: not panel.is_running(), timeout=60000)
     assert panel.runner.outcome == "done"
     shutil.rmtree(tracked.root / "exports", ignore_errors=True)
+
+
+def test_a_transparent_export_from_the_panel_is_a_mov_with_alpha(window, tracked, qtbot):
+    """Ticking Transparent turns the suggested .mp4 into a .mov (an MP4 cannot keep transparency); the export
+    is ProRes 4444 with an alpha channel."""
+    import subprocess
+
+    from studio.avatar import Avatar
+    from studio.video import ffmpeg_exe
+
+    panel = open_export(window, tracked)
+    panel.avatar_override = Avatar(FakeTrackedEngine("fake", size=64, delay=0.0))
+    panel.refresh()
+    assert panel.output.text().endswith("turntable.mp4")
+    panel.form.editors["transparent"].setChecked(True)
+    assert panel.output.text().endswith("turntable.mov")
+    panel.form.editors["duration"].setValue(0.2)
+    runner = panel.start()
+    qtbot.waitUntil(lambda: not panel.is_running(), timeout=30000)
+    assert runner.outcome == "done" and panel.result["transparent"] and panel.result["format"] == "mov"
+    text = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(tracked.root / "exports" / "turntable.mov")],
+                          capture_output=True, text=True).stderr
+    assert "prores (4444)" in text and "yuva444p" in text
+    panel.form.editors["transparent"].setChecked(False)
+    assert panel.output.text().endswith("turntable.mp4")
