@@ -8,12 +8,18 @@ import cv2
 import numpy as np
 import pytest
 
+from studio.avatar import Avatar
 from studio.errors import InputError
 from studio.export import ExportConfig
+from studio.tracking.data import TrackingData
 from studio.video import ffmpeg_exe, probe
-from tests.export.test_export import avatar, run_export  # noqa: F401 — the module's avatar fixture
+from tests.export.test_export import NearestFrameEngine, run_export
 
-pytestmark = pytest.mark.usefixtures("avatar")
+
+@pytest.fixture(scope="module")
+def avatar(tracked_d3):
+    """Real crops of d3 as renders (the export tests' stand-in engine): a person and a wall to tell apart."""
+    return Avatar(NearestFrameEngine(TrackingData.from_project(tracked_d3)))
 
 
 def _alpha_checks(rgba: np.ndarray) -> None:
@@ -25,7 +31,7 @@ def _alpha_checks(rgba: np.ndarray) -> None:
     assert middle > 0.9 and corners < 0.2, (middle, corners)
 
 
-def test_png_frames_with_alpha(tracked_d3, avatar, tmp_path):   # noqa: F811
+def test_png_frames_with_alpha(tracked_d3, avatar, tmp_path):
     out = tmp_path / "frames"
     res, _ = run_export(tracked_d3, ExportConfig(source="turntable", duration=0.4, fps=10, transparent=True), out,
                         avatar=avatar)
@@ -38,7 +44,7 @@ def test_png_frames_with_alpha(tracked_d3, avatar, tmp_path):   # noqa: F811
         _alpha_checks(img)
 
 
-def test_a_mov_with_transparency_for_an_editor(tracked_d3, avatar, tmp_path):   # noqa: F811
+def test_a_mov_with_transparency_for_an_editor(tracked_d3, avatar, tmp_path):
     out = tmp_path / "held.mov"
     res, _ = run_export(tracked_d3, ExportConfig(source="self", frames="heldout", transparent=True), out,
                         avatar=avatar)
@@ -53,7 +59,7 @@ def test_a_mov_with_transparency_for_an_editor(tracked_d3, avatar, tmp_path):   
     assert probe(out).color_space == "bt709"
 
 
-def test_what_cannot_be_transparent_is_refused_before_rendering(tracked_d3, avatar, tmp_path):   # noqa: F811
+def test_what_cannot_be_transparent_is_refused_before_rendering(tracked_d3, avatar, tmp_path):
     with pytest.raises(InputError, match=r"MP4 cannot keep a transparent background") as e:
         run_export(tracked_d3, ExportConfig(source="turntable", duration=0.2, transparent=True),
                    tmp_path / "clip.mp4", avatar=avatar)
