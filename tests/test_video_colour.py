@@ -173,3 +173,20 @@ def test_projects_made_before_keep_their_frames(tmp_path):
     assert settings.colour == ""
     cmd = " ".join(FrameReader(clip, settings).command())
     assert f"scale={W}:{H}:flags=area,setsar=1 " in cmd + " " and "zscale" not in cmd
+
+
+def test_new_on_an_hdr_phone_clip_says_its_colours_were_converted(capsys, tmp_path, short_clip):
+    """An artist's iPhone clip (HLG): `new` tracks it in ordinary colours and says so on its summary line."""
+    from studio.cli import main
+    from tests.conftest import ffmpeg
+
+    hlg = tmp_path / "iphone.mov"
+    ffmpeg("-i", str(short_clip), "-vf", "setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv,"
+           "zscale=t=linear:npl=203,format=gbrpf32le,zscale=p=bt2020:t=arib-std-b67:m=bt2020nc:r=tv:npl=203,"
+           "format=yuv420p10le", "-c:v", "libx265", "-x265-params", "log-level=error", "-color_primaries", "bt2020",
+           "-color_trc", "arib-std-b67", "-colorspace", "bt2020nc", "-c:a", "copy", str(hlg))
+    assert main(["new", str(tmp_path / "p"), "--video", str(hlg)]) == 0
+    out = capsys.readouterr().out
+    assert "tracked 40/40 frames" in out and "colours: HDR (HLG), shown in ordinary colours" in out
+    assert main(["new", str(tmp_path / "q"), "--video", str(short_clip)]) == 0
+    assert "colours:" not in capsys.readouterr().out     # an ordinary clip: nothing to say

@@ -76,6 +76,8 @@ def _unfinished_new(root: Path, video: Path):
 
 def cmd_new(args) -> int:
     from ..lock import project_lock
+    from ..video.colour import CONVERTED
+    from ..video.colour import describe as describe_colour
     from ..pipeline import run_stage
     from ..project import Project
     from ..video import probe
@@ -107,9 +109,12 @@ def cmd_new(args) -> int:
     _print_warnings(r1)
     _print_warnings(r2)
     s = r2["summary"]
+    colour = r1["summary"].get("colour", "")
+    converted = any(colour == describe_colour(m) for m in CONVERTED)   # HDR / wide gamut: say so
     _say(f"created project {root}",
          f"tracked {s['tracked']}/{s['frames']} frames; yaw {s['yaw_range'][0]}..{s['yaw_range'][1]}°, "
-         f"pitch {s['pitch_range'][0]}..{s['pitch_range'][1]}°",
+         f"pitch {s['pitch_range'][0]}..{s['pitch_range'][1]}°"
+         + (f"; colours: {colour}" if converted else ""),
          f"report: {root / r2['outputs']['contact_sheet']} and {root / r2['outputs']['curves']}",
          f"next: avatar-studio status {_shown(root)}")
     return 0

@@ -21,6 +21,9 @@ from __future__ import annotations
 HDR_MODES = {"hlg": "arib-std-b67", "pq": "smpte2084"}
 """HDR modes and the transfer curve (ffmpeg's name) each is read with."""
 
+CONVERTED = ("hlg", "pq", "bt2020")
+"""The modes whose colours are changed into ordinary (SDR, BT.709) ones, which `new` mentions."""
+
 SDR_WHITE_NITS = 203.0
 """Where HDR puts the white of an ordinary (SDR) picture (ITU-R BT.2408): it becomes RGB white here."""
 
