@@ -416,13 +416,13 @@ def export(project, cfg: ExportConfig, out: str | Path, control: Control | None 
         width *= 2
     width, height = even(width), even(height)
     audio = motion.audio if (cfg.audio and fmt in ("mp4", "mov")) else None
-    writer = ClipWriter(out, fmt, width, height, motion.fps, cfg.crf, audio, motion.audio_offset, motion.duration,
-                        alpha=cfg.transparent)
     cutout = None
-    if cfg.transparent:
+    if cfg.transparent:   # (before the writer: a writer holds a partial file until it finishes or aborts)
         from .tracking.tracker import Segmenter
 
         cutout = Segmenter()
+    writer = ClipWriter(out, fmt, width, height, motion.fps, cfg.crf, audio, motion.audio_offset, motion.duration,
+                        alpha=cfg.transparent)
     frames_it = _source_frames(motion, project, own) if needs_frames else None
     mask = face_mask(S)
     placements = None
@@ -464,10 +464,11 @@ def export(project, cfg: ExportConfig, out: str | Path, control: Control | None 
                                 if src_trk.valid[row] else np.zeros((S, S, 3), np.uint8)
                         if cfg.side_by_side:
                             frame = np.concatenate([left, frame], axis=1)
-                    if cutout is not None:   # the person's matte as the alpha channel
+                    if cutout is not None:   # the person's matte as the alpha channel (the preview stays RGB)
                         alpha = np.clip(cutout(np.ascontiguousarray(frame)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-                        frame = np.dstack([frame, alpha])
-                    writer.write(pad_even(frame))
+                        writer.write(pad_even(np.dstack([frame, alpha])))
+                    else:
+                        writer.write(pad_even(frame))
                     done += 1
                 el = time.perf_counter() - t0
                 yield Progress(stage="export", step=done, total=total, part="render", elapsed=el,

@@ -33,11 +33,13 @@ def _alpha_checks(rgba: np.ndarray) -> None:
 
 def test_png_frames_with_alpha(tracked_d3, avatar, tmp_path):
     out = tmp_path / "frames"
-    res, _ = run_export(tracked_d3, ExportConfig(source="turntable", duration=0.4, fps=10, transparent=True), out,
-                        avatar=avatar)
-    assert res["format"] == "png" and res["transparent"] and res["frames"] == 4
+    res, events = run_export(tracked_d3, ExportConfig(source="turntable", duration=0.3, fps=10, transparent=True),
+                             out, avatar=avatar)
+    assert res["format"] == "png" and res["transparent"] and res["frames"] == 3
+    shown = [e.preview for e in events if getattr(e, "preview", None) is not None]
+    assert shown and all(p.shape[-1] == 3 for p in shown)       # the window's preview stays RGB
     pngs = sorted(out.glob("*.png"))
-    assert len(pngs) == 4
+    assert len(pngs) == 3
     for p in pngs:
         img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
         assert img.ndim == 3 and img.shape[2] == 4
