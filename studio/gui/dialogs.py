@@ -10,7 +10,10 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog
 from .theme import icon
 from .workers import Failure
 
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm")
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm", ".mts", ".m2ts", ".ts", ".mpg", ".mpeg", ".3gp")
+"""What the file choosers show and a drop or "Open with" takes as a video: phones' MP4 / MOV / 3GP, editors' and
+browsers' MKV / WebM / AVI, camcorders' AVCHD (.mts, .m2ts; interlaced ones are deinterlaced), TV and DVD
+recordings (.ts, .mpg)."""
 
 
 def sentence(text: str) -> str:

@@ -181,6 +181,11 @@ def test_drop_a_video_or_a_project(window, tmp_path):
     txt = tmp_path / "notes.txt"
     txt.write_text("x")
     assert not _drop(window, txt)
+    camcorder = tmp_path / "00001.MTS"   # a camcorder's AVCHD clip, as its card names it
+    camcorder.write_bytes(b"\x00" * 16)
+    assert _drop(window, camcorder)
+    assert window.new_dialog.isVisible() and window.new_dialog.video.text() == str(camcorder)
+    window.new_dialog.reject()
 
 
 def test_every_toolbar_and_page_button_once(window, tmp_path, qtbot, fake_stages, screenshot):
