@@ -7,13 +7,13 @@
   with optional trim, a constant target frame rate (variable-frame-rate phone clips are resampled to
   it), a downscale cap for very large videos, deinterlacing (camcorder footage) and a turn for a face
   lying on its side.
-- `sample_frames` jumps to a few frames spread over a clip (which way up the face is, at ingest).
   It also watches the decoder: frames that could not be decoded (gaps in the decoded
   timestamps, which the constant-rate filter would otherwise fill with copies of the last good
   frame) and decoder errors end up in `FrameReader.report` (a `DecodeReport`).
   With `prefetch` (`prefetch_frames` sizes it), a thread reads frames ahead into a bounded queue,
   so ffmpeg keeps decoding while the caller works on earlier frames; `start()` begins decoding
   before the first frame is asked for (e.g. while the tracking models load).
+- `sample_frames` jumps to a few frames spread over a clip (which way up the face is, at ingest).
 - A trim of a file without a keyframe index (.mts, .ts) is decoded from the beginning instead of
   jumping between keyframes.
 """
